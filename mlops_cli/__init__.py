@@ -1,0 +1,102 @@
+"""mlops: a model registry, A/B tests with sound statistics, and drift detection in plain files.
+
+    from mlops_cli import Project, ModelVersion, ABTestConfig
+    project = Project.open("path/to/project")
+    project.registry.get_champion("gnn")
+
+For code written against the original service, `model_registry`, `ab_test_manager` and
+`get_drift_detector` are bound lazily to the default project (MLOPS_PROJECT_DIR, else the
+current directory).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConflictError,
+    GateError,
+    HookError,
+    LockTimeoutError,
+    MlopsError,
+    NotFoundError,
+    ProjectNotFoundError,
+    StateError,
+    ValidationError,
+)
+from .project import Project
+from .registry import ModelRegistry, ModelVersion
+
+if TYPE_CHECKING:
+    from .ab_testing import ABTestConfig, ABTestManager
+    from .drift import DriftDetector
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABTestConfig",
+    "ABTestManager",
+    "ConflictError",
+    "DriftDetector",
+    "GateError",
+    "HookError",
+    "LockTimeoutError",
+    "MlopsError",
+    "ModelRegistry",
+    "ModelVersion",
+    "NotFoundError",
+    "Project",
+    "ProjectNotFoundError",
+    "StateError",
+    "ValidationError",
+    "__version__",
+    "ab_test_manager",
+    "default_project",
+    "get_drift_detector",
+    "model_registry",
+]
+
+_default: Project | None = None
+
+
+def default_project() -> Project:
+    """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory."""
+    global _default
+    root = Project.locate()
+    if _default is None or _default.root != root:
+        _default = Project.open(root)
+    return _default
+
+
+class _Lazy:
+    """Stands for `default_project().<attr>`, resolved on each use."""
+
+    def __init__(self, attr: str) -> None:
+        self._attr = attr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(getattr(default_project(), self._attr), name)
+
+    def __repr__(self) -> str:
+        return f"<mlops_cli.{self._attr} of the default project>"
+
+
+model_registry: ModelRegistry = _Lazy("registry")  # type: ignore[assignment]
+ab_test_manager: ABTestManager = _Lazy("ab")  # type: ignore[assignment]
+
+
+def get_drift_detector(model_type: str, model_version: str) -> DriftDetector:
+    """The drift detector of one model version in the default project."""
+    return default_project().drift_detector(model_type, model_version)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ABTestConfig", "ABTestManager"):
+        from . import ab_testing
+
+        return getattr(ab_testing, name)
+    if name == "DriftDetector":
+        from . import drift
+
+        return drift.DriftDetector
+    raise AttributeError(f"module 'mlops_cli' has no attribute {name!r}")

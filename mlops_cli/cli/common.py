@@ -1,0 +1,152 @@
+"""What every command shares: the project option, the error funnel, JSON and table output."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import typer
+
+from ..errors import MlopsError, ValidationError
+from ..project import Project
+
+T = TypeVar("T")
+
+JSON_HELP = "Print one JSON document on stdout instead of a table."
+
+
+@dataclass
+class Globals:
+    project_dir: Path | None = None
+    traceback: bool = False
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Globals) else Globals()
+
+
+def open_project(ctx: typer.Context) -> Project:
+    return Project.open(globals_of(ctx).project_dir)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(
+        orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
+    )
+    sys.stdout.flush()
+
+
+@contextmanager
+def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
+    """Turn a domain error into one `error:` line (or a JSON error document) and its exit code."""
+    try:
+        yield
+    except MlopsError as exc:
+        fail(exc.type, str(exc), exc.exit_code, json_output)
+    except KeyboardInterrupt:
+        fail("Interrupted", "interrupted", 130, json_output)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if globals_of(ctx).traceback:
+            raise
+        fail(
+            "InternalError",
+            f"unexpected {type(exc).__name__}: {exc} (this is a bug in mlops; rerun with "
+            "`mlops --traceback ...` and report it)",
+            1,
+            json_output,
+        )
+
+
+def fail(kind: str, message: str, code: int, json_output: bool) -> None:
+    message = one_line(message)
+    if json_output:
+        print_json({"error": {"type": kind, "message": message}})
+    else:
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+    raise typer.Exit(code)
+
+
+def run(
+    ctx: typer.Context,
+    json_output: bool,
+    action: Callable[[], T],
+    render: Callable[[T], None],
+    to_json: Callable[[T], Any] | None = None,
+) -> T:
+    """Call the library, then print its result as JSON or through `render`."""
+    with funnel(ctx, json_output):
+        result = action()
+        if json_output:
+            print_json(to_json(result) if to_json else result)
+        else:
+            render(result)
+    return result
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console().print(t)
+
+
+def key_values(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in pairs:
+        t.add_row(key, "" if value is None else str(value))
+    console().print(t)
+
+
+def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[str, Any]:
+    """Parse KEY=VALUE options; with `typed`, values are YAML scalars (8 -> int, true -> bool)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"{option} takes KEY=VALUE, got {item!r}")
+        if typed:
+            try:
+                out[key] = yaml.safe_load(value) if value else ""
+            except yaml.YAMLError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def progress_wanted() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"

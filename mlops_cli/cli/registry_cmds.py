@@ -1,0 +1,338 @@
+"""Registry commands: init, register, list, show, champion, promote, rollback, and friends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ValidationError
+from ..project import Project
+from ..registry import ModelVersion
+from .common import (
+    JSON_HELP,
+    globals_of,
+    key_values,
+    open_project,
+    parse_pairs,
+    run,
+    table,
+)
+
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+
+
+def version_rows(versions: list[ModelVersion]) -> None:
+    table(
+        None,
+        ["type", "version", "role", "traffic %", "requests", "errors", "confidence", "ms"],
+        [
+            [v.model_type, v.version,
+             "champion" if v.is_champion else "deprecated" if v.deprecated else "",
+             f"{v.traffic_percentage:g}", v.requests, f"{v.error_rate:.4f}",
+             f"{v.avg_confidence:.4f}", f"{v.avg_inference_time_ms:.1f}"]
+            for v in versions
+        ],
+    )
+
+
+def version_card(v: ModelVersion) -> None:
+    key_values(
+        f"{v.model_type} {v.version}",
+        [(k, val) for k, val in v.to_dict().items() if k not in ("model_type", "version")],
+    )
+
+
+def short_time(ts: Any) -> str:
+    """`2026-11-26T07:51:30.985775Z` -> `2026-11-26 07:51:30`."""
+    return str(ts or "")[:19].replace("T", " ")
+
+
+def init(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force", help="Reset an existing registry.yaml."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Create a project directory (registry.yaml with default settings)."""
+    run(
+        ctx, json_output,
+        lambda: Project.init(globals_of(ctx).project_dir, force=force),
+        lambda p: typer.echo(f"initialised mlops project in {p.root}"),
+        lambda p: {"project_dir": str(p.root), "registry": str(p.registry_path)},
+    )
+
+
+def register(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type, e.g. gnn."),
+    version: str = typer.Argument(..., help="SemVer version, e.g. v2.2.0."),
+    path: str = typer.Option(..., "--path", help="Where the model file lives."),
+    config_file: Path | None = typer.Option(
+        None, "--config-file", help="YAML mapping with the model's config."
+    ),
+    config: list[str] | None = typer.Option(
+        None, "--config", help="Config entry KEY=VALUE (repeatable; wins over --config-file)."
+    ),
+    description: str = typer.Option("", "--description", help="Free text."),
+    tag: list[str] | None = typer.Option(None, "--tag", help="Tag KEY=VALUE (repeatable)."),
+    no_champion: bool = typer.Option(
+        False, "--no-champion", help="Never make this version champion, even the first."
+    ),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Register a new, immutable model version (the first of a type becomes champion)."""
+
+    def action() -> ModelVersion:
+        project = open_project(ctx)
+        merged: dict[str, Any] = load_mapping(config_file) if config_file else {}
+        merged.update(parse_pairs(config, "--config", typed=True))
+        mv = ModelVersion(
+            model_type=model_type, version=version, model_path=path, config=merged,
+            description=description, tags=parse_pairs(tag, "--tag", typed=False),
+        )
+        return project.registry.register_version(mv, make_champion=False if no_champion else None)
+
+    run(ctx, json_output, action, version_card, lambda v: v.to_dict())
+
+
+def load_mapping(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ValidationError(f"{path}: YAML error{where}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{path} must hold a YAML mapping")
+    return doc
+
+
+def list_cmd(
+    ctx: typer.Context,
+    model_type: str | None = typer.Argument(None, help="Only this model type."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """List registered versions with their serving metrics."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.list_versions(model_type),
+        version_rows,
+        lambda vs: [v.to_dict() for v in vs],
+    )
+
+
+def show(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str | None = typer.Argument(None, help="Version (default: the champion)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Show one version (the champion when no version is given)."""
+
+    def action() -> ModelVersion:
+        registry = open_project(ctx).registry
+        if version is None:
+            return registry.require_champion(model_type)
+        return registry.get_version(model_type, version)
+
+    run(ctx, json_output, action, version_card, lambda v: v.to_dict())
+
+
+def champion(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Print the champion's version alone (for V=$(mlops champion gnn))."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.require_champion(model_type),
+        lambda v: typer.echo(v.version),
+        lambda v: v.to_dict(),
+    )
+
+
+def promote(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version to make champion."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    force: bool = typer.Option(False, "--force", help="Promote even while an A/B test runs."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Make a version champion with 100% traffic."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.promote_to_champion(model_type, version, reason, force),
+        lambda v: typer.echo(f"{v.model_type} {v.version} is now champion (100% traffic)"),
+        lambda v: v.to_dict(),
+    )
+
+
+def rollback(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Make the previous champion champion again."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.rollback(model_type, reason),
+        lambda v: typer.echo(f"rolled back: {v.model_type} {v.version} is champion again"),
+        lambda v: v.to_dict(),
+    )
+
+
+def deprecate(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version to deprecate."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Deprecate a version: it can no longer be promoted or A/B tested."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.deprecate(model_type, version, reason),
+        lambda v: typer.echo(f"{v.model_type} {v.version} is deprecated"),
+        lambda v: v.to_dict(),
+    )
+
+
+def verify(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Recompute the model file's sha256 and compare it with the registered one (exit 1 if not)."""
+    from ..errors import StateError
+
+    def action() -> dict[str, Any]:
+        return open_project(ctx).registry.verify(model_type, version)
+
+    result = run(ctx, json_output, action, lambda r: typer.echo(
+        f"{r['status']}: {r['model_type']} {r['version']} {r['model_path']}: {r['message']}"
+    ))
+    if not result["ok"]:
+        if not json_output:
+            import sys
+
+            sys.stderr.write(f"error: {result['message']}\n")
+        raise typer.Exit(StateError.exit_code)
+
+
+def history(
+    ctx: typer.Context,
+    model_type: str | None = typer.Argument(None, help="Only this model type."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the last N events."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """The audit log of changes, oldest first."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).registry.history(model_type, limit),
+        lambda events: table(
+            None, ["time", "event", "model type", "version", "actor", "reason"],
+            [[short_time(e.get("ts")), e.get("event"), e.get("model_type") or e.get("test"),
+              e.get("version") or e.get("decision"), e.get("actor"), e.get("reason")]
+             for e in events],
+        ),
+    )
+
+
+config_app = typer.Typer(help="Read and change settings (dotted keys).", no_args_is_help=True)
+
+
+@config_app.command("list")
+def config_list(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
+    """Every setting with its value."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).settings,
+        lambda _s: table(None, ["key", "value"], open_project(ctx).flat_settings()),
+    )
+
+
+@config_app.command("get")
+def config_get(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Dotted key, e.g. drift.reference_size."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """One setting's value."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).get_setting(key),
+        lambda v: typer.echo(v if not isinstance(v, (dict, list)) else str(v)),
+        lambda v: {"key": key, "value": v},
+    )
+
+
+@config_app.command("set")
+def config_set(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Dotted key, e.g. drift.thresholds.retrain."),
+    value: str = typer.Argument(..., help="The value, as YAML (0.25, true, a string)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Change one setting (validated before it is written)."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).set_setting(key, value),
+        lambda v: typer.echo(f"{key} = {v}"),
+        lambda v: {"key": key, "value": v},
+    )
+
+
+metrics_app = typer.Typer(help="Serving metrics of model versions.", no_args_is_help=True)
+
+
+@metrics_app.command("update")
+def metrics_update(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version that served the request."),
+    inference_time_ms: float = typer.Option(..., "--inference-time-ms", help="Latency in ms."),
+    confidence: float = typer.Option(..., "--confidence", help="Prediction confidence, 0-1."),
+    error: bool = typer.Option(False, "--error", help="The request failed."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Record one served request in a version's cumulative metrics."""
+
+    def action() -> ModelVersion:
+        registry = open_project(ctx).registry
+        registry.update_metrics(model_type, version, inference_time_ms, confidence, error)
+        return registry.get_version(model_type, version)
+
+    run(
+        ctx, json_output, action,
+        lambda v: typer.echo(
+            f"{v.model_type} {v.version}: {v.requests} requests, error rate {v.error_rate:.4f}, "
+            f"avg confidence {v.avg_confidence:.4f}, avg {v.avg_inference_time_ms:.2f} ms"
+        ),
+        lambda v: v.to_dict(),
+    )
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(register)
+    app.command("list")(list_cmd)
+    app.command()(show)
+    app.command()(champion)
+    app.command()(promote)
+    app.command()(rollback)
+    app.command()(deprecate)
+    app.command()(verify)
+    app.command()(history)
+    app.add_typer(config_app, name="config")
+    app.add_typer(metrics_app, name="metrics")

@@ -1,0 +1,47 @@
+"""One exception hierarchy: every domain failure is an MlopsError that knows its exit code."""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """A failure the user can act on: printed as one `error:` line, exit code 1."""
+
+    exit_code = 1
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class ProjectNotFoundError(MlopsError):
+    """No registry.yaml where the project directory was looked for."""
+
+
+class StateError(MlopsError):
+    """A state file (registry.yaml, a log) is corrupt, of an unknown schema, or of a wrong type."""
+
+
+class ValidationError(MlopsError):
+    """An input value is out of range, malformed, or missing."""
+
+
+class NotFoundError(MlopsError):
+    """An unknown model type, version, A/B test or setting."""
+
+
+class ConflictError(MlopsError):
+    """The request contradicts the current state (duplicate, running test, deprecated version)."""
+
+
+class LockTimeoutError(MlopsError):
+    """A lock could not be taken within `lock_timeout_s`."""
+
+
+class HookError(MlopsError):
+    """A drift hook failed or timed out."""
+
+
+class GateError(MlopsError):
+    """A `--fail-on` gate tripped: exit code 3."""
+
+    exit_code = 3

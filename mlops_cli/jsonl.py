@@ -1,0 +1,270 @@
+"""Append-only JSONL logs: whole-line appends under the log's lock, torn-tail safe reads.
+
+Each log is locked with flock(2) on the log file itself, so a lock is released by the kernel
+when its holder dies: a killed writer never leaves a lock behind. A log whose last line has no
+newline was torn by a crash: readers stop before that tail and report it; the next writer
+truncates it under the lock before appending.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import LockTimeoutError, StateError
+
+_BLOCK = 1 << 16
+
+
+def utc_now() -> str:
+    """The current time as the UTC ISO-8601 string every log line carries in `ts`."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+@contextmanager
+def flocked(fd: int, path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on `fd`, waiting at most `timeout` seconds for it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"could not lock {path} within {timeout:g} s: another mlops process "
+                        "holds it; retry, or raise the setting lock_timeout_s"
+                    ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _truncate_torn_tail(fd: int) -> int:
+    """Cut a last line that has no newline; return the bytes removed (0 for a whole log)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - _BLOCK)
+        chunk = os.pread(fd, end - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            keep = start + cut + 1
+            os.ftruncate(fd, keep)
+            return size - keep
+        end = start
+    os.ftruncate(fd, 0)
+    return size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class LogWriter:
+    """Appends to logs, keeping each log's descriptor open so a per-request append is cheap."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+        self._pid = os.getpid()
+
+    def _fd(self, path: Path) -> int:
+        if self._pid != os.getpid():  # forked: never share a lock-holding file description
+            self._fds = {}
+            self._pid = os.getpid()
+        fd = self._fds.get(path)
+        if fd is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fds[path] = fd
+        return fd
+
+    def forget(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def append(self, path: Path, data: bytes, timeout: float, fsync: bool = False) -> None:
+        """Append whole lines (`data` ends with a newline) to the log at `path`."""
+        for _attempt in range(3):
+            fd = self._fd(path)
+            with flocked(fd, path, timeout):
+                try:
+                    current = os.stat(path).st_ino
+                except FileNotFoundError:
+                    current = -1
+                if current != os.fstat(fd).st_ino:  # the log was replaced since we opened it
+                    self.forget(path)
+                    continue
+                _truncate_torn_tail(fd)
+                try:
+                    _write_all(fd, data)
+                    if fsync:
+                        os.fsync(fd)
+                except OSError as exc:
+                    # A short write (disk full) must not leave half a record behind.
+                    _truncate_torn_tail(fd)
+                    raise StateError(f"could not append to {path}: {exc.strerror}") from exc
+                return
+        raise StateError(f"could not append to {path}: it keeps being replaced")
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+
+WRITER = LogWriter()
+
+
+@contextmanager
+def locked_log(path: Path, timeout: float) -> Iterator[int]:
+    """Hold the lock of the log at `path` (created if missing) for a multi-step change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        with flocked(fd, path, timeout):
+            yield fd
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Chunk:
+    """Records read from a log, with the byte offset after the last whole line read."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    end: int = 0
+    lines: int = 0
+    torn_bytes: int = 0
+    skipped: list[int] = field(default_factory=list)
+
+
+def parse_lines(
+    lines: list[bytes], path: Path, first_line: int, skip_invalid: bool
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Parse JSON object lines; a bad one is an error naming file and line, or skipped."""
+    loads = orjson.loads
+    try:
+        records = [loads(line) for line in lines]
+        if all(type(r) is dict for r in records):
+            return records, []
+    except orjson.JSONDecodeError:
+        pass
+    records, skipped = [], []
+    for i, line in enumerate(lines):
+        try:
+            record = loads(line)
+        except orjson.JSONDecodeError:
+            record = None
+        if type(record) is dict:
+            records.append(record)
+        elif skip_invalid:
+            skipped.append(first_line + i)
+        else:
+            raise StateError(
+                f"{path}: line {first_line + i} is not a JSON object; fix or remove it, "
+                "or pass --skip-invalid"
+            )
+    return records, skipped
+
+
+def read_from(
+    path: Path, offset: int = 0, first_line: int = 1, skip_invalid: bool = False
+) -> Chunk:
+    """Read the whole lines of a log from byte `offset` on (which must start a line)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return Chunk(end=offset)
+    whole = data.rfind(b"\n") + 1
+    lines = data[:whole].split(b"\n")[:-1] if whole else []
+    records, skipped = parse_lines(lines, path, first_line, skip_invalid)
+    return Chunk(records, offset + whole, len(lines), len(data) - whole, skipped)
+
+
+def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
+    """Read the last `count` whole lines of a log, reading backwards from its end only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Chunk()
+    try:
+        pos = os.fstat(fd).st_size
+        blocks: list[bytes] = []
+        newlines = 0
+        # count + 1 newlines guarantee `count` whole lines before a torn tail.
+        while pos > 0 and newlines <= count:
+            start = max(0, pos - _BLOCK)
+            block = os.pread(fd, pos - start, start)
+            blocks.append(block)
+            newlines += block.count(b"\n")
+            pos = start
+    finally:
+        os.close(fd)
+    data = b"".join(reversed(blocks))
+    whole = data.rfind(b"\n") + 1
+    lines = data[:whole].split(b"\n")[:-1]
+    if pos > 0:
+        lines = lines[1:]  # the first piece read may start mid-line
+    lines = lines[-count:] if count > 0 else []
+    end = pos + whole
+    first_byte = end - sum(len(line) + 1 for line in lines)
+    try:
+        records, skipped = parse_lines(lines, path, 0, skip_invalid)
+    except StateError:
+        first_line = _lines_before(path, first_byte) + 1
+        records, skipped = parse_lines(lines, path, first_line, skip_invalid)
+    if skipped:
+        first_line = _lines_before(path, first_byte) + 1
+        skipped = [first_line + i for i in skipped]
+    return Chunk(records, end, len(lines), len(data) - whole, skipped)
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n")
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def encode_batch(records: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

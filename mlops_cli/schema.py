@@ -1,0 +1,333 @@
+"""The registry.yaml schema: defaults, validation that names the file and key, migrations."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .errors import StateError, ValidationError
+from .naming import NAME_RE, SEMVER_RE
+
+SCHEMA_VERSION = 1
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "lock_timeout_s": 30.0,
+    "drift": {
+        "reference_size": 10000,
+        "window_size": 10000,
+        "min_samples": 100,
+        "weights": {"statistical": 0.4, "performance": 0.3, "distribution": 0.3},
+        "performance_scale": 0.2,
+        "distribution_scale": 1.0,
+        "thresholds": {"monitor": 0.1, "retrain": 0.3, "critical": 0.5},
+        "hooks": {},
+        "hook_timeout_s": 300.0,
+    },
+    "ab": {
+        "defaults": {
+            "treatment_traffic_pct": 10.0,
+            "duration_days": 7.0,
+            "min_requests": 1000,
+            "max_error_rate_increase": 0.05,
+            "min_confidence_improvement": 0.02,
+            "alpha": 0.05,
+            "method": "sequential",
+            "sequential_tuning": 5000,
+        }
+    },
+}
+
+Check = Callable[[Any, str], Any]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number(low: float | None = None, high: float | None = None, low_open: bool = False) -> Check:
+    def check(value: Any, key: str) -> float:
+        if not _is_number(value):
+            raise ValueError(f"{key} must be a number, not {value!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise ValueError(f"{key} must be {'>' if low_open else '>='} {low:g}, not {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"{key} must be <= {high:g}, not {value!r}")
+        return float(value)
+
+    return check
+
+
+def integer(low: int) -> Check:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be a whole number, not {value!r}")
+        if value < low:
+            raise ValueError(f"{key} must be >= {low}, not {value!r}")
+        return value
+
+    return check
+
+
+def string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, not {value!r}")
+    return value
+
+
+def optional(inner: Check) -> Check:
+    def check(value: Any, key: str) -> Any:
+        return None if value is None else inner(value, key)
+
+    return check
+
+
+def choice(*options: str) -> Check:
+    def check(value: Any, key: str) -> str:
+        if value not in options:
+            raise ValueError(f"{key} must be one of {', '.join(options)}, not {value!r}")
+        return str(value)
+
+    return check
+
+
+def boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def mapping(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{key} must be a mapping with string keys, not {value!r}")
+    return value
+
+
+def string_map(value: Any, key: str) -> dict[str, str]:
+    mapping(value, key)
+    for k, v in value.items():
+        string(v, f"{key}.{k}")
+    return dict(value)
+
+
+def name_of(what: str) -> Check:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or NAME_RE.fullmatch(value) is None:
+            raise ValueError(f"{key}: {value!r} is not a valid {what}")
+        return value
+
+    return check
+
+
+def version_str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or SEMVER_RE.fullmatch(value) is None:
+        raise ValueError(f"{key}: {value!r} is not a SemVer version")
+    return value
+
+
+def record(fields: dict[str, Check], required: bool = True) -> Check:
+    """A mapping with exactly these keys (all required, or all optional)."""
+
+    def check(value: Any, key: str) -> dict[str, Any]:
+        mapping(value, key)
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ValueError(f"{key}: unknown key {key_join(key, unknown[0])!r}")
+        out: dict[str, Any] = {}
+        for name, inner in fields.items():
+            if name not in value:
+                if required:
+                    raise ValueError(f"{key}: missing key {key_join(key, name)!r}")
+                continue
+            out[name] = inner(value[name], key_join(key, name))
+        return out
+
+    return check
+
+
+def each(key_check: Check, value_check: Check) -> Check:
+    def check(value: Any, key: str) -> dict[str, Any]:
+        mapping(value, key)
+        return {
+            key_check(k, key_join(key, str(k))): value_check(v, key_join(key, str(k)))
+            for k, v in value.items()
+        }
+
+    return check
+
+
+def list_of(inner: Check) -> Check:
+    def check(value: Any, key: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list, not {value!r}")
+        return [inner(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+    return check
+
+
+def key_join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+AB_FIELDS: dict[str, Check] = {
+    "treatment_traffic_pct": number(0, 100, low_open=True),
+    "duration_days": number(0),
+    "min_requests": integer(0),
+    "max_error_rate_increase": number(0, 1),
+    "min_confidence_improvement": number(-1, 1),
+    "alpha": number(0, 0.5, low_open=True),
+    "method": choice("sequential", "fixed"),
+    "sequential_tuning": integer(1),
+}
+
+LEVELS = ("monitor", "retrain", "critical")
+
+SETTINGS = record(
+    {
+        "lock_timeout_s": number(0),
+        "drift": record(
+            {
+                "reference_size": integer(2),
+                "window_size": integer(2),
+                "min_samples": integer(2),
+                "weights": record(
+                    {k: number(0) for k in ("statistical", "performance", "distribution")},
+                    required=False,
+                ),
+                "performance_scale": number(0, low_open=True),
+                "distribution_scale": number(0, low_open=True),
+                "thresholds": record({k: number(0, 1) for k in LEVELS}, required=False),
+                "hooks": each(choice(*LEVELS), string),
+                "hook_timeout_s": number(0, low_open=True),
+            },
+            required=False,
+        ),
+        "ab": record({"defaults": record(AB_FIELDS, required=False)}, required=False),
+    },
+    required=False,
+)
+
+VERSION = record(
+    {
+        "model_path": string,
+        "config": mapping,
+        "traffic_percentage": number(0, 100),
+        "registered_at": string,
+        "description": string,
+        "tags": string_map,
+        "sha256": optional(string),
+        "size_bytes": optional(integer(0)),
+        "deprecated": boolean,
+    }
+)
+
+MODEL = record(
+    {
+        "champion": optional(version_str),
+        "champion_history": list_of(version_str),
+        "versions": each(version_str, VERSION),
+    }
+)
+
+AB_TEST = record(
+    {
+        "model_type": name_of("model type"),
+        "control_version": version_str,
+        "treatment_version": version_str,
+        **{k: v for k, v in AB_FIELDS.items()},
+        "status": choice("running", "promoted", "rolled_back"),
+        "started_at": string,
+        "finalized_at": optional(string),
+    }
+)
+
+STATE = record(
+    {
+        "schema_version": integer(0),
+        "settings": SETTINGS,
+        "models": each(name_of("model type"), MODEL),
+        "ab_tests": each(name_of("A/B test name"), AB_TEST),
+    }
+)
+
+
+def merged(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "hooks":
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_thresholds(settings: dict[str, Any]) -> None:
+    t = settings["drift"]["thresholds"]
+    if not t["monitor"] <= t["retrain"] <= t["critical"]:
+        raise ValueError("settings.drift.thresholds must satisfy monitor <= retrain <= critical")
+
+
+def validate_state(data: Any, source: str) -> dict[str, Any]:
+    """Validate a loaded registry document; an error names the file and the key."""
+    if not isinstance(data, dict):
+        raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if "schema_version" not in data:
+            raise StateError(f"{source}: missing key 'schema_version'")
+        raise StateError(
+            f"{source}: unknown schema_version {version!r}; this mlops reads schema_version "
+            f"{SCHEMA_VERSION} (upgrade mlops to read a newer project)"
+        )
+    try:
+        state = STATE(data, "")
+        state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
+        check_thresholds(state["settings"])
+        _check_references(state)
+    except ValueError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    return state
+
+
+def _check_references(state: dict[str, Any]) -> None:
+    for model_type, model in state["models"].items():
+        for version in [model["champion"], *model["champion_history"]]:
+            if version is not None and version not in model["versions"]:
+                raise ValueError(f"models.{model_type}: champion {version!r} is not a version")
+    for name, test in state["ab_tests"].items():
+        versions = state["models"].get(test["model_type"], {}).get("versions", {})
+        for role in ("control_version", "treatment_version"):
+            if test[role] not in versions:
+                raise ValueError(f"ab_tests.{name}.{role}: {test[role]!r} is not registered")
+
+
+def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
+    """Split a dotted settings key and parse its YAML value (`mlops config set`)."""
+    import yaml
+
+    parts = key.split(".")
+    node: Any = DEFAULT_SETTINGS
+    for i, part in enumerate(parts):
+        leaf_map = i == len(parts) - 1 and parts[:-1] == ["drift", "hooks"]
+        if not (isinstance(node, dict) and (part in node or leaf_map)):
+            raise ValidationError(
+                f"unknown setting {key!r}; see `mlops config list` for the settings"
+            )
+        node = node.get(part, "")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(node, dict) and not isinstance(value, dict):
+        raise ValidationError(f"setting {key!r} is a group; set one of its keys instead")
+    return parts, value
+
+
+def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    try:
+        checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
+        check_thresholds(checked)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    return checked

@@ -1,0 +1,131 @@
+"""Running sufficient statistics over a log, cached with the byte offset they cover.
+
+Reading a summary reads only the lines appended since the cached offset, so repeated
+evaluations cost what is new, not the whole history.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import jsonl
+
+
+@dataclass
+class Moments:
+    """Sufficient statistics of requests: count, errors, sums and sums of squares."""
+
+    n: int = 0
+    errors: int = 0
+    confidence_sum: float = 0.0
+    confidence_sum_squares: float = 0.0
+    time_sum: float = 0.0
+    time_sum_squares: float = 0.0
+
+    def add(self, inference_time_ms: float, confidence: float, error: bool) -> None:
+        self.n += 1
+        self.errors += bool(error)
+        self.confidence_sum += confidence
+        self.confidence_sum_squares += confidence * confidence
+        self.time_sum += inference_time_ms
+        self.time_sum_squares += inference_time_ms * inference_time_ms
+
+    def add_records(self, records: Iterable[dict[str, Any]]) -> None:
+        for r in records:
+            self.add(r["inference_time_ms"], r["confidence"], r.get("error", False))
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.n if self.n else 0.0
+
+    @property
+    def avg_confidence(self) -> float:
+        return self.confidence_sum / self.n if self.n else 0.0
+
+    @property
+    def avg_inference_time_ms(self) -> float:
+        return self.time_sum / self.n if self.n else 0.0
+
+
+@dataclass
+class Summary:
+    """Per-key Moments of a log (key "all", or the A/B variant) and what they cover."""
+
+    arms: dict[str, Moments] = field(default_factory=dict)
+    offset: int = 0
+    lines: int = 0
+    inode: int = 0
+    torn_bytes: int = 0
+    skipped: list[int] = field(default_factory=list)
+
+    def arm(self, key: str) -> Moments:
+        return self.arms.get(key) or Moments()
+
+
+def _cache_path(log: Path) -> Path:
+    return log.with_name(f".{log.name}.summary.json")
+
+
+def _load_cache(log: Path, inode: int, size: int) -> Summary:
+    try:
+        doc = orjson.loads(_cache_path(log).read_bytes())
+        summary = Summary(
+            arms={k: Moments(**v) for k, v in doc["arms"].items()},
+            offset=int(doc["offset"]),
+            lines=int(doc["lines"]),
+            inode=int(doc["inode"]),
+        )
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return Summary(inode=inode)
+    if summary.inode != inode or summary.offset > size:
+        return Summary(inode=inode)  # the log was replaced or cut: start over
+    return summary
+
+
+def summarize(log: Path, key_field: str | None, skip_invalid: bool = False) -> Summary:
+    """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally."""
+    try:
+        st = os.stat(log)
+    except FileNotFoundError:
+        return Summary()
+    summary = _load_cache(log, st.st_ino, st.st_size)
+    chunk = jsonl.read_from(log, summary.offset, summary.lines + 1, skip_invalid)
+    if chunk.records:
+        fold(summary.arms, chunk.records, key_field)
+    start = summary.offset
+    summary.offset, summary.lines = chunk.end, summary.lines + chunk.lines
+    summary.torn_bytes, summary.skipped = chunk.torn_bytes, chunk.skipped
+    if chunk.end > start and not chunk.skipped:
+        _save_cache(log, summary)
+    return summary
+
+
+def fold(arms: dict[str, Moments], records: list[dict[str, Any]], key_field: str | None) -> None:
+    for r in records:
+        key = r[key_field] if key_field else "all"
+        moments = arms.get(key)
+        if moments is None:
+            moments = arms[key] = Moments()
+        moments.add(r["inference_time_ms"], r["confidence"], r.get("error", False))
+
+
+def _save_cache(log: Path, summary: Summary) -> None:
+    doc = {
+        "offset": summary.offset,
+        "lines": summary.lines,
+        "inode": summary.inode,
+        "arms": {k: asdict(v) for k, v in summary.arms.items()},
+    }
+    path = _cache_path(log)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(doc))
+        os.replace(tmp, path)  # derived data: a lost cache is recomputed, so no fsync
+    except OSError:
+        tmp.unlink(missing_ok=True)
