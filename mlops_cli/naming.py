@@ -28,9 +28,7 @@ def validate_name(value: str, what: str = "name") -> str:
 def validate_version(value: str) -> str:
     """Return `value` if it is a SemVer 2.0 version with an optional leading `v`."""
     if not isinstance(value, str) or len(value) > 128 or SEMVER_RE.fullmatch(value) is None:
-        raise ValidationError(
-            f"invalid version {value!r}: use SemVer such as v2.1.0 or 1.0.0-rc.1"
-        )
+        raise ValidationError(f"invalid version {value!r}: use SemVer such as v2.1.0 or 1.0.0-rc.1")
     return value
 
 
@@ -43,4 +41,4 @@ def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int 
     if pre is None:
         return (major, minor, patch, 1, ())
     parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split("."))
-    return (major, minor, patch, 0, parts)  # type: ignore[return-value]
+    return (major, minor, patch, 0, parts)

@@ -44,7 +44,9 @@ class ModelVersion:
         return asdict(self)
 
 
-def check_finite(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+def check_finite(
+    name: str, value: Any, low: float | None = None, high: float | None = None
+) -> float:
     """A finite number within [low, high], or a ValidationError saying which bound it breaks."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{name} must be a number, not {value!r}")
@@ -89,9 +91,7 @@ class ModelRegistry:
             return state["models"][model_type]  # type: ignore[no-any-return]
         except KeyError:
             known = ", ".join(sorted(state["models"])) or "none registered yet"
-            raise NotFoundError(
-                f"unknown model type {model_type!r} (known: {known})"
-            ) from None
+            raise NotFoundError(f"unknown model type {model_type!r} (known: {known})") from None
 
     def _record(self, state: dict[str, Any], model_type: str, version: str) -> dict[str, Any]:
         model = self._model(state, model_type)
@@ -145,7 +145,8 @@ class ModelRegistry:
         champion = self.get_champion(model_type)
         if champion is None:
             raise NotFoundError(
-                f"{model_type} has no champion; promote one with `mlops promote {model_type} VERSION`"
+                f"{model_type} has no champion; promote one with "
+                f"`mlops promote {model_type} VERSION`"
             )
         return champion
 
@@ -160,12 +161,15 @@ class ModelRegistry:
                 out.append(self._build(name, version, model))
         return out
 
-    def history(self, model_type: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def history(
+        self, model_type: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Audit events, newest last (of one model type, or all)."""
         if model_type is not None:
             self._model(self.project.state(), model_type)
         events = [
-            e for e in self.project.events()
+            e
+            for e in self.project.events()
             if model_type is None or e.get("model_type") == model_type
         ]
         return events[-limit:] if limit else events
@@ -175,21 +179,24 @@ class ModelRegistry:
         state = self.project.state()
         model = self._model(state, model_type)
         running = [
-            (name, t) for name, t in state["ab_tests"].items()
+            (name, t)
+            for name, t in state["ab_tests"].items()
             if t["model_type"] == model_type and t["status"] == "running"
         ]
         if running:
             name, test = running[0]
             b = bucket(name, str(user_id))
             chosen = (
-                test["treatment_version"] if b < round(test["treatment_traffic_pct"] * 100)
+                test["treatment_version"]
+                if b < round(test["treatment_traffic_pct"] * 100)
                 else test["control_version"]
             )
             return self._build(model_type, chosen, model)
         if model["champion"] is None:
             self.require_champion(model_type)
         serving = [
-            (v, rec["traffic_percentage"]) for v, rec in sorted(model["versions"].items())
+            (v, rec["traffic_percentage"])
+            for v, rec in sorted(model["versions"].items())
             if rec["traffic_percentage"] > 0
         ]
         b = bucket(model_type, str(user_id))
@@ -234,7 +241,8 @@ class ModelRegistry:
                     "immutable, register a new version number"
                 )
             champion = (
-                make_champion if make_champion is not None
+                make_champion
+                if make_champion is not None
                 else model["champion"] is None or mv.is_champion
             )
             model["versions"][mv.version] = {
@@ -248,13 +256,18 @@ class ModelRegistry:
                 "size_bytes": size,
                 "deprecated": False,
             }
-            txn.event("registered", model_type=mv.model_type, version=mv.version,
-                      model_path=mv.model_path)
+            txn.event(
+                "registered", model_type=mv.model_type, version=mv.version, model_path=mv.model_path
+            )
             if champion:
                 self._check_no_running_test(txn.state, mv.model_type, force=False)
                 self._make_champion(model, mv.version)
-                txn.event("promoted", model_type=mv.model_type, version=mv.version,
-                          reason="first version" if len(model["versions"]) == 1 else None)
+                txn.event(
+                    "promoted",
+                    model_type=mv.model_type,
+                    version=mv.version,
+                    reason="first version" if len(model["versions"]) == 1 else None,
+                )
         return self.get_version(mv.model_type, mv.version)
 
     @staticmethod
@@ -288,8 +301,14 @@ class ModelRegistry:
                 raise ConflictError(f"{model_type} {version} is already the champion")
             previous = model["champion"]
             self._make_champion(model, version)
-            txn.event("promoted", reason, model_type=model_type, version=version,
-                      previous=previous, forced=force or None)
+            txn.event(
+                "promoted",
+                reason,
+                model_type=model_type,
+                version=version,
+                previous=previous,
+                forced=force or None,
+            )
         return self.get_version(model_type, version)
 
     def rollback(self, model_type: str, reason: str | None = None) -> ModelVersion:
@@ -309,8 +328,9 @@ class ModelRegistry:
             model["champion"] = previous
             for v, rec in model["versions"].items():
                 rec["traffic_percentage"] = 100.0 if v == previous else 0.0
-            txn.event("rolled_back", reason, model_type=model_type, version=previous,
-                      previous=current)
+            txn.event(
+                "rolled_back", reason, model_type=model_type, version=previous, previous=current
+            )
         return self.get_version(model_type, previous)
 
     def deprecate(self, model_type: str, version: str, reason: str | None = None) -> ModelVersion:
@@ -324,8 +344,10 @@ class ModelRegistry:
             if rec["deprecated"]:
                 raise ConflictError(f"{model_type} {version} is already deprecated")
             for name, test in txn.state["ab_tests"].items():
-                if test["status"] == "running" and test["model_type"] == model_type and version in (
-                    test["control_version"], test["treatment_version"]
+                if (
+                    test["status"] == "running"
+                    and test["model_type"] == model_type
+                    and version in (test["control_version"], test["treatment_version"])
                 ):
                     raise ConflictError(f"{model_type} {version} is in running A/B test {name}")
             rec["deprecated"] = True
@@ -336,9 +358,13 @@ class ModelRegistry:
         """Recompute the model file's sha256 and size and compare with the registered ones."""
         mv = self.get_version(model_type, version)
         result: dict[str, Any] = {
-            "model_type": model_type, "version": version, "model_path": mv.model_path,
-            "expected_sha256": mv.sha256, "expected_size_bytes": mv.size_bytes,
-            "sha256": None, "size_bytes": None,
+            "model_type": model_type,
+            "version": version,
+            "model_path": mv.model_path,
+            "expected_sha256": mv.sha256,
+            "expected_size_bytes": mv.size_bytes,
+            "sha256": None,
+            "size_bytes": None,
         }
         path = Path(mv.model_path)
         if mv.sha256 is None:
@@ -358,7 +384,11 @@ class ModelRegistry:
         return result
 
     def update_metrics(
-        self, model_type: str, version: str, inference_time_ms: float, confidence: float,
+        self,
+        model_type: str,
+        version: str,
+        inference_time_ms: float,
+        confidence: float,
         error: bool = False,
     ) -> None:
         """Record one served request; cheap enough to call per request from a service."""
@@ -366,12 +396,15 @@ class ModelRegistry:
         model = state["models"].get(model_type)
         if model is None or version not in model["versions"]:
             self._record(state, model_type, version)  # raises the precise error
-        line = orjson.dumps({
-            "ts": jsonl.utc_now(),
-            "inference_time_ms": check_finite("inference_time_ms", inference_time_ms, 0),
-            "confidence": check_finite("confidence", confidence, 0, 1),
-            "error": bool(error),
-        }) + b"\n"
+        line = (
+            orjson.dumps(
+                {
+                    "ts": jsonl.utc_now(),
+                    "inference_time_ms": check_finite("inference_time_ms", inference_time_ms, 0),
+                    "confidence": check_finite("confidence", confidence, 0, 1),
+                    "error": bool(error),
+                }
+            )
+            + b"\n"
+        )
         self.project.append_log(self.project.metrics_log(model_type, version), line)
-
-

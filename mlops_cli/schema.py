@@ -281,7 +281,7 @@ def validate_state(data: Any, source: str) -> dict[str, Any]:
             f"{SCHEMA_VERSION} (upgrade mlops to read a newer project)"
         )
     try:
-        state = STATE(data, "")
+        state: dict[str, Any] = STATE(data, "")
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
         check_thresholds(state["settings"])
         _check_references(state)

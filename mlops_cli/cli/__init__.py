@@ -29,7 +29,10 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     project_dir: Path | None = typer.Option(
-        None, "--project-dir", "-C", envvar="MLOPS_PROJECT_DIR",
+        None,
+        "--project-dir",
+        "-C",
+        envvar="MLOPS_PROJECT_DIR",
         help="Project directory (default: MLOPS_PROJECT_DIR, else the current directory).",
     ),
     traceback: bool = typer.Option(False, "--traceback", help="Show a traceback on a bug."),

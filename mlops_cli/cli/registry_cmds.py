@@ -28,10 +28,16 @@ def version_rows(versions: list[ModelVersion]) -> None:
         None,
         ["type", "version", "role", "traffic %", "requests", "errors", "confidence", "ms"],
         [
-            [v.model_type, v.version,
-             "champion" if v.is_champion else "deprecated" if v.deprecated else "",
-             f"{v.traffic_percentage:g}", v.requests, f"{v.error_rate:.4f}",
-             f"{v.avg_confidence:.4f}", f"{v.avg_inference_time_ms:.1f}"]
+            [
+                v.model_type,
+                v.version,
+                "champion" if v.is_champion else "deprecated" if v.deprecated else "",
+                f"{v.traffic_percentage:g}",
+                v.requests,
+                f"{v.error_rate:.4f}",
+                f"{v.avg_confidence:.4f}",
+                f"{v.avg_inference_time_ms:.1f}",
+            ]
             for v in versions
         ],
     )
@@ -56,7 +62,8 @@ def init(
 ) -> None:
     """Create a project directory (registry.yaml with default settings)."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: Project.init(globals_of(ctx).project_dir, force=force),
         lambda p: typer.echo(f"initialised mlops project in {p.root}"),
         lambda p: {"project_dir": str(p.root), "registry": str(p.registry_path)},
@@ -88,8 +95,12 @@ def register(
         merged: dict[str, Any] = load_mapping(config_file) if config_file else {}
         merged.update(parse_pairs(config, "--config", typed=True))
         mv = ModelVersion(
-            model_type=model_type, version=version, model_path=path, config=merged,
-            description=description, tags=parse_pairs(tag, "--tag", typed=False),
+            model_type=model_type,
+            version=version,
+            model_path=path,
+            config=merged,
+            description=description,
+            tags=parse_pairs(tag, "--tag", typed=False),
         )
         return project.registry.register_version(mv, make_champion=False if no_champion else None)
 
@@ -121,7 +132,8 @@ def list_cmd(
 ) -> None:
     """List registered versions with their serving metrics."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.list_versions(model_type),
         version_rows,
         lambda vs: [v.to_dict() for v in vs],
@@ -152,7 +164,8 @@ def champion(
 ) -> None:
     """Print the champion's version alone (for V=$(mlops champion gnn))."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.require_champion(model_type),
         lambda v: typer.echo(v.version),
         lambda v: v.to_dict(),
@@ -169,7 +182,8 @@ def promote(
 ) -> None:
     """Make a version champion with 100% traffic."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.promote_to_champion(model_type, version, reason, force),
         lambda v: typer.echo(f"{v.model_type} {v.version} is now champion (100% traffic)"),
         lambda v: v.to_dict(),
@@ -184,7 +198,8 @@ def rollback(
 ) -> None:
     """Make the previous champion champion again."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.rollback(model_type, reason),
         lambda v: typer.echo(f"rolled back: {v.model_type} {v.version} is champion again"),
         lambda v: v.to_dict(),
@@ -200,7 +215,8 @@ def deprecate(
 ) -> None:
     """Deprecate a version: it can no longer be promoted or A/B tested."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.deprecate(model_type, version, reason),
         lambda v: typer.echo(f"{v.model_type} {v.version} is deprecated"),
         lambda v: v.to_dict(),
@@ -219,9 +235,14 @@ def verify(
     def action() -> dict[str, Any]:
         return open_project(ctx).registry.verify(model_type, version)
 
-    result = run(ctx, json_output, action, lambda r: typer.echo(
-        f"{r['status']}: {r['model_type']} {r['version']} {r['model_path']}: {r['message']}"
-    ))
+    result = run(
+        ctx,
+        json_output,
+        action,
+        lambda r: typer.echo(
+            f"{r['status']}: {r['model_type']} {r['version']} {r['model_path']}: {r['message']}"
+        ),
+    )
     if not result["ok"]:
         if not json_output:
             import sys
@@ -238,13 +259,23 @@ def history(
 ) -> None:
     """The audit log of changes, oldest first."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).registry.history(model_type, limit),
         lambda events: table(
-            None, ["time", "event", "model type", "version", "actor", "reason"],
-            [[short_time(e.get("ts")), e.get("event"), e.get("model_type") or e.get("test"),
-              e.get("version") or e.get("decision"), e.get("actor"), e.get("reason")]
-             for e in events],
+            None,
+            ["time", "event", "model type", "version", "actor", "reason"],
+            [
+                [
+                    short_time(e.get("ts")),
+                    e.get("event"),
+                    e.get("model_type") or e.get("test"),
+                    e.get("version") or e.get("decision"),
+                    e.get("actor"),
+                    e.get("reason"),
+                ]
+                for e in events
+            ],
         ),
     )
 
@@ -256,7 +287,8 @@ config_app = typer.Typer(help="Read and change settings (dotted keys).", no_args
 def config_list(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
     """Every setting with its value."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).settings,
         lambda _s: table(None, ["key", "value"], open_project(ctx).flat_settings()),
     )
@@ -270,7 +302,8 @@ def config_get(
 ) -> None:
     """One setting's value."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).get_setting(key),
         lambda v: typer.echo(v if not isinstance(v, (dict, list)) else str(v)),
         lambda v: {"key": key, "value": v},
@@ -286,7 +319,8 @@ def config_set(
 ) -> None:
     """Change one setting (validated before it is written)."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).set_setting(key, value),
         lambda v: typer.echo(f"{key} = {v}"),
         lambda v: {"key": key, "value": v},
@@ -314,7 +348,9 @@ def metrics_update(
         return registry.get_version(model_type, version)
 
     run(
-        ctx, json_output, action,
+        ctx,
+        json_output,
+        action,
         lambda v: typer.echo(
             f"{v.model_type} {v.version}: {v.requests} requests, error rate {v.error_rate:.4f}, "
             f"avg confidence {v.avg_confidence:.4f}, avg {v.avg_inference_time_ms:.2f} ms"

@@ -1,0 +1,315 @@
+"""Registry commands through the real entry point: happy paths and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlops_cli import Project
+
+from .conftest import MLOPS_BIN, Run, assert_one_error_line, snapshot
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def two_versions(cli: Cli, tmp_path: Path) -> Cli:
+    model = tmp_path / "gnn.pt"
+    model.write_bytes(b"model-bytes")
+    assert (
+        cli(
+            "register",
+            "gnn",
+            "v2.1.0",
+            "--path",
+            str(model),
+            "--config",
+            "hidden_dim=256",
+            "--config",
+            "arch=GraphSAGE",
+            "--tag",
+            "team=search",
+            "--json",
+        ).exit_code
+        == 0
+    )
+    assert cli("register", "gnn", "v2.2.0", "--path", "/nowhere/gnn.pt").exit_code == 0
+    return cli
+
+
+def test_register_prints_the_version_object(cli: Cli, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("hidden_dim: 128\nnum_layers: 4\n")
+    run = cli(
+        "register",
+        "gnn",
+        "v2.1.0",
+        "--path",
+        "/m.pt",
+        "--config-file",
+        str(cfg),
+        "--config",
+        "hidden_dim=256",
+        "--description",
+        "first",
+        "--json",
+    )
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    assert set(doc) == {
+        "model_type",
+        "version",
+        "is_champion",
+        "traffic_percentage",
+        "model_path",
+        "config",
+        "avg_inference_time_ms",
+        "avg_confidence",
+        "error_rate",
+        "requests",
+        "registered_at",
+        "description",
+        "tags",
+        "sha256",
+        "size_bytes",
+        "deprecated",
+    }
+    assert doc["config"] == {"hidden_dim": 256, "num_layers": 4}
+    assert doc["is_champion"] is True and doc["traffic_percentage"] == 100.0
+
+
+def test_list_show_champion(two_versions: Cli) -> None:
+    cli = two_versions
+    listing = cli("list", "--json").json()
+    assert [(v["version"], v["is_champion"]) for v in listing] == [
+        ("v2.1.0", True),
+        ("v2.2.0", False),
+    ]
+    assert cli("show", "gnn", "v2.2.0", "--json").json()["model_path"] == "/nowhere/gnn.pt"
+    assert cli("show", "gnn", "--json").json()["version"] == "v2.1.0"
+    plain = cli("champion", "gnn")
+    assert plain.stdout == "v2.1.0\n"
+    table = cli("list").stdout
+    assert "v2.2.0" in table and "champion" in table
+
+
+def test_promote_rollback_history(two_versions: Cli) -> None:
+    cli = two_versions
+    doc = cli("promote", "gnn", "v2.2.0", "--reason", "ab win", "--json").json()
+    assert doc["version"] == "v2.2.0" and doc["is_champion"] and doc["traffic_percentage"] == 100
+    assert cli("champion", "gnn").stdout.strip() == "v2.2.0"
+    assert cli("rollback", "gnn", "--reason", "latency", "--json").json()["version"] == "v2.1.0"
+    events = cli("history", "gnn", "--json").json()
+    assert [e["event"] for e in events][-2:] == ["promoted", "rolled_back"]
+    assert events[-1]["reason"] == "latency" and events[-1]["previous"] == "v2.2.0"
+    assert len(cli("history", "--limit", "2", "--json").json()) == 2
+
+
+def test_deprecate_and_verify(two_versions: Cli, tmp_path: Path) -> None:
+    cli = two_versions
+    assert cli("deprecate", "gnn", "v2.2.0", "--json").json()["deprecated"] is True
+    ok = cli("verify", "gnn", "v2.1.0", "--json")
+    assert ok.exit_code == 0 and ok.json()["status"] == "ok"
+    (tmp_path / "gnn.pt").write_bytes(b"tampered")
+    bad = cli("verify", "gnn", "v2.1.0", "--json")
+    assert bad.exit_code == 1 and bad.json()["status"] == "mismatch"
+
+
+def test_metrics_update_accumulates(two_versions: Cli) -> None:
+    cli = two_versions
+    cli("metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "100", "--confidence", "0.9")
+    doc = cli(
+        "metrics",
+        "update",
+        "gnn",
+        "v2.1.0",
+        "--inference-time-ms",
+        "50",
+        "--confidence",
+        "0.6",
+        "--error",
+        "--json",
+    ).json()
+    assert doc["requests"] == 2
+    assert doc["error_rate"] == pytest.approx(0.5)
+    assert doc["avg_inference_time_ms"] == pytest.approx(75.0)
+    assert doc["avg_confidence"] == pytest.approx(0.75)
+
+
+def test_config_get_set(cli: Cli) -> None:
+    assert cli("config", "get", "drift.reference_size", "--json").json()["value"] == 10000
+    assert cli("config", "set", "drift.reference_size", "500").exit_code == 0
+    assert cli("config", "get", "drift.reference_size").stdout.strip() == "500"
+    cli("config", "set", "drift.hooks.critical", "make retrain")
+    assert cli("config", "list", "--json").json()["drift"]["hooks"] == {"critical": "make retrain"}
+
+
+def test_json_error_document(cli: Cli) -> None:
+    run = cli("show", "nope", "--json")
+    assert run.exit_code == 1
+    assert run.json()["error"]["type"] == "NotFoundError"
+    assert "nope" in run.json()["error"]["message"]
+
+
+def test_installed_entry_point_in_a_subprocess(tmp_path: Path) -> None:
+    env = {**os.environ, "MLOPS_PROJECT_DIR": str(tmp_path)}
+    subprocess.run([str(MLOPS_BIN), "init"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(MLOPS_BIN), "register", "rag", "1.0.0", "--path", "/r.pt"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [str(MLOPS_BIN), "champion", "rag"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert out == "1.0.0\n"
+    doc = json.loads(
+        subprocess.run(
+            [str(MLOPS_BIN), "list", "--json"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert doc[0]["model_type"] == "rag"
+    missing = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(tmp_path / "none"), "list"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no registry.yaml")
+    usage = subprocess.run([str(MLOPS_BIN), "promote"], env=env, capture_output=True, text=True)
+    assert usage.returncode == 2
+
+
+def test_project_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    a, b = Project.init(tmp_path / "a"), Project.init(tmp_path / "b")
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(a.root))
+    monkeypatch.chdir(b.root)
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    runner = CliRunner()
+    runner.invoke(app, ["register", "x", "1.0.0", "--path", "/x"])
+    assert "x" in a.state()["models"] and "x" not in b.state()["models"]
+    runner.invoke(app, ["-C", str(b.root), "register", "y", "1.0.0", "--path", "/y"])
+    assert "y" in b.state()["models"]
+    monkeypatch.delenv("MLOPS_PROJECT_DIR")
+    runner.invoke(app, ["register", "z", "1.0.0", "--path", "/z"])
+    assert "z" in Project.open(b.root).state()["models"]
+
+
+BAD_INPUTS = [
+    (["show", "nosuch"], ["unknown model type"]),
+    (["show", "gnn", "v9.9.9"], ["unknown version"]),
+    (["register", "gnn", "v2.1.0", "--path", "/x"], ["already registered"]),
+    (["register", "gnn", "latest", "--path", "/x"], ["invalid version", "semver"]),
+    (["register", "gnn", "1.0", "--path", "/x"], ["invalid version"]),
+    (["register", "gnn", "v1", "--path", "/x"], ["invalid version"]),
+    (["register", "gnn", "", "--path", "/x"], ["invalid version"]),
+    (["register", "../x", "1.0.0", "--path", "/x"], ["invalid model type"]),
+    (["register", "a/b", "1.0.0", "--path", "/x"], ["invalid model type"]),
+    (["register", "a" * 65, "1.0.0", "--path", "/x"], ["invalid model type"]),
+    (["register", "my model", "1.0.0", "--path", "/x"], ["invalid model type"]),
+    (["register", "gnn", "v3.0.0", "--path", "/x", "--config", "novalue"], ["KEY=VALUE"]),
+    (
+        ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "1.5"],
+        ["confidence"],
+    ),
+    (
+        ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "-0.1"],
+        ["confidence"],
+    ),
+    (
+        ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "nan"],
+        ["finite"],
+    ),
+    (
+        ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "inf"],
+        ["finite"],
+    ),
+    (
+        ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "-5", "--confidence", "0.5"],
+        ["inference_time_ms"],
+    ),
+    (
+        ["metrics", "update", "gnn", "v7.0.0", "--inference-time-ms", "5", "--confidence", "0.5"],
+        ["unknown version"],
+    ),
+    (["promote", "gnn", "v2.0.0"], ["deprecated"]),
+    (["rollback", "gnn"], ["no earlier champion"]),
+    (["config", "set", "drift.nosuch", "1"], ["unknown setting"]),
+    (["config", "set", "drift.window_size", "ten"], ["whole number"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"), BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in BAD_INPUTS]
+)
+def test_bad_input_is_one_error_line_and_changes_nothing(
+    cli: Cli, project: Project, args: list[str], words: list[str]
+) -> None:
+    assert cli("register", "gnn", "v2.1.0", "--path", "/a").exit_code == 0
+    assert cli("register", "gnn", "v2.0.0", "--path", "/b").exit_code == 0
+    assert cli("deprecate", "gnn", "v2.0.0").exit_code == 0
+    before = snapshot(project.root)
+    run = cli(*args)
+    assert_one_error_line(run, *words)
+    assert snapshot(project.root) == before
+
+
+BROKEN_REGISTRIES = {
+    "schema 99": (
+        "schema_version: 99\nsettings: {}\nmodels: {}\nab_tests: {}\n",
+        ["schema_version 99"],
+    ),
+    "yaml syntax": (
+        "schema_version: 1\nsettings: {}\nmodels:\n  gnn: [unclosed\nab_tests: {}\n",
+        ["line "],
+    ),
+    "python tag": (
+        "schema_version: 1\nsettings: !!python/object/apply:os.system ['touch PWNED']\n"
+        "models: {}\nab_tests: {}\n",
+        ["python/object"],
+    ),
+    "wrong type": (
+        "schema_version: 1\nsettings:\n  drift:\n    window_size: many\nmodels: {}\nab_tests: {}\n",
+        ["drift.window_size"],
+    ),
+    "missing key": ("schema_version: 1\nsettings: {}\nmodels: {}\n", ["ab_tests"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_REGISTRIES))
+def test_broken_registry_names_file_and_problem(cli: Cli, project: Project, case: str) -> None:
+    text, words = BROKEN_REGISTRIES[case]
+    project.registry_path.write_text(text)
+    before = snapshot(project.root)
+    run = cli("list")
+    assert_one_error_line(run, "registry.yaml", *words)
+    assert snapshot(project.root) == before
+    assert not (project.root / "PWNED").exists()
+
+
+def test_registry_cut_off_mid_file(two_versions: Cli, project: Project) -> None:
+    data = project.registry_path.read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 40):
+        project.registry_path.write_bytes(data[:cut])
+        run = two_versions("list")
+        assert_one_error_line(run, "registry.yaml")
+
+
+def test_missing_registry_names_the_directory(tmp_path: Path, cli: Cli) -> None:
+    run = cli("list", root=tmp_path / "empty")
+    assert_one_error_line(run, "no registry.yaml", str(tmp_path / "empty"), "mlops init")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_every_command_has_help(cli: Cli) -> None:
+    from mlops_cli.cli import app
+
+    for group in [[]] + [[info.name] for info in app.registered_groups]:  # type: ignore[list-item]
+        run = cli(*group, "--help")
+        assert run.exit_code == 0 and "Usage" in run.stdout
