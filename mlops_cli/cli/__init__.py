@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from .common import Globals
+from .ab_cmds import ab_app
 from .registry_cmds import register_commands
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ def main_options(
 
 
 register_commands(app)
+app.add_typer(ab_app, name="ab")
 
 
 def main() -> None:

@@ -1,0 +1,255 @@
+"""A/B test commands: start, assign, record, evaluate, finalize, list, status."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..ab_testing import ABTestConfig, Evaluation
+from ..errors import GateError, ValidationError
+from .common import (
+    JSON_HELP,
+    console,
+    funnel,
+    key_values,
+    open_project,
+    progress_wanted,
+    run,
+    table,
+)
+from .step_summary import write_step_summary
+from .registry_cmds import load_mapping
+
+ab_app = typer.Typer(help="A/B tests between the champion and a new version.",
+                     no_args_is_help=True)
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+
+
+@ab_app.command("start")
+def start(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Test name, e.g. gnn_v2.2_test."),
+    model_type: str | None = typer.Option(None, "--model-type", help="Model type under test."),
+    control: str | None = typer.Option(None, "--control", help="Control (default: champion)."),
+    treatment: str | None = typer.Option(None, "--treatment", help="Version to test."),
+    traffic: float | None = typer.Option(None, "--traffic", help="Treatment share in % (0-100)."),
+    duration_days: float | None = typer.Option(None, "--duration-days", help="Minimum days."),
+    min_requests: int | None = typer.Option(None, "--min-requests", help="Both arms together."),
+    max_error_rate_increase: float | None = typer.Option(
+        None, "--max-error-rate-increase", help="Absolute, e.g. 0.05 = 5 points."),
+    min_confidence_improvement: float | None = typer.Option(
+        None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
+    method: str | None = typer.Option(None, "--method", help="sequential (default) or fixed."),
+    config_file: Path | None = typer.Option(
+        None, "--config-file", help="YAML with ABTestConfig fields (flags win)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Start an A/B test of a new version against the champion."""
+
+    def action() -> dict[str, Any]:
+        doc: dict[str, Any] = load_mapping(config_file) if config_file else {}
+        doc.setdefault("name", name)
+        flags = {
+            "model_type": model_type, "control_version": control, "treatment_version": treatment,
+            "treatment_traffic_pct": traffic, "duration_days": duration_days,
+            "min_requests": min_requests, "max_error_rate_increase": max_error_rate_increase,
+            "min_confidence_improvement": min_confidence_improvement, "alpha": alpha,
+            "method": method,
+        }
+        doc.update({k: v for k, v in flags.items() if v is not None})
+        doc["name"] = name
+        for key in ("model_type", "treatment_version"):
+            if not doc.get(key):
+                flag = "--model-type" if key == "model_type" else "--treatment"
+                raise ValidationError(f"{flag} is required (or {key} in --config-file)")
+        return open_project(ctx).ab.start_test(ABTestConfig.from_dict(doc))
+
+    run(ctx, json_output, action, lambda t: typer.echo(
+        f"started {t['name']}: {t['model_type']} {t['control_version']} (control, "
+        f"{100 - t['treatment_traffic_pct']:g}%) vs {t['treatment_version']} (treatment, "
+        f"{t['treatment_traffic_pct']:g}%), {t['method']} at alpha {t['alpha']:g}"
+    ))
+
+
+@ab_app.command("assign")
+def assign(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    user_id: str = typer.Argument(..., help="The user (or request key) to route."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Which variant and version serve this user (sticky)."""
+    run(
+        ctx, json_output,
+        lambda: open_project(ctx).ab.assign_variant(model_type, user_id),
+        lambda a: typer.echo(f"{a['name']} {a['version']}"),
+        lambda a: {"name": a["name"], "version": a["version"], "model": a["model"].to_dict()},
+    )
+
+
+@ab_app.command("record")
+def record(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Test name."),
+    variant: str | None = typer.Option(None, "--variant", help="control or treatment."),
+    inference_time_ms: float | None = typer.Option(None, "--inference-time-ms", help="Latency."),
+    confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
+    error: bool = typer.Option(False, "--error", help="The request failed."),
+    user_id: str | None = typer.Option(None, "--user-id", help="Who was served."),
+    file: str | None = typer.Option(
+        None, "--file", help="JSONL batch (one request a line), or - for stdin."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Record one request, or a batch (all or nothing) with --file."""
+
+    def action() -> dict[str, Any]:
+        manager = open_project(ctx).ab
+        if file is not None:
+            if variant is not None or inference_time_ms is not None or confidence is not None:
+                raise ValidationError("--file records a batch; drop --variant/--confidence/...")
+            data = read_input(file)
+            with batch_progress(len(data)) as progress:
+                count = manager.record_batch(name, data, progress)
+            return {"test": name, "recorded": count}
+        missing = [flag for flag, value in (("--variant", variant),
+                   ("--inference-time-ms", inference_time_ms), ("--confidence", confidence))
+                   if value is None]
+        if missing:
+            raise ValidationError(f"{', '.join(missing)} required (or a batch with --file)")
+        manager.record_result(name, variant, inference_time_ms, confidence, error,  # type: ignore[arg-type]
+                              user_id)
+        return {"test": name, "recorded": 1}
+
+    run(ctx, json_output, action, lambda r: typer.echo(f"recorded {r['recorded']} in {name}"))
+
+
+def read_input(file: str) -> bytes:
+    if file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
+
+
+class batch_progress:
+    """A progress bar on stderr for a large batch, when stderr is a terminal."""
+
+    def __init__(self, size: int) -> None:
+        self.enabled = progress_wanted() and size > 8 << 20
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True, console=console(stderr=True))
+        self.bar.start()
+        task = self.bar.add_task("validating", total=None)
+        return lambda lines: self.bar.update(task, completed=lines,
+                                             description=f"validated {lines:,} lines")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def render_evaluation(e: Evaluation) -> None:
+    m = e.metrics
+    colour = {"promote": "green", "rollback": "red", "continue": "yellow"}[e.decision]
+    out = console()
+    out.print(f"[bold {colour}]{e.decision.upper()}[/] {e.test}: {e.recommendation}")
+    table(
+        None, ["", "version", "requests", "error rate", "avg confidence", "avg ms"],
+        [[arm, m[arm]["version"], m[arm]["requests"], f"{m[arm]['error_rate']:.4f}",
+          f"{m[arm]['avg_confidence']:.4f}", f"{m[arm]['avg_inference_time_ms']:.1f}"]
+         for arm in ("control", "treatment")],
+    )
+    table(
+        None, ["difference (treatment - control)", "estimate", f"{1 - e.alpha:.0%} interval",
+               "p-value"],
+        [[label, f"{d['estimate']:+.4f}", f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]",
+          f"{d['p_value']:.3g}"]
+         for label, d in (("error rate", m["error_rate_diff"]),
+                          ("confidence", m["confidence_diff"]),
+                          ("inference time ms", m["inference_time_ms_diff"]))],
+    )
+    for reason in e.reasons:
+        out.print(f"  - {reason}")
+    srm = m["srm"]
+    out.print(f"method {e.method}, {e.requests} requests, {e.days_elapsed:.1f} days, "
+              f"sample ratio p={srm['p_value']:.3g}" + (" (mismatch)" if srm["mismatch"] else ""))
+    if e.applied:
+        out.print(f"applied: test finalized ({e.status})")
+
+
+def parse_fail_on(value: str | None) -> set[str]:
+    if not value:
+        return set()
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    wrong = chosen - {"rollback", "continue", "promote"}
+    if wrong:
+        raise ValidationError(f"--fail-on takes rollback, continue or promote, not {sorted(wrong)[0]!r}")
+    return chosen
+
+
+@ab_app.command("evaluate")
+def evaluate(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Test name."),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="Exit 3 on these decisions, e.g. rollback or rollback,continue."),
+    apply: bool = typer.Option(False, "--apply", help="Finalize a promote or rollback decision."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Decide: promote, rollback or continue, with the statistics behind it."""
+    with funnel(ctx, json_output):
+        gates = parse_fail_on(fail_on)
+    result = run(ctx, json_output, lambda: open_project(ctx).ab.evaluate_test(name, apply=apply),
+                 render_evaluation, lambda e: e.to_dict())
+    write_step_summary("ab", result)
+    if result.decision in gates:
+        with funnel(ctx, json_output=False):
+            raise GateError(f"decision {result.decision} (--fail-on {fail_on})")
+
+
+@ab_app.command("finalize")
+def finalize(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Test name."),
+    decision: str = typer.Argument(..., help="promote or rollback."),
+    force: bool = typer.Option(False, "--force", help="Promote against the evaluation."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """End a test: promote makes the treatment champion, rollback keeps the control."""
+    run(ctx, json_output, lambda: open_project(ctx).ab.finalize_test(name, decision, force),
+        lambda t: typer.echo(f"{t['name']} finalized: {t['status']}"))
+
+
+@ab_app.command("list")
+def list_tests(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
+    """Every A/B test with its status and request counts."""
+    run(ctx, json_output, lambda: open_project(ctx).ab.list_tests(), lambda tests: table(
+        None, ["test", "model type", "control", "treatment", "traffic %", "status", "requests",
+               "started"],
+        [[t["name"], t["model_type"], t["control_version"], t["treatment_version"],
+          f"{t['treatment_traffic_pct']:g}", t["status"], sum(t["requests"].values()),
+          t["started_at"][:19].replace("T", " ")] for t in tests],
+    ))
+
+
+@ab_app.command("status")
+def status(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Test name."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """A test's configuration and request counts."""
+    run(ctx, json_output, lambda: open_project(ctx).ab.status(name),
+        lambda s: key_values(name, [(k, v) for k, v in s.items() if k != "name"]))
+

@@ -1,0 +1,173 @@
+"""Pure statistics on summary numbers: Welch tests, confidence sequences, sample ratio mismatch.
+
+These are GrowthBook's frequentist definitions (gbstats, absolute differences), so results
+match gbstats to floating-point precision:
+- fixed horizon: Welch's t test with Welch-Satterthwaite degrees of freedom;
+- sequential: the asymptotic confidence sequence of Waudby-Smith et al. (2023),
+  "Time-uniform central limit theory and asymptotic confidence sequences",
+  arXiv:2103.06476, eqs. 9 (width), 155 (p-value) and 161 (tuning), valid under continuous
+  monitoring, so a pipeline may evaluate as often as it likes;
+- error rates: the same tests on proportions with the Agresti-Caffo adjustment
+  (one error and two trials added to each arm).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """Mean and variance of one arm, with its sample size."""
+
+    n: int
+    mean: float
+    variance: float
+
+    @classmethod
+    def from_sums(cls, n: int, total: float, sum_squares: float) -> ArmStats:
+        """Sample mean and (n-1) sample variance from a sum and a sum of squares."""
+        if n < 2:
+            return cls(n, total / n if n else 0.0, 0.0)
+        variance = max((sum_squares - total * total / n) / (n - 1), 0.0)
+        return cls(n, total / n, variance)
+
+    @classmethod
+    def proportion(cls, n: int, events: int, agresti_caffo: bool = True) -> ArmStats:
+        """A rate as a mean with variance p(1-p); Agresti-Caffo adds 1 event and 2 trials."""
+        if agresti_caffo:
+            n, events = n + 2, events + 1
+        p = events / n if n else 0.0
+        return cls(n, p, p * (1 - p))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Treatment minus control: estimate, interval at level 1 - alpha, and p-value."""
+
+    estimate: float
+    ci: tuple[float, float]
+    p_value: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"estimate": self.estimate, "ci": list(self.ci), "p_value": self.p_value}
+
+
+def welch(control: ArmStats, treatment: ArmStats) -> tuple[float, float, float]:
+    """Difference of means, its variance, and Welch-Satterthwaite degrees of freedom."""
+    va, vb = control.variance / control.n, treatment.variance / treatment.n
+    variance = va + vb
+    denominator = va * va / (control.n - 1) + vb * vb / (treatment.n - 1)
+    dof = variance * variance / denominator if denominator > 0 else float(
+        control.n + treatment.n - 2
+    )
+    return treatment.mean - control.mean, variance, dof
+
+
+def fixed_test(control: ArmStats, treatment: ArmStats, alpha: float) -> Difference:
+    """Welch's two-sided t test and the t interval at level 1 - alpha."""
+    from scipy.special import stdtr, stdtrit
+
+    estimate, variance, dof = welch(control, treatment)
+    if not _testable(control, treatment, variance):
+        return _degenerate(estimate, variance)
+    se = math.sqrt(variance)
+    half = float(stdtrit(dof, 1 - alpha / 2)) * se
+    # 2 * (1 - cdf) as gbstats computes it (so tiny p-values round to 0.0 as there).
+    p_value = 2 * (1 - float(stdtr(dof, abs(estimate) / se)))
+    return Difference(estimate, (estimate - half, estimate + half), min(max(p_value, 0.0), 1.0))
+
+
+def sequential_rho(alpha: float, tuning: float) -> float:
+    """Eq. 161: the mixing parameter that makes the sequence tightest near N = tuning."""
+    return math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
+
+
+def sequential_test(
+    control: ArmStats, treatment: ArmStats, alpha: float, tuning: float
+) -> Difference:
+    """Asymptotic confidence sequence (eq. 9) and its always-valid p-value (eq. 155)."""
+    estimate, variance, _dof = welch(control, treatment)
+    if not _testable(control, treatment, variance):
+        return _degenerate(estimate, variance)
+    n = control.n + treatment.n
+    rho = sequential_rho(alpha, tuning)
+    nr2p1 = n * rho * rho + 1
+    s2 = variance * n
+    half = math.sqrt(s2) * math.sqrt(2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (n * rho) ** 2)
+    # p = min(1, 1 / e-value), computed in logs so large effects do not overflow.
+    log_evalue = rho * rho * (estimate * estimate * n * n / s2) / (2 * nr2p1) - 0.5 * math.log(
+        nr2p1
+    )
+    p_value = 1.0 if log_evalue <= 0 else math.exp(-log_evalue)
+    return Difference(estimate, (estimate - half, estimate + half), p_value)
+
+
+def compare(
+    control: ArmStats, treatment: ArmStats, alpha: float, method: str, tuning: float
+) -> Difference:
+    if method == "fixed":
+        return fixed_test(control, treatment, alpha)
+    return sequential_test(control, treatment, alpha, tuning)
+
+
+def compare_rates(
+    n_control: int, errors_control: int, n_treatment: int, errors_treatment: int,
+    alpha: float, method: str, tuning: float,
+) -> Difference:
+    """Error-rate difference: interval and p-value Agresti-Caffo adjusted, estimate raw."""
+    adjusted = compare(
+        ArmStats.proportion(n_control, errors_control),
+        ArmStats.proportion(n_treatment, errors_treatment),
+        alpha, method, tuning,
+    )
+    raw = (errors_treatment / n_treatment if n_treatment else 0.0) - (
+        errors_control / n_control if n_control else 0.0
+    )
+    return Difference(raw, adjusted.ci, adjusted.p_value)
+
+
+def _testable(control: ArmStats, treatment: ArmStats, variance: float) -> bool:
+    return control.n >= 2 and treatment.n >= 2 and variance > 0
+
+
+def _degenerate(estimate: float, variance: float) -> Difference:
+    """Too little data (or no variation): an unbounded interval that no rule can act on."""
+    if variance == 0 and estimate != 0:
+        return Difference(estimate, (estimate, estimate), 0.0)
+    return Difference(estimate, (-math.inf, math.inf), 1.0)
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """Pearson chi-square test of the arm counts against the configured split."""
+
+    p_value: float
+    mismatch: bool
+    judged: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"p_value": self.p_value, "mismatch": self.mismatch, "judged": self.judged}
+
+
+SRM_THRESHOLD = 0.001
+SRM_MIN_PER_ARM = 8
+
+
+def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: float) -> SampleRatio:
+    """Chi-square (1 df) p-value of the observed split; p < 0.001 is a mismatch.
+
+    Not judged below 8 requests per arm, where the chi-square approximation is poor.
+    """
+    from scipy.special import chdtrc
+
+    total = n_control + n_treatment
+    if total == 0 or not 0 < treatment_share < 1:
+        return SampleRatio(1.0, False, False)
+    expected_t = total * treatment_share
+    expected_c = total - expected_t
+    chi2 = (n_treatment - expected_t) ** 2 / expected_t + (n_control - expected_c) ** 2 / expected_c
+    p_value = float(chdtrc(1, chi2))
+    judged = min(n_control, n_treatment) >= SRM_MIN_PER_ARM
+    return SampleRatio(p_value, judged and p_value < SRM_THRESHOLD, judged)
