@@ -110,18 +110,22 @@ def decide(
     from .stats import ArmStats, compare, compare_rates, sample_ratio_mismatch
 
     alpha, method, tuning = config["alpha"], config["method"], config["sequential_tuning"]
-    error = compare_rates(control.n, control.errors, treatment.n, treatment.errors,
-                          alpha, method, tuning)
+    error = compare_rates(
+        control.n, control.errors, treatment.n, treatment.errors, alpha, method, tuning
+    )
     confidence = compare(
         ArmStats.from_sums(control.n, control.confidence_sum, control.confidence_sum_squares),
-        ArmStats.from_sums(treatment.n, treatment.confidence_sum,
-                           treatment.confidence_sum_squares),
-        alpha, method, tuning,
+        ArmStats.from_sums(treatment.n, treatment.confidence_sum, treatment.confidence_sum_squares),
+        alpha,
+        method,
+        tuning,
     )
     latency = compare(
         ArmStats.from_sums(control.n, control.time_sum, control.time_sum_squares),
         ArmStats.from_sums(treatment.n, treatment.time_sum, treatment.time_sum_squares),
-        alpha, method, tuning,
+        alpha,
+        method,
+        tuning,
     )
     srm = sample_ratio_mismatch(control.n, treatment.n, config["treatment_traffic_pct"] / 100)
     requests = control.n + treatment.n
@@ -185,8 +189,9 @@ def decide(
         "inference_time_ms_diff": latency.to_dict(),
         "srm": srm.to_dict(),
     }
-    return Evaluation(name, decision, recommendation, reasons, method, alpha, requests,
-                      days_elapsed, metrics)
+    return Evaluation(
+        name, decision, recommendation, reasons, method, alpha, requests, days_elapsed, metrics
+    )
 
 
 def _fmt(x: float) -> str:
@@ -208,7 +213,9 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         if key not in doc:
             raise ValidationError(f"{where}missing {key!r}")
     if doc["variant"] not in VARIANTS:
-        raise ValidationError(f"{where}variant must be control or treatment, not {doc['variant']!r}")
+        raise ValidationError(
+            f"{where}variant must be control or treatment, not {doc['variant']!r}"
+        )
     check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if not isinstance(doc.get("error", False), bool):
@@ -290,7 +297,9 @@ class ABTestManager:
     @property
     def active_tests(self) -> dict[str, dict[str, Any]]:
         """Running tests by name (the seed's `_active_tests`)."""
-        return {n: t for n, t in self.project.state()["ab_tests"].items() if t["status"] == "running"}
+        return {
+            n: t for n, t in self.project.state()["ab_tests"].items() if t["status"] == "running"
+        }
 
     _active_tests = active_tests
 
@@ -301,17 +310,21 @@ class ABTestManager:
         out = []
         for name, test in sorted(self.project.state()["ab_tests"].items()):
             summary = summarize(self.project.ab_log(name), "variant")
-            out.append({
-                "name": name, **test,
-                "requests": {v: summary.arm(v).n for v in VARIANTS},
-            })
+            out.append(
+                {
+                    "name": name,
+                    **test,
+                    "requests": {v: summary.arm(v).n for v in VARIANTS},
+                }
+            )
         return out
 
     def status(self, name: str) -> dict[str, Any]:
         test = self._test(name)
         summary = summarize(self.project.ab_log(name), "variant")
         return {
-            "name": name, **test,
+            "name": name,
+            **test,
             "days_elapsed": days_between(test["started_at"], self.clock()),
             "requests": {v: summary.arm(v).n for v in VARIANTS},
             "torn_bytes": summary.torn_bytes,
@@ -368,8 +381,14 @@ class ABTestManager:
             pct = record["treatment_traffic_pct"]
             model["versions"][control]["traffic_percentage"] = round(100.0 - pct, 2)
             model["versions"][cfg.treatment_version]["traffic_percentage"] = pct
-            txn.event("ab_started", test=cfg.name, model_type=cfg.model_type,
-                      control=control, treatment=cfg.treatment_version, traffic_pct=pct)
+            txn.event(
+                "ab_started",
+                test=cfg.name,
+                model_type=cfg.model_type,
+                control=control,
+                treatment=cfg.treatment_version,
+                traffic_pct=pct,
+            )
         return {"name": cfg.name, **record}
 
     def assign_variant(self, model_type: str, user_id: str) -> dict[str, Any]:
@@ -382,8 +401,12 @@ class ABTestManager:
                 treated = bucket(name, str(user_id)) < round(test["treatment_traffic_pct"] * 100)
                 variant = "treatment" if treated else "control"
                 version = test[f"{variant}_version"]
-                return {"name": variant, "version": version,
-                        "model": registry._build(model_type, version, model), "test": name}
+                return {
+                    "name": variant,
+                    "version": version,
+                    "model": registry._build(model_type, version, model),
+                    "test": name,
+                }
         champion = registry.require_champion(model_type)
         return {"name": "champion", "version": champion.version, "model": champion, "test": None}
 
@@ -398,14 +421,24 @@ class ABTestManager:
         return test
 
     def record_result(
-        self, test_name: str, variant: str, inference_time_ms: float, confidence: float,
-        error: bool = False, user_id: str | None = None, ts: str | None = None,
+        self,
+        test_name: str,
+        variant: str,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+        user_id: str | None = None,
+        ts: str | None = None,
     ) -> None:
         """Record one request of a running test (cheap: one appended line)."""
         self._running(test_name)
-        doc: dict[str, Any] = {"ts": ts or jsonl.utc_now(), "variant": variant,
-                               "inference_time_ms": inference_time_ms, "confidence": confidence,
-                               "error": error}
+        doc: dict[str, Any] = {
+            "ts": ts or jsonl.utc_now(),
+            "variant": variant,
+            "inference_time_ms": inference_time_ms,
+            "confidence": confidence,
+            "error": error,
+        }
         if user_id is not None:
             doc["user_id"] = user_id
         validate_request(doc)
@@ -470,8 +503,14 @@ class ABTestManager:
         test["finalized_at"] = self.clock().isoformat().replace("+00:00", "Z")
         keep = test["treatment_version"] if decision == "promote" else model["champion"]
         ModelRegistry._make_champion(model, keep)
-        txn.event("ab_finalized", test=name, model_type=test["model_type"], decision=decision,
-                  version=keep, forced=forced or None)
+        txn.event(
+            "ab_finalized",
+            test=name,
+            model_type=test["model_type"],
+            decision=decision,
+            version=keep,
+            forced=forced or None,
+        )
 
 
 def _parse(ts: str) -> datetime:

@@ -56,11 +56,13 @@ class Difference:
 
 def welch(control: ArmStats, treatment: ArmStats) -> tuple[float, float, float]:
     """Difference of means, its variance, and Welch-Satterthwaite degrees of freedom."""
+    if control.n < 2 or treatment.n < 2:
+        return treatment.mean - control.mean, math.inf, 1.0
     va, vb = control.variance / control.n, treatment.variance / treatment.n
     variance = va + vb
     denominator = va * va / (control.n - 1) + vb * vb / (treatment.n - 1)
-    dof = variance * variance / denominator if denominator > 0 else float(
-        control.n + treatment.n - 2
+    dof = (
+        variance * variance / denominator if denominator > 0 else float(control.n + treatment.n - 2)
     )
     return treatment.mean - control.mean, variance, dof
 
@@ -95,7 +97,9 @@ def sequential_test(
     rho = sequential_rho(alpha, tuning)
     nr2p1 = n * rho * rho + 1
     s2 = variance * n
-    half = math.sqrt(s2) * math.sqrt(2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (n * rho) ** 2)
+    half = math.sqrt(s2) * math.sqrt(
+        2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (n * rho) ** 2
+    )
     # p = min(1, 1 / e-value), computed in logs so large effects do not overflow.
     log_evalue = rho * rho * (estimate * estimate * n * n / s2) / (2 * nr2p1) - 0.5 * math.log(
         nr2p1
@@ -113,14 +117,21 @@ def compare(
 
 
 def compare_rates(
-    n_control: int, errors_control: int, n_treatment: int, errors_treatment: int,
-    alpha: float, method: str, tuning: float,
+    n_control: int,
+    errors_control: int,
+    n_treatment: int,
+    errors_treatment: int,
+    alpha: float,
+    method: str,
+    tuning: float,
 ) -> Difference:
     """Error-rate difference: interval and p-value Agresti-Caffo adjusted, estimate raw."""
     adjusted = compare(
         ArmStats.proportion(n_control, errors_control),
         ArmStats.proportion(n_treatment, errors_treatment),
-        alpha, method, tuning,
+        alpha,
+        method,
+        tuning,
     )
     raw = (errors_treatment / n_treatment if n_treatment else 0.0) - (
         errors_control / n_control if n_control else 0.0
@@ -129,12 +140,12 @@ def compare_rates(
 
 
 def _testable(control: ArmStats, treatment: ArmStats, variance: float) -> bool:
-    return control.n >= 2 and treatment.n >= 2 and variance > 0
+    return 0 < variance < math.inf
 
 
 def _degenerate(estimate: float, variance: float) -> Difference:
     """Too little data (or no variation): an unbounded interval that no rule can act on."""
-    if variance == 0 and estimate != 0:
+    if variance == 0 and estimate != 0:  # no variation at all: the difference is exact
         return Difference(estimate, (estimate, estimate), 0.0)
     return Difference(estimate, (-math.inf, math.inf), 1.0)
 

@@ -27,12 +27,17 @@ def test_reproduces_gbstats_vectors(index: int, method: str) -> None:
     v = VECTORS[index]
     c, t = v["control"], v["treatment"]
     if v["kind"] == "mean":
-        got = compare(ArmStats.from_sums(c["n"], c["sum"], c["sum_squares"]),
-                      ArmStats.from_sums(t["n"], t["sum"], t["sum_squares"]),
-                      v["alpha"], method, v["sequential_tuning"])
+        got = compare(
+            ArmStats.from_sums(c["n"], c["sum"], c["sum_squares"]),
+            ArmStats.from_sums(t["n"], t["sum"], t["sum_squares"]),
+            v["alpha"],
+            method,
+            v["sequential_tuning"],
+        )
     else:
-        got = compare_rates(c["n"], c["errors"], t["n"], t["errors"], v["alpha"], method,
-                            v["sequential_tuning"])
+        got = compare_rates(
+            c["n"], c["errors"], t["n"], t["errors"], v["alpha"], method, v["sequential_tuning"]
+        )
     want = v[method]
     assert close(got.estimate, v["estimate"])
     assert close(got.ci[0], want["ci"][0]) and close(got.ci[1], want["ci"][1])
@@ -46,8 +51,13 @@ def test_vectors_cover_both_kinds() -> None:
 def test_fixed_welch_matches_scipy_on_raw_data() -> None:
     rng = np.random.default_rng(7)
     a, b = rng.normal(0.80, 0.10, 900), rng.normal(0.81, 0.14, 150)
-    got = compare(ArmStats.from_sums(a.size, a.sum(), (a * a).sum()),
-                  ArmStats.from_sums(b.size, b.sum(), (b * b).sum()), 0.05, "fixed", 5000)
+    got = compare(
+        ArmStats.from_sums(a.size, a.sum(), (a * a).sum()),
+        ArmStats.from_sums(b.size, b.sum(), (b * b).sum()),
+        0.05,
+        "fixed",
+        5000,
+    )
     ref = scipy.stats.ttest_ind(b, a, equal_var=False)
     assert got.p_value == pytest.approx(ref.pvalue, rel=1e-9)
     low, high = ref.confidence_interval(0.95)
@@ -71,8 +81,10 @@ def test_zero_error_arms_get_a_real_interval() -> None:
     assert d.ci[0] < 0 < d.ci[1]
 
 
-@pytest.mark.parametrize(("nc", "nt", "share"), [(900, 100, 0.1), (1000, 85, 0.1), (480, 520, 0.5),
-                                                 (5000, 4700, 0.5), (30, 20, 0.25)])
+@pytest.mark.parametrize(
+    ("nc", "nt", "share"),
+    [(900, 100, 0.1), (1000, 85, 0.1), (480, 520, 0.5), (5000, 4700, 0.5), (30, 20, 0.25)],
+)
 def test_srm_matches_scipy_chisquare(nc: int, nt: int, share: float) -> None:
     total = nc + nt
     ref = scipy.stats.chisquare([nc, nt], [total * (1 - share), total * share])

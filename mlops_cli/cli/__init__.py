@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from .common import Globals
 from .ab_cmds import ab_app
+from .common import Globals
 from .registry_cmds import register_commands
 
 app = typer.Typer(

@@ -20,11 +20,10 @@ from .common import (
     run,
     table,
 )
-from .step_summary import write_step_summary
 from .registry_cmds import load_mapping
+from .step_summary import write_step_summary
 
-ab_app = typer.Typer(help="A/B tests between the champion and a new version.",
-                     no_args_is_help=True)
+ab_app = typer.Typer(help="A/B tests between the champion and a new version.", no_args_is_help=True)
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 
 
@@ -39,13 +38,16 @@ def start(
     duration_days: float | None = typer.Option(None, "--duration-days", help="Minimum days."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Both arms together."),
     max_error_rate_increase: float | None = typer.Option(
-        None, "--max-error-rate-increase", help="Absolute, e.g. 0.05 = 5 points."),
+        None, "--max-error-rate-increase", help="Absolute, e.g. 0.05 = 5 points."
+    ),
     min_confidence_improvement: float | None = typer.Option(
-        None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."),
+        None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
     method: str | None = typer.Option(None, "--method", help="sequential (default) or fixed."),
     config_file: Path | None = typer.Option(
-        None, "--config-file", help="YAML with ABTestConfig fields (flags win)."),
+        None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Start an A/B test of a new version against the champion."""
@@ -54,10 +56,15 @@ def start(
         doc: dict[str, Any] = load_mapping(config_file) if config_file else {}
         doc.setdefault("name", name)
         flags = {
-            "model_type": model_type, "control_version": control, "treatment_version": treatment,
-            "treatment_traffic_pct": traffic, "duration_days": duration_days,
-            "min_requests": min_requests, "max_error_rate_increase": max_error_rate_increase,
-            "min_confidence_improvement": min_confidence_improvement, "alpha": alpha,
+            "model_type": model_type,
+            "control_version": control,
+            "treatment_version": treatment,
+            "treatment_traffic_pct": traffic,
+            "duration_days": duration_days,
+            "min_requests": min_requests,
+            "max_error_rate_increase": max_error_rate_increase,
+            "min_confidence_improvement": min_confidence_improvement,
+            "alpha": alpha,
             "method": method,
         }
         doc.update({k: v for k, v in flags.items() if v is not None})
@@ -68,11 +75,16 @@ def start(
                 raise ValidationError(f"{flag} is required (or {key} in --config-file)")
         return open_project(ctx).ab.start_test(ABTestConfig.from_dict(doc))
 
-    run(ctx, json_output, action, lambda t: typer.echo(
-        f"started {t['name']}: {t['model_type']} {t['control_version']} (control, "
-        f"{100 - t['treatment_traffic_pct']:g}%) vs {t['treatment_version']} (treatment, "
-        f"{t['treatment_traffic_pct']:g}%), {t['method']} at alpha {t['alpha']:g}"
-    ))
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda t: typer.echo(
+            f"started {t['name']}: {t['model_type']} {t['control_version']} (control, "
+            f"{100 - t['treatment_traffic_pct']:g}%) vs {t['treatment_version']} (treatment, "
+            f"{t['treatment_traffic_pct']:g}%), {t['method']} at alpha {t['alpha']:g}"
+        ),
+    )
 
 
 @ab_app.command("assign")
@@ -84,7 +96,8 @@ def assign(
 ) -> None:
     """Which variant and version serve this user (sticky)."""
     run(
-        ctx, json_output,
+        ctx,
+        json_output,
         lambda: open_project(ctx).ab.assign_variant(model_type, user_id),
         lambda a: typer.echo(f"{a['name']} {a['version']}"),
         lambda a: {"name": a["name"], "version": a["version"], "model": a["model"].to_dict()},
@@ -101,7 +114,8 @@ def record(
     error: bool = typer.Option(False, "--error", help="The request failed."),
     user_id: str | None = typer.Option(None, "--user-id", help="Who was served."),
     file: str | None = typer.Option(
-        None, "--file", help="JSONL batch (one request a line), or - for stdin."),
+        None, "--file", help="JSONL batch (one request a line), or - for stdin."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Record one request, or a batch (all or nothing) with --file."""
@@ -115,13 +129,25 @@ def record(
             with batch_progress(len(data)) as progress:
                 count = manager.record_batch(name, data, progress)
             return {"test": name, "recorded": count}
-        missing = [flag for flag, value in (("--variant", variant),
-                   ("--inference-time-ms", inference_time_ms), ("--confidence", confidence))
-                   if value is None]
+        missing = [
+            flag
+            for flag, value in (
+                ("--variant", variant),
+                ("--inference-time-ms", inference_time_ms),
+                ("--confidence", confidence),
+            )
+            if value is None
+        ]
         if missing:
             raise ValidationError(f"{', '.join(missing)} required (or a batch with --file)")
-        manager.record_result(name, variant, inference_time_ms, confidence, error,  # type: ignore[arg-type]
-                              user_id)
+        manager.record_result(
+            name,
+            variant,
+            inference_time_ms,
+            confidence,
+            error,  # type: ignore[arg-type]
+            user_id,
+        )
         return {"test": name, "recorded": 1}
 
     run(ctx, json_output, action, lambda r: typer.echo(f"recorded {r['recorded']} in {name}"))
@@ -151,8 +177,9 @@ class batch_progress:
         self.bar = Progress(transient=True, console=console(stderr=True))
         self.bar.start()
         task = self.bar.add_task("validating", total=None)
-        return lambda lines: self.bar.update(task, completed=lines,
-                                             description=f"validated {lines:,} lines")
+        return lambda lines: self.bar.update(
+            task, completed=lines, description=f"validated {lines:,} lines"
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -165,25 +192,44 @@ def render_evaluation(e: Evaluation) -> None:
     out = console()
     out.print(f"[bold {colour}]{e.decision.upper()}[/] {e.test}: {e.recommendation}")
     table(
-        None, ["", "version", "requests", "error rate", "avg confidence", "avg ms"],
-        [[arm, m[arm]["version"], m[arm]["requests"], f"{m[arm]['error_rate']:.4f}",
-          f"{m[arm]['avg_confidence']:.4f}", f"{m[arm]['avg_inference_time_ms']:.1f}"]
-         for arm in ("control", "treatment")],
+        None,
+        ["", "version", "requests", "error rate", "avg confidence", "avg ms"],
+        [
+            [
+                arm,
+                m[arm]["version"],
+                m[arm]["requests"],
+                f"{m[arm]['error_rate']:.4f}",
+                f"{m[arm]['avg_confidence']:.4f}",
+                f"{m[arm]['avg_inference_time_ms']:.1f}",
+            ]
+            for arm in ("control", "treatment")
+        ],
     )
     table(
-        None, ["difference (treatment - control)", "estimate", f"{1 - e.alpha:.0%} interval",
-               "p-value"],
-        [[label, f"{d['estimate']:+.4f}", f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]",
-          f"{d['p_value']:.3g}"]
-         for label, d in (("error rate", m["error_rate_diff"]),
-                          ("confidence", m["confidence_diff"]),
-                          ("inference time ms", m["inference_time_ms_diff"]))],
+        None,
+        ["difference (treatment - control)", "estimate", f"{1 - e.alpha:.0%} interval", "p-value"],
+        [
+            [
+                label,
+                f"{d['estimate']:+.4f}",
+                f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]",
+                f"{d['p_value']:.3g}",
+            ]
+            for label, d in (
+                ("error rate", m["error_rate_diff"]),
+                ("confidence", m["confidence_diff"]),
+                ("inference time ms", m["inference_time_ms_diff"]),
+            )
+        ],
     )
     for reason in e.reasons:
         out.print(f"  - {reason}")
     srm = m["srm"]
-    out.print(f"method {e.method}, {e.requests} requests, {e.days_elapsed:.1f} days, "
-              f"sample ratio p={srm['p_value']:.3g}" + (" (mismatch)" if srm["mismatch"] else ""))
+    out.print(
+        f"method {e.method}, {e.requests} requests, {e.days_elapsed:.1f} days, "
+        f"sample ratio p={srm['p_value']:.3g}" + (" (mismatch)" if srm["mismatch"] else "")
+    )
     if e.applied:
         out.print(f"applied: test finalized ({e.status})")
 
@@ -194,7 +240,9 @@ def parse_fail_on(value: str | None) -> set[str]:
     chosen = {v.strip() for v in value.split(",") if v.strip()}
     wrong = chosen - {"rollback", "continue", "promote"}
     if wrong:
-        raise ValidationError(f"--fail-on takes rollback, continue or promote, not {sorted(wrong)[0]!r}")
+        raise ValidationError(
+            f"--fail-on takes rollback, continue or promote, not {sorted(wrong)[0]!r}"
+        )
     return chosen
 
 
@@ -203,15 +251,21 @@ def evaluate(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Test name."),
     fail_on: str | None = typer.Option(
-        None, "--fail-on", help="Exit 3 on these decisions, e.g. rollback or rollback,continue."),
+        None, "--fail-on", help="Exit 3 on these decisions, e.g. rollback or rollback,continue."
+    ),
     apply: bool = typer.Option(False, "--apply", help="Finalize a promote or rollback decision."),
     json_output: bool = JsonOpt,
 ) -> None:
     """Decide: promote, rollback or continue, with the statistics behind it."""
     with funnel(ctx, json_output):
         gates = parse_fail_on(fail_on)
-    result = run(ctx, json_output, lambda: open_project(ctx).ab.evaluate_test(name, apply=apply),
-                 render_evaluation, lambda e: e.to_dict())
+    result = run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).ab.evaluate_test(name, apply=apply),
+        render_evaluation,
+        lambda e: e.to_dict(),
+    )
     write_step_summary("ab", result)
     if result.decision in gates:
         with funnel(ctx, json_output=False):
@@ -227,20 +281,48 @@ def finalize(
     json_output: bool = JsonOpt,
 ) -> None:
     """End a test: promote makes the treatment champion, rollback keeps the control."""
-    run(ctx, json_output, lambda: open_project(ctx).ab.finalize_test(name, decision, force),
-        lambda t: typer.echo(f"{t['name']} finalized: {t['status']}"))
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).ab.finalize_test(name, decision, force),
+        lambda t: typer.echo(f"{t['name']} finalized: {t['status']}"),
+    )
 
 
 @ab_app.command("list")
 def list_tests(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
     """Every A/B test with its status and request counts."""
-    run(ctx, json_output, lambda: open_project(ctx).ab.list_tests(), lambda tests: table(
-        None, ["test", "model type", "control", "treatment", "traffic %", "status", "requests",
-               "started"],
-        [[t["name"], t["model_type"], t["control_version"], t["treatment_version"],
-          f"{t['treatment_traffic_pct']:g}", t["status"], sum(t["requests"].values()),
-          t["started_at"][:19].replace("T", " ")] for t in tests],
-    ))
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).ab.list_tests(),
+        lambda tests: table(
+            None,
+            [
+                "test",
+                "model type",
+                "control",
+                "treatment",
+                "traffic %",
+                "status",
+                "requests",
+                "started",
+            ],
+            [
+                [
+                    t["name"],
+                    t["model_type"],
+                    t["control_version"],
+                    t["treatment_version"],
+                    f"{t['treatment_traffic_pct']:g}",
+                    t["status"],
+                    sum(t["requests"].values()),
+                    t["started_at"][:19].replace("T", " "),
+                ]
+                for t in tests
+            ],
+        ),
+    )
 
 
 @ab_app.command("status")
@@ -250,6 +332,9 @@ def status(
     json_output: bool = JsonOpt,
 ) -> None:
     """A test's configuration and request counts."""
-    run(ctx, json_output, lambda: open_project(ctx).ab.status(name),
-        lambda s: key_values(name, [(k, v) for k, v in s.items() if k != "name"]))
-
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).ab.status(name),
+        lambda s: key_values(name, [(k, v) for k, v in s.items() if k != "name"]),
+    )

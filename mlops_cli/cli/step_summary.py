@@ -20,21 +20,35 @@ def write_step_summary(kind: str, result: Any) -> None:
 
 def ab_markdown(e: Any) -> list[str]:
     m = e.metrics
-    lines = [f"### A/B test `{e.test}`: **{e.decision}**", "", e.recommendation, "",
-             "| arm | version | requests | error rate | avg confidence |", "|---|---|---|---|---|"]
+    lines = [
+        f"### A/B test `{e.test}`: **{e.decision}**",
+        "",
+        e.recommendation,
+        "",
+        "| arm | version | requests | error rate | avg confidence |",
+        "|---|---|---|---|---|",
+    ]
     for arm in ("control", "treatment"):
         a = m[arm]
-        lines.append(f"| {arm} | {a['version']} | {a['requests']} | {a['error_rate']:.4f} | "
-                     f"{a['avg_confidence']:.4f} |")
+        lines.append(
+            f"| {arm} | {a['version']} | {a['requests']} | {a['error_rate']:.4f} | "
+            f"{a['avg_confidence']:.4f} |"
+        )
     lines += ["", *[f"- {r}" for r in e.reasons]]
     return lines
 
 
 def drift_markdown(reports: list[dict[str, Any]]) -> list[str]:
-    lines = ["### Drift check", "", "| model | version | status | score | level |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "### Drift check",
+        "",
+        "| model | version | status | score | level |",
+        "|---|---|---|---|---|",
+    ]
     for r in reports:
         score = r["current_drift_score"]
-        lines.append(f"| {r['model_type']} | {r['model_version']} | {r['status']} | "
-                     f"{'-' if score is None else f'{score:.3f}'} | {r['level']} |")
+        lines.append(
+            f"| {r['model_type']} | {r['model_version']} | {r['status']} | "
+            f"{'-' if score is None else f'{score:.3f}'} | {r['level']} |"
+        )
     return lines

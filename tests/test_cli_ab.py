@@ -1,0 +1,287 @@
+"""A/B commands through the real entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from mlops_cli import Project
+
+from .conftest import Run, assert_one_error_line, snapshot
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def started(cli: Cli) -> Cli:
+    for v in ("v2.1.0", "v2.2.0", "v2.3.0"):
+        assert cli("register", "gnn", v, "--path", f"/m/{v}").exit_code == 0
+    run = cli(
+        "ab",
+        "start",
+        "t1",
+        "--model-type",
+        "gnn",
+        "--treatment",
+        "v2.2.0",
+        "--traffic",
+        "50",
+        "--duration-days",
+        "0",
+        "--min-requests",
+        "200",
+    )
+    assert run.exit_code == 0, run.stderr
+    return cli
+
+
+def batch(n: int, conf: tuple[float, float], err: tuple[float, float], seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        arm = i % 2
+        rows.append(
+            orjson.dumps(
+                {
+                    "variant": ("control", "treatment")[arm],
+                    "inference_time_ms": float(rng.normal(80, 5)),
+                    "confidence": float(np.clip(rng.normal(conf[arm], 0.05), 0, 1)),
+                    "error": bool(rng.random() < err[arm]),
+                }
+            ).decode()
+        )
+    return "\n".join(rows) + "\n"
+
+
+def test_start_from_config_file_with_flags_winning(cli: Cli, tmp_path: Path) -> None:
+    for v in ("v2.1.0", "v2.2.0"):
+        cli("register", "gnn", v, "--path", "/m")
+    cfg = tmp_path / "ab.yaml"
+    cfg.write_text(
+        "model_type: gnn\ntreatment_version: v2.2.0\ntreatment_traffic_pct: 20\n"
+        "alpha: 0.01\nmethod: fixed\n"
+    )
+    doc = cli("ab", "start", "t", "--config-file", str(cfg), "--traffic", "30", "--json").json()
+    assert (doc["treatment_traffic_pct"], doc["alpha"], doc["method"]) == (30.0, 0.01, "fixed")
+    assert doc["control_version"] == "v2.1.0"
+
+
+def test_evaluate_json_contract_and_promote(started: Cli, project: Project, tmp_path: Path) -> None:
+    f = tmp_path / "b.jsonl"
+    f.write_text(batch(2000, conf=(0.80, 0.85), err=(0.01, 0.01)))
+    assert started("ab", "record", "t1", "--file", str(f), "--json").json() == {
+        "test": "t1",
+        "recorded": 2000,
+    }
+    doc = started("ab", "evaluate", "t1", "--json").json()
+    assert set(doc) >= {
+        "test",
+        "decision",
+        "recommendation",
+        "reasons",
+        "method",
+        "alpha",
+        "requests",
+        "days_elapsed",
+        "metrics",
+    }
+    assert set(doc["metrics"]) == {
+        "control",
+        "treatment",
+        "error_rate_diff",
+        "confidence_diff",
+        "inference_time_ms_diff",
+        "srm",
+    }
+    for arm in ("control", "treatment"):
+        assert set(doc["metrics"][arm]) == {
+            "version",
+            "requests",
+            "error_rate",
+            "avg_confidence",
+            "avg_inference_time_ms",
+        }
+    for diff in ("error_rate_diff", "confidence_diff", "inference_time_ms_diff"):
+        assert set(doc["metrics"][diff]) == {"estimate", "ci", "p_value"}
+        assert len(doc["metrics"][diff]["ci"]) == 2
+    assert {"p_value", "mismatch"} <= set(doc["metrics"]["srm"])
+    assert doc["decision"] == "promote" and doc["requests"] == 2000
+    assert doc["metrics"]["treatment"]["requests"] == 1000
+    fin = started("ab", "finalize", "t1", "promote", "--json")
+    assert fin.exit_code == 0 and fin.json()["status"] == "promoted"
+    assert started("champion", "gnn").stdout.strip() == "v2.2.0"
+
+
+def test_fail_on_rollback_exits_3_and_apply_finalizes(started: Cli, project: Project) -> None:
+    started("ab", "record", "t1", "--file", "-", input=batch(1000, (0.8, 0.8), (0.01, 0.3)))
+    run = started("ab", "evaluate", "t1", "--fail-on", "rollback", "--json")
+    assert run.exit_code == 3 and run.json()["decision"] == "rollback"
+    assert project.ab.get_test("t1")["status"] == "running"
+    ok = started("ab", "evaluate", "t1", "--fail-on", "continue")
+    assert ok.exit_code == 0 and "ROLLBACK" in ok.stdout
+    applied = started("ab", "evaluate", "t1", "--apply", "--json").json()
+    assert applied["applied"] is True and project.ab.get_test("t1")["status"] == "rolled_back"
+
+
+def test_fail_on_continue(started: Cli) -> None:
+    started(
+        "ab",
+        "record",
+        "t1",
+        "--variant",
+        "control",
+        "--inference-time-ms",
+        "5",
+        "--confidence",
+        "0.5",
+        "--user-id",
+        "u1",
+    )
+    run = started("ab", "evaluate", "t1", "--fail-on", "rollback,continue")
+    assert run.exit_code == 3 and "CONTINUE" in run.stdout
+    assert run.stderr.startswith("error: decision continue")
+
+
+def test_step_summary_is_written(
+    started: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    started("ab", "evaluate", "t1")
+    assert "### A/B test `t1`: **continue**" in summary.read_text()
+
+
+def test_assign_list_status(started: Cli) -> None:
+    doc = started("ab", "assign", "gnn", "user123", "--json").json()
+    assert set(doc) == {"name", "version", "model"} and doc["model"]["version"] == doc["version"]
+    assert [t["name"] for t in started("ab", "list", "--json").json()] == ["t1"]
+    status = started("ab", "status", "t1", "--json").json()
+    assert status["status"] == "running" and status["requests"] == {"control": 0, "treatment": 0}
+
+
+BAD = [
+    (
+        ["ab", "record", "t1", "--variant", "b", "--inference-time-ms", "5", "--confidence", "0.5"],
+        ["variant"],
+    ),
+    (
+        [
+            "ab",
+            "record",
+            "t1",
+            "--variant",
+            "control",
+            "--inference-time-ms",
+            "5",
+            "--confidence",
+            "1.2",
+        ],
+        ["confidence"],
+    ),
+    (
+        [
+            "ab",
+            "record",
+            "t1",
+            "--variant",
+            "control",
+            "--inference-time-ms",
+            "-1",
+            "--confidence",
+            "0.5",
+        ],
+        ["inference_time_ms"],
+    ),
+    (
+        [
+            "ab",
+            "record",
+            "nope",
+            "--variant",
+            "control",
+            "--inference-time-ms",
+            "1",
+            "--confidence",
+            "0.5",
+        ],
+        ["unknown A/B test"],
+    ),
+    (
+        [
+            "ab",
+            "record",
+            "done",
+            "--variant",
+            "control",
+            "--inference-time-ms",
+            "1",
+            "--confidence",
+            "0.5",
+        ],
+        ["finalized"],
+    ),
+    (["ab", "start", "t2", "--model-type", "gnn", "--treatment", "v2.3.0"], ["already running"]),
+    (
+        ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.1.0"],
+        ["treatment and control are the same"],
+    ),
+    (
+        ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.2.0", "--traffic", "0"],
+        ["treatment_traffic_pct"],
+    ),
+    (
+        ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.2.0", "--traffic", "100"],
+        ["treatment_traffic_pct"],
+    ),
+    (
+        ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.2.0", "--traffic", "150"],
+        ["treatment_traffic_pct"],
+    ),
+    (["ab", "start", "t2", "--model-type", "rag", "--treatment", "9.0.0"], ["unknown version"]),
+    (["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.0.0"], ["deprecated"]),
+    (["ab", "finalize", "t1", "maybe"], ["promote or rollback"]),
+    (["ab", "finalize", "t1", "promote"], ["not promote", "--force"]),
+    (["ab", "evaluate", "t1", "--fail-on", "sometimes"], ["--fail-on"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD, ids=[" ".join(a[1:4]) for a, _ in BAD])
+def test_bad_ab_input(started: Cli, project: Project, args: list[str], words: list[str]) -> None:
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        started("register", "rag", v, "--path", "/r")
+    started("promote", "rag", "1.1.0")
+    started("deprecate", "rag", "1.0.0")
+    started("ab", "start", "done", "--model-type", "rag", "--treatment", "1.2.0")
+    started("ab", "finalize", "done", "rollback")
+    before = snapshot(project.root)
+    assert_one_error_line(started(*args), *words)
+    assert snapshot(project.root) == before
+
+
+@pytest.mark.parametrize(
+    ("line7", "words"),
+    [
+        ('{"variant": "control", "inference_time_ms": 5}', ["line 7", "missing 'confidence'"]),
+        (
+            '{"variant": "control", "inference_time_ms": 5, "confidence": 0.5',
+            ["line 7", "not valid JSON"],
+        ),
+        ('{"variant": "b", "inference_time_ms": 5, "confidence": 0.5}', ["line 7", "variant"]),
+    ],
+)
+def test_bad_batch_line_records_nothing(
+    started: Cli, project: Project, tmp_path: Path, line7: str, words: list[str]
+) -> None:
+    lines = batch(10, (0.8, 0.8), (0.0, 0.0)).splitlines()
+    lines[6] = line7
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    before = snapshot(project.root)
+    assert_one_error_line(
+        started("ab", "record", "t1", "--file", str(f)), "nothing recorded", *words
+    )
+    assert snapshot(project.root) == before
