@@ -52,6 +52,7 @@ __all__ = [
     "__version__",
     "ab_test_manager",
     "default_project",
+    "drift_detectors",
     "get_drift_detector",
     "model_registry",
 ]
@@ -90,7 +91,14 @@ def get_drift_detector(model_type: str, model_version: str) -> DriftDetector:
     return default_project().drift_detector(model_type, model_version)
 
 
+def drift_detectors() -> dict[tuple[str, str], DriftDetector]:
+    """Every drift detector with a reference set in the default project, by (type, version)."""
+    return default_project().drift_detectors()
+
+
 def __getattr__(name: str) -> Any:
+    if name == "_drift_detectors":  # the seed's module-level registry of detectors
+        return drift_detectors()
     if name in ("ABTestConfig", "ABTestManager"):
         from . import ab_testing
 

@@ -45,3 +45,7 @@ class GateError(MlopsError):
     """A `--fail-on` gate tripped: exit code 3."""
 
     exit_code = 3
+
+
+class ServiceError(MlopsError):
+    """An outside service (a Pushgateway) could not be reached or refused the request."""

@@ -12,7 +12,7 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -110,8 +110,18 @@ class LogWriter:
         if fd is not None:
             os.close(fd)
 
-    def append(self, path: Path, data: bytes, timeout: float, fsync: bool = False) -> None:
-        """Append whole lines (`data` ends with a newline) to the log at `path`."""
+    def append(
+        self,
+        path: Path,
+        data: bytes,
+        timeout: float,
+        fsync: bool = False,
+        precheck: Callable[[int], None] | None = None,
+    ) -> None:
+        """Append whole lines (`data` ends with a newline) to the log at `path`.
+
+        `precheck(fd)` runs under the lock, after a torn tail is cut, and may refuse by raising.
+        """
         for _attempt in range(3):
             fd = self._fd(path)
             with flocked(fd, path, timeout):
@@ -119,19 +129,22 @@ class LogWriter:
                     current = os.stat(path).st_ino
                 except FileNotFoundError:
                     current = -1
-                if current != os.fstat(fd).st_ino:  # the log was replaced since we opened it
-                    self.forget(path)
-                    continue
-                _truncate_torn_tail(fd)
-                try:
-                    _write_all(fd, data)
-                    if fsync:
-                        os.fsync(fd)
-                except OSError as exc:
-                    # A short write (disk full) must not leave half a record behind.
+                replaced = current != os.fstat(fd).st_ino
+                if not replaced:
                     _truncate_torn_tail(fd)
-                    raise StateError(f"could not append to {path}: {exc.strerror}") from exc
-                return
+                    if precheck is not None:
+                        precheck(fd)
+                    before = os.fstat(fd).st_size
+                    try:
+                        _write_all(fd, data)
+                        if fsync:
+                            os.fsync(fd)
+                    except OSError as exc:
+                        # A short write (disk full) must leave no part of the batch behind.
+                        os.ftruncate(fd, before)
+                        raise StateError(f"could not append to {path}: {exc.strerror}") from exc
+                    return
+            self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
     def close(self) -> None:
@@ -211,14 +224,39 @@ def read_from(
     return Chunk(records, offset + whole, len(lines), len(data) - whole, skipped)
 
 
-def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
-    """Read the last `count` whole lines of a log, reading backwards from its end only."""
+@dataclass
+class Tail:
+    """The raw last lines of a log (not parsed yet) and where they lie in the file."""
+
+    path: Path
+    lines: list[bytes]
+    first_byte: int
+    end: int
+    torn_bytes: int
+
+    def first_line_number(self) -> int:
+        return _lines_before(self.path, self.first_byte) + 1
+
+    def parse(self, skip_invalid: bool = False) -> Chunk:
+        try:
+            records, skipped = parse_lines(self.lines, self.path, 0, skip_invalid)
+        except StateError:
+            parse_lines(self.lines, self.path, self.first_line_number(), skip_invalid)
+            raise
+        if skipped:
+            first = self.first_line_number()
+            skipped = [first + i for i in skipped]
+        return Chunk(records, self.end, len(self.lines), self.torn_bytes, skipped)
+
+
+def tail_lines(path: Path, count: int) -> Tail:
+    """The last `count` whole lines of a log, reading backwards from its end only."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return Chunk()
+        return Tail(path, [], 0, 0, 0)
     try:
-        pos = os.fstat(fd).st_size
+        size = pos = os.fstat(fd).st_size
         blocks: list[bytes] = []
         newlines = 0
         # count + 1 newlines guarantee `count` whole lines before a torn tail.
@@ -233,20 +271,19 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
     data = b"".join(reversed(blocks))
     whole = data.rfind(b"\n") + 1
     lines = data[:whole].split(b"\n")[:-1]
+    del data, blocks
     if pos > 0:
         lines = lines[1:]  # the first piece read may start mid-line
-    lines = lines[-count:] if count > 0 else []
+    if len(lines) > count:
+        lines = lines[len(lines) - count :] if count > 0 else []
     end = pos + whole
     first_byte = end - sum(len(line) + 1 for line in lines)
-    try:
-        records, skipped = parse_lines(lines, path, 0, skip_invalid)
-    except StateError:
-        first_line = _lines_before(path, first_byte) + 1
-        records, skipped = parse_lines(lines, path, first_line, skip_invalid)
-    if skipped:
-        first_line = _lines_before(path, first_byte) + 1
-        skipped = [first_line + i for i in skipped]
-    return Chunk(records, end, len(lines), len(data) - whole, skipped)
+    return Tail(path, lines, first_byte, end, size - end)
+
+
+def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
+    """Parse the last `count` whole lines of a log."""
+    return tail_lines(path, count).parse(skip_invalid)
 
 
 def _lines_before(path: Path, offset: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import getpass
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -133,6 +133,7 @@ class Project:
         self.lock_path = root / LOCK_FILE
         self.events_path = root / EVENTS_FILE
         self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._detectors: dict[tuple[str, str], DriftDetector] = {}
 
     def __repr__(self) -> str:
         return f"Project({str(self.root)!r})"
@@ -277,8 +278,14 @@ class Project:
 
     # -- logs --------------------------------------------------------------------------------
 
-    def append_log(self, path: Path, data: bytes, fsync: bool = False) -> None:
-        jsonl.WRITER.append(path, data, self._lock_timeout(), fsync=fsync)
+    def append_log(
+        self,
+        path: Path,
+        data: bytes,
+        fsync: bool = False,
+        precheck: Callable[[int], None] | None = None,
+    ) -> None:
+        jsonl.WRITER.append(path, data, self._lock_timeout(), fsync=fsync, precheck=precheck)
 
     def metrics_log(self, model_type: str, version: str) -> Path:
         return self.root / "logs" / "metrics" / safe(model_type) / safe_version(version)
@@ -307,9 +314,24 @@ class Project:
         return ABTestManager(self)
 
     def drift_detector(self, model_type: str, version: str) -> DriftDetector:
+        """The drift detector of one model version (one object per version and project)."""
         from .drift import DriftDetector
 
-        return DriftDetector(self, model_type, version)
+        key = (model_type, version)
+        detector = self._detectors.get(key)
+        if detector is None:
+            detector = self._detectors[key] = DriftDetector(self, model_type, version)
+        return detector
+
+    def drift_detectors(self) -> dict[tuple[str, str], DriftDetector]:
+        """A detector for every registered version that has a reference set."""
+        out = {}
+        for model_type, model in sorted(self.state()["models"].items()):
+            for version in model["versions"]:
+                detector = self.drift_detector(model_type, version)
+                if detector.has_reference():
+                    out[(model_type, version)] = detector
+        return out
 
 
 def safe(model_type: str) -> str:

@@ -315,6 +315,8 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
                 f"unknown setting {key!r}; see `mlops config list` for the settings"
             )
         node = node.get(part, "")
+    if isinstance(node, str):  # a command or a name: take the text as it is
+        return parts, text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -129,25 +129,12 @@ def record(
             with batch_progress(len(data)) as progress:
                 count = manager.record_batch(name, data, progress)
             return {"test": name, "recorded": count}
-        missing = [
-            flag
-            for flag, value in (
-                ("--variant", variant),
-                ("--inference-time-ms", inference_time_ms),
-                ("--confidence", confidence),
+        if variant is None or inference_time_ms is None or confidence is None:
+            raise ValidationError(
+                "--variant, --inference-time-ms and --confidence are required "
+                "(or a batch with --file)"
             )
-            if value is None
-        ]
-        if missing:
-            raise ValidationError(f"{', '.join(missing)} required (or a batch with --file)")
-        manager.record_result(
-            name,
-            variant,
-            inference_time_ms,
-            confidence,
-            error,  # type: ignore[arg-type]
-            user_id,
-        )
+        manager.record_result(name, variant, inference_time_ms, confidence, error, user_id)
         return {"test": name, "recorded": 1}
 
     run(ctx, json_output, action, lambda r: typer.echo(f"recorded {r['recorded']} in {name}"))
@@ -300,13 +287,12 @@ def list_tests(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
             None,
             [
                 "test",
-                "model type",
+                "model",
                 "control",
                 "treatment",
                 "traffic %",
                 "status",
                 "requests",
-                "started",
             ],
             [
                 [
@@ -317,7 +303,6 @@ def list_tests(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
                     f"{t['treatment_traffic_pct']:g}",
                     t["status"],
                     sum(t["requests"].values()),
-                    t["started_at"][:19].replace("T", " "),
                 ]
                 for t in tests
             ],

@@ -359,6 +359,34 @@ def metrics_update(
     )
 
 
+@metrics_app.command("export")
+def metrics_export(
+    ctx: typer.Context,
+    textfile: Path | None = typer.Option(
+        None, "--textfile", help="Write atomically to this .prom file (node_exporter)."
+    ),
+    push_url: str | None = typer.Option(None, "--push-url", help="Pushgateway URL."),
+    job: str = typer.Option("mlops", "--job", help="Pushgateway job name."),
+) -> None:
+    """Export the Prometheus series: to stdout, a textfile, or a Pushgateway."""
+    import sys
+
+    from .. import prometheus
+
+    def action() -> str:
+        project = open_project(ctx)
+        if textfile is not None:
+            size = prometheus.write_textfile(project, textfile)
+            return f"wrote {size} bytes to {textfile}"
+        if push_url is not None:
+            prometheus.push(project, push_url, job)
+            return f"pushed to {push_url} (job {job})"
+        sys.stdout.write(prometheus.exposition(project).decode())
+        return ""
+
+    run(ctx, False, action, lambda msg: typer.echo(msg, err=True) if msg else None)
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command()(init)
     app.command()(register)

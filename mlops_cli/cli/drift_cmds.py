@@ -1,0 +1,188 @@
+"""Drift commands: reference, record, check, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..errors import GateError, ValidationError
+from .ab_cmds import batch_progress, read_input
+from .common import JSON_HELP, console, funnel, open_project, run, table
+from .step_summary import write_step_summary
+
+drift_app = typer.Typer(
+    help="Drift of live predictions against a reference set.", no_args_is_help=True
+)
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+LEVEL_COLOURS = {"ok": "green", "monitor": "yellow", "retrain": "dark_orange", "critical": "red"}
+
+
+@drift_app.command("reference")
+def reference(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    file: str = typer.Option(..., "--file", help="JSONL samples (prediction, confidence), or -."),
+    replace: bool = typer.Option(False, "--replace", help="Start a new reference set."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Add samples to a version's reference set (at most drift.reference_size)."""
+
+    def action() -> dict[str, Any]:
+        detector = open_project(ctx).drift_detector(model_type, version)
+        data = read_input(file)
+        with batch_progress(len(data)) as progress:
+            count = detector.set_reference(data, replace=replace, progress=progress)
+        return {
+            "model_type": model_type,
+            "model_version": version,
+            "added": count,
+            "replaced": replace,
+        }
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: typer.echo(
+            f"{'replaced the reference with' if replace else 'added'} {r['added']} reference "
+            f"samples for {model_type} {version}"
+        ),
+    )
+
+
+@drift_app.command("record")
+def record(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    prediction: float | None = typer.Option(None, "--prediction", help="The model's output."),
+    confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
+    file: str | None = typer.Option(None, "--file", help="JSONL batch, or - for stdin."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Record one production sample, or a batch (all or nothing) with --file."""
+
+    def action() -> dict[str, Any]:
+        detector = open_project(ctx).drift_detector(model_type, version)
+        if file is not None:
+            if prediction is not None or confidence is not None:
+                raise ValidationError("--file records a batch; drop --prediction/--confidence")
+            data = read_input(file)
+            with batch_progress(len(data)) as progress:
+                return {"recorded": detector.record_batch(data, progress)}
+        if prediction is None or confidence is None:
+            raise ValidationError("--prediction and --confidence are required (or --file)")
+        detector.add_production_sample(prediction, confidence)
+        return {"recorded": 1}
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: typer.echo(
+            f"recorded {r['recorded']} production samples for {model_type} {version}"
+        ),
+    )
+
+
+def render_reports(reports: list[dict[str, Any]]) -> None:
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    table(
+        None,
+        ["model", "version", "level", "score", "7d avg", "S / P / Q", "ref / window"],
+        [
+            [
+                r["model_type"],
+                r["model_version"],
+                r["level"] or r["status"],
+                num(r["current_drift_score"]),
+                num(r["avg_drift_7d"]),
+                " / ".join(
+                    num(r["components"][k]) for k in ("statistical", "performance", "distribution")
+                ),
+                f"{r['n_reference']} / {r['n_window']}",
+            ]
+            for r in reports
+        ],
+    )
+    out = console()
+    for r in reports:
+        colour = LEVEL_COLOURS.get(r["level"] or "", "white")
+        alert = " ALERT" if r["alert_triggered"] else ""
+        out.print(
+            f"[{colour}]{r['model_type']} {r['model_version']}{alert}:[/] {r['recommendation']}"
+        )
+        for hook in r.get("hooks", []):
+            out.print(f"  hook {hook['level']} ran: {hook['command']}")
+
+
+def parse_level(value: str | None) -> str | None:
+    if value is not None and value not in ("monitor", "retrain", "critical"):
+        raise ValidationError(f"--fail-on takes monitor, retrain or critical, not {value!r}")
+    return value
+
+
+@drift_app.command("check")
+def check(
+    ctx: typer.Context,
+    model_type: str | None = typer.Argument(None, help="Model type (or --all)."),
+    version: str | None = typer.Argument(None, help="Version (or --all)."),
+    all_versions: bool = typer.Option(False, "--all", help="Every version with a reference."),
+    window: int | None = typer.Option(None, "--window", help="Window size (default: setting)."),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="Exit 3 at this level or above: monitor, retrain, critical."
+    ),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Score drift now, record it in the history, and run any hook the level reaches."""
+    from ..drift import LEVELS
+
+    def action() -> list[dict[str, Any]]:
+        parse_level(fail_on)
+        project = open_project(ctx)
+        if all_versions:
+            if model_type or version:
+                raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
+            return [d.check(window) for d in project.drift_detectors().values()]
+        if not (model_type and version):
+            raise ValidationError("give MODEL_TYPE VERSION, or --all")
+        return [project.drift_detector(model_type, version).check(window)]
+
+    reports = run(
+        ctx,
+        json_output,
+        action,
+        render_reports,
+        lambda rs: {"results": rs} if all_versions else rs[0],
+    )
+    write_step_summary("drift", reports)
+    if fail_on:
+        worst = [
+            r for r in reports if r["level"] and LEVELS.index(r["level"]) >= LEVELS.index(fail_on)
+        ]
+        if worst:
+            names = ", ".join(
+                f"{r['model_type']} {r['model_version']} ({r['level']})" for r in worst
+            )
+            with funnel(ctx, json_output=False):
+                raise GateError(f"drift at or above {fail_on}: {names}")
+
+
+@drift_app.command("report")
+def report(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """The drift report (checks first when samples arrived since the last check)."""
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).drift_detector(model_type, version).get_drift_report(),
+        lambda r: render_reports([r]),
+    )

@@ -1,0 +1,374 @@
+"""Drift: the score against hand calculations and scipy, calibration, history, hooks, CLI."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import scipy.stats
+
+from mlops_cli import HookError, ModelVersion, NotFoundError, Project, ValidationError
+from mlops_cli.drift import DriftDetector, combine, components, level_of
+
+from .conftest import Run, assert_one_error_line, snapshot
+
+WEIGHTS = {"statistical": 0.4, "performance": 0.3, "distribution": 0.3}
+THRESHOLDS = {"monitor": 0.1, "retrain": 0.3, "critical": 0.5}
+
+
+def samples(
+    rng: np.random.Generator, n: int, mean: float = 0.0, sd: float = 1.0, conf: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
+    return rng.normal(mean, sd, n), np.clip(rng.normal(conf, 0.05, n), 0, 1)
+
+
+def score_of(ref: tuple[np.ndarray, np.ndarray], win: tuple[np.ndarray, np.ndarray]) -> float:
+    return combine(components(*ref, *win), WEIGHTS)
+
+
+def test_same_distribution_is_ok_in_100_of_100_runs() -> None:
+    rng = np.random.default_rng(11)
+    levels = {
+        level_of(score_of(samples(rng, 10_000), samples(rng, 10_000)), THRESHOLDS)
+        for _ in range(100)
+    }
+    assert levels == {"ok"}
+
+
+def test_one_sd_shift_is_retrain() -> None:
+    rng = np.random.default_rng(12)
+    score = score_of(samples(rng, 10_000), samples(rng, 10_000, mean=1.0))
+    # by hand: D -> 2 Phi(0.5) - 1 = 0.383; Q = 1; P = 0: 0.4 * 0.383 + 0.3 = 0.453
+    assert score == pytest.approx(0.4 * (2 * scipy.stats.norm.cdf(0.5) - 1) + 0.3, abs=0.01)
+    assert level_of(score, THRESHOLDS) == "retrain"
+
+
+def test_two_sd_shift_and_confidence_fall_is_critical() -> None:
+    rng = np.random.default_rng(13)
+    score = score_of(samples(rng, 10_000), samples(rng, 10_000, mean=2.0, conf=0.6))
+    assert level_of(score, THRESHOLDS) == "critical"
+
+
+def test_confidence_fall_of_25_percent_is_full_performance_drift() -> None:
+    rng = np.random.default_rng(14)
+    ref, win = samples(rng, 10_000), samples(rng, 10_000, conf=0.6)
+    assert components(*ref, *win).performance == 1.0
+    # 10% fall -> 0.1 / 0.2 = 0.5 (hand calculation on exact means)
+    c = components(
+        np.array([0.0, 1.0]), np.array([0.8, 0.8]), np.array([0.0, 1.0]), np.array([0.72, 0.72])
+    )
+    assert c.performance == pytest.approx(0.5)
+    rise = components(
+        np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.array([0.0, 1.0]), np.array([0.9, 0.9])
+    )
+    assert rise.performance == 0.0
+
+
+def test_distribution_component_by_hand() -> None:
+    ref = np.array([0.0, 2.0, 4.0])  # mean 2, sd 2
+    half_shift = components(ref, np.ones(3), ref + 1.0, np.ones(3))
+    assert half_shift.distribution == pytest.approx(0.5)
+    doubled = components(ref, np.ones(3), ref * 2 - 2.0, np.ones(3))  # mean 2, sd 4
+    assert doubled.distribution == pytest.approx(1.0)
+    spread = components(ref, np.ones(3), (ref - 2.0) * math.sqrt(2) + 2.0, np.ones(3))
+    assert spread.distribution == pytest.approx(0.5)  # ln(sqrt 2) / ln 2
+    constant = components(np.ones(3), np.ones(3), np.ones(3), np.ones(3))
+    assert constant.distribution == 0.0
+
+
+def test_ks_matches_scipy() -> None:
+    rng = np.random.default_rng(15)
+    for n, m in ((150, 150), (1000, 3000), (10_000, 10_000), (20_000, 5_000)):
+        a, b = rng.normal(0, 1, n), rng.normal(0.05, 1.1, m)
+        c = components(a, np.ones(n), b, np.ones(m))
+        ref = scipy.stats.ks_2samp(a, b)
+        assert c.statistical == pytest.approx(ref.statistic, rel=1e-12)
+        assert c.ks_pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+# -- through files ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gnn(project: Project) -> Project:
+    project.registry.register_version(ModelVersion("gnn", "v2.2.0", model_path="/m"))
+    return project
+
+
+def jsonl_of(pred: np.ndarray, conf: np.ndarray) -> bytes:
+    return b"".join(
+        orjson.dumps({"prediction": float(p), "confidence": float(c)}) + b"\n"
+        for p, c in zip(pred, conf, strict=True)
+    )
+
+
+def test_check_reads_the_window_from_the_end(gnn: Project) -> None:
+    rng = np.random.default_rng(16)
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    ref = samples(rng, 3000)
+    d.set_reference(jsonl_of(*ref))
+    old, new = samples(rng, 5000, mean=3.0), samples(rng, 2000)
+    d.record_batch(jsonl_of(*old))
+    d.record_batch(jsonl_of(*new))
+    report = d.check(window=2000)
+    expected = components(*ref, *new)
+    assert report["n_window"] == 2000 and report["n_reference"] == 3000
+    assert report["components"]["statistical"] == pytest.approx(expected.statistical)
+    assert report["current_drift_score"] == pytest.approx(combine(expected, WEIGHTS))
+    assert report["status"] == "active" and report["level"] == "ok"
+
+
+def test_insufficient_data(gnn: Project) -> None:
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(17)
+    d.set_reference(jsonl_of(*samples(rng, 500)))
+    d.record_batch(jsonl_of(*samples(rng, 99)))
+    report = d.get_drift_report()
+    assert report["status"] == "insufficient_data" and report["current_drift_score"] is None
+    assert report["alert_triggered"] is False and "100 needed" in report["recommendation"]
+    assert d.detect_drift() is None
+
+
+def test_report_is_never_staler_than_the_newest_sample(gnn: Project) -> None:
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(18)
+    d.set_reference(jsonl_of(*samples(rng, 1000)))
+    d.record_batch(jsonl_of(*samples(rng, 1000)))
+    first = d.get_drift_report()
+    assert d.get_drift_report()["checked_at"] == first["checked_at"]  # nothing new: reused
+    assert len(d.history()) == 1
+    d.record_batch(jsonl_of(*samples(rng, 1000, mean=2.0)))
+    second = d.get_drift_report()
+    assert len(d.history()) == 2 and second["current_drift_score"] > first["current_drift_score"]
+
+
+def test_avg_drift_7d_excludes_old_checks(gnn: Project) -> None:
+    gnn.set_setting("drift.window_size", "500")
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(19)
+    d.set_reference(jsonl_of(*samples(rng, 1000)))
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    scores = []
+    for day in range(10):
+        d.clock = lambda day=day: start + timedelta(days=day)  # type: ignore[misc]
+        d.record_batch(jsonl_of(*samples(rng, 500, mean=day * 0.2)))
+        scores.append(d.check()["current_drift_score"])
+    report = d.get_drift_report()
+    # now = day 9: checks of days 2..9 are within 7 days (day 2 is exactly 7 days old)
+    assert report["avg_drift_7d"] == pytest.approx(sum(scores[2:]) / 8)
+    assert len(d.history(days=7)) == 8 and len(d.history()) == 10
+
+
+def test_reference_cap(gnn: Project) -> None:
+    gnn.set_setting("drift.reference_size", "150")
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(20)
+    d.set_reference(jsonl_of(*samples(rng, 100)))
+    before = d.reference_path.read_bytes()
+    with pytest.raises(ValidationError, match=r"holds 100 of 150 samples.*adding 60"):
+        d.set_reference(jsonl_of(*samples(rng, 60)))
+    assert d.reference_path.read_bytes() == before
+    for _ in range(50):
+        d.add_reference_sample(0.5, 0.9)
+    with pytest.raises(ValidationError, match="holds 150 of 150"):
+        d.add_reference_sample(0.5, 0.9)
+    d.set_reference(jsonl_of(*samples(rng, 120)), replace=True)
+    assert len(d.reference_path.read_bytes().splitlines()) == 120
+    d.add_reference_sample(0.5, 0.9)  # appends after a replace go to the new file
+    assert len(d.reference_path.read_bytes().splitlines()) == 121
+
+
+def test_samples_are_validated(gnn: Project) -> None:
+    d = gnn.drift_detector("gnn", "v2.2.0")
+    for pred, conf, words in (
+        (math.nan, 0.5, "finite"),
+        (math.inf, 0.5, "finite"),
+        (0.1, 2.0, "confidence"),
+        (0.1, -0.5, "confidence"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            d.add_production_sample(pred, conf)
+    with pytest.raises(NotFoundError):
+        gnn.drift_detector("gnn", "v9.9.9").add_production_sample(0.1, 0.5)
+    assert not d.production_path.exists()
+
+
+def _drifting(project: Project, version: str = "v2.2.0", mean: float = 2.0) -> DriftDetector:
+    d = project.drift_detector("gnn", version)
+    rng = np.random.default_rng(21)
+    d.set_reference(jsonl_of(*samples(rng, 1000)))
+    d.record_batch(jsonl_of(*samples(rng, 1000, mean=mean, conf=0.6)))
+    return d
+
+
+def test_hook_runs_with_the_documented_environment(gnn: Project, tmp_path: Path) -> None:
+    out = tmp_path / "hook.txt"
+    gnn.set_setting(
+        "drift.hooks.critical",
+        f'echo "$MLOPS_MODEL_TYPE $MLOPS_MODEL_VERSION $MLOPS_DRIFT_LEVEL '
+        f'$MLOPS_DRIFT_SCORE" > {out}',
+    )
+    gnn.set_setting("drift.hooks.monitor", "true")
+    report = _drifting(gnn).check()
+    assert [h["level"] for h in report["hooks"]] == ["monitor", "critical"]
+    model_type, version, level, score = out.read_text().split()
+    assert (model_type, version, level) == ("gnn", "v2.2.0", "critical")
+    assert float(score) == pytest.approx(report["current_drift_score"], abs=1e-6)
+
+
+def test_failing_hook_is_an_error_and_the_check_is_not_recorded(gnn: Project) -> None:
+    gnn.set_setting("drift.hooks.retrain", "echo broken >&2; exit 4")
+    d = _drifting(gnn)
+    with pytest.raises(HookError, match="exit code 4: broken"):
+        d.check()
+    assert d.history() == []
+
+
+def test_hook_timeout_kills_the_hook(gnn: Project) -> None:
+    gnn.set_setting("drift.hooks.retrain", "sleep 30; echo late")
+    gnn.set_setting("drift.hook_timeout_s", "0.5")
+    d = _drifting(gnn)
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(HookError, match=r"timed out after 0\.5 s"):
+        d.check()
+    assert time.monotonic() - started < 10 and d.history() == []
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def two_models(cli: Cli, gnn: Project, tmp_path: Path) -> Cli:
+    rng = np.random.default_rng(22)
+    cli("register", "gnn", "v2.3.0", "--path", "/m")
+    cli("register", "gnn", "v2.4.0", "--path", "/m")
+    for version, mean in (("v2.2.0", 0.0), ("v2.3.0", 2.0)):
+        (tmp_path / "ref.jsonl").write_bytes(jsonl_of(*samples(rng, 1000)))
+        assert (
+            cli(
+                "drift", "reference", "gnn", version, "--file", str(tmp_path / "ref.jsonl")
+            ).exit_code
+            == 0
+        )
+        run = cli(
+            "drift",
+            "record",
+            "gnn",
+            version,
+            "--file",
+            "-",
+            input=jsonl_of(*samples(rng, 1000, mean=mean, conf=0.6 if mean else 0.8)).decode(),
+        )
+        assert run.exit_code == 0, run.stderr
+    (tmp_path / "few.jsonl").write_bytes(jsonl_of(*samples(rng, 10)))
+    cli("drift", "reference", "gnn", "v2.4.0", "--file", str(tmp_path / "few.jsonl"))
+    return cli
+
+
+def test_check_all_and_fail_on(two_models: Cli) -> None:
+    run = two_models("drift", "check", "--all", "--json")
+    assert run.exit_code == 0
+    results = {r["model_version"]: r for r in run.json()["results"]}
+    assert set(results) == {"v2.2.0", "v2.3.0", "v2.4.0"}
+    assert results["v2.2.0"]["level"] == "ok"
+    assert results["v2.3.0"]["level"] == "critical" and results["v2.3.0"]["alert_triggered"]
+    assert results["v2.4.0"]["status"] == "insufficient_data"
+    for level, code in (("monitor", 3), ("retrain", 3), ("critical", 3)):
+        assert two_models("drift", "check", "--all", "--fail-on", level).exit_code == code
+    assert two_models("drift", "check", "gnn", "v2.2.0", "--fail-on", "monitor").exit_code == 0
+    one = two_models("drift", "check", "gnn", "v2.3.0", "--fail-on", "critical", "--json")
+    assert one.exit_code == 3 and one.json()["level"] == "critical"
+
+
+def test_fail_on_below_the_level_passes(two_models: Cli, gnn: Project) -> None:
+    gnn.set_setting("drift.thresholds.critical", "0.95")
+    assert two_models("drift", "check", "gnn", "v2.3.0", "--fail-on", "critical").exit_code == 0
+    assert two_models("drift", "check", "gnn", "v2.3.0", "--fail-on", "retrain").exit_code == 3
+
+
+def test_report_json_keys(two_models: Cli) -> None:
+    doc = two_models("drift", "report", "gnn", "v2.3.0", "--json").json()
+    assert set(doc) >= {
+        "model_type",
+        "model_version",
+        "status",
+        "current_drift_score",
+        "avg_drift_7d",
+        "alert_triggered",
+        "level",
+        "recommendation",
+        "components",
+        "ks_pvalue",
+        "n_reference",
+        "n_window",
+        "checked_at",
+    }
+    assert set(doc["components"]) == {"statistical", "performance", "distribution"}
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "words"),
+    [
+        (
+            ["drift", "record", "gnn", "v2.2.0", "--prediction", "nan", "--confidence", "0.5"],
+            None,
+            ["finite"],
+        ),
+        (
+            ["drift", "record", "gnn", "v2.2.0", "--prediction", "inf", "--confidence", "0.5"],
+            None,
+            ["finite"],
+        ),
+        (
+            ["drift", "record", "gnn", "v2.2.0", "--prediction", "1", "--confidence", "2"],
+            None,
+            ["confidence"],
+        ),
+        (
+            ["drift", "record", "gnn", "v2.2.0", "--prediction", "1", "--confidence", "-0.5"],
+            None,
+            ["confidence"],
+        ),
+        (["drift", "reference", "gnn", "v2.2.0", "--file", "-"], "", ["no records"]),
+        (
+            ["drift", "reference", "gnn", "v2.2.0", "--file", "-"],
+            '{"prediction": 1, "confidence": 0.5}\n' * 9001,
+            ["would exceed", "--replace"],
+        ),
+        (
+            ["drift", "record", "nosuch", "v2.2.0", "--prediction", "1", "--confidence", "0.5"],
+            None,
+            ["unknown model type"],
+        ),
+        (["drift", "check", "gnn", "v7.0.0"], None, ["unknown version"]),
+        (
+            ["drift", "record", "gnn", "v2.2.0", "--file", "-"],
+            '{"prediction": 1, "confidence": 0.5}\n{"confidence": 0.5}\n',
+            ["line 2", "prediction"],
+        ),
+        (["drift", "check", "--all", "--fail-on", "bad"], None, ["--fail-on"]),
+    ],
+)
+def test_bad_drift_input(
+    two_models: Cli, gnn: Project, args: list[str], stdin: str | None, words: list[str]
+) -> None:
+    before = snapshot(gnn.root)
+    assert_one_error_line(two_models(*args, input=stdin), *words)
+    assert snapshot(gnn.root) == before
+
+
+def test_hook_timeout_through_the_cli(two_models: Cli, gnn: Project) -> None:
+    two_models("config", "set", "drift.hooks.critical", "sleep 20")
+    two_models("config", "set", "drift.hook_timeout_s", "0.3")
+    before = snapshot(gnn.root)
+    assert_one_error_line(two_models("drift", "check", "gnn", "v2.3.0"), "timed out")
+    assert snapshot(gnn.root) == before
