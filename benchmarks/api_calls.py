@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlops_cli import ModelVersion, Project
+from mlops_cli import ABTestConfig, ModelVersion, Project
 
 
 def rate(call: Callable[[int], None], calls: int) -> float:
@@ -28,15 +28,23 @@ def measure(calls: int) -> dict[str, float]:
         project = Project.init(Path(tmp))
         registry = project.registry
         registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="/m.pt"))
+        registry.register_version(ModelVersion("gnn", "v1.1.0", model_path="/m.pt"))
+        project.ab.start_test(ABTestConfig("bench", "gnn", treatment_version="v1.1.0"))
+        detector = project.drift_detector("gnn", "v1.0.0")
+        variants = ("control", "treatment")
         results = {
             "update_metrics": rate(
                 lambda i: registry.update_metrics("gnn", "v1.0.0", 10.0 + i % 7, 0.8, i % 50 == 0),
                 calls,
             ),
+            "record_result": rate(
+                lambda i: project.ab.record_result("bench", variants[i % 2], 12.0, 0.7, False),
+                calls,
+            ),
+            "add_production_sample": rate(
+                lambda i: detector.add_production_sample(0.001 * i, 0.9), calls
+            ),
         }
-        extra = globals().get("EXTRA_CASES")
-        if callable(extra):
-            results.update(extra(project, calls))
         return results
 
 

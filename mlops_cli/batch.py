@@ -31,32 +31,50 @@ def validate_batch(
     """Validate every line of a JSONL batch; return the lines to append (with `ts`) and count.
 
     Nothing is written unless every line is valid. Lines keep their bytes; a `ts` is spliced
-    into those without one.
+    in front of the fields of those without one. Blank lines are ignored.
     """
-    now = b'{"ts":"' + jsonl.utc_now().encode() + b'",'
-    out: list[bytes] = []
+    lines = data.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
     bad: list[tuple[int, str]] = []
+    blank = with_ts = 0
     loads = orjson.loads
-    for number, raw in enumerate(data.splitlines(), 1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            doc = loads(line)
-            validate(doc, "")
-        except orjson.JSONDecodeError:
-            bad.append((number, "not valid JSON"))
-            continue
-        except ValidationError as exc:
-            bad.append((number, str(exc)))
-            continue
-        out.append(line if "ts" in doc else now + line[1:])  # a valid record is never {}
-        if progress is not None and number % 65536 == 0:
-            progress(number)
+    step = 65536
+    for base in range(0, len(lines), step):
+        for number, raw in enumerate(lines[base : base + step], base + 1):
+            try:
+                doc = loads(raw)
+            except orjson.JSONDecodeError:
+                if raw.strip():
+                    bad.append((number, "not valid JSON"))
+                else:
+                    blank += 1
+                continue
+            try:
+                validate(doc, "")
+            except ValidationError as exc:
+                bad.append((number, str(exc)))
+                continue
+            if "ts" in doc:
+                with_ts += 1
+        if progress is not None:
+            progress(min(base + step, len(lines)))
     if bad:
         shown = "; ".join(f"line {n}: {msg}" for n, msg in bad[:10])
         more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
         raise BatchError(f"{len(bad)} bad line(s), nothing recorded: {shown}{more}")
-    if not out:
+    count = len(lines) - blank
+    if not count:
         raise ValidationError("the batch holds no records")
-    return b"\n".join(out) + b"\n", len(out)
+    stamp = b'{"ts":"' + jsonl.utc_now().encode() + b'",'
+    body = b"\n".join(lines)
+    if not (blank or with_ts) and body[:1] == b"{" and body.count(b"\n{") == count - 1:
+        # Every line starts with "{" and lacks a ts: splice the stamp in with one pass.
+        # (A newline cannot occur inside a JSON line, so "\n{" only starts a line.)
+        return stamp + body[1:].replace(b"\n{", b"\n" + stamp) + b"\n", count
+    out = []
+    for raw in lines:
+        line = raw.strip()
+        if line:
+            out.append(line if b'"ts"' in line and "ts" in loads(line) else stamp + line[1:])
+    return b"\n".join(out) + b"\n", count
