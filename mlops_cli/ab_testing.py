@@ -209,7 +209,8 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
     """A recorded request with its fields checked; `where` prefixes messages (batch line)."""
     if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and "ts" not in doc:
         # The common case, checked without building any message.
-        t, c = doc.get("inference_time_ms"), doc.get("confidence")
+        t: Any = doc.get("inference_time_ms")
+        c: Any = doc.get("confidence")
         if (
             doc.get("variant") in VARIANTS
             and type(t) in NUMBER

@@ -41,7 +41,8 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
     """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]."""
     if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and "ts" not in doc:
         # The common case, checked without building any message.
-        p, c = doc.get("prediction"), doc.get("confidence")
+        p: Any = doc.get("prediction")
+        c: Any = doc.get("confidence")
         if type(p) in NUMBER and -math.inf < p < math.inf and type(c) in NUMBER and 0 <= c <= 1:
             return doc
     if not isinstance(doc, dict):
