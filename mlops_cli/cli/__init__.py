@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from .ab_cmds import ab_app
 from .common import Globals
+from .demo_cmd import demo
 from .drift_cmds import drift_app
 from .registry_cmds import register_commands
 
@@ -48,6 +49,7 @@ def main_options(
 register_commands(app)
 app.add_typer(ab_app, name="ab")
 app.add_typer(drift_app, name="drift")
+app.command()(demo)
 
 
 def main() -> None:

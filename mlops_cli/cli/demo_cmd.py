@@ -1,0 +1,91 @@
+"""`mlops demo`: the end-to-end walk-through, rendered step by step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from .common import console, funnel, progress_wanted, table
+
+
+def demo(
+    ctx: typer.Context,
+    directory: str | None = typer.Argument(
+        None, help="Where to leave the demo project (default: a new temporary directory)."
+    ),
+) -> None:
+    """Run a realistic end-to-end example: registry, a week of A/B testing, drift, export."""
+    from ..demo import demo_directory, run_demo
+
+    out = console()
+    with funnel(ctx):
+        root = demo_directory(directory)
+        bar = None
+        if progress_wanted():
+            from rich.progress import Progress
+
+            bar = Progress(console=console(stderr=True), transient=True)
+            bar.start()
+            task = bar.add_task("A/B test week", total=7)
+        try:
+            for step, data in run_demo(root):
+                render(out, step, data)
+                if bar is not None and step == "ab_day":
+                    bar.update(task, advance=1)
+        finally:
+            if bar is not None:
+                bar.stop()
+
+
+def render(out: Any, step: str, d: dict[str, Any]) -> None:
+    if step == "init":
+        out.print(f"[bold]mlops demo[/] in {d['root']}")
+    elif step == "registered":
+        role = "champion" if d["champion"] else "candidate"
+        out.print(f"registered gnn {d['version']} ({role})")
+    elif step == "ab_started":
+        out.print(f"started A/B test {d['test']}: v2.1.0 90% / v2.2.0 10%, at least 7 days")
+    elif step == "ab_day":
+        e = d["evaluation"]
+        diff = e.metrics["confidence_diff"]
+        why = f" ({e.reasons[0]})" if e.decision == "continue" else ""
+        out.print(
+            f"  day {d['day']}: {e.requests:5d} requests, conf "
+            f"{diff['estimate']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]: "
+            f"[bold]{e.decision}[/]{why}"
+        )
+    elif step == "ab_finalized":
+        out.print(f"finalized: gnn {d['champion']} is champion")
+    elif step == "reference":
+        out.print(f"drift reference: {d['samples']} samples for gnn {d['version']}")
+    elif step == "drift_day":
+        r = d["report"]
+        alert = " [red]ALERT[/]" if r["alert_triggered"] else ""
+        hooks = "".join(f"; hook {h['level']} ran" for h in r["hooks"])
+        out.print(
+            f"  day {d['day']}: drift score {r['current_drift_score']:.3f} "
+            f"({r['level']}){alert}{hooks}"
+        )
+    elif step == "exported":
+        out.print(f"exported Prometheus series to {d['textfile']}:")
+        for line in d["lines"]:
+            out.print(f"  {line}")
+    elif step == "done":
+        table(
+            "Summary",
+            ["", ""],
+            [
+                ["champion", f"gnn {d['champion']}"],
+                [
+                    "A/B decision",
+                    f"{d['ab_decision']} after {d['ab_requests']} requests "
+                    f"(confidence {d['confidence_diff']:+.3f})",
+                ],
+                ["drift", f"{d['drift_level']} (score {d['drift_score']:.3f})"],
+                ["retrain hook", d["hook_log"] or "-"],
+            ],
+        )
+        out.print("Explore the project it left behind:")
+        for command in d["commands"]:
+            out.print(f"  {command}", soft_wrap=True)

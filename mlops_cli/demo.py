@@ -1,0 +1,199 @@
+"""A realistic, deterministic end-to-end run: registry, a week-long A/B test, drift, export.
+
+`run_demo` yields (step, data) events as it goes; `mlops demo` renders them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .ab_testing import ABTestConfig
+from .errors import ValidationError
+from .project import Project
+from .registry import ModelVersion
+
+TEST = "gnn_v2.2_test"
+REQUESTS_PER_DAY = 1500
+SAMPLES_PER_DAY = 2000
+DRIFT_FROM_DAY = 3
+
+
+def demo_directory(path: str | None) -> Path:
+    """DIR (created; must be empty) or a new temporary directory that is left behind."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="mlops-demo-"))
+    root = Path(path).expanduser().absolute()
+    if root.exists() and any(root.iterdir()):
+        raise ValidationError(f"{root} is not empty; give the demo a new or empty directory")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = now - timedelta(days=14)  # A/B week, then a drift week
+    project = Project.init(root)
+    yield "init", {"root": str(root)}
+
+    models = root / "models"
+    models.mkdir()
+    for version, layers in (("v2.1.0", 3), ("v2.2.0", 4)):
+        path = models / f"gnn_{version}.pt"
+        path.write_bytes(f"GraphSAGE weights, {layers} layers".encode())
+        mv = project.registry.register_version(
+            ModelVersion(
+                model_type="gnn",
+                version=version,
+                model_path=str(path),
+                config={"architecture": "GraphSAGE", "hidden_dim": 256, "num_layers": layers},
+                description=f"{layers}-layer GraphSAGE",
+            )
+        )
+        yield "registered", {"version": mv.version, "champion": mv.is_champion}
+    log = shlex.quote(str(root / "retrain-requests.log"))
+    hook = f'echo "retrain $MLOPS_MODEL_TYPE $MLOPS_MODEL_VERSION at $MLOPS_DRIFT_SCORE" >> {log}'
+    project.set_setting("drift.hooks.retrain", hook)
+    project.set_setting("drift.reference_size", "5000")
+    project.set_setting("drift.window_size", str(SAMPLES_PER_DAY))
+
+    # -- the A/B week ----------------------------------------------------------------------
+    clock = {"now": start}
+    project.ab.clock = lambda: clock["now"]
+    project.ab.start_test(
+        ABTestConfig(
+            name=TEST,
+            model_type="gnn",
+            control_version="v2.1.0",
+            treatment_version="v2.2.0",
+            treatment_traffic_pct=10,
+            duration_days=7,
+            min_requests=1000,
+            max_error_rate_increase=0.05,
+            min_confidence_improvement=0.02,
+        )
+    )
+    yield "ab_started", {"test": TEST}
+    user = 0
+    for day in range(1, 8):
+        lines = []
+        for i in range(REQUESTS_PER_DAY):
+            user += 1
+            variant = project.ab.assign_variant("gnn", f"user{user}")["name"]
+            treated = variant == "treatment"
+            ts = start + timedelta(days=day - 1, seconds=i * 86400 / REQUESTS_PER_DAY)
+            lines.append(
+                orjson.dumps(
+                    {
+                        "ts": _iso(ts),
+                        "variant": variant,
+                        "user_id": f"user{user}",
+                        "inference_time_ms": float(rng.normal(118 if treated else 112, 12)),
+                        "confidence": float(
+                            np.clip(rng.normal(0.83 if treated else 0.80, 0.1), 0, 1)
+                        ),
+                        "error": bool(rng.random() < (0.018 if treated else 0.02)),
+                    }
+                )
+            )
+        project.ab.record_batch(TEST, b"\n".join(lines))
+        clock["now"] = start + timedelta(days=day)
+        evaluation = project.ab.evaluate_test(TEST)
+        yield "ab_day", {"day": day, "evaluation": evaluation}
+    project.ab.finalize_test(TEST, "promote")
+    champion = project.registry.require_champion("gnn")
+    yield "ab_finalized", {"champion": champion.version, "evaluation": evaluation}
+
+    # -- the drift week --------------------------------------------------------------------
+    detector = project.drift_detector("gnn", champion.version)
+    ab_end = start + timedelta(days=7)
+    detector.clock = lambda: clock["now"]
+    reference = b"".join(
+        orjson.dumps({"ts": _iso(ab_end), "prediction": float(p), "confidence": float(c)}) + b"\n"
+        for p, c in zip(
+            rng.normal(0.0, 1.0, 5000), np.clip(rng.normal(0.85, 0.06, 5000), 0, 1), strict=True
+        )
+    )
+    detector.set_reference(reference)
+    yield "reference", {"samples": 5000, "version": champion.version}
+    report: dict[str, Any] = {}
+    for day in range(1, 8):
+        drifting_days = max(0, day - DRIFT_FROM_DAY + 1)
+        shift = drifting_days * 0.3
+        conf_mean = 0.85 * (1 - drifting_days * 0.04)
+        day_start = ab_end + timedelta(days=day - 1)
+        detector.record_batch(
+            b"".join(
+                orjson.dumps(
+                    {
+                        "ts": _iso(day_start + timedelta(seconds=i * 43)),
+                        "prediction": float(p),
+                        "confidence": float(c),
+                    }
+                )
+                + b"\n"
+                for i, (p, c) in enumerate(
+                    zip(
+                        rng.normal(shift, 1.0 + shift / 3, SAMPLES_PER_DAY),
+                        np.clip(rng.normal(conf_mean, 0.06, SAMPLES_PER_DAY), 0, 1),
+                        strict=True,
+                    )
+                )
+            )
+        )
+        clock["now"] = day_start + timedelta(days=1)
+        report = detector.check()
+        yield "drift_day", {"day": day, "report": report}
+        if report["alert_triggered"]:
+            break
+
+    # -- Prometheus ------------------------------------------------------------------------
+    from .prometheus import write_textfile
+
+    textfile = root / "metrics" / "mlops.prom"
+    textfile.parent.mkdir()
+    write_textfile(project, textfile)
+    drift_lines = [
+        line for line in textfile.read_text().splitlines() if line.startswith("model_drift_score")
+    ]
+    yield "exported", {"textfile": str(textfile), "lines": drift_lines}
+    retrain_log = root / "retrain-requests.log"
+    yield (
+        "done",
+        {
+            "root": str(root),
+            "champion": champion.version,
+            "ab_decision": evaluation.decision,
+            "ab_requests": evaluation.requests,
+            "confidence_diff": evaluation.metrics["confidence_diff"]["estimate"],
+            "drift_level": report.get("level"),
+            "drift_score": report.get("current_drift_score"),
+            "hook_log": retrain_log.read_text().strip() if retrain_log.exists() else "",
+            "commands": explore_commands(root),
+        },
+    )
+
+
+def explore_commands(root: Path) -> list[str]:
+    c = f"mlops -C {shlex.quote(str(root))}"
+    return [
+        f"{c} list",
+        f"{c} history gnn",
+        f"{c} ab evaluate {TEST}",
+        f"{c} drift report gnn v2.2.0",
+        f"{c} metrics export",
+        f"{c} config list",
+    ]
