@@ -154,17 +154,25 @@ def decide(
             reasons.append(f"{left:.1f} days left")
         if srm.mismatch:
             reasons.append(f"sample ratio mismatch p={srm.p_value:.2g}")
-        if not confidence.estimate >= min_conf:
-            reasons.append(f"confidence {confidence.estimate:+.3f}, needs {min_conf:+.3f}")
-        if not confidence.ci[0] > 0:
-            reasons.append(
-                f"confidence interval [{_fmt(confidence.ci[0])}, {_fmt(confidence.ci[1])}] "
-                "not wholly above 0"
-            )
-        if not error.ci[1] <= max_err:
-            reasons.append(
-                f"error rate may rise by up to {_fmt(error.ci[1])}, allowed +{max_err:.3f}"
-            )
+        empty = [
+            f"{arm} arm has {m.n} requests, too few to compare"
+            for arm, m in (("control", control), ("treatment", treatment))
+            if m.n < 2
+        ]
+        if empty:
+            reasons.extend(empty)
+        else:
+            if not confidence.estimate >= min_conf:
+                reasons.append(f"confidence {confidence.estimate:+.3f}, needs {min_conf:+.3f}")
+            if not confidence.ci[0] > 0:
+                reasons.append(
+                    f"confidence interval [{_fmt(confidence.ci[0])}, {_fmt(confidence.ci[1])}] "
+                    "not wholly above 0"
+                )
+            if not error.ci[1] <= max_err:
+                reasons.append(
+                    f"error rate may rise by up to {_fmt(error.ci[1])}, allowed +{max_err:.3f}"
+                )
         decision = "continue" if reasons else "promote"
         if decision == "promote":
             reasons.append(

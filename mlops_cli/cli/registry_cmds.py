@@ -104,7 +104,12 @@ def register(
         )
         return project.registry.register_version(mv, make_champion=False if no_champion else None)
 
-    run(ctx, json_output, action, version_card, lambda v: v.to_dict())
+    def render(v: ModelVersion) -> None:
+        role = "champion, 100% traffic" if v.is_champion else "not serving yet"
+        digest = f", sha256 {v.sha256[:12]}" if v.sha256 else ", no file at that path yet"
+        typer.echo(f"registered {v.model_type} {v.version} ({role}){digest}")
+
+    run(ctx, json_output, action, render, lambda v: v.to_dict())
 
 
 def load_mapping(path: Path) -> dict[str, Any]:
