@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import jsonl
-from .batch import check_ts, validate_batch
+from .batch import BatchResult, append_batch, check_ts
 from .errors import ConflictError, NotFoundError, ValidationError
 from .naming import validate_name, validate_version
 from .registry import bucket, check_finite
@@ -420,13 +420,22 @@ class ABTestManager:
         self.project.append_log(self.project.ab_log(test_name), orjson.dumps(doc) + b"\n")
 
     def record_batch(
-        self, test_name: str, data: bytes, progress: Callable[[int], None] | None = None
-    ) -> int:
-        """Record a JSONL batch all or nothing; returns the number of records appended."""
+        self,
+        test_name: str,
+        data: bytes,
+        progress: Callable[[int], None] | None = None,
+        batch_id: str | None = None,
+    ) -> BatchResult:
+        """Record a JSONL batch all or nothing, exactly once per batch id (default: its hash)."""
         self._running(test_name)
-        payload, count = validate_batch(data, validate_request, progress)
-        self.project.append_log(self.project.ab_log(test_name), payload, fsync=True)
-        return count
+        return append_batch(
+            self.project.ab_log(test_name),
+            data,
+            validate_request,
+            self.project._lock_timeout(),
+            batch_id,
+            progress,
+        )
 
     # -- deciding ----------------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,7 +29,10 @@ class BatchError(ValidationError):
 
 
 def validate_batch(
-    data: bytes, validate: Callable[[Any, str], Any], progress: Callable[[int], None] | None = None
+    data: bytes,
+    validate: Callable[[Any, str], Any],
+    progress: Callable[[int], None] | None = None,
+    stamp: str | None = None,
 ) -> tuple[bytes, int]:
     """Validate every line of a JSONL batch; return the lines to append (with `ts`) and count.
 
@@ -66,15 +72,45 @@ def validate_batch(
     count = len(lines) - blank
     if not count:
         raise ValidationError("the batch holds no records")
-    stamp = b'{"ts":"' + jsonl.utc_now().encode() + b'",'
+    prefix = b'{"ts":"' + (stamp or jsonl.utc_now()).encode() + b'",'
     body = b"\n".join(lines)
     if not (blank or with_ts) and body[:1] == b"{" and body.count(b"\n{") == count - 1:
         # Every line starts with "{" and lacks a ts: splice the stamp in with one pass.
         # (A newline cannot occur inside a JSON line, so "\n{" only starts a line.)
-        return stamp + body[1:].replace(b"\n{", b"\n" + stamp) + b"\n", count
+        return prefix + body[1:].replace(b"\n{", b"\n" + prefix) + b"\n", count
     out = []
     for raw in lines:
         line = raw.strip()
         if line:
-            out.append(line if b'"ts"' in line and "ts" in loads(line) else stamp + line[1:])
+            out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
     return b"\n".join(out) + b"\n", count
+
+
+@dataclass
+class BatchResult:
+    """What a batch append did: records it appended and records an earlier try had appended."""
+
+    batch_id: str
+    recorded: int
+    already_recorded: int
+
+
+def append_batch(
+    log: Path,
+    data: bytes,
+    validate: Callable[[Any, str], Any],
+    timeout: float,
+    batch_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Validate a JSONL batch whole, then append it exactly once (see LogWriter.append_batch).
+
+    The batch id defaults to the content's hash, so running an interrupted step again
+    completes the batch instead of recording it twice.
+    """
+    batch_id = batch_id or hashlib.sha256(data).hexdigest()[:32]
+    entry = jsonl.find_batch(log, batch_id)
+    stamp = entry["stamp"] if entry else jsonl.utc_now()
+    payload, count = validate_batch(data, validate, progress, stamp)
+    appended = jsonl.WRITER.append_batch(log, batch_id, payload, stamp, timeout)
+    return BatchResult(batch_id, appended, count - appended)

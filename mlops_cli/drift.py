@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import jsonl
-from .batch import check_ts, validate_batch
+from .batch import BatchResult, append_batch, check_ts, validate_batch
 from .errors import HookError, StateError, ValidationError
 from .registry import check_finite
 
@@ -233,12 +233,22 @@ class DriftDetector:
         )
         return count
 
-    def record_batch(self, data: bytes, progress: Callable[[int], None] | None = None) -> int:
-        """Record a JSONL batch of production samples, all or nothing."""
+    def record_batch(
+        self,
+        data: bytes,
+        progress: Callable[[int], None] | None = None,
+        batch_id: str | None = None,
+    ) -> BatchResult:
+        """Record production samples all or nothing, exactly once per batch id (see batch.py)."""
         self._require_version()
-        payload, count = validate_batch(data, validate_sample, progress)
-        self.project.append_log(self.production_path, payload, fsync=True)
-        return count
+        return append_batch(
+            self.production_path,
+            data,
+            validate_sample,
+            self.project._lock_timeout(),
+            batch_id,
+            progress,
+        )
 
     def _cap_check(self, adding: int) -> Callable[[int], None]:
         cap = int(self._drift["reference_size"])

@@ -134,23 +134,103 @@ class LogWriter:
                     _truncate_torn_tail(fd)
                     if precheck is not None:
                         precheck(fd)
-                    before = os.fstat(fd).st_size
-                    try:
-                        _write_all(fd, data)
-                        if fsync:
-                            os.fsync(fd)
-                    except OSError as exc:
-                        # A short write (disk full) must leave no part of the batch behind.
-                        os.ftruncate(fd, before)
-                        raise StateError(f"could not append to {path}: {exc.strerror}") from exc
+                    self._write_locked(fd, path, data, fsync)
                     return
             self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
+
+    def append_batch(
+        self, path: Path, batch_id: str, payload: bytes, stamp: str, timeout: float
+    ) -> int:
+        """Append a batch exactly once; return how many of its lines this call appended.
+
+        Before its lines, a batch's id, start offset and `ts` stamp go to a journal beside the
+        log. A retry of a batch a crash interrupted finds the lines already written (they start
+        at the journaled offset, written under the lock) and appends only the rest; a retry of a
+        complete batch appends nothing. The stamp makes the retried lines byte-identical.
+        """
+        lines = payload.split(b"\n")[:-1]
+        for _attempt in range(3):
+            fd = self._fd(path)
+            with flocked(fd, path, timeout):
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    replaced = True
+                else:
+                    replaced = False
+                    _truncate_torn_tail(fd)
+                    entry = find_batch(path, batch_id)
+                    if entry is None:
+                        todo = lines
+                        record = {
+                            "ts": utc_now(),
+                            "batch": batch_id,
+                            "lines": len(lines),
+                            "start": os.fstat(fd).st_size,
+                            "stamp": stamp,
+                        }
+                        _append_journal(path, dumps_line(record))
+                    else:
+                        todo = lines[_written(fd, int(entry["start"]), lines) :]
+                    if todo:
+                        self._write_locked(fd, path, b"\n".join(todo) + b"\n", fsync=True)
+                    return len(todo)
+            if replaced:
+                self.forget(path)
+        raise StateError(f"could not append to {path}: it keeps being replaced")
+
+    @staticmethod
+    def _write_locked(fd: int, path: Path, data: bytes, fsync: bool) -> None:
+        before = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            # A short write (disk full) must leave no part of the data behind.
+            os.ftruncate(fd, before)
+            raise StateError(f"could not append to {path}: {exc.strerror}") from exc
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
+
+
+def journal_path(log: Path) -> Path:
+    return log.with_name(f".{log.name}.batches.jsonl")
+
+
+def find_batch(log: Path, batch_id: str) -> dict[str, Any] | None:
+    """The journal entry of a batch appended to `log`, if any."""
+    for record in reversed(read_from(journal_path(log)).records):
+        if record.get("batch") == batch_id:
+            return dict(record)
+    return None
+
+
+def _append_journal(log: Path, line: bytes) -> None:
+    fd = os.open(journal_path(log), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        _truncate_torn_tail(fd)
+        _write_all(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _written(fd: int, start: int, lines: list[bytes]) -> int:
+    """How many of `lines` stand, in order, at byte `start` of the log."""
+    size = os.fstat(fd).st_size
+    if start > size:
+        return 0
+    want = sum(len(line) + 1 for line in lines)
+    have = os.pread(fd, min(want, size - start), start).split(b"\n")[:-1]
+    count = 0
+    for got, line in zip(have, lines, strict=False):
+        if got != line:
+            break
+        count += 1
+    return count
 
 
 WRITER = LogWriter()

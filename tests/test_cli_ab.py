@@ -73,10 +73,11 @@ def test_start_from_config_file_with_flags_winning(cli: Cli, tmp_path: Path) -> 
 def test_evaluate_json_contract_and_promote(started: Cli, project: Project, tmp_path: Path) -> None:
     f = tmp_path / "b.jsonl"
     f.write_text(batch(2000, conf=(0.80, 0.85), err=(0.01, 0.01)))
-    assert started("ab", "record", "t1", "--file", str(f), "--json").json() == {
-        "test": "t1",
-        "recorded": 2000,
-    }
+    recorded = started("ab", "record", "t1", "--file", str(f), "--json").json()
+    assert (recorded["recorded"], recorded["already_recorded"]) == (2000, 0)
+    again = started("ab", "record", "t1", "--file", str(f), "--json").json()
+    assert (again["recorded"], again["already_recorded"]) == (0, 2000)
+    assert again["batch_id"] == recorded["batch_id"]
     doc = started("ab", "evaluate", "t1", "--json").json()
     assert set(doc) >= {
         "test",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,9 @@ def record(
     file: str | None = typer.Option(
         None, "--file", help="JSONL batch (one request a line), or - for stdin."
     ),
+    batch_id: str | None = typer.Option(
+        None, "--batch-id", help="Id making a retried batch count once (default: its hash)."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Record one request, or a batch (all or nothing) with --file."""
@@ -127,8 +131,8 @@ def record(
                 raise ValidationError("--file records a batch; drop --variant/--confidence/...")
             data = read_input(file)
             with batch_progress(len(data)) as progress:
-                count = manager.record_batch(name, data, progress)
-            return {"test": name, "recorded": count}
+                result = manager.record_batch(name, data, progress, batch_id)
+            return {"test": name, **asdict(result)}
         if variant is None or inference_time_ms is None or confidence is None:
             raise ValidationError(
                 "--variant, --inference-time-ms and --confidence are required "
@@ -137,7 +141,15 @@ def record(
         manager.record_result(name, variant, inference_time_ms, confidence, error, user_id)
         return {"test": name, "recorded": 1}
 
-    run(ctx, json_output, action, lambda r: typer.echo(f"recorded {r['recorded']} in {name}"))
+    run(ctx, json_output, action, lambda r: typer.echo(f"recorded {recorded_text(r)} in {name}"))
+
+
+def recorded_text(result: dict[str, Any]) -> str:
+    """`1000`, or `0 (batch 3f2a... was already recorded: 1000 records)` on a retry."""
+    done = result.get("already_recorded", 0)
+    if not done:
+        return str(result["recorded"])
+    return f"{result['recorded']} (batch {result['batch_id']} was already recorded: {done} records)"
 
 
 def read_input(file: str) -> bytes:

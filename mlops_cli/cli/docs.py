@@ -30,9 +30,13 @@ def parameters(command: Any) -> Iterator[tuple[str, str]]:
 
 
 def markdown() -> str:
-    lines = ["# Command reference", "",
-             "Generated from the app's help by `python -m mlops_cli.cli.docs > docs/cli.md`;",
-             "a test fails when it is out of date.", ""]
+    lines = [
+        "# Command reference",
+        "",
+        "Generated from the app's help by `python -m mlops_cli.cli.docs > docs/cli.md`;",
+        "a test fails when it is out of date.",
+        "",
+    ]
     for name, command in commands():
         lines += [f"## `{name}`", "", (command.help or "").strip(), ""]
         params = list(parameters(command))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import typer
 
 from ..errors import GateError, ValidationError
-from .ab_cmds import batch_progress, read_input
+from .ab_cmds import batch_progress, read_input, recorded_text
 from .common import JSON_HELP, console, funnel, open_project, run, table
 from .step_summary import write_step_summary
 
@@ -60,6 +61,9 @@ def record(
     prediction: float | None = typer.Option(None, "--prediction", help="The model's output."),
     confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
     file: str | None = typer.Option(None, "--file", help="JSONL batch, or - for stdin."),
+    batch_id: str | None = typer.Option(
+        None, "--batch-id", help="Id making a retried batch count once (default: its hash)."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Record one production sample, or a batch (all or nothing) with --file."""
@@ -71,7 +75,7 @@ def record(
                 raise ValidationError("--file records a batch; drop --prediction/--confidence")
             data = read_input(file)
             with batch_progress(len(data)) as progress:
-                return {"recorded": detector.record_batch(data, progress)}
+                return asdict(detector.record_batch(data, progress, batch_id))
         if prediction is None or confidence is None:
             raise ValidationError("--prediction and --confidence are required (or --file)")
         detector.add_production_sample(prediction, confidence)
@@ -82,7 +86,7 @@ def record(
         json_output,
         action,
         lambda r: typer.echo(
-            f"recorded {r['recorded']} production samples for {model_type} {version}"
+            f"recorded {recorded_text(r)} production samples for {model_type} {version}"
         ),
     )
 
