@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test stress lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+stress: $(STAMP)
+	MLOPS_STRESS=1 $(BIN)/python -m pytest -q tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlops_cli tests benchmarks

@@ -109,8 +109,8 @@ def append_batch(
     completes the batch instead of recording it twice.
     """
     batch_id = batch_id or hashlib.sha256(data).hexdigest()[:32]
-    entry = jsonl.find_batch(log, batch_id)
-    stamp = entry["stamp"] if entry else jsonl.utc_now()
+    entries = jsonl.batch_entries(log, batch_id)
+    stamp = str(entries[0]["stamp"]) if entries else jsonl.utc_now()
     payload, count = validate_batch(data, validate, progress, stamp)
     appended = jsonl.WRITER.append_batch(log, batch_id, payload, stamp, timeout)
     return BatchResult(batch_id, appended, count - appended)

@@ -158,20 +158,19 @@ class LogWriter:
                 else:
                     replaced = False
                     _truncate_torn_tail(fd)
-                    entry = find_batch(path, batch_id)
-                    if entry is None:
-                        todo = lines
+                    present = _present(fd, batch_entries(path, batch_id), lines)
+                    todo = lines[present:]
+                    if todo:
+                        # Each attempt journals where its part starts, before writing it.
                         record = {
                             "ts": utc_now(),
                             "batch": batch_id,
                             "lines": len(lines),
+                            "first": present,
                             "start": os.fstat(fd).st_size,
                             "stamp": stamp,
                         }
                         _append_journal(path, dumps_line(record))
-                    else:
-                        todo = lines[_written(fd, int(entry["start"]), lines) :]
-                    if todo:
                         self._write_locked(fd, path, b"\n".join(todo) + b"\n", fsync=True)
                     return len(todo)
             if replaced:
@@ -200,12 +199,18 @@ def journal_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.batches.jsonl")
 
 
-def find_batch(log: Path, batch_id: str) -> dict[str, Any] | None:
-    """The journal entry of a batch appended to `log`, if any."""
-    for record in reversed(read_from(journal_path(log)).records):
-        if record.get("batch") == batch_id:
-            return dict(record)
-    return None
+def batch_entries(log: Path, batch_id: str) -> list[dict[str, Any]]:
+    """The journal entries of a batch appended to `log`, one per attempt, oldest first."""
+    return [r for r in read_from(journal_path(log)).records if r.get("batch") == batch_id]
+
+
+def _present(fd: int, entries: list[dict[str, Any]], lines: list[bytes]) -> int:
+    """How many of a batch's lines earlier attempts wrote (each attempt's part is contiguous)."""
+    present = 0
+    for entry in entries:
+        if entry.get("first", 0) == present:
+            present += _written(fd, int(entry["start"]), lines[present:])
+    return present
 
 
 def _append_journal(log: Path, line: bytes) -> None:

@@ -60,6 +60,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     A crash at any instant leaves either the old or the new file, never a mix.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stale_temps(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
@@ -80,6 +81,24 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temp files that writers killed mid-write left beside `path`."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -4]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_state() -> dict[str, Any]:

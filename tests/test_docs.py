@@ -14,14 +14,35 @@ ALL = list(commands())
 
 def test_the_app_has_every_documented_command() -> None:
     names = {name for name, _ in ALL}
-    for expected in ("mlops init", "mlops register", "mlops list", "mlops show", "mlops champion",
-                     "mlops promote", "mlops rollback", "mlops deprecate", "mlops verify",
-                     "mlops history", "mlops metrics update", "mlops metrics export",
-                     "mlops ab start", "mlops ab assign", "mlops ab record", "mlops ab evaluate",
-                     "mlops ab finalize", "mlops ab list", "mlops ab status",
-                     "mlops drift reference", "mlops drift record", "mlops drift check",
-                     "mlops drift report", "mlops config list", "mlops config get",
-                     "mlops config set", "mlops demo"):
+    for expected in (
+        "mlops init",
+        "mlops register",
+        "mlops list",
+        "mlops show",
+        "mlops champion",
+        "mlops promote",
+        "mlops rollback",
+        "mlops deprecate",
+        "mlops verify",
+        "mlops history",
+        "mlops metrics update",
+        "mlops metrics export",
+        "mlops ab start",
+        "mlops ab assign",
+        "mlops ab record",
+        "mlops ab evaluate",
+        "mlops ab finalize",
+        "mlops ab list",
+        "mlops ab status",
+        "mlops drift reference",
+        "mlops drift record",
+        "mlops drift check",
+        "mlops drift report",
+        "mlops config list",
+        "mlops config get",
+        "mlops config set",
+        "mlops demo",
+    ):
         assert expected in names
 
 

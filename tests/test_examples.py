@@ -14,8 +14,12 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 def test_service_example_imports_only_exported_names() -> None:
     tree = ast.parse((EXAMPLES / "fastapi_service.py").read_text())
-    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "mlops_cli" for alias in node.names]
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "mlops_cli"
+        for alias in node.names
+    ]
     assert imported
     for name in imported:
         assert hasattr(mlops_cli, name), name
