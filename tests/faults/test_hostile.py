@@ -246,8 +246,8 @@ HOSTILE = [
     "gnn\n",
     "gnn ",
     "\u0261nn",
-    "gп",
-    "ｇｎｎ",
+    "g\u043f",  # Cyrillic pe
+    "\uff47\uff4e\uff4e",  # fullwidth gnn
     "a" * 65,
     "x" * 10_000,
     ".",
