@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 LEVELS = ("ok", "monitor", "retrain", "critical")
 SAMPLE_FIELDS = {"prediction", "confidence", "ts"}
 NUMBER = (int, float)
-_CHUNK = 1 << 16
 
 
 def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
@@ -130,31 +129,34 @@ RECOMMENDATIONS = {
 }
 
 
-def read_columns(tail: jsonl.Tail) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and confidences of raw log lines, parsed in chunks to bound memory."""
+def read_columns(
+    path: Path, start: int, stop: int | None, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time."""
     import numpy as np
 
-    n = len(tail.lines)
-    pred, conf = np.empty(n), np.empty(n)
-    loads = orjson.loads
-    for start in range(0, n, _CHUNK):
-        part = tail.lines[start : start + _CHUNK]
+    pred, conf = np.empty(limit), np.empty(limit)
+    n = seen = 0
+    for chunk in jsonl.read_span(path, start, stop):
+        rows = chunk.records[: limit - n]
         try:
-            rows = [loads(line) for line in part]
-            pred[start : start + len(rows)] = [r["prediction"] for r in rows]
-            conf[start : start + len(rows)] = [r["confidence"] for r in rows]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            first = tail.first_line_number() + start
-            for i, line in enumerate(part):
+            pred[n : n + len(rows)] = [r["prediction"] for r in rows]
+            conf[n : n + len(rows)] = [r["confidence"] for r in rows]
+        except (KeyError, TypeError, ValueError):
+            for i, row in enumerate(rows):
                 try:
-                    validate_sample(loads(line))
-                except (orjson.JSONDecodeError, ValidationError) as exc:
+                    validate_sample(row)
+                except ValidationError as exc:
+                    line = jsonl.lines_before(path, start) + seen + i + 1
                     raise StateError(
-                        f"{tail.path}: line {first + i} is not a valid sample ({exc}); fix or "
-                        "remove it"
+                        f"{path}: line {line} is not a valid sample ({exc}); fix or remove it"
                     ) from None
             raise
-    return pred, conf
+        n += len(rows)
+        seen += chunk.lines
+        if n >= limit:
+            break
+    return pred[:n], conf[:n]
 
 
 class DriftDetector:
@@ -294,10 +296,12 @@ class DriftDetector:
         window = int(window or drift["window_size"])
         if window < 2:
             raise ValidationError(f"--window must be at least 2, not {window}")
-        reference = jsonl.tail_lines(self.reference_path, 1 << 62)
-        reference.lines = reference.lines[: int(drift["reference_size"])]
-        production = jsonl.tail_lines(self.production_path, window)
-        n_ref, n_win = len(reference.lines), len(production.lines)
+        ref_pred, ref_conf = read_columns(
+            self.reference_path, 0, None, int(drift["reference_size"])
+        )
+        start, production_end, _torn = jsonl.tail_span(self.production_path, window)
+        win_pred, win_conf = read_columns(self.production_path, start, production_end, window)
+        n_ref, n_win = len(ref_pred), len(win_pred)
         row: dict[str, Any] = {
             "ts": self.clock().isoformat().replace("+00:00", "Z"),
             "status": "insufficient_data",
@@ -308,13 +312,11 @@ class DriftDetector:
             "n_reference": n_ref,
             "n_window": n_win,
             "window": window,
-            "reference_end": reference.end,
-            "production_end": production.end,
+            "reference_end": jsonl.tail_span(self.reference_path, 0)[1],
+            "production_end": production_end,
         }
         hooks: list[dict[str, Any]] = []
         if min(n_ref, n_win) >= int(drift["min_samples"]):
-            ref_pred, ref_conf = read_columns(reference)
-            win_pred, win_conf = read_columns(production)
             parts = components(
                 ref_pred,
                 ref_conf,
@@ -439,8 +441,8 @@ class DriftDetector:
     def _stale(self, row: dict[str, Any]) -> bool:
         """Whether samples arrived (or settings changed) since the check `row`."""
         return (
-            row.get("production_end") != jsonl.tail_lines(self.production_path, 0).end
-            or row.get("reference_end") != jsonl.tail_lines(self.reference_path, 0).end
+            row.get("production_end") != jsonl.tail_span(self.production_path, 0)[1]
+            or row.get("reference_end") != jsonl.tail_span(self.reference_path, 0)[1]
             or row.get("window") != self._drift["window_size"]
         )
 

@@ -293,6 +293,42 @@ def parse_lines(
     return records, skipped
 
 
+def read_chunks(
+    path: Path,
+    offset: int = 0,
+    first_line: int = 1,
+    skip_invalid: bool = False,
+    block: int = 8 << 20,
+    stop: int | None = None,
+) -> Iterator[Chunk]:
+    """Read the whole lines of a log from byte `offset` (to `stop`), a block at a time.
+
+    Memory stays bounded by the block. Each chunk's `end` is the offset after its last line;
+    the last chunk reports a torn tail.
+    """
+    if not path.exists():
+        yield Chunk(end=offset)
+        return
+    with open(path, "rb") as f:
+        f.seek(offset)
+        carry = b""
+        while True:
+            want = block if stop is None else min(block, stop - offset - len(carry))
+            data = f.read(want) if want > 0 else b""
+            if not data:
+                yield Chunk(end=offset, torn_bytes=len(carry))
+                return
+            data = carry + data
+            whole = data.rfind(b"\n") + 1
+            carry = data[whole:]
+            lines = data[:whole].split(b"\n")[:-1] if whole else []
+            del data
+            records, skipped = parse_lines(lines, path, first_line, skip_invalid)
+            offset += whole
+            first_line += len(lines)
+            yield Chunk(records, offset, len(lines), 0, skipped)
+
+
 def read_from(
     path: Path, offset: int = 0, first_line: int = 1, skip_invalid: bool = False
 ) -> Chunk:
@@ -309,69 +345,64 @@ def read_from(
     return Chunk(records, offset + whole, len(lines), len(data) - whole, skipped)
 
 
-@dataclass
-class Tail:
-    """The raw last lines of a log (not parsed yet) and where they lie in the file."""
-
-    path: Path
-    lines: list[bytes]
-    first_byte: int
-    end: int
-    torn_bytes: int
-
-    def first_line_number(self) -> int:
-        return _lines_before(self.path, self.first_byte) + 1
-
-    def parse(self, skip_invalid: bool = False) -> Chunk:
-        try:
-            records, skipped = parse_lines(self.lines, self.path, 0, skip_invalid)
-        except StateError:
-            parse_lines(self.lines, self.path, self.first_line_number(), skip_invalid)
-            raise
-        if skipped:
-            first = self.first_line_number()
-            skipped = [first + i for i in skipped]
-        return Chunk(records, self.end, len(self.lines), self.torn_bytes, skipped)
-
-
-def tail_lines(path: Path, count: int) -> Tail:
-    """The last `count` whole lines of a log, reading backwards from its end only."""
+def tail_span(path: Path, count: int) -> tuple[int, int, int]:
+    """(start, end, torn bytes) of the last `count` whole lines, found reading backwards only."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return Tail(path, [], 0, 0, 0)
+        return 0, 0, 0
     try:
         size = pos = os.fstat(fd).st_size
-        blocks: list[bytes] = []
-        newlines = 0
-        # count + 1 newlines guarantee `count` whole lines before a torn tail.
-        while pos > 0 and newlines <= count:
-            start = max(0, pos - _BLOCK)
-            block = os.pread(fd, pos - start, start)
-            blocks.append(block)
-            newlines += block.count(b"\n")
-            pos = start
+        end = 0
+        while pos > 0:  # the end of the last whole line
+            low = max(0, pos - _BLOCK)
+            cut = os.pread(fd, pos - low, low).rfind(b"\n")
+            if cut >= 0:
+                end = low + cut + 1
+                break
+            pos = low
+        need, pos, start = count + 1, end, 0  # the newline before the first line wanted
+        while pos > 0:
+            low = max(0, pos - _BLOCK)
+            block = os.pread(fd, pos - low, low)
+            found = block.count(b"\n")
+            if found >= need:
+                cut = len(block)
+                for _ in range(need):
+                    cut = block.rfind(b"\n", 0, cut)
+                start = low + cut + 1
+                break
+            need -= found
+            pos = low
+        return start, end, size - end
     finally:
         os.close(fd)
-    data = b"".join(reversed(blocks))
-    whole = data.rfind(b"\n") + 1
-    lines = data[:whole].split(b"\n")[:-1]
-    del data, blocks
-    if pos > 0:
-        lines = lines[1:]  # the first piece read may start mid-line
-    if len(lines) > count:
-        lines = lines[len(lines) - count :] if count > 0 else []
-    end = pos + whole
-    first_byte = end - sum(len(line) + 1 for line in lines)
-    return Tail(path, lines, first_byte, end, size - end)
+
+
+def read_span(
+    path: Path, start: int, stop: int | None, skip_invalid: bool = False
+) -> Iterator[Chunk]:
+    """Chunks of the lines between two offsets; a bad line's number is counted from the top."""
+    try:
+        yield from read_chunks(path, start, 1, skip_invalid, stop=stop)
+    except StateError:
+        first = lines_before(path, start) + 1  # only on the error path: this reads the head
+        yield from read_chunks(path, start, first, skip_invalid, stop=stop)
+        raise
 
 
 def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
     """Parse the last `count` whole lines of a log."""
-    return tail_lines(path, count).parse(skip_invalid)
+    start, end, torn = tail_span(path, count)
+    out = Chunk(end=end, torn_bytes=torn)
+    for chunk in read_span(path, start, end, skip_invalid):
+        out.records += chunk.records
+        out.lines += chunk.lines
+        out.skipped += chunk.skipped
+    return out
 
 
-def _lines_before(path: Path, offset: int) -> int:
+def lines_before(path: Path, offset: int) -> int:
     with open(path, "rb") as f:
         return f.read(offset).count(b"\n")
 

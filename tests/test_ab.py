@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -234,17 +235,17 @@ def test_evaluation_reads_only_new_lines(
     from mlops_cli import jsonl
 
     seen: list[int] = []
-    real = jsonl.read_from
+    real = jsonl.read_chunks
 
-    def spy(path: Path, offset: int = 0, *a: object, **k: object) -> jsonl.Chunk:
-        chunk = real(path, offset, *a, **k)  # type: ignore[arg-type]
-        seen.append(chunk.lines)
-        return chunk
+    def spy(path: Path, offset: int = 0, *a: object, **k: object) -> Iterator[jsonl.Chunk]:
+        for chunk in real(path, offset, *a, **k):  # type: ignore[arg-type]
+            seen.append(chunk.lines)
+            yield chunk
 
-    monkeypatch.setattr(jsonl, "read_from", spy)
+    monkeypatch.setattr(jsonl, "read_chunks", spy)
     gnn.ab.record_result("gnn_v2.2_test", "control", 10.0, 0.5)
     assert gnn.ab.evaluate_test("gnn_v2.2_test").requests == 2001
-    assert seen == [1]
+    assert sum(seen) == 1  # the one new line, not the 2,000 before it
 
 
 def test_summary_of_an_empty_or_missing_log_is_zero(tmp_path: Path) -> None:

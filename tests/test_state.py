@@ -159,3 +159,22 @@ def test_example_registry_is_a_valid_project(tmp_path: Path) -> None:
     assert project.registry.require_champion("gnn").version == "v2.1.0"
     assert project.registry.require_champion("rag").version == "1.3.0"
     assert project.registry.rollback("gnn").version == "v2.0.0"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), st.integers(-(2**53), 2**53)), max_size=40),
+    st.integers(1, 64),
+    st.binary(max_size=20).filter(lambda b: b"\n" not in b),
+)
+def test_chunked_reads_equal_one_read(
+    tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, object]], block: int,
+    torn: bytes,
+) -> None:
+    log = tmp_path_factory.mktemp("chunks") / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records) + torn)
+    chunks = list(jsonl.read_chunks(log, block=block))
+    assert [r for c in chunks for r in c.records] == jsonl.read_from(log).records == records
+    assert chunks[-1].end == os.path.getsize(log) - len(torn)
+    assert chunks[-1].torn_bytes == len(torn)
+    assert sum(c.lines for c in chunks) == len(records)
