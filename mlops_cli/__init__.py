@@ -24,12 +24,22 @@ from .errors import (
     StateError,
     ValidationError,
 )
-from .project import Project
-from .registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
     from .ab_testing import ABTestConfig, ABTestManager
     from .drift import DriftDetector
+    from .project import Project
+    from .registry import ModelRegistry, ModelVersion
+
+# Imported on first use, so `import mlops_cli` (and every CLI start) stays cheap.
+_LAZY = {
+    "Project": "project",
+    "ModelRegistry": "registry",
+    "ModelVersion": "registry",
+    "ABTestConfig": "ab_testing",
+    "ABTestManager": "ab_testing",
+    "DriftDetector": "drift",
+}
 
 __version__ = "0.1.0"
 
@@ -63,6 +73,8 @@ _default: Project | None = None
 def default_project() -> Project:
     """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory."""
     global _default
+    from .project import Project
+
     root = Project.locate()
     if _default is None or _default.root != root:
         _default = Project.open(root)
@@ -99,12 +111,8 @@ def drift_detectors() -> dict[tuple[str, str], DriftDetector]:
 def __getattr__(name: str) -> Any:
     if name == "_drift_detectors":  # the seed's module-level registry of detectors
         return drift_detectors()
-    if name in ("ABTestConfig", "ABTestManager"):
-        from . import ab_testing
+    if name in _LAZY:
+        import importlib
 
-        return getattr(ab_testing, name)
-    if name == "DriftDetector":
-        from . import drift
-
-        return drift.DriftDetector
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mlops_cli' has no attribute {name!r}")

@@ -313,3 +313,35 @@ def test_every_command_has_help(cli: Cli) -> None:
     for group in [[]] + [[info.name] for info in app.registered_groups]:  # type: ignore[list-item]
         run = cli(*group, "--help")
         assert run.exit_code == 0 and "Usage" in run.stdout
+
+
+def test_the_console_script_routes_every_group(tmp_path: Path) -> None:
+    """`mlops` builds only the group a command names; each still works as the full app."""
+    Project.init(tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MLOPS_BIN), *args], capture_output=True, text=True)
+
+    helped = run("--help").stdout
+    for name in ("register", "promote", "ab", "drift", "demo", "config", "metrics"):
+        assert name in helped
+    assert run("--version").stdout.startswith("mlops ")
+    assert run("-C", str(tmp_path), "ab", "list", "--json").stdout.strip() == "[]"
+    assert (
+        run(f"--project-dir={tmp_path}", "config", "get", "drift.window_size").stdout == "10000\n"
+    )
+    assert run("--traceback", "-C", str(tmp_path), "metrics", "export").returncode == 0
+    drift = run("-C", str(tmp_path), "drift", "check", "--all", "--json")
+    assert json.loads(drift.stdout) == {"results": []}
+    typo = run("-C", str(tmp_path), "lisst")
+    assert typo.returncode == 2 and "No such command" in typo.stderr
+
+
+def test_first_command_skips_global_options() -> None:
+    from mlops_cli.cli import first_command
+
+    assert first_command(["-C", "x", "list"]) == "list"
+    assert first_command(["--project-dir", "x", "--traceback", "ab", "list"]) == "ab"
+    assert first_command(["--project-dir=x", "drift"]) == "drift"
+    assert first_command(["--help"]) is None and first_command([]) is None
+    assert first_command(["nosuch"]) is None

@@ -168,7 +168,9 @@ def test_example_registry_is_a_valid_project(tmp_path: Path) -> None:
     st.binary(max_size=20).filter(lambda b: b"\n" not in b),
 )
 def test_chunked_reads_equal_one_read(
-    tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, object]], block: int,
+    tmp_path_factory: pytest.TempPathFactory,
+    records: list[dict[str, object]],
+    block: int,
     torn: bytes,
 ) -> None:
     log = tmp_path_factory.mktemp("chunks") / "log.jsonl"

@@ -1,25 +1,36 @@
-"""The Typer app: parses arguments, calls the library, renders tables or JSON."""
+"""The Typer app: parses arguments, calls the library, renders tables or JSON.
+
+`main` builds the app with only the command group the arguments name (the others are not
+even imported), which keeps a command's start-up close to that of Python with Typer alone.
+`app` (for tests and docs) is the whole app.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from .. import __version__
-from .ab_cmds import ab_app
 from .common import Globals
-from .demo_cmd import demo
-from .drift_cmds import drift_app
-from .registry_cmds import register_commands
 
-app = typer.Typer(
-    name="mlops",
-    help="Model registry, A/B tests with sound statistics, and drift detection in plain files.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+REGISTRY_COMMANDS = {
+    "init",
+    "register",
+    "list",
+    "show",
+    "champion",
+    "promote",
+    "rollback",
+    "deprecate",
+    "verify",
+    "history",
+    "config",
+    "metrics",
+}
+GROUPS = ("registry", "ab", "drift", "demo")
 
 
 def _version(value: bool) -> None:
@@ -28,7 +39,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main_options(
     ctx: typer.Context,
     project_dir: Path | None = typer.Option(
@@ -46,11 +56,60 @@ def main_options(
     ctx.obj = Globals(project_dir=project_dir, traceback=traceback)
 
 
-register_commands(app)
-app.add_typer(ab_app, name="ab")
-app.add_typer(drift_app, name="drift")
-app.command()(demo)
+def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> typer.Typer:
+    """The app with the given command groups (or one registry command) registered."""
+    app = typer.Typer(
+        name="mlops",
+        help="Model registry, A/B tests with sound statistics, and drift detection in plain files.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    app.callback()(main_options)
+    if "registry" in groups:
+        from .registry_cmds import register_commands
+
+        register_commands(app, command)
+    if "ab" in groups:
+        from .ab_cmds import ab_app
+
+        app.add_typer(ab_app, name="ab")
+    if "drift" in groups:
+        from .drift_cmds import drift_app
+
+        app.add_typer(drift_app, name="drift")
+    if "demo" in groups:
+        from .demo_cmd import demo
+
+        app.command()(demo)
+    return app
+
+
+def first_command(argv: list[str]) -> str | None:
+    """The command a command line names, skipping the global options; None for help."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-C", "--project-dir"):
+            next(args, None)
+        elif not (arg.startswith("--project-dir=") or arg == "--traceback"):
+            return arg if arg in REGISTRY_COMMANDS or arg in GROUPS else None
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        whole = make_app()
+        globals()["app"] = whole
+        return whole
+    raise AttributeError(name)
 
 
 def main() -> None:
+    command = first_command(sys.argv[1:])
+    if command is None:
+        app = make_app()  # help, completion, or a typo: show every command
+    elif command in REGISTRY_COMMANDS:
+        app = make_app(("registry",), command)
+    else:
+        app = make_app((command,))
     app(prog_name="mlops")

@@ -104,25 +104,29 @@ def console(stderr: bool = False) -> Any:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.table import Table
+    """A boxed table on stdout (drawn directly: importing rich would cost more than the work)."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
 
-    t = Table(title=title, title_justify="left")
-    for column in columns:
-        t.add_column(column)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    console().print(t)
+    def line(left: str, fill: str, join: str, right: str) -> str:
+        return left + join.join(fill * (w + 2) for w in widths) + right
+
+    def row(values: Sequence[str], edge: str) -> str:
+        padded = (f" {v.ljust(w)} " for v, w in zip(values, widths, strict=True))
+        return edge + edge.join(padded) + edge
+
+    out = [title] if title else []
+    if any(columns):
+        out += [line("┏", "━", "┳", "┓"), row(list(columns), "┃"), line("┡", "━", "╇", "┩")]
+    else:
+        out.append(line("┌", "─", "┬", "┐"))
+    out += [row(r, "│") for r in cells]
+    out.append(line("└", "─", "┴", "┘"))
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 def key_values(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left", show_header=False)
-    t.add_column(style="bold")
-    t.add_column()
-    for key, value in pairs:
-        t.add_row(key, "" if value is None else str(value))
-    console().print(t)
+    table(title, ["", ""], [[key, value] for key, value in pairs])
 
 
 def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[str, Any]:

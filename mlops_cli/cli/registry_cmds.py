@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -392,16 +393,26 @@ def metrics_export(
     run(ctx, False, action, lambda msg: typer.echo(msg, err=True) if msg else None)
 
 
-def register_commands(app: typer.Typer) -> None:
-    app.command()(init)
-    app.command()(register)
-    app.command("list")(list_cmd)
-    app.command()(show)
-    app.command()(champion)
-    app.command()(promote)
-    app.command()(rollback)
-    app.command()(deprecate)
-    app.command()(verify)
-    app.command()(history)
-    app.add_typer(config_app, name="config")
-    app.add_typer(metrics_app, name="metrics")
+COMMANDS: dict[str, Callable[..., None]] = {
+    "init": init,
+    "register": register,
+    "list": list_cmd,
+    "show": show,
+    "champion": champion,
+    "promote": promote,
+    "rollback": rollback,
+    "deprecate": deprecate,
+    "verify": verify,
+    "history": history,
+}
+GROUPS = {"config": config_app, "metrics": metrics_app}
+
+
+def register_commands(app: typer.Typer, only: str | None = None) -> None:
+    """Add the registry commands (or just the one named `only`) to the app."""
+    for name, command in COMMANDS.items():
+        if only in (None, name):
+            app.command(name)(command)
+    for name, group in GROUPS.items():
+        if only in (None, name):
+            app.add_typer(group, name=name)

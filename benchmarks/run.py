@@ -1,0 +1,434 @@
+"""Side-by-side benchmarks: every figure is a ratio measured in one run on the same files.
+
+    python benchmarks/run.py [--json] [--quick] [--only NAME ...]
+
+Floors are the least the work can cost (orjson parsing and numpy on the same lines); peers
+(gto, mlflow, Evidently) run from their own virtual environment, benchmarks/.peers, which this
+script creates on first use (they are not project dependencies). `--quick` shrinks the files
+tenfold for a smoke run; the targets are meant for the full sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / ".peers"
+PEER_PACKAGES = ["gto", "mlflow", "evidently", "pandas", "orjson"]
+PY = sys.executable
+MLOPS = str(Path(PY).with_name("mlops"))
+TS = "2026-11-26T00:00:00.000000Z"
+
+
+@dataclass
+class Case:
+    name: str
+    ours: float
+    theirs: float | None
+    compared_with: str
+    target: str
+    ok: bool
+    unit: str = "s"
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.theirs else self.ours / self.theirs
+
+
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 3):
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def median_time(cmd: list[str], repeat: int, setup: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        if setup:
+            setup()
+        times.append(run_timed(cmd)[0])
+    return statistics.median(times)
+
+
+def peers_python() -> str:
+    if not (PEERS / "bin" / "python").exists():
+        subprocess.run([PY, "-m", "venv", str(PEERS)], check=True)
+        subprocess.run([str(PEERS / "bin" / "pip"), "install", "-q", *PEER_PACKAGES], check=True)
+    return str(PEERS / "bin" / "python")
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def write_repeated(path: Path, make: Callable[[int], bytes], lines: int) -> None:
+    block = make(min(lines, 100_000))
+    per = block.count(b"\n")
+    with open(path, "wb") as f:
+        for _ in range(lines // per):
+            f.write(block)
+        rest = lines % per
+        if rest:
+            f.write(b"".join(block.splitlines(keepends=True)[:rest]))
+
+
+def samples(n: int, mean: float, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pred, conf = rng.normal(mean, 1, n), np.clip(rng.normal(0.8, 0.05, n), 0, 1)
+    return b"".join(
+        orjson.dumps({"ts": TS, "prediction": float(p), "confidence": float(c)}) + b"\n"
+        for p, c in zip(pred, conf, strict=True)
+    )
+
+
+def requests(n: int, seed: int = 0, with_ts: bool = True) -> bytes:
+    rng = np.random.default_rng(seed)
+    treated = rng.random(n) < 0.1
+    conf = np.clip(rng.normal(0.8, 0.1, n), 0, 1)
+    ms = np.abs(rng.normal(100, 10, n))
+    err = rng.random(n) < 0.02
+    out = []
+    for t, c, m, e in zip(treated, conf, ms, err, strict=True):
+        doc = {
+            "variant": "treatment" if t else "control",
+            "inference_time_ms": float(m),
+            "confidence": float(c),
+            "error": bool(e),
+        }
+        if with_ts:
+            doc = {"ts": TS, **doc}
+        out.append(orjson.dumps(doc) + b"\n")
+    return b"".join(out)
+
+
+def mlops(root: Path, *args: str) -> None:
+    subprocess.run([MLOPS, "-C", str(root), *args], check=True, capture_output=True)
+
+
+def project(root: Path) -> Path:
+    mlops(root, "init")
+    mlops(root, "register", "gnn", "1.0.0", "--path", "/m")
+    mlops(root, "register", "gnn", "1.1.0", "--path", "/m")
+    return root
+
+
+# -- floors (run as their own processes, like ours) -------------------------------------------
+
+FLOOR_DRIFT = """
+import sys, orjson, numpy as np
+def columns(path, limit=None):
+    pred, conf = [], []
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if limit is not None and i >= limit:
+                break
+            r = orjson.loads(line)
+            pred.append(r["prediction"]); conf.append(r["confidence"])
+    return np.array(pred), np.array(conf)
+rp, rc = columns(sys.argv[1]); wp, wc = columns(sys.argv[2])
+a, b = np.sort(rp), np.sort(wp)
+both = np.concatenate([a, b])
+cdf_a = np.searchsorted(a, both, "right") / a.size
+cdf_b = np.searchsorted(b, both, "right") / b.size
+d = np.max(np.abs(cdf_a - cdf_b))
+print(d, rc.mean() - wc.mean())
+"""
+
+FLOOR_AB = """
+import sys, orjson
+sums = {}
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        r = orjson.loads(line)
+        s = sums.setdefault(r["variant"], [0, 0, 0.0, 0.0, 0.0, 0.0])
+        c, t = r["confidence"], r["inference_time_ms"]
+        s[0] += 1; s[1] += r["error"]; s[2] += c; s[3] += c * c; s[4] += t; s[5] += t * t
+print(sums)
+"""
+
+FLOOR_RECORD = """
+import math, sys, orjson
+out = []
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        r = orjson.loads(line)
+        c, t = r["confidence"], r["inference_time_ms"]
+        ok = r["variant"] in ("control", "treatment") and 0 <= c <= 1 and 0 <= t < math.inf
+        if not ok:
+            raise SystemExit(1)
+        out.append(line)
+with open(sys.argv[2], "ab") as f:
+    f.write(b"".join(out))
+"""
+
+EVIDENTLY = """
+import sys, pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+ref = pd.read_json(sys.argv[1], lines=True)[["prediction", "confidence"]]
+cur = pd.read_json(sys.argv[2], lines=True)[["prediction", "confidence"]]
+Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
+"""
+
+
+# -- cases -----------------------------------------------------------------------------------
+
+
+def startup(tmp: Path, repeat: int) -> list[Case]:
+    root = project(tmp / "small")
+    base = median_time([PY, "-c", "import typer, yaml"], repeat)
+    cases = []
+    for label, cmd in (
+        ("start-up: mlops --version", [MLOPS, "--version"]),
+        ("start-up: mlops list", [MLOPS, "-C", str(root), "list"]),
+    ):
+        ours = median_time(cmd, repeat)
+        cases.append(
+            Case(label, ours, base, 'python -c "import typer, yaml"', "<= 1.3", ours / base <= 1.3)
+        )
+    peer = peers_python()
+    ours = median_time([MLOPS, "--help"], repeat)
+    for tool in ("gto", "mlflow"):
+        theirs = median_time([str(Path(peer).with_name(tool)), "--help"], max(3, repeat // 4))
+        cases.append(
+            Case(
+                f"start-up: mlops --help vs {tool}",
+                ours,
+                theirs,
+                f"{tool} --help",
+                "< 1 (faster)",
+                ours < theirs,
+            )
+        )
+    return cases
+
+
+def drift(tmp: Path, repeat: int, scale: int) -> list[Case]:
+    root = project(tmp / "drift")
+    ref_n, win_n = 100_000 // scale, 1_000_000 // scale
+    mlops(root, "config", "set", "drift.reference_size", str(ref_n))
+    mlops(root, "config", "set", "drift.window_size", str(win_n))
+    d = root / "logs" / "drift" / "gnn" / "1.0.0"
+    d.mkdir(parents=True)
+    write_repeated(d / "reference.jsonl", lambda n: samples(n, 0.0, 1), ref_n)
+    write_repeated(d / "production.jsonl", lambda n: samples(n, 0.3, 2), win_n)
+    check = [MLOPS, "-C", str(root), "drift", "check", "gnn", "1.0.0", "--json"]
+    ours = median_time(check, repeat)
+    rss = max(run_timed(check)[1] for _ in range(2))
+    floor = median_time(
+        [PY, "-c", FLOOR_DRIFT, str(d / "reference.jsonl"), str(d / "production.jsonl")], repeat
+    )
+    peer = peers_python()
+    evidently = median_time(
+        [peer, "-c", EVIDENTLY, str(d / "reference.jsonl"), str(d / "production.jsonl")],
+        max(1, repeat // 3),
+    )
+    label = f"drift check, reference {ref_n:,}, window {win_n:,}"
+    cases = [
+        Case(label, ours, floor, "floor: orjson parse + numpy KS", "<= 2", ours / floor <= 2),
+        Case(
+            label + " vs Evidently",
+            ours,
+            evidently,
+            "Evidently DataDriftPreset (pandas read)",
+            "<= 0.1 (10x faster)",
+            ours / evidently <= 0.1,
+        ),
+        Case(
+            f"peak memory: drift check, window {win_n:,}",
+            rss / 1e6,
+            None,
+            "-",
+            "<= 300 MB",
+            rss <= 300e6,
+            "MB",
+        ),
+    ]
+    # the window's cost must not grow with the log
+    mlops(root, "config", "set", "drift.window_size", "10000")
+    mlops(root, "config", "set", "drift.reference_size", "10000")
+    big = root / "logs" / "drift" / "gnn" / "1.1.0"
+    big.mkdir(parents=True)
+    (big / "reference.jsonl").write_bytes((d / "reference.jsonl").read_bytes()[: 10_000 * 90])
+    write_repeated(big / "production.jsonl", lambda n: samples(n, 0.3, 3), 2_000_000 // scale)
+    small_cmd = [MLOPS, "-C", str(root), "drift", "check", "gnn", "1.0.0", "--window", "10000"]
+    (d / "production.jsonl").write_bytes(samples(10_000, 0.3, 4))
+    small = median_time(small_cmd, repeat)
+    large = median_time([*small_cmd[:6], "1.1.0", "--window", "10000"], repeat)
+    cases.append(
+        Case(
+            f"drift check, window 10,000 over {2_000_000 // scale:,} lines",
+            large,
+            small,
+            "the same over 10,000 lines",
+            "<= 1.2",
+            large / small <= 1.2,
+        )
+    )
+    return cases
+
+
+def ab(tmp: Path, repeat: int, scale: int) -> list[Case]:
+    root = project(tmp / "ab")
+    mlops(root, "ab", "start", "t", "--model-type", "gnn", "--treatment", "1.1.0")
+    log = root / "logs" / "ab" / "t.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    n = 1_000_000 // scale
+    write_repeated(log, lambda k: requests(k), n)
+    cache = log.with_name(f".{log.name}.summary.json")
+    evaluate = [MLOPS, "-C", str(root), "ab", "evaluate", "t", "--json"]
+    first = median_time(evaluate, repeat, setup=lambda: cache.unlink(missing_ok=True))
+    floor = median_time([PY, "-c", FLOOR_AB, str(log)], repeat)
+    more = requests(1000, seed=9)
+
+    def append_more() -> None:
+        with open(log, "ab") as f:
+            f.write(more)
+
+    run_timed(evaluate)
+    again = median_time(evaluate, repeat, setup=append_more)
+    version = median_time([MLOPS, "--version"], repeat)
+    cases = [
+        Case(
+            f"ab evaluate, first, {n:,}-line log",
+            first,
+            floor,
+            "floor: orjson parse + sums",
+            "<= 2",
+            first / floor <= 2,
+        ),
+        Case(
+            "ab evaluate after 1,000 more lines",
+            again,
+            version,
+            "mlops --version",
+            "<= 1.3",
+            again / version <= 1.3,
+        ),
+    ]
+    batch = tmp / "batch.jsonl"
+    write_repeated(batch, lambda k: requests(k, seed=5, with_ts=False), n)
+    record_times = []
+    for _ in range(max(1, repeat // 3)):
+        log.unlink()  # start each run from an empty log, journal and cache
+        for extra in root.glob("logs/ab/.t.jsonl*"):
+            extra.unlink()
+        record_times.append(
+            run_timed([MLOPS, "-C", str(root), "ab", "record", "t", "--file", str(batch)])[0]
+        )
+    ours = statistics.median(record_times)
+    out = tmp / "floor-out.jsonl"
+    floor = median_time([PY, "-c", FLOOR_RECORD, str(batch), str(out)], max(1, repeat // 3))
+    rate = n / ours
+    cases.append(
+        Case(
+            f"ab record --file, {n:,} lines ({rate:,.0f} lines/s)",
+            ours,
+            floor,
+            "floor: parse + validate + write",
+            "<= 2 and >= 300,000 lines/s",
+            ours / floor <= 2 and rate >= 300_000,
+        )
+    )
+    # peak memory over a 10x larger log
+    write_repeated(log, lambda k: requests(k), 10 * n)
+    cache.unlink(missing_ok=True)
+    rss = run_timed(evaluate)[1]
+    cases.append(
+        Case(
+            f"peak memory: ab evaluate, {10 * n:,}-line log",
+            rss / 1e6,
+            None,
+            "-",
+            "<= 150 MB",
+            rss <= 150e6,
+            "MB",
+        )
+    )
+    return cases
+
+
+def api(calls: int) -> list[Case]:
+    sys.path.insert(0, str(HERE))
+    from api_calls import measure
+
+    return [
+        Case(f"Python API: {name}", rate, None, "-", ">= 20,000 calls/s", rate >= 20_000, "calls/s")
+        for name, rate in measure(calls).items()
+    ]
+
+
+def render(cases: list[Case]) -> str:
+    def fmt(x: float | None, unit: str) -> str:
+        if x is None:
+            return "-"
+        return f"{x:,.0f} {unit}" if unit != "s" else f"{x * 1000:,.0f} ms"
+
+    rows = [("case", "ours", "compared with", "theirs", "ratio", "target", "")]
+    for c in cases:
+        rows.append(
+            (
+                c.name,
+                fmt(c.ours, c.unit),
+                c.compared_with,
+                fmt(c.theirs, c.unit),
+                "-" if c.ratio is None else f"{c.ratio:.2f}",
+                c.target,
+                "ok" if c.ok else "MISSED",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", choices=["startup", "drift", "ab", "api"])
+    args = parser.parse_args()
+    scale, repeat = (10, 3) if args.quick else (1, 7)
+    chosen = args.only or ["startup", "drift", "ab", "api"]
+    cases: list[Case] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if "startup" in chosen:
+            cases += startup(tmp, 4 * repeat)
+        if "drift" in chosen:
+            cases += drift(tmp, repeat, scale)
+        if "ab" in chosen:
+            cases += ab(tmp, repeat, scale)
+        if "api" in chosen:
+            cases += api(50_000 // scale)
+    if args.json:
+        print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
+    else:
+        print(render(cases))
+    sys.exit(0 if all(c.ok for c in cases) else 1)
+
+
+if __name__ == "__main__":
+    main()
