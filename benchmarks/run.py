@@ -304,7 +304,9 @@ def ab(tmp: Path, repeat: int, scale: int) -> list[Case]:
 
     run_timed(evaluate)
     again = median_time(evaluate, repeat, setup=append_more)
-    version = median_time([MLOPS, "--version"], repeat)
+    # `mlops --version` answers before the CLI is imported at all, so an incremental
+    # evaluation is held to the start-up of the lightest command that goes through the CLI.
+    start = median_time([MLOPS, "-C", str(root), "champion", "gnn"], repeat)
     cases = [
         Case(
             f"ab evaluate, first, {n:,}-line log",
@@ -317,10 +319,10 @@ def ab(tmp: Path, repeat: int, scale: int) -> list[Case]:
         Case(
             "ab evaluate after 1,000 more lines",
             again,
-            version,
-            "mlops --version",
+            start,
+            "mlops champion gnn",
             "<= 1.3",
-            again / version <= 1.3,
+            again / start <= 1.3,
         ),
     ]
     batch = tmp / "batch.jsonl"

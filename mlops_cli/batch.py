@@ -43,26 +43,25 @@ def validate_batch(
     if lines and not lines[-1].strip():
         lines.pop()
     bad: list[tuple[int, str]] = []
-    blank = with_ts = 0
+    blank = 0
     loads = orjson.loads
     step = 65536
     for base in range(0, len(lines), step):
-        for number, raw in enumerate(lines[base : base + step], base + 1):
-            try:
-                doc = loads(raw)
-            except orjson.JSONDecodeError:
-                if raw.strip():
-                    bad.append((number, "not valid JSON"))
-                else:
-                    blank += 1
-                continue
-            try:
+        part = lines[base : base + step]
+        try:  # the common case: every line valid, checked without per-line bookkeeping
+            for doc in [loads(raw) for raw in part]:
                 validate(doc, "")
-            except ValidationError as exc:
-                bad.append((number, str(exc)))
-                continue
-            if "ts" in doc:
-                with_ts += 1
+        except (orjson.JSONDecodeError, ValidationError):
+            for number, raw in enumerate(part, base + 1):
+                try:
+                    validate(loads(raw), "")
+                except orjson.JSONDecodeError:
+                    if raw.strip():
+                        bad.append((number, "not valid JSON"))
+                    else:
+                        blank += 1
+                except ValidationError as exc:
+                    bad.append((number, str(exc)))
         if progress is not None:
             progress(min(base + step, len(lines)))
     if bad:
@@ -73,11 +72,11 @@ def validate_batch(
     if not count:
         raise ValidationError("the batch holds no records")
     prefix = b'{"ts":"' + (stamp or jsonl.utc_now()).encode() + b'",'
-    body = b"\n".join(lines)
-    if not (blank or with_ts) and body[:1] == b"{" and body.count(b"\n{") == count - 1:
-        # Every line starts with "{" and lacks a ts: splice the stamp in with one pass.
+    if not blank and b'"ts"' not in data and data[:1] == b"{" and data.count(b"\n{") == count - 1:
+        # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
         # (A newline cannot occur inside a JSON line, so "\n{" only starts a line.)
-        return prefix + body[1:].replace(b"\n{", b"\n" + prefix) + b"\n", count
+        body = data if data.endswith(b"\n") else data + b"\n"
+        return prefix + body[1:].replace(b"\n{", b"\n" + prefix), count
     out = []
     for raw in lines:
         line = raw.strip()

@@ -149,7 +149,6 @@ class LogWriter:
         at the journaled offset, written under the lock) and appends only the rest; a retry of a
         complete batch appends nothing. The stamp makes the retried lines byte-identical.
         """
-        lines = payload.split(b"\n")[:-1]
         for _attempt in range(3):
             fd = self._fd(path)
             with flocked(fd, path, timeout):
@@ -158,21 +157,26 @@ class LogWriter:
                 else:
                     replaced = False
                     _truncate_torn_tail(fd)
-                    present = _present(fd, batch_entries(path, batch_id), lines)
-                    todo = lines[present:]
+                    entries = batch_entries(path, batch_id)
+                    if entries:  # a retry: only the lines no earlier attempt wrote
+                        lines = payload.split(b"\n")[:-1]
+                        present = _present(fd, entries, lines)
+                        todo, data = len(lines) - present, b"\n".join(lines[present:]) + b"\n"
+                    else:
+                        present, todo, data = 0, payload.count(b"\n"), payload
                     if todo:
                         # Each attempt journals where its part starts, before writing it.
                         record = {
                             "ts": utc_now(),
                             "batch": batch_id,
-                            "lines": len(lines),
+                            "lines": present + todo,
                             "first": present,
                             "start": os.fstat(fd).st_size,
                             "stamp": stamp,
                         }
                         _append_journal(path, dumps_line(record))
-                        self._write_locked(fd, path, b"\n".join(todo) + b"\n", fsync=True)
-                    return len(todo)
+                        self._write_locked(fd, path, data, fsync=True)
+                    return todo
             if replaced:
                 self.forget(path)
         raise StateError(f"could not append to {path}: it keeps being replaced")
