@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +61,8 @@ def check_finite(
 
 
 def file_digest(path: Path) -> tuple[str, int]:
+    import hashlib  # here, not at the top: every CLI start would pay for it
+
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -73,6 +74,8 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 def bucket(key: str, user_id: str) -> int:
     """Sticky bucket in [0, 10000): the first 8 bytes of sha256("key:user") modulo 10000."""
+    import hashlib
+
     digest = hashlib.sha256(f"{key}:{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 10000
 
