@@ -8,7 +8,6 @@ truncates it under the lock before appending.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import time
@@ -411,17 +410,5 @@ def lines_before(path: Path, offset: int) -> int:
         return f.read(offset).count(b"\n")
 
 
-def count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
 def encode_batch(records: Iterable[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in records)
-
-
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

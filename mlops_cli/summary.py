@@ -7,7 +7,6 @@ evaluations cost what is new, not the whole history.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from operator import mul
 from pathlib import Path
@@ -36,10 +35,6 @@ class Moments:
         self.confidence_sum_squares += confidence * confidence
         self.time_sum += inference_time_ms
         self.time_sum_squares += inference_time_ms * inference_time_ms
-
-    def add_records(self, records: Iterable[dict[str, Any]]) -> None:
-        for r in records:
-            self.add(r["inference_time_ms"], r["confidence"], r.get("error", False))
 
     @property
     def error_rate(self) -> float:

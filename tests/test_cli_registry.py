@@ -345,3 +345,10 @@ def test_first_command_skips_global_options() -> None:
     assert first_command(["--project-dir=x", "drift"]) == "drift"
     assert first_command(["--help"]) is None and first_command([]) is None
     assert first_command(["nosuch"]) is None
+
+
+def test_the_router_knows_every_registry_command() -> None:
+    from mlops_cli.cli import REGISTRY_COMMANDS
+    from mlops_cli.cli.registry_cmds import COMMANDS, GROUPS
+
+    assert set(COMMANDS) | set(GROUPS) == REGISTRY_COMMANDS

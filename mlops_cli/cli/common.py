@@ -150,7 +150,3 @@ def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[s
 
 def progress_wanted() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
