@@ -16,7 +16,7 @@ from .errors import ConflictError, NotFoundError, ValidationError
 from .naming import validate_name, validate_version
 from .registry import bucket, check_finite
 from .schema import AB_FIELDS
-from .summary import Moments, summarize
+from .summary import Moments, Summary, summarize
 
 if TYPE_CHECKING:
     from .project import Project, Transaction
@@ -96,6 +96,7 @@ class Evaluation:
     metrics: dict[str, Any]
     status: str = "running"
     applied: bool = False
+    skipped_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,7 +285,7 @@ class ABTestManager:
     def list_tests(self) -> list[dict[str, Any]]:
         out = []
         for name, test in sorted(self.project.state()["ab_tests"].items()):
-            summary = summarize(self.project.ab_log(name), "variant")
+            summary = self._summary(name)
             out.append(
                 {
                     "name": name,
@@ -296,7 +297,7 @@ class ABTestManager:
 
     def status(self, name: str) -> dict[str, Any]:
         test = self._test(name)
-        summary = summarize(self.project.ab_log(name), "variant")
+        summary = self._summary(name)
         return {
             "name": name,
             **test,
@@ -439,15 +440,24 @@ class ABTestManager:
 
     # -- deciding ----------------------------------------------------------------------------
 
-    def evaluate_test(self, test_name: str, apply: bool = False) -> Evaluation:
-        """Evaluate the decision rules on all recorded requests (reading only new lines)."""
+    def _summary(self, name: str, skip_invalid: bool = False) -> Summary:
+        return summarize(self.project.ab_log(name), "variant", skip_invalid, VARIANTS)
+
+    def evaluate_test(
+        self, test_name: str, apply: bool = False, skip_invalid: bool = False
+    ) -> Evaluation:
+        """Evaluate the decision rules on all recorded requests (reading only new lines).
+
+        A malformed line in the log is an error, or with `skip_invalid` skipped and counted.
+        """
         test = self._test(test_name)
-        summary = summarize(self.project.ab_log(test_name), "variant")
+        summary = self._summary(test_name, skip_invalid)
         days = days_between(test["started_at"], self.clock())
         if test["finalized_at"]:
             days = days_between(test["started_at"], _parse(test["finalized_at"]))
         result = decide(test_name, test, summary.arm("control"), summary.arm("treatment"), days)
         result.status = test["status"]
+        result.skipped_lines = len(summary.skipped)
         if apply and test["status"] == "running" and result.decision in ("promote", "rollback"):
             self.finalize_test(test_name, result.decision)
             result.applied = True

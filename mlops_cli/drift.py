@@ -130,33 +130,43 @@ RECOMMENDATIONS = {
 
 
 def read_columns(
-    path: Path, start: int, stop: int | None, limit: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time."""
+    path: Path, start: int, stop: int | None, limit: int, skip_invalid: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time.
+
+    Returns the arrays and the number of malformed lines skipped (only with `skip_invalid`;
+    otherwise a malformed line is an error naming its line).
+    """
     import numpy as np
 
     pred, conf = np.empty(limit), np.empty(limit)
-    n = seen = 0
-    for chunk in jsonl.read_span(path, start, stop):
+    n = skipped = 0
+    for chunk in jsonl.read_span(path, start, stop, skip_invalid):
+        skipped += len(chunk.skipped)
         rows = chunk.records[: limit - n]
         try:
             pred[n : n + len(rows)] = [r["prediction"] for r in rows]
             conf[n : n + len(rows)] = [r["confidence"] for r in rows]
         except (KeyError, TypeError, ValueError):
+            good = []
             for i, row in enumerate(rows):
                 try:
-                    validate_sample(row)
+                    good.append(validate_sample(row))
                 except ValidationError as exc:
-                    line = jsonl.lines_before(path, start) + seen + i + 1
-                    raise StateError(
-                        f"{path}: line {line} is not a valid sample ({exc}); fix or remove it"
-                    ) from None
-            raise
+                    if not skip_invalid:
+                        line = jsonl.lines_before(path, start) + chunk.line_of(i)
+                        raise StateError(
+                            f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
+                            "it, or pass --skip-invalid"
+                        ) from None
+                    skipped += 1
+            rows = good
+            pred[n : n + len(rows)] = [r["prediction"] for r in rows]
+            conf[n : n + len(rows)] = [r["confidence"] for r in rows]
         n += len(rows)
-        seen += chunk.lines
         if n >= limit:
             break
-    return pred[:n], conf[:n]
+    return pred[:n], conf[:n], skipped
 
 
 class DriftDetector:
@@ -289,18 +299,23 @@ class DriftDetector:
 
     # -- checks ------------------------------------------------------------------------------
 
-    def check(self, window: int | None = None) -> dict[str, Any]:
-        """Score the window against the reference, run hooks, append to the history."""
+    def check(self, window: int | None = None, skip_invalid: bool = False) -> dict[str, Any]:
+        """Score the window against the reference, run hooks, append to the history.
+
+        A malformed sample line is an error, or with `skip_invalid` skipped and counted.
+        """
         self._require_version()
         drift = self._drift
         window = int(window or drift["window_size"])
         if window < 2:
             raise ValidationError(f"--window must be at least 2, not {window}")
-        ref_pred, ref_conf = read_columns(
-            self.reference_path, 0, None, int(drift["reference_size"])
+        ref_pred, ref_conf, ref_skipped = read_columns(
+            self.reference_path, 0, None, int(drift["reference_size"]), skip_invalid
         )
         start, production_end, _torn = jsonl.tail_span(self.production_path, window)
-        win_pred, win_conf = read_columns(self.production_path, start, production_end, window)
+        win_pred, win_conf, win_skipped = read_columns(
+            self.production_path, start, production_end, window, skip_invalid
+        )
         n_ref, n_win = len(ref_pred), len(win_pred)
         row: dict[str, Any] = {
             "ts": self.clock().isoformat().replace("+00:00", "Z"),
@@ -314,6 +329,7 @@ class DriftDetector:
             "window": window,
             "reference_end": jsonl.tail_span(self.reference_path, 0)[1],
             "production_end": production_end,
+            "skipped_lines": ref_skipped + win_skipped,
         }
         hooks: list[dict[str, Any]] = []
         if min(n_ref, n_win) >= int(drift["min_samples"]):
@@ -410,6 +426,7 @@ class DriftDetector:
             "n_reference": row["n_reference"],
             "n_window": row["n_window"],
             "checked_at": row["ts"],
+            "skipped_lines": row.get("skipped_lines", 0),
         }
 
     def history(self, days: float | None = None) -> list[dict[str, Any]]:

@@ -265,6 +265,15 @@ class Chunk:
     lines: int = 0
     torn_bytes: int = 0
     skipped: list[int] = field(default_factory=list)
+    first_line: int = 1
+
+    def line_of(self, index: int) -> int:
+        """The line number of the index-th record (lines skipped as invalid do not count)."""
+        line = self.first_line + index
+        for skipped in self.skipped:
+            if skipped <= line:
+                line += 1
+        return line
 
 
 def parse_lines(
@@ -328,8 +337,8 @@ def read_chunks(
             del data
             records, skipped = parse_lines(lines, path, first_line, skip_invalid)
             offset += whole
+            yield Chunk(records, offset, len(lines), 0, skipped, first_line)
             first_line += len(lines)
-            yield Chunk(records, offset, len(lines), 0, skipped)
 
 
 def read_from(

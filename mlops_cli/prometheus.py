@@ -73,9 +73,7 @@ class ProjectCollector:
             "ab_test_avg_confidence", "Mean confidence per A/B arm", labels=ab_labels
         )
         for name in self.project.ab.active_tests:
-            from .summary import summarize
-
-            summary = summarize(self.project.ab_log(name), "variant")
+            summary = self.project.ab._summary(name)
             for variant in ("control", "treatment"):
                 arm = summary.arm(variant)
                 ab_requests.add_metric([name, variant], arm.n)

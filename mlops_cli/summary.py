@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from . import jsonl
+from .errors import StateError
 
 
 @dataclass
@@ -84,8 +85,17 @@ def _load_cache(log: Path, inode: int, size: int) -> Summary:
     return summary
 
 
-def summarize(log: Path, key_field: str | None, skip_invalid: bool = False) -> Summary:
-    """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally."""
+def summarize(
+    log: Path,
+    key_field: str | None,
+    skip_invalid: bool = False,
+    keys: tuple[str, ...] | None = None,
+) -> Summary:
+    """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally.
+
+    A record that is not a request (a missing or non-numeric field, a key outside `keys`) is
+    an error naming the file and line, or is skipped and counted with `skip_invalid`.
+    """
     try:
         st = os.stat(log)
     except FileNotFoundError:
@@ -93,19 +103,58 @@ def summarize(log: Path, key_field: str | None, skip_invalid: bool = False) -> S
     summary = _load_cache(log, st.st_ino, st.st_size)
     start = summary.offset
     for chunk in jsonl.read_chunks(log, summary.offset, summary.lines + 1, skip_invalid):
+        summary.skipped += chunk.skipped
         if chunk.records:
-            fold(summary.arms, chunk.records, key_field)
+            try:
+                fold(summary.arms, chunk.records, key_field, keys)
+            except (KeyError, TypeError, ValueError):
+                good = []
+                for i, record in enumerate(chunk.records):
+                    if _is_request(record, key_field, keys):
+                        good.append(record)
+                    elif skip_invalid:
+                        summary.skipped.append(chunk.line_of(i))
+                    else:
+                        raise StateError(
+                            f"{log}: line {chunk.line_of(i)} is not a valid record (a field is "
+                            "missing or of the wrong type); fix or remove it, or pass "
+                            "--skip-invalid"
+                        ) from None
+                fold(summary.arms, good, key_field, keys)
         summary.offset = chunk.end
         summary.lines += chunk.lines
         summary.torn_bytes = chunk.torn_bytes
-        summary.skipped += chunk.skipped
     if summary.offset > start and not summary.skipped:
         _save_cache(log, summary)
     return summary
 
 
-def fold(arms: dict[str, Moments], records: list[dict[str, Any]], key_field: str | None) -> None:
-    """Add records to the per-key moments (column sums at C speed, no per-record calls)."""
+def _is_request(
+    record: dict[str, Any], key_field: str | None, keys: tuple[str, ...] | None
+) -> bool:
+    number = (int, float)
+    return (
+        type(record.get("confidence")) in number
+        and type(record.get("inference_time_ms")) in number
+        and type(record.get("error", False)) is bool
+        and (
+            key_field is None
+            or (keys is None and key_field in record)
+            or record.get(key_field) in (keys or ())
+        )
+    )
+
+
+def fold(
+    arms: dict[str, Moments],
+    records: list[dict[str, Any]],
+    key_field: str | None,
+    keys: tuple[str, ...] | None = None,
+) -> None:
+    """Add records to the per-key moments (column sums at C speed, no per-record calls).
+
+    All sums are computed before any is added, so a bad record leaves `arms` unchanged.
+    """
     if key_field is None:
         groups = {"all": records}
     else:
@@ -117,18 +166,36 @@ def fold(arms: dict[str, Moments], records: list[dict[str, Any]], key_field: str
                 groups[key] = [r]
             else:
                 group.append(r)
+        if keys is not None and not groups.keys() <= set(keys):
+            raise ValueError(f"{key_field} outside {keys}")
+    sums = []
     for key, rows in groups.items():
+        conf = [r["confidence"] for r in rows]
+        ms = [r["inference_time_ms"] for r in rows]
+        errors = [r.get("error", False) for r in rows]
+        if not all(type(e) is bool for e in errors):
+            raise TypeError("error must be true or false")
+        sums.append(
+            (
+                key,
+                len(rows),
+                errors.count(True),
+                sum(conf),
+                sum(map(mul, conf, conf)),
+                sum(ms),
+                sum(map(mul, ms, ms)),
+            )
+        )
+    for key, n, errs, cs, css, ts, tss in sums:
         m = arms.get(key)
         if m is None:
             m = arms[key] = Moments()
-        conf = [r["confidence"] for r in rows]
-        ms = [r["inference_time_ms"] for r in rows]
-        m.n += len(rows)
-        m.errors += [r.get("error", False) for r in rows].count(True)
-        m.confidence_sum += sum(conf)
-        m.confidence_sum_squares += sum(map(mul, conf, conf))
-        m.time_sum += sum(ms)
-        m.time_sum_squares += sum(map(mul, ms, ms))
+        m.n += n
+        m.errors += errs
+        m.confidence_sum += cs
+        m.confidence_sum_squares += css
+        m.time_sum += ts
+        m.time_sum_squares += tss
 
 
 def _save_cache(log: Path, summary: Summary) -> None:

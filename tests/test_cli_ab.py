@@ -286,3 +286,26 @@ def test_bad_batch_line_records_nothing(
         started("ab", "record", "t1", "--file", str(f)), "nothing recorded", *words
     )
     assert snapshot(project.root) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (b"not json", ["line 6", "not a JSON object"]),
+        (b'{"variant": "control", "inference_time_ms": 5}', ["line 6", "not a valid record"]),
+        (b'{"variant": "b", "inference_time_ms": 5, "confidence": 0.5}', ["line 6", "not a valid"]),
+    ],
+)
+def test_malformed_log_line_is_named_or_skipped_and_counted(
+    started: Cli, project: Project, bad: bytes, words: list[str]
+) -> None:
+    log = project.ab_log("t1")
+    started("ab", "record", "t1", "--file", "-", input=batch(5, (0.8, 0.8), (0.0, 0.0)))
+    with open(log, "ab") as f:  # a hand-edited or foreign line in the middle
+        f.write(bad + b"\n")
+    started("ab", "record", "t1", "--file", "-", input=batch(4, (0.8, 0.8), (0.0, 0.0), seed=1))
+    before = snapshot(project.root)
+    assert_one_error_line(started("ab", "evaluate", "t1"), "t1.jsonl", *words, "--skip-invalid")
+    assert snapshot(project.root) == before
+    doc = started("ab", "evaluate", "t1", "--skip-invalid", "--json").json()
+    assert doc["requests"] == 9 and doc["skipped_lines"] == 1

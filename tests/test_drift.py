@@ -372,3 +372,22 @@ def test_hook_timeout_through_the_cli(two_models: Cli, gnn: Project) -> None:
     before = snapshot(gnn.root)
     assert_one_error_line(two_models("drift", "check", "gnn", "v2.3.0"), "timed out")
     assert snapshot(gnn.root) == before
+
+
+def test_malformed_window_line_is_named_or_skipped_and_counted(
+    two_models: Cli, gnn: Project
+) -> None:
+    production = gnn.drift_detector("gnn", "v2.2.0").production_path
+    with open(production, "ab") as f:
+        f.write(b'{"prediction": "high", "confidence": 0.5}\n')
+    two_models("drift", "record", "gnn", "v2.2.0", "--prediction", "0.1", "--confidence", "0.8")
+    before = snapshot(gnn.root)
+    assert_one_error_line(
+        two_models("drift", "check", "gnn", "v2.2.0"),
+        "production.jsonl",
+        "line 1001",
+        "--skip-invalid",
+    )
+    assert snapshot(gnn.root) == before
+    doc = two_models("drift", "check", "gnn", "v2.2.0", "--skip-invalid", "--json").json()
+    assert doc["skipped_lines"] == 1 and doc["n_window"] == 1001

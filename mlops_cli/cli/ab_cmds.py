@@ -231,6 +231,8 @@ def render_evaluation(e: Evaluation) -> None:
     )
     if e.applied:
         out.print(f"applied: test finalized ({e.status})")
+    if e.skipped_lines:
+        out.print(f"skipped {e.skipped_lines} malformed log line(s) (--skip-invalid)")
 
 
 def parse_fail_on(value: str | None) -> set[str]:
@@ -253,6 +255,9 @@ def evaluate(
         None, "--fail-on", help="Exit 3 on these decisions, e.g. rollback or rollback,continue."
     ),
     apply: bool = typer.Option(False, "--apply", help="Finalize a promote or rollback decision."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip (and count) malformed log lines instead of failing."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Decide: promote, rollback or continue, with the statistics behind it."""
@@ -261,7 +266,7 @@ def evaluate(
     result = run(
         ctx,
         json_output,
-        lambda: open_project(ctx).ab.evaluate_test(name, apply=apply),
+        lambda: open_project(ctx).ab.evaluate_test(name, apply, skip_invalid),
         render_evaluation,
         lambda e: e.to_dict(),
     )

@@ -140,6 +140,9 @@ def check(
     fail_on: str | None = typer.Option(
         None, "--fail-on", help="Exit 3 at this level or above: monitor, retrain, critical."
     ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip (and count) malformed log lines instead of failing."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Score drift now, record it in the history, and run any hook the level reaches."""
@@ -151,10 +154,10 @@ def check(
         if all_versions:
             if model_type or version:
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
-            return [d.check(window) for d in project.drift_detectors().values()]
+            return [d.check(window, skip_invalid) for d in project.drift_detectors().values()]
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
-        return [project.drift_detector(model_type, version).check(window)]
+        return [project.drift_detector(model_type, version).check(window, skip_invalid)]
 
     reports = run(
         ctx,
