@@ -266,7 +266,7 @@ def drift(tmp: Path, repeat: int, scale: int) -> list[Case]:
     mlops(root, "config", "set", "drift.reference_size", "10000")
     big = root / "logs" / "drift" / "gnn" / "1.1.0"
     big.mkdir(parents=True)
-    (big / "reference.jsonl").write_bytes((d / "reference.jsonl").read_bytes()[: 10_000 * 90])
+    (big / "reference.jsonl").write_bytes((d / "reference.jsonl").read_bytes())
     write_repeated(big / "production.jsonl", lambda n: samples(n, 0.3, 3), 2_000_000 // scale)
     small_cmd = [MLOPS, "-C", str(root), "drift", "check", "gnn", "1.0.0", "--window", "10000"]
     (d / "production.jsonl").write_bytes(samples(10_000, 0.3, 4))

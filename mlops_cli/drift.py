@@ -77,9 +77,10 @@ def components(
 ) -> Components:
     """The three score components (pure: arrays in, numbers out)."""
     import numpy as np
-    from scipy.stats import ks_2samp
 
-    ks = ks_2samp(ref_pred, win_pred)
+    from .stats import ks_two_sample
+
+    statistic, pvalue = ks_two_sample(ref_pred, win_pred)
     conf_r, conf_p = float(np.mean(ref_conf)), float(np.mean(win_conf))
     performance = (conf_r - conf_p) / conf_r / performance_scale if conf_r > 0 else 0.0
     mean_r, mean_p = float(np.mean(ref_pred)), float(np.mean(win_pred))
@@ -91,10 +92,10 @@ def components(
         shift = 0.0 if mean_p == mean_r else 1.0
         spread = 0.0 if sd_p == 0 else 1.0
     return Components(
-        statistical=float(ks.statistic),
+        statistical=statistic,
         performance=_clip(performance),
         distribution=_clip(max(shift, spread)),
-        ks_pvalue=float(ks.pvalue),
+        ks_pvalue=pvalue,
     )
 
 

@@ -81,14 +81,39 @@ def test_distribution_component_by_hand() -> None:
     assert constant.distribution == 0.0
 
 
-def test_ks_matches_scipy() -> None:
-    rng = np.random.default_rng(15)
-    for n, m in ((150, 150), (1000, 3000), (10_000, 10_000), (20_000, 5_000)):
-        a, b = rng.normal(0, 1, n), rng.normal(0.05, 1.1, m)
-        c = components(a, np.ones(n), b, np.ones(m))
-        ref = scipy.stats.ks_2samp(a, b)
-        assert c.statistical == pytest.approx(ref.statistic, rel=1e-12)
-        assert c.ks_pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+@pytest.mark.parametrize(
+    ("n", "m", "shift"),
+    [
+        (2, 2, 0.5),
+        (30, 30, 0.0),
+        (150, 150, 0.3),
+        (1000, 3000, 0.05),
+        (4000, 4000, 0.02),
+        (10_000, 10_000, 0.02),
+        (10_000, 10_000, 2.0),
+        (20_000, 5_000, 0.05),
+        (12_000, 12_000, 0.1),
+    ],
+)
+def test_ks_matches_scipy(n: int, m: int, shift: float) -> None:
+    # equal sizes up to 10,000 take the exact path computed here; the rest defer to scipy
+    rng = np.random.default_rng(n + m)
+    a, b = rng.normal(0, 1, n), rng.normal(shift, 1.1, m)
+    c = components(a, np.ones(n), b, np.ones(m))
+    ref = scipy.stats.ks_2samp(a, b)
+    assert c.statistical == pytest.approx(ref.statistic, rel=1e-12)
+    assert c.ks_pvalue == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_ks_with_ties_matches_scipy() -> None:
+    rng = np.random.default_rng(5)
+    a, b = np.round(rng.normal(0, 1, 500), 1), np.round(rng.normal(0.1, 1, 500), 1)
+    c = components(a, np.ones(500), b, np.ones(500))
+    ref = scipy.stats.ks_2samp(a, b)
+    assert (c.statistical, c.ks_pvalue) == (
+        pytest.approx(ref.statistic),
+        pytest.approx(ref.pvalue, rel=1e-12),
+    )
 
 
 # -- through files ---------------------------------------------------------------------------
