@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -92,11 +93,14 @@ class LogWriter:
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
         self._pid = os.getpid()
+        # flock excludes other open files, not threads sharing this descriptor: they queue here.
+        self._mutex = threading.RLock()
 
     def _fd(self, path: Path) -> int:
         if self._pid != os.getpid():  # forked: never share a lock-holding file description
             self._fds = {}
             self._pid = os.getpid()
+            self._mutex = threading.RLock()
         fd = self._fds.get(path)
         if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ class LogWriter:
         """
         for _attempt in range(3):
             fd = self._fd(path)
-            with flocked(fd, path, timeout):
+            with self._mutex, flocked(fd, path, timeout):
                 try:
                     current = os.stat(path).st_ino
                 except FileNotFoundError:
@@ -150,7 +154,7 @@ class LogWriter:
         """
         for _attempt in range(3):
             fd = self._fd(path)
-            with flocked(fd, path, timeout):
+            with self._mutex, flocked(fd, path, timeout):
                 if os.stat(path).st_ino != os.fstat(fd).st_ino:
                     replaced = True
                 else:

@@ -198,14 +198,15 @@ def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:
     """
     import numpy as np
 
-    a, b = np.sort(a), np.sort(b)
-    n1, n2 = a.size, b.size
-    both = np.concatenate([a, b])
-    diffs = (
-        np.searchsorted(a, both, side="right") / n1 - np.searchsorted(b, both, side="right") / n2
-    )
-    d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
-    if n1 == n2 and n1 <= KS_EXACT_MAX_N:
+    n1, n2 = len(a), len(b)
+    if n1 == n2 <= KS_EXACT_MAX_N:
+        a, b = np.sort(a), np.sort(b)
+        both = np.concatenate([a, b])
+        diffs = (
+            np.searchsorted(a, both, side="right") / n1
+            - np.searchsorted(b, both, side="right") / n2
+        )
+        d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
         h = int(np.round(d * n1))  # the lattice step the exact distribution lives on
         if h == 0:
             return 0.0, 1.0

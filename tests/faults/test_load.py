@@ -89,3 +89,25 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 
     production = project.drift_detector("gnn", "1.0.0").production_path
     assert len(whole_lines(production)) == len(drift_files) * drift_lines
+
+
+def test_threads_of_one_service_lose_nothing(tmp_path: Path) -> None:
+    """A threaded service (FastAPI runs sync endpoints in a pool) shares one log descriptor."""
+    import threading
+
+    project = ab_project(tmp_path / "proj")
+    calls, threads = scale(500, 5000), 8
+
+    def worker(n: int) -> None:
+        for i in range(calls):
+            project.ab.record_result("t", ("control", "treatment")[i % 2], float(n), 0.5,
+                                     user_id=f"th{n}")
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    rows = whole_lines(project.ab_log("t"))
+    assert len(rows) == calls * threads
+    assert Project.open(project.root).ab.evaluate_test("t").requests == calls * threads
