@@ -87,5 +87,20 @@ def render(out: Any, step: str, d: dict[str, Any]) -> None:
             ],
         )
         out.print("Explore the project it left behind:")
+        program = invocation()
         for command in d["commands"]:
-            out.print(f"  {command}", soft_wrap=True)
+            out.print(f"  {program}{command.removeprefix('mlops')}", soft_wrap=True)
+
+
+def invocation() -> str:
+    """How to run this mlops again: `mlops` when it is on PATH, else its path (.venv/bin/mlops)."""
+    import os
+    import shutil
+    import sys
+
+    here = os.path.realpath(sys.argv[0])
+    found = shutil.which("mlops")
+    if found and os.path.realpath(found) == here:
+        return "mlops"
+    relative = os.path.relpath(here)
+    return relative if not relative.startswith("..") else here
