@@ -130,7 +130,7 @@ def record(
             if variant is not None or inference_time_ms is not None or confidence is not None:
                 raise ValidationError("--file records a batch; drop --variant/--confidence/...")
             data = read_input(file)
-            with batch_progress(len(data)) as progress:
+            with batch_progress(len(data), json_output) as progress:
                 result = manager.record_batch(name, data, progress, batch_id)
             return {"test": name, **asdict(result)}
         if variant is None or inference_time_ms is None or confidence is None:
@@ -162,10 +162,10 @@ def read_input(file: str) -> bytes:
 
 
 class batch_progress:
-    """A progress bar on stderr for a large batch, when stderr is a terminal."""
+    """A progress bar on stderr for a large batch, when stderr is a terminal (never with --json)."""
 
-    def __init__(self, size: int) -> None:
-        self.enabled = progress_wanted() and size > 8 << 20
+    def __init__(self, size: int, json_output: bool) -> None:
+        self.enabled = not json_output and progress_wanted() and size > 8 << 20
         self.bar: Any = None
 
     def __enter__(self) -> Any:

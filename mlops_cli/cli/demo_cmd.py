@@ -21,18 +21,22 @@ def demo(
     out = console()
     with funnel(ctx):
         root = demo_directory(directory)
-        bar = None
-        if progress_wanted():
-            from rich.progress import Progress
-
-            bar = Progress(console=console(stderr=True), transient=True)
-            bar.start()
-            task = bar.add_task("A/B test week", total=7)
+        bar: Any = None
         try:
             for step, data in run_demo(root):
-                render(out, step, data)
+                if step == "ab_started" and progress_wanted():
+                    from rich.progress import Progress
+
+                    # The week's lines go through the bar's console, which keeps them above it.
+                    bar = Progress(console=console(stderr=True), transient=True)
+                    bar.start()
+                    task = bar.add_task("A/B test week", total=7)
+                render(bar.console if bar is not None else out, step, data)
                 if bar is not None and step == "ab_day":
                     bar.update(task, advance=1)
+                if bar is not None and step == "ab_finalized":
+                    bar.stop()
+                    bar = None
         finally:
             if bar is not None:
                 bar.stop()

@@ -33,7 +33,7 @@ def reference(
     def action() -> dict[str, Any]:
         detector = open_project(ctx).drift_detector(model_type, version)
         data = read_input(file)
-        with batch_progress(len(data)) as progress:
+        with batch_progress(len(data), json_output) as progress:
             count = detector.set_reference(data, replace=replace, progress=progress)
         return {
             "model_type": model_type,
@@ -74,7 +74,7 @@ def record(
             if prediction is not None or confidence is not None:
                 raise ValidationError("--file records a batch; drop --prediction/--confidence")
             data = read_input(file)
-            with batch_progress(len(data)) as progress:
+            with batch_progress(len(data), json_output) as progress:
                 return asdict(detector.record_batch(data, progress, batch_id))
         if prediction is None or confidence is None:
             raise ValidationError("--prediction and --confidence are required (or --file)")
