@@ -97,6 +97,7 @@ class Evaluation:
     status: str = "running"
     applied: bool = False
     skipped_lines: int = 0
+    torn_bytes: int = 0  # an incomplete last line (a write cut short), ignored
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -458,6 +459,7 @@ class ABTestManager:
         result = decide(test_name, test, summary.arm("control"), summary.arm("treatment"), days)
         result.status = test["status"]
         result.skipped_lines = len(summary.skipped)
+        result.torn_bytes = summary.torn_bytes
         if apply and test["status"] == "running" and result.decision in ("promote", "rollback"):
             self.finalize_test(test_name, result.decision)
             result.applied = True

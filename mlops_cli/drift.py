@@ -313,7 +313,7 @@ class DriftDetector:
         ref_pred, ref_conf, ref_skipped = read_columns(
             self.reference_path, 0, None, int(drift["reference_size"]), skip_invalid
         )
-        start, production_end, _torn = jsonl.tail_span(self.production_path, window)
+        start, production_end, torn = jsonl.tail_span(self.production_path, window)
         win_pred, win_conf, win_skipped = read_columns(
             self.production_path, start, production_end, window, skip_invalid
         )
@@ -331,6 +331,7 @@ class DriftDetector:
             "reference_end": jsonl.tail_span(self.reference_path, 0)[1],
             "production_end": production_end,
             "skipped_lines": ref_skipped + win_skipped,
+            "torn_bytes": torn,
         }
         hooks: list[dict[str, Any]] = []
         if min(n_ref, n_win) >= int(drift["min_samples"]):
@@ -428,6 +429,7 @@ class DriftDetector:
             "n_window": row["n_window"],
             "checked_at": row["ts"],
             "skipped_lines": row.get("skipped_lines", 0),
+            "torn_bytes": row.get("torn_bytes", 0),
         }
 
     def history(self, days: float | None = None) -> list[dict[str, Any]]:

@@ -309,3 +309,15 @@ def test_malformed_log_line_is_named_or_skipped_and_counted(
     assert snapshot(project.root) == before
     doc = started("ab", "evaluate", "t1", "--skip-invalid", "--json").json()
     assert doc["requests"] == 9 and doc["skipped_lines"] == 1
+
+
+def test_torn_tail_is_reported_and_left_out(started: Cli, project: Project) -> None:
+    started("ab", "record", "t1", "--file", "-", input=batch(6, (0.8, 0.8), (0.0, 0.0)))
+    with open(project.ab_log("t1"), "ab") as f:
+        f.write(b'{"variant": "control", "inference_')  # a write cut short by a crash
+    run = started("ab", "evaluate", "t1")
+    assert (
+        run.exit_code == 0 and "note: the last line of logs/ab/t1.jsonl is incomplete" in run.stderr
+    )
+    doc = started("ab", "evaluate", "t1", "--json").json()
+    assert doc["requests"] == 6 and doc["torn_bytes"] == len(b'{"variant": "control", "inference_')

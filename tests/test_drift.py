@@ -416,3 +416,11 @@ def test_malformed_window_line_is_named_or_skipped_and_counted(
     assert snapshot(gnn.root) == before
     doc = two_models("drift", "check", "gnn", "v2.2.0", "--skip-invalid", "--json").json()
     assert doc["skipped_lines"] == 1 and doc["n_window"] == 1001
+
+
+def test_torn_production_tail_is_reported(two_models: Cli, gnn: Project) -> None:
+    with open(gnn.drift_detector("gnn", "v2.2.0").production_path, "ab") as f:
+        f.write(b'{"prediction": 0.')
+    run = two_models("drift", "check", "gnn", "v2.2.0")
+    assert run.exit_code == 0 and "is incomplete (17 bytes" in run.stderr
+    assert two_models("drift", "report", "gnn", "v2.2.0", "--json").json()["torn_bytes"] == 17

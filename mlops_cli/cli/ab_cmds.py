@@ -233,6 +233,16 @@ def render_evaluation(e: Evaluation) -> None:
         out.print(f"applied: test finalized ({e.status})")
     if e.skipped_lines:
         out.print(f"skipped {e.skipped_lines} malformed log line(s) (--skip-invalid)")
+    if e.torn_bytes:
+        torn_note(f"logs/ab/{e.test}.jsonl", e.torn_bytes)
+
+
+def torn_note(log: str, size: int) -> None:
+    """Say that a log's incomplete last line was left out (readers skip it, writers cut it)."""
+    sys.stderr.write(
+        f"note: the last line of {log} is incomplete ({size} bytes, a write was interrupted); "
+        "it was left out and the next write removes it\n"
+    )
 
 
 def parse_fail_on(value: str | None) -> set[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..errors import GateError, ValidationError
-from .ab_cmds import batch_progress, read_input, recorded_text
+from .ab_cmds import batch_progress, read_input, recorded_text, torn_note
 from .common import JSON_HELP, console, funnel, open_project, run, table
 from .step_summary import write_step_summary
 
@@ -120,6 +120,10 @@ def render_reports(reports: list[dict[str, Any]]) -> None:
         out.print(
             f"[{colour}]{r['model_type']} {r['model_version']}{alert}:[/] {r['recommendation']}"
         )
+        if r.get("torn_bytes"):
+            torn_note(
+                f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]
+            )
         for hook in r.get("hooks", []):
             out.print(f"  hook {hook['level']} ran: {hook['command']}")
 

@@ -100,8 +100,9 @@ def test_threads_of_one_service_lose_nothing(tmp_path: Path) -> None:
 
     def worker(n: int) -> None:
         for i in range(calls):
-            project.ab.record_result("t", ("control", "treatment")[i % 2], float(n), 0.5,
-                                     user_id=f"th{n}")
+            project.ab.record_result(
+                "t", ("control", "treatment")[i % 2], float(n), 0.5, user_id=f"th{n}"
+            )
 
     pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
     for t in pool:
