@@ -69,6 +69,13 @@ def _cache_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.summary.json")
 
 
+def _covered_tail(log: Path, offset: int) -> str:
+    """The last bytes a cache covers, to recognise the same log content on the next read."""
+    with open(log, "rb") as f:
+        f.seek(max(0, offset - 256))
+        return f.read(min(offset, 256)).hex()
+
+
 def _load_cache(log: Path, inode: int, size: int) -> Summary:
     try:
         doc = orjson.loads(_cache_path(log).read_bytes())
@@ -78,10 +85,16 @@ def _load_cache(log: Path, inode: int, size: int) -> Summary:
             lines=int(doc["lines"]),
             inode=int(doc["inode"]),
         )
+        # The log was replaced, cut, or cut and written again (a batch undone on a full disk):
+        # start over rather than trust sums of lines that are gone.
+        if (
+            summary.inode != inode
+            or summary.offset > size
+            or doc["tail"] != _covered_tail(log, summary.offset)
+        ):
+            return Summary(inode=inode)
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return Summary(inode=inode)
-    if summary.inode != inode or summary.offset > size:
-        return Summary(inode=inode)  # the log was replaced or cut: start over
     return summary
 
 
@@ -205,6 +218,10 @@ def _save_cache(log: Path, summary: Summary) -> None:
         "inode": summary.inode,
         "arms": {k: asdict(v) for k, v in summary.arms.items()},
     }
+    try:
+        doc["tail"] = _covered_tail(log, summary.offset)
+    except OSError:
+        return
     path = _cache_path(log)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:

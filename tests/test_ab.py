@@ -393,3 +393,25 @@ def test_config_defaults_come_from_settings(gnn: Project) -> None:
         10.0,
     )
     assert test["control_version"] == "v2.1.0"
+
+
+def test_cache_is_not_trusted_after_the_log_was_cut_and_written_again(
+    gnn: Project, clock: Clock
+) -> None:
+    gnn.ab.start_test(seed_config(treatment_traffic_pct=50))
+    feed(gnn, "gnn_v2.2_test", 300, conf=(0.8, 0.8), err=(0.0, 0.0), share=0.5, seed=1)
+    log = gnn.ab_log("gnn_v2.2_test")
+    kept = log.read_bytes()
+    feed(gnn, "gnn_v2.2_test", 300, conf=(0.8, 0.8), err=(0.0, 0.0), share=0.5, seed=2)
+    assert gnn.ab.evaluate_test("gnn_v2.2_test").requests == 600  # cached at 600 lines
+    # a batch undone (disk full) and other lines written since: same inode, size >= offset
+    log.write_bytes(
+        kept
+        + b"".join(
+            orjson.dumps({"variant": "control", "inference_time_ms": 1.0, "confidence": 0.1})
+            + b"\n"
+            for _ in range(900)
+        )
+    )
+    assert log.stat().st_size > len(kept) * 2  # larger than what the cache covered
+    assert gnn.ab.evaluate_test("gnn_v2.2_test").requests == 1200
