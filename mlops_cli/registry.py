@@ -129,6 +129,11 @@ class ModelRegistry:
             deprecated=rec["deprecated"],
         )
 
+    def model_file(self, model_path: str) -> Path:
+        """Where a model file is: a relative path is relative to the project directory."""
+        path = Path(model_path).expanduser()
+        return path if path.is_absolute() else self.project.root / path
+
     def metrics(self, model_type: str, version: str) -> Moments:
         return summarize(self.project.metrics_log(model_type, version), None).arm("all")
 
@@ -231,7 +236,7 @@ class ModelRegistry:
             orjson.dumps(mv.config)
         except TypeError as exc:
             raise ValidationError(f"config must hold plain values: {exc}") from None
-        path = Path(mv.model_path)
+        path = self.model_file(mv.model_path)
         sha256, size = file_digest(path) if path.is_file() else (None, None)
         with self.project.transaction() as txn:
             models = txn.state["models"]
@@ -369,7 +374,7 @@ class ModelRegistry:
             "sha256": None,
             "size_bytes": None,
         }
-        path = Path(mv.model_path)
+        path = self.model_file(mv.model_path)
         if mv.sha256 is None:
             result["status"] = "unverifiable"
             result["ok"] = False

@@ -187,3 +187,14 @@ def test_seed_snippet_runs_with_only_the_import_changed(tmp_path: Path) -> None:
         [sys.executable, "-c", seed], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines() == ["v2.2.0: champion=True, traffic=100.0%", "v2.2.0 1"]
+
+
+def test_relative_model_paths_are_relative_to_the_project(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project.root / "models").mkdir()
+    (project.root / "models" / "m.pt").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)  # somewhere else entirely
+    v = project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="models/m.pt"))
+    assert v.sha256 == hashlib.sha256(b"weights").hexdigest()
+    assert project.registry.verify("gnn", "v1.0.0")["ok"] is True
