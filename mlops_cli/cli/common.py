@@ -56,6 +56,10 @@ def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
         fail(exc.type, str(exc), exc.exit_code, json_output)
     except KeyboardInterrupt:
         fail("Interrupted", "interrupted", 130, json_output)
+    except BrokenPipeError:
+        # The reader went away (`mlops metrics export | head`): nothing more to say to it.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit
+        raise typer.Exit(0) from None
     except typer.Exit:
         raise
     except Exception as exc:
