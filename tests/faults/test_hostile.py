@@ -248,6 +248,7 @@ HOSTILE = [
     "\u0261nn",
     "g\u043f",  # Cyrillic pe
     "\uff47\uff4e\uff4e",  # fullwidth gnn
+    "1\u0661.0.0",  # an Arabic-Indic digit: a digit to Unicode \\d, not to SemVer
     "a" * 65,
     "x" * 10_000,
     ".",
