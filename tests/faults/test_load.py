@@ -96,7 +96,7 @@ def test_threads_of_one_service_lose_nothing(tmp_path: Path) -> None:
     import threading
 
     project = ab_project(tmp_path / "proj")
-    calls, threads = scale(500, 5000), 8
+    calls, threads = scale(2000, 5000), 8
 
     def worker(n: int) -> None:
         for i in range(calls):
