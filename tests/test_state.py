@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -180,3 +182,21 @@ def test_chunked_reads_equal_one_read(
     assert chunks[-1].end == os.path.getsize(log) - len(torn)
     assert chunks[-1].torn_bytes == len(torn)
     assert sum(c.lines for c in chunks) == len(records)
+
+
+def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path: Path) -> None:
+    target = tmp_path / "mlops.prom"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale = tmp_path / f".mlops.prom.{dead.pid}.tmp"
+        busy = tmp_path / f".mlops.prom.{live.pid}.tmp"
+        stale.write_text("half")
+        busy.write_text("being written")
+        project_mod.atomic_write(target, b"new\n")
+        assert target.read_bytes() == b"new\n"
+        assert not stale.exists() and busy.exists()  # a live writer's file is left alone
+    finally:
+        live.kill()
+        live.wait()
