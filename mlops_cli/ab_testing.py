@@ -112,26 +112,22 @@ def decide(
     name: str, config: dict[str, Any], control: Moments, treatment: Moments, days_elapsed: float
 ) -> Evaluation:
     """Apply the decision rules, in order, to the arms' sufficient statistics (no I/O)."""
-    from .stats import ArmStats, compare, compare_rates, sample_ratio_mismatch
+    from .stats import ArmStats, Difference, compare, compare_rates, sample_ratio_mismatch
 
     alpha, method, tuning = config["alpha"], config["method"], config["sequential_tuning"]
     error = compare_rates(
         control.n, control.errors, treatment.n, treatment.errors, alpha, method, tuning
     )
-    confidence = compare(
-        ArmStats.from_sums(control.n, control.confidence_sum, control.confidence_sum_squares),
-        ArmStats.from_sums(treatment.n, treatment.confidence_sum, treatment.confidence_sum_squares),
-        alpha,
-        method,
-        tuning,
-    )
-    latency = compare(
-        ArmStats.from_sums(control.n, control.time_sum, control.time_sum_squares),
-        ArmStats.from_sums(treatment.n, treatment.time_sum, treatment.time_sum_squares),
-        alpha,
-        method,
-        tuning,
-    )
+
+    def means(total: str, squares: str) -> Difference:
+        arms = [
+            ArmStats.from_sums(m.n, getattr(m, total), getattr(m, squares))
+            for m in (control, treatment)
+        ]
+        return compare(arms[0], arms[1], alpha, method, tuning)
+
+    confidence = means("confidence_sum", "confidence_sum_squares")
+    latency = means("time_sum", "time_sum_squares")
     srm = sample_ratio_mismatch(control.n, treatment.n, config["treatment_traffic_pct"] / 100)
     requests = control.n + treatment.n
     max_err, min_conf = config["max_error_rate_increase"], config["min_confidence_improvement"]

@@ -183,37 +183,13 @@ class ModelRegistry:
         return events[-limit:] if limit else events
 
     def get_version_for_request(self, model_type: str, user_id: str) -> ModelVersion:
-        """Route a request by the versions' traffic percentages (champion when no test runs)."""
-        state = self.project.state()
-        model = self._model(state, model_type)
-        running = [
-            (name, t)
-            for name, t in state["ab_tests"].items()
-            if t["model_type"] == model_type and t["status"] == "running"
-        ]
-        if running:
-            name, test = running[0]
-            b = bucket(name, str(user_id))
-            chosen = (
-                test["treatment_version"]
-                if b < round(test["treatment_traffic_pct"] * 100)
-                else test["control_version"]
-            )
-            return self._build(model_type, chosen, model)
-        if model["champion"] is None:
-            self.require_champion(model_type)
-        serving = [
-            (v, rec["traffic_percentage"])
-            for v, rec in sorted(model["versions"].items())
-            if rec["traffic_percentage"] > 0
-        ]
-        b = bucket(model_type, str(user_id))
-        edge = 0.0
-        for version, pct in serving:
-            edge += pct * 100
-            if b < edge:
-                return self._build(model_type, version, model)
-        return self._build(model_type, model["champion"], model)
+        """The version serving this user: its A/B arm while a test runs, else the champion.
+
+        Only A/B tests split traffic (every other change leaves the champion at 100%), so
+        this is `assign_variant`'s routing, with the same hashing.
+        """
+        version: ModelVersion = self.project.ab.assign_variant(model_type, user_id)["model"]
+        return version
 
     # -- changing ----------------------------------------------------------------------------
 

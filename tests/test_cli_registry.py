@@ -307,14 +307,6 @@ def test_missing_registry_names_the_directory(tmp_path: Path, cli: Cli) -> None:
     assert not (tmp_path / "empty").exists()
 
 
-def test_every_command_has_help(cli: Cli) -> None:
-    from mlops_cli.cli import app
-
-    for group in [[]] + [[info.name] for info in app.registered_groups]:  # type: ignore[list-item]
-        run = cli(*group, "--help")
-        assert run.exit_code == 0 and "Usage" in run.stdout
-
-
 def test_the_console_script_routes_every_group(tmp_path: Path) -> None:
     """`mlops` builds only the group a command names; each still works as the full app."""
     Project.init(tmp_path)

@@ -198,3 +198,16 @@ def test_relative_model_paths_are_relative_to_the_project(
     v = project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="models/m.pt"))
     assert v.sha256 == hashlib.sha256(b"weights").hexdigest()
     assert project.registry.verify("gnn", "v1.0.0")["ok"] is True
+
+
+def test_routing_during_a_test_follows_the_ab_assignment(project: Project) -> None:
+    from mlops_cli import ABTestConfig
+
+    register(project, "v1.0.0")
+    register(project, "v1.1.0")
+    project.ab.start_test(
+        ABTestConfig("t", "gnn", treatment_version="v1.1.0", treatment_traffic_pct=30)
+    )
+    routed = [project.registry.get_version_for_request("gnn", f"u{i}").version for i in range(2000)]
+    expected = ["v1.1.0" if bucket("t", f"u{i}") < 3000 else "v1.0.0" for i in range(2000)]
+    assert routed == expected and 500 < routed.count("v1.1.0") < 700
