@@ -16,38 +16,7 @@ import orjson
 
 from . import jsonl
 from .errors import StateError
-
-
-@dataclass
-class Moments:
-    """Sufficient statistics of requests: count, errors, sums and sums of squares."""
-
-    n: int = 0
-    errors: int = 0
-    confidence_sum: float = 0.0
-    confidence_sum_squares: float = 0.0
-    time_sum: float = 0.0
-    time_sum_squares: float = 0.0
-
-    def add(self, inference_time_ms: float, confidence: float, error: bool) -> None:
-        self.n += 1
-        self.errors += bool(error)
-        self.confidence_sum += confidence
-        self.confidence_sum_squares += confidence * confidence
-        self.time_sum += inference_time_ms
-        self.time_sum_squares += inference_time_ms * inference_time_ms
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.n if self.n else 0.0
-
-    @property
-    def avg_confidence(self) -> float:
-        return self.confidence_sum / self.n if self.n else 0.0
-
-    @property
-    def avg_inference_time_ms(self) -> float:
-        return self.time_sum / self.n if self.n else 0.0
+from .stats import Moments
 
 
 @dataclass

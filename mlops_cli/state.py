@@ -1,0 +1,267 @@
+"""Typed records of what the registry holds, with each invariant as one method (no I/O).
+
+A store parses `registry.yaml` (or its tables) into a `RegistryState` once per read; managers
+change it inside a store transaction and the store writes it back. `to_doc()` gives the
+document the file holds, key for key in the order it has always been written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConflictError, NotFoundError
+from .naming import validate_name, validate_version, version_key
+
+AB_CONFIG_FIELDS = (
+    "treatment_traffic_pct",
+    "duration_days",
+    "min_requests",
+    "max_error_rate_increase",
+    "min_confidence_improvement",
+    "alpha",
+    "method",
+    "sequential_tuning",
+)
+TEST_STATUSES = ("running", "promoted", "rolled_back")
+
+
+@dataclass
+class VersionRecord:
+    """A registered version as the registry keeps it (serving metrics live in a stream)."""
+
+    model_path: str
+    config: dict[str, Any]
+    traffic_percentage: float
+    registered_at: str
+    description: str
+    tags: dict[str, str]
+    sha256: str | None
+    size_bytes: int | None
+    deprecated: bool
+
+    def to_doc(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class ModelType:
+    """The versions of one model type, its champion and the champions before it."""
+
+    name: str
+    champion: str | None = None
+    champion_history: list[str] = field(default_factory=list)
+    versions: dict[str, VersionRecord] = field(default_factory=dict)
+
+    def version(self, version: str) -> VersionRecord:
+        """Look a version up; an unknown one is a NotFoundError listing the registered ones."""
+        validate_version(version)
+        try:
+            return self.versions[version]
+        except KeyError:
+            known = ", ".join(self.sorted_versions())
+            raise NotFoundError(
+                f"unknown version {version!r} of {self.name} (registered: {known})"
+            ) from None
+
+    def sorted_versions(self) -> list[str]:
+        return sorted(self.versions, key=version_key)
+
+    def make_champion(self, version: str) -> None:
+        """`version` serves 100% of traffic, every other version 0%; the old champion is kept
+        in the history for rollback."""
+        if self.champion is not None and self.champion != version:
+            self.champion_history.append(self.champion)
+        self._serve_only(version)
+
+    def restore_previous_champion(self) -> tuple[str, str | None]:
+        """Make the latest non-deprecated earlier champion serve again: (restored, replaced)."""
+        history = self.champion_history
+        while history and self.versions[history[-1]].deprecated:
+            history.pop()
+        if not history:
+            raise ConflictError(
+                f"{self.name} has no earlier champion to roll back to; "
+                f"promote a version with `mlops promote {self.name} VERSION`"
+            )
+        previous, current = history.pop(), self.champion
+        self._serve_only(previous)
+        return previous, current
+
+    def split_traffic(self, control: str, treatment: str, treatment_pct: float) -> None:
+        """Route `treatment_pct` percent to the treatment and the rest to the control."""
+        self.versions[control].traffic_percentage = round(100.0 - treatment_pct, 2)
+        self.versions[treatment].traffic_percentage = treatment_pct
+
+    def _serve_only(self, version: str) -> None:
+        self.champion = version
+        for name, record in self.versions.items():
+            record.traffic_percentage = 100.0 if name == version else 0.0
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "champion": self.champion,
+            "champion_history": list(self.champion_history),
+            "versions": {v: rec.to_doc() for v, rec in self.versions.items()},
+        }
+
+
+@dataclass
+class ABTest:
+    """An A/B test between a model type's champion (control) and a treatment version."""
+
+    name: str
+    model_type: str
+    control_version: str
+    treatment_version: str
+    treatment_traffic_pct: float
+    duration_days: float
+    min_requests: int
+    max_error_rate_increase: float
+    min_confidence_improvement: float
+    alpha: float
+    method: str
+    sequential_tuning: int
+    status: str = "running"
+    started_at: str = ""
+    finalized_at: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def version_of(self, variant: str) -> str:
+        return self.control_version if variant == "control" else self.treatment_version
+
+    def config(self) -> dict[str, Any]:
+        """The decision settings (the `ab.defaults` keys) with the two versions."""
+        return {
+            "control_version": self.control_version,
+            "treatment_version": self.treatment_version,
+            **{k: getattr(self, k) for k in AB_CONFIG_FIELDS},
+        }
+
+    def to_doc(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of a test: its name and every field the registry keeps."""
+        return {"name": self.name, **self.to_doc()}
+
+
+@dataclass
+class Settings:
+    """The validated `settings` block, defaults merged in."""
+
+    data: dict[str, Any]
+
+    @property
+    def lock_timeout_s(self) -> float:
+        return float(self.data["lock_timeout_s"])
+
+    @property
+    def drift(self) -> dict[str, Any]:
+        return self.data["drift"]  # type: ignore[no-any-return]
+
+    @property
+    def ab_defaults(self) -> dict[str, Any]:
+        return self.data["ab"]["defaults"]  # type: ignore[no-any-return]
+
+    def get(self, key: str) -> Any:
+        """A setting by dotted key (`drift.thresholds.retrain`)."""
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise NotFoundError(
+                    f"unknown setting {key!r}; see `mlops config list` for the settings"
+                )
+            node = node[part]
+        return node
+
+    def flat(self) -> list[tuple[str, Any]]:
+        """Every setting as (dotted key, value); the hooks map stays one entry."""
+        out: list[tuple[str, Any]] = []
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict) and node and prefix != "drift.hooks":
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out.append((prefix, node))
+
+        walk("", self.data)
+        return out
+
+
+@dataclass
+class RegistryState:
+    """Everything `registry.yaml` holds, typed."""
+
+    schema_version: int
+    settings: Settings
+    models: dict[str, ModelType] = field(default_factory=dict)
+    ab_tests: dict[str, ABTest] = field(default_factory=dict)
+
+    def model(self, model_type: str) -> ModelType:
+        """A model type; an unknown one is a NotFoundError listing the known ones."""
+        validate_name(model_type, "model type")
+        try:
+            return self.models[model_type]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none registered yet"
+            raise NotFoundError(f"unknown model type {model_type!r} (known: {known})") from None
+
+    def version(self, model_type: str, version: str) -> VersionRecord:
+        return self.model(model_type).version(version)
+
+    def test(self, name: str) -> ABTest:
+        validate_name(name, "A/B test name")
+        try:
+            return self.ab_tests[name]
+        except KeyError:
+            known = ", ".join(sorted(self.ab_tests)) or "none started yet"
+            raise NotFoundError(f"unknown A/B test {name!r} (known: {known})") from None
+
+    def running_test(self, model_type: str) -> ABTest | None:
+        """The test running on a model type (at most one runs)."""
+        for test in self.ab_tests.values():
+            if test.model_type == model_type and test.running:
+                return test
+        return None
+
+    def require_no_running_test(self, model_type: str) -> None:
+        test = self.running_test(model_type)
+        if test is not None:
+            raise ConflictError(
+                f"A/B test {test.name} is running on {model_type}; finalize it with "
+                f"`mlops ab finalize {test.name} promote|rollback`, or pass --force"
+            )
+
+    def running_tests(self) -> dict[str, ABTest]:
+        return {name: t for name, t in self.ab_tests.items() if t.running}
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "settings": self.settings.data,
+            "models": {name: m.to_doc() for name, m in self.models.items()},
+            "ab_tests": {name: t.to_doc() for name, t in self.ab_tests.items()},
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RegistryState:
+        """Build the typed state from a validated document (see schema.validate_state)."""
+        return cls(
+            schema_version=doc["schema_version"],
+            settings=Settings(doc["settings"]),
+            models={
+                name: ModelType(
+                    name=name,
+                    champion=m["champion"],
+                    champion_history=list(m["champion_history"]),
+                    versions={v: VersionRecord(**rec) for v, rec in m["versions"].items()},
+                )
+                for name, m in doc["models"].items()
+            },
+            ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
+        )

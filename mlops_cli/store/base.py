@@ -1,0 +1,163 @@
+"""The Store: what the registry, A/B and drift managers need from storage, and nothing more.
+
+A store keeps the typed registry state (changed in transactions under the store's lock) and
+named append-only streams of records:
+
+    ab/<test>                              requests of an A/B test
+    metrics/<model_type>/<version>         observations behind update_metrics
+    drift/<model_type>/<version>/reference | production | checks
+    events                                 the audit log
+
+Every operation is atomic. The directory store (files.py) keeps today's files byte for byte;
+every store passes the contract suite in tests/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..naming import validate_name, validate_version
+from ..state import RegistryState
+from ..stats import Moments
+from ..timeutil import Clock, stamp
+
+if TYPE_CHECKING:
+    import numpy as np
+
+EVENTS = "events"
+DRIFT_KINDS = ("reference", "production", "checks")
+
+Validator = Callable[[Any, str], Any]
+Progress = Callable[[int], None]
+
+
+def ab_stream(test: str) -> str:
+    return f"ab/{validate_name(test, 'A/B test name')}"
+
+
+def metrics_stream(model_type: str, version: str) -> str:
+    return f"metrics/{validate_name(model_type, 'model type')}/{validate_version(version)}"
+
+
+def drift_stream(model_type: str, version: str, kind: str) -> str:
+    if kind not in DRIFT_KINDS:
+        raise ValueError(f"unknown drift stream {kind!r}")
+    return f"drift/{validate_name(model_type, 'model type')}/{validate_version(version)}/{kind}"
+
+
+@dataclass
+class Transaction:
+    """The registry state being changed under the store's lock, and the audit events to add."""
+
+    state: RegistryState
+    actor: str
+    clock: Clock
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(self, kind: str, reason: str | None = None, **fields: Any) -> None:
+        record = {"ts": stamp(self.clock()), "event": kind, **fields}
+        self.events.append({**record, "actor": self.actor, "reason": reason})
+
+
+@dataclass
+class Summary:
+    """Sufficient statistics of a stream per key (`all`, or the A/B variant)."""
+
+    arms: dict[str, Moments] = field(default_factory=dict)
+    torn_bytes: int = 0  # an incomplete last record (a write cut short), not counted
+    skipped: list[int] = field(default_factory=list)  # malformed records skipped, by line
+
+    def arm(self, key: str) -> Moments:
+        return self.arms.get(key) or Moments()
+
+
+@dataclass
+class Samples:
+    """Predictions and confidences read from a sample stream."""
+
+    prediction: np.ndarray
+    confidence: np.ndarray
+    skipped: int = 0
+    torn_bytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.prediction)
+
+
+@dataclass
+class BatchResult:
+    """What a batch append did: records it appended and records an earlier try had appended."""
+
+    batch_id: str
+    recorded: int
+    already_recorded: int
+
+
+class Store(Protocol):
+    """Storage of one project (a directory, or a database)."""
+
+    location: str  # what the user named: a directory path or a URL (for messages and hooks)
+    clock: Clock
+
+    def read(self) -> RegistryState:
+        """The current registry state (validated; treat as read-only)."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """Read, change and commit the registry state (and its events) atomically under the
+        store's lock; an exception inside leaves everything as it was."""
+
+    def append(self, stream: str, record: dict[str, Any]) -> None:
+        """Append one validated record (with its `ts`)."""
+
+    def append_batch(
+        self,
+        stream: str,
+        data: bytes,
+        validate: Validator,
+        batch_id: str | None,
+        progress: Progress | None = None,
+        cap: int | None = None,
+    ) -> BatchResult:
+        """Append a JSONL batch whole or not at all, once per batch id (default: the content
+        hash). With `cap`, refuse (nothing appended) when the stream would hold more."""
+
+    def replace(self, stream: str, data: bytes, validate: Validator) -> int:
+        """Replace a stream's records with a validated JSONL batch; return the count."""
+
+    def count(self, stream: str) -> int:
+        """Records in a stream."""
+
+    def position(self, stream: str) -> int:
+        """A marker that changes whenever records are appended to the stream."""
+
+    def summary(
+        self,
+        stream: str,
+        key_field: str | None,
+        keys: tuple[str, ...] | None = None,
+        skip_invalid: bool = False,
+    ) -> Summary:
+        """Moments of a request stream per key, incrementally (cost grows with what is new)."""
+
+    def samples(
+        self, stream: str, last: int | None = None, first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Samples:
+        """The last `last` (or first `first`) samples of a sample stream as arrays, at a cost
+        that does not grow with the stream's history."""
+
+    def history(
+        self, stream: str, since: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Records of a stream (checks, events), oldest first; since a time, or the last N."""
+
+    def claim(self, key: str, ttl_s: float) -> bool:
+        """True for exactly one caller per `ttl_s` seconds across processes and hosts."""
+
+    def close(self) -> None:
+        """Release connections and descriptors."""
+
