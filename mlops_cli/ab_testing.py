@@ -5,25 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
-
-from . import jsonl
-from .batch import BatchResult, append_batch, check_ts
-from .errors import ConflictError, NotFoundError, ValidationError
+from .errors import ConflictError, ValidationError
 from .naming import validate_name, validate_version
-from .registry import bucket, check_finite
+from .records import VARIANTS, validate_request
+from .registry import ModelRegistry, ModelVersion
+from .results import MappingResult
 from .schema import AB_FIELDS
-from .summary import Moments, Summary, summarize
+from .state import ABTest
+from .stats import Moments
+from .store.base import BatchResult, Store, Summary, ab_stream
+from .timeutil import days_between, format_ts, parse_ts, stamp
 
-if TYPE_CHECKING:
-    from .project import Project, Transaction
-
-VARIANTS = ("control", "treatment")
-REQUEST_FIELDS = {"variant", "inference_time_ms", "confidence", "error", "user_id", "ts"}
-NUMBER = (int, float)
 DECISIONS = ("promote", "rollback", "continue")
 
 
@@ -54,6 +48,21 @@ class ABTestConfig:
             )
         return cls(**{k: v for k, v in doc.items()})
 
+    @classmethod
+    def from_sources(
+        cls, name: str, config_file: Any = None, **flags: Any
+    ) -> ABTestConfig:
+        """`ab start`: the fields of a YAML config file, overridden by the flags that are set."""
+        from .schema import load_yaml_mapping
+
+        doc: dict[str, Any] = load_yaml_mapping(config_file) if config_file else {}
+        doc.update({k: v for k, v in flags.items() if v is not None})
+        doc["name"] = name
+        for key, flag in (("model_type", "--model-type"), ("treatment_version", "--treatment")):
+            if not doc.get(key):
+                raise ValidationError(f"{flag} is required (or {key} in --config-file)")
+        return cls.from_dict(doc)
+
     def resolved(self, defaults: dict[str, Any]) -> ABTestConfig:
         """A copy with every unset field taken from `defaults`, each value validated."""
         values = {}
@@ -82,7 +91,7 @@ class ArmFigures:
 
 
 @dataclass
-class Evaluation:
+class Evaluation(MappingResult):
     """The decision on an A/B test and the figures behind it."""
 
     test: str
@@ -101,11 +110,6 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def days_between(start: str, now: datetime) -> float:
-    started = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    return max((now - started).total_seconds() / 86400.0, 0.0)
 
 
 def decide(
@@ -211,121 +215,100 @@ def _arm(version: str, m: Moments) -> ArmFigures:
     return ArmFigures(version, m.n, m.error_rate, m.avg_confidence, m.avg_inference_time_ms)
 
 
-def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
-    """A recorded request with its fields checked; `where` prefixes messages (batch line)."""
-    if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and "ts" not in doc:
-        # The common case, checked without building any message.
-        t: Any = doc.get("inference_time_ms")
-        c: Any = doc.get("confidence")
-        if (
-            doc.get("variant") in VARIANTS
-            and type(t) in NUMBER
-            and 0 <= t < math.inf
-            and type(c) in NUMBER
-            and 0 <= c <= 1
-            and type(doc.get("error", False)) is bool
-            and type(doc.get("user_id", "")) in (str, int)
-        ):
-            return doc
-    if not isinstance(doc, dict):
-        raise ValidationError(f"{where}expected a JSON object")
-    unknown = set(doc) - REQUEST_FIELDS
-    if unknown:
-        raise ValidationError(f"{where}unknown field {sorted(unknown)[0]!r}")
-    for key in ("variant", "inference_time_ms", "confidence"):
-        if key not in doc:
-            raise ValidationError(f"{where}missing {key!r}")
-    if doc["variant"] not in VARIANTS:
-        raise ValidationError(
-            f"{where}variant must be control or treatment, not {doc['variant']!r}"
-        )
-    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0)
-    check_finite(f"{where}confidence", doc["confidence"], 0, 1)
-    if not isinstance(doc.get("error", False), bool):
-        raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")
-    if not isinstance(doc.get("user_id", ""), (str, int)):
-        raise ValidationError(f"{where}user_id must be a string")
-    if "ts" in doc:
-        check_ts(doc["ts"], where)
-    return doc
+@dataclass
+class Assignment(MappingResult):
+    """Which variant serves a user: `name` (control, treatment, or champion), its version."""
+
+    name: str
+    version: str
+    model: ModelVersion
+    test: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "model": self.model.to_dict()}
+
+
+@dataclass
+class TestStatus(MappingResult):
+    """A test as the registry keeps it, with the requests recorded per arm."""
+
+    test: ABTest
+    requests: dict[str, int]
+    days_elapsed: float | None = None
+    torn_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = self.test.to_dict()
+        if self.days_elapsed is not None:
+            doc["days_elapsed"] = self.days_elapsed
+        doc["requests"] = self.requests
+        if self.torn_bytes is not None:
+            doc["torn_bytes"] = self.torn_bytes
+        return doc
 
 
 class ABTestManager:
     """Starts, routes, records and decides the A/B tests of a project."""
 
-    def __init__(self, project: Project, clock: Callable[[], datetime] | None = None) -> None:
-        self.project = project
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+    def __init__(self, store: Store, registry: ModelRegistry) -> None:
+        self.store = store
+        self.registry = registry
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _test(self, name: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        validate_name(name, "A/B test name")
-        tests = (state or self.project.state())["ab_tests"]
-        if name not in tests:
-            known = ", ".join(sorted(tests)) or "none started yet"
-            raise NotFoundError(f"unknown A/B test {name!r} (known: {known})")
-        return tests[name]  # type: ignore[no-any-return]
-
     @property
-    def active_tests(self) -> dict[str, dict[str, Any]]:
+    def active_tests(self) -> dict[str, ABTest]:
         """Running tests by name (the seed's `_active_tests`)."""
-        return {
-            n: t for n, t in self.project.state()["ab_tests"].items() if t["status"] == "running"
-        }
+        return self.store.read().running_tests()
 
     _active_tests = active_tests
 
-    def get_test(self, name: str) -> dict[str, Any]:
-        return {"name": name, **self._test(name)}
+    def get_test(self, name: str) -> ABTest:
+        return self.store.read().test(name)
 
-    def list_tests(self) -> list[dict[str, Any]]:
+    def requests(self, name: str) -> Summary:
+        """Per-arm sufficient statistics of a test's requests."""
+        return self.store.summary(ab_stream(name), "variant", VARIANTS)
+
+    def list_tests(self) -> list[TestStatus]:
         out = []
-        for name, test in sorted(self.project.state()["ab_tests"].items()):
-            summary = self._summary(name)
-            out.append(
-                {
-                    "name": name,
-                    **test,
-                    "requests": {v: summary.arm(v).n for v in VARIANTS},
-                }
-            )
+        for name, test in sorted(self.store.read().ab_tests.items()):
+            summary = self.requests(name)
+            out.append(TestStatus(test, {v: summary.arm(v).n for v in VARIANTS}))
         return out
 
-    def status(self, name: str) -> dict[str, Any]:
-        test = self._test(name)
-        summary = self._summary(name)
-        return {
-            "name": name,
-            **test,
-            "days_elapsed": days_between(test["started_at"], self.clock()),
-            "requests": {v: summary.arm(v).n for v in VARIANTS},
-            "torn_bytes": summary.torn_bytes,
-        }
+    def status(self, name: str) -> TestStatus:
+        test = self.get_test(name)
+        summary = self.requests(name)
+        return TestStatus(
+            test,
+            {v: summary.arm(v).n for v in VARIANTS},
+            days_between(test.started_at, self.store.clock()),
+            summary.torn_bytes,
+        )
 
     # -- starting and routing ----------------------------------------------------------------
 
-    def start_test(self, config: ABTestConfig) -> dict[str, Any]:
+    def start_test(self, config: ABTestConfig) -> ABTest:
         """Start a test: the treatment gets `treatment_traffic_pct`, the control the rest."""
         validate_name(config.name, "A/B test name")
         validate_name(config.model_type, "model type")
         validate_version(config.treatment_version)
         if config.control_version is not None:
             validate_version(config.control_version)
-        with self.project.transaction() as txn:
+        with self.store.transaction() as txn:
             state = txn.state
-            cfg = config.resolved(state["settings"]["ab"]["defaults"])
-            if cfg.name in state["ab_tests"]:
+            cfg = config.resolved(state.settings.ab_defaults)
+            if cfg.name in state.ab_tests:
                 raise ConflictError(f"A/B test {cfg.name} already exists; choose another name")
-            registry = self.project.registry
-            model = registry._model(state, cfg.model_type)
-            for name, test in state["ab_tests"].items():
-                if test["model_type"] == cfg.model_type and test["status"] == "running":
-                    raise ConflictError(
-                        f"A/B test {name} is already running on {cfg.model_type}; finalize it "
-                        "first (one running test per model type)"
-                    )
-            champion = model["champion"]
+            model = state.model(cfg.model_type)
+            running = state.running_test(cfg.model_type)
+            if running is not None:
+                raise ConflictError(
+                    f"A/B test {running.name} is already running on {cfg.model_type}; finalize "
+                    "it first (one running test per model type)"
+                )
+            champion = model.champion
             if champion is None:
                 raise ConflictError(f"{cfg.model_type} has no champion to test against")
             control = cfg.control_version or champion
@@ -336,60 +319,46 @@ class ABTestManager:
                 )
             if cfg.treatment_version == control:
                 raise ValidationError("treatment and control are the same version; pick another")
-            treatment = registry._record(state, cfg.model_type, cfg.treatment_version)
-            if treatment["deprecated"]:
+            if model.version(cfg.treatment_version).deprecated:
                 raise ConflictError(
                     f"{cfg.model_type} {cfg.treatment_version} is deprecated and cannot be tested"
                 )
-            record = {
-                "model_type": cfg.model_type,
-                "control_version": control,
-                "treatment_version": cfg.treatment_version,
+            test = ABTest(
+                name=cfg.name,
+                model_type=cfg.model_type,
+                control_version=control,
+                treatment_version=cfg.treatment_version,
                 **{k: getattr(cfg, k) for k in AB_FIELDS},
-                "status": "running",
-                "started_at": self.clock().isoformat().replace("+00:00", "Z"),
-                "finalized_at": None,
-            }
-            state["ab_tests"][cfg.name] = record
-            pct = record["treatment_traffic_pct"]
-            model["versions"][control]["traffic_percentage"] = round(100.0 - pct, 2)
-            model["versions"][cfg.treatment_version]["traffic_percentage"] = pct
+                status="running",
+                started_at=format_ts(self.store.clock()),
+                finalized_at=None,
+            )
+            state.ab_tests[cfg.name] = test
+            model.split_traffic(control, cfg.treatment_version, test.treatment_traffic_pct)
             txn.event(
                 "ab_started",
                 test=cfg.name,
                 model_type=cfg.model_type,
                 control=control,
                 treatment=cfg.treatment_version,
-                traffic_pct=pct,
+                traffic_pct=test.treatment_traffic_pct,
             )
-        return {"name": cfg.name, **record}
+        return test
 
-    def assign_variant(self, model_type: str, user_id: str) -> dict[str, Any]:
+    def assign_variant(self, model_type: str, user_id: str) -> Assignment:
         """Deterministic, sticky assignment: {"name", "version", "model"}."""
-        state = self.project.state()
-        registry = self.project.registry
-        model = registry._model(state, model_type)
-        for name, test in state["ab_tests"].items():
-            if test["model_type"] == model_type and test["status"] == "running":
-                treated = bucket(name, str(user_id)) < round(test["treatment_traffic_pct"] * 100)
-                variant = "treatment" if treated else "control"
-                version = test[f"{variant}_version"]
-                return {
-                    "name": variant,
-                    "version": version,
-                    "model": registry._build(model_type, version, model),
-                    "test": name,
-                }
-        champion = registry.require_champion(model_type)
-        return {"name": "champion", "version": champion.version, "model": champion, "test": None}
+        state = self.store.read()
+        variant, version, test = state.route(model_type, user_id)
+        model = self.registry.build(model_type, version, state.models[model_type])
+        return Assignment(variant, version, model, test.name if test else None)
 
     # -- recording ---------------------------------------------------------------------------
 
-    def _running(self, name: str) -> dict[str, Any]:
-        test = self._test(name)
-        if test["status"] != "running":
+    def _running(self, name: str) -> ABTest:
+        test = self.get_test(name)
+        if not test.running:
             raise ConflictError(
-                f"A/B test {name} is finalized ({test['status']}); start a new test to record"
+                f"A/B test {name} is finalized ({test.status}); start a new test to record"
             )
         return test
 
@@ -406,7 +375,7 @@ class ABTestManager:
         """Record one request of a running test (cheap: one appended line)."""
         self._running(test_name)
         doc: dict[str, Any] = {
-            "ts": ts or jsonl.utc_now(),
+            "ts": ts or stamp(self.store.clock()),
             "variant": variant,
             "inference_time_ms": inference_time_ms,
             "confidence": confidence,
@@ -415,7 +384,7 @@ class ABTestManager:
         if user_id is not None:
             doc["user_id"] = user_id
         validate_request(doc)
-        self.project.append_log(self.project.ab_log(test_name), orjson.dumps(doc) + b"\n")
+        self.store.append(ab_stream(test_name), doc)
 
     def record_batch(
         self,
@@ -426,19 +395,11 @@ class ABTestManager:
     ) -> BatchResult:
         """Record a JSONL batch all or nothing, exactly once per batch id (default: its hash)."""
         self._running(test_name)
-        return append_batch(
-            self.project.ab_log(test_name),
-            data,
-            validate_request,
-            self.project._lock_timeout(),
-            batch_id,
-            progress,
+        return self.store.append_batch(
+            ab_stream(test_name), data, validate_request, batch_id, progress
         )
 
     # -- deciding ----------------------------------------------------------------------------
-
-    def _summary(self, name: str, skip_invalid: bool = False) -> Summary:
-        return summarize(self.project.ab_log(name), "variant", skip_invalid, VARIANTS)
 
     def evaluate_test(
         self, test_name: str, apply: bool = False, skip_invalid: bool = False
@@ -447,30 +408,30 @@ class ABTestManager:
 
         A malformed line in the log is an error, or with `skip_invalid` skipped and counted.
         """
-        test = self._test(test_name)
-        summary = self._summary(test_name, skip_invalid)
-        days = days_between(test["started_at"], self.clock())
-        if test["finalized_at"]:
-            days = days_between(test["started_at"], _parse(test["finalized_at"]))
-        result = decide(test_name, test, summary.arm("control"), summary.arm("treatment"), days)
-        result.status = test["status"]
+        test = self.get_test(test_name)
+        summary = self.store.summary(ab_stream(test_name), "variant", VARIANTS, skip_invalid)
+        end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
+        days = days_between(test.started_at, end)
+        result = decide(
+            test_name, test.config(), summary.arm("control"), summary.arm("treatment"), days
+        )
+        result.status = test.status
         result.skipped_lines = len(summary.skipped)
         result.torn_bytes = summary.torn_bytes
-        if apply and test["status"] == "running" and result.decision in ("promote", "rollback"):
+        if apply and test.running and result.decision in ("promote", "rollback"):
             self.finalize_test(test_name, result.decision)
             result.applied = True
             result.status = "promoted" if result.decision == "promote" else "rolled_back"
         return result
 
-    def finalize_test(self, test_name: str, decision: str, force: bool = False) -> dict[str, Any]:
+    def finalize_test(self, test_name: str, decision: str, force: bool = False) -> ABTest:
         """End a test: `promote` makes the treatment champion, `rollback` keeps the control.
 
         `promote` is refused unless the evaluation says promote (or `force`).
         """
         if decision not in ("promote", "rollback"):
             raise ValidationError(f"decision must be promote or rollback, not {decision!r}")
-        test = self._running(test_name)
-        evaluation = None
+        self._running(test_name)
         if decision == "promote" and not force:
             evaluation = self.evaluate_test(test_name)
             if evaluation.decision != "promote":
@@ -478,32 +439,21 @@ class ABTestManager:
                     f"the evaluation of {test_name} says {evaluation.decision}, not promote "
                     f"({'; '.join(evaluation.reasons)}); pass --force to promote anyway"
                 )
-        with self.project.transaction() as txn:
-            test = self._test(test_name, txn.state)
-            if test["status"] != "running":
+        with self.store.transaction() as txn:
+            test = txn.state.test(test_name)
+            if not test.running:
                 raise ConflictError(f"A/B test {test_name} was finalized meanwhile")
-            self._finish(txn, test_name, test, decision, forced=force)
-        return {"name": test_name, **test}
-
-    def _finish(
-        self, txn: Transaction, name: str, test: dict[str, Any], decision: str, forced: bool
-    ) -> None:
-        from .registry import ModelRegistry
-
-        model = txn.state["models"][test["model_type"]]
-        test["status"] = "promoted" if decision == "promote" else "rolled_back"
-        test["finalized_at"] = self.clock().isoformat().replace("+00:00", "Z")
-        keep = test["treatment_version"] if decision == "promote" else model["champion"]
-        ModelRegistry._make_champion(model, keep)
-        txn.event(
-            "ab_finalized",
-            test=name,
-            model_type=test["model_type"],
-            decision=decision,
-            version=keep,
-            forced=forced or None,
-        )
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            model = txn.state.models[test.model_type]
+            test.status = "promoted" if decision == "promote" else "rolled_back"
+            test.finalized_at = format_ts(self.store.clock())
+            keep = test.treatment_version if decision == "promote" else test.control_version
+            model.make_champion(keep)
+            txn.event(
+                "ab_finalized",
+                test=test_name,
+                model_type=test.model_type,
+                decision=decision,
+                version=keep,
+                forced=force or None,
+            )
+        return test

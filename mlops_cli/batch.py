@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +11,19 @@ import orjson
 
 from . import jsonl
 from .errors import ValidationError
-
-
-def check_ts(value: Any, where: str) -> None:
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if not isinstance(value, str) or parsed is None or parsed.tzinfo is None:
-        raise ValidationError(f"{where}ts must be an ISO-8601 time with a zone, not {value!r}")
+from .store.base import BatchResult
 
 
 class BatchError(ValidationError):
     """A batch with bad lines: lists the first ten line numbers and the count."""
+
+
+class CapError(ValidationError):
+    """A batch would take a capped stream (the reference set) past its size."""
+
+    def __init__(self, held: int, adding: int, cap: int) -> None:
+        super().__init__(f"the stream holds {held} of {cap} records; adding {adding} exceeds it")
+        self.held, self.adding, self.cap = held, adding, cap
 
 
 def validate_batch(
@@ -83,15 +81,6 @@ def validate_batch(
         if line:
             out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
     return b"\n".join(out) + b"\n", count
-
-
-@dataclass
-class BatchResult:
-    """What a batch append did: records it appended and records an earlier try had appended."""
-
-    batch_id: str
-    recorded: int
-    already_recorded: int
 
 
 def append_batch(

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from .ab_testing import ABTestConfig
+from .drift import DriftReport
 from .errors import ValidationError
 from .project import Project
 from .registry import ModelVersion
@@ -46,7 +47,8 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
     rng = np.random.default_rng(seed)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start = now - timedelta(days=14)  # A/B week, then a drift week
-    project = Project.init(root)
+    clock = {"now": start}
+    project = Project.init(root, clock=lambda: clock["now"])
     yield "init", {"root": str(root)}
 
     models = root / "models"
@@ -71,8 +73,6 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
     project.set_setting("drift.window_size", str(SAMPLES_PER_DAY))
 
     # -- the A/B week ----------------------------------------------------------------------
-    clock = {"now": start}
-    project.ab.clock = lambda: clock["now"]
     project.ab.start_test(
         ABTestConfig(
             name=TEST,
@@ -120,7 +120,6 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
     # -- the drift week --------------------------------------------------------------------
     detector = project.drift_detector("gnn", champion.version)
     ab_end = start + timedelta(days=7)
-    detector.clock = lambda: clock["now"]
     reference = b"".join(
         orjson.dumps({"ts": _iso(ab_end), "prediction": float(p), "confidence": float(c)}) + b"\n"
         for p, c in zip(
@@ -129,7 +128,7 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
     )
     detector.set_reference(reference)
     yield "reference", {"samples": 5000, "version": champion.version}
-    report: dict[str, Any] = {}
+    report: DriftReport | None = None
     for day in range(1, 8):
         drifting_days = max(0, day - DRIFT_FROM_DAY + 1)
         shift = drifting_days * 0.3
@@ -157,7 +156,7 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
         clock["now"] = day_start + timedelta(days=1)
         report = detector.check()
         yield "drift_day", {"day": day, "report": report}
-        if report["alert_triggered"]:
+        if report.alert_triggered:
             break
 
     # -- Prometheus ------------------------------------------------------------------------
@@ -179,8 +178,8 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
             "ab_decision": evaluation.decision,
             "ab_requests": evaluation.requests,
             "confidence_diff": evaluation.metrics["confidence_diff"]["estimate"],
-            "drift_level": report.get("level"),
-            "drift_score": report.get("current_drift_score"),
+            "drift_level": report.level if report else None,
+            "drift_score": report.current_drift_score if report else None,
             "hook_log": retrain_log.read_text().strip() if retrain_log.exists() else "",
             "commands": explore_commands(root),
         },

@@ -14,49 +14,23 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from . import jsonl
-from .batch import BatchResult, append_batch, check_ts, validate_batch
-from .errors import HookError, StateError, ValidationError
-from .registry import check_finite
+from .batch import CapError
+from .errors import GateError, HookError, ValidationError
+from .records import validate_sample
+from .results import MappingResult
+from .state import Level
+from .store.base import BatchResult, Store, drift_stream
+from .timeutil import format_ts, stamp
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .project import Project
-
-LEVELS = ("ok", "monitor", "retrain", "critical")
-SAMPLE_FIELDS = {"prediction", "confidence", "ts"}
-NUMBER = (int, float)
-
-
-def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
-    """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]."""
-    if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and "ts" not in doc:
-        # The common case, checked without building any message.
-        p: Any = doc.get("prediction")
-        c: Any = doc.get("confidence")
-        if type(p) in NUMBER and -math.inf < p < math.inf and type(c) in NUMBER and 0 <= c <= 1:
-            return doc
-    if not isinstance(doc, dict):
-        raise ValidationError(f"{where}expected a JSON object")
-    unknown = set(doc) - SAMPLE_FIELDS
-    if unknown:
-        raise ValidationError(f"{where}unknown field {sorted(unknown)[0]!r}")
-    for key in ("prediction", "confidence"):
-        if key not in doc:
-            raise ValidationError(f"{where}missing {key!r}")
-    check_finite(f"{where}prediction", doc["prediction"])
-    check_finite(f"{where}confidence", doc["confidence"], 0, 1)
-    if "ts" in doc:
-        check_ts(doc["ts"], where)
-    return doc
+LEVELS = tuple(level.value for level in Level)
 
 
 @dataclass(frozen=True)
@@ -112,14 +86,8 @@ def combine(c: Components, weights: dict[str, float]) -> float:
 
 
 def level_of(score: float, thresholds: dict[str, float]) -> str:
-    """ok <= monitor threshold < monitor <= retrain threshold < retrain <= critical < critical."""
-    if score > thresholds["critical"]:
-        return "critical"
-    if score > thresholds["retrain"]:
-        return "retrain"
-    if score > thresholds["monitor"]:
-        return "monitor"
-    return "ok"
+    """The level name of a score (see state.Level.of)."""
+    return Level.of(score, thresholds).value
 
 
 RECOMMENDATIONS = {
@@ -130,121 +98,105 @@ RECOMMENDATIONS = {
 }
 
 
-def read_columns(
-    path: Path, start: int, stop: int | None, limit: int, skip_invalid: bool = False
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time.
+@dataclass
+class DriftReport(MappingResult):
+    """The seed's drift report of one model version, with the figures behind it."""
 
-    Returns the arrays and the number of malformed lines skipped (only with `skip_invalid`;
-    otherwise a malformed line is an error naming its line).
-    """
-    import numpy as np
+    model_type: str
+    model_version: str
+    status: str  # active or insufficient_data
+    current_drift_score: float | None
+    avg_drift_7d: float | None
+    alert_triggered: bool
+    level: str | None
+    recommendation: str
+    components: dict[str, float | None]
+    ks_pvalue: float | None
+    n_reference: int
+    n_window: int
+    checked_at: str
+    skipped_lines: int = 0
+    torn_bytes: int = 0
+    hooks: list[dict[str, Any]] = field(default_factory=list)
 
-    pred, conf = np.empty(limit), np.empty(limit)
-    n = skipped = 0
-    for chunk in jsonl.read_span(path, start, stop, skip_invalid):
-        skipped += len(chunk.skipped)
-        rows = chunk.records[: limit - n]
-        try:
-            pred[n : n + len(rows)] = [r["prediction"] for r in rows]
-            conf[n : n + len(rows)] = [r["confidence"] for r in rows]
-        except (KeyError, TypeError, ValueError):
-            good = []
-            for i, row in enumerate(rows):
-                try:
-                    good.append(validate_sample(row))
-                except ValidationError as exc:
-                    if not skip_invalid:
-                        line = jsonl.lines_before(path, start) + chunk.line_of(i)
-                        raise StateError(
-                            f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
-                            "it, or pass --skip-invalid"
-                        ) from None
-                    skipped += 1
-            rows = good
-            pred[n : n + len(rows)] = [r["prediction"] for r in rows]
-            conf[n : n + len(rows)] = [r["confidence"] for r in rows]
-        n += len(rows)
-        if n >= limit:
-            break
-    return pred[:n], conf[:n], skipped
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class DriftDetector:
     """Reference set, production log and check history of one model version."""
 
-    def __init__(
-        self,
-        project: Project,
-        model_type: str,
-        model_version: str,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.project = project
+    def __init__(self, store: Store, model_type: str, model_version: str) -> None:
+        self.store = store
         self.model_type = model_type
         self.model_version = model_version
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
-        directory = project.drift_dir(model_type, model_version)
-        self.reference_path = directory / "reference.jsonl"
-        self.production_path = directory / "production.jsonl"
-        self.checks_path = directory / "checks.jsonl"
-        self._reference_seen = (0, 0, 0)  # (inode, offset, lines) counted so far
+        self.reference = drift_stream(model_type, model_version, "reference")
+        self.production = drift_stream(model_type, model_version, "production")
+        self.checks = drift_stream(model_type, model_version, "checks")
 
     def __repr__(self) -> str:
         return f"DriftDetector({self.model_type!r}, {self.model_version!r})"
 
     @property
     def _drift(self) -> dict[str, Any]:
-        return self.project.settings["drift"]  # type: ignore[no-any-return]
+        return self.store.read().settings.drift
 
     def _require_version(self) -> None:
-        state = self.project.state()
-        model = state["models"].get(self.model_type)
-        if model is None or self.model_version not in model["versions"]:
-            self.project.registry._record(state, self.model_type, self.model_version)
+        state = self.store.read()
+        model = state.models.get(self.model_type)
+        if model is None or self.model_version not in model.versions:
+            state.version(self.model_type, self.model_version)  # raises the precise error
 
     # -- samples -----------------------------------------------------------------------------
 
-    def _sample_line(self, prediction: float, confidence: float, ts: str | None) -> bytes:
+    def _sample(self, prediction: float, confidence: float, ts: str | None) -> dict[str, Any]:
         self._require_version()
-        doc = {"ts": ts or jsonl.utc_now(), "prediction": prediction, "confidence": confidence}
-        validate_sample(doc)
-        return orjson.dumps(doc) + b"\n"
+        doc = {
+            "ts": ts or stamp(self.store.clock()),
+            "prediction": prediction,
+            "confidence": confidence,
+        }
+        return validate_sample(doc)
 
     def add_reference_sample(
         self, prediction: float, confidence: float, ts: str | None = None
     ) -> None:
         """Add one sample to the reference set (refused once it holds `reference_size`)."""
-        line = self._sample_line(prediction, confidence, ts)
-        self.project.append_log(self.reference_path, line, precheck=self._cap_check(1))
+        doc = self._sample(prediction, confidence, ts)
+        cap = int(self._drift["reference_size"])
+        held = self.store.count(self.reference)
+        if held + 1 > cap:
+            raise ValidationError(self._cap_message(held, 1, cap, replace=False))
+        self.store.append(self.reference, doc)
 
     def add_production_sample(
         self, prediction: float, confidence: float, ts: str | None = None
     ) -> None:
         """Record one live prediction (cheap: one appended line)."""
-        line = self._sample_line(prediction, confidence, ts)
-        self.project.append_log(self.production_path, line)
+        self.store.append(self.production, self._sample(prediction, confidence, ts))
 
     def set_reference(
         self, data: bytes, replace: bool = False, progress: Callable[[int], None] | None = None
     ) -> int:
         """Add a JSONL batch to the reference set, all or nothing; `replace` starts it anew."""
         self._require_version()
-        payload, count = validate_batch(data, validate_sample, progress)
         cap = int(self._drift["reference_size"])
         if replace:
+            from .batch import validate_batch
+
+            _, count = validate_batch(data, validate_sample, progress)
             if count > cap:
                 raise ValidationError(self._cap_message(0, count, cap, replace=True))
-            from .project import atomic_write
-
-            self.reference_path.parent.mkdir(parents=True, exist_ok=True)
-            with jsonl.locked_log(self.reference_path, self.project._lock_timeout()):
-                atomic_write(self.reference_path, payload)
-            return count
-        self.project.append_log(
-            self.reference_path, payload, fsync=True, precheck=self._cap_check(count)
-        )
-        return count
+            return self.store.replace(self.reference, data, validate_sample)
+        try:
+            result = self.store.append_batch(
+                self.reference, data, validate_sample, None, progress, cap=cap
+            )
+        except CapError as exc:
+            raise ValidationError(
+                self._cap_message(exc.held, exc.adding, cap, replace=False)
+            ) from None
+        return result.recorded
 
     def record_batch(
         self,
@@ -254,24 +206,9 @@ class DriftDetector:
     ) -> BatchResult:
         """Record production samples all or nothing, exactly once per batch id (see batch.py)."""
         self._require_version()
-        return append_batch(
-            self.production_path,
-            data,
-            validate_sample,
-            self.project._lock_timeout(),
-            batch_id,
-            progress,
+        return self.store.append_batch(
+            self.production, data, validate_sample, batch_id, progress
         )
-
-    def _cap_check(self, adding: int) -> Callable[[int], None]:
-        cap = int(self._drift["reference_size"])
-
-        def check(fd: int) -> None:
-            held = self._count_reference(fd)
-            if held + adding > cap:
-                raise ValidationError(self._cap_message(held, adding, cap, replace=False))
-
-        return check
 
     def _cap_message(self, held: int, adding: int, cap: int, replace: bool) -> str:
         if replace:
@@ -285,22 +222,9 @@ class DriftDetector:
             "--replace to start a new reference, or raise the setting"
         )
 
-    def _count_reference(self, fd: int) -> int:
-        """Lines in the reference, counting only bytes not counted before (under its lock)."""
-        st = os.fstat(fd)
-        inode, offset, lines = self._reference_seen
-        if inode != st.st_ino or offset > st.st_size:
-            inode, offset, lines = st.st_ino, 0, 0
-        while offset < st.st_size:
-            block = os.pread(fd, min(1 << 20, st.st_size - offset), offset)
-            lines += block.count(b"\n")
-            offset += len(block)
-        self._reference_seen = (inode, offset, lines)
-        return lines
-
     # -- checks ------------------------------------------------------------------------------
 
-    def check(self, window: int | None = None, skip_invalid: bool = False) -> dict[str, Any]:
+    def check(self, window: int | None = None, skip_invalid: bool = False) -> DriftReport:
         """Score the window against the reference, run hooks, append to the history.
 
         A malformed sample line is an error, or with `skip_invalid` skipped and counted.
@@ -310,16 +234,14 @@ class DriftDetector:
         window = int(window or drift["window_size"])
         if window < 2:
             raise ValidationError(f"--window must be at least 2, not {window}")
-        ref_pred, ref_conf, ref_skipped = read_columns(
-            self.reference_path, 0, None, int(drift["reference_size"]), skip_invalid
+        ref = self.store.samples(
+            self.reference, first=int(drift["reference_size"]), skip_invalid=skip_invalid
         )
-        start, production_end, torn = jsonl.tail_span(self.production_path, window)
-        win_pred, win_conf, win_skipped = read_columns(
-            self.production_path, start, production_end, window, skip_invalid
-        )
-        n_ref, n_win = len(ref_pred), len(win_pred)
+        production_end = self.store.position(self.production)
+        win = self.store.samples(self.production, last=window, skip_invalid=skip_invalid)
+        n_ref, n_win = len(ref), len(win)
         row: dict[str, Any] = {
-            "ts": self.clock().isoformat().replace("+00:00", "Z"),
+            "ts": format_ts(self.store.clock()),
             "status": "insufficient_data",
             "score": None,
             "level": None,
@@ -328,18 +250,18 @@ class DriftDetector:
             "n_reference": n_ref,
             "n_window": n_win,
             "window": window,
-            "reference_end": jsonl.tail_span(self.reference_path, 0)[1],
+            "reference_end": self.store.position(self.reference),
             "production_end": production_end,
-            "skipped_lines": ref_skipped + win_skipped,
-            "torn_bytes": torn,
+            "skipped_lines": ref.skipped + win.skipped,
+            "torn_bytes": win.torn_bytes,
         }
         hooks: list[dict[str, Any]] = []
         if min(n_ref, n_win) >= int(drift["min_samples"]):
             parts = components(
-                ref_pred,
-                ref_conf,
-                win_pred,
-                win_conf,
+                ref.prediction,
+                ref.confidence,
+                win.prediction,
+                win.confidence,
                 drift["performance_scale"],
                 drift["distribution_scale"],
             )
@@ -357,18 +279,18 @@ class DriftDetector:
                 },
             )
             hooks = self._run_hooks(score, level)
-        self.project.append_log(self.checks_path, orjson.dumps(row) + b"\n")
+        self.store.append(self.checks, row)
         report = self._report(row)
-        report["hooks"] = hooks
+        report.hooks = hooks
         return report
 
     def _run_hooks(self, score: float, level: str) -> list[dict[str, Any]]:
         """Run the hook of every level the check reached; a failure is an error."""
         drift = self._drift
         results = []
-        reached = LEVELS[1 : LEVELS.index(level) + 1] if level != "ok" else ()
+        reached = [lv for lv in Level.alerting() if Level(level) >= lv]
         for hook_level in reached:
-            command = drift["hooks"].get(hook_level)
+            command = drift["hooks"].get(hook_level.value)
             if not command:
                 continue
             env = {
@@ -377,14 +299,15 @@ class DriftDetector:
                 "MLOPS_MODEL_VERSION": self.model_version,
                 "MLOPS_DRIFT_SCORE": f"{score:.6f}",
                 "MLOPS_DRIFT_LEVEL": level,
-                "MLOPS_PROJECT_DIR": str(self.project.root),
+                "MLOPS_PROJECT_DIR": self.store.location,
             }
             timeout = float(drift["hook_timeout_s"])
             where = (
-                f"drift hook for {hook_level} ({command!r}) of {self.model_type} "
+                f"drift hook for {hook_level.value} ({command!r}) of {self.model_type} "
                 f"{self.model_version}, score {score:.3f} ({level})"
             )
-            code, stdout, stderr = run_hook(command, env, self.project.root, timeout)
+            cwd = Path(self.store.location) if os.path.isdir(self.store.location) else None
+            code, stdout, stderr = run_hook(command, env, cwd, timeout)
             if code is None:
                 raise HookError(
                     f"{where} timed out after {timeout:g} s (drift.hook_timeout_s); "
@@ -397,86 +320,135 @@ class DriftDetector:
                     "the check was not recorded, so the next check runs it again"
                 )
             results.append(
-                {"level": hook_level, "command": command, "exit_code": 0, "output": stdout[-2000:]}
+                {
+                    "level": hook_level.value,
+                    "command": command,
+                    "exit_code": 0,
+                    "output": stdout[-2000:],
+                }
             )
         return results
 
-    def _report(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _report(self, row: dict[str, Any]) -> DriftReport:
         active = row["status"] == "active"
         score = row["score"]
-        thresholds = self._drift["thresholds"]
+        drift = self._drift
         if active:
             recommendation = RECOMMENDATIONS[row["level"]]
         else:
-            need = self._drift["min_samples"]
             recommendation = (
                 f"Collect more samples: {row['n_reference']} reference and "
-                f"{row['n_window']} window samples, {need} needed in each."
+                f"{row['n_window']} window samples, {drift['min_samples']} needed in each."
             )
-        return {
-            "model_type": self.model_type,
-            "model_version": self.model_version,
-            "status": row["status"],
-            "current_drift_score": score,
-            "avg_drift_7d": self.average(days=7),
-            "alert_triggered": bool(active and score > thresholds["retrain"]),
-            "level": row["level"],
-            "recommendation": recommendation,
-            "components": row["components"]
+        return DriftReport(
+            model_type=self.model_type,
+            model_version=self.model_version,
+            status=row["status"],
+            current_drift_score=score,
+            avg_drift_7d=self.average(days=7),
+            alert_triggered=bool(active and score > drift["thresholds"]["retrain"]),
+            level=row["level"],
+            recommendation=recommendation,
+            components=row["components"]
             or {"statistical": None, "performance": None, "distribution": None},
-            "ks_pvalue": row["ks_pvalue"],
-            "n_reference": row["n_reference"],
-            "n_window": row["n_window"],
-            "checked_at": row["ts"],
-            "skipped_lines": row.get("skipped_lines", 0),
-            "torn_bytes": row.get("torn_bytes", 0),
-        }
+            ks_pvalue=row["ks_pvalue"],
+            n_reference=row["n_reference"],
+            n_window=row["n_window"],
+            checked_at=row["ts"],
+            skipped_lines=row.get("skipped_lines", 0),
+            torn_bytes=row.get("torn_bytes", 0),
+        )
 
     def history(self, days: float | None = None) -> list[dict[str, Any]]:
         """Checks, oldest first; with `days`, only those of the last `days` days."""
         if days is None:
-            return jsonl.read_from(self.checks_path).records
-        since = self.clock() - timedelta(days=days)
-        count = 256
-        while True:
-            rows = jsonl.tail(self.checks_path, count).records
-            if len(rows) < count or _when(rows[0]) < since:
-                return [r for r in rows if _when(r) >= since]
-            count *= 4
+            return self.store.history(self.checks)
+        return self.store.history(self.checks, since=self.store.clock() - timedelta(days=days))
 
     def average(self, days: float = 7) -> float | None:
         scores = [r["score"] for r in self.history(days) if r["status"] == "active"]
         return sum(scores) / len(scores) if scores else None
 
-    def get_drift_report(self) -> dict[str, Any]:
+    def get_drift_report(self) -> DriftReport:
         """The latest check, checking first when samples arrived since (never stale)."""
         self._require_version()
-        last = jsonl.tail(self.checks_path, 1).records
+        last = self.store.history(self.checks, limit=1)
         if last and not self._stale(last[0]):
-            report = self._report(last[0])
-            report["hooks"] = []
-            return report
+            return self._report(last[0])
         return self.check()
 
     def _stale(self, row: dict[str, Any]) -> bool:
         """Whether samples arrived (or settings changed) since the check `row`."""
         return (
-            row.get("production_end") != jsonl.tail_span(self.production_path, 0)[1]
-            or row.get("reference_end") != jsonl.tail_span(self.reference_path, 0)[1]
+            row.get("production_end") != self.store.position(self.production)
+            or row.get("reference_end") != self.store.position(self.reference)
             or row.get("window") != self._drift["window_size"]
         )
 
     def detect_drift(self) -> float | None:
         """Check now and return the score (None while data is insufficient)."""
-        score: float | None = self.check()["current_drift_score"]
-        return score
+        return self.check().current_drift_score
 
     def has_reference(self) -> bool:
-        return self.reference_path.is_file() and self.reference_path.stat().st_size > 0
+        return self.store.count(self.reference) > 0
+
+    def last_check(self) -> dict[str, Any] | None:
+        """The latest recorded check row, if any."""
+        rows = self.store.history(self.checks, limit=1)
+        return rows[0] if rows else None
+
+
+class DriftMonitor:
+    """The drift detectors of a project, and checks across all of them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._detectors: dict[tuple[str, str], DriftDetector] = {}
+
+    def detector(self, model_type: str, version: str) -> DriftDetector:
+        """The drift detector of one model version (one object per version)."""
+        key = (model_type, version)
+        detector = self._detectors.get(key)
+        if detector is None:
+            detector = self._detectors[key] = DriftDetector(self.store, model_type, version)
+        return detector
+
+    def detectors(self) -> dict[tuple[str, str], DriftDetector]:
+        """A detector for every registered version that has a reference set."""
+        out = {}
+        for model_type, model in sorted(self.store.read().models.items()):
+            for version in model.versions:
+                detector = self.detector(model_type, version)
+                if detector.has_reference():
+                    out[(model_type, version)] = detector
+        return out
+
+    def check_all(self, window: int | None = None, skip_invalid: bool = False) -> list[DriftReport]:
+        """Check every version with a reference set."""
+        return [d.check(window, skip_invalid) for d in self.detectors().values()]
+
+
+def parse_level(value: str | None) -> Level | None:
+    """A `--fail-on` level: monitor, retrain or critical."""
+    if value is None:
+        return None
+    if value not in [lv.value for lv in Level.alerting()]:
+        raise ValidationError(f"--fail-on takes monitor, retrain or critical, not {value!r}")
+    return Level(value)
+
+
+def gate(reports: list[DriftReport], fail_on: Level | None) -> None:
+    """Raise GateError (exit 3) when a report is at `fail_on` or above."""
+    if fail_on is None:
+        return
+    worst = [r for r in reports if r.level and Level(r.level) >= fail_on]
+    if worst:
+        names = ", ".join(f"{r.model_type} {r.model_version} ({r.level})" for r in worst)
+        raise GateError(f"drift at or above {fail_on.value}: {names}")
 
 
 def run_hook(
-    command: str, env: dict[str, str], cwd: Path, timeout: float
+    command: str, env: dict[str, str], cwd: Path | None, timeout: float
 ) -> tuple[int | None, str, str]:
     """Run a shell command in its own process group; kill the whole group on timeout.
 
@@ -501,7 +473,3 @@ def run_hook(
         proc.communicate()
         return None, "", ""
     return proc.returncode, stdout, stderr
-
-
-def _when(row: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00"))

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import jsonl
+from .ab_testing import ABTestManager
+from .drift import DriftMonitor
 from .errors import ServiceError, ValidationError
+from .records import VARIANTS
+from .registry import ModelRegistry
+from .state import Level
 
-if TYPE_CHECKING:
-    from .project import Project
 
-LEVEL_VALUES = {"ok": 0, "monitor": 1, "retrain": 2, "critical": 3}
+class Monitored(Protocol):
+    """What the export reads: a project's registry, A/B tests and drift detectors."""
+
+    @property
+    def registry(self) -> ModelRegistry: ...
+
+    @property
+    def ab(self) -> ABTestManager: ...
+
+    @property
+    def drift(self) -> DriftMonitor: ...
 
 
 class ProjectCollector:
     """A prometheus-client collector that reads the project's state at collection time."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Monitored) -> None:
         self.project = project
 
     def collect(self) -> Iterator[Any]:
@@ -55,11 +67,10 @@ class ProjectCollector:
             error_rate.add_metric(key, v.error_rate)
             confidence.add_metric(key, v.avg_confidence)
             latency.add_metric(key, v.avg_inference_time_ms / 1000.0)
-            detector = self.project.drift_detector(v.model_type, v.version)
-            last = jsonl.tail(detector.checks_path, 1).records
-            if last and last[0].get("status") == "active":
-                score.add_metric(key, last[0]["score"])
-                level.add_metric(key, LEVEL_VALUES[last[0]["level"]])
+            last = self.project.drift.detector(v.model_type, v.version).last_check()
+            if last and last.get("status") == "active":
+                score.add_metric(key, last["score"])
+                level.add_metric(key, Level(last["level"]).rank)
         yield from (champion, requests, error_rate, confidence, latency, score, level)
 
         ab_labels = ["test", "variant"]
@@ -73,8 +84,8 @@ class ProjectCollector:
             "ab_test_avg_confidence", "Mean confidence per A/B arm", labels=ab_labels
         )
         for name in self.project.ab.active_tests:
-            summary = self.project.ab._summary(name)
-            for variant in ("control", "treatment"):
+            summary = self.project.ab.requests(name)
+            for variant in VARIANTS:
                 arm = summary.arm(variant)
                 ab_requests.add_metric([name, variant], arm.n)
                 ab_errors.add_metric([name, variant], arm.error_rate)
@@ -82,7 +93,7 @@ class ProjectCollector:
         yield from (ab_requests, ab_errors, ab_conf)
 
 
-def exposition(project: Project) -> bytes:
+def exposition(project: Monitored) -> bytes:
     """The text exposition format of every series."""
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -91,9 +102,9 @@ def exposition(project: Project) -> bytes:
     return bytes(generate_latest(registry))
 
 
-def write_textfile(project: Project, path: Path) -> int:
+def write_textfile(project: Monitored, path: Path) -> int:
     """Write the exposition atomically (for node_exporter's textfile collector)."""
-    from .project import atomic_write
+    from .store.files import atomic_write
 
     if path.suffix != ".prom":
         raise ValidationError(f"--textfile {path}: node_exporter reads only files ending in .prom")
@@ -104,7 +115,7 @@ def write_textfile(project: Project, path: Path) -> int:
     return len(data)
 
 
-def push(project: Project, url: str, job: str) -> None:
+def push(project: Monitored, url: str, job: str) -> None:
     """Push every series to a Pushgateway (replacing the job's previous push)."""
     from prometheus_client import CollectorRegistry, push_to_gateway
 

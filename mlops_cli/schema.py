@@ -9,8 +9,14 @@ from typing import Any
 
 from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
+from .state import Level
 
 SCHEMA_VERSION = 1
+
+HEADER = (
+    "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
+    "# (mlops config set KEY VALUE for settings); every write is validated and atomic.\n"
+)
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "lock_timeout_s": 30.0,
@@ -181,7 +187,7 @@ AB_FIELDS: dict[str, Check] = {
     "sequential_tuning": integer(1),
 }
 
-LEVELS = ("monitor", "retrain", "critical")
+LEVELS = tuple(level.value for level in Level.alerting())
 
 SETTINGS = record(
     {
@@ -268,18 +274,92 @@ def check_thresholds(settings: dict[str, Any]) -> None:
         raise ValueError("settings.drift.thresholds must satisfy monitor <= retrain <= critical")
 
 
-def validate_state(data: Any, source: str) -> dict[str, Any]:
-    """Validate a loaded registry document; an error names the file and the key."""
-    if not isinstance(data, dict):
-        raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        if "schema_version" not in data:
-            raise StateError(f"{source}: missing key 'schema_version'")
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+# schema_version n -> n + 1: each takes the document of version n and returns version n + 1.
+# A project written by an older mlops is upgraded on open and rewritten atomically.
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+    """Upgrade a document to SCHEMA_VERSION, one step at a time; (document, whether changed)."""
+    if "schema_version" not in data:
+        raise StateError(f"{source}: missing key 'schema_version'")
+    version = data["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
         raise StateError(
             f"{source}: unknown schema_version {version!r}; this mlops reads schema_version "
             f"{SCHEMA_VERSION} (upgrade mlops to read a newer project)"
         )
+    migrated = False
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise StateError(
+                f"{source}: schema_version {version} is too old for this mlops (no upgrade "
+                f"from it); open it with an older mlops first"
+            )
+        data = step(copy.deepcopy(data))
+        version += 1
+        data["schema_version"] = version
+        migrated = True
+    return data, migrated
+
+
+def new_document() -> dict[str, Any]:
+    """The document of a new, empty project."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": copy.deepcopy(DEFAULT_SETTINGS),
+        "models": {},
+        "ab_tests": {},
+    }
+
+
+def _yaml() -> tuple[Any, Any, Any]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml, loader, dumper
+
+
+def dump_document(doc: dict[str, Any]) -> bytes:
+    """registry.yaml's bytes: the header, then the document in the order it is built."""
+    yaml, _, dumper = _yaml()
+    body: str = yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False)
+    return (HEADER + body).encode()
+
+
+def load_document(data: bytes, source: str) -> tuple[dict[str, Any], bool]:
+    """Parse, migrate and validate registry.yaml's bytes: (document, whether it was migrated).
+
+    A YAML error names the line and column; a schema error names the file and the key.
+    """
+    yaml, loader, _ = _yaml()
+    try:
+        doc = yaml.load(data, Loader=loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise StateError(
+            f"{source}: YAML error{where}: {problem}; fix the file or restore it from backup"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise StateError(f"{source}: YAML error: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
+    doc, migrated = migrate(doc, source)
+    return validate_state(doc, source), migrated
+
+
+def validate_state(data: Any, source: str) -> dict[str, Any]:
+    """Validate a registry document of this schema version; an error names the file and key."""
+    if not isinstance(data, dict):
+        raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        data, _ = migrate(data, source)
     try:
         state: dict[str, Any] = STATE(data, "")
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
@@ -333,3 +413,22 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     return checked
+
+
+def load_yaml_mapping(path: Any) -> dict[str, Any]:
+    """A user's YAML file holding one mapping (`--config-file`); an empty file is {}."""
+    yaml, loader, _ = _yaml()
+    try:
+        with open(path, "rb") as f:
+            doc = yaml.load(f.read(), Loader=loader)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ValidationError(f"{path}: YAML error{where}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{path} must hold a YAML mapping")
+    return doc

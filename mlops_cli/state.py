@@ -8,10 +8,12 @@ document the file holds, key for key in the order it has always been written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any
 
 from .errors import ConflictError, NotFoundError
 from .naming import validate_name, validate_version, version_key
+from .results import MappingResult
 
 AB_CONFIG_FIELDS = (
     "treatment_traffic_pct",
@@ -24,6 +26,17 @@ AB_CONFIG_FIELDS = (
     "sequential_tuning",
 )
 TEST_STATUSES = ("running", "promoted", "rolled_back")
+
+
+def bucket(key: str, user_id: str) -> int:
+    """Sticky bucket in [0, 10000): the first 8 bytes of sha256("key:user") modulo 10000.
+
+    Never Python's hash(): it differs between processes.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{key}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10000
 
 
 @dataclass
@@ -106,8 +119,8 @@ class ModelType:
         }
 
 
-@dataclass
-class ABTest:
+@dataclass(eq=True)
+class ABTest(MappingResult):
     """An A/B test between a model type's champion (control) and a treatment version."""
 
     name: str
@@ -237,6 +250,22 @@ class RegistryState:
                 f"`mlops ab finalize {test.name} promote|rollback`, or pass --force"
             )
 
+    def route(self, model_type: str, user_id: str) -> tuple[str, str, ABTest | None]:
+        """Who serves a user: (variant, version, test) while a test runs on the model type,
+        else ("champion", champion, None). Sticky: the same user gets the same arm."""
+        model = self.model(model_type)
+        test = self.running_test(model_type)
+        if test is not None:
+            treated = bucket(test.name, str(user_id)) < round(test.treatment_traffic_pct * 100)
+            variant = "treatment" if treated else "control"
+            return variant, test.version_of(variant), test
+        if model.champion is None:
+            raise NotFoundError(
+                f"{model_type} has no champion; promote one with "
+                f"`mlops promote {model_type} VERSION`"
+            )
+        return "champion", model.champion, None
+
     def running_tests(self) -> dict[str, ABTest]:
         return {name: t for name, t in self.ab_tests.items() if t.running}
 
@@ -265,3 +294,39 @@ class RegistryState:
             },
             ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
         )
+
+
+class Level(str, Enum):
+    """Drift levels, ordered: ok < monitor < retrain < critical."""
+
+    OK = "ok"
+    MONITOR = "monitor"
+    RETRAIN = "retrain"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Level).index(self)
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank < other.rank
+
+    @classmethod
+    def alerting(cls) -> tuple[Level, ...]:
+        """The levels that have a threshold and may have a hook."""
+        return (cls.MONITOR, cls.RETRAIN, cls.CRITICAL)
+
+    @classmethod
+    def of(cls, score: float, thresholds: dict[str, float]) -> Level:
+        """The level of a score: above a level's threshold is that level (else ok)."""
+        for level in reversed(cls.alerting()):
+            if score > thresholds[level.value]:
+                return level
+        return cls.OK

@@ -35,10 +35,14 @@ class Clock:
 
 
 @pytest.fixture
-def clock(project: Project) -> Clock:
-    c = Clock()
-    project.ab.clock = c
-    return c
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def project(tmp_path: Path, clock: Clock) -> Project:
+    """A project on the test's clock (one clock per project, passed in)."""
+    return Project.init(tmp_path / "proj", clock=clock)
 
 
 @pytest.fixture

@@ -193,12 +193,12 @@ def test_project_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     runner = CliRunner()
     runner.invoke(app, ["register", "x", "1.0.0", "--path", "/x"])
-    assert "x" in a.state()["models"] and "x" not in b.state()["models"]
+    assert "x" in a.state().models and "x" not in b.state().models
     runner.invoke(app, ["-C", str(b.root), "register", "y", "1.0.0", "--path", "/y"])
-    assert "y" in b.state()["models"]
+    assert "y" in b.state().models
     monkeypatch.delenv("MLOPS_PROJECT_DIR")
     runner.invoke(app, ["register", "z", "1.0.0", "--path", "/z"])
-    assert "z" in Project.open(b.root).state()["models"]
+    assert "z" in Project.open(b.root).state().models
 
 
 BAD_INPUTS = [

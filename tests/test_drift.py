@@ -174,13 +174,14 @@ def test_report_is_never_staler_than_the_newest_sample(gnn: Project) -> None:
 
 def test_avg_drift_7d_excludes_old_checks(gnn: Project) -> None:
     gnn.set_setting("drift.window_size", "500")
-    d = gnn.drift_detector("gnn", "v2.2.0")
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    today = [start]
+    d = Project.open(gnn.root, clock=lambda: today[0]).drift_detector("gnn", "v2.2.0")
     rng = np.random.default_rng(19)
     d.set_reference(jsonl_of(*samples(rng, 1000)))
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     scores = []
     for day in range(10):
-        d.clock = lambda day=day: start + timedelta(days=day)  # type: ignore[misc]
+        today[0] = start + timedelta(days=day)
         d.record_batch(jsonl_of(*samples(rng, 500, mean=day * 0.2)))
         scores.append(d.check()["current_drift_score"])
     report = d.get_drift_report()
@@ -194,18 +195,18 @@ def test_reference_cap(gnn: Project) -> None:
     d = gnn.drift_detector("gnn", "v2.2.0")
     rng = np.random.default_rng(20)
     d.set_reference(jsonl_of(*samples(rng, 100)))
-    before = d.reference_path.read_bytes()
+    before = gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes()
     with pytest.raises(ValidationError, match=r"holds 100 of 150 samples.*adding 60"):
         d.set_reference(jsonl_of(*samples(rng, 60)))
-    assert d.reference_path.read_bytes() == before
+    assert gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes() == before
     for _ in range(50):
         d.add_reference_sample(0.5, 0.9)
     with pytest.raises(ValidationError, match="holds 150 of 150"):
         d.add_reference_sample(0.5, 0.9)
     d.set_reference(jsonl_of(*samples(rng, 120)), replace=True)
-    assert len(d.reference_path.read_bytes().splitlines()) == 120
+    assert len(gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes().splitlines()) == 120
     d.add_reference_sample(0.5, 0.9)  # appends after a replace go to the new file
-    assert len(d.reference_path.read_bytes().splitlines()) == 121
+    assert len(gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes().splitlines()) == 121
 
 
 def test_samples_are_validated(gnn: Project) -> None:
@@ -220,7 +221,7 @@ def test_samples_are_validated(gnn: Project) -> None:
             d.add_production_sample(pred, conf)
     with pytest.raises(NotFoundError):
         gnn.drift_detector("gnn", "v9.9.9").add_production_sample(0.1, 0.5)
-    assert not d.production_path.exists()
+    assert not gnn.drift_log("gnn", "v2.2.0", "production").exists()
 
 
 def _drifting(project: Project, version: str = "v2.2.0", mean: float = 2.0) -> DriftDetector:
@@ -402,7 +403,7 @@ def test_hook_timeout_through_the_cli(two_models: Cli, gnn: Project) -> None:
 def test_malformed_window_line_is_named_or_skipped_and_counted(
     two_models: Cli, gnn: Project
 ) -> None:
-    production = gnn.drift_detector("gnn", "v2.2.0").production_path
+    production = gnn.drift_log("gnn", "v2.2.0", "production")
     with open(production, "ab") as f:
         f.write(b'{"prediction": "high", "confidence": 0.5}\n')
     two_models("drift", "record", "gnn", "v2.2.0", "--prediction", "0.1", "--confidence", "0.8")
@@ -419,7 +420,7 @@ def test_malformed_window_line_is_named_or_skipped_and_counted(
 
 
 def test_torn_production_tail_is_reported(two_models: Cli, gnn: Project) -> None:
-    with open(gnn.drift_detector("gnn", "v2.2.0").production_path, "ab") as f:
+    with open(gnn.drift_log("gnn", "v2.2.0", "production"), "ab") as f:
         f.write(b'{"prediction": 0.')
     run = two_models("drift", "check", "gnn", "v2.2.0")
     assert run.exit_code == 0 and "is incomplete (17 bytes" in run.stderr

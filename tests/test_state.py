@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlops_cli import ModelVersion, Project, StateError, jsonl
-from mlops_cli import project as project_mod
+from mlops_cli.store import files as files_mod
 
 
 def test_failure_between_temp_write_and_replace_keeps_old_registry(
@@ -26,7 +26,7 @@ def test_failure_between_temp_write_and_replace_keeps_old_registry(
     def boom(src: object, dst: object) -> None:
         raise RuntimeError("crash before rename")
 
-    monkeypatch.setattr(project_mod.os, "replace", boom)
+    monkeypatch.setattr(files_mod.os, "replace", boom)
     with pytest.raises(RuntimeError):
         project.registry.register_version(ModelVersion("gnn", "v1.1.0", model_path="/b"))
     monkeypatch.undo()
@@ -44,7 +44,7 @@ def test_disk_error_on_write_is_a_clear_error(
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(project_mod.os, "fsync", full)
+    monkeypatch.setattr(files_mod.os, "fsync", full)
     with pytest.raises(StateError, match="No space left"):
         project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="/a"))
     monkeypatch.undo()
@@ -75,10 +75,10 @@ def test_concurrent_processes_lose_no_update(project: Project) -> None:
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    state = Project.open(project.root).state()
+    state = Project.open(project.root).state().to_doc()
     registered = {(t, v) for t, m in state["models"].items() for v in m["versions"]}
     assert len(registered) == workers * rounds
-    events = Project.open(project.root).events()
+    events = Project.open(project.root).registry.history()
     assert sum(e["event"] == "registered" for e in events) == workers * rounds
     assert sum(e["event"] == "promoted" for e in events) == workers * rounds
     for model in state["models"].values():
@@ -149,7 +149,7 @@ def test_tail_equals_the_end_of_a_full_read(
 
 def test_stale_lock_file_does_not_block(project: Project) -> None:
     # A lock file left behind (its holder killed) holds no flock: the next command proceeds.
-    project.lock_path.write_text("")
+    (project.root / ".mlops.lock").write_text("")
     project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="/a"))
     assert project.registry.get_champion("gnn") is not None
 
@@ -194,7 +194,7 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path: Path) -> None
         busy = tmp_path / f".mlops.prom.{live.pid}.tmp"
         stale.write_text("half")
         busy.write_text("being written")
-        project_mod.atomic_write(target, b"new\n")
+        files_mod.atomic_write(target, b"new\n")
         assert target.read_bytes() == b"new\n"
         assert not stale.exists() and busy.exists()  # a live writer's file is left alone
     finally:

@@ -11,6 +11,7 @@ import typer
 
 from ..ab_testing import ABTestConfig, Evaluation
 from ..errors import GateError, ValidationError
+from ..state import ABTest
 from .common import (
     JSON_HELP,
     console,
@@ -21,7 +22,6 @@ from .common import (
     run,
     table,
 )
-from .registry_cmds import load_mapping
 from .step_summary import write_step_summary
 
 ab_app = typer.Typer(help="A/B tests between the champion and a new version.", no_args_is_help=True)
@@ -53,37 +53,32 @@ def start(
 ) -> None:
     """Start an A/B test of a new version against the champion."""
 
-    def action() -> dict[str, Any]:
-        doc: dict[str, Any] = load_mapping(config_file) if config_file else {}
-        doc.setdefault("name", name)
-        flags = {
-            "model_type": model_type,
-            "control_version": control,
-            "treatment_version": treatment,
-            "treatment_traffic_pct": traffic,
-            "duration_days": duration_days,
-            "min_requests": min_requests,
-            "max_error_rate_increase": max_error_rate_increase,
-            "min_confidence_improvement": min_confidence_improvement,
-            "alpha": alpha,
-            "method": method,
-        }
-        doc.update({k: v for k, v in flags.items() if v is not None})
-        doc["name"] = name
-        for key in ("model_type", "treatment_version"):
-            if not doc.get(key):
-                flag = "--model-type" if key == "model_type" else "--treatment"
-                raise ValidationError(f"{flag} is required (or {key} in --config-file)")
-        return open_project(ctx).ab.start_test(ABTestConfig.from_dict(doc))
+    def action() -> ABTest:
+        return open_project(ctx).ab.start_test(
+            ABTestConfig.from_sources(
+                name,
+                config_file,
+                model_type=model_type,
+                control_version=control,
+                treatment_version=treatment,
+                treatment_traffic_pct=traffic,
+                duration_days=duration_days,
+                min_requests=min_requests,
+                max_error_rate_increase=max_error_rate_increase,
+                min_confidence_improvement=min_confidence_improvement,
+                alpha=alpha,
+                method=method,
+            )
+        )
 
     run(
         ctx,
         json_output,
         action,
         lambda t: typer.echo(
-            f"started {t['name']}: {t['model_type']} {t['control_version']} (control, "
-            f"{100 - t['treatment_traffic_pct']:g}%) vs {t['treatment_version']} (treatment, "
-            f"{t['treatment_traffic_pct']:g}%), {t['method']} at alpha {t['alpha']:g}"
+            f"started {t.name}: {t.model_type} {t.control_version} (control, "
+            f"{100 - t.treatment_traffic_pct:g}%) vs {t.treatment_version} (treatment, "
+            f"{t.treatment_traffic_pct:g}%), {t.method} at alpha {t.alpha:g}"
         ),
     )
 

@@ -40,9 +40,21 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def plain(doc: Any) -> Any:
+    """Typed results as their JSON documents (`to_dict()`), lists and dicts of them too."""
+    if hasattr(doc, "to_dict"):
+        return doc.to_dict()
+    if isinstance(doc, list):
+        return [plain(d) for d in doc]
+    if isinstance(doc, dict):
+        return {k: plain(v) for k, v in doc.items()}
+    return doc
+
+
 def print_json(doc: Any) -> None:
     sys.stdout.write(
-        orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
+        orjson.dumps(plain(doc), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+        + "\n"
     )
     sys.stdout.flush()
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..errors import GateError, ValidationError
+from ..errors import ValidationError
 from .ab_cmds import batch_progress, read_input, recorded_text, torn_note
 from .common import JSON_HELP, console, funnel, open_project, run, table
 from .step_summary import write_step_summary
+
+if TYPE_CHECKING:
+    from ..drift import DriftReport
+    from ..state import Level
 
 drift_app = typer.Typer(
     help="Drift of live predictions against a reference set.", no_args_is_help=True
@@ -91,7 +95,7 @@ def record(
     )
 
 
-def render_reports(reports: list[dict[str, Any]]) -> None:
+def render_reports(reports: list[DriftReport]) -> None:
     def num(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
 
@@ -128,12 +132,6 @@ def render_reports(reports: list[dict[str, Any]]) -> None:
             out.print(f"  hook {hook['level']} ran: {hook['command']}")
 
 
-def parse_level(value: str | None) -> str | None:
-    if value is not None and value not in ("monitor", "retrain", "critical"):
-        raise ValidationError(f"--fail-on takes monitor, retrain or critical, not {value!r}")
-    return value
-
-
 @drift_app.command("check")
 def check(
     ctx: typer.Context,
@@ -150,37 +148,29 @@ def check(
     json_output: bool = JsonOpt,
 ) -> None:
     """Score drift now, record it in the history, and run any hook the level reaches."""
-    from ..drift import LEVELS
+    from ..drift import gate, parse_level
 
-    def action() -> list[dict[str, Any]]:
-        parse_level(fail_on)
+    def action() -> tuple[list[DriftReport], Level | None]:
+        level = parse_level(fail_on)
         project = open_project(ctx)
         if all_versions:
             if model_type or version:
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
-            return [d.check(window, skip_invalid) for d in project.drift_detectors().values()]
+            return project.drift.check_all(window, skip_invalid), level
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
-        return [project.drift_detector(model_type, version).check(window, skip_invalid)]
+        return [project.drift_detector(model_type, version).check(window, skip_invalid)], level
 
-    reports = run(
+    reports, level = run(
         ctx,
         json_output,
         action,
-        render_reports,
-        lambda rs: {"results": rs} if all_versions else rs[0],
+        lambda r: render_reports(r[0]),
+        lambda r: {"results": r[0]} if all_versions else r[0][0],
     )
-    write_step_summary("drift", reports)
-    if fail_on:
-        worst = [
-            r for r in reports if r["level"] and LEVELS.index(r["level"]) >= LEVELS.index(fail_on)
-        ]
-        if worst:
-            names = ", ".join(
-                f"{r['model_type']} {r['model_version']} ({r['level']})" for r in worst
-            )
-            with funnel(ctx, json_output=False):
-                raise GateError(f"drift at or above {fail_on}: {names}")
+    write_step_summary("drift", [r.to_dict() for r in reports])
+    with funnel(ctx, json_output=False):
+        gate(reports, level)
 
 
 @drift_app.command("report")

@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from ..errors import ValidationError
 from ..project import Project
 from ..registry import ModelVersion
 from .common import (
     JSON_HELP,
+    funnel,
     globals_of,
     key_values,
     open_project,
@@ -93,7 +93,9 @@ def register(
 
     def action() -> ModelVersion:
         project = open_project(ctx)
-        merged: dict[str, Any] = load_mapping(config_file) if config_file else {}
+        from ..schema import load_yaml_mapping
+
+        merged: dict[str, Any] = load_yaml_mapping(config_file) if config_file else {}
         merged.update(parse_pairs(config, "--config", typed=True))
         mv = ModelVersion(
             model_type=model_type,
@@ -111,24 +113,6 @@ def register(
         typer.echo(f"registered {v.model_type} {v.version} ({role}){digest}")
 
     run(ctx, json_output, action, render, lambda v: v.to_dict())
-
-
-def load_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ValidationError(f"{path}: YAML error{where}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ValidationError(f"{path} must hold a YAML mapping")
-    return doc
 
 
 def list_cmd(
@@ -236,25 +220,16 @@ def verify(
     json_output: bool = JsonOpt,
 ) -> None:
     """Recompute the model file's sha256 and compare it with the registered one (exit 1 if not)."""
-    from ..errors import StateError
-
-    def action() -> dict[str, Any]:
-        return open_project(ctx).registry.verify(model_type, version)
-
     result = run(
         ctx,
         json_output,
-        action,
+        lambda: open_project(ctx).registry.verify(model_type, version),
         lambda r: typer.echo(
-            f"{r['status']}: {r['model_type']} {r['version']} {r['model_path']}: {r['message']}"
+            f"{r.status}: {r.model_type} {r.version} {r.model_path}: {r.message}"
         ),
     )
-    if not result["ok"]:
-        if not json_output:
-            import sys
-
-            sys.stderr.write(f"error: {result['message']}\n")
-        raise typer.Exit(StateError.exit_code)
+    with funnel(ctx):
+        result.raise_if_failed()
 
 
 def history(
@@ -296,7 +271,8 @@ def config_list(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
         ctx,
         json_output,
         lambda: open_project(ctx).settings,
-        lambda _s: table(None, ["key", "value"], open_project(ctx).flat_settings()),
+        lambda settings: table(None, ["key", "value"], settings.flat()),
+        lambda settings: settings.data,
     )
 
 

@@ -49,6 +49,20 @@ def drift_stream(model_type: str, version: str, kind: str) -> str:
     return f"drift/{validate_name(model_type, 'model type')}/{validate_version(version)}/{kind}"
 
 
+def current_actor() -> str:
+    """Who makes a change: MLOPS_ACTOR, else the OS user."""
+    import getpass
+    import os
+
+    name = os.environ.get("MLOPS_ACTOR")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 @dataclass
 class Transaction:
     """The registry state being changed under the store's lock, and the audit events to add."""

@@ -61,7 +61,7 @@ def test_kill_during_batch_record_then_retry_counts_once(tmp_path: Path, trial: 
             "--file",
             str(big),
         ]
-        log = project.drift_detector("gnn", "1.0.0").production_path
+        log = project.drift_log("gnn", "1.0.0", "production")
     code = kill_after(cmd, RNG.uniform(0.05, 0.9))
     assert_project_sound(project.root)
     partial = len(whole_lines(log))
@@ -94,10 +94,10 @@ def test_kill_during_promote(tmp_path: Path, trial: int) -> None:
     proc.send_signal(signal.SIGKILL)
     acked = len(proc.communicate()[0].splitlines())
     project = assert_project_sound(project.root)
-    state = project.state()["models"]["gnn"]
+    state = project.state().to_doc()["models"]["gnn"]
     serving = [v for v, r in state["versions"].items() if r["traffic_percentage"] == 100]
     assert serving == [state["champion"]]
-    promoted = [e for e in project.events() if e["event"] == "promoted"]
+    promoted = [e for e in project.registry.history() if e["event"] == "promoted"]
     assert len(promoted) >= acked + 1  # +1: the first version's promotion at registration
     other = "1.0.0" if state["champion"] == "1.1.0" else "1.1.0"
     project.registry.promote_to_champion("gnn", other)  # the next command just works
@@ -135,11 +135,11 @@ def test_kill_during_drift_check(tmp_path: Path, trial: int) -> None:
         [MLOPS, "-C", str(project.root), "drift", "check", "gnn", "1.0.0"], RNG.uniform(0.0, 1.0)
     )
     assert_project_sound(project.root)
-    checks_before = len(whole_lines(detector.checks_path))
+    checks_before = len(whole_lines(project.drift_log("gnn", "1.0.0", "checks")))
     assert checks_before in (1, 2)
     mlops(project.root, "drift", "check", "gnn", "1.0.0")
-    rows = whole_lines(detector.checks_path)
-    assert len(rows) == checks_before + 1 and detector.checks_path.read_bytes().endswith(b"\n")
+    rows = whole_lines(project.drift_log("gnn", "1.0.0", "checks"))
+    assert len(rows) == checks_before + 1 and project.drift_log("gnn", "1.0.0", "checks").read_bytes().endswith(b"\n")
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))

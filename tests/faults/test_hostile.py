@@ -314,7 +314,7 @@ def test_a_held_lock_times_out_with_its_name_and_a_killed_holder_frees_it(
     project = ab_project(tmp_path / "p")
     project.set_setting("lock_timeout_s", "0.5")
     project.ab.record_result("t", "control", 1.0, 0.5)
-    target = project.lock_path if which == "project" else project.ab_log("t")
+    target = (project.root / ".mlops.lock") if which == "project" else project.ab_log("t")
     args = (
         ["promote", "gnn", "1.2.0", "--force"]
         if which == "project"
@@ -389,7 +389,7 @@ def test_promote_racing_ab_start_never_tests_a_stale_control(tmp_path: Path, rou
         procs.reverse()
     results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
     project = Project.open(root)
-    state = project.state()
+    state = project.state().to_doc()
     champion = state["models"]["gnn"]["champion"]
     for code, err in results:
         assert code == 0 or (code == 1 and err.startswith("error: ") and "running" in err)

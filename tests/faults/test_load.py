@@ -87,7 +87,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert evaluation.requests == sent_api + sent_batches
     assert evaluation.metrics["treatment"]["requests"] == expected_treatment
 
-    production = project.drift_detector("gnn", "1.0.0").production_path
+    production = project.drift_log("gnn", "1.0.0", "production")
     assert len(whole_lines(production)) == len(drift_files) * drift_lines
 
 

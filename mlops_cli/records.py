@@ -1,0 +1,108 @@
+"""The records streams hold: requests of A/B tests and serving metrics, and drift samples.
+
+Pure checks (no I/O), used by the managers for single records and by the stores for batches.
+Each returns the record when it is valid and raises ValidationError naming the field otherwise;
+`where` prefixes the message (a batch's line number).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ValidationError
+from .timeutil import parse_ts
+
+VARIANTS = ("control", "treatment")
+REQUEST_FIELDS = {"variant", "inference_time_ms", "confidence", "error", "user_id", "ts"}
+SAMPLE_FIELDS = {"prediction", "confidence", "ts"}
+NUMBER = (int, float)
+
+
+def check_finite(
+    name: str, value: Any, low: float | None = None, high: float | None = None
+) -> float:
+    """A finite number within [low, high], or a ValidationError saying which bound it breaks."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{name} must be a number, not {value!r}")
+    if not math.isfinite(value):
+        raise ValidationError(f"{name} must be a finite number, not {value!r}")
+    if low is not None and value < low:
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise ValidationError(f"{name} must be {bound}, not {value!r}")
+    if high is not None and value > high:
+        bound = f"between {low:g} and {high:g}" if low is not None else f"<= {high:g}"
+        raise ValidationError(f"{name} must be {bound}, not {value!r}")
+    return float(value)
+
+
+def check_ts(value: Any, where: str) -> None:
+    """A caller-supplied `ts`: an ISO-8601 time with a zone."""
+    try:
+        parse_ts(value)
+    except (ValueError, TypeError):
+        raise ValidationError(
+            f"{where}ts must be an ISO-8601 time with a zone, not {value!r}"
+        ) from None
+
+
+def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
+    """A recorded request with its fields checked; `where` prefixes messages (batch line)."""
+    if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and "ts" not in doc:
+        # The common case, checked without building any message.
+        t: Any = doc.get("inference_time_ms")
+        c: Any = doc.get("confidence")
+        if (
+            doc.get("variant") in VARIANTS
+            and type(t) in NUMBER
+            and 0 <= t < math.inf
+            and type(c) in NUMBER
+            and 0 <= c <= 1
+            and type(doc.get("error", False)) is bool
+            and type(doc.get("user_id", "")) in (str, int)
+        ):
+            return doc
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    unknown = set(doc) - REQUEST_FIELDS
+    if unknown:
+        raise ValidationError(f"{where}unknown field {sorted(unknown)[0]!r}")
+    for key in ("variant", "inference_time_ms", "confidence"):
+        if key not in doc:
+            raise ValidationError(f"{where}missing {key!r}")
+    if doc["variant"] not in VARIANTS:
+        raise ValidationError(
+            f"{where}variant must be control or treatment, not {doc['variant']!r}"
+        )
+    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0)
+    check_finite(f"{where}confidence", doc["confidence"], 0, 1)
+    if not isinstance(doc.get("error", False), bool):
+        raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")
+    if not isinstance(doc.get("user_id", ""), (str, int)):
+        raise ValidationError(f"{where}user_id must be a string")
+    if "ts" in doc:
+        check_ts(doc["ts"], where)
+    return doc
+
+
+def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
+    """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]."""
+    if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and "ts" not in doc:
+        # The common case, checked without building any message.
+        p: Any = doc.get("prediction")
+        c: Any = doc.get("confidence")
+        if type(p) in NUMBER and -math.inf < p < math.inf and type(c) in NUMBER and 0 <= c <= 1:
+            return doc
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    unknown = set(doc) - SAMPLE_FIELDS
+    if unknown:
+        raise ValidationError(f"{where}unknown field {sorted(unknown)[0]!r}")
+    for key in ("prediction", "confidence"):
+        if key not in doc:
+            raise ValidationError(f"{where}missing {key!r}")
+    check_finite(f"{where}prediction", doc["prediction"])
+    check_finite(f"{where}confidence", doc["confidence"], 0, 1)
+    if "ts" in doc:
+        check_ts(doc["ts"], where)
+    return doc

@@ -1,0 +1,394 @@
+"""The directory store: registry.yaml under a project lock, JSONL streams under logs/.
+
+    registry.yaml                                      the registry state (schema_version 1)
+    events.jsonl                                       stream `events`
+    logs/ab/<test>.jsonl                               stream `ab/<test>`
+    logs/metrics/<model_type>/<version>.jsonl          stream `metrics/<type>/<version>`
+    logs/drift/<model_type>/<version>/<kind>.jsonl     stream `drift/<type>/<version>/<kind>`
+    logs/claims.jsonl                                  once-only claims (hooks)
+
+registry.yaml is read-modify-written under the project lock (filelock, `.mlops.lock`) and
+replaced atomically; logs are appended under each log's own flock (see jsonl.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .. import batch, jsonl, summary
+from ..errors import ConflictError, LockTimeoutError, ProjectNotFoundError, StateError
+from ..records import validate_sample
+from ..schema import DEFAULT_SETTINGS, dump_document, load_document, new_document
+from ..state import RegistryState
+from ..timeutil import Clock, parse_ts, stamp, system_clock
+from .base import BatchResult, Progress, Samples, Summary, Transaction, Validator, current_actor
+
+REGISTRY_FILE = "registry.yaml"
+LOCK_FILE = ".mlops.lock"
+EVENTS_FILE = "events.jsonl"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync dir.
+
+    A crash at any instant leaves either the old or the new file, never a mix.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stale_temps(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StateError(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temp files that writers killed mid-write left beside `path`."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -4]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileStore:
+    """A project directory: registry.yaml, events.jsonl and the logs."""
+
+    def __init__(self, root: Path, clock: Clock = system_clock) -> None:
+        self.root = root
+        self.location = str(root)
+        self.clock = clock
+        self.registry_path = root / REGISTRY_FILE
+        self.lock_path = root / LOCK_FILE
+        self._cache: tuple[tuple[int, int, int], RegistryState] | None = None
+        self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.location!r})"
+
+    # -- creating and opening ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, force: bool = False, clock: Clock = system_clock) -> FileStore:
+        """Create a project directory; with `force`, reset an existing registry.yaml."""
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create project directory {root}: {exc.strerror}") from exc
+        store = cls(root, clock)
+        with store.lock():
+            if store.registry_path.exists() and not force:
+                raise ConflictError(
+                    f"{store.registry_path} already exists; use --force to reset it"
+                )
+            atomic_write(store.registry_path, dump_document(new_document()))
+        return store
+
+    @classmethod
+    def open(cls, root: Path, clock: Clock = system_clock) -> FileStore:
+        store = cls(root, clock)
+        store.read()  # validate (and migrate) on open
+        return store
+
+    def _missing(self) -> ProjectNotFoundError:
+        return ProjectNotFoundError(
+            f"no {REGISTRY_FILE} in {self.root}: run `mlops init` there, or point to a "
+            "project with --project-dir/-C or MLOPS_PROJECT_DIR"
+        )
+
+    # -- the registry state -----------------------------------------------------------------
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """The project lock, held from the read to the write of registry.yaml."""
+        import filelock
+
+        timeout = self._lock_timeout()
+        lock = filelock.FileLock(str(self.lock_path), timeout=timeout)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeoutError(
+                f"could not take the project lock {self.lock_path} within {timeout:g} s: another "
+                "mlops process holds it; retry, or raise the setting lock_timeout_s"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _lock_timeout(self) -> float:
+        try:
+            return self.read().settings.lock_timeout_s
+        except (StateError, ProjectNotFoundError, OSError):
+            return float(DEFAULT_SETTINGS["lock_timeout_s"])
+
+    def read(self) -> RegistryState:
+        """The validated registry state, re-read only when the file changed (treat as read-only)."""
+        try:
+            st = os.stat(self.registry_path)
+        except FileNotFoundError:
+            raise self._missing() from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        with open(self.registry_path, "rb") as f:
+            data = f.read()
+        doc, migrated = load_document(data, str(self.registry_path))
+        state = RegistryState.from_doc(doc)
+        if migrated:
+            with self.lock():
+                atomic_write(self.registry_path, dump_document(state.to_doc()))
+            st = os.stat(self.registry_path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._cache = (key, state)
+        return state
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Read-modify-write of registry.yaml under the project lock, validated and atomic."""
+        with self.lock():
+            before = self.read()
+            txn = Transaction(copy.deepcopy(before), current_actor(), self.clock)
+            yield txn
+            if txn.state != before:
+                data = dump_document(txn.state.to_doc())
+                doc, _ = load_document(data, str(self.registry_path))
+                atomic_write(self.registry_path, data)
+                st = os.stat(self.registry_path)
+                self._cache = (
+                    (st.st_ino, st.st_mtime_ns, st.st_size),
+                    RegistryState.from_doc(doc),
+                )
+            if txn.events:
+                self._append_bytes("events", jsonl.encode_batch(txn.events), fsync=True)
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def path(self, stream: str) -> Path:
+        """The log file of a stream (names were validated when the stream name was built)."""
+        parts = stream.split("/")
+        if stream == "events":
+            return self.root / EVENTS_FILE
+        if parts[0] == "ab" and len(parts) == 2:
+            return self.root / "logs" / "ab" / f"{parts[1]}.jsonl"
+        if parts[0] == "metrics" and len(parts) == 3:
+            return self.root / "logs" / "metrics" / parts[1] / f"{parts[2]}.jsonl"
+        if parts[0] == "drift" and len(parts) == 4:
+            return self.root / "logs" / "drift" / parts[1] / parts[2] / f"{parts[3]}.jsonl"
+        raise ValueError(f"unknown stream {stream!r}")
+
+    def _append_bytes(self, stream: str, data: bytes, fsync: bool = False) -> None:
+        jsonl.WRITER.append(self.path(stream), data, self._lock_timeout(), fsync=fsync)
+
+    def append(self, stream: str, record: dict[str, Any]) -> None:
+        self._append_bytes(stream, orjson.dumps(record) + b"\n")
+
+    def append_batch(
+        self,
+        stream: str,
+        data: bytes,
+        validate: Validator,
+        batch_id: str | None,
+        progress: Progress | None = None,
+        cap: int | None = None,
+    ) -> BatchResult:
+        path = self.path(stream)
+        if cap is None:
+            return batch.append_batch(
+                path, data, validate, self._lock_timeout(), batch_id, progress
+            )
+        payload, count = batch.validate_batch(data, validate, progress)
+
+        def check(fd: int) -> None:
+            held = self._count_fd(stream, fd)
+            if held + count > cap:
+                raise batch.CapError(held, count, cap)
+
+        jsonl.WRITER.append(path, payload, self._lock_timeout(), fsync=True, precheck=check)
+        return BatchResult(batch_id or "", count, 0)
+
+    def replace(self, stream: str, data: bytes, validate: Validator) -> int:
+        path = self.path(stream)
+        payload, count = batch.validate_batch(data, validate)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with jsonl.locked_log(path, self._lock_timeout()):
+            atomic_write(path, payload)
+        return count
+
+    def count(self, stream: str) -> int:
+        try:
+            fd = os.open(self.path(stream), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            return self._count_fd(stream, fd)
+        finally:
+            os.close(fd)
+
+    def _count_fd(self, stream: str, fd: int) -> int:
+        """Whole lines in a stream, reading only bytes not counted before."""
+        st = os.fstat(fd)
+        inode, offset, lines = self._counted.get(stream, (0, 0, 0))
+        if inode != st.st_ino or offset > st.st_size:
+            inode, offset, lines = st.st_ino, 0, 0
+        while offset < st.st_size:
+            block = os.pread(fd, min(1 << 20, st.st_size - offset), offset)
+            whole = block.rfind(b"\n") + 1
+            if not whole:
+                break
+            lines += block.count(b"\n", 0, whole)
+            offset += whole
+        self._counted[stream] = (inode, offset, lines)
+        return lines
+
+    def position(self, stream: str) -> int:
+        return jsonl.tail_span(self.path(stream), 0)[1]
+
+    def summary(
+        self,
+        stream: str,
+        key_field: str | None,
+        keys: tuple[str, ...] | None = None,
+        skip_invalid: bool = False,
+    ) -> Summary:
+        found = summary.summarize(self.path(stream), key_field, skip_invalid, keys)
+        return Summary(found.arms, found.torn_bytes, found.skipped)
+
+    def samples(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Samples:
+        path = self.path(stream)
+        if last is not None:
+            start, end, torn = jsonl.tail_span(path, last)
+            limit = last
+        else:
+            start, end, torn, limit = 0, None, 0, first if first is not None else 1 << 62
+        pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
+        return Samples(pred, conf, skipped, torn)
+
+    def history(
+        self, stream: str, since: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        path = self.path(stream)
+        if since is None:
+            rows = jsonl.tail(path, limit).records if limit else jsonl.read_from(path).records
+            return rows
+        count = 256
+        while True:
+            rows = jsonl.tail(path, count).records
+            if len(rows) < count or _when(rows[0]) < since:
+                rows = [r for r in rows if _when(r) >= since]
+                return rows[-limit:] if limit else rows
+            count *= 4
+
+    def claim(self, key: str, ttl_s: float) -> bool:
+        path = self.root / "logs" / "claims.jsonl"
+        now = self.clock()
+        with jsonl.locked_log(path, self._lock_timeout()):
+            for row in reversed(jsonl.read_from(path).records):
+                if row.get("key") == key:
+                    if now - _when(row) < timedelta(seconds=ttl_s):
+                        return False
+                    break
+            jsonl.WRITER.append(path, orjson.dumps({"ts": stamp(now), "key": key}) + b"\n",
+                                self._lock_timeout())
+        return True
+
+    def close(self) -> None:
+        """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
+
+
+def _when(row: dict[str, Any]) -> datetime:
+    return parse_ts(str(row["ts"]))
+
+
+def read_columns(
+    path: Path, start: int, stop: int | None, limit: int, skip_invalid: bool = False
+) -> tuple[Any, Any, int]:
+    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time.
+
+    Returns the arrays and the number of malformed lines skipped (only with `skip_invalid`;
+    otherwise a malformed line is an error naming its line).
+    """
+    import numpy as np
+
+    from ..errors import ValidationError
+
+    size = min(limit, 1 << 20)
+    pred, conf = np.empty(size), np.empty(size)
+    n = skipped = 0
+    for chunk in jsonl.read_span(path, start, stop, skip_invalid):
+        skipped += len(chunk.skipped)
+        rows = chunk.records[: limit - n]
+        try:
+            p: list[Any] = [r["prediction"] for r in rows]
+            c: list[Any] = [r["confidence"] for r in rows]
+            fast = _all_numbers(p, c)
+        except (KeyError, TypeError):
+            fast = False
+        if not fast:
+            good = []
+            for i, row in enumerate(rows):
+                try:
+                    good.append(validate_sample(row))
+                except ValidationError as exc:
+                    if not skip_invalid:
+                        line = jsonl.lines_before(path, start) + chunk.line_of(i)
+                        raise StateError(
+                            f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
+                            "it, or pass --skip-invalid"
+                        ) from None
+                    skipped += 1
+            p = [r["prediction"] for r in good]
+            c = [r["confidence"] for r in good]
+        while n + len(p) > len(pred):
+            pred = np.resize(pred, 2 * len(pred))
+            conf = np.resize(conf, 2 * len(conf))
+        pred[n : n + len(p)] = p
+        conf[n : n + len(c)] = c
+        n += len(p)
+        if n >= limit:
+            break
+    return pred[:n], conf[:n], skipped
+
+
+def _all_numbers(p: list[Any], c: list[Any]) -> bool:
+    number = (int, float)
+    return all(type(x) in number for x in p) and all(type(x) in number for x in c)
