@@ -196,11 +196,6 @@ class LogWriter:
             os.ftruncate(fd, before)
             raise StateError(f"could not append to {path}: {exc.strerror}") from exc
 
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
-
 
 def journal_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.batches.jsonl")
