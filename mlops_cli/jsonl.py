@@ -137,7 +137,7 @@ class LogWriter:
                     _truncate_torn_tail(fd)
                     if precheck is not None:
                         precheck(fd)
-                    self._write_locked(fd, path, data, fsync)
+                    write_lines(fd, path, data, fsync)
                     return
             self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
@@ -178,23 +178,12 @@ class LogWriter:
                             "stamp": stamp,
                         }
                         _append_journal(path, dumps_line(record))
-                        self._write_locked(fd, path, data, fsync=True)
+                        write_lines(fd, path, data, fsync=True)
                     return todo
             if replaced:
                 self.forget(path)
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
-    @staticmethod
-    def _write_locked(fd: int, path: Path, data: bytes, fsync: bool) -> None:
-        before = os.fstat(fd).st_size
-        try:
-            _write_all(fd, data)
-            if fsync:
-                os.fsync(fd)
-        except OSError as exc:
-            # A short write (disk full) must leave no part of the data behind.
-            os.ftruncate(fd, before)
-            raise StateError(f"could not append to {path}: {exc.strerror}") from exc
 
 
 def journal_path(log: Path) -> Path:
@@ -253,6 +242,25 @@ def locked_log(path: Path, timeout: float) -> Iterator[int]:
             yield fd
     finally:
         os.close(fd)
+
+
+def write_lines(fd: int, path: Path, data: bytes, fsync: bool) -> None:
+    """Append whole lines to a log whose lock `fd` holds; a short write leaves nothing."""
+    before = os.fstat(fd).st_size
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        # A short write (disk full) must leave no part of the data behind.
+        os.ftruncate(fd, before)
+        raise StateError(f"could not append to {path}: {exc.strerror}") from exc
+
+
+def write_locked(fd: int, path: Path, data: bytes) -> None:
+    """Append whole lines durably to a log held with locked_log, cutting a torn tail first."""
+    _truncate_torn_tail(fd)
+    write_lines(fd, path, data, fsync=True)
 
 
 @dataclass

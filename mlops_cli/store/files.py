@@ -321,14 +321,13 @@ class FileStore:
     def claim(self, key: str, ttl_s: float) -> bool:
         path = self.root / "logs" / "claims.jsonl"
         now = self.clock()
-        with jsonl.locked_log(path, self._lock_timeout()):
+        with jsonl.locked_log(path, self._lock_timeout()) as fd:
             for row in reversed(jsonl.read_from(path).records):
                 if row.get("key") == key:
                     if now - _when(row) < timedelta(seconds=ttl_s):
                         return False
                     break
-            jsonl.WRITER.append(path, orjson.dumps({"ts": stamp(now), "key": key}) + b"\n",
-                                self._lock_timeout())
+            jsonl.write_locked(fd, path, orjson.dumps({"ts": stamp(now), "key": key}) + b"\n")
         return True
 
     def close(self) -> None:

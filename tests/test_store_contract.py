@@ -1,0 +1,212 @@
+"""The behaviour every store must have, run on each store (the directory store; PostgreSQL
+joins through the `store_location` fixture's parameters)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from mlops_cli import ConflictError, ModelVersion, Project, ValidationError
+from mlops_cli.records import validate_request, validate_sample
+from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["files"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a new, empty project lives, for each kind of store."""
+    return str(tmp_path / "proj")
+
+
+@pytest.fixture
+def project(store_location: str) -> Project:
+    project = Project.init(store_location)
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m.pt"))
+    project.registry.register_version(ModelVersion("gnn", "1.1.0", model_path="m.pt"))
+    return project
+
+
+@pytest.fixture
+def store(project: Project) -> Store:
+    return project.store
+
+
+def requests_jsonl(n: int, seed: int) -> tuple[bytes, list[dict[str, object]]]:
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, object]] = [
+        {
+            "variant": "treatment" if rng.random() < 0.3 else "control",
+            "inference_time_ms": float(rng.gamma(4, 25)),
+            "confidence": float(rng.uniform(0, 1)),
+            "error": bool(rng.random() < 0.05),
+        }
+        for _ in range(n)
+    ]
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows), rows
+
+
+def samples_jsonl(n: int, seed: int) -> tuple[bytes, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pred = rng.normal(0, 1, n)
+    conf = rng.uniform(0, 1, n)
+    data = b"".join(
+        orjson.dumps({"prediction": float(p), "confidence": float(c)}) + b"\n"
+        for p, c in zip(pred, conf, strict=True)
+    )
+    return data, np.column_stack([pred, conf])
+
+
+# -- transactions ---------------------------------------------------------------------------
+
+
+def test_a_transaction_commits_state_and_events_together(store: Store) -> None:
+    events = len(store.history(EVENTS))
+    with store.transaction() as txn:
+        txn.state.models["gnn"].make_champion("1.1.0")
+        txn.event("promoted", model_type="gnn", version="1.1.0")
+    assert store.read().models["gnn"].champion == "1.1.0"
+    assert store.history(EVENTS)[-1]["event"] == "promoted"
+    assert len(store.history(EVENTS)) == events + 1
+
+
+def test_a_failed_transaction_changes_nothing(store: Store) -> None:
+    before = store.read().to_doc()
+    events = store.history(EVENTS)
+    with pytest.raises(ConflictError), store.transaction() as txn:
+        txn.state.models["gnn"].make_champion("1.1.0")
+        txn.event("promoted", model_type="gnn", version="1.1.0")
+        raise ConflictError("changed my mind")
+    assert store.read().to_doc() == before
+    assert store.history(EVENTS) == events
+
+
+def _register_many(location: str, worker: int, count: int) -> None:
+    project = Project.open(location)
+    for i in range(count):
+        project.registry.register_version(
+            ModelVersion(f"m{worker}", f"1.{i}.0", model_path="m.pt")
+        )
+        project.registry.register_version(ModelVersion("shared", f"{worker}.{i}.0", model_path="m"))
+
+
+def test_transactions_under_contention_lose_no_update(project: Project) -> None:
+    location = project.store.location
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_register_many, args=(location, w, 5)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    state = Project.open(location).store.read()
+    assert len(state.models["shared"].versions) == 20
+    assert all(len(state.models[f"m{w}"].versions) == 5 for w in range(4))
+    registered = [e for e in Project.open(location).registry.history() if e.kind == "registered"]
+    assert len(registered) == 2 + 40
+
+
+# -- streams --------------------------------------------------------------------------------
+
+
+def test_append_and_history(store: Store) -> None:
+    stream = drift_stream("gnn", "1.0.0", "checks")
+    for day in range(5):
+        store.append(stream, {"ts": (T0 + timedelta(days=day)).isoformat(), "score": day / 10})
+    rows = store.history(stream)
+    assert [r["score"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert [r["score"] for r in store.history(stream, since=T0 + timedelta(days=3))] == [0.3, 0.4]
+    assert [r["score"] for r in store.history(stream, limit=2)] == [0.3, 0.4]
+
+
+def test_a_batch_counts_once_per_batch_id(store: Store) -> None:
+    stream = ab_stream("t")
+    data, _ = requests_jsonl(500, seed=1)
+    first = store.append_batch(stream, data, validate_request, "b1")
+    again = store.append_batch(stream, data, validate_request, "b1")
+    assert (first.recorded, first.already_recorded) == (500, 0)
+    assert (again.recorded, again.already_recorded) == (0, 500)
+    assert store.count(stream) == 500
+    other = store.append_batch(stream, data, validate_request, "b2")  # same content, new id
+    assert other.recorded == 500 and store.count(stream) == 1000
+
+
+def test_a_bad_batch_changes_nothing(store: Store) -> None:
+    stream = ab_stream("t")
+    good, _ = requests_jsonl(100, seed=2)
+    store.append_batch(stream, good, validate_request, None)
+    position = store.position(stream)
+    bad = good + b'{"variant": "control", "inference_time_ms": -1, "confidence": 0.5}\n' + good
+    with pytest.raises(ValidationError, match="line 101"):
+        store.append_batch(stream, bad, validate_request, None)
+    assert store.count(stream) == 100 and store.position(stream) == position
+
+
+def test_summaries_equal_a_recomputation(store: Store) -> None:
+    stream = ab_stream("t")
+    seen: list[dict[str, object]] = []
+    for seed in (3, 4, 5):  # incremental: each summary after more records
+        data, rows = requests_jsonl(700, seed)
+        store.append_batch(stream, data, validate_request, None)
+        seen += rows
+        summary = store.summary(stream, "variant", ("control", "treatment"))
+        for arm in ("control", "treatment"):
+            mine = [r for r in seen if r["variant"] == arm]
+            conf = np.array([r["confidence"] for r in mine], dtype=float)
+            ms = np.array([r["inference_time_ms"] for r in mine], dtype=float)
+            m = summary.arm(arm)
+            assert m.n == len(mine)
+            assert m.errors == sum(bool(r["error"]) for r in mine)
+            assert m.confidence_sum == pytest.approx(conf.sum(), rel=1e-12)
+            assert m.confidence_sum_squares == pytest.approx((conf**2).sum(), rel=1e-12)
+            assert m.time_sum == pytest.approx(ms.sum(), rel=1e-12)
+            assert m.time_sum_squares == pytest.approx((ms**2).sum(), rel=1e-12)
+
+
+def test_windows_are_the_last_and_first_samples(store: Store) -> None:
+    stream = drift_stream("gnn", "1.0.0", "production")
+    data, values = samples_jsonl(3000, seed=6)
+    store.append_batch(stream, data, validate_sample, None)
+    last = store.samples(stream, last=1000)
+    assert np.array_equal(last.prediction, values[-1000:, 0])
+    assert np.array_equal(last.confidence, values[-1000:, 1])
+    first = store.samples(stream, first=10)
+    assert np.array_equal(first.prediction, values[:10, 0])
+    assert len(store.samples(stream, last=10**6)) == 3000
+
+
+def test_a_capped_batch_is_refused_whole(store: Store) -> None:
+    stream = drift_stream("gnn", "1.0.0", "reference")
+    data, _ = samples_jsonl(80, seed=7)
+    store.append_batch(stream, data, validate_sample, None, cap=100)
+    with pytest.raises(ValidationError):
+        store.append_batch(stream, data, validate_sample, None, cap=100)
+    assert store.count(stream) == 80
+
+
+def _claim(location: str, key: str, out: multiprocessing.Queue[bool]) -> None:
+    out.put(Project.open(location).store.claim(key, 3600))
+
+
+def test_a_claim_is_granted_once(project: Project) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[bool] = ctx.Queue()
+    procs = [
+        ctx.Process(target=_claim, args=(project.store.location, "hook:gnn:critical", results))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    granted = [results.get(timeout=5) for _ in procs]
+    assert sorted(granted) == [False, False, False, True]
+    later = Project.open(project.store.location, clock=lambda: datetime.now(timezone.utc)
+                         + timedelta(hours=2))
+    assert later.store.claim("hook:gnn:critical", 3600)
+
