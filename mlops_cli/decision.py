@@ -43,6 +43,10 @@ VARIANTS = ("control", "treatment")
 DECISIONS = ("promote", "rollback", "continue")
 ROLLBACK_CAUSES = ("harm", "futility")
 DEFAULT_MAX_CONFIDENCE_DROP = 0.02
+# Fewest units a arm before any interval is acted on: 2 requests (a variance), or 8 users,
+# since the delta method's variance from fewer users is too unstable to roll back on.
+MIN_USERS_PER_ARM = 8
+MIN_REQUESTS_PER_ARM = 2
 METRICS = ("errors", "confidence", "inference_time_ms")
 SRM_UNTESTABLE = (
     "split not tested: the records carry no user_id, and requests are not the unit of "
@@ -543,9 +547,17 @@ def _rules(
     confidence, error = main.confidence, main.errors
     verdict = _Verdict()
 
+    per_user = isinstance(control, UserArm)
+    unit, least = ("users", MIN_USERS_PER_ARM) if per_user else ("requests", MIN_REQUESTS_PER_ARM)
+    sizes = [
+        (arm, m.users if isinstance(m, UserArm) else m.n)
+        for arm, m in (("control", control), ("treatment", treatment))
+    ]
+    empty = [f"{arm} arm has {n} {unit}, too few to compare" for arm, n in sizes if n < least]
+
     # 1. harm, acted on at once
     harmed = [g for g in guardrails if g.harm]
-    if harmed:
+    if harmed and not empty:
         verdict.decision, verdict.cause = "rollback", "harm"
         for g in harmed:
             verdict.reasons.append(_harm_reason(g))
@@ -565,12 +577,6 @@ def _rules(
         reasons.append(f"{left:.1f} days left")
     if srm["mismatch"]:
         reasons.append(f"sample ratio mismatch p={srm['p_value']:.2g}")
-    unit = "users" if isinstance(control, UserArm) else "requests"
-    sizes = [
-        (arm, m.users if isinstance(m, UserArm) else m.n)
-        for arm, m in (("control", control), ("treatment", treatment))
-    ]
-    empty = [f"{arm} arm has {n} {unit}, too few to compare" for arm, n in sizes if n < 2]
     if empty:
         reasons.extend(empty)
     else:

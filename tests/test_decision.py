@@ -382,3 +382,13 @@ def test_columns_with_anonymous_requests() -> None:
     assert totals.users("treatment") == 1 and totals.unit == "request"
     with pytest.raises(ValueError):
         totals.add_columns(["control"], ["u1", "u2"], [1], [0.1], [False])
+
+
+def test_user_level_rules_wait_for_eight_users_a_arm() -> None:
+    # 100% vs 0% errors, a glaring harm, but only 7 treatment users: the delta-method variance
+    # of so few units is not trusted.
+    few = decide("t", cfg(), users_arm(50, 5, 0.8), users_arm(7, 5, 0.8, errors=35), 1.0)
+    assert (few.decision, few.rollback_cause) == ("continue", None)
+    assert "treatment arm has 7 users, too few to compare" in few.reasons
+    enough = decide("t", cfg(), users_arm(50, 5, 0.8), users_arm(8, 5, 0.8, errors=40), 1.0)
+    assert (enough.decision, enough.rollback_cause) == ("rollback", "harm")
