@@ -19,7 +19,8 @@ order of DESIGN section 5:
 4. continue, naming every unmet condition.
 
 With the sequential method every interval is a confidence sequence, valid however often the
-test is evaluated. Nothing here reads or writes files.
+test is evaluated. No rule acts on an interval before each arm has 8 users (per user) or 2
+requests (per request). Nothing here reads or writes files.
 """
 
 from __future__ import annotations
@@ -306,6 +307,16 @@ class UserTotals:
             arm.columns[:, : len(users)] = columns
             totals.anonymous[name] = int(doc["anonymous"][name])
         return totals
+
+
+def analysis_arms(
+    control: RequestSums, treatment: RequestSums, totals: UserTotals | None
+) -> tuple[Arm, Arm]:
+    """The arms to decide on: per user when `totals` saw user ids on every request, else the
+    per-request moments (the caller keeps both; the unit follows the data)."""
+    if totals is not None and totals.unit == "user":
+        return totals.arm("control"), totals.arm("treatment")
+    return control, treatment
 
 
 # -- the rules ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from mlops_cli.decision import (
     Rules,
     UserArm,
     UserTotals,
+    analysis_arms,
     decide,
     differences,
 )
@@ -392,3 +393,15 @@ def test_user_level_rules_wait_for_eight_users_a_arm() -> None:
     assert "treatment arm has 7 users, too few to compare" in few.reasons
     enough = decide("t", cfg(), users_arm(50, 5, 0.8), users_arm(8, 5, 0.8, errors=40), 1.0)
     assert (enough.decision, enough.rollback_cause) == ("rollback", "harm")
+
+
+def test_analysis_arms_follow_the_data() -> None:
+    moments = (arm(4), arm(4))
+    assert analysis_arms(*moments, None) == moments
+    totals = UserTotals()
+    totals.add("control", "a", 100.0, 0.5)
+    totals.add("treatment", "b", 100.0, 0.5)
+    control, treatment = analysis_arms(*moments, totals)
+    assert isinstance(control, UserArm) and treatment.n == 1
+    totals.add("treatment", None, 100.0, 0.5)
+    assert analysis_arms(*moments, totals) == moments
