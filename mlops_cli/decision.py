@@ -1,7 +1,7 @@
 """The decision rules of an A/B test: harm, promotion, futility (pure: numbers in, verdict out).
 
 `decide` takes the test's configuration values and each arm's sufficient statistics, either
-per request (`Moments`, or anything with its fields) or per user (`UserArm`, from
+per request (`stats.Moments`) or per user (`UserArm`, from
 `UserTotals`), and returns the `Evaluation` that `mlops ab evaluate` prints. Rules, in the
 order of DESIGN section 5:
 
@@ -28,11 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .stats import (
     ArmStats,
     Difference,
+    Moments,
     RatioSums,
     compare,
     compare_rates,
@@ -54,23 +55,6 @@ SRM_UNTESTABLE = (
     "assignment (one user's requests all go to one arm), so a request-count test would raise "
     "false alarms; record user_id to test it"
 )
-
-
-class RequestSums(Protocol):
-    """Per-request sufficient statistics of one arm (`summary.Moments` has these fields)."""
-
-    @property
-    def n(self) -> int: ...
-    @property
-    def errors(self) -> int: ...
-    @property
-    def confidence_sum(self) -> float: ...
-    @property
-    def confidence_sum_squares(self) -> float: ...
-    @property
-    def time_sum(self) -> float: ...
-    @property
-    def time_sum_squares(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -310,7 +294,7 @@ class UserTotals:
 
 
 def analysis_arms(
-    control: RequestSums, treatment: RequestSums, totals: UserTotals | None
+    control: Moments, treatment: Moments, totals: UserTotals | None
 ) -> tuple[Arm, Arm]:
     """The arms to decide on: per user when `totals` saw user ids on every request, else the
     per-request moments (the caller keeps both; the unit follows the data)."""
@@ -369,7 +353,7 @@ class Rules:
         return self.alpha / self.harm_tests
 
 
-Arm = RequestSums | UserArm
+Arm = Moments | UserArm
 
 
 @dataclass

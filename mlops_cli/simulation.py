@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .ab_testing import decide
-from .summary import Moments
+from .stats import Moments
 
 
 @dataclass
