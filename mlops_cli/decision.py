@@ -79,6 +79,9 @@ class UserArm:
         return sums.m_sum / sums.d_sum if sums.d_sum else 0.0
 
 
+Arm = Moments | UserArm
+
+
 @dataclass
 class ArmFigures:
     version: str
@@ -240,15 +243,14 @@ class UserTotals:
     def merge(self, other: UserTotals) -> None:
         """Add another accumulator's totals (say, of a later batch) into this one."""
         for name in VARIANTS:
+            self.anonymous[name] += other.anonymous[name]
             theirs = other._arms[name]
             if not theirs.index:
                 continue
             arm = self._arms[name]
             ids = list(theirs.index)
             rows = arm.rows(ids)
-            source = [theirs.index[u] for u in ids]
-            arm.columns[:, rows] += theirs.columns[:, source]
-            self.anonymous[name] += other.anonymous[name]
+            arm.columns[:, rows] += theirs.columns[:, list(theirs.index.values())]
 
     def users(self, variant: str) -> int:
         return len(self._arms[variant].index)
@@ -353,19 +355,18 @@ class Rules:
         return self.alpha / self.harm_tests
 
 
-Arm = Moments | UserArm
-
-
 @dataclass
-class _Diffs:
-    """The three differences at one level alpha."""
+class Differences:
+    """The three differences, treatment minus control, at one level alpha."""
 
     errors: Difference
     confidence: Difference
     inference_time_ms: Difference
 
 
-def differences(control: Arm, treatment: Arm, alpha: float, method: str, tuning: float) -> _Diffs:
+def differences(
+    control: Arm, treatment: Arm, alpha: float, method: str, tuning: float
+) -> Differences:
     """Error-rate, confidence and latency differences (treatment minus control) at `alpha`.
 
     Per user: gbstats' ratio statistic, the error rate's interval from sums with one
@@ -404,7 +405,7 @@ def differences(control: Arm, treatment: Arm, alpha: float, method: str, tuning:
         )
     lo, hi = error.ci
     error = Difference(error.estimate, (max(lo, -1.0), min(hi, 1.0)), error.p_value)
-    return _Diffs(error, confidence, latency)
+    return Differences(error, confidence, latency)
 
 
 @dataclass
@@ -533,7 +534,7 @@ def _rules(
     control: Arm,
     treatment: Arm,
     days_elapsed: float,
-    main: _Diffs,
+    main: Differences,
     guardrails: list[_Guardrail],
     srm: dict[str, Any],
 ) -> _Verdict:
@@ -661,7 +662,7 @@ def _harm_reason(g: _Guardrail) -> str:
     )
 
 
-def _inferiority_reason(g: _Guardrail, main: _Diffs) -> str:
+def _inferiority_reason(g: _Guardrail, main: Differences) -> str:
     if g.name == "confidence":
         return f"confidence may drop by {_fmt(main.confidence.ci[0])}, allowed -{g.margin:.3f}"
     return (

@@ -380,6 +380,9 @@ def test_columns_with_anonymous_requests() -> None:
     )
     assert totals.anonymous == {"control": 0, "treatment": 1}
     assert totals.users("treatment") == 1 and totals.unit == "request"
+    merged = UserTotals()
+    merged.merge(totals)
+    assert merged.anonymous == {"control": 0, "treatment": 1} and merged.unit == "request"
     with pytest.raises(ValueError):
         totals.add_columns(["control"], ["u1", "u2"], [1], [0.1], [False])
 
