@@ -262,3 +262,57 @@ def _prob_outside_square(n: int, h: int) -> float:
         total = term * (1.0 - total)
         k -= 1
     return 2 * total
+
+
+@dataclass(frozen=True)
+class RatioSums:
+    """One arm's sums over units (users) for a ratio metric sum(M) / sum(D).
+
+    Per user u, M_u is the metric summed over u's requests and D_u their count; these are
+    the sufficient statistics of gbstats' `RatioStatistic` (n = users).
+    """
+
+    users: int
+    m_sum: float
+    m_sum_squares: float
+    d_sum: float
+    d_sum_squares: float
+    m_d_sum_of_products: float
+
+    def arm_stats(self) -> ArmStats:
+        """sum(M)/sum(D) with its delta-method variance per unit, as gbstats computes them.
+
+        Var = V_M / mu_D^2 + mu_M^2 V_D / mu_D^4 - 2 C mu_M / mu_D^3 with (n-1) sample
+        (co)variances; divided by n it is the variance of the ratio estimate.
+        """
+        n = self.users
+        if n < 1 or self.d_sum == 0:
+            return ArmStats(n, 0.0, 0.0)
+        mean = self.m_sum / self.d_sum
+        if n < 2:
+            return ArmStats(n, mean, 0.0)
+        mu_m, mu_d = self.m_sum / n, self.d_sum / n
+        var_m = (self.m_sum_squares - self.m_sum * self.m_sum / n) / (n - 1)
+        var_d = (self.d_sum_squares - self.d_sum * self.d_sum / n) / (n - 1)
+        cov = (self.m_d_sum_of_products - self.m_sum * self.d_sum / n) / (n - 1)
+        variance = var_m / mu_d**2 + mu_m**2 / mu_d**4 * var_d - 2 * cov * mu_m / mu_d**3
+        return ArmStats(n, mean, max(variance, 0.0))
+
+    def agresti_caffo(self) -> RatioSums:
+        """The sums with one pseudo-user of 1 event in 2 requests, so a zero-event arm has a
+        real interval (the unit-level form of adding 1 event and 2 trials)."""
+        return RatioSums(
+            self.users + 1,
+            self.m_sum + 1,
+            self.m_sum_squares + 1,
+            self.d_sum + 2,
+            self.d_sum_squares + 4,
+            self.m_d_sum_of_products + 2,
+        )
+
+
+def compare_ratio(
+    control: RatioSums, treatment: RatioSums, alpha: float, method: str, tuning: float
+) -> Difference:
+    """Difference of ratio metrics, users as units (sequential N = users of both arms)."""
+    return compare(control.arm_stats(), treatment.arm_stats(), alpha, method, tuning)

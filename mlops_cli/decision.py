@@ -1,0 +1,695 @@
+"""The decision rules of an A/B test: harm, promotion, futility (pure: numbers in, verdict out).
+
+`decide` takes the test's configuration values and each arm's sufficient statistics, either
+per request (`stats.Moments`) or per user (`UserArm`, from
+`UserTotals`), and returns the `Evaluation` that `mlops ab evaluate` prints. Rules, in the
+order of DESIGN section 5:
+
+1. rollback, cause `harm`: the error rate is above `max_error_rate_increase` with its interval
+   wholly above 0, or a guardrail's interval lies wholly beyond its margin (confidence below
+   `-max_confidence_drop`, latency above `max_latency_increase_ms`). These deterioration tests
+   share one error budget: each is judged at alpha / k for k tests (Bonferroni), so together
+   they keep the A/A false-rollback rate at alpha whatever the number of guardrails.
+2. promote: enough requests and days, no sample ratio mismatch, the confidence gain at least
+   `min_confidence_improvement` with its interval above 0, the error-rate interval below its
+   allowance and each set guardrail non-inferior (interval within its margin, at level alpha:
+   non-inferiority conditions need no correction; Schultzberg, Ankargren, Frånberg 2024).
+3. rollback, cause `futility`: the confidence interval's upper end is below
+   `min_confidence_improvement`, so the gain cannot reach it.
+4. continue, naming every unmet condition.
+
+With the sequential method every interval is a confidence sequence, valid however often the
+test is evaluated. No rule acts on an interval before each arm has 8 users (per user) or 2
+requests (per request). Nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .stats import (
+    ArmStats,
+    Difference,
+    Moments,
+    RatioSums,
+    compare,
+    compare_rates,
+    compare_ratio,
+    sample_ratio_mismatch,
+)
+
+VARIANTS = ("control", "treatment")
+DECISIONS = ("promote", "rollback", "continue")
+ROLLBACK_CAUSES = ("harm", "futility")
+DEFAULT_MAX_CONFIDENCE_DROP = 0.02
+# Fewest units a arm before any interval is acted on: 2 requests (a variance), or 8 users,
+# since the delta method's variance from fewer users is too unstable to roll back on.
+MIN_USERS_PER_ARM = 8
+MIN_REQUESTS_PER_ARM = 2
+METRICS = ("errors", "confidence", "inference_time_ms")
+SRM_UNTESTABLE = (
+    "split not tested: the records carry no user_id, and requests are not the unit of "
+    "assignment (one user's requests all go to one arm), so a request-count test would raise "
+    "false alarms; record user_id to test it"
+)
+
+
+@dataclass(frozen=True)
+class UserArm:
+    """One arm with users as units: the ratio sums of each metric (D_u = u's requests)."""
+
+    errors: RatioSums
+    confidence: RatioSums
+    inference_time_ms: RatioSums
+
+    @property
+    def users(self) -> int:
+        return self.confidence.users
+
+    @property
+    def n(self) -> int:
+        """Requests."""
+        return int(self.confidence.d_sum)
+
+    def rate(self, metric: str) -> float:
+        sums: RatioSums = getattr(self, metric)
+        return sums.m_sum / sums.d_sum if sums.d_sum else 0.0
+
+
+Arm = Moments | UserArm
+
+
+@dataclass
+class ArmFigures:
+    version: str
+    requests: int
+    error_rate: float
+    avg_confidence: float
+    avg_inference_time_ms: float
+    users: int | None = None  # distinct users, when users are the unit
+
+
+@dataclass
+class Evaluation:
+    """The decision on an A/B test and the figures behind it."""
+
+    test: str
+    decision: str
+    recommendation: str
+    reasons: list[str]
+    method: str
+    alpha: float
+    requests: int
+    days_elapsed: float
+    metrics: dict[str, Any]
+    status: str = "running"
+    applied: bool = False
+    skipped_lines: int = 0
+    torn_bytes: int = 0  # an incomplete last line (a write cut short), ignored
+    rollback_cause: str | None = None  # "harm" or "futility" when the decision is rollback
+    unit: str = "request"  # "user" when records carry user ids
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+
+# -- per-user totals ---------------------------------------------------------------------------
+
+_COLUMNS = ("requests", "errors", "confidence_sum", "time_sum")
+_GROWTH = 2
+
+
+class _ArmUsers:
+    """One arm's per-user totals: an id -> row index and four float64 columns."""
+
+    __slots__ = ("columns", "index")
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.index: dict[str, int] = {}
+        self.columns = np.zeros((len(_COLUMNS), 16))
+
+    def rows(self, user_ids: Iterable[str]) -> list[int]:
+        """Row of each id, adding unseen ids (and growing the columns) as needed."""
+        import numpy as np
+
+        index = self.index
+        out = []
+        for uid in user_ids:
+            row = index.get(uid)
+            if row is None:
+                row = index[uid] = len(index)
+            out.append(row)
+        capacity = self.columns.shape[1]
+        if len(index) > capacity:
+            grown = np.zeros((len(_COLUMNS), max(len(index), capacity * _GROWTH)))
+            grown[:, :capacity] = self.columns
+            self.columns = grown
+        return out
+
+    def ratio_sums(self, metric: int) -> RatioSums:
+        n = len(self.index)
+        d = self.columns[0, :n]
+        m = self.columns[metric, :n]
+        return RatioSums(
+            n, float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d)
+        )
+
+
+class UserTotals:
+    """Running per-user totals of an A/B test's requests, per arm; mergeable.
+
+    Per user: requests, errors, confidence sum and inference-time sum. Memory grows with
+    distinct users, not requests: about 160 bytes per user (a dict entry with its row index,
+    four float64 columns kept at most half empty; measured with tracemalloc) plus the user id
+    string itself (49 bytes + its length for an ASCII id), so a million users of 10-character
+    ids take about 220 MB.
+    Requests recorded without a `user_id` are counted in `anonymous`; any of them makes the
+    request the unit of analysis (`unit`).
+    """
+
+    def __init__(self) -> None:
+        self._arms = {v: _ArmUsers() for v in VARIANTS}
+        self.anonymous = dict.fromkeys(VARIANTS, 0)
+
+    def add(
+        self,
+        variant: str,
+        user_id: str | int | None,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+    ) -> None:
+        """Add one recorded request."""
+        arm = self._arms[variant]
+        if user_id is None:
+            self.anonymous[variant] += 1
+            return
+        (row,) = arm.rows([str(user_id)])
+        column = arm.columns[:, row]
+        column += (1.0, float(bool(error)), float(confidence), float(inference_time_ms))
+
+    def add_columns(
+        self,
+        variants: Any,
+        user_ids: Any,
+        inference_time_ms: Any,
+        confidence: Any,
+        errors: Any,
+    ) -> None:
+        """Add many requests given as equal-length columns (lists or numpy arrays).
+
+        A user id of None is an anonymous request. Ids are compared as strings (`7` and
+        `"7"` are one user, as in assignment). Grouping runs in numpy; Python touches each
+        distinct user once per call, not each request.
+        """
+        import numpy as np
+
+        variant = np.asarray(variants)
+        values = np.stack(
+            [
+                np.ones(variant.shape[0]),
+                np.asarray(errors, dtype=bool).astype(float),
+                np.asarray(confidence, dtype=float),
+                np.asarray(inference_time_ms, dtype=float),
+            ]
+        )
+        ids = np.asarray(user_ids)
+        if values.shape[1:] != variant.shape or ids.shape != variant.shape:
+            raise ValueError("columns must have one value per request")
+        if ids.dtype == object:
+            named = np.fromiter((u is not None for u in ids), bool, ids.shape[0])
+        else:
+            named = np.ones(ids.shape[0], bool)
+        for name in VARIANTS:
+            mask = variant == name
+            self.anonymous[name] += int((mask & ~named).sum())
+            mask &= named
+            if not mask.any():
+                continue
+            unique, inverse = np.unique(ids[mask], return_inverse=True)
+            arm = self._arms[name]
+            rows = np.asarray(arm.rows(str(u) for u in unique.tolist()))[inverse.ravel()]
+            for k in range(len(_COLUMNS)):
+                arm.columns[k] += np.bincount(rows, values[k, mask], minlength=arm.columns.shape[1])
+
+    def merge(self, other: UserTotals) -> None:
+        """Add another accumulator's totals (say, of a later batch) into this one."""
+        for name in VARIANTS:
+            self.anonymous[name] += other.anonymous[name]
+            theirs = other._arms[name]
+            if not theirs.index:
+                continue
+            arm = self._arms[name]
+            ids = list(theirs.index)
+            rows = arm.rows(ids)
+            arm.columns[:, rows] += theirs.columns[:, list(theirs.index.values())]
+
+    def users(self, variant: str) -> int:
+        return len(self._arms[variant].index)
+
+    @property
+    def unit(self) -> str:
+        """`user` when every request carried a user id (and there is one), else `request`."""
+        named = any(self._arms[v].index for v in VARIANTS)
+        return "user" if named and not any(self.anonymous.values()) else "request"
+
+    def ratio_sums(self, variant: str, metric: str) -> RatioSums:
+        """n users, sum M, sum M^2, sum D, sum D^2, sum M*D for `errors`, `confidence` or
+        `inference_time_ms` (M_u the metric's sum over u's requests, D_u their count)."""
+        return self._arms[variant].ratio_sums(METRICS.index(metric) + 1)
+
+    def arm(self, variant: str) -> UserArm:
+        return UserArm(*(self.ratio_sums(variant, m) for m in METRICS))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready) to keep beside the log; `from_dict` restores it."""
+        out: dict[str, Any] = {"anonymous": dict(self.anonymous)}
+        for name in VARIANTS:
+            arm = self._arms[name]
+            n = len(arm.index)
+            out[name] = {"users": list(arm.index), "columns": arm.columns[:, :n].tolist()}
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> UserTotals:
+        import numpy as np
+
+        totals = cls()
+        for name in VARIANTS:
+            arm = totals._arms[name]
+            users = [str(u) for u in doc[name]["users"]]
+            columns = np.asarray(doc[name]["columns"], dtype=float).reshape(len(_COLUMNS), -1)
+            if columns.shape[1] != len(users) or len(set(users)) != len(users):
+                raise ValueError(f"per-user totals of {name}: users and columns disagree")
+            arm.rows(users)
+            arm.columns[:, : len(users)] = columns
+            totals.anonymous[name] = int(doc["anonymous"][name])
+        return totals
+
+
+def analysis_arms(
+    control: Moments, treatment: Moments, totals: UserTotals | None
+) -> tuple[Arm, Arm]:
+    """The arms to decide on: per user when `totals` saw user ids on every request, else the
+    per-request moments (the caller keeps both; the unit follows the data)."""
+    if totals is not None and totals.unit == "user":
+        return totals.arm("control"), totals.arm("treatment")
+    return control, treatment
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The configuration values the decision reads (an A/B test's fields)."""
+
+    alpha: float
+    method: str
+    sequential_tuning: float
+    treatment_traffic_pct: float
+    min_requests: int
+    duration_days: float
+    max_error_rate_increase: float
+    min_confidence_improvement: float
+    max_confidence_drop: float | None = DEFAULT_MAX_CONFIDENCE_DROP
+    max_latency_increase_ms: float | None = None
+    control_version: str = ""
+    treatment_version: str = ""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Rules:
+        """From a test's record; the guardrail fields take their defaults when absent."""
+        return cls(
+            alpha=config["alpha"],
+            method=config["method"],
+            sequential_tuning=config["sequential_tuning"],
+            treatment_traffic_pct=config["treatment_traffic_pct"],
+            min_requests=config["min_requests"],
+            duration_days=config["duration_days"],
+            max_error_rate_increase=config["max_error_rate_increase"],
+            min_confidence_improvement=config["min_confidence_improvement"],
+            max_confidence_drop=config.get("max_confidence_drop", DEFAULT_MAX_CONFIDENCE_DROP),
+            max_latency_increase_ms=config.get("max_latency_increase_ms"),
+            control_version=config.get("control_version") or "",
+            treatment_version=config.get("treatment_version") or "",
+        )
+
+    @property
+    def harm_tests(self) -> int:
+        """Deterioration tests sharing the error budget: error rate plus each set guardrail."""
+        return (
+            1 + (self.max_confidence_drop is not None) + (self.max_latency_increase_ms is not None)
+        )
+
+    @property
+    def harm_alpha(self) -> float:
+        return self.alpha / self.harm_tests
+
+
+@dataclass
+class Differences:
+    """The three differences, treatment minus control, at one level alpha."""
+
+    errors: Difference
+    confidence: Difference
+    inference_time_ms: Difference
+
+
+def differences(
+    control: Arm, treatment: Arm, alpha: float, method: str, tuning: float
+) -> Differences:
+    """Error-rate, confidence and latency differences (treatment minus control) at `alpha`.
+
+    Per user: gbstats' ratio statistic, the error rate's interval from sums with one
+    Agresti-Caffo pseudo-user per arm (estimate raw). Per request: Welch on the moments,
+    Agresti-Caffo proportions for errors. The error-rate interval is clipped to [-1, 1].
+    """
+    if isinstance(control, UserArm) and isinstance(treatment, UserArm):
+        adjusted = compare_ratio(
+            control.errors.agresti_caffo(), treatment.errors.agresti_caffo(), alpha, method, tuning
+        )
+        raw = treatment.rate("errors") - control.rate("errors")
+        error = Difference(raw, adjusted.ci, adjusted.p_value)
+        confidence = compare_ratio(control.confidence, treatment.confidence, alpha, method, tuning)
+        latency = compare_ratio(
+            control.inference_time_ms, treatment.inference_time_ms, alpha, method, tuning
+        )
+    elif isinstance(control, UserArm) or isinstance(treatment, UserArm):
+        raise TypeError("both arms must be per user or both per request")
+    else:
+        error = compare_rates(
+            control.n, control.errors, treatment.n, treatment.errors, alpha, method, tuning
+        )
+
+        def means(c: ArmStats, t: ArmStats) -> Difference:
+            return compare(c, t, alpha, method, tuning)
+
+        confidence = means(
+            ArmStats.from_sums(control.n, control.confidence_sum, control.confidence_sum_squares),
+            ArmStats.from_sums(
+                treatment.n, treatment.confidence_sum, treatment.confidence_sum_squares
+            ),
+        )
+        latency = means(
+            ArmStats.from_sums(control.n, control.time_sum, control.time_sum_squares),
+            ArmStats.from_sums(treatment.n, treatment.time_sum, treatment.time_sum_squares),
+        )
+    lo, hi = error.ci
+    error = Difference(error.estimate, (max(lo, -1.0), min(hi, 1.0)), error.p_value)
+    return Differences(error, confidence, latency)
+
+
+@dataclass
+class _Guardrail:
+    """A deterioration test at the shared harm level, and its non-inferiority at alpha."""
+
+    name: str
+    harm_interval: Difference
+    margin: float
+    alpha: float
+    harm: bool
+    non_inferior: bool | None = None
+    rule: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "estimate": self.harm_interval.estimate,
+            "ci": list(self.harm_interval.ci),
+            "margin": self.margin,
+            "alpha": self.alpha,
+            "harm": self.harm,
+            "rule": self.rule,
+        }
+        if self.non_inferior is not None:
+            out["non_inferior"] = self.non_inferior
+        return out
+
+
+@dataclass
+class _Verdict:
+    decision: str = "continue"
+    cause: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    recommendation: str = ""
+
+
+def decide(
+    name: str,
+    config: Mapping[str, Any] | Rules,
+    control: Arm,
+    treatment: Arm,
+    days_elapsed: float,
+) -> Evaluation:
+    """Apply the decision rules, in order, to the arms' sufficient statistics (no I/O).
+
+    `control` and `treatment` are both per request (`Moments`) or both per user (`UserArm`,
+    e.g. `UserTotals.arm("control")`); the latter makes users the unit of analysis.
+    """
+    rules = config if isinstance(config, Rules) else Rules.from_config(config)
+    alpha, method, tuning = rules.alpha, rules.method, rules.sequential_tuning
+    per_user = isinstance(control, UserArm) and isinstance(treatment, UserArm)
+    main = differences(control, treatment, alpha, method, tuning)
+    harm_alpha = rules.harm_alpha
+    at_harm = differences(control, treatment, harm_alpha, method, tuning)
+    max_err = rules.max_error_rate_increase
+
+    guardrails = [
+        _Guardrail(
+            "error_rate",
+            at_harm.errors,
+            max_err,
+            harm_alpha,
+            at_harm.errors.estimate > max_err and at_harm.errors.ci[0] > 0,
+            rule="harm when the estimate exceeds the margin and the interval lies above 0",
+        )
+    ]
+    if rules.max_confidence_drop is not None:
+        drop = rules.max_confidence_drop
+        guardrails.append(
+            _Guardrail(
+                "confidence",
+                at_harm.confidence,
+                drop,
+                harm_alpha,
+                at_harm.confidence.ci[1] < -drop,
+                main.confidence.ci[0] >= -drop,
+                rule="harm when the interval lies below -margin; non-inferior at alpha when "
+                "confidence_diff's interval lies above -margin",
+            )
+        )
+    if rules.max_latency_increase_ms is not None:
+        rise = rules.max_latency_increase_ms
+        guardrails.append(
+            _Guardrail(
+                "inference_time_ms",
+                at_harm.inference_time_ms,
+                rise,
+                harm_alpha,
+                at_harm.inference_time_ms.ci[0] > rise,
+                main.inference_time_ms.ci[1] <= rise,
+                rule="harm when the interval lies above +margin; non-inferior at alpha when "
+                "inference_time_ms_diff's interval lies below +margin",
+            )
+        )
+
+    srm = _sample_ratio(control, treatment, rules.treatment_traffic_pct / 100)
+    verdict = _rules(name, rules, control, treatment, days_elapsed, main, guardrails, srm)
+    requests = control.n + treatment.n
+    metrics = {
+        "control": asdict(_figures(rules.control_version, control)),
+        "treatment": asdict(_figures(rules.treatment_version, treatment)),
+        "error_rate_diff": main.errors.to_dict(),
+        "confidence_diff": main.confidence.to_dict(),
+        "inference_time_ms_diff": main.inference_time_ms.to_dict(),
+        "srm": srm,
+        "guardrails": {g.name: g.to_dict() for g in guardrails},
+    }
+    return Evaluation(
+        name,
+        verdict.decision,
+        verdict.recommendation,
+        verdict.reasons,
+        method,
+        alpha,
+        requests,
+        days_elapsed,
+        metrics,
+        rollback_cause=verdict.cause,
+        unit="user" if per_user else "request",
+    )
+
+
+def _rules(
+    name: str,
+    rules: Rules,
+    control: Arm,
+    treatment: Arm,
+    days_elapsed: float,
+    main: Differences,
+    guardrails: list[_Guardrail],
+    srm: dict[str, Any],
+) -> _Verdict:
+    treatment_v = rules.treatment_version
+    max_err, min_conf = rules.max_error_rate_increase, rules.min_confidence_improvement
+    confidence, error = main.confidence, main.errors
+    verdict = _Verdict()
+
+    per_user = isinstance(control, UserArm)
+    unit, least = ("users", MIN_USERS_PER_ARM) if per_user else ("requests", MIN_REQUESTS_PER_ARM)
+    sizes = [
+        (arm, m.users if isinstance(m, UserArm) else m.n)
+        for arm, m in (("control", control), ("treatment", treatment))
+    ]
+    empty = [f"{arm} arm has {n} {unit}, too few to compare" for arm, n in sizes if n < least]
+
+    # 1. harm, acted on at once
+    harmed = [g for g in guardrails if g.harm]
+    if harmed and not empty:
+        verdict.decision, verdict.cause = "rollback", "harm"
+        for g in harmed:
+            verdict.reasons.append(_harm_reason(g))
+        verdict.recommendation = (
+            f"Roll back {treatment_v}: {verdict.reasons[0]}; run "
+            f"`mlops ab finalize {name} rollback`."
+        )
+        return verdict
+
+    # 2. promote when every condition holds
+    reasons = verdict.reasons
+    requests = control.n + treatment.n
+    if requests < rules.min_requests:
+        reasons.append(f"{requests} of {rules.min_requests} requests")
+    left = rules.duration_days - days_elapsed
+    if left > 0:
+        reasons.append(f"{left:.1f} days left")
+    if srm["mismatch"]:
+        reasons.append(f"sample ratio mismatch p={srm['p_value']:.2g}")
+    if empty:
+        reasons.extend(empty)
+    else:
+        if not confidence.estimate >= min_conf:
+            reasons.append(f"confidence {confidence.estimate:+.3f}, needs {min_conf:+.3f}")
+        if not confidence.ci[0] > 0:
+            reasons.append(
+                f"confidence interval [{_fmt(confidence.ci[0])}, {_fmt(confidence.ci[1])}] "
+                "not wholly above 0"
+            )
+        if not error.ci[1] <= max_err:
+            reasons.append(
+                f"error rate may rise by up to {_fmt(error.ci[1])}, allowed +{max_err:.3f}"
+            )
+        for g in guardrails:
+            if g.non_inferior is False:
+                reasons.append(_inferiority_reason(g, main))
+    if not reasons:
+        verdict.decision = "promote"
+        reasons.append(
+            f"confidence {confidence.estimate:+.3f} (interval {_fmt(confidence.ci[0])} to "
+            f"{_fmt(confidence.ci[1])}), error rate at most {_fmt(error.ci[1])}, "
+            f"{requests} requests over {days_elapsed:.1f} days"
+        )
+        verdict.recommendation = (
+            f"Promote {treatment_v}: confidence up {confidence.estimate:+.3f} with no "
+            f"error-rate harm beyond +{max_err:.3f}; run `mlops ab finalize {name} promote`."
+        )
+        return verdict
+
+    # 3. futility: the gain cannot reach the minimum
+    if not empty and confidence.ci[1] < min_conf:
+        verdict.decision, verdict.cause = "rollback", "futility"
+        verdict.reasons = [
+            f"confidence gain at most {_fmt(confidence.ci[1])} (interval upper end), cannot "
+            f"reach the required {min_conf:+.3f}"
+        ]
+        verdict.recommendation = (
+            f"Roll back {treatment_v}: its confidence gain cannot reach {min_conf:+.3f} "
+            f"(at most {_fmt(confidence.ci[1])}); run `mlops ab finalize {name} rollback`."
+        )
+        return verdict
+
+    # 4. continue
+    if srm["mismatch"]:
+        verdict.recommendation = (
+            "Check the traffic split before trusting this test: the arms' user counts do not "
+            "match the configured share (sample ratio mismatch)."
+        )
+    else:
+        verdict.recommendation = f"Keep the test running: {reasons[0]}."
+    return verdict
+
+
+def _sample_ratio(control: Arm, treatment: Arm, share: float) -> dict[str, Any]:
+    """The split tested on distinct users; without user ids, reported but not judged."""
+    if isinstance(control, UserArm) and isinstance(treatment, UserArm):
+        ratio = sample_ratio_mismatch(control.users, treatment.users, share)
+        return {**ratio.to_dict(), "unit": "user", "testable": True, "note": None}
+    ratio = sample_ratio_mismatch(control.n, treatment.n, share)
+    return {
+        "p_value": ratio.p_value,
+        "mismatch": False,
+        "judged": False,
+        "unit": "request",
+        "testable": False,
+        "note": SRM_UNTESTABLE,
+    }
+
+
+def _harm_reason(g: _Guardrail) -> str:
+    lo, hi = _fmt(g.harm_interval.ci[0]), _fmt(g.harm_interval.ci[1])
+    level = f"interval [{lo}, {hi}] at alpha {g.alpha:.3g}"
+    if g.name == "error_rate":
+        return (
+            f"error rate {g.harm_interval.estimate:+.4f} exceeds the allowed +{g.margin:.4f}, "
+            f"{level} wholly above 0"
+        )
+    if g.name == "confidence":
+        return (
+            f"confidence {g.harm_interval.estimate:+.3f} is worse than the allowed drop "
+            f"-{g.margin:.3f}, {level}"
+        )
+    return (
+        f"inference time {g.harm_interval.estimate:+.1f} ms is worse than the allowed "
+        f"+{g.margin:g} ms, {level}"
+    )
+
+
+def _inferiority_reason(g: _Guardrail, main: Differences) -> str:
+    if g.name == "confidence":
+        return f"confidence may drop by {_fmt(main.confidence.ci[0])}, allowed -{g.margin:.3f}"
+    return (
+        f"inference time may rise by up to {_fmt(main.inference_time_ms.ci[1])} ms, allowed "
+        f"+{g.margin:g} ms"
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.3f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
+
+
+def _figures(version: str, arm: Arm) -> ArmFigures:
+    if isinstance(arm, UserArm):
+        return ArmFigures(
+            version,
+            arm.n,
+            arm.rate("errors"),
+            arm.rate("confidence"),
+            arm.rate("inference_time_ms"),
+            arm.users,
+        )
+    n = arm.n
+    return ArmFigures(
+        version,
+        n,
+        arm.errors / n if n else 0.0,
+        arm.confidence_sum / n if n else 0.0,
+        arm.time_sum / n if n else 0.0,
+    )
