@@ -358,7 +358,7 @@
         "data-low": String(diff.ci[0]), "data-high": String(diff.ci[1]), role: "group", "aria-label": labels[key] + " difference" },
         el("div", {}, el("strong", { text: labels[key] }), el("div", { class: "interval-text mono",
           text: signed(diff.estimate) + " [" + signed(diff.ci[0]) + ", " + signed(diff.ci[1]) + "]" }),
-          el("div", { class: "muted", text: "p = " + pvalue(diff.p_value) + (limits[key] != null ? "; dashed line: " + signed(limits[key]) : "") })),
+          el("div", { class: "muted", text: "p = " + pvalue(diff.p_value) + (limits[key] != null ? "; dashed: " + (key === "confidence_diff" ? "needed " : "allowed ") + signed(limits[key]) : "") })),
         canvas));
     });
     var narrowBox = chartBox("Confidence difference and its interval as requests came in", "narrowing-chart");
