@@ -32,6 +32,8 @@ def build_demo(root: Path) -> Path:
         [str(MLOPS_BIN), "demo", str(root)], capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr
+    said = re.search(r"Open the dashboard: \S*mlops -C (\S+) ui --open", run.stdout)
+    assert said and said.group(1) == str(root), run.stdout[-400:]
     project = Project.open(root)
     for version in ("1.0.0", "1.1.0"):
         path = root / "models" / f"ranker_{version}.bin"
