@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError, ValidationError
 from ..project import Project
+from ..summary import Moments
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
@@ -62,8 +63,11 @@ def _finite(x: Any) -> Any:
 
 
 def _last_check(detector: DriftDetector) -> dict[str, Any] | None:
-    """The newest recorded drift check of a version (read only: nothing is computed)."""
-    rows = detector.history()
+    """The newest recorded drift check of a version (read only: nothing is computed), read
+    from the end of its history (file store) so the overview does not grow with history."""
+    from .. import jsonl
+
+    rows = jsonl.tail(detector.checks_path, 1, skip_invalid=True).records
     return rows[-1] if rows else None
 
 
@@ -89,7 +93,7 @@ def overview(location: Location) -> dict[str, Any]:
     """Every model type: champion, traffic split, running test and its decision, drift badge.
 
     Library calls: registry.list_versions(), ab.list_tests(), ab.evaluate_test(name) for each
-    running test, drift_detector(type, champion).history().
+    running test; the champion's last drift check (file store: the tail of its checks log).
     """
     project = _open(location)
     now = _now()
@@ -151,8 +155,8 @@ def overview(location: Location) -> dict[str, Any]:
 def model(location: Location, model_type: str) -> dict[str, Any]:
     """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline.
 
-    Library calls: registry.list_versions(type), registry.history(type),
-    drift_detector(type, v).history() per version, ab.list_tests().
+    Library calls: registry.list_versions(type), registry.history(type), ab.list_tests(), and
+    each version's last drift check (file store: the tail of its checks log).
     """
     project = _open(location)
     now = _now()
@@ -234,57 +238,68 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
         {
             "test": test,
             "evaluation": evaluation,
-            "narrowing": narrowing(project, name, test),
+            "narrowing": narrowing(project, name, test, evaluation["requests"]),
         }
     )
 
 
-def narrowing(project: Project, name: str, test: dict[str, Any]) -> list[dict[str, Any]]:
-    """The three differences (estimate, interval) after the first k requests, at a few k."""
+def narrowing(
+    project: Project, name: str, test: dict[str, Any], total: int
+) -> list[dict[str, Any]]:
+    """The three differences (estimate, interval) after the first k of `total` requests, at
+    a few k: running sums over the log, a chunk at a time (memory bounded by the chunk)."""
     import numpy as np
 
     from .. import jsonl
     from ..ab_testing import decide
-    from ..summary import Moments
 
-    records = jsonl.read_from(project.ab_log(name), skip_invalid=True).records  # file store
-    n = len(records)
-    if n < 4:
+    if total < 4:
         return []
-    treated = np.fromiter((r.get("variant") == "treatment" for r in records), bool, n)
-    conf = np.fromiter((r.get("confidence", 0.0) for r in records), float, n)
-    time = np.fromiter((r.get("inference_time_ms", 0.0) for r in records), float, n)
-    err = np.fromiter((bool(r.get("error", False)) for r in records), bool, n)
-    columns = {"conf": conf, "conf2": conf * conf, "time": time, "time2": time * time}
-    cumulative = {}
-    for arm, mask in (("control", ~treated), ("treatment", treated)):
-        cumulative[arm] = {
-            "n": np.cumsum(mask),
-            "errors": np.cumsum(err & mask),
-            **{k: np.cumsum(np.where(mask, v, 0.0)) for k, v in columns.items()},
-        }
     points = sorted(
-        {max(2, round(n * (i + 1) / NARROWING_POINTS)) for i in range(NARROWING_POINTS)}
+        {max(2, round(total * (i + 1) / NARROWING_POINTS)) for i in range(NARROWING_POINTS)}
     )
-    out = []
-    for k in points:
-        arms = {}
-        for arm, c in cumulative.items():
-            arms[arm] = Moments(
-                n=int(c["n"][k - 1]),
-                errors=int(c["errors"][k - 1]),
-                confidence_sum=float(c["conf"][k - 1]),
-                confidence_sum_squares=float(c["conf2"][k - 1]),
-                time_sum=float(c["time"][k - 1]),
-                time_sum_squares=float(c["time2"][k - 1]),
-            )
-        result = decide(name, test, arms["control"], arms["treatment"], 0.0)
-        point: dict[str, Any] = {"requests": k}
-        for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
-            d = result.metrics[key]
-            point[key] = {"estimate": d["estimate"], "ci": list(d["ci"])}
-        out.append(point)
+    # Per arm, running [n, errors, sum conf, sum conf^2, sum ms, sum ms^2].
+    running = {"control": np.zeros(6), "treatment": np.zeros(6)}
+    seen = 0
+    out: list[dict[str, Any]] = []
+    for chunk in jsonl.read_chunks(project.ab_log(name), skip_invalid=True):  # file store
+        rows = chunk.records
+        if not rows or len(out) == len(points):
+            continue
+        m = len(rows)
+        conf = np.fromiter((r.get("confidence", 0.0) for r in rows), float, m)
+        ms = np.fromiter((r.get("inference_time_ms", 0.0) for r in rows), float, m)
+        err = np.fromiter((bool(r.get("error", False)) for r in rows), float, m)
+        values = np.column_stack([np.ones(m), err, conf, conf * conf, ms, ms * ms])
+        variant = [r.get("variant") for r in rows]
+        sums = {}
+        for arm in running:
+            mask = np.fromiter((v == arm for v in variant), bool, m)
+            sums[arm] = running[arm] + np.cumsum(values * mask[:, None], axis=0)
+        while len(out) < len(points) and points[len(out)] <= seen + m:
+            k = points[len(out)] - seen - 1
+            arms = {arm: _moments(sums[arm][k]) for arm in running}
+            result = decide(name, test, arms["control"], arms["treatment"], 0.0)
+            point: dict[str, Any] = {"requests": points[len(out)]}
+            for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
+                d = result.metrics[key]
+                point[key] = {"estimate": d["estimate"], "ci": list(d["ci"])}
+            out.append(point)
+        running = {arm: sums[arm][-1] for arm in running}
+        seen += m
     return out
+
+
+def _moments(row: Any) -> Moments:
+    """Moments from a running-sum row [n, errors, conf, conf^2, ms, ms^2]."""
+    return Moments(
+        n=round(float(row[0])),
+        errors=round(float(row[1])),
+        confidence_sum=float(row[2]),
+        confidence_sum_squares=float(row[3]),
+        time_sum=float(row[4]),
+        time_sum_squares=float(row[5]),
+    )
 
 
 def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
