@@ -273,6 +273,22 @@ def test_a_non_loopback_address_needs_a_token(demo: Path) -> None:
     check_bind("0.0.0.0", "s3cret")
 
 
+def test_on_loopback_a_foreign_host_header_is_refused(serve: Any, demo: Path) -> None:
+    """A site whose name was rebound to 127.0.0.1 gets nothing (DNS rebinding)."""
+    ui = serve(allow_actions=True)
+    status, _, body = ui.request("/api/overview", headers={"Host": "evil.example:80"})
+    assert status == 403 and b"evil.example" in body
+    status, _, _ = ui.request(
+        "/api/action/rollback",
+        {"model_type": "gnn"},
+        headers={"Host": "evil.example", "X-Mlops-Session": ui.session_token()},
+        method="POST",
+    )
+    assert status == 403 and cli_text(demo, "champion", "gnn") == "v2.2.0"
+    for host in ("localhost:1234", "127.0.0.1", "[::1]:80"):
+        assert ui.request("/api/overview", headers={"Host": host})[0] == 200, host
+
+
 def test_with_a_token_every_request_must_present_it(serve: Any) -> None:
     ui = serve(token="s3cret")
     assert ui.request("/api/overview")[0] == 401

@@ -74,6 +74,7 @@ class Settings:
     project: str | None
     allow_actions: bool = False
     token: str | None = None  # access token for every request (required off loopback)
+    loopback_only: bool = True  # served on a loopback address: check the Host header
     session: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # POST token
     action_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,6 +120,28 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- access ------------------------------------------------------------------------------
 
+    def host_allowed(self) -> bool:
+        """On loopback, only a loopback name in the Host header: a page on another site whose
+        name was rebound to 127.0.0.1 (DNS rebinding) must not read or change the registry."""
+        if not self.settings.loopback_only:
+            return True
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in ("localhost", "127.0.0.1", "::1") or is_loopback(
+            name.strip("[]")
+        )
+
+    def refused(self, authorized: bool) -> bool:
+        """Answer 403 for a foreign Host header, 401 without the access token."""
+        if not self.host_allowed():
+            host = self.headers.get("Host", "")
+            self.send_error_doc(403, "Forbidden", f"this dashboard is not served as {host!r}")
+            return True
+        if not authorized:
+            self.send_error_doc(401, "Unauthorized", "this dashboard needs its access token")
+            return True
+        return False
+
     def authorized(self, query: dict[str, list[str]]) -> tuple[bool, dict[str, str]]:
         """Whether the request presents the access token (when one is set); a `?token=`
         in a page address is turned into a cookie so the page's own requests carry it."""
@@ -145,8 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         ok, extra = self.authorized(query)
-        if not ok:
-            self.send_error_doc(401, "Unauthorized", "this dashboard needs its access token")
+        if self.refused(ok):
             return
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
@@ -225,8 +247,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         ok, _ = self.authorized(parse_qs(url.query))
-        if not ok:
-            self.send_error_doc(401, "Unauthorized", "this dashboard needs its access token")
+        if self.refused(ok):
             return
         if not self.settings.allow_actions:
             self.send_error_doc(
@@ -298,7 +319,12 @@ def make_server(
         except (KeyError, OSError):
             user = "unknown"
         os.environ["MLOPS_ACTOR"] = f"ui:{user}"
-    settings = Settings(project=project, allow_actions=allow_actions, token=token)
+    settings = Settings(
+        project=project,
+        allow_actions=allow_actions,
+        token=token,
+        loopback_only=is_loopback(host),
+    )
     handler = type("BoundHandler", (Handler,), {"settings": settings})
     server_class = Server6 if ":" in host else Server
     return server_class((host, port), handler)
