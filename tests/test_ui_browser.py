@@ -374,3 +374,29 @@ def test_the_report_from_a_file_shows_the_same_decision(
     # Only the file itself was loaded: nothing else, from anywhere.
     assert page.foreign == [] and page.requests == 1
     assert page.errors == []
+
+
+def test_a_refused_action_shows_the_cli_error_in_the_dialog(
+    dashboard: Any, open_page: Any, demo: Path
+) -> None:
+    ui = dashboard("--allow-actions")
+    page = open_page(ui.host)
+    page.open(f"{ui.url}/test/{RUNNING_TEST}")
+    page.page.get_by_role("button", name="Finalize: promote 1.1.0").press("Enter")
+    assert "make ranker 1.1.0 the champion" in page.page.locator("#confirm-text").inner_text()
+    page.page.locator("#confirm-ok").press("Enter")
+    alert = page.page.locator("dialog#confirm [role=alert]")
+    alert.wait_for()
+    page.page.wait_for_function(
+        "() => document.querySelector('dialog#confirm [role=alert]').textContent !== ''"
+    )
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(demo), "ab", "finalize", RUNNING_TEST, "promote"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert alert.inner_text() == run.stderr.strip()
+    assert cli_text(demo, "champion", "ranker") == "1.0.0"
+    page.page.keyboard.press("Escape")
+    assert page.page.locator("dialog#confirm").count() == 0
