@@ -8,6 +8,8 @@ their paths (built by `mlops_cli.ui.data.bundle`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from importlib import resources
 from pathlib import Path
@@ -15,10 +17,20 @@ from typing import Any
 
 import orjson
 
-REPORT_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src data:; base-uri 'none'; form-action 'none'"
-)
+
+def _csp(scripts: list[str], styles: list[str]) -> str:
+    """Only these inline scripts and styles (by hash) may run; nothing may be fetched."""
+
+    def hashes(blocks: list[str]) -> str:
+        return " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+            for b in blocks
+        )
+
+    return (
+        f"default-src 'none'; script-src {hashes(scripts)}; style-src {hashes(styles)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
 
 
 def _asset(name: str) -> str:
@@ -44,13 +56,18 @@ def _inline_script(code: str) -> str:
 def render_html(docs: dict[str, Any], title: str = "mlops report") -> str:
     """The report page for `docs` (API path -> JSON document)."""
     generated = docs.get("/overview", {}).get("generated_at", "")
+    styles = [f"{_asset('vendor/uPlot.min.css')}\n{_asset('style.css')}"]
+    scripts = [
+        _inline_script(_asset("vendor/uPlot.iife.min.js")),
+        _inline_script(_asset("app.js")),
+    ]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_csp(scripts, styles)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title>"
-        f"<style>{_asset('vendor/uPlot.min.css')}\n{_asset('style.css')}</style>"
+        f"<style>{styles[0]}</style>"
         "</head><body>"
         '<header class="top"><a class="brand" href="#/">mlops</a>'
         '<nav aria-label="Sections"><a href="#/">Overview</a> '
@@ -58,9 +75,8 @@ def render_html(docs: dict[str, Any], title: str = "mlops report") -> str:
         f'<span class="report-note">report generated {html.escape(generated)}</span></header>'
         '<main id="app" tabindex="-1"><p>Loading…</p></main>'
         f'<script type="application/json" id="mlops-data">{_inline_json(docs)}</script>'
-        f"<script>{_inline_script(_asset('vendor/uPlot.iife.min.js'))}</script>"
-        f"<script>{_inline_script(_asset('app.js'))}</script>"
-        "</body></html>\n"
+        + "".join(f"<script>{code}</script>" for code in scripts)
+        + "</body></html>\n"
     )
 
 

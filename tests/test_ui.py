@@ -415,7 +415,8 @@ def test_the_report_is_one_self_contained_file_under_300_kb(demo: Path, tmp_path
     size = len(page.encode())
     print(f"\nreport of the demo project: {size / 1024:.0f} KB")
     assert size < 300 * 1024
-    assert "default-src 'none'" in page
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    assert csp and "default-src 'none'" in csp.group(1) and "unsafe" not in csp.group(1)
     # Nothing to fetch: no src or href that is not a fragment or data: URL.
     for attr in re.findall(r'\b(?:src|href)="([^"]*)"', page):
         assert attr.startswith(("#", "data:")), attr
