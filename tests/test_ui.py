@@ -289,6 +289,20 @@ def test_on_loopback_a_foreign_host_header_is_refused(serve: Any, demo: Path) ->
         assert ui.request("/api/overview", headers={"Host": host})[0] == 200, host
 
 
+def test_a_port_in_use_is_a_clean_error(serve: Any, demo: Path) -> None:
+    ui = serve()
+    port = ui.server.server_address[1]
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(demo), "ui", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    assert run.stderr.startswith(f"error: cannot serve on 127.0.0.1:{port}: ")
+    assert len(run.stderr.splitlines()) == 1
+
+
 def test_with_a_token_every_request_must_present_it(serve: Any) -> None:
     ui = serve(token="s3cret")
     assert ui.request("/api/overview")[0] == 401

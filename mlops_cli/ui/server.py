@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from ..errors import MlopsError, NotFoundError, ValidationError
+from ..errors import MlopsError, NotFoundError, ServiceError, ValidationError
 from . import data
 
 CSP = (
@@ -327,7 +327,12 @@ def make_server(
     )
     handler = type("BoundHandler", (Handler,), {"settings": settings})
     server_class = Server6 if ":" in host else Server
-    return server_class((host, port), handler)
+    try:
+        return server_class((host, port), handler)
+    except OSError as exc:
+        raise ServiceError(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc} (choose another --port)"
+        ) from exc
 
 
 def url_of(server: ThreadingHTTPServer, token: str | None = None) -> str:

@@ -43,7 +43,7 @@
         if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
         ev.preventDefault();
         history.pushState(null, "", path);
-        route();
+        route(true);
       });
     }
     return a;
@@ -247,7 +247,7 @@
   async function modelPage(modelType) {
     var d = await get("/model/" + enc(modelType));
     document.title = modelType + " - mlops";
-    var reload = function () { route(); };
+    var reload = function () { route(true); };
     var rows = d.versions.map(function (v) {
       var acts = [];
       if (ACTIONS && !v.is_champion && !v.deprecated) {
@@ -315,7 +315,7 @@
     var d = await get("/test/" + enc(name));
     document.title = name + " - mlops";
     var e = d.evaluation, m = e.metrics, t = d.test;
-    var reload = function () { route(); };
+    var reload = function () { route(true); };
     var out = [
       el("h1", {}, "A/B test ", el("span", { class: "mono", text: name })),
       statusLine(),
@@ -515,7 +515,7 @@
     return { path: qi < 0 ? raw : raw.slice(0, qi), params: new URLSearchParams(qi < 0 ? "" : raw.slice(qi + 1)) };
   }
 
-  async function route() {
+  async function route(moved) {
     var started = performance.now();
     var loc = location_();
     var parts = loc.path.split("/").filter(Boolean).map(decodeURIComponent);
@@ -536,12 +536,13 @@
     var nodes = Array.isArray(result) ? result : result.nodes;
     app.replaceChildren.apply(app, [].concat.apply([], nodes.map(function (n) { return n == null ? [] : [n]; })));
     if (!Array.isArray(result) && result.after) result.after();
+    if (moved === true) app.focus();  // after a navigation, a screen reader starts at the new page
     state.renderMs = performance.now() - started;
     checkReady();
   }
 
-  if (REPORT) window.addEventListener("hashchange", route);
-  else window.addEventListener("popstate", route);
+  if (REPORT) window.addEventListener("hashchange", function () { route(true); });
+  else window.addEventListener("popstate", function () { route(true); });
   var mode = document.getElementById("mode");
   if (mode) mode.textContent = REPORT ? "" : (ACTIONS ? "actions allowed" : "read-only");
   route();
