@@ -89,6 +89,26 @@ def _model_types(project: Project) -> list[str]:
     return sorted({v.model_type for v in project.registry.list_versions()})
 
 
+def require(location: Location, page: str, *names: str) -> None:
+    """NotFoundError (or ValidationError for a malformed name) unless the page's subject
+    exists: cheaper than building the page's data.
+
+    Library calls: registry.list_versions(type), ab.get_test(name), registry.get_version(type,
+    v) and drift_detector(type, v).has_reference().
+    """
+    project = _open(location)
+    if page == "model":
+        project.registry.list_versions(names[0])
+    elif page == "test":
+        project.ab.get_test(names[0])
+    elif page == "drift":
+        project.registry.get_version(names[0], names[1])
+        if not project.drift_detector(names[0], names[1]).has_reference():
+            raise NotFoundError(f"{names[0]} {names[1]} has no drift reference set")
+    else:
+        raise NotFoundError(f"no page {page!r}")
+
+
 def overview(location: Location) -> dict[str, Any]:
     """Every model type: champion, traffic split, running test and its decision, drift badge.
 
@@ -205,6 +225,8 @@ def champion_timeline(
             "rolled_back": f"rolled back from {e.get('previous')}",
             "ab_finalized": f"A/B test {e.get('test')}: {e.get('decision')}",
         }[kind]
+        if e.get("forced"):
+            why += ", forced"
         if e.get("reason"):
             why += f" ({e['reason']})"
         if spans:
@@ -309,11 +331,9 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
     Library calls: registry.get_version(type, v), drift_detector(type, v).get_drift_report(),
     .history(), project.settings["drift"]; file store: the samples via drift.read_columns.
     """
+    require(location, "drift", model_type, version)
     project = _open(location)
-    project.registry.get_version(model_type, version)  # NotFoundError when unknown
     detector = project.drift_detector(model_type, version)
-    if not detector.has_reference():
-        raise NotFoundError(f"{model_type} {version} has no drift reference set")
     report = detector.get_drift_report()
     settings = project.settings["drift"]
     history = [

@@ -219,12 +219,8 @@ class Handler(BaseHTTPRequestHandler):
         """The app's page; an address naming an unknown model type or test answers 404."""
         where = self.settings.project
         match parts:
-            case ["model", model_type]:
-                data.model(where, model_type)
-            case ["test", name]:
-                data.ab_test(where, name)
-            case ["drift", model_type, version]:
-                data.drift(where, model_type, version)
+            case ["model" | "test", _] | ["drift", _, _]:
+                data.require(where, parts[0], *parts[1:])
             case [] | ["events"]:
                 pass
             case _:
