@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError, ValidationError
 from ..project import Project
-from ..summary import Moments
+from ..stats import Moments
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
