@@ -89,6 +89,11 @@ def _model_types(project: Project) -> list[str]:
     return sorted({v.model_type for v in project.registry.list_versions()})
 
 
+def project_root(location: Location) -> str:
+    """Where the project is (ProjectNotFoundError when there is none). Library: Project.open."""
+    return str(_open(location).root)
+
+
 def require(location: Location, page: str, *names: str) -> None:
     """NotFoundError (or ValidationError for a malformed name) unless the page's subject
     exists: cheaper than building the page's data.

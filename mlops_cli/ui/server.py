@@ -307,7 +307,7 @@ def make_server(
 ) -> ThreadingHTTPServer:
     """A server bound to (host, port) (port 0: a free one), not yet serving."""
     check_bind(host, token)
-    data.overview(project)  # fail now, not on the first page, when there is no project
+    data.project_root(project)  # fail now, not on the first page, when there is no project
     if allow_actions and not os.environ.get("MLOPS_ACTOR", "").startswith("ui:"):
         # Audit events name the dashboard as the actor (the server is its own process).
         try:
