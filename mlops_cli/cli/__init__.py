@@ -30,7 +30,7 @@ REGISTRY_COMMANDS = {
     "config",
     "metrics",
 }
-GROUPS = ("registry", "ab", "drift", "demo")
+GROUPS = ("registry", "ab", "drift", "demo", "ui", "report")
 
 
 def _version(value: bool) -> None:
@@ -82,6 +82,10 @@ def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> ty
         from .demo_cmd import demo
 
         app.command()(demo)
+    if "ui" in groups or "report" in groups:
+        from .ui_cmds import register_ui_commands
+
+        register_ui_commands(app)
     return app
 
 

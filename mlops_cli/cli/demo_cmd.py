@@ -94,6 +94,14 @@ def render(out: Any, step: str, d: dict[str, Any]) -> None:
         program = invocation()
         for command in d["commands"]:
             out.print(f"  {program}{command.removeprefix('mlops')}", soft_wrap=True)
+        import shlex
+
+        where = f"-C {shlex.quote(d['root'])}"
+        out.print(
+            f"Open the dashboard: {program} {where} ui --open  (then http://127.0.0.1:8765/), "
+            f"or write it to one file: {program} {where} report --html report.html",
+            soft_wrap=True,
+        )
 
 
 def invocation() -> str:

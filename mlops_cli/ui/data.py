@@ -1,0 +1,508 @@
+"""The dashboard's one door to the library: each function takes a project location and plain
+values and returns a JSON-able dict (or raises an MlopsError, as the CLI would see it).
+
+The server, the HTML report and the tests use only these functions, so re-pointing the
+dashboard at another store means changing this module alone. The few reads that go below the
+public API (the A/B request log for the narrowing interval, the drift samples for the
+histograms) are marked "file store".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFoundError, ValidationError
+from ..project import Project
+from ..stats import Moments
+
+if TYPE_CHECKING:
+    from ..drift import DriftDetector
+
+Location = str | os.PathLike[str] | None
+
+# A drift check older than this is marked stale on the overview.
+STALE_AFTER_S = 24 * 3600
+# Points on the "interval as requests came in" curve, and bins of the drift histograms.
+NARROWING_POINTS = 12
+HISTOGRAM_BINS = 30
+ACTIONS = ("promote", "rollback", "deprecate", "finalize")
+CHAMPION_EVENTS = ("promoted", "rolled_back", "ab_finalized")
+
+
+def _open(location: Location) -> Project:
+    return Project.open(location)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _age_s(ts: str | None, now: datetime) -> float | None:
+    if not ts:
+        return None
+    when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return (now - when).total_seconds()
+
+
+def _finite_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: _finite(v) for k, v in doc.items()}
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no inf or nan: an unbounded interval end becomes null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _last_check(detector: DriftDetector) -> dict[str, Any] | None:
+    """The newest recorded drift check of a version (read only: nothing is computed), read
+    from the end of its history (file store) so the overview does not grow with history."""
+    from .. import jsonl
+
+    rows = jsonl.tail(detector.checks_path, 1, skip_invalid=True).records
+    return rows[-1] if rows else None
+
+
+def _drift_badge(project: Project, model_type: str, version: str, now: datetime) -> dict[str, Any]:
+    row = _last_check(project.drift_detector(model_type, version))
+    if row is None:
+        return {"version": version, "level": None, "score": None, "checked_at": None, "stale": True}
+    age = _age_s(row.get("ts"), now)
+    return {
+        "version": version,
+        "level": row["level"],
+        "score": row["score"],
+        "checked_at": row.get("ts"),
+        "stale": age is None or age > STALE_AFTER_S,
+    }
+
+
+def _model_types(project: Project) -> list[str]:
+    return sorted({v.model_type for v in project.registry.list_versions()})
+
+
+def project_root(location: Location) -> str:
+    """Where the project is (ProjectNotFoundError when there is none). Library: Project.open."""
+    return str(_open(location).root)
+
+
+def require(location: Location, page: str, *names: str) -> None:
+    """NotFoundError (or ValidationError for a malformed name) unless the page's subject
+    exists: cheaper than building the page's data.
+
+    Library calls: registry.list_versions(type), ab.get_test(name), registry.get_version(type,
+    v) and drift_detector(type, v).has_reference().
+    """
+    project = _open(location)
+    if page == "model":
+        project.registry.list_versions(names[0])
+    elif page == "test":
+        project.ab.get_test(names[0])
+    elif page == "drift":
+        project.registry.get_version(names[0], names[1])
+        if not project.drift_detector(names[0], names[1]).has_reference():
+            raise NotFoundError(f"{names[0]} {names[1]} has no drift reference set")
+    else:
+        raise NotFoundError(f"no page {page!r}")
+
+
+def overview(location: Location) -> dict[str, Any]:
+    """Every model type: champion, traffic split, running test and its decision, drift badge.
+
+    Library calls: registry.list_versions(), ab.list_tests(), ab.evaluate_test(name) for each
+    running test; the champion's last drift check (file store: the tail of its checks log).
+    """
+    project = _open(location)
+    now = _now()
+    versions = project.registry.list_versions()
+    tests = project.ab.list_tests()
+    running = {t["model_type"]: t for t in tests if t["status"] == "running"}
+    out = []
+    for model_type in sorted({v.model_type for v in versions}):
+        mine = [v for v in versions if v.model_type == model_type]
+        champion = next((v for v in mine if v.is_champion), None)
+        test = running.get(model_type)
+        test_doc = None
+        if test is not None:
+            evaluation = project.ab.evaluate_test(test["name"])
+            test_doc = {
+                "name": test["name"],
+                "control": test["control_version"],
+                "treatment": test["treatment_version"],
+                "decision": evaluation.decision,
+                "recommendation": evaluation.recommendation,
+                "requests": evaluation.requests,
+            }
+        out.append(
+            {
+                "model_type": model_type,
+                "champion": champion.version if champion else None,
+                "versions": len(mine),
+                "traffic": [
+                    {"version": v.version, "percentage": v.traffic_percentage}
+                    for v in mine
+                    if v.traffic_percentage > 0
+                ],
+                "test": test_doc,
+                "drift": _drift_badge(project, model_type, champion.version, now)
+                if champion
+                else None,
+            }
+        )
+    return {
+        "generated_at": now.isoformat().replace("+00:00", "Z"),
+        "stale_after_s": STALE_AFTER_S,
+        "model_types": out,
+        "tests": [
+            {
+                "name": t["name"],
+                "model_type": t["model_type"],
+                "status": t["status"],
+                "control": t["control_version"],
+                "treatment": t["treatment_version"],
+                "started_at": t.get("started_at"),
+                "finalized_at": t.get("finalized_at"),
+                "requests": t["requests"],
+            }
+            for t in tests
+        ],
+    }
+
+
+def model(location: Location, model_type: str) -> dict[str, Any]:
+    """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline.
+
+    Library calls: registry.list_versions(type), registry.history(type), ab.list_tests(), and
+    each version's last drift check (file store: the tail of its checks log).
+    """
+    project = _open(location)
+    now = _now()
+    versions = project.registry.list_versions(model_type)  # NotFoundError when unknown
+    events = project.registry.history(model_type)
+    rows = []
+    for v in versions:
+        doc = v.to_dict()
+        doc["drift"] = _drift_badge(project, model_type, v.version, now)
+        rows.append(doc)
+    tests = [
+        {
+            "name": t["name"],
+            "status": t["status"],
+            "control": t["control_version"],
+            "treatment": t["treatment_version"],
+        }
+        for t in project.ab.list_tests()
+        if t["model_type"] == model_type
+    ]
+    champion = next((v.version for v in versions if v.is_champion), None)
+    return {
+        "model_type": model_type,
+        "champion": champion,
+        "versions": rows,
+        "tests": tests,
+        "timeline": champion_timeline(events, champion, now),
+        "events": events,
+    }
+
+
+def champion_timeline(
+    events: list[dict[str, Any]], champion: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """Which version served when, and why: one span per champion change (pure)."""
+    spans: list[dict[str, Any]] = []
+    for e in events:
+        kind = e.get("event")
+        if kind not in CHAMPION_EVENTS:
+            continue
+        version = e.get("version")
+        if spans and spans[-1]["version"] == version:
+            continue
+        why = {
+            "promoted": "promoted",
+            "rolled_back": f"rolled back from {e.get('previous')}",
+            "ab_finalized": f"A/B test {e.get('test')}: {e.get('decision')}",
+        }[kind]
+        if e.get("forced"):
+            why += ", forced"
+        if e.get("reason"):
+            why += f" ({e['reason']})"
+        if spans:
+            spans[-1]["until"] = e.get("ts")
+        spans.append(
+            {
+                "version": version,
+                "since": e.get("ts"),
+                "until": None,
+                "why": why,
+                "actor": e.get("actor"),
+                "kind": kind,
+            }
+        )
+    if spans and champion is not None and spans[-1]["version"] != champion:
+        spans[-1]["until"] = None
+    return spans
+
+
+def ab_test(location: Location, name: str) -> dict[str, Any]:
+    """An A/B test: its configuration, the evaluation (as `mlops ab evaluate --json`), and the
+    differences' intervals evaluated on prefixes of the request log.
+
+    Library calls: ab.get_test(name), ab.evaluate_test(name).to_dict(), ab_testing.decide on
+    cumulative sums (file store: the log read through project.ab_log(name)).
+    """
+    project = _open(location)
+    test = project.ab.get_test(name)  # NotFoundError when unknown
+    evaluation = project.ab.evaluate_test(name).to_dict()
+    return _finite_doc(
+        {
+            "test": test,
+            "evaluation": evaluation,
+            "narrowing": narrowing(project, name, test, evaluation["requests"]),
+        }
+    )
+
+
+def narrowing(
+    project: Project, name: str, test: dict[str, Any], total: int
+) -> list[dict[str, Any]]:
+    """The three differences (estimate, interval) after the first k of `total` requests, at
+    a few k: running sums over the log, a chunk at a time (memory bounded by the chunk)."""
+    import numpy as np
+
+    from .. import jsonl
+    from ..ab_testing import decide
+
+    if total < 4:
+        return []
+    points = sorted(
+        {max(2, round(total * (i + 1) / NARROWING_POINTS)) for i in range(NARROWING_POINTS)}
+    )
+    # Per arm, running [n, errors, sum conf, sum conf^2, sum ms, sum ms^2].
+    running = {"control": np.zeros(6), "treatment": np.zeros(6)}
+    seen = 0
+    out: list[dict[str, Any]] = []
+    for chunk in jsonl.read_chunks(project.ab_log(name), skip_invalid=True):  # file store
+        rows = chunk.records
+        if not rows or len(out) == len(points):
+            continue
+        m = len(rows)
+        conf = np.fromiter((r.get("confidence", 0.0) for r in rows), float, m)
+        ms = np.fromiter((r.get("inference_time_ms", 0.0) for r in rows), float, m)
+        err = np.fromiter((bool(r.get("error", False)) for r in rows), float, m)
+        values = np.column_stack([np.ones(m), err, conf, conf * conf, ms, ms * ms])
+        variant = [r.get("variant") for r in rows]
+        sums = {}
+        for arm in running:
+            mask = np.fromiter((v == arm for v in variant), bool, m)
+            sums[arm] = running[arm] + np.cumsum(values * mask[:, None], axis=0)
+        while len(out) < len(points) and points[len(out)] <= seen + m:
+            k = points[len(out)] - seen - 1
+            arms = {arm: _moments(sums[arm][k]) for arm in running}
+            result = decide(name, test, arms["control"], arms["treatment"], 0.0)
+            point: dict[str, Any] = {"requests": points[len(out)]}
+            for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
+                d = result.metrics[key]
+                point[key] = {"estimate": d["estimate"], "ci": list(d["ci"])}
+            out.append(point)
+        running = {arm: sums[arm][-1] for arm in running}
+        seen += m
+    return out
+
+
+def _moments(row: Any) -> Moments:
+    """Moments from a running-sum row [n, errors, conf, conf^2, ms, ms^2]."""
+    return Moments(
+        n=round(float(row[0])),
+        errors=round(float(row[1])),
+        confidence_sum=float(row[2]),
+        confidence_sum_squares=float(row[3]),
+        time_sum=float(row[4]),
+        time_sum_squares=float(row[5]),
+    )
+
+
+def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
+    """A version's drift: the report (as `mlops drift report --json`), check history against
+    the level thresholds, and histograms of reference and window.
+
+    Library calls: registry.get_version(type, v), drift_detector(type, v).get_drift_report(),
+    .history(), project.settings["drift"]; file store: the samples via drift.read_columns.
+    """
+    require(location, "drift", model_type, version)
+    project = _open(location)
+    detector = project.drift_detector(model_type, version)
+    report = detector.get_drift_report()
+    settings = project.settings["drift"]
+    history = [
+        {
+            "ts": r.get("ts"),
+            "score": r["score"],
+            "level": r["level"],
+            "status": r["status"],
+            "components": r.get("components"),
+        }
+        for r in detector.history()
+    ]
+    return _finite_doc(
+        {
+            "model_type": model_type,
+            "model_version": version,
+            "report": report,
+            "thresholds": dict(settings["thresholds"]),
+            "weights": dict(settings["weights"]),
+            "history": history,
+            "histograms": _histograms(detector, settings),
+        }
+    )
+
+
+def _histograms(detector: DriftDetector, settings: dict[str, Any]) -> dict[str, Any]:
+    """Reference and window distributions of prediction and confidence on shared bins."""
+    import numpy as np
+
+    from .. import jsonl
+    from ..drift import read_columns
+
+    ref_pred, ref_conf, _ = read_columns(  # file store
+        detector.reference_path, 0, None, int(settings["reference_size"]), skip_invalid=True
+    )
+    window = jsonl.tail(detector.production_path, int(settings["window_size"]), skip_invalid=True)
+    win_pred = np.array([r["prediction"] for r in window.records], dtype=float)
+    win_conf = np.array([r["confidence"] for r in window.records], dtype=float)
+    out: dict[str, Any] = {}
+    for key, ref, win in (("prediction", ref_pred, win_pred), ("confidence", ref_conf, win_conf)):
+        both = np.concatenate([ref, win])
+        if both.size == 0:
+            out[key] = {"edges": [], "reference": [], "window": []}
+            continue
+        low, high = float(both.min()), float(both.max())
+        if high <= low:
+            high = low + 1.0
+        edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+        out[key] = {
+            "edges": [round(float(x), 6) for x in edges],
+            "reference": _shares(np.histogram(ref, edges)[0]),
+            "window": _shares(np.histogram(win, edges)[0]),
+            "n_reference": int(ref.size),
+            "n_window": int(win.size),
+        }
+    return out
+
+
+def _shares(counts: Any) -> list[float]:
+    total = int(counts.sum())
+    return [round(int(c) / total, 6) if total else 0.0 for c in counts]
+
+
+def drift_versions(location: Location) -> list[dict[str, str]]:
+    """Every (model type, version) with a drift reference set.
+
+    Library call: project.drift_detectors().
+    """
+    project = _open(location)
+    return [{"model_type": t, "model_version": v} for (t, v) in project.drift_detectors()]
+
+
+def events(
+    location: Location, model_type: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """Audit events, newest first, optionally of one model type and one kind.
+
+    Library call: registry.history(type).
+    """
+    project = _open(location)
+    rows = project.registry.history(model_type or None)
+    kinds = sorted({str(e.get("event")) for e in rows})
+    if kind:
+        rows = [e for e in rows if e.get("event") == kind]
+    return {
+        "model_type": model_type or None,
+        "kind": kind or None,
+        "kinds": kinds,
+        "model_types": _model_types(project),
+        "events": list(reversed(rows)),
+    }
+
+
+def act(location: Location, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one change the dashboard offers, with the CLI's library calls and errors.
+
+    Library calls: registry.promote_to_champion / rollback / deprecate, ab.finalize_test.
+    """
+    project = _open(location)
+
+    def text(key: str, required: bool = True) -> str | None:
+        value = args.get(key)
+        if value is None or value == "":
+            if required:
+                raise ValidationError(f"{action} needs {key!r}")
+            return None
+        if not isinstance(value, str):
+            raise ValidationError(f"{key} must be a string")
+        return value
+
+    reason = text("reason", required=False)
+    if action == "promote":
+        mv = project.registry.promote_to_champion(
+            str(text("model_type")), str(text("version")), reason=reason
+        )
+        return {"action": action, "result": mv.to_dict()}
+    if action == "rollback":
+        mv = project.registry.rollback(str(text("model_type")), reason=reason)
+        return {"action": action, "result": mv.to_dict()}
+    if action == "deprecate":
+        mv = project.registry.deprecate(
+            str(text("model_type")), str(text("version")), reason=reason
+        )
+        return {"action": action, "result": mv.to_dict()}
+    if action == "finalize":
+        done = project.ab.finalize_test(str(text("test")), str(text("decision")))
+        return {"action": action, "result": done}
+    raise NotFoundError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
+
+
+def bundle(
+    location: Location, model_type: str | None = None, test: str | None = None
+) -> dict[str, Any]:
+    """Everything the HTML report shows, keyed by the API path the dashboard would fetch."""
+    project = _open(location)
+    types = [model_type] if model_type else _model_types(project)
+    if model_type:
+        project.registry.list_versions(model_type)  # NotFoundError when unknown
+    if test:
+        project.ab.get_test(test)
+        tests = [test]
+    else:
+        tests = [
+            t["name"]
+            for t in project.ab.list_tests()
+            if not model_type or t["model_type"] == model_type
+        ]
+    docs: dict[str, Any] = {"/overview": overview(location)}
+    if model_type:
+        docs["/overview"]["model_types"] = [
+            m for m in docs["/overview"]["model_types"] if m["model_type"] == model_type
+        ]
+        docs["/overview"]["tests"] = [
+            t for t in docs["/overview"]["tests"] if t["model_type"] == model_type
+        ]
+    if test:
+        docs["/overview"]["tests"] = [t for t in docs["/overview"]["tests"] if t["name"] == test]
+    for t in types:
+        docs[f"/model/{t}"] = model(location, t)
+    for name in tests:
+        docs[f"/test/{name}"] = ab_test(location, name)
+    for d in drift_versions(location):
+        if d["model_type"] in types:
+            path = f"/drift/{d['model_type']}/{d['model_version']}"
+            docs[path] = drift(location, d["model_type"], d["model_version"])
+    docs["/events"] = events(location, model_type)
+    return docs

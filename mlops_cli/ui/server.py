@@ -1,0 +1,337 @@
+"""`mlops ui`: the dashboard on the standard library's HTTP server.
+
+JSON under /api/ (answered by `data`), the single-page app for every page path, the static
+files under /static/. Every response carries a Content-Security-Policy that allows only this
+server. Read-only unless `allow_actions`; then a POST must carry the per-session token that the
+page embeds. With an access `token` (required off loopback) every request must present it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+import html
+import ipaddress
+import os
+import secrets
+import socket
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+from ..errors import MlopsError, NotFoundError, ServiceError, ValidationError
+from . import data
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    "": "text/plain; charset=utf-8",
+}
+PAGES = ("", "model", "test", "drift", "events")
+MAX_BODY = 64 * 1024
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("mlops_cli.ui") / "static"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback address without an access token (anyone on the network could
+    read the registry, or change it with --allow-actions)."""
+    if not is_loopback(host) and not token:
+        raise ValidationError(
+            f"refusing to serve on {host} without --token: only loopback addresses "
+            "(127.0.0.1, ::1, localhost) may be served without one"
+        )
+
+
+@dataclass
+class Settings:
+    project: str | None
+    allow_actions: bool = False
+    token: str | None = None  # access token for every request (required off loopback)
+    loopback_only: bool = True  # served on a loopback address: check the Host header
+    session: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # POST token
+    action_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "mlops-ui"
+    settings: Settings  # set on the subclass made by make_server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if os.environ.get("MLOPS_UI_LOG"):
+            super().log_message(format, *args)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_json(self, status: int, doc: Any) -> None:
+        self.send(status, orjson.dumps(doc), "application/json")
+
+    def send_error_doc(self, status: int, kind: str, message: str) -> None:
+        if self.path.startswith("/api/"):
+            self.send_json(status, {"error": {"type": kind, "message": message}})
+        else:
+            self.send(status, error_page(status, message), "text/html; charset=utf-8")
+
+    # -- access ------------------------------------------------------------------------------
+
+    def host_allowed(self) -> bool:
+        """On loopback, only a loopback name in the Host header: a page on another site whose
+        name was rebound to 127.0.0.1 (DNS rebinding) must not read or change the registry."""
+        if not self.settings.loopback_only:
+            return True
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in ("localhost", "127.0.0.1", "::1") or is_loopback(
+            name.strip("[]")
+        )
+
+    def refused(self, authorized: bool) -> bool:
+        """Answer 403 for a foreign Host header, 401 without the access token."""
+        if not self.host_allowed():
+            host = self.headers.get("Host", "")
+            self.send_error_doc(403, "Forbidden", f"this dashboard is not served as {host!r}")
+            return True
+        if not authorized:
+            self.send_error_doc(401, "Unauthorized", "this dashboard needs its access token")
+            return True
+        return False
+
+    def authorized(self, query: dict[str, list[str]]) -> tuple[bool, dict[str, str]]:
+        """Whether the request presents the access token (when one is set); a `?token=`
+        in a page address is turned into a cookie so the page's own requests carry it."""
+        token = self.settings.token
+        if not token:
+            return True, {}
+        given = query.get("token", [""])[0]
+        if given and hmac.compare_digest(given, token):
+            return True, {"Set-Cookie": f"mlops_token={token}; HttpOnly; SameSite=Strict; Path=/"}
+        header = self.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
+            return True, {}
+        cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        if "mlops_token" in cookie and hmac.compare_digest(cookie["mlops_token"].value, token):
+            return True, {}
+        return False, {}
+
+    # -- GET ---------------------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        ok, extra = self.authorized(query)
+        if self.refused(ok):
+            return
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        try:
+            if parts[:1] == ["api"]:
+                self.send_json(200, self.api(parts[1:], query))
+            elif parts[:1] == ["static"]:
+                self.static(parts[1:])
+            elif (parts[:1] or [""])[0] in PAGES and len(parts) <= 3:
+                self.page(parts, extra)
+            else:
+                raise NotFoundError(f"no page at {url.path}")
+        except NotFoundError as exc:
+            self.send_error_doc(404, exc.type, str(exc))
+        except ValidationError as exc:
+            # A malformed name in the address names nothing that exists.
+            self.send_error_doc(404, exc.type, str(exc))
+        except MlopsError as exc:
+            self.send_error_doc(409 if exc.type == "ConflictError" else 500, exc.type, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # a bug: say so without a traceback in the page
+            self.log_error("unexpected %s: %s", type(exc).__name__, exc)
+            self.send_error_doc(500, "InternalError", f"unexpected {type(exc).__name__}")
+
+    def api(self, parts: list[str], query: dict[str, list[str]]) -> Any:
+        where = self.settings.project
+        match parts:
+            case ["overview"]:
+                return data.overview(where)
+            case ["model", model_type]:
+                return data.model(where, model_type)
+            case ["test", name]:
+                return data.ab_test(where, name)
+            case ["drift", model_type, version]:
+                return data.drift(where, model_type, version)
+            case ["events"]:
+                return data.events(
+                    where, query.get("model_type", [""])[0], query.get("kind", [""])[0]
+                )
+            case ["session"]:
+                return {
+                    "allow_actions": self.settings.allow_actions,
+                    "actions": list(data.ACTIONS) if self.settings.allow_actions else [],
+                }
+        raise NotFoundError(f"no API endpoint /api/{'/'.join(parts)}")
+
+    def page(self, parts: list[str], extra: dict[str, str]) -> None:
+        """The app's page; an address naming an unknown model type or test answers 404."""
+        where = self.settings.project
+        match parts:
+            case ["model" | "test", _] | ["drift", _, _]:
+                data.require(where, parts[0], *parts[1:])
+            case [] | ["events"]:
+                pass
+            case _:
+                raise NotFoundError(f"no page at /{'/'.join(parts)}")
+        body = (static_dir() / "index.html").read_text()
+        token = self.settings.session if self.settings.allow_actions else ""
+        body = body.replace("{{session}}", html.escape(token, quote=True))
+        self.send(200, body.encode(), STATIC_TYPES[".html"], extra)
+
+    def static(self, parts: list[str]) -> None:
+        root = static_dir().resolve()
+        path = root.joinpath(*parts).resolve() if parts else root
+        if root not in path.parents or not path.is_file() or any(p.startswith(".") for p in parts):
+            raise NotFoundError(f"no file /static/{'/'.join(parts)}")
+        content_type = STATIC_TYPES.get(path.suffix, "application/octet-stream")
+        self.send(200, path.read_bytes(), content_type)
+
+    # -- POST --------------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        ok, _ = self.authorized(parse_qs(url.query))
+        if self.refused(ok):
+            return
+        if not self.settings.allow_actions:
+            self.send_error_doc(
+                403, "Forbidden", "this dashboard is read-only; start it with --allow-actions"
+            )
+            return
+        given = self.headers.get("X-Mlops-Session", "")
+        if not hmac.compare_digest(given, self.settings.session):
+            self.send_error_doc(403, "Forbidden", "missing or wrong session token")
+            return
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        if len(parts) != 3 or parts[:2] != ["api", "action"]:
+            self.send_error_doc(404, "NotFoundError", f"no action at {url.path}")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if not 0 < length <= MAX_BODY:
+                raise ValidationError("an action needs a JSON body of at most 64 KiB")
+            args = orjson.loads(self.rfile.read(length))
+            if not isinstance(args, dict):
+                raise ValidationError("an action's body must be a JSON object")
+            with self.settings.action_lock:
+                result = data.act(self.settings.project, parts[2], args)
+            self.send_json(200, result)
+        except orjson.JSONDecodeError as exc:
+            self.send_json(400, {"error": {"type": "ValidationError", "message": str(exc)}})
+        except MlopsError as exc:
+            status = {"NotFoundError": 404, "ValidationError": 400, "ConflictError": 409}
+            self.send_json(
+                status.get(exc.type, 500), {"error": {"type": exc.type, "message": str(exc)}}
+            )
+        except Exception as exc:
+            self.log_error("unexpected %s: %s", type(exc).__name__, exc)
+            self.send_json(500, {"error": {"type": "InternalError", "message": type(exc).__name__}})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def error_page(status: int, message: str) -> bytes:
+    title = f"{status} {HTTPStatus(status).phrase}"
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{title} - mlops</title><link rel=stylesheet href=/static/style.css></head>"
+        f"<body><main><h1>{title}</h1><p class=error-message>{html.escape(message)}</p>"
+        "<p><a href=/>Back to the overview</a></p></main></body></html>"
+    ).encode()
+
+
+def make_server(
+    project: str | None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_actions: bool = False,
+    token: str | None = None,
+) -> ThreadingHTTPServer:
+    """A server bound to (host, port) (port 0: a free one), not yet serving."""
+    check_bind(host, token)
+    data.project_root(project)  # fail now, not on the first page, when there is no project
+    if allow_actions and not os.environ.get("MLOPS_ACTOR", "").startswith("ui:"):
+        # Audit events name the dashboard as the actor (the server is its own process).
+        try:
+            user = os.environ.get("MLOPS_ACTOR") or getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        os.environ["MLOPS_ACTOR"] = f"ui:{user}"
+    settings = Settings(
+        project=project,
+        allow_actions=allow_actions,
+        token=token,
+        loopback_only=is_loopback(host),
+    )
+    handler = type("BoundHandler", (Handler,), {"settings": settings})
+    server_class = Server6 if ":" in host else Server
+    try:
+        return server_class((host, port), handler)
+    except OSError as exc:
+        raise ServiceError(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc} (choose another --port)"
+        ) from exc
+
+
+def url_of(server: ThreadingHTTPServer, token: str | None = None) -> str:
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
