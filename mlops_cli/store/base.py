@@ -14,7 +14,7 @@ every store passes the contract suite in tests/test_store_contract.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,6 +168,12 @@ class Store(Protocol):
         self, stream: str, since: datetime | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Records of a stream (checks, events), oldest first; since a time, or the last N."""
+
+    def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Every record of a stream, oldest first, a bounded chunk at a time."""
+
+    def streams(self) -> list[str]:
+        """The names of every stream that holds records (for copying a project)."""
 
     def claim(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per `ttl_s` seconds across processes and hosts."""

@@ -318,6 +318,25 @@ class FileStore:
                 return rows[-limit:] if limit else rows
             count *= 4
 
+    def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
+        for chunk in jsonl.read_chunks(self.path(stream), skip_invalid=skip_invalid):
+            if chunk.records:
+                yield chunk.records
+
+    def streams(self) -> list[str]:
+        logs = self.root / "logs"
+        found = ["events"] if (self.root / EVENTS_FILE).is_file() else []
+        found += [f"ab/{p.stem}" for p in sorted((logs / "ab").glob("*.jsonl"))]
+        found += [
+            f"metrics/{p.parent.name}/{p.stem}"
+            for p in sorted((logs / "metrics").glob("*/*.jsonl"))
+        ]
+        found += [
+            f"drift/{p.parent.parent.name}/{p.parent.name}/{p.stem}"
+            for p in sorted((logs / "drift").glob("*/*/*.jsonl"))
+        ]
+        return found
+
     def claim(self, key: str, ttl_s: float) -> bool:
         path = self.root / "logs" / "claims.jsonl"
         now = self.clock()

@@ -3,8 +3,8 @@ values and returns a JSON-able dict (or raises an MlopsError, as the CLI would s
 
 The server, the HTML report and the tests use only these functions, so re-pointing the
 dashboard at another store means changing this module alone. The few reads that go below the
-public API (the A/B request log for the narrowing interval, the drift samples for the
-histograms) are marked "file store".
+public API (the A/B requests for the narrowing interval, the drift samples for the histograms)
+go through the project's store.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..stats import Moments
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
+    from ..state import ABTest
 
 Location = str | os.PathLike[str] | None
 
@@ -64,11 +65,8 @@ def _finite(x: Any) -> Any:
 
 def _last_check(detector: DriftDetector) -> dict[str, Any] | None:
     """The newest recorded drift check of a version (read only: nothing is computed), read
-    from the end of its history (file store) so the overview does not grow with history."""
-    from .. import jsonl
-
-    rows = jsonl.tail(detector.checks_path, 1, skip_invalid=True).records
-    return rows[-1] if rows else None
+    from the end of its history so the overview does not grow with history."""
+    return detector.last_check()
 
 
 def _drift_badge(project: Project, model_type: str, version: str, now: datetime) -> dict[str, Any]:
@@ -118,7 +116,7 @@ def overview(location: Location) -> dict[str, Any]:
     """Every model type: champion, traffic split, running test and its decision, drift badge.
 
     Library calls: registry.list_versions(), ab.list_tests(), ab.evaluate_test(name) for each
-    running test; the champion's last drift check (file store: the tail of its checks log).
+    running test; the champion's last drift check.
     """
     project = _open(location)
     now = _now()
@@ -181,12 +179,12 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline.
 
     Library calls: registry.list_versions(type), registry.history(type), ab.list_tests(), and
-    each version's last drift check (file store: the tail of its checks log).
+    each version's last drift check.
     """
     project = _open(location)
     now = _now()
     versions = project.registry.list_versions(model_type)  # NotFoundError when unknown
-    events = project.registry.history(model_type)
+    events = [e.to_dict() for e in project.registry.history(model_type)]
     rows = []
     for v in versions:
         doc = v.to_dict()
@@ -256,14 +254,14 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
     differences' intervals evaluated on prefixes of the request log.
 
     Library calls: ab.get_test(name), ab.evaluate_test(name).to_dict(), ab_testing.decide on
-    cumulative sums (file store: the log read through project.ab_log(name)).
+    cumulative sums.
     """
     project = _open(location)
     test = project.ab.get_test(name)  # NotFoundError when unknown
     evaluation = project.ab.evaluate_test(name).to_dict()
     return _finite_doc(
         {
-            "test": test,
+            "test": test.to_dict(),
             "evaluation": evaluation,
             "narrowing": narrowing(project, name, test, evaluation["requests"]),
         }
@@ -271,14 +269,14 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
 
 
 def narrowing(
-    project: Project, name: str, test: dict[str, Any], total: int
+    project: Project, name: str, test: ABTest, total: int
 ) -> list[dict[str, Any]]:
     """The three differences (estimate, interval) after the first k of `total` requests, at
     a few k: running sums over the log, a chunk at a time (memory bounded by the chunk)."""
     import numpy as np
 
-    from .. import jsonl
     from ..ab_testing import decide
+    from ..store.base import ab_stream
 
     if total < 4:
         return []
@@ -289,9 +287,8 @@ def narrowing(
     running = {"control": np.zeros(6), "treatment": np.zeros(6)}
     seen = 0
     out: list[dict[str, Any]] = []
-    for chunk in jsonl.read_chunks(project.ab_log(name), skip_invalid=True):  # file store
-        rows = chunk.records
-        if not rows or len(out) == len(points):
+    for rows in project.store.scan(ab_stream(name), skip_invalid=True):
+        if len(out) == len(points):
             continue
         m = len(rows)
         conf = np.fromiter((r.get("confidence", 0.0) for r in rows), float, m)
@@ -306,7 +303,7 @@ def narrowing(
         while len(out) < len(points) and points[len(out)] <= seen + m:
             k = points[len(out)] - seen - 1
             arms = {arm: _moments(sums[arm][k]) for arm in running}
-            result = decide(name, test, arms["control"], arms["treatment"], 0.0)
+            result = decide(name, test.config(), arms["control"], arms["treatment"], 0.0)
             point: dict[str, Any] = {"requests": points[len(out)]}
             for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
                 d = result.metrics[key]
@@ -334,13 +331,13 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
     the level thresholds, and histograms of reference and window.
 
     Library calls: registry.get_version(type, v), drift_detector(type, v).get_drift_report(),
-    .history(), project.settings["drift"]; file store: the samples via drift.read_columns.
+    .history(), project.settings.drift, the samples through the store.
     """
     require(location, "drift", model_type, version)
     project = _open(location)
     detector = project.drift_detector(model_type, version)
     report = detector.get_drift_report()
-    settings = project.settings["drift"]
+    settings = project.settings.drift
     history = [
         {
             "ts": r.get("ts"),
@@ -355,7 +352,7 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
         {
             "model_type": model_type,
             "model_version": version,
-            "report": report,
+            "report": report.to_dict(),
             "thresholds": dict(settings["thresholds"]),
             "weights": dict(settings["weights"]),
             "history": history,
@@ -368,15 +365,15 @@ def _histograms(detector: DriftDetector, settings: dict[str, Any]) -> dict[str, 
     """Reference and window distributions of prediction and confidence on shared bins."""
     import numpy as np
 
-    from .. import jsonl
-    from ..drift import read_columns
-
-    ref_pred, ref_conf, _ = read_columns(  # file store
-        detector.reference_path, 0, None, int(settings["reference_size"]), skip_invalid=True
+    store = detector.store
+    reference = store.samples(
+        detector.reference, first=int(settings["reference_size"]), skip_invalid=True
     )
-    window = jsonl.tail(detector.production_path, int(settings["window_size"]), skip_invalid=True)
-    win_pred = np.array([r["prediction"] for r in window.records], dtype=float)
-    win_conf = np.array([r["confidence"] for r in window.records], dtype=float)
+    window = store.samples(
+        detector.production, last=int(settings["window_size"]), skip_invalid=True
+    )
+    ref_pred, ref_conf = reference.prediction, reference.confidence
+    win_pred, win_conf = window.prediction, window.confidence
     out: dict[str, Any] = {}
     for key, ref, win in (("prediction", ref_pred, win_pred), ("confidence", ref_conf, win_conf)):
         both = np.concatenate([ref, win])
@@ -419,7 +416,7 @@ def events(
     Library call: registry.history(type).
     """
     project = _open(location)
-    rows = project.registry.history(model_type or None)
+    rows = [e.to_dict() for e in project.registry.history(model_type or None)]
     kinds = sorted({str(e.get("event")) for e in rows})
     if kind:
         rows = [e for e in rows if e.get("event") == kind]
