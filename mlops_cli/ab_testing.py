@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .decision import ArmFigures, Evaluation, analysis_arms, decide
 from .errors import ConflictError, ValidationError
 from .naming import validate_name, validate_version
 from .records import VARIANTS, validate_request
@@ -14,11 +14,10 @@ from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
 from .schema import AB_FIELDS
 from .state import ABTest
-from .stats import Moments
 from .store.base import BatchResult, Store, Summary, ab_stream
 from .timeutil import days_between, format_ts, parse_ts, stamp
 
-DECISIONS = ("promote", "rollback", "continue")
+__all__ = ["ABTestConfig", "ABTestManager", "ArmFigures", "Assignment", "Evaluation", "decide"]
 
 
 @dataclass
@@ -37,6 +36,8 @@ class ABTestConfig:
     alpha: float | None = None
     method: str | None = None
     sequential_tuning: int | None = None
+    max_confidence_drop: float | None = None
+    max_latency_increase_ms: float | None = None
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ABTestConfig:
@@ -79,140 +80,6 @@ class ABTestConfig:
                 f"treatment_traffic_pct must be above 0 and below 100 in steps of 0.01, not {pct!r}"
             )
         return replace(self, **values)
-
-
-@dataclass
-class ArmFigures:
-    version: str
-    requests: int
-    error_rate: float
-    avg_confidence: float
-    avg_inference_time_ms: float
-
-
-@dataclass
-class Evaluation(MappingResult):
-    """The decision on an A/B test and the figures behind it."""
-
-    test: str
-    decision: str
-    recommendation: str
-    reasons: list[str]
-    method: str
-    alpha: float
-    requests: int
-    days_elapsed: float
-    metrics: dict[str, Any]
-    status: str = "running"
-    applied: bool = False
-    skipped_lines: int = 0
-    torn_bytes: int = 0  # an incomplete last line (a write cut short), ignored
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def decide(
-    name: str, config: dict[str, Any], control: Moments, treatment: Moments, days_elapsed: float
-) -> Evaluation:
-    """Apply the decision rules, in order, to the arms' sufficient statistics (no I/O)."""
-    from .stats import ArmStats, Difference, compare, compare_rates, sample_ratio_mismatch
-
-    alpha, method, tuning = config["alpha"], config["method"], config["sequential_tuning"]
-    error = compare_rates(
-        control.n, control.errors, treatment.n, treatment.errors, alpha, method, tuning
-    )
-
-    def means(total: str, squares: str) -> Difference:
-        arms = [
-            ArmStats.from_sums(m.n, getattr(m, total), getattr(m, squares))
-            for m in (control, treatment)
-        ]
-        return compare(arms[0], arms[1], alpha, method, tuning)
-
-    confidence = means("confidence_sum", "confidence_sum_squares")
-    latency = means("time_sum", "time_sum_squares")
-    srm = sample_ratio_mismatch(control.n, treatment.n, config["treatment_traffic_pct"] / 100)
-    requests = control.n + treatment.n
-    max_err, min_conf = config["max_error_rate_increase"], config["min_confidence_improvement"]
-    treatment_v = config["treatment_version"]
-
-    reasons: list[str] = []
-    if error.estimate > max_err and error.ci[0] > 0:
-        decision = "rollback"
-        reasons.append(
-            f"error rate {error.estimate:+.4f} exceeds the allowed +{max_err:.4f}, interval "
-            f"[{error.ci[0]:+.4f}, {error.ci[1]:+.4f}] wholly above 0"
-        )
-        recommendation = (
-            f"Roll back {treatment_v}: it raises the error rate by {error.estimate:+.2%} "
-            f"(at least {error.ci[0]:+.2%}); run `mlops ab finalize {name} rollback`."
-        )
-    else:
-        if requests < config["min_requests"]:
-            reasons.append(f"{requests} of {config['min_requests']} requests")
-        left = config["duration_days"] - days_elapsed
-        if left > 0:
-            reasons.append(f"{left:.1f} days left")
-        if srm.mismatch:
-            reasons.append(f"sample ratio mismatch p={srm.p_value:.2g}")
-        empty = [
-            f"{arm} arm has {m.n} requests, too few to compare"
-            for arm, m in (("control", control), ("treatment", treatment))
-            if m.n < 2
-        ]
-        if empty:
-            reasons.extend(empty)
-        else:
-            if not confidence.estimate >= min_conf:
-                reasons.append(f"confidence {confidence.estimate:+.3f}, needs {min_conf:+.3f}")
-            if not confidence.ci[0] > 0:
-                reasons.append(
-                    f"confidence interval [{_fmt(confidence.ci[0])}, {_fmt(confidence.ci[1])}] "
-                    "not wholly above 0"
-                )
-            if not error.ci[1] <= max_err:
-                reasons.append(
-                    f"error rate may rise by up to {_fmt(error.ci[1])}, allowed +{max_err:.3f}"
-                )
-        decision = "continue" if reasons else "promote"
-        if decision == "promote":
-            reasons.append(
-                f"confidence {confidence.estimate:+.3f} (interval {_fmt(confidence.ci[0])} to "
-                f"{_fmt(confidence.ci[1])}), error rate at most {_fmt(error.ci[1])}, "
-                f"{requests} requests over {days_elapsed:.1f} days"
-            )
-            recommendation = (
-                f"Promote {treatment_v}: confidence up {confidence.estimate:+.3f} with no "
-                f"error-rate harm beyond +{max_err:.3f}; run `mlops ab finalize {name} promote`."
-            )
-        elif srm.mismatch:
-            recommendation = (
-                "Check the traffic split before trusting this test: the arms' counts do not "
-                "match the configured share (sample ratio mismatch)."
-            )
-        else:
-            recommendation = f"Keep the test running: {reasons[0]}."
-
-    metrics = {
-        "control": asdict(_arm(config["control_version"], control)),
-        "treatment": asdict(_arm(treatment_v, treatment)),
-        "error_rate_diff": error.to_dict(),
-        "confidence_diff": confidence.to_dict(),
-        "inference_time_ms_diff": latency.to_dict(),
-        "srm": srm.to_dict(),
-    }
-    return Evaluation(
-        name, decision, recommendation, reasons, method, alpha, requests, days_elapsed, metrics
-    )
-
-
-def _fmt(x: float) -> str:
-    return f"{x:+.3f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
-
-
-def _arm(version: str, m: Moments) -> ArmFigures:
-    return ArmFigures(version, m.n, m.error_rate, m.avg_confidence, m.avg_inference_time_ms)
 
 
 @dataclass
@@ -266,9 +133,9 @@ class ABTestManager:
     def get_test(self, name: str) -> ABTest:
         return self.store.read().test(name)
 
-    def requests(self, name: str) -> Summary:
-        """Per-arm sufficient statistics of a test's requests."""
-        return self.store.summary(ab_stream(name), "variant", VARIANTS)
+    def requests(self, name: str, skip_invalid: bool = False) -> Summary:
+        """Per-arm sufficient statistics of a test's requests, and per-user totals."""
+        return self.store.summary(ab_stream(name), "variant", VARIANTS, skip_invalid, True)
 
     def list_tests(self) -> list[TestStatus]:
         out = []
@@ -409,12 +276,13 @@ class ABTestManager:
         A malformed line in the log is an error, or with `skip_invalid` skipped and counted.
         """
         test = self.get_test(test_name)
-        summary = self.store.summary(ab_stream(test_name), "variant", VARIANTS, skip_invalid)
+        summary = self.requests(test_name, skip_invalid)
         end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
         days = days_between(test.started_at, end)
-        result = decide(
-            test_name, test.config(), summary.arm("control"), summary.arm("treatment"), days
+        control, treatment = analysis_arms(
+            summary.arm("control"), summary.arm("treatment"), summary.users
         )
+        result = decide(test_name, test.config(), control, treatment, days)
         result.status = test.status
         result.skipped_lines = len(summary.skipped)
         result.torn_bytes = summary.torn_bytes

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .results import MappingResult
 from .stats import (
     ArmStats,
     Difference,
@@ -93,7 +94,7 @@ class ArmFigures:
 
 
 @dataclass
-class Evaluation:
+class Evaluation(MappingResult):
     """The decision on an A/B test and the figures behind it."""
 
     test: str
@@ -114,9 +115,6 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
 
 
 # -- per-user totals ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 HEADER = (
     "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
@@ -30,6 +30,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "thresholds": {"monitor": 0.1, "retrain": 0.3, "critical": 0.5},
         "hooks": {},
         "hook_timeout_s": 300.0,
+        "hook_cooldown_s": 86400.0,
     },
     "ab": {
         "defaults": {
@@ -41,6 +42,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "alpha": 0.05,
             "method": "sequential",
             "sequential_tuning": 5000,
+            "max_confidence_drop": 0.02,
+            "max_latency_increase_ms": None,
         }
     },
 }
@@ -185,6 +188,8 @@ AB_FIELDS: dict[str, Check] = {
     "alpha": number(0, 0.5, low_open=True),
     "method": choice("sequential", "fixed"),
     "sequential_tuning": integer(1),
+    "max_confidence_drop": optional(number(0, 1)),
+    "max_latency_increase_ms": optional(number(0)),
 }
 
 LEVELS = tuple(level.value for level in Level.alerting())
@@ -206,6 +211,7 @@ SETTINGS = record(
                 "thresholds": record({k: number(0, 1) for k in LEVELS}, required=False),
                 "hooks": each(choice(*LEVELS), string),
                 "hook_timeout_s": number(0, low_open=True),
+                "hook_cooldown_s": number(0),
             },
             required=False,
         ),
@@ -225,6 +231,7 @@ VERSION = record(
         "sha256": optional(string),
         "size_bytes": optional(integer(0)),
         "deprecated": boolean,
+        "monitored": boolean,
     }
 )
 
@@ -242,9 +249,10 @@ AB_TEST = record(
         "control_version": version_str,
         "treatment_version": version_str,
         **{k: v for k, v in AB_FIELDS.items()},
-        "status": choice("running", "promoted", "rolled_back"),
+        "status": choice("running", "promoted", "rolled_back", "aborted"),
         "started_at": string,
         "finalized_at": optional(string),
+        "end_reason": optional(string),
     }
 )
 
@@ -278,7 +286,20 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 # schema_version n -> n + 1: each takes the document of version n and returns version n + 1.
 # A project written by an older mlops is upgraded on open and rewritten atomically.
-MIGRATIONS: dict[int, Migration] = {}
+def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Versions may be marked monitored; tests gain guardrails (off for tests started before
+    them, so their decisions keep their meaning) and the reason an aborted test ended."""
+    for model in (doc.get("models") or {}).values():
+        for version in (model.get("versions") or {}).values():
+            version.setdefault("monitored", False)
+    for test in (doc.get("ab_tests") or {}).values():
+        test.setdefault("max_confidence_drop", None)
+        test.setdefault("max_latency_increase_ms", None)
+        test.setdefault("end_reason", None)
+    return doc
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
 
 
 def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:

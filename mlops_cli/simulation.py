@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .ab_testing import decide
+from .decision import decide
 from .stats import Moments
 
 
@@ -29,6 +29,7 @@ class Scenario:
 class RunOutcome:
     decision: str  # the first promote/rollback reached, else "continue"
     requests: int  # requests seen when it was reached (or in all)
+    cause: str | None = None  # a rollback's cause: harm or futility
 
 
 def simulate(
@@ -85,7 +86,7 @@ def simulate(
                 days_elapsed=config["duration_days"],
             )
             if result.decision != "continue":
-                outcome = RunOutcome(result.decision, look)
+                outcome = RunOutcome(result.decision, look, result.rollback_cause)
                 break
         outcomes.append(outcome)
     return outcomes
@@ -101,6 +102,15 @@ def base_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def share(outcomes: list[RunOutcome], decision: str, by: int | None = None) -> float:
-    hits = [o for o in outcomes if o.decision == decision and (by is None or o.requests <= by)]
+def share(
+    outcomes: list[RunOutcome], decision: str, by: int | None = None, cause: str | None = None
+) -> float:
+    """The share of runs that reached `decision` (of `cause`, for a rollback) by `by` requests."""
+    hits = [
+        o
+        for o in outcomes
+        if o.decision == decision
+        and (cause is None or o.cause == cause)
+        and (by is None or o.requests <= by)
+    ]
     return len(hits) / len(outcomes)

@@ -24,8 +24,10 @@ AB_CONFIG_FIELDS = (
     "alpha",
     "method",
     "sequential_tuning",
+    "max_confidence_drop",
+    "max_latency_increase_ms",
 )
-TEST_STATUSES = ("running", "promoted", "rolled_back")
+TEST_STATUSES = ("running", "promoted", "rolled_back", "aborted")
 
 
 def bucket(key: str, user_id: str) -> int:
@@ -52,6 +54,7 @@ class VersionRecord:
     sha256: str | None
     size_bytes: int | None
     deprecated: bool
+    monitored: bool = False  # drift-checked and exported even when it serves no traffic
 
     def to_doc(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -135,9 +138,12 @@ class ABTest(MappingResult):
     alpha: float
     method: str
     sequential_tuning: int
+    max_confidence_drop: float | None = None
+    max_latency_increase_ms: float | None = None
     status: str = "running"
     started_at: str = ""
     finalized_at: str | None = None
+    end_reason: str | None = None  # why a test was aborted (promote --force)
 
     @property
     def running(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from . import jsonl
+from .decision import UserTotals
 from .errors import StateError
 from .stats import Moments
 
@@ -29,6 +30,7 @@ class Summary:
     inode: int = 0
     torn_bytes: int = 0
     skipped: list[int] = field(default_factory=list)
+    users: UserTotals | None = None  # per-user totals, when asked for (A/B logs)
 
     def arm(self, key: str) -> Moments:
         return self.arms.get(key) or Moments()
@@ -45,14 +47,18 @@ def _covered_tail(log: Path, offset: int) -> str:
         return f.read(min(offset, 256)).hex()
 
 
-def _load_cache(log: Path, inode: int, size: int) -> Summary:
+def _load_cache(log: Path, inode: int, size: int, per_user: bool) -> Summary:
+    fresh = Summary(inode=inode, users=UserTotals() if per_user else None)
     try:
         doc = orjson.loads(_cache_path(log).read_bytes())
+        if per_user and "users" not in doc:
+            return fresh
         summary = Summary(
             arms={k: Moments(**v) for k, v in doc["arms"].items()},
             offset=int(doc["offset"]),
             lines=int(doc["lines"]),
             inode=int(doc["inode"]),
+            users=UserTotals.from_dict(doc["users"]) if per_user else None,
         )
         # The log was replaced, cut, or cut and written again (a batch undone on a full disk):
         # start over rather than trust sums of lines that are gone.
@@ -61,9 +67,9 @@ def _load_cache(log: Path, inode: int, size: int) -> Summary:
             or summary.offset > size
             or doc["tail"] != _covered_tail(log, summary.offset)
         ):
-            return Summary(inode=inode)
+            return fresh
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return Summary(inode=inode)
+        return fresh
     return summary
 
 
@@ -72,8 +78,10 @@ def summarize(
     key_field: str | None,
     skip_invalid: bool = False,
     keys: tuple[str, ...] | None = None,
+    per_user: bool = False,
 ) -> Summary:
-    """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally.
+    """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally;
+    with `per_user`, also per-user totals of each key (A/B logs, by `user_id`).
 
     A record that is not a request (a missing or non-numeric field, a key outside `keys`) is
     an error naming the file and line, or is skipped and counted with `skip_invalid`.
@@ -81,14 +89,15 @@ def summarize(
     try:
         st = os.stat(log)
     except FileNotFoundError:
-        return Summary()
-    summary = _load_cache(log, st.st_ino, st.st_size)
+        return Summary(users=UserTotals() if per_user else None)
+    summary = _load_cache(log, st.st_ino, st.st_size, per_user)
     start = summary.offset
     for chunk in jsonl.read_chunks(log, summary.offset, summary.lines + 1, skip_invalid):
         summary.skipped += chunk.skipped
         if chunk.records:
             try:
                 fold(summary.arms, chunk.records, key_field, keys)
+                good = chunk.records
             except (KeyError, TypeError, ValueError):
                 good = []
                 for i, record in enumerate(chunk.records):
@@ -103,6 +112,8 @@ def summarize(
                             "--skip-invalid"
                         ) from None
                 fold(summary.arms, good, key_field, keys)
+            if summary.users is not None and key_field is not None:
+                fold_users(summary.users, good, key_field)
         summary.offset = chunk.end
         summary.lines += chunk.lines
         summary.torn_bytes = chunk.torn_bytes
@@ -180,13 +191,26 @@ def fold(
         m.time_sum_squares += tss
 
 
+def fold_users(totals: UserTotals, records: list[dict[str, Any]], key_field: str) -> None:
+    """Add records to per-user totals (a record without `user_id` is anonymous)."""
+    totals.add_columns(
+        [r[key_field] for r in records],
+        [r.get("user_id") for r in records],
+        [r["inference_time_ms"] for r in records],
+        [r["confidence"] for r in records],
+        [r.get("error", False) for r in records],
+    )
+
+
 def _save_cache(log: Path, summary: Summary) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "offset": summary.offset,
         "lines": summary.lines,
         "inode": summary.inode,
         "arms": {k: asdict(v) for k, v in summary.arms.items()},
     }
+    if summary.users is not None:
+        doc["users"] = summary.users.to_dict()
     try:
         doc["tail"] = _covered_tail(log, summary.offset)
     except OSError:

@@ -97,6 +97,7 @@ def test_evaluate_json_contract_and_promote(started: Cli, project: Project, tmp_
         "confidence_diff",
         "inference_time_ms_diff",
         "srm",
+        "guardrails",
     }
     for arm in ("control", "treatment"):
         assert set(doc["metrics"][arm]) == {
@@ -105,6 +106,7 @@ def test_evaluate_json_contract_and_promote(started: Cli, project: Project, tmp_
             "error_rate",
             "avg_confidence",
             "avg_inference_time_ms",
+            "users",
         }
     for diff in ("error_rate_diff", "confidence_diff", "inference_time_ms_diff"):
         assert set(doc["metrics"][diff]) == {"estimate", "ci", "p_value"}

@@ -46,9 +46,10 @@ def test_aa_peeking_keeps_false_rollbacks_at_most_5_percent() -> None:
         RUNS,
         seed=1,
     )
-    assert share(out, "rollback") <= 0.05
+    assert share(out, "rollback", cause="harm") <= 0.05
     defaults = simulate(base_config(duration_days=0), Scenario(), TOTAL, TWENTIETHS, RUNS, seed=1)
-    assert share(defaults, "rollback") <= 0.05 and share(defaults, "promote") <= 0.05
+    assert share(defaults, "rollback", cause="harm") <= 0.05
+    assert share(defaults, "promote") <= 0.05
 
 
 def test_harmful_treatment_is_rolled_back() -> None:
@@ -56,6 +57,7 @@ def test_harmful_treatment_is_rolled_back() -> None:
     out = simulate(
         base_config(duration_days=0), Scenario(treatment_error=0.12), 10_000, looks, RUNS, seed=2
     )
+    # Either cause keeps the control; futility may see first that it cannot gain.
     assert share(out, "rollback") >= 0.95
     median = statistics.median(o.requests for o in out if o.decision == "rollback")
     assert 300 <= median <= 5_000

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..decision import UserTotals
 from ..naming import validate_name, validate_version
 from ..state import RegistryState
 from ..stats import Moments
@@ -84,6 +85,7 @@ class Summary:
     arms: dict[str, Moments] = field(default_factory=dict)
     torn_bytes: int = 0  # an incomplete last record (a write cut short), not counted
     skipped: list[int] = field(default_factory=list)  # malformed records skipped, by line
+    users: UserTotals | None = None  # per-user totals of each arm, when asked for
 
     def arm(self, key: str) -> Moments:
         return self.arms.get(key) or Moments()
@@ -154,8 +156,10 @@ class Store(Protocol):
         key_field: str | None,
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
+        per_user: bool = False,
     ) -> Summary:
-        """Moments of a request stream per key, incrementally (cost grows with what is new)."""
+        """Moments of a request stream per key, incrementally (cost grows with what is new);
+        with `per_user`, also the per-user totals of each key (by `user_id`)."""
 
     def samples(
         self, stream: str, last: int | None = None, first: int | None = None,

@@ -131,11 +131,11 @@ class FileStore:
     # -- the registry state -----------------------------------------------------------------
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, timeout: float | None = None) -> Iterator[None]:
         """The project lock, held from the read to the write of registry.yaml."""
         import filelock
 
-        timeout = self._lock_timeout()
+        timeout = self._lock_timeout() if timeout is None else timeout
         lock = filelock.FileLock(str(self.lock_path), timeout=timeout)
         try:
             lock.acquire()
@@ -168,11 +168,11 @@ class FileStore:
             data = f.read()
         doc, migrated = load_document(data, str(self.registry_path))
         state = RegistryState.from_doc(doc)
-        if migrated:
-            with self.lock():
-                atomic_write(self.registry_path, dump_document(state.to_doc()))
-            st = os.stat(self.registry_path)
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if migrated:  # upgrade the file once, under the lock, unless another process did
+            with self.lock(state.settings.lock_timeout_s), open(self.registry_path, "rb") as f:
+                if f.read() == data:
+                    atomic_write(self.registry_path, dump_document(state.to_doc()))
+            return self.read()
         self._cache = (key, state)
         return state
 
@@ -283,9 +283,10 @@ class FileStore:
         key_field: str | None,
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
+        per_user: bool = False,
     ) -> Summary:
-        found = summary.summarize(self.path(stream), key_field, skip_invalid, keys)
-        return Summary(found.arms, found.torn_bytes, found.skipped)
+        found = summary.summarize(self.path(stream), key_field, skip_invalid, keys, per_user)
+        return Summary(found.arms, found.torn_bytes, found.skipped, found.users)
 
     def samples(
         self,

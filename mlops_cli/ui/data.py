@@ -272,58 +272,41 @@ def narrowing(
     project: Project, name: str, test: ABTest, total: int
 ) -> list[dict[str, Any]]:
     """The three differences (estimate, interval) after the first k of `total` requests, at
-    a few k: running sums over the log, a chunk at a time (memory bounded by the chunk)."""
-    import numpy as np
-
-    from ..ab_testing import decide
+    a few k, in the unit `ab evaluate` uses: running sums over the requests, a chunk at a time
+    (memory bounded by the chunk and the users)."""
+    from ..decision import UserTotals, analysis_arms, decide
+    from ..records import VARIANTS
     from ..store.base import ab_stream
+    from ..summary import fold, fold_users
 
     if total < 4:
         return []
     points = sorted(
         {max(2, round(total * (i + 1) / NARROWING_POINTS)) for i in range(NARROWING_POINTS)}
     )
-    # Per arm, running [n, errors, sum conf, sum conf^2, sum ms, sum ms^2].
-    running = {"control": np.zeros(6), "treatment": np.zeros(6)}
+    arms: dict[str, Moments] = {}
+    users = UserTotals()
     seen = 0
     out: list[dict[str, Any]] = []
     for rows in project.store.scan(ab_stream(name), skip_invalid=True):
-        if len(out) == len(points):
-            continue
-        m = len(rows)
-        conf = np.fromiter((r.get("confidence", 0.0) for r in rows), float, m)
-        ms = np.fromiter((r.get("inference_time_ms", 0.0) for r in rows), float, m)
-        err = np.fromiter((bool(r.get("error", False)) for r in rows), float, m)
-        values = np.column_stack([np.ones(m), err, conf, conf * conf, ms, ms * ms])
-        variant = [r.get("variant") for r in rows]
-        sums = {}
-        for arm in running:
-            mask = np.fromiter((v == arm for v in variant), bool, m)
-            sums[arm] = running[arm] + np.cumsum(values * mask[:, None], axis=0)
-        while len(out) < len(points) and points[len(out)] <= seen + m:
-            k = points[len(out)] - seen - 1
-            arms = {arm: _moments(sums[arm][k]) for arm in running}
-            result = decide(name, test.config(), arms["control"], arms["treatment"], 0.0)
-            point: dict[str, Any] = {"requests": points[len(out)]}
-            for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
-                d = result.metrics[key]
-                point[key] = {"estimate": d["estimate"], "ci": list(d["ci"])}
-            out.append(point)
-        running = {arm: sums[arm][-1] for arm in running}
-        seen += m
+        pos = 0
+        while pos < len(rows) and len(out) < len(points):
+            segment = rows[pos : pos + points[len(out)] - seen]
+            fold(arms, segment, "variant", VARIANTS)
+            fold_users(users, segment, "variant")
+            seen += len(segment)
+            pos += len(segment)
+            if seen == points[len(out)]:
+                control, treatment = analysis_arms(
+                    arms.get("control") or Moments(), arms.get("treatment") or Moments(), users
+                )
+                result = decide(name, test.config(), control, treatment, 0.0)
+                point: dict[str, Any] = {"requests": seen}
+                for key in ("confidence_diff", "error_rate_diff", "inference_time_ms_diff"):
+                    d = result.metrics[key]
+                    point[key] = {"estimate": d["estimate"], "ci": list(d["ci"])}
+                out.append(point)
     return out
-
-
-def _moments(row: Any) -> Moments:
-    """Moments from a running-sum row [n, errors, conf, conf^2, ms, ms^2]."""
-    return Moments(
-        n=round(float(row[0])),
-        errors=round(float(row[1])),
-        confidence_sum=float(row[2]),
-        confidence_sum_squares=float(row[3]),
-        time_sum=float(row[4]),
-        time_sum_squares=float(row[5]),
-    )
 
 
 def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
