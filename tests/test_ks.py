@@ -108,3 +108,12 @@ def test_unequal_sizes_import_no_scipy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("m", "n"), [(300, 700), (7000, 30000)])
+def test_ties_match_scipy(m: int, n: int) -> None:
+    a, b = np.round(sample(m, 11), 1), np.round(sample(n, 12) + 0.05, 1)
+    d, p = ks_two_sample(a, b)
+    want = scipy.stats.ks_2samp(a, b)  # "auto": exact up to 10,000, as ks_two_sample
+    assert d == pytest.approx(float(want.statistic), rel=1e-12)
+    assert agrees(p, float(want.pvalue)), (p, float(want.pvalue))
