@@ -216,35 +216,30 @@ KS_EXACT_MAX_N = 10000  # scipy's `method="auto"`: exact p-values up to this sam
 def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:
     """Two-sided two-sample Kolmogorov-Smirnov statistic D and p-value, as scipy.stats.ks_2samp.
 
-    D is computed here with numpy. The p-value of equal-sized samples up to 10,000 (the default
-    reference and window sizes) is the exact one, computed here too (Hodges 1958, as scipy
-    does), which spares the 0.5 s import of scipy.stats; other sizes defer to scipy.
+    As scipy's default `method="auto"`: the exact p-value when neither sample exceeds 10,000
+    (Hodges 1958; equal sizes in closed form), the asymptotic one otherwise. All of it is
+    computed here and in `ks.py`, so no check pays the 0.5 s import of scipy.stats.
     """
     import numpy as np
 
+    from .ks import ks_two_sample_asymp_pvalue, ks_two_sample_exact_pvalue
+
     n1, n2 = len(a), len(b)
-    if n1 == n2 <= KS_EXACT_MAX_N:
-        a, b = np.sort(a), np.sort(b)
-        both = np.concatenate([a, b])
-        diffs = (
-            np.searchsorted(a, both, side="right") / n1
-            - np.searchsorted(b, both, side="right") / n2
-        )
-        d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
-        h = int(np.round(d * n1))  # the lattice step the exact distribution lives on
-        if h == 0:
-            return 0.0, 1.0
-        p = _prob_outside_square(n1, h)
-        if 0 <= p <= 1:
-            return h / n1, p
-    import warnings
-
-    from scipy.stats import ks_2samp
-
-    with warnings.catch_warnings():  # scipy warns when it falls back to the asymptotic method
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = ks_2samp(a, b)
-    return float(result.statistic), float(result.pvalue)
+    a, b = np.sort(a), np.sort(b)
+    both = np.concatenate([a, b])
+    diffs = (
+        np.searchsorted(a, both, side="right") / n1 - np.searchsorted(b, both, side="right") / n2
+    )
+    d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
+    if max(n1, n2) <= KS_EXACT_MAX_N:
+        if n1 == n2:
+            h = int(np.round(d * n1))  # the lattice step the exact distribution lives on
+            exact = (0.0, 1.0) if h == 0 else (h / n1, _prob_outside_square(n1, h))
+        else:
+            exact = ks_two_sample_exact_pvalue(n1, n2, d)
+        if 0 <= exact[1] <= 1:
+            return exact
+    return d, ks_two_sample_asymp_pvalue(n1, n2, d)
 
 
 def _prob_outside_square(n: int, h: int) -> float:

@@ -96,7 +96,7 @@ def test_distribution_component_by_hand() -> None:
     ],
 )
 def test_ks_matches_scipy(n: int, m: int, shift: float) -> None:
-    # equal sizes up to 10,000 take the exact path computed here; the rest defer to scipy
+    # sizes up to 10,000 take the exact path, larger ones the asymptotic one (ks.py), as scipy
     rng = np.random.default_rng(n + m)
     a, b = rng.normal(0, 1, n), rng.normal(shift, 1.1, m)
     c = components(a, np.ones(n), b, np.ones(m))
