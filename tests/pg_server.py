@@ -43,8 +43,9 @@ def _free_port() -> int:
 class Server:
     """A running server: `url(db)` names a database on it (superuser, trust auth)."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, fsync: bool = False) -> None:
         self.bindir = bindir
+        self.fsync = fsync  # off for tests (no durability asked), on for benchmarks
         self.user = "postgres"
         entry = pwd.getpwnam(self.user)
         self.top = tempfile.mkdtemp(prefix="mlops-pg-")
@@ -75,7 +76,7 @@ class Server:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
+                f"fsync={'on' if self.fsync else 'off'}",
                 "-c",
                 "max_connections=200",
             ],

@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Json, set_json_loads
 
 from ..batch import BatchError
@@ -64,7 +65,7 @@ FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long
 CLOCK_REFRESH_S = 60.0
 CONNECT_TIMEOUT_S = 5
 _MIGRATION_LOCK = 0x6D6C6F7073  # "mlops": the advisory lock migrations run under
-_CHUNK_BYTES = 4 << 20  # batches are parsed and validated this many bytes at a time
+_CHUNK_BYTES = 1 << 20  # batches are parsed and validated this many bytes at a time
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -817,7 +818,10 @@ class PostgresStore:
         sql = f"SELECT prediction, confidence FROM drift_samples WHERE {table.where()}"
         params: list[Any] = list(keys)
         if last is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT %s) AS w"
+            # Ordered as the (model_type, version, kind, id) index, so the planner reads that
+            # index backwards from the stream's end, never the primary key filtered.
+            order = "model_type DESC, version DESC, kind DESC, id DESC"
+            sql = f"SELECT * FROM ({sql} ORDER BY {order} LIMIT %s) AS w"
             params.append(last)
         elif first is not None:
             sql += " ORDER BY id LIMIT %s"
@@ -889,6 +893,49 @@ class _AlreadyRecorded(Exception):
         self.records = records
 
 
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape(value: str) -> str:
+    return value.translate(_ESCAPES)
+
+
+def text_lines(table: Table, prefix: str, records: list[dict[str, Any]], now: str) -> str:
+    """Validated records as COPY text lines of a sample table; numbers by repr and ts strings
+    as they are (PostgreSQL parses them), which keeps this loop cheap enough to overlap the
+    server's work."""
+    out: list[str] = []
+    add = out.append
+    iso = _ISO.fullmatch
+    for r in records:
+        ts = r.get("ts")
+        if ts is None:
+            ts = now
+        elif not iso(ts):
+            ts = parse_ts(ts).isoformat()
+        if table is REQUESTS:
+            user = r.get("user_id")
+            if type(user) is int:
+                uid = f"{user}\tt"
+            elif user is None:
+                uid = "\\N\tf"
+            else:
+                uid = f"{_escape(str(user))}\tf"
+            add(
+                f"{prefix}{r['variant']}\t{uid}\t{r['inference_time_ms']!r}\t"
+                f"{r['confidence']!r}\t{'t' if r.get('error') else 'f'}\t{ts}\n"
+            )
+        elif table is METRICS:
+            add(
+                f"{prefix}{r['inference_time_ms']!r}\t{r['confidence']!r}\t"
+                f"{'t' if r.get('error') else 'f'}\t{ts}\n"
+            )
+        else:
+            add(f"{prefix}{r['prediction']!r}\t{r['confidence']!r}\t{ts}\n")
+    return "".join(out)
+
+
 def _copy_validated(
     cur: psycopg.Cursor[Any],
     table: Table,
@@ -906,10 +953,17 @@ def _copy_validated(
     count = 0
     number = 0
     reader = io.BytesIO(data)
-    sql = f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)"
-    with cur.copy(sql) as copy_:
-        copy_.set_types(list(table.types))
-        write = copy_.write_row
+    text = table in BUFFERED  # sample tables: COPY text lines built here (see text_line)
+    options = "" if text else " (FORMAT BINARY)"
+    sql = f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN{options}"
+    prefix = "".join(f"{_escape(k)}\t" for k in keys)
+    stamp_text = now.isoformat()
+    # A queued writer sends from its own thread, so the server stores one chunk while this
+    # thread validates the next.
+    writer = QueuedLibpqWriter(cur) if text else None
+    with cur.copy(sql, writer=writer) as copy_:
+        if not text:
+            copy_.set_types(list(table.types))
         while True:
             lines = reader.readlines(_CHUNK_BYTES)
             if not lines:
@@ -918,8 +972,11 @@ def _copy_validated(
             number += len(lines)
             records = _validated_chunk(lines, base, validate, loads, bad)
             if not bad:
-                for record in records:
-                    write(keys + to_row(table, record, now))
+                if text:
+                    copy_.write(text_lines(table, prefix, records, stamp_text).encode())
+                else:
+                    for record in records:
+                        copy_.write_row(keys + to_row(table, record, now))
             count += len(records)
             if progress is not None:
                 progress(number)
