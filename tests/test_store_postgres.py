@@ -289,6 +289,59 @@ def test_append_buffers_until_size_time_flush_and_exit(store: Any) -> None:
     reader.close()
 
 
+def test_buffered_records_are_not_flushed_into_a_transaction_that_rolls_back(store: Any) -> None:
+    stream = "drift/m/1.0.0/production"
+    store.append(stream, {"prediction": 1.0, "confidence": 0.5})
+    with pytest.raises(RuntimeError), store.transaction():
+        store.count(stream)  # a read flushes first, but not inside the registry transaction
+        raise RuntimeError("boom")
+    store.flush()
+    other = store_for(store.location)
+    assert other.count(stream) == 1
+    other.close()
+
+
+def test_a_forked_child_writes_its_own_records_not_the_parents(store: Any) -> None:
+    import os
+
+    stream = "drift/m/1.0.0/production"
+    store.append(stream, {"prediction": 1.0, "confidence": 0.5})
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection and buffer
+        code = 1
+        try:
+            store.append(stream, {"prediction": 2.0, "confidence": 0.5})
+            store.close()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert sorted(store.samples(stream).prediction.tolist()) == [1.0, 2.0]
+
+
+def test_appends_while_the_server_is_away_are_kept_and_written_later(
+    pg_server: Server, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_cli.store import postgres
+
+    monkeypatch.setattr(postgres, "FLUSH_RECORDS", 10)
+    monkeypatch.setattr(postgres, "MAX_BUFFERED", 30)
+    stream = "metrics/m/1.0.0"
+    record = {"inference_time_ms": 1.0, "confidence": 0.5, "error": False}
+    store.read()
+    pg_server.stop()
+    try:
+        for _ in range(29):
+            store.append(stream, record)  # flushes fail quietly: kept
+        monkeypatch.setattr(store, "_retry_at", 0.0)
+        with pytest.raises(ServiceError):
+            store.append(stream, record)  # the buffer is full: refused, not kept
+    finally:
+        pg_server.start()
+    store.flush()
+    assert store.count(stream) == 29
+
+
 def test_checks_and_events_are_written_at_once_and_read_since(store: Any) -> None:
     stream = "drift/m/1.0.0/checks"
     now = store.clock()

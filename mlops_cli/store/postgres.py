@@ -43,6 +43,7 @@ import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.copy import QueuedLibpqWriter
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json, set_json_loads
 
 from ..batch import BatchError
@@ -62,6 +63,7 @@ from .base import EVENTS, BatchResult, Progress, Samples, Summary, Transaction, 
 
 FLUSH_RECORDS = 1000  # a buffered stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long
+MAX_BUFFERED = 100_000  # records held while the server is away; beyond, append() fails
 CLOCK_REFRESH_S = 60.0
 CONNECT_TIMEOUT_S = 5
 _MIGRATION_LOCK = 0x6D6C6F7073  # "mlops": the advisory lock migrations run under
@@ -184,6 +186,9 @@ def route(stream: str) -> tuple[Table, tuple[str, ...]]:
     if stream == EVENTS:
         return EVENT_TABLE, ()
     raise ValueError(f"unknown stream {stream!r}")
+
+
+_NO_TS = datetime.min.replace(tzinfo=timezone.utc)  # the default of records that have a ts
 
 
 def _ts(record: dict[str, Any], default: datetime) -> datetime:
@@ -464,6 +469,14 @@ def _translated(url: str, doing: str) -> Iterator[None]:
 _OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
 
+def _forget_parents() -> None:
+    for store in list(_OPEN):
+        store._forget_parent()
+
+
+os.register_at_fork(after_in_child=_forget_parents)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     for store in list(_OPEN):
@@ -490,6 +503,8 @@ class PostgresStore:
         self._offset = timedelta(0)
         self._offset_at = -CLOCK_REFRESH_S
         self._pid = os.getpid()
+        self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
+        self._retry_at = 0.0
         with self._translated("opening the store"), self._conn.cursor() as cur:
             version = _schema_version(cur)
         if version != LATEST:
@@ -507,6 +522,7 @@ class PostgresStore:
                 f"{self._shown} is at store schema {version}, newer than this mlops ({LATEST}): "
                 "upgrade mlops"
             )
+        self._measure_clock()
         _OPEN.add(self)
 
     def __repr__(self) -> str:
@@ -548,10 +564,22 @@ class PostgresStore:
     @property
     def conn(self) -> psycopg.Connection[Any]:
         """The connection, opened again after it broke (a restarted server) or a fork."""
-        if self._conn.broken or self._conn.closed or self._pid != os.getpid():
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._conn.broken or self._conn.closed:
             self._conn = connect(self.location)
-            self._pid = os.getpid()
         return self._conn
+
+    def _forget_parent(self) -> None:
+        """In a forked child the buffer, flusher and lock are the parent's; the connection is
+        too, and is opened again on first use (closing it would end the parent's session)."""
+        self._lock = threading.RLock()
+        self._buffers, self._buffered, self._flusher = {}, 0, None
+        self._stop = threading.Event()
+
+    def _after_fork(self) -> None:
+        self._pid = os.getpid()
+        self._conn = connect(self.location)
 
     def clock(self) -> datetime:
         """The database's time (see the module docstring)."""
@@ -559,15 +587,23 @@ class PostgresStore:
         if now is not None:
             return now
         if time.monotonic() - self._offset_at > CLOCK_REFRESH_S:
+            self._measure_clock()
+        return datetime.now(timezone.utc) + self._offset
+
+    def _measure_clock(self) -> None:
+        """The offset of the server's clock to ours; while the server is away, the last one
+        is kept (records buffered meanwhile are stamped with it)."""
+        self._offset_at = time.monotonic()
+        try:
             with self._lock, self._translated("reading the clock"):
                 before = time.time()
                 row = self.conn.execute("SELECT now()").fetchone()
                 after = time.time()
-            assert row is not None
-            local = datetime.fromtimestamp((before + after) / 2, timezone.utc)
-            self._offset = row[0] - local
-            self._offset_at = time.monotonic()
-        return datetime.now(timezone.utc) + self._offset
+        except ServiceError:
+            self._offset_at -= CLOCK_REFRESH_S - FLUSH_SECONDS  # try again in a second
+            return
+        assert row is not None
+        self._offset = row[0] - datetime.fromtimestamp((before + after) / 2, timezone.utc)
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -612,8 +648,11 @@ class PostgresStore:
     # -- appends -----------------------------------------------------------------------------
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
-        table, keys = route(stream)
-        row = keys + to_row(table, record, self.clock())
+        found = self._routes.get(stream)
+        if found is None:
+            found = self._routes[stream] = route(stream)
+        table, keys = found
+        row = keys + to_row(table, record, self.clock() if "ts" not in record else _NO_TS)
         if table not in BUFFERED:
             with self._lock, self._translated(f"appending to {stream}"):
                 conn = self.conn
@@ -629,9 +668,18 @@ class PostgresStore:
                 self._oldest = time.monotonic()
             buffer.append(row)
             self._buffered += 1
-            if self._buffered >= FLUSH_RECORDS:
-                self._flush_locked()
-            elif self._flusher is None:
+            if self._buffered >= FLUSH_RECORDS and time.monotonic() >= self._retry_at:
+                try:
+                    self._flush_locked()
+                except MlopsError:
+                    # The server is away: keep the records and retry in a second; refuse
+                    # (and drop this record) only when the buffer is full.
+                    self._retry_at = time.monotonic() + FLUSH_SECONDS
+                    if self._buffered >= MAX_BUFFERED:
+                        buffer.pop()
+                        self._buffered -= 1
+                        raise
+            if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flush_loop, name="mlops-pg-flush", daemon=True
                 )
@@ -643,6 +691,12 @@ class PostgresStore:
             self._flush_locked(stream)
 
     def _flush_locked(self, only: str | None = None) -> None:
+        if not self._buffered:
+            return
+        with self._translated("connecting"):
+            conn = self.conn
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            return  # inside a registry transaction: a rollback must not take these rows along
         for stream in [only] if only is not None else list(self._buffers):
             rows = self._buffers.get(stream)
             if not rows:
@@ -876,12 +930,13 @@ class PostgresStore:
         self._stop.set()
         try:
             with self._lock:
-                if not self._conn.closed:
+                if self._buffered:
                     self._flush_locked()
         finally:
             if self._flusher is not None:
                 self._flusher.join(timeout=5)
-            self._conn.close()
+            if self._pid == os.getpid():  # never the connection of the parent process
+                self._conn.close()
             _OPEN.discard(self)
 
 
