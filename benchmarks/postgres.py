@@ -208,8 +208,8 @@ def run(url: str, quick: bool) -> list[dict[str, Any]]:
             ["1.0.0" if name == "big" else "2.0.0", n],
         )
     conn.execute("VACUUM ANALYZE drift_samples")
-    big = best(lambda: store.samples("drift/m/1.0.0/production", last=window), 7)
-    small = best(lambda: store.samples("drift/m/2.0.0/production", last=window), 7)
+    big = best(lambda: store.samples("drift/m/1.0.0/production", last=window), 15)
+    small = best(lambda: store.samples("drift/m/2.0.0/production", last=window), 15)
     results.append(
         {
             "case": f"samples(last={window:,}) over {window_big:,} vs over {window:,} (time)",

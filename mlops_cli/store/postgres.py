@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -58,8 +58,17 @@ from ..errors import (
 from ..schema import DEFAULT_SETTINGS, SCHEMA_VERSION, validate_state
 from ..state import AB_CONFIG_FIELDS, RegistryState
 from ..stats import Moments
-from ..timeutil import parse_ts, stamp
-from .base import EVENTS, BatchResult, Progress, Samples, Summary, Transaction, Validator
+from ..timeutil import Clock, parse_ts, stamp
+from .base import (
+    EVENTS,
+    BatchResult,
+    Progress,
+    Samples,
+    Store,
+    Summary,
+    Transaction,
+    Validator,
+)
 
 FLUSH_RECORDS = 1000  # a buffered stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long
@@ -503,6 +512,7 @@ class PostgresStore:
         self._offset = timedelta(0)
         self._offset_at = -CLOCK_REFRESH_S
         self._pid = os.getpid()
+        self.clock: Clock = self.database_clock  # settable, as the protocol asks
         self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
         self._retry_at = 0.0
         with self._translated("opening the store"), self._conn.cursor() as cur:
@@ -581,8 +591,8 @@ class PostgresStore:
         self._pid = os.getpid()
         self._conn = connect(self.location)
 
-    def clock(self) -> datetime:
-        """The database's time (see the module docstring)."""
+    def database_clock(self) -> datetime:
+        """The database's time (see the module docstring); the default `clock`."""
         now: datetime | None = getattr(self._local, "now", None)
         if now is not None:
             return now
@@ -1066,3 +1076,9 @@ def _validated_chunk(
         except ValidationError as exc:
             bad.append((number, str(exc)))
     return records
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: PostgresStore) -> Store:
+        return store  # mypy checks PostgresStore against the Store protocol
