@@ -159,6 +159,69 @@ def test_concurrent_transactions_lose_no_update(store: Any) -> None:
     assert store.count("events") == workers * each
 
 
+def _host(url: str, host: int, writers: int, each: int) -> None:
+    """A service host: `writers` threads recording requests through one store."""
+    import threading
+
+    store = store_for(url)
+
+    def write(thread: int) -> None:
+        for i in range(each):
+            store.append(
+                "ab/t",
+                {
+                    "ts": "2026-01-01T00:00:00Z",
+                    "variant": "control" if i % 2 else "treatment",
+                    "user_id": f"h{host}-t{thread}-{i}",
+                    "inference_time_ms": 1.0,
+                    "confidence": 0.5,
+                    "error": False,
+                },
+            )
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+
+
+def _pipeline(url: str, rounds: int) -> None:
+    store = store_for(url)
+    for _ in range(rounds):
+        with store.transaction() as txn:
+            model = txn.state.models["m"]
+            other = "2.0.0" if model.champion == "1.0.0" else "1.0.0"
+            model.make_champion(other)
+            txn.event("promoted", model_type="m", version=other)
+        store.summary("ab/t", "variant")
+    store.close()
+
+
+def test_four_hosts_with_eight_writers_and_two_pipelines(store: Any) -> None:
+    with store.transaction() as txn:
+        model = txn.state.models["m"] = ModelType("m")
+        model.versions["1.0.0"] = version()
+        model.versions["2.0.0"] = version()
+        model.make_champion("1.0.0")
+    hosts = [SPAWN.Process(target=_host, args=(store.location, h, 8, 400)) for h in range(4)]
+    pipelines = [SPAWN.Process(target=_pipeline, args=(store.location, 15)) for _ in range(2)]
+    for p in hosts + pipelines:
+        p.start()
+    for p in hosts + pipelines:
+        p.join(180)
+        assert p.exitcode == 0
+    summary = store.summary("ab/t", "variant")
+    assert sum(m.n for m in summary.arms.values()) == 4 * 8 * 400 == store.count("ab/t")
+    assert len(store.summary("ab/t", "user_id").arms) == 4 * 8 * 400  # none doubled
+    model = store.read().models["m"]
+    assert len(model.champion_history) == 30  # every promotion kept, none lost
+    assert model.champion == "1.0.0"  # 30 alternations from 1.0.0
+    assert [v.traffic_percentage for v in model.versions.values()] == [100.0, 0.0]
+    assert store.count("events") == 30
+
+
 def test_lock_timeout_is_a_clean_error(store: Any) -> None:
     from mlops_cli.errors import LockTimeoutError
 
