@@ -525,6 +525,21 @@ def test_a_store_at_another_schema_version_is_refused(
         postgres.PostgresStore(pg_url)
 
 
+def test_concurrent_upgrades_apply_each_migration_once(pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    from mlops_cli.store import postgres
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: postgres.upgrade(pg_url), range(4)))
+    assert sorted(results) == [(0, postgres.LATEST)] + [(postgres.LATEST, postgres.LATEST)] * 3
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    assert rows == [(v,) for v in range(1, postgres.LATEST + 1)]
+
+
 def test_an_unreachable_server_is_a_clean_error_within_5_s() -> None:
     import socket
 
