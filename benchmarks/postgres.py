@@ -16,6 +16,7 @@ The four cases (DESIGN section 11, issue 13):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -33,7 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlops_cli.ab_testing import validate_request  # noqa: E402
-from mlops_cli.store.postgres import PostgresStore, upgrade  # noqa: E402
+from mlops_cli.store.postgres import (  # noqa: E402
+    REQUESTS,
+    PostgresStore,
+    _validated_chunk,
+    text_lines,
+    upgrade,
+)
 
 TS = "2026-11-26T00:00:00Z"
 COLUMNS = "test, variant, user_id, user_id_is_int, inference_time_ms, confidence, error, ts"
@@ -137,6 +144,20 @@ def run(url: str, quick: bool) -> list[dict[str, Any]]:
             "target": ">= 0.8",
         }
     )
+    for label, data in (("with ts", jsonl), ("without ts", without_ts)):
+        started = time.perf_counter()
+        lines = io.BytesIO(data).readlines()
+        records = _validated_chunk(lines, 0, validate_request, orjson.loads, [])
+        parsed = time.perf_counter() - started
+        text_lines(REQUESTS, "bench\t", records, TS)
+        results.append(
+            {
+                "case": f"  in Python alone, {label}: parse + validate, then COPY lines (s)",
+                "parse_validate_s": parsed,
+                "format_s": time.perf_counter() - started - parsed,
+            }
+        )
+        del lines, records
     results.append(
         {
             "case": f"the same {batch_n:,} requests without ts (stamped by the store)",
@@ -249,6 +270,9 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     for r in results:
+        if "format_s" in r:
+            print(f"{r['case']}: {r['parse_validate_s']:.2f} + {r['format_s']:.2f}")
+            continue
         figure = f"ratio {r['ratio']:.2f}" if "ratio" in r else f"{r['calls_per_s']:,.0f} calls/s"
         print(f"{r['case']}: {figure} (target {r['target']}; ours {r['ours_s']:.3f} s)")
 

@@ -882,10 +882,8 @@ class PostgresStore:
         sql = f"SELECT prediction, confidence FROM drift_samples WHERE {table.where()}"
         params: list[Any] = list(keys)
         if last is not None:
-            # Ordered as the (model_type, version, kind, id) index, so the planner reads that
-            # index backwards from the stream's end, never the primary key filtered.
-            order = "model_type DESC, version DESC, kind DESC, id DESC"
-            sql = f"SELECT * FROM ({sql} ORDER BY {order} LIMIT %s) AS w"
+            # The primary key (model_type, version, kind, id) read backwards from the end.
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT %s) AS w"
             params.append(last)
         elif first is not None:
             sql += " ORDER BY id LIMIT %s"

@@ -64,10 +64,11 @@ CREATE TABLE ab_tests (
     finalized_at text
 );
 
--- Streams. Each table is append-only; (stream key, id) indexes serve "the last N" read
--- backwards and per-stream GROUP BY.
+-- Streams. Each table is append-only. The primary key of a stream table is (stream key, id):
+-- the one index serves "the last N" read backwards, and with no index on id alone the planner
+-- cannot choose to scan every stream's newer rows instead.
 CREATE TABLE requests (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     test text NOT NULL,
     variant text NOT NULL CHECK (variant IN ('control', 'treatment')),
     user_id text,
@@ -75,42 +76,42 @@ CREATE TABLE requests (
     inference_time_ms double precision NOT NULL,
     confidence double precision NOT NULL,
     error boolean NOT NULL,
-    ts timestamptz NOT NULL
+    ts timestamptz NOT NULL,
+    PRIMARY KEY (test, id)
 );
-CREATE INDEX requests_test_id ON requests (test, id);
 
 CREATE TABLE metrics (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     model_type text NOT NULL,
     version text NOT NULL,
     inference_time_ms double precision NOT NULL,
     confidence double precision NOT NULL,
     error boolean NOT NULL,
-    ts timestamptz NOT NULL
+    ts timestamptz NOT NULL,
+    PRIMARY KEY (model_type, version, id)
 );
-CREATE INDEX metrics_stream_id ON metrics (model_type, version, id);
 
 CREATE TABLE drift_samples (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     model_type text NOT NULL,
     version text NOT NULL,
     kind text NOT NULL CHECK (kind IN ('reference', 'production')),
     prediction double precision NOT NULL,
     confidence double precision NOT NULL,
-    ts timestamptz NOT NULL
+    ts timestamptz NOT NULL,
+    PRIMARY KEY (model_type, version, kind, id)
 );
-CREATE INDEX drift_samples_stream_id ON drift_samples (model_type, version, kind, id);
 
 CREATE TABLE checks (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     model_type text NOT NULL,
     version text NOT NULL,
     doc json NOT NULL,
     score double precision,
     level text,
-    ts timestamptz NOT NULL
+    ts timestamptz NOT NULL,
+    PRIMARY KEY (model_type, version, id)
 );
-CREATE INDEX checks_stream_id ON checks (model_type, version, id);
 CREATE INDEX checks_stream_ts ON checks (model_type, version, ts);
 
 CREATE TABLE events (
