@@ -118,7 +118,7 @@ def run(url: str, quick: bool) -> list[dict[str, Any]]:
         ours: list[float] = []
         stamped: list[float] = []  # the same lines without ts: stamped by the store
         without_ts = jsonl.replace(b',"ts":"' + TS.encode() + b'"', b"")
-        for attempt in range(2):
+        for attempt in range(3):
             empty()
             started = time.perf_counter()
             subprocess.run(
