@@ -144,10 +144,7 @@ class Store(Protocol):
         """Moments of a request stream per key, incrementally (cost grows with what is new)."""
 
     def samples(
-        self,
-        stream: str,
-        last: int | None = None,
-        first: int | None = None,
+        self, stream: str, last: int | None = None, first: int | None = None,
         skip_invalid: bool = False,
     ) -> Samples:
         """The last `last` (or first `first`) samples of a sample stream as arrays, at a cost
@@ -163,3 +160,4 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and descriptors."""
+
