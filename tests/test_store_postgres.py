@@ -1,0 +1,662 @@
+"""The PostgreSQL store against a real server (tests/pg_server.py starts it)."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlops_cli.ab_testing import validate_request
+from mlops_cli.batch import BatchError
+from mlops_cli.drift import validate_sample
+from mlops_cli.errors import ConflictError, MlopsError, ServiceError, StateError
+from mlops_cli.state import ModelType, VersionRecord
+
+from . import pg_server as fixtures
+from .pg_server import Server
+
+pg_server = fixtures.pg_server  # the session's server
+pg_url = fixtures.pg_url  # a new database on it
+
+pytestmark = pytest.mark.postgres
+DOCS = Path(__file__).parent.parent / "docs" / "postgresql.md"
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def store_for(url: str) -> Any:
+    from mlops_cli.store.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
+@pytest.fixture
+def store(pg_url: str) -> Any:
+    from mlops_cli.store.postgres import PostgresStore
+
+    s = PostgresStore.init(pg_url)
+    yield s
+    s.close()
+
+
+def version(path: str = "m.pkl") -> VersionRecord:
+    return VersionRecord(path, {}, 0.0, "2026-01-01T00:00:00Z", "", {}, None, None, False)
+
+
+def requests_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    import orjson
+
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
+def random_requests(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "variant": "treatment" if rng.random() < 0.3 else "control",
+            "user_id": int(rng.integers(0, 50)),
+            "inference_time_ms": float(rng.gamma(2.0, 10.0)),
+            "confidence": float(rng.random()),
+            "error": bool(rng.random() < 0.05),
+        }
+        for _ in range(n)
+    ]
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+def test_init_creates_default_registry_and_refuses_a_second_init(pg_url: str) -> None:
+    from mlops_cli.schema import DEFAULT_SETTINGS
+    from mlops_cli.store.postgres import PostgresStore
+
+    store = PostgresStore.init(pg_url)
+    state = store.read()
+    assert state.settings.data == DEFAULT_SETTINGS
+    assert state.models == {} and state.ab_tests == {}
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
+    store.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
+    store.close()
+    with pytest.raises(ConflictError, match="--force"):
+        PostgresStore.init(pg_url)
+    store = PostgresStore.init(pg_url, force=True)
+    assert store.read().models == {}
+    assert store.count("drift/m/1.0.0/production") == 1  # streams are kept
+    store.close()
+
+
+def test_transaction_commits_state_and_events_together(store: Any) -> None:
+    with store.transaction() as txn:
+        model = txn.state.models["fraud"] = ModelType("fraud")
+        model.versions["1.0.0"] = version("a.pkl")
+        model.versions["1.1.0"] = version("b.pkl")
+        model.make_champion("1.0.0")
+        model.make_champion("1.1.0")
+        txn.state.settings.data["lock_timeout_s"] = 12.5
+        txn.event("promoted", "better", model_type="fraud", version="1.1.0")
+    state = store.read()
+    assert state.models["fraud"].champion == "1.1.0"
+    assert state.models["fraud"].champion_history == ["1.0.0"]
+    assert list(state.models["fraud"].versions) == ["1.0.0", "1.1.0"]
+    assert state.models["fraud"].versions["1.1.0"].traffic_percentage == 100.0
+    assert state.settings.lock_timeout_s == 12.5
+    (event,) = store.history("events")
+    assert event["event"] == "promoted" and event["reason"] == "better"
+    assert list(event) == ["ts", "event", "model_type", "version", "actor", "reason"]
+
+
+def test_transaction_rolls_back_on_exception(store: Any) -> None:
+    with store.transaction() as txn:
+        txn.state.models["fraud"] = ModelType("fraud", versions={"1.0.0": version()})
+    before = store.read().to_doc()
+    with pytest.raises(RuntimeError), store.transaction() as txn:
+        txn.state.models["fraud"].make_champion("1.0.0")
+        del txn.state.models["fraud"].versions["1.0.0"]
+        txn.state.models["other"] = ModelType("other")
+        txn.event("registered", model_type="other")
+        raise RuntimeError("boom")
+    assert store.read().to_doc() == before
+    assert store.history("events") == []
+
+
+def _add_versions(url: str, worker: int, count: int) -> None:
+    store = store_for(url)
+    for i in range(count):
+        with store.transaction() as txn:
+            model = txn.state.models["m"]
+            model.versions[f"{worker}.{i}.0"] = version()
+            counter = model.versions["0.0.1"]
+            counter.tags["n"] = str(int(counter.tags.get("n", "0")) + 1)
+            txn.event("registered", model_type="m", version=f"{worker}.{i}.0")
+    store.close()
+
+
+def test_concurrent_transactions_lose_no_update(store: Any) -> None:
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"0.0.1": version()})
+    workers, each = 4, 10
+    procs = [
+        SPAWN.Process(target=_add_versions, args=(store.location, w + 1, each))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    model = store.read().models["m"]
+    assert len(model.versions) == 1 + workers * each
+    assert model.versions["0.0.1"].tags["n"] == str(workers * each)
+    assert store.count("events") == workers * each
+
+
+def _host(url: str, host: int, writers: int, each: int) -> None:
+    """A service host: `writers` threads recording requests through one store."""
+    import threading
+
+    store = store_for(url)
+
+    def write(thread: int) -> None:
+        for i in range(each):
+            store.append(
+                "ab/t",
+                {
+                    "ts": "2026-01-01T00:00:00Z",
+                    "variant": "control" if i % 2 else "treatment",
+                    "user_id": f"h{host}-t{thread}-{i}",
+                    "inference_time_ms": 1.0,
+                    "confidence": 0.5,
+                    "error": False,
+                },
+            )
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+
+
+def _pipeline(url: str, rounds: int) -> None:
+    store = store_for(url)
+    for _ in range(rounds):
+        with store.transaction() as txn:
+            model = txn.state.models["m"]
+            other = "2.0.0" if model.champion == "1.0.0" else "1.0.0"
+            model.make_champion(other)
+            txn.event("promoted", model_type="m", version=other)
+        store.summary("ab/t", "variant")
+    store.close()
+
+
+def test_four_hosts_with_eight_writers_and_two_pipelines(store: Any) -> None:
+    with store.transaction() as txn:
+        model = txn.state.models["m"] = ModelType("m")
+        model.versions["1.0.0"] = version()
+        model.versions["2.0.0"] = version()
+        model.make_champion("1.0.0")
+    hosts = [SPAWN.Process(target=_host, args=(store.location, h, 8, 400)) for h in range(4)]
+    pipelines = [SPAWN.Process(target=_pipeline, args=(store.location, 15)) for _ in range(2)]
+    for p in hosts + pipelines:
+        p.start()
+    for p in hosts + pipelines:
+        p.join(180)
+        assert p.exitcode == 0
+    summary = store.summary("ab/t", "variant")
+    assert sum(m.n for m in summary.arms.values()) == 4 * 8 * 400 == store.count("ab/t")
+    assert len(store.summary("ab/t", "user_id").arms) == 4 * 8 * 400  # none doubled
+    model = store.read().models["m"]
+    assert len(model.champion_history) == 30  # every promotion kept, none lost
+    assert model.champion == "1.0.0"  # 30 alternations from 1.0.0
+    assert [v.traffic_percentage for v in model.versions.values()] == [100.0, 0.0]
+    assert store.count("events") == 30
+
+
+def test_lock_timeout_is_a_clean_error(store: Any) -> None:
+    from mlops_cli.errors import LockTimeoutError
+
+    with store.transaction() as txn:
+        txn.state.settings.data["lock_timeout_s"] = 0.2
+    other = store_for(store.location)
+    other.read()  # learns lock_timeout_s
+    with store.transaction():
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="lock_timeout_s"), other.transaction():
+            pass
+        assert time.monotonic() - started < 2
+    other.close()
+
+
+def test_clock_is_the_database_clock(store: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(store.location) as conn:
+        row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    assert abs((store.clock() - row[0]).total_seconds()) < 1
+    with store.transaction() as txn:
+        first = txn.clock()
+        time.sleep(0.01)
+        assert txn.clock() == first  # the transaction's now()
+
+
+# -- appends -----------------------------------------------------------------------------------
+
+
+def test_batch_all_or_nothing_and_once_per_id(store: Any) -> None:
+    rows = random_requests(50)
+    data = requests_jsonl(rows)
+    bad = data.replace(b'"confidence":', b'"confidence":7,"x":', 1)
+    bad += b"not json\n"
+    with pytest.raises(BatchError, match=r"2 bad line\(s\), nothing recorded: line 1: .*line 51"):
+        store.append_batch("ab/t", bad, validate_request, "b1")
+    assert store.count("ab/t") == 0
+    result = store.append_batch("ab/t", data, validate_request, "b1")
+    assert (result.recorded, result.already_recorded) == (50, 0)
+    again = store.append_batch("ab/t", data, validate_request, "b1")
+    assert (again.recorded, again.already_recorded) == (0, 50)
+    assert store.count("ab/t") == 50
+    hashed = store.append_batch("ab/t", data, validate_request, None)
+    assert hashed.recorded == 50 and store.append_batch(
+        "ab/t", data, validate_request, None
+    ) == type(hashed)(hashed.batch_id, 0, 50)
+    with pytest.raises(MlopsError, match="no records"):
+        store.append_batch("ab/t", b"\n\n", validate_request, "empty")
+
+
+def test_batch_stamps_lines_without_ts_and_keeps_given_ones(store: Any) -> None:
+    data = (
+        b'{"prediction": 1.5, "confidence": 0.5}\n'
+        b'{"prediction": 2.5, "confidence": 0.25, "ts": "2025-01-02T03:04:05Z"}\n'
+    )
+    store.append_batch("drift/m/1.0.0/reference", data, validate_sample, None)
+    first, second = store.history("drift/m/1.0.0/reference")
+    assert abs((datetime.fromisoformat(first["ts"]) - store.clock()).total_seconds()) < 5
+    assert second == {"ts": "2025-01-02T03:04:05.000000Z", "prediction": 2.5, "confidence": 0.25}
+
+
+def test_batch_cap_refuses_and_records_nothing(store: Any) -> None:
+    data = b'{"prediction": 1, "confidence": 0.5}\n' * 6
+    stream = "drift/m/1.0.0/reference"
+    store.append_batch(stream, data, validate_sample, "a", cap=10)
+    with pytest.raises(MlopsError, match="more than the 10 allowed"):
+        store.append_batch(stream, data, validate_sample, "b", cap=10)
+    assert store.count(stream) == 6
+    assert (
+        store.append_batch(stream, data[: len(data) // 3], validate_sample, "b", cap=10).recorded
+        == 2
+    )
+
+
+def _batch_worker(url: str, data: bytes, batch_id: str, out: Any) -> None:
+    store = store_for(url)
+    result = store.append_batch("ab/t", data, validate_request, batch_id)
+    out.put((result.recorded, result.already_recorded))
+    store.close()
+
+
+def test_the_same_batch_from_two_processes_counts_once(store: Any) -> None:
+    data = requests_jsonl(random_requests(20000, seed=3))
+    out = SPAWN.Queue()
+    procs = [
+        SPAWN.Process(target=_batch_worker, args=(store.location, data, "same", out))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert results == [(0, 20000), (20000, 0)]
+    assert store.count("ab/t") == 20000
+
+
+def test_append_buffers_until_size_time_flush_and_exit(store: Any) -> None:
+    from mlops_cli.store import postgres
+
+    reader = store_for(store.location)
+    stream = "metrics/m/1.0.0"
+    record = {"ts": "2026-01-01T00:00:00Z", "inference_time_ms": 1.0, "confidence": 0.5}
+    for _ in range(postgres.FLUSH_RECORDS - 1):
+        store.append(stream, record)
+    assert reader.count(stream) == 0  # buffered in the writer's process
+    store.append(stream, record)
+    assert reader.count(stream) == postgres.FLUSH_RECORDS  # flushed by size
+    store.append(stream, record)
+    deadline = time.monotonic() + 5
+    while reader.count(stream) == postgres.FLUSH_RECORDS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert reader.count(stream) == postgres.FLUSH_RECORDS + 1  # by time
+    store.append(stream, record)
+    store.flush()
+    assert reader.count(stream) == postgres.FLUSH_RECORDS + 2  # on flush()
+    code = (
+        "import sys; from mlops_cli.store.postgres import PostgresStore\n"
+        "s = PostgresStore(sys.argv[1])\n"
+        "for _ in range(7): s.append('metrics/m/1.0.0', "
+        "{'inference_time_ms': 2.0, 'confidence': 0.5, 'error': True})\n"
+    )
+    subprocess.run([sys.executable, "-c", code, store.location], check=True, timeout=60)
+    assert reader.count(stream) == postgres.FLUSH_RECORDS + 9  # at exit
+    assert reader.summary(stream, None).arm("all").errors == 7
+    reader.close()
+
+
+def test_buffered_records_are_not_flushed_into_a_transaction_that_rolls_back(store: Any) -> None:
+    stream = "drift/m/1.0.0/production"
+    store.append(stream, {"prediction": 1.0, "confidence": 0.5})
+    with pytest.raises(RuntimeError), store.transaction():
+        store.count(stream)  # a read flushes first, but not inside the registry transaction
+        raise RuntimeError("boom")
+    store.flush()
+    other = store_for(store.location)
+    assert other.count(stream) == 1
+    other.close()
+
+
+def test_a_forked_child_writes_its_own_records_not_the_parents(store: Any) -> None:
+    import os
+
+    stream = "drift/m/1.0.0/production"
+    store.append(stream, {"prediction": 1.0, "confidence": 0.5})
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection and buffer
+        code = 1
+        try:
+            store.append(stream, {"prediction": 2.0, "confidence": 0.5})
+            store.close()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert sorted(store.samples(stream).prediction.tolist()) == [1.0, 2.0]
+
+
+def test_appends_while_the_server_is_away_are_kept_and_written_later(
+    pg_server: Server, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_cli.store import postgres
+
+    monkeypatch.setattr(postgres, "FLUSH_RECORDS", 10)
+    monkeypatch.setattr(postgres, "MAX_BUFFERED", 30)
+    stream = "metrics/m/1.0.0"
+    record = {"inference_time_ms": 1.0, "confidence": 0.5, "error": False}
+    store.read()
+    pg_server.stop()
+    try:
+        for _ in range(29):
+            store.append(stream, record)  # flushes fail quietly: kept
+        monkeypatch.setattr(store, "_retry_at", 0.0)
+        with pytest.raises(ServiceError):
+            store.append(stream, record)  # the buffer is full: refused, not kept
+    finally:
+        pg_server.start()
+    store.flush()
+    assert store.count(stream) == 29
+
+
+def test_checks_and_events_are_written_at_once_and_read_since(store: Any) -> None:
+    stream = "drift/m/1.0.0/checks"
+    now = store.clock()
+    for days in (10, 3, 1):
+        when = (now - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+        store.append(stream, {"ts": when, "status": "active", "score": days / 10, "level": "ok"})
+    other = store_for(store.location)
+    assert [r["score"] for r in other.history(stream)] == [1.0, 0.3, 0.1]
+    assert [r["score"] for r in other.history(stream, since=now - timedelta(days=7))] == [0.3, 0.1]
+    assert [r["score"] for r in other.history(stream, limit=2)] == [0.3, 0.1]
+    assert list(other.history(stream)[0]) == ["ts", "status", "score", "level"]
+    other.close()
+
+
+def test_replace_and_position(store: Any) -> None:
+    stream = "drift/m/1.0.0/reference"
+    store.append_batch(stream, b'{"prediction": 1, "confidence": 0.5}\n' * 5, validate_sample, None)
+    assert (store.count(stream), store.position(stream)) == (5, 5)
+    n = store.replace(stream, b'{"prediction": 2, "confidence": 0.5}\n' * 3, validate_sample)
+    assert n == 3 and store.count(stream) == 3 and store.position(stream) == 8
+    assert store.samples(stream).prediction.tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(BatchError):
+        store.replace(stream, b'{"prediction": "x", "confidence": 0.5}\n', validate_sample)
+    assert store.count(stream) == 3
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def test_summary_equals_a_numpy_recomputation(store: Any) -> None:
+    rows = random_requests(5000, seed=7)
+    store.append_batch("ab/t", requests_jsonl(rows[:4000]), validate_request, None)
+    for row in rows[4000:]:
+        store.append("ab/t", {**row, "ts": "2026-01-01T00:00:00Z"})
+    summary = store.summary("ab/t", "variant")
+    per_user = store.summary("ab/t", "user_id")
+    assert set(summary.arms) == {"control", "treatment"}
+    for key, arms, field in (
+        ("variant", summary.arms, "variant"),
+        ("user", per_user.arms, "user_id"),
+    ):
+        assert key
+        for name, m in arms.items():
+            mine = [r for r in rows if str(r[field]) == name]
+            t = np.array([r["inference_time_ms"] for r in mine])
+            c = np.array([r["confidence"] for r in mine])
+            assert m.n == len(mine)
+            assert m.errors == sum(r["error"] for r in mine)
+            assert m.confidence_sum == pytest.approx(c.sum(), rel=1e-12)
+            assert m.confidence_sum_squares == pytest.approx((c * c).sum(), rel=1e-12)
+            assert m.time_sum == pytest.approx(t.sum(), rel=1e-12)
+            assert m.time_sum_squares == pytest.approx((t * t).sum(), rel=1e-12)
+    assert sum(m.n for m in per_user.arms.values()) == 5000
+    only = store.summary("ab/t", "variant", keys=("treatment",))
+    assert set(only.arms) == {"treatment"}
+    assert store.summary("ab/other", "variant").arms == {}
+
+
+def test_samples_last_and_first(store: Any) -> None:
+    stream = "drift/m/1.0.0/production"
+    values = np.arange(3000, dtype=float)
+    data = b"".join(b'{"prediction": %d, "confidence": 0.5}\n' % v for v in range(2500))
+    store.append_batch(stream, data, validate_sample, None)
+    for v in range(2500, 3000):
+        store.append(stream, {"prediction": float(v), "confidence": 1.0})
+    last = store.samples(stream, last=1000)
+    assert last.prediction.tolist() == values[-1000:].tolist()
+    assert last.confidence.tolist() == [0.5] * 500 + [1.0] * 500
+    assert store.samples(stream, first=10).prediction.tolist() == values[:10].tolist()
+    assert len(store.samples(stream)) == 3000
+    assert len(store.samples("drift/m/9.9.9/production", last=10)) == 0
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+
+def _claim_worker(url: str, out: Any) -> None:
+    store = store_for(url)
+    out.put(store.claim("hook/m/1.0.0/retrain", 60))
+    store.close()
+
+
+def test_claim_is_true_exactly_once_among_four_processes(store: Any) -> None:
+    out = SPAWN.Queue()
+    procs = [SPAWN.Process(target=_claim_worker, args=(store.location, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert sorted(results) == [False, False, False, True]
+    assert store.claim("short", 0.2) and not store.claim("short", 0.2)
+    time.sleep(0.3)
+    assert store.claim("short", 0.2)
+
+
+# -- schema, connections, roles ----------------------------------------------------------------
+
+
+def test_a_store_at_another_schema_version_is_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_cli.store import postgres
+
+    with pytest.raises(StateError, match="mlops init"):
+        postgres.PostgresStore(pg_url)
+    postgres.PostgresStore.init(pg_url).close()
+    later = [*postgres._migrations(), (2, "CREATE TABLE extra (x int);")]
+    monkeypatch.setattr(postgres, "_migrations", lambda: later)
+    monkeypatch.setattr(postgres, "LATEST", 2)
+    with pytest.raises(StateError, match=r"schema 1; this mlops needs 2: run `mlops db upgrade"):
+        postgres.PostgresStore(pg_url)
+    assert postgres.upgrade(pg_url) == (1, 2)
+    assert postgres.upgrade(pg_url) == (2, 2)
+    postgres.PostgresStore(pg_url).close()
+    monkeypatch.setattr(postgres, "LATEST", 1)
+    with pytest.raises(StateError, match="newer than this mlops"):
+        postgres.PostgresStore(pg_url)
+
+
+def test_concurrent_upgrades_apply_each_migration_once(pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    from mlops_cli.store import postgres
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: postgres.upgrade(pg_url), range(4)))
+    assert sorted(results) == [(0, postgres.LATEST)] + [(postgres.LATEST, postgres.LATEST)] * 3
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    assert rows == [(v,) for v in range(1, postgres.LATEST + 1)]
+
+
+def test_an_unreachable_server_is_a_clean_error_within_5_s() -> None:
+    import socket
+
+    from mlops_cli.store.postgres import PostgresStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (
+        f"postgresql://u:secret@127.0.0.1:{port}/db",  # nothing listens
+        "postgresql://u:secret@10.255.255.1:5432/db",  # nothing answers
+    ):
+        started = time.monotonic()
+        with pytest.raises(ServiceError, match="cannot connect") as info:
+            PostgresStore(url)
+        assert time.monotonic() - started < 6
+        assert "secret" not in str(info.value)
+
+
+def test_a_restarted_server_is_a_clean_error_then_the_retry_succeeds(
+    pg_server: Server,
+    store: Any,
+) -> None:
+    store.read()
+    pg_server.stop()
+    pg_server.start()
+    with pytest.raises(ServiceError, match="retry"):
+        store.read()
+    assert store.read().models == {}
+
+
+def _docs_sql(section: str) -> str:
+    text = DOCS.read_text()
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```sql\n(.*?)```", body, re.S))
+
+
+def test_the_service_role_appends_and_reads_but_cannot_change_the_registry(
+    pg_server: Server,
+    store: Any,
+) -> None:
+    import psycopg
+
+    from mlops_cli.store.postgres import PostgresStore
+
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
+    grants = _docs_sql("Roles").replace("CHANGE-ME", "pw")
+    with psycopg.connect(store.location, autocommit=True) as conn:
+        for statement in grants.split(";"):
+            if statement.strip():
+                # Roles are cluster-wide: an earlier test may have made them.
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(statement)
+    db = store.location.rsplit("/", 1)[1]
+    service = PostgresStore(pg_server.url(db, "mlops_service"))
+    service.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
+    service.append_batch("ab/t", requests_jsonl(random_requests(3)), validate_request, None)
+    service.flush()
+    assert service.read().models["m"].champion is None
+    with pytest.raises(ServiceError, match="permission denied"), service.transaction() as txn:
+        txn.state.models["m"].make_champion("1.0.0")
+    service.close()
+    assert store.read().models["m"].champion is None
+    pipeline = PostgresStore(pg_server.url(db, "mlops_pipeline"))
+    with pipeline.transaction() as txn:
+        txn.state.models["m"].make_champion("1.0.0")
+    pipeline.close()
+    assert store.read().models["m"].champion == "1.0.0"
+
+
+def _kill_during_copy(url: str, data: bytes) -> None:
+    import os
+    import signal
+
+    from mlops_cli.store import postgres
+
+    original = postgres._validated_chunk
+    calls = []
+
+    def slow(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first chunk is in the COPY: die
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args)
+
+    postgres._validated_chunk = slow
+    store_for(url).append_batch("ab/t", data, validate_request, "k9")
+
+
+def test_kill_9_during_a_batch_leaves_nothing_and_the_retry_counts_once(store: Any) -> None:
+    from mlops_cli.store import postgres
+
+    data = requests_jsonl(random_requests(80000, seed=5))
+    assert len(data) > 2 * postgres._CHUNK_BYTES
+    proc = SPAWN.Process(target=_kill_during_copy, args=(store.location, data))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -9
+    time.sleep(0.5)  # the server notices the closed socket and rolls back
+    assert store.count("ab/t") == 0
+    import psycopg
+
+    with psycopg.connect(store.location) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone() == (0,)
+    assert store.append_batch("ab/t", data, validate_request, "k9").recorded == 80000
+    assert store.append_batch("ab/t", data, validate_request, "k9").already_recorded == 80000
+    assert store.count("ab/t") == 80000
+
+
+def test_import_of_the_package_does_not_import_psycopg() -> None:
+    code = "import mlops_cli, mlops_cli.store.base, sys; print('psycopg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_timestamps_are_utc(store: Any) -> None:
+    store.append("events", {"ts": "2026-01-01T01:00:00+01:00", "event": "x", "actor": "a"})
+    (row,) = store.history("events", since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert row["ts"] == "2026-01-01T01:00:00+01:00"  # the document as written
