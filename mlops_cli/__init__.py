@@ -75,9 +75,9 @@ def default_project() -> Project:
     global _default
     from .project import Project
 
-    root = Project.locate()
-    if _default is None or _default.root != root:
-        _default = Project.open(root)
+    where = Project.locate()
+    if _default is None or _default.location != str(where):
+        _default = Project.open(where)
     return _default
 
 

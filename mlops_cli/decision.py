@@ -238,6 +238,24 @@ class UserTotals:
             for k in range(len(_COLUMNS)):
                 arm.columns[k] += np.bincount(rows, values[k, mask], minlength=arm.columns.shape[1])
 
+    def add_user(
+        self,
+        variant: str,
+        user_id: str | int | None,
+        requests: int,
+        errors: int,
+        confidence_sum: float,
+        time_sum: float,
+    ) -> None:
+        """Add one user's totals at once (a store that groups by user in SQL); None is the
+        anonymous requests of the arm."""
+        if user_id is None:
+            self.anonymous[variant] += requests
+            return
+        arm = self._arms[variant]
+        (row,) = arm.rows([str(user_id)])
+        arm.columns[:, row] += (float(requests), float(errors), confidence_sum, time_sum)
+
     def merge(self, other: UserTotals) -> None:
         """Add another accumulator's totals (say, of a later batch) into this one."""
         for name in VARIANTS:

@@ -1,12 +1,13 @@
 """The composition root: locate and open a project, build its store, clock and managers.
 
-A project location is a directory (the file store). `Project.open(path, clock=...)` gives
-`registry`, `ab`, `drift` and `drift_detector(type, version)`, all sharing one store and one
-clock.
+A project location is a directory (the file store) or a `postgresql://` URL (the PostgreSQL
+store, imported only then). `Project.open(location, clock=...)` gives `registry`, `ab`,
+`drift` and `drift_detector(type, version)`, all sharing one store and one clock.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from functools import cached_property
 from pathlib import Path
@@ -17,9 +18,16 @@ from .drift import DriftDetector, DriftMonitor
 from .registry import ModelRegistry
 from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
-from .store.base import Store, ab_stream, drift_stream, metrics_stream
+from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
 from .store.files import REGISTRY_FILE, FileStore
 from .timeutil import Clock, system_clock
+
+Location = str | os.PathLike[str]
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: Location) -> bool:
+    return str(location).startswith(URL_SCHEMES)
 
 
 class Project:
@@ -27,36 +35,59 @@ class Project:
 
     def __init__(self, store: Store, root: Path) -> None:
         self.store = store
-        self.root = root
+        self.root = root  # model paths are relative to it (the directory, or the cwd for a URL)
 
     def __repr__(self) -> str:
-        return f"Project({self.store.location!r})"
+        return f"Project({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The directory or URL the project was opened at (a URL's password hidden)."""
+        return str(self.root) if isinstance(self.store, FileStore) else repr(self.store)
 
     # -- discovery ---------------------------------------------------------------------------
 
     @staticmethod
-    def locate(path: str | os.PathLike[str] | None = None) -> Path:
-        """--project-dir > MLOPS_PROJECT_DIR > the current directory."""
-        chosen = path if path is not None else os.environ.get("MLOPS_PROJECT_DIR") or "."
-        return Path(chosen).expanduser().absolute()
+    def locate(path: Location | None = None, walk_up: bool = True) -> Path | str:
+        """--project-dir > MLOPS_PROJECT_DIR > the nearest directory holding registry.yaml,
+        walking up from the current one (as git does), else the current directory."""
+        chosen = path if path is not None else os.environ.get("MLOPS_PROJECT_DIR") or None
+        if chosen is not None:
+            return str(chosen) if is_url(chosen) else Path(chosen).expanduser().absolute()
+        here = Path.cwd()
+        if walk_up:
+            for directory in (here, *here.parents):
+                if (directory / REGISTRY_FILE).is_file():
+                    return directory
+        return here
 
     @classmethod
-    def open(
-        cls, path: str | os.PathLike[str] | None = None, clock: Clock = system_clock
-    ) -> Project:
-        root = cls.locate(path)
-        return cls(FileStore.open(root, clock), root)
+    def open(cls, path: Location | None = None, clock: Clock | None = None) -> Project:
+        """Open a project (validated, and migrated to the current schema)."""
+        where = cls.locate(path)
+        if isinstance(where, str):
+            from .store.postgres import PostgresStore
+
+            store = PostgresStore(where)
+            if clock is not None:
+                store.clock = clock
+            return cls(store, Path.cwd())
+        return cls(FileStore.open(where, clock or system_clock), where)
 
     @classmethod
     def init(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        force: bool = False,
-        clock: Clock = system_clock,
+        cls, path: Location | None = None, force: bool = False, clock: Clock | None = None
     ) -> Project:
-        """Create a project; with `force`, reset an existing registry.yaml (logs are kept)."""
-        root = cls.locate(path)
-        return cls(FileStore.create(root, force, clock), root)
+        """Create a project; with `force`, reset an existing registry (logs are kept)."""
+        where = cls.locate(path, walk_up=False)
+        if isinstance(where, str):
+            from .store.postgres import PostgresStore
+
+            store = PostgresStore.init(where, force)
+            if clock is not None:
+                store.clock = clock
+            return cls(store, Path.cwd())
+        return cls(FileStore.create(where, force, clock or system_clock), where)
 
     # -- the parts ---------------------------------------------------------------------------
 
@@ -133,3 +164,37 @@ class Project:
 
     def drift_log(self, model_type: str, version: str, kind: str) -> Path:
         return self.log_path(drift_stream(model_type, version, kind))
+
+
+def copy_project(source: Project, target: Project) -> dict[str, int]:
+    """Copy a project into an empty one (directory <-> PostgreSQL): the registry, every
+    record of every stream, in order. Returns the records copied per stream."""
+    import orjson
+
+    from .errors import ConflictError
+
+    if target.store.streams() or target.state().models:
+        raise ConflictError(f"{target.location} is not empty; copy into a new project")
+    state = source.state()
+    with target.store.transaction() as txn:
+        txn.state = copy.deepcopy(state)
+    copied: dict[str, int] = {}
+    for stream in source.store.streams():
+        count = 0
+        for records in source.store.scan(stream):
+            if stream == EVENTS or stream.endswith("/checks"):
+                for record in records:
+                    target.store.append(stream, record)
+            else:
+                data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+                target.store.append_batch(
+                    stream, data, _as_recorded, f"copy:{stream}:{count}"
+                )
+            count += len(records)
+        copied[stream] = count
+    return copied
+
+
+def _as_recorded(record: Any, where: str) -> Any:
+    """Records being copied were validated when first recorded."""
+    return record

@@ -4,6 +4,7 @@ joins through the `store_location` fixture's parameters)."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,12 +16,20 @@ from mlops_cli import ConflictError, ModelVersion, Project, ValidationError
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
+from . import pg_server as fixtures
+
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["files"])
+pg_server = fixtures.pg_server  # the session's PostgreSQL server (started on first use)
+pg_url = fixtures.pg_url  # a new database on it
+
+
+@pytest.fixture(params=["files", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a new, empty project lives, for each kind of store."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
     return str(tmp_path / "proj")
 
 
@@ -184,13 +193,14 @@ def test_a_capped_batch_is_refused_whole(store: Store) -> None:
     stream = drift_stream("gnn", "1.0.0", "reference")
     data, _ = samples_jsonl(80, seed=7)
     store.append_batch(stream, data, validate_sample, None, cap=100)
+    more, _ = samples_jsonl(80, seed=8)
     with pytest.raises(ValidationError):
-        store.append_batch(stream, data, validate_sample, None, cap=100)
+        store.append_batch(stream, more, validate_sample, None, cap=100)
     assert store.count(stream) == 80
 
 
 def _claim(location: str, key: str, out: multiprocessing.Queue[bool]) -> None:
-    out.put(Project.open(location).store.claim(key, 3600))
+    out.put(Project.open(location).store.claim(key, 2.0))
 
 
 def test_a_claim_is_granted_once(project: Project) -> None:
@@ -206,7 +216,6 @@ def test_a_claim_is_granted_once(project: Project) -> None:
         p.join(60)
     granted = [results.get(timeout=5) for _ in procs]
     assert sorted(granted) == [False, False, False, True]
-    later = Project.open(project.store.location, clock=lambda: datetime.now(timezone.utc)
-                         + timedelta(hours=2))
-    assert later.store.claim("hook:gnn:critical", 3600)
+    time.sleep(2.1)  # after the time to live, the next caller gets it again
+    assert project.store.claim("hook:gnn:critical", 2.0)
 

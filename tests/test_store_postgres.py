@@ -15,10 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_cli.ab_testing import validate_request
 from mlops_cli.batch import BatchError
-from mlops_cli.drift import validate_sample
-from mlops_cli.errors import ConflictError, MlopsError, ServiceError, StateError
+from mlops_cli.errors import (
+    ConflictError,
+    MlopsError,
+    ProjectNotFoundError,
+    ServiceError,
+    StateError,
+)
+from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.state import ModelType, VersionRecord
 
 from . import pg_server as fixtures
@@ -289,7 +294,7 @@ def test_batch_cap_refuses_and_records_nothing(store: Any) -> None:
     data = b'{"prediction": 1, "confidence": 0.5}\n' * 6
     stream = "drift/m/1.0.0/reference"
     store.append_batch(stream, data, validate_sample, "a", cap=10)
-    with pytest.raises(MlopsError, match="more than the 10 allowed"):
+    with pytest.raises(MlopsError, match="holds 6 of 10 records; adding 6 exceeds it"):
         store.append_batch(stream, data, validate_sample, "b", cap=10)
     assert store.count(stream) == 6
     assert (
@@ -509,18 +514,21 @@ def test_a_store_at_another_schema_version_is_refused(
 ) -> None:
     from mlops_cli.store import postgres
 
-    with pytest.raises(StateError, match="mlops init"):
+    with pytest.raises(ProjectNotFoundError, match="init"):
         postgres.PostgresStore(pg_url)
     postgres.PostgresStore.init(pg_url).close()
-    later = [*postgres._migrations(), (2, "CREATE TABLE extra (x int);")]
+    latest = postgres.LATEST
+    later = [*postgres._migrations(), (latest + 1, "CREATE TABLE extra (x int);")]
     monkeypatch.setattr(postgres, "_migrations", lambda: later)
-    monkeypatch.setattr(postgres, "LATEST", 2)
-    with pytest.raises(StateError, match=r"schema 1; this mlops needs 2: run `mlops db upgrade"):
+    monkeypatch.setattr(postgres, "LATEST", latest + 1)
+    with pytest.raises(
+        StateError, match=rf"schema {latest}; this mlops needs {latest + 1}: run `mlops -C .* db upgrade"
+    ):
         postgres.PostgresStore(pg_url)
-    assert postgres.upgrade(pg_url) == (1, 2)
-    assert postgres.upgrade(pg_url) == (2, 2)
+    assert postgres.upgrade(pg_url) == (latest, latest + 1)
+    assert postgres.upgrade(pg_url) == (latest + 1, latest + 1)
     postgres.PostgresStore(pg_url).close()
-    monkeypatch.setattr(postgres, "LATEST", 1)
+    monkeypatch.setattr(postgres, "LATEST", latest)
     with pytest.raises(StateError, match="newer than this mlops"):
         postgres.PostgresStore(pg_url)
 

@@ -8,7 +8,6 @@ even imported), which keeps a command's start-up close to that of Python with Ty
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -30,7 +29,7 @@ REGISTRY_COMMANDS = {
     "config",
     "metrics",
 }
-GROUPS = ("registry", "ab", "drift", "demo", "ui", "report")
+GROUPS = ("registry", "ab", "drift", "demo", "ui", "report", "db", "store")
 
 
 def _version(value: bool) -> None:
@@ -41,12 +40,13 @@ def _version(value: bool) -> None:
 
 def main_options(
     ctx: typer.Context,
-    project_dir: Path | None = typer.Option(
+    project_dir: str | None = typer.Option(
         None,
         "--project-dir",
         "-C",
         envvar="MLOPS_PROJECT_DIR",
-        help="Project directory (default: MLOPS_PROJECT_DIR, else the current directory).",
+        help="Project directory or postgresql:// URL (default: MLOPS_PROJECT_DIR, else the "
+        "nearest directory holding registry.yaml, from the current one up).",
     ),
     traceback: bool = typer.Option(False, "--traceback", help="Show a traceback on a bug."),
     version: bool = typer.Option(
@@ -82,6 +82,11 @@ def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> ty
         from .demo_cmd import demo
 
         app.command()(demo)
+    if "db" in groups or "store" in groups:
+        from .store_cmds import db_app, store_app
+
+        app.add_typer(db_app, name="db")
+        app.add_typer(store_app, name="store")
     if "ui" in groups or "report" in groups:
         from .ui_cmds import register_ui_commands
 

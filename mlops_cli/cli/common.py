@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -23,7 +22,7 @@ JSON_HELP = "Print one JSON document on stdout instead of a table."
 
 @dataclass
 class Globals:
-    project_dir: Path | None = None
+    project_dir: str | None = None
     traceback: bool = False
 
 

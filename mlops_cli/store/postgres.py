@@ -46,11 +46,13 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json, set_json_loads
 
-from ..batch import BatchError
+from ..batch import BatchError, CapError
+from ..decision import UserTotals
 from ..errors import (
     ConflictError,
     LockTimeoutError,
     MlopsError,
+    ProjectNotFoundError,
     ServiceError,
     StateError,
     ValidationError,
@@ -197,6 +199,7 @@ def route(stream: str) -> tuple[Table, tuple[str, ...]]:
     raise ValueError(f"unknown stream {stream!r}")
 
 
+SCAN_PAGE = 65536
 _NO_TS = datetime.min.replace(tzinfo=timezone.utc)  # the default of records that have a ts
 
 
@@ -280,6 +283,7 @@ _VERSION_COLS = (
     "sha256",
     "size_bytes",
     "deprecated",
+    "monitored",
 )
 _TEST_COLS = (
     "model_type",
@@ -289,6 +293,7 @@ _TEST_COLS = (
     "status",
     "started_at",
     "finalized_at",
+    "end_reason",
 )
 _FLOATS = {
     "traffic_percentage",
@@ -297,6 +302,8 @@ _FLOATS = {
     "max_error_rate_increase",
     "min_confidence_improvement",
     "alpha",
+    "max_confidence_drop",
+    "max_latency_increase_ms",
 }
 
 # One statement, so one snapshot: the whole registry as JSON arrays in insertion order.
@@ -520,13 +527,13 @@ class PostgresStore:
         if version != LATEST:
             self._conn.close()
             if version == 0:
-                raise StateError(
-                    f"{self._shown} holds no mlops store: run `mlops init {self._shown}`"
+                raise ProjectNotFoundError(
+                    f"{self._shown} holds no mlops store: run `mlops -C {self._shown} init`"
                 )
             if version < LATEST:
                 raise StateError(
                     f"{self._shown} is at store schema {version}; this mlops needs {LATEST}: "
-                    f"run `mlops db upgrade {self._shown}`"
+                    f"run `mlops -C {self._shown} db upgrade`"
                 )
             raise StateError(
                 f"{self._shown} is at store schema {version}, newer than this mlops ({LATEST}): "
@@ -762,10 +769,7 @@ class PostgresStore:
                     held = self._lock_count(cur, stream) if cap is not None else 0
                     count = _copy_validated(cur, table, keys, data, validate, inserted[0], progress)
                     if cap is not None and held + count > cap:
-                        raise ValidationError(
-                            f"{stream} holds {held} records and the batch adds {count}: more "
-                            f"than the {cap} allowed; nothing recorded"
-                        )
+                        raise CapError(held, count, cap)
                     cur.execute(
                         "UPDATE batches SET records = %s WHERE stream = %s AND batch_id = %s",
                         [count, stream, batch_id],
@@ -829,9 +833,10 @@ class PostgresStore:
         key_field: str | None,
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
+        per_user: bool = False,
     ) -> Summary:
         """Moments per key by one GROUP BY (records were validated on the way in, so none is
-        skipped)."""
+        skipped); with `per_user`, per-user totals by a GROUP BY key, user_id."""
         table, stream_keys = route(stream)
         if table not in (REQUESTS, METRICS):
             raise ValueError(f"{stream} holds no requests")
@@ -864,7 +869,70 @@ class PostgresStore:
                 time_sum=float(t),
                 time_sum_squares=float(t2),
             )
+        if per_user and key_field is not None:
+            summary.users = self._user_totals(table, stream, stream_keys, key_field, keys)
         return summary
+
+    def _user_totals(
+        self,
+        table: Table,
+        stream: str,
+        stream_keys: tuple[str, ...],
+        key_field: str,
+        keys: tuple[str, ...] | None,
+    ) -> UserTotals:
+        sql = (
+            f"SELECT {key_field}, user_id, count(*), sum(error::int), sum(confidence), "
+            f"sum(inference_time_ms) FROM {table.name} WHERE {table.where()}"
+        )
+        params: list[Any] = list(stream_keys)
+        if keys is not None:
+            sql += f" AND {key_field} = ANY(%s)"
+            params.append(list(keys))
+        sql += " GROUP BY 1, 2"
+        with self._lock, self._translated(f"summarising {stream} per user"):
+            rows = self.conn.execute(sql, params).fetchall()
+        totals = UserTotals()
+        for variant, user, n, errors, c, t in rows:
+            totals.add_user(str(variant), user, int(n), int(errors), float(c), float(t))
+        return totals
+
+    def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Every record, oldest first, a page at a time (keyset pages by id: a record that
+        commits during the scan may be missed; scans are for copies and charts)."""
+        table, keys = route(stream)
+        sql = (
+            f"SELECT id, {', '.join(table.values)} FROM {table.name} "
+            f"WHERE {table.where()} AND id > %s ORDER BY id LIMIT {SCAN_PAGE}"
+        )
+        last = 0
+        while True:
+            with self._lock, self._translated(f"reading {stream}"):
+                self._flush_locked(stream)
+                rows = self.conn.execute(sql, [*keys, last]).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [from_row(table, row[1:]) for row in rows]
+
+    def streams(self) -> list[str]:
+        """Every stream holding records."""
+        with self._lock, self._translated("listing streams"):
+            self._flush_locked()
+            found = [
+                str(row[0])
+                for row in self.conn.execute(
+                    "SELECT stream FROM stream_counts WHERE records > 0 ORDER BY stream"
+                ).fetchall()
+            ]
+            checks = self.conn.execute(
+                "SELECT DISTINCT model_type, version FROM checks ORDER BY 1, 2"
+            ).fetchall()
+            events = self.conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
+        found += [f"drift/{t}/{v}/checks" for t, v in checks]
+        if events and events[0]:
+            found.append(EVENTS)
+        return sorted(set(found))
 
     def samples(
         self,

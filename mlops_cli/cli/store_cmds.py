@@ -1,0 +1,77 @@
+"""`mlops db upgrade` (PostgreSQL schema migrations) and `mlops store copy SRC DST`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from .common import JSON_HELP, globals_of, run
+
+db_app = typer.Typer(help="The PostgreSQL store's schema.", no_args_is_help=True)
+store_app = typer.Typer(help="Move a project between stores.", no_args_is_help=True)
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+
+
+@db_app.command("upgrade")
+def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
+    """Apply the PostgreSQL store's schema migrations (one transaction, under a lock)."""
+
+    def action() -> dict[str, Any]:
+        from ..errors import ValidationError
+        from ..project import Project, is_url
+
+        where = Project.locate(globals_of(ctx).project_dir)
+        if not is_url(where):
+            raise ValidationError(
+                f"{where} is a directory: its registry.yaml is upgraded when opened; "
+                "`mlops db upgrade` is for a postgresql:// store (-C URL)"
+            )
+        from ..store.postgres import redact
+        from ..store.postgres import upgrade as upgrade_store
+
+        before, after = upgrade_store(str(where))
+        return {"store": redact(str(where)), "schema_before": before, "schema_after": after}
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: typer.echo(
+            f"{r['store']}: store schema {r['schema_before']} -> {r['schema_after']}"
+            if r["schema_before"] != r["schema_after"]
+            else f"{r['store']}: store schema {r['schema_after']} is current"
+        ),
+    )
+
+
+@store_app.command("copy")
+def copy(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Project directory or postgresql:// URL to copy."),
+    target: str = typer.Argument(..., help="A new directory or an empty postgresql:// store."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Copy a project, registry and every record, into a new directory or an empty store."""
+
+    def action() -> dict[str, Any]:
+        from ..errors import ProjectNotFoundError
+        from ..project import Project, copy_project
+
+        src = Project.open(source)
+        try:
+            dst = Project.open(target)
+        except ProjectNotFoundError:
+            dst = Project.init(target)
+        copied = copy_project(src, dst)
+        return {"source": src.location, "target": dst.location, "records": copied}
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: typer.echo(
+            f"copied {r['source']} to {r['target']}: the registry and "
+            f"{sum(r['records'].values())} records in {len(r['records'])} streams"
+        ),
+    )
