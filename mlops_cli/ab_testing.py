@@ -433,6 +433,7 @@ class ABTestManager:
             self.project._lock_timeout(),
             batch_id,
             progress,
+            root=self.project.root,
         )
 
     # -- deciding ----------------------------------------------------------------------------

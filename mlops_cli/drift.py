@@ -238,7 +238,9 @@ class DriftDetector:
             from .project import atomic_write
 
             self.reference_path.parent.mkdir(parents=True, exist_ok=True)
-            with jsonl.locked_log(self.reference_path, self.project._lock_timeout()):
+            with jsonl.locked_log(
+                self.reference_path, self.project._lock_timeout(), root=self.project.root
+            ):
                 atomic_write(self.reference_path, payload)
             return count
         self.project.append_log(
@@ -261,6 +263,7 @@ class DriftDetector:
             self.project._lock_timeout(),
             batch_id,
             progress,
+            root=self.project.root,
         )
 
     def _cap_check(self, adding: int) -> Callable[[int], None]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from . import safefs
 from .errors import LockTimeoutError, StateError
 
 _BLOCK = 1 << 16
@@ -96,15 +97,14 @@ class LogWriter:
         # flock excludes other open files, not threads sharing this descriptor: they queue here.
         self._mutex = threading.RLock()
 
-    def _fd(self, path: Path) -> int:
+    def _fd(self, path: Path, root: Path | None = None) -> int:
         if self._pid != os.getpid():  # forked: never share a lock-holding file description
             self._fds = {}
             self._pid = os.getpid()
             self._mutex = threading.RLock()
         fd = self._fds.get(path)
         if fd is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = safefs.open_append(path, root)  # never through a link, dirs checked
             self._fds[path] = fd
         return fd
 
@@ -120,16 +120,19 @@ class LogWriter:
         timeout: float,
         fsync: bool = False,
         precheck: Callable[[int], None] | None = None,
+        root: Path | None = None,
     ) -> None:
         """Append whole lines (`data` ends with a newline) to the log at `path`.
 
         `precheck(fd)` runs under the lock, after a torn tail is cut, and may refuse by raising.
+        `root` is the project directory: the log is opened with every directory from it down
+        checked (see safefs.open_append).
         """
         for _attempt in range(3):
-            fd = self._fd(path)
+            fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
                 try:
-                    current = os.stat(path).st_ino
+                    current = os.lstat(path).st_ino
                 except FileNotFoundError:
                     current = -1
                 replaced = current != os.fstat(fd).st_ino
@@ -143,7 +146,13 @@ class LogWriter:
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
     def append_batch(
-        self, path: Path, batch_id: str, payload: bytes, stamp: str, timeout: float
+        self,
+        path: Path,
+        batch_id: str,
+        payload: bytes,
+        stamp: str,
+        timeout: float,
+        root: Path | None = None,
     ) -> int:
         """Append a batch exactly once; return how many of its lines this call appended.
 
@@ -153,9 +162,9 @@ class LogWriter:
         complete batch appends nothing. The stamp makes the retried lines byte-identical.
         """
         for _attempt in range(3):
-            fd = self._fd(path)
+            fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                if _inode(path) != os.fstat(fd).st_ino:
                     replaced = True
                 else:
                     replaced = False
@@ -177,7 +186,7 @@ class LogWriter:
                             "start": os.fstat(fd).st_size,
                             "stamp": stamp,
                         }
-                        _append_journal(path, dumps_line(record))
+                        _append_journal(path, dumps_line(record), root)
                         self._write_locked(fd, path, data, fsync=True)
                     return todo
             if replaced:
@@ -220,8 +229,16 @@ def _present(fd: int, entries: list[dict[str, Any]], lines: list[bytes]) -> int:
     return present
 
 
-def _append_journal(log: Path, line: bytes) -> None:
-    fd = os.open(journal_path(log), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _inode(path: Path) -> int:
+    """The inode at `path` itself (a link there is not the log we opened), -1 if none."""
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return -1
+
+
+def _append_journal(log: Path, line: bytes, root: Path | None = None) -> None:
+    fd = safefs.open_append(journal_path(log), root)
     try:
         _truncate_torn_tail(fd)
         _write_all(fd, line)
@@ -249,10 +266,9 @@ WRITER = LogWriter()
 
 
 @contextmanager
-def locked_log(path: Path, timeout: float) -> Iterator[int]:
+def locked_log(path: Path, timeout: float, root: Path | None = None) -> Iterator[int]:
     """Hold the lock of the log at `path` (created if missing) for a multi-step change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = safefs.open_append(path, root)
     try:
         with flocked(fd, path, timeout):
             yield fd

@@ -304,7 +304,9 @@ class Project:
         fsync: bool = False,
         precheck: Callable[[int], None] | None = None,
     ) -> None:
-        jsonl.WRITER.append(path, data, self._lock_timeout(), fsync=fsync, precheck=precheck)
+        jsonl.WRITER.append(
+            path, data, self._lock_timeout(), fsync=fsync, precheck=precheck, root=self.root
+        )
 
     def metrics_log(self, model_type: str, version: str) -> Path:
         return self.root / "logs" / "metrics" / safe(model_type) / safe_version(version)
