@@ -63,7 +63,7 @@ def _check_events(loader: Any, source: str, error: type[MlopsError]) -> None:
             if event.anchor is not None:
                 sizes[event.anchor] = 1
         elif isinstance(event, events.AliasEvent):
-            size = sizes.get(event.anchor, 1)  # an unknown anchor is the composer's error
+            size = sizes.get(event.anchor or "", 1)  # an unknown anchor is the composer's error
             added += size
             if added > ALIAS_BUDGET:
                 line = event.start_mark.line + 1 if event.start_mark else 0
@@ -82,7 +82,7 @@ class _Constructor:
 
     @staticmethod
     def loader(source: str, error: type[MlopsError]) -> Any:
-        class Loader(_Loader):  # type: ignore[misc, valid-type]
+        class Loader(_Loader):  # type: ignore[misc]
             def construct_mapping(self, node: Any, deep: bool = False) -> Any:
                 seen: dict[Any, int] = {}
                 if isinstance(node, yaml.MappingNode):
