@@ -1,0 +1,146 @@
+"""pushgw.push: one overall deadline against a trickling server; bad URLs are clean errors."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mlops_cli import pushgw
+from mlops_cli.errors import ServiceError, ValidationError
+
+PAYLOAD = b'# TYPE model_drift_score gauge\nmodel_drift_score{model_type="g"} 0.25\n'
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            body += sock.recv(65536)
+        self.server.requests.append((head.split(b"\r\n")[0].decode(), body))
+        if self.server.mode == "trickle":
+            reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            try:
+                for byte in reply * 100:
+                    sock.sendall(bytes([byte]))
+                    if self.server.stop.wait(0.3):
+                        return
+            except OSError:
+                return
+        elif self.server.mode == "refuse":
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 14\r\n\r\nbad metric foo")
+        else:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = mode
+        self.requests: list[tuple[str, bytes]] = []
+        self.stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[_Server]:
+    srv = _Server(request.param)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.stop.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("server", ["ok"], indirect=True)
+def test_push_puts_the_payload_under_the_job(server: _Server) -> None:
+    assert pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=5) == 200
+    assert server.requests == [("PUT /metrics/job/mlops HTTP/1.1", PAYLOAD)]
+
+
+@pytest.mark.parametrize("server", ["ok"], indirect=True)
+def test_job_with_slash_and_path_prefix(server: _Server) -> None:
+    pushgw.push(server.url + "/gw/", "ci/nightly", PAYLOAD, deadline_s=5, method="POST")
+    assert server.requests[0][0] == "POST /gw/metrics/job@base64/Y2kvbmlnaHRseQ== HTTP/1.1"
+
+
+@pytest.mark.parametrize("server", ["trickle"], indirect=True)
+def test_trickling_server_is_cut_at_the_deadline(server: _Server) -> None:
+    """Issue 12 case 9: a byte every few seconds held the push forever (timeout per read)."""
+    started = time.monotonic()
+    with pytest.raises(ServiceError, match=r"no complete answer within 1\.5 s"):
+        pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=1.5)
+    assert time.monotonic() - started < 1.5 + 1.0
+    assert server.requests  # it did connect and send: the answer was what never finished
+
+
+@pytest.mark.parametrize("server", ["refuse"], indirect=True)
+def test_refused_push_names_status_and_body(server: _Server) -> None:
+    with pytest.raises(ServiceError, match="refused the push: HTTP 400: bad metric foo"):
+        pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=5)
+
+
+def test_connection_refused_is_a_service_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(
+        ServiceError, match=r"could not push to the Pushgateway at http://127\.0\.0\.1"
+    ):
+        pushgw.push(f"127.0.0.1:{port}", "mlops", PAYLOAD, deadline_s=5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://[::1]:notaport",
+        "http://host:99999",
+        "ftp://host",
+        "http://",
+        "http://user:pw@host",
+        "http://host/x?y=1",
+        "http://ho st",
+        "http://host\n/metrics",
+    ],
+)
+def test_bad_urls_are_validation_errors(url: str) -> None:
+    with pytest.raises(ValidationError, match="invalid Pushgateway URL"):
+        pushgw.push(url, "mlops", PAYLOAD, deadline_s=1)
+
+
+def test_bad_job_and_deadline() -> None:
+    with pytest.raises(ValidationError, match="job name is empty"):
+        pushgw.push("http://127.0.0.1:1", "", PAYLOAD, deadline_s=1)
+    with pytest.raises(ValidationError, match="deadline must be positive"):
+        pushgw.push("http://127.0.0.1:1", "j", PAYLOAD, deadline_s=0)
+
+
+def test_ipv6_target_is_shown_with_brackets() -> None:
+    assert pushgw.parse_target("http://[::1]:9091", "j").shown == "http://[::1]:9091/metrics/job/j"
