@@ -16,12 +16,8 @@ import yaml
 from yaml import events
 
 from .errors import MlopsError, ValidationError
-
-MAX_DEPTH = 64
-"""Deepest nesting of mappings and sequences accepted."""
-
-ALIAS_BUDGET = 10_000
-"""Nodes that aliases may add when expanded (beyond the nodes written in the file)."""
+from .limits import YAML_ALIAS_BUDGET as ALIAS_BUDGET
+from .limits import YAML_DEPTH_MAX as MAX_DEPTH
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
