@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import jsonl
+from . import jsonl, safefs
 from .errors import ConflictError, LockTimeoutError, NotFoundError, ProjectNotFoundError, StateError
 from .naming import validate_name, validate_version
 from .schema import (
@@ -57,48 +57,11 @@ def actor() -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync dir.
 
-    A crash at any instant leaves either the old or the new file, never a mix.
+    A crash at any instant leaves either the old or the new file, never a mix. The file keeps
+    its mode, and a link at `path` is refused, not followed or replaced (safefs.atomic_replace;
+    its directory is trusted: pass the project root to safefs to check the directories too).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _remove_stale_temps(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise StateError(f"could not write {path}: {exc.strerror or exc}") from exc
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Remove temp files that writers killed mid-write left beside `path`."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -4]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    safefs.atomic_replace(path.parent, path.name, data)
 
 
 def new_state() -> dict[str, Any]:

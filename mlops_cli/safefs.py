@@ -79,7 +79,7 @@ def _open_root(root: Path) -> int:
     try:
         return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise StateError(f"cannot open the project directory {root}: {exc.strerror}") from None
+        raise StateError(f"cannot open the directory {root}: {exc.strerror}") from None
 
 
 def _open_subdir(dir_fd: int, name: str, shown: tuple[str, ...], create: bool) -> int:

@@ -245,3 +245,25 @@ def test_fifo_never_blocks(root: Path) -> None:
         timeout=10,
     )
     assert proc.stdout.startswith("StateError events.jsonl (in the project) is a FIFO")
+
+
+def test_registry_write_keeps_mode_and_refuses_a_link(tmp_path: Path, canary: Path) -> None:
+    """Issue 12 case 11: chmod 600 registry.yaml became 0644; a linked one was replaced."""
+    from mlops_cli import ModelVersion, Project
+
+    project = Project.init(tmp_path / "p")
+    project.registry_path.chmod(0o600)
+    project.registry.register_version(ModelVersion("g", "1.0.0", model_path="/m"))
+    assert stat.S_IMODE(project.registry_path.stat().st_mode) == 0o600
+
+    outside = canary / "registry.yaml"
+    outside.write_bytes(project.registry_path.read_bytes())
+    project.registry_path.unlink()
+    project.registry_path.symlink_to(outside)
+    before = snapshot(canary)
+    with pytest.raises(StateError, match=r"^registry\.yaml \(in the project\) is a symbolic link"):
+        Project.open(project.root).registry.register_version(
+            ModelVersion("g", "1.1.0", model_path="/m")
+        )
+    assert project.registry_path.is_symlink()
+    assert snapshot(canary) == before
