@@ -186,6 +186,15 @@ def open_in(
         return open_at(dir_fd, parts[-1], flags, mode, parts)
 
 
+def open_read(root: Path, relpath: str | os.PathLike[str]) -> int:
+    """Open a regular file inside the project for reading, never through a link.
+
+    Nothing is created: a missing file or directory raises FileNotFoundError. A FIFO planted
+    where a log should be is refused instead of blocking the reader forever.
+    """
+    return open_in(root, relpath, os.O_RDONLY, create_dirs=False)
+
+
 def open_append(path: Path, root: Path | None = None) -> int:
     """Open a log for locked appends (O_RDWR | O_APPEND | O_CREAT), never through a link.
 

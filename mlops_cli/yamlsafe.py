@@ -16,8 +16,12 @@ import yaml
 from yaml import events
 
 from .errors import MlopsError, ValidationError
-from .limits import YAML_ALIAS_BUDGET as ALIAS_BUDGET
-from .limits import YAML_DEPTH_MAX as MAX_DEPTH
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and sequences accepted (limits.YAML_DEPTH_MAX says the same)."""
+
+ALIAS_BUDGET = 10_000
+"""Nodes aliases may add when expanded, beyond those written (limits.YAML_ALIAS_BUDGET)."""
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"

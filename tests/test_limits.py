@@ -98,6 +98,14 @@ def test_text_length_bound() -> None:
         limits.check_text("reason", "x" * 10_001)
 
 
+def test_yaml_bounds_documented_are_those_enforced() -> None:
+    """Bottom modules do not import each other: the two copies are kept equal here."""
+    from mlops_cli import yamlsafe
+
+    assert limits.YAML_DEPTH_MAX == yamlsafe.MAX_DEPTH
+    assert limits.YAML_ALIAS_BUDGET == yamlsafe.ALIAS_BUDGET
+
+
 def test_field_bounds_and_docs_agree() -> None:
     doc = limits.markdown()
     assert doc.startswith("## Limits\n")

@@ -267,3 +267,22 @@ def test_registry_write_keeps_mode_and_refuses_a_link(tmp_path: Path, canary: Pa
         )
     assert project.registry_path.is_symlink()
     assert snapshot(canary) == before
+
+
+def test_open_read_refuses_links_and_fifos_and_creates_nothing(root: Path, canary: Path) -> None:
+    (root / "logs").mkdir()
+    (root / "logs" / "ok.jsonl").write_bytes(b"{}\n")
+    fd = safefs.open_read(root, "logs/ok.jsonl")
+    try:
+        assert os.read(fd, 10) == b"{}\n"
+    finally:
+        os.close(fd)
+    os.mkfifo(root / "logs" / "fifo.jsonl")
+    (root / "logs" / "link.jsonl").symlink_to(canary / "token.txt")
+    with pytest.raises(StateError, match="is a FIFO"):
+        safefs.open_read(root, "logs/fifo.jsonl")
+    with pytest.raises(StateError, match="is a symbolic link"):
+        safefs.open_read(root, "logs/link.jsonl")
+    with pytest.raises(FileNotFoundError):
+        safefs.open_read(root, "logs/drift/g/1.0.0/reference.jsonl")
+    assert not (root / "logs" / "drift").exists()
