@@ -186,6 +186,27 @@ def open_in(
         return open_at(dir_fd, parts[-1], flags, mode, parts)
 
 
+def check_path(root: Path, relpath: str | os.PathLike[str]) -> bool:
+    """Whether a regular file exists at `relpath`; a link or non-regular entry at any step
+    is a `StateError` naming it. Creates nothing.
+
+    For files a library opens itself (filelock's `.mlops.lock`): check first, so a planted
+    link is this clean error rather than the library's ELOOP.
+    """
+    parts = split_relpath(root, relpath)
+    parent = PurePosixPath(*parts[:-1]) if len(parts) > 1 else None
+    try:
+        with dir_in(root, parent, create=False) as dir_fd:
+            st_mode = _lstat_mode(dir_fd, parts[-1])
+    except FileNotFoundError:
+        return False
+    if st_mode is None:
+        return False
+    if not stat.S_ISREG(st_mode):
+        raise _refuse(parts, st_mode)
+    return True
+
+
 def open_read(root: Path, relpath: str | os.PathLike[str]) -> int:
     """Open a regular file inside the project for reading, never through a link.
 
@@ -267,14 +288,19 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def atomic_replace(
-    root: Path, relpath: str | os.PathLike[str], data: bytes, mode: int | None = None
+    root: Path,
+    relpath: str | os.PathLike[str],
+    data: bytes,
+    mode: int | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace a file inside the project with `data`, atomically and never through a link.
 
     Temp file in the same directory (through its descriptor), fsync, rename, fsync of the
     directory: a crash leaves the old or the new file. The new file keeps the old one's
     permission bits (`chmod 600` stays 600); a new file gets `mode` or 0644 less the umask.
-    A link or non-regular file at the target is refused, not replaced.
+    A link or non-regular file at the target is refused, not replaced. `durable=False`
+    skips both fsyncs, for derived caches (summaries) that are recomputed when lost.
     """
     parts = split_relpath(root, relpath)
     name = parts[-1]
@@ -302,7 +328,8 @@ def atomic_replace(
                 if keep is not None:
                     os.fchmod(fd, keep)
                 write_all(fd, data)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -314,4 +341,5 @@ def atomic_replace(
                     f"could not write {_shown(parts)}: {exc.strerror or exc}"
                 ) from None
             raise
-        os.fsync(dir_fd)
+        if durable:
+            os.fsync(dir_fd)

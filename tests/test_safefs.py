@@ -286,3 +286,26 @@ def test_open_read_refuses_links_and_fifos_and_creates_nothing(root: Path, canar
     with pytest.raises(FileNotFoundError):
         safefs.open_read(root, "logs/drift/g/1.0.0/reference.jsonl")
     assert not (root / "logs" / "drift").exists()
+
+
+def test_check_path(root: Path, canary: Path) -> None:
+    assert safefs.check_path(root, ".mlops.lock") is False
+    assert safefs.check_path(root, "logs/ab/t.jsonl") is False
+    assert not (root / "logs").exists()
+    (root / ".mlops.lock").symlink_to(canary / "token.txt")
+    with pytest.raises(StateError, match=r"^\.mlops\.lock \(in the project\) is a symbolic link"):
+        safefs.check_path(root, ".mlops.lock")
+    (root / "logs").symlink_to(canary / "outdir")
+    with pytest.raises(StateError, match=r"^logs \(in the project\) is a symbolic link"):
+        safefs.check_path(root, "logs/ab/t.jsonl")
+    (root / "events.jsonl").write_bytes(b"")
+    assert safefs.check_path(root, "events.jsonl") is True
+
+
+def test_atomic_replace_not_durable_for_caches(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(safefs.os, "fsync", synced.append)
+    safefs.atomic_replace(root, "logs/.summary.json", b"{}", durable=False)
+    assert synced == [] and (root / "logs/.summary.json").read_bytes() == b"{}"
+    safefs.atomic_replace(root, "registry.yaml", b"x")
+    assert len(synced) == 2  # the file, then its directory

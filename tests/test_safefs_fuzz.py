@@ -8,7 +8,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -77,10 +77,8 @@ def _run(op: str, root: Path, rel: str) -> Callable[[], None]:
         elif op == "open_in":
             os.close(safefs.open_in(root, rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
         elif op == "open_read":
-            try:
+            with suppress(FileNotFoundError):
                 os.close(safefs.open_read(root, rel))
-            except FileNotFoundError:
-                pass
 
     return run
 
