@@ -235,13 +235,12 @@ class DriftDetector:
         if replace:
             if count > cap:
                 raise ValidationError(self._cap_message(0, count, cap, replace=True))
-            from .project import atomic_write
+            from . import safefs
 
-            self.reference_path.parent.mkdir(parents=True, exist_ok=True)
             with jsonl.locked_log(
                 self.reference_path, self.project._lock_timeout(), root=self.project.root
             ):
-                atomic_write(self.reference_path, payload)
+                safefs.atomic_replace(self.project.root, self.reference_path, payload)
             return count
         self.project.append_log(
             self.reference_path, payload, fsync=True, precheck=self._cap_check(count)

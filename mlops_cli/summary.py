@@ -6,6 +6,7 @@ evaluations cost what is new, not the whole history.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from operator import mul
@@ -14,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from . import jsonl
-from .errors import StateError
+from . import jsonl, safefs
+from .errors import MlopsError, StateError
 
 
 @dataclass
@@ -223,9 +224,6 @@ def _save_cache(log: Path, summary: Summary) -> None:
     except OSError:
         return
     path = _cache_path(log)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(orjson.dumps(doc))
-        os.replace(tmp, path)  # derived data: a lost cache is recomputed, so no fsync
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.
+    with contextlib.suppress(OSError, MlopsError):
+        safefs.atomic_replace(path.parent, path.name, orjson.dumps(doc), durable=False)
