@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import jsonl, safefs
+from . import jsonl, safefs, yamlsafe
 from .errors import ConflictError, LockTimeoutError, NotFoundError, ProjectNotFoundError, StateError
 from .naming import validate_name, validate_version
 from .schema import (
@@ -34,7 +34,6 @@ REGISTRY_FILE = "registry.yaml"
 LOCK_FILE = ".mlops.lock"
 EVENTS_FILE = "events.jsonl"
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 HEADER = (
@@ -79,17 +78,10 @@ def dump_state(state: dict[str, Any]) -> bytes:
 
 
 def load_state_bytes(data: bytes, source: str) -> dict[str, Any]:
-    try:
-        doc = yaml.load(data, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise StateError(
-            f"{source}: YAML error{where}: {problem}; fix the file or restore it from backup"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise StateError(f"{source}: YAML error: {exc}") from None
+    # Bounded: an alias budget, a depth limit and duplicate keys refused (yamlsafe).
+    doc = yamlsafe.load_yaml(
+        data, source, error=StateError, hint="; fix the file or restore it from backup"
+    )
     return validate_state(doc, source)
 
 

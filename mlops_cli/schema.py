@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import StateError, ValidationError
+from .limits import check_depth
 from .naming import NAME_RE, SEMVER_RE
 
 SCHEMA_VERSION = 1
@@ -304,7 +305,7 @@ def _check_references(state: dict[str, Any]) -> None:
 
 def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     """Split a dotted settings key and parse its YAML value (`mlops config set`)."""
-    import yaml
+    from .yamlsafe import load_yaml
 
     parts = key.split(".")
     node: Any = DEFAULT_SETTINGS
@@ -318,8 +319,8 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     if isinstance(node, str):  # a command or a name: take the text as it is
         return parts, text
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = load_yaml(text, f"the value of {key}")
+    except ValidationError:  # not YAML (or a bounded-YAML refusal): take the text as it is
         value = text
     if isinstance(node, dict) and not isinstance(value, dict):
         raise ValidationError(f"setting {key!r} is a group; set one of its keys instead")
@@ -327,6 +328,7 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
     try:
         checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
         check_thresholds(checked)

@@ -135,7 +135,7 @@ def key_values(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
 
 def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[str, Any]:
     """Parse KEY=VALUE options; with `typed`, values are YAML scalars (8 -> int, true -> bool)."""
-    import yaml
+    from ..yamlsafe import load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -144,8 +144,8 @@ def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[s
             raise ValidationError(f"{option} takes KEY=VALUE, got {item!r}")
         if typed:
             try:
-                out[key] = yaml.safe_load(value) if value else ""
-            except yaml.YAMLError:
+                out[key] = load_yaml(value, f"{option} {key}") if value else ""
+            except ValidationError:  # not YAML (or refused by its bounds): the text as it is
                 out[key] = value
         else:
             out[key] = value

@@ -114,16 +114,13 @@ def register(
 
 
 def load_mapping(path: Path) -> dict[str, Any]:
-    import yaml
+    from ..yamlsafe import load_yaml
 
     try:
-        doc = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ValidationError(f"{path}: YAML error{where}") from None
+    doc = load_yaml(data, str(path))  # bounded: alias budget, depth, duplicate keys
     if doc is None:
         return {}
     if not isinstance(doc, dict):
