@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import jsonl
+from . import hooks, jsonl
 from .batch import BatchResult, append_batch, check_ts, validate_batch
 from .errors import HookError, StateError, ValidationError
 from .registry import check_finite
@@ -480,29 +478,17 @@ class DriftDetector:
 def run_hook(
     command: str, env: dict[str, str], cwd: Path, timeout: float
 ) -> tuple[int | None, str, str]:
-    """Run a shell command in its own process group; kill the whole group on timeout.
+    """hooks.run_hook in the old shape: (exit code or None on timeout, output tail, "").
 
-    Returns (exit code or None on timeout, stdout, stderr).
+    The output is stdout and stderr together, its last 2,000 characters, decoded with
+    replacement; the deadline holds whatever the hook's children do.
     """
-    proc = subprocess.Popen(
-        command,
-        shell=True,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # Killing only the shell would leave its children holding the pipes open.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    outcome = hooks.run_hook(command, env, timeout, cwd=cwd)
+    if outcome.timed_out:
         return None, "", ""
-    return proc.returncode, stdout, stderr
+    if not outcome.command_ran:
+        return 127, "", outcome.output
+    return outcome.returncode, outcome.output, ""
 
 
 def _when(row: dict[str, Any]) -> datetime:

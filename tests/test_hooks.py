@@ -10,6 +10,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,40 @@ def test_to_dict_leaves_the_command_out() -> None:
     assert set(record) == {"ok", "command_ran", "returncode", "timed_out", "duration_s", "output"}
     assert secret not in json.dumps(record)
     assert record["returncode"] == 3 and outcome["ok"] is False
+
+
+# -- through a drift check (drift.run_hook is now this runner in the old tuple shape) --------
+
+
+def _drifting_project(tmp_path: Path) -> Any:
+    import numpy as np
+
+    from mlops_cli import ModelVersion, Project
+    from tests.test_drift import jsonl_of, samples
+
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(ModelVersion("gnn", "v2.2.0", model_path="/m"))
+    d = project.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(21)
+    d.set_reference(jsonl_of(*samples(rng, 1000)))
+    d.record_batch(jsonl_of(*samples(rng, 1000, mean=2.0, conf=0.6)))
+    return project
+
+
+def test_drift_check_hook_deadline_holds_with_setsid_child(tmp_path: Path, pidfile: Path) -> None:
+    from mlops_cli.errors import HookError
+
+    project = _drifting_project(tmp_path)
+    project.set_setting("drift.hooks.retrain", f"setsid sleep 20 & echo $! > {pidfile}; sleep 20")
+    project.set_setting("drift.hook_timeout_s", "1")
+    started = time.monotonic()
+    with pytest.raises(HookError, match="timed out after 1 s"):
+        project.drift_detector("gnn", "v2.2.0").check()
+    assert time.monotonic() - started < 1 + 2
+
+
+def test_drift_check_hook_with_non_utf8_output(tmp_path: Path) -> None:
+    project = _drifting_project(tmp_path)
+    project.set_setting("drift.hooks.retrain", r"printf 'retrained \377\n'")
+    report = project.drift_detector("gnn", "v2.2.0").check()
+    assert [h["output"] for h in report["hooks"]] == ["retrained \ufffd\n"]
