@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import jsonl
-from .errors import ServiceError, ValidationError
+from .errors import ValidationError
 
 if TYPE_CHECKING:
     from .project import Project
@@ -104,13 +104,11 @@ def write_textfile(project: Project, path: Path) -> int:
     return len(data)
 
 
-def push(project: Project, url: str, job: str) -> None:
-    """Push every series to a Pushgateway (replacing the job's previous push)."""
-    from prometheus_client import CollectorRegistry, push_to_gateway
+def push(project: Project, url: str, job: str, deadline_s: float = 10.0) -> None:
+    """Push every series to a Pushgateway (replacing the job's previous push).
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProjectCollector(project))
-    try:
-        push_to_gateway(url, job=job, registry=registry, timeout=10)
-    except OSError as exc:
-        raise ServiceError(f"could not push to the Pushgateway at {url}: {exc}") from None
+    One overall deadline for the whole exchange and a validated URL (pushgw.push).
+    """
+    from . import pushgw
+
+    pushgw.push(url, job, exposition(project), deadline_s)

@@ -150,7 +150,7 @@ def push(url: str, job: str, payload: bytes, deadline_s: float, method: str = "P
     if not 200 <= status < 300:
         detail = exchange.body[:200].decode("utf-8", errors="replace").strip()
         raise ServiceError(
-            f"the Pushgateway at {target.shown} refused the push: HTTP {status}"
+            f"could not push to the Pushgateway at {target.shown}: it answered HTTP {status}"
             + (f": {detail}" if detail else "")
         )
     return status

@@ -7,6 +7,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +103,10 @@ def test_trickling_server_is_cut_at_the_deadline(server: _Server) -> None:
 
 @pytest.mark.parametrize("server", ["refuse"], indirect=True)
 def test_refused_push_names_status_and_body(server: _Server) -> None:
-    with pytest.raises(ServiceError, match="refused the push: HTTP 400: bad metric foo"):
+    with pytest.raises(
+        ServiceError,
+        match=r"^could not push to the Pushgateway at .*: it answered HTTP 400: bad metric foo$",
+    ):
         pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=5)
 
 
@@ -144,3 +148,31 @@ def test_bad_job_and_deadline() -> None:
 
 def test_ipv6_target_is_shown_with_brackets() -> None:
     assert pushgw.parse_target("http://[::1]:9091", "j").shown == "http://[::1]:9091/metrics/job/j"
+
+
+@pytest.mark.parametrize("server", ["trickle"], indirect=True)
+def test_metrics_push_of_a_project_holds_its_deadline(server: _Server, tmp_path: Path) -> None:
+    from mlops_cli import Project
+    from mlops_cli.prometheus import push
+
+    project = Project.init(tmp_path / "p")
+    started = time.monotonic()
+    with pytest.raises(ServiceError, match="no complete answer within 1 s"):
+        push(project, server.url, "mlops", deadline_s=1)
+    assert time.monotonic() - started < 1 + 1.0
+
+
+def test_cli_bad_push_url_is_one_error_line(tmp_path: Path) -> None:
+    """Issue 12 case 9: `--push-url 'http://[::1'` was an InternalError."""
+    from typer.testing import CliRunner
+
+    from mlops_cli import Project
+    from mlops_cli.cli import app
+
+    project = Project.init(tmp_path / "p")
+    result = CliRunner().invoke(
+        app, ["-C", str(project.root), "metrics", "export", "--push-url", "http://[::1"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid Pushgateway URL 'http://[::1': ")
+    assert len(result.stderr.strip().splitlines()) == 1
