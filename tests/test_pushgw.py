@@ -176,3 +176,41 @@ def test_cli_bad_push_url_is_one_error_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("error: invalid Pushgateway URL 'http://[::1': ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.service
+def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import urllib.request
+
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(url + "/metrics", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert pushgw.push(url, "ci/nightly", PAYLOAD, deadline_s=5) in (200, 202)
+        text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        assert 'model_drift_score{instance="",job="ci/nightly",model_type="g"} 0.25' in text
+        with pytest.raises(ServiceError, match="it answered HTTP 400"):
+            pushgw.push(url, "mlops", b"not exposition format {\n", deadline_s=5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
