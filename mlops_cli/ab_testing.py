@@ -13,6 +13,7 @@ import orjson
 from . import jsonl
 from .batch import BatchResult, append_batch, check_ts
 from .errors import ConflictError, NotFoundError, ValidationError
+from .limits import INFERENCE_TIME_MS
 from .naming import validate_name, validate_version
 from .registry import bucket, check_finite
 from .schema import AB_FIELDS
@@ -220,7 +221,7 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         if (
             doc.get("variant") in VARIANTS
             and type(t) in NUMBER
-            and 0 <= t < math.inf
+            and 0 <= t <= INFERENCE_TIME_MS.high
             and type(c) in NUMBER
             and 0 <= c <= 1
             and type(doc.get("error", False)) is bool
@@ -239,7 +240,7 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         raise ValidationError(
             f"{where}variant must be control or treatment, not {doc['variant']!r}"
         )
-    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0)
+    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0, INFERENCE_TIME_MS.high)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if not isinstance(doc.get("error", False), bool):
         raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")

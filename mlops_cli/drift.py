@@ -22,6 +22,7 @@ import orjson
 from . import hooks, jsonl
 from .batch import BatchResult, append_batch, check_ts, validate_batch
 from .errors import HookError, StateError, ValidationError
+from .limits import PREDICTION_ABS_MAX as PRED_MAX
 from .registry import check_finite
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
         # The common case, checked without building any message.
         p: Any = doc.get("prediction")
         c: Any = doc.get("confidence")
-        if type(p) in NUMBER and -math.inf < p < math.inf and type(c) in NUMBER and 0 <= c <= 1:
+        if type(p) in NUMBER and -PRED_MAX <= p <= PRED_MAX and type(c) in NUMBER and 0 <= c <= 1:
             return doc
     if not isinstance(doc, dict):
         raise ValidationError(f"{where}expected a JSON object")
@@ -50,7 +51,7 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
     for key in ("prediction", "confidence"):
         if key not in doc:
             raise ValidationError(f"{where}missing {key!r}")
-    check_finite(f"{where}prediction", doc["prediction"])
+    check_finite(f"{where}prediction", doc["prediction"], -PRED_MAX, PRED_MAX)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if "ts" in doc:
         check_ts(doc["ts"], where)

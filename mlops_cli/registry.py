@@ -11,6 +11,7 @@ import orjson
 
 from . import jsonl
 from .errors import ConflictError, NotFoundError, ValidationError
+from .limits import INFERENCE_TIME_MS
 from .naming import validate_name, validate_version, version_key
 from .summary import Moments, summarize
 
@@ -384,7 +385,9 @@ class ModelRegistry:
             orjson.dumps(
                 {
                     "ts": jsonl.utc_now(),
-                    "inference_time_ms": check_finite("inference_time_ms", inference_time_ms, 0),
+                    "inference_time_ms": check_finite(
+                        "inference_time_ms", inference_time_ms, 0, INFERENCE_TIME_MS.high
+                    ),
                     "confidence": check_finite("confidence", confidence, 0, 1),
                     "error": bool(error),
                 }
