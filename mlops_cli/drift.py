@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import hooks, jsonl
+from . import jsonl
 from .batch import BatchResult, append_batch, check_ts, validate_batch
 from .errors import HookError, StateError, ValidationError
+from .hooks import run_hook as run_bounded_hook
 from .limits import PREDICTION_ABS_MAX as PRED_MAX
+from .limits import SIZE_MAX, require_all_finite
 from .registry import check_finite
 
 if TYPE_CHECKING:
@@ -311,6 +313,8 @@ class DriftDetector:
         window = int(window or drift["window_size"])
         if window < 2:
             raise ValidationError(f"--window must be at least 2, not {window}")
+        if window > SIZE_MAX:
+            raise ValidationError(f"--window must be at most {SIZE_MAX:,}, not {window}")
         ref_pred, ref_conf, ref_skipped = read_columns(
             self.reference_path, 0, None, int(drift["reference_size"]), skip_invalid
         )
@@ -345,6 +349,17 @@ class DriftDetector:
                 drift["distribution_scale"],
             )
             score = combine(parts, drift["weights"])
+            # Never recorded, exported or hooked on: a statistic that is not finite.
+            require_all_finite(
+                {
+                    "score": score,
+                    "statistical": parts.statistical,
+                    "performance": parts.performance,
+                    "distribution": parts.distribution,
+                    "ks_pvalue": parts.ks_pvalue,
+                },
+                f"the reference and window of {self.model_type} {self.model_version}",
+            )
             level = level_of(score, drift["thresholds"])
             row.update(
                 status="active",
@@ -484,7 +499,7 @@ def run_hook(
     The output is stdout and stderr together, its last 2,000 characters, decoded with
     replacement; the deadline holds whatever the hook's children do.
     """
-    outcome = hooks.run_hook(command, env, timeout, cwd=cwd)
+    outcome = run_bounded_hook(command, env, timeout, cwd=cwd)
     if outcome.timed_out:
         return None, "", ""
     if not outcome.command_ran:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mlops_cli.cli import app
@@ -91,3 +92,39 @@ def test_huge_prediction_is_refused(tmp_path: Path) -> None:
         root, "drift", "record", "gnn", "1.0.0", "--prediction", "-1e12", "--confidence", "0.5"
     )
     assert fine.exit_code == 0
+
+
+def test_non_finite_drift_score_is_never_recorded_or_hooked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 case 3: a NaN score was appended as level ok and poisoned avg_drift_7d."""
+    import numpy as np
+
+    from mlops_cli import drift
+    from mlops_cli.errors import StateError
+    from tests.test_drift import jsonl_of, samples
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    d = project.drift_detector("gnn", "1.0.0")
+    rng = np.random.default_rng(5)
+    d.set_reference(jsonl_of(*samples(rng, 200)))
+    d.record_batch(jsonl_of(*samples(rng, 200, mean=3.0)))
+    marker = tmp_path / "hook-ran"
+    project.set_setting("drift.hooks.monitor", f"touch {marker}")
+    monkeypatch.setattr(drift, "combine", lambda parts, weights: float("nan"))
+    with pytest.raises(
+        StateError,
+        match=r"^score computed from the reference and window of gnn 1\.0\.0 is not a finite",
+    ):
+        d.check()
+    assert not d.checks_path.exists() and not marker.exists()
+    monkeypatch.undo()
+    assert run(root, "drift", "report", "gnn", "1.0.0").exit_code == 0
+
+
+def test_window_upper_bound(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    ab_project(root)
+    result = run(root, "drift", "check", "gnn", "1.0.0", "--window", "1000000000000")
+    assert_one_error_line(result, "--window must be at most 10,000,000")
