@@ -15,6 +15,7 @@ import typer
 
 from ..errors import MlopsError, ValidationError
 from ..project import Project
+from ..text import printable
 
 T = TypeVar("T")
 
@@ -109,7 +110,8 @@ def console(stderr: bool = False) -> Any:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A boxed table on stdout (drawn directly: importing rich would cost more than the work)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    # Cells hold user text (reasons, descriptions, actors): escapes are shown, never obeyed.
+    cells = [["" if v is None else printable(str(v)) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
 
     def line(left: str, fill: str, join: str, right: str) -> str:
