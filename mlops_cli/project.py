@@ -24,6 +24,7 @@ from .schema import (
     validate_settings,
     validate_state,
 )
+from .text import audit_value
 
 if TYPE_CHECKING:
     from .ab_testing import ABTestManager
@@ -234,7 +235,7 @@ class Project:
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
             txn.state["settings"] = validate_settings(txn.state["settings"])
-            txn.event("setting_changed", key=key, value=value)
+            txn.event("setting_changed", key=key, **audit_value(value))  # no secrets
         return self.get_setting(key)
 
     def flat_settings(self) -> list[tuple[str, Any]]:

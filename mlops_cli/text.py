@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
+from typing import Any
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -35,3 +38,13 @@ def printable(text: str, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def audit_value(value: Any) -> dict[str, Any]:
+    """How a changed setting's value goes into the audit log: numbers and flags as they are;
+    text and groups (a hook command often holds a token) only as a fingerprint, so the log
+    shows that and when the value changed, and whether two changes set the same value."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return {"value": value}
+    canonical = json.dumps(value, sort_keys=True, default=str).encode()
+    return {"value_sha256": hashlib.sha256(canonical).hexdigest()[:16]}
