@@ -158,6 +158,7 @@ class Project:
         import filelock
 
         timeout = self._lock_timeout()
+        safefs.check_path(self.root, LOCK_FILE)  # a planted link or FIFO: a clean error
         lock = filelock.FileLock(str(self.lock_path), timeout=timeout)
         try:
             lock.acquire()
@@ -166,6 +167,8 @@ class Project:
                 f"could not take the project lock {self.lock_path} within {timeout:g} s: another "
                 "mlops process holds it; retry, or raise the setting lock_timeout_s"
             ) from None
+        except OSError as exc:  # raced in after the check (filelock opens with O_NOFOLLOW)
+            raise StateError(f"cannot lock {self.lock_path}: {exc.strerror or exc}") from None
         try:
             yield
         finally:

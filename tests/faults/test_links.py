@@ -102,6 +102,18 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], None], list[str], bytes | Non
         ["ab", "record", "t", *RECORD],
         None,
     ),
+    "deprecate, .mlops.lock linked": (
+        ".mlops.lock",
+        lambda root, canary: _link(root / ".mlops.lock", canary / "token.txt"),
+        ["deprecate", "gnn", "1.2.0"],
+        None,
+    ),
+    "deprecate, .mlops.lock is a FIFO": (
+        ".mlops.lock",
+        lambda root, canary: _fifo(root / ".mlops.lock"),
+        ["deprecate", "gnn", "1.2.0"],
+        None,
+    ),
     "deprecate, registry.yaml linked": (
         "registry.yaml",
         lambda root, canary: _move_out(root / "registry.yaml", canary / "registry.yaml"),
