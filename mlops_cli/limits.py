@@ -3,7 +3,7 @@
 Why these numbers: a prediction of at most 1e12 in absolute value squares to 1e24, and ten
 million of them sum to 1e31, far below the float maximum (1.8e308); an inference time of at
 most 1e7 ms (about 2.8 hours) squares to 1e14, finite for any count of requests. Sizes and
-windows stop at 10,000,000 so a window's arrays (16 bytes a sample) stay under about 160 MB.
+windows lie in 2..10,000,000 so a window's arrays (16 bytes a sample) stay under about 160 MB.
 A computed statistic that still comes out non-finite is refused by `require_finite`, naming
 the data, before it is recorded, exported or decided on.
 """
@@ -64,15 +64,16 @@ PREDICTION = Bound(-PREDICTION_ABS_MAX, PREDICTION_ABS_MAX)
 
 # Sizes, windows and counts.
 SIZE_MAX = 10_000_000
-SIZE = Bound(1, SIZE_MAX, integer=True)
+SIZE = Bound(2, SIZE_MAX, integer=True)
 """drift.reference_size, drift.window_size, drift.min_samples, `drift check --window`."""
-MIN_REQUESTS = Bound(1, 1e12, integer=True)
+MIN_REQUESTS = Bound(0, 1e12, integer=True)
 SEQUENTIAL_TUNING = Bound(1, 1e9, integer=True)
 HISTORY_LIMIT = Bound(1, SIZE_MAX, integer=True)
+"""--limit of `mlops history`."""
 
 # A/B configuration.
-TRAFFIC_PCT = Bound(0, 100, low_open=True, high_open=True, unit="%")
-DURATION_DAYS = Bound(0, 3650, low_open=True, unit="days")
+TRAFFIC_PCT = Bound(0, 100, low_open=True, unit="%")
+DURATION_DAYS = Bound(0, 3650, unit="days")
 
 # Settings and YAML.
 SETTINGS_DEPTH_MAX = 32
@@ -145,7 +146,7 @@ def check_bounded(
 
 
 def check_size(name: str, value: Any) -> int:
-    """A size, window or count in 1..10,000,000."""
+    """A size, window or count in 2..10,000,000 (a window of one sample has no spread)."""
     result: int = SIZE.check(name, value)
     return result
 

@@ -7,8 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from . import limits
 from .errors import StateError, ValidationError
-from .limits import check_depth
 from .naming import NAME_RE, SEMVER_RE
 
 SCHEMA_VERSION = 1
@@ -60,12 +60,14 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return check
 
 
-def integer(low: int) -> Check:
+def integer(low: int, high: int | None = None) -> Check:
     def check(value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be a whole number, not {value!r}")
         if value < low:
             raise ValueError(f"{key} must be >= {low}, not {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"{key} must be <= {high:,}, not {value!r}")
         return value
 
     return check
@@ -173,34 +175,34 @@ def key_join(prefix: str, name: str) -> str:
 
 AB_FIELDS: dict[str, Check] = {
     "treatment_traffic_pct": number(0, 100, low_open=True),
-    "duration_days": number(0),
-    "min_requests": integer(0),
+    "duration_days": number(0, limits.DURATION_DAYS.high),
+    "min_requests": integer(0, int(limits.MIN_REQUESTS.high)),
     "max_error_rate_increase": number(0, 1),
     "min_confidence_improvement": number(-1, 1),
     "alpha": number(0, 0.5, low_open=True),
     "method": choice("sequential", "fixed"),
-    "sequential_tuning": integer(1),
+    "sequential_tuning": integer(1, int(limits.SEQUENTIAL_TUNING.high)),
 }
 
 LEVELS = ("monitor", "retrain", "critical")
 
 SETTINGS = record(
     {
-        "lock_timeout_s": number(0),
+        "lock_timeout_s": number(0, limits.LOCK_TIMEOUT_S.high),
         "drift": record(
             {
-                "reference_size": integer(2),
-                "window_size": integer(2),
-                "min_samples": integer(2),
+                "reference_size": integer(2, limits.SIZE_MAX),
+                "window_size": integer(2, limits.SIZE_MAX),
+                "min_samples": integer(2, limits.SIZE_MAX),
                 "weights": record(
                     {k: number(0) for k in ("statistical", "performance", "distribution")},
                     required=False,
                 ),
-                "performance_scale": number(0, low_open=True),
-                "distribution_scale": number(0, low_open=True),
+                "performance_scale": number(0, limits.DRIFT_SCALE.high, low_open=True),
+                "distribution_scale": number(0, limits.DRIFT_SCALE.high, low_open=True),
                 "thresholds": record({k: number(0, 1) for k in LEVELS}, required=False),
                 "hooks": each(choice(*LEVELS), string),
-                "hook_timeout_s": number(0, low_open=True),
+                "hook_timeout_s": number(0, limits.HOOK_TIMEOUT_S.high, low_open=True),
             },
             required=False,
         ),
@@ -328,7 +330,7 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
+    limits.check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
     try:
         checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
         check_thresholds(checked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_bounds_keep_sums_of_squares_finite_at_the_largest_sizes() -> None:
         (limits.SIZE, "--window", 0),
         (limits.SIZE, "--window", 1_000_000_000_000),
         (limits.TRAFFIC_PCT, "treatment_traffic_pct", 0),
-        (limits.TRAFFIC_PCT, "treatment_traffic_pct", 100),
+        (limits.SIZE, "--window", 1),
     ],
 )
 def test_values_outside_their_bound_are_refused(
@@ -56,7 +57,7 @@ def test_values_at_the_bounds_pass() -> None:
     assert limits.INFERENCE_TIME_MS.check("t", 1e7) == 1e7
     assert limits.PREDICTION.check("p", -1e12) == -1e12
     assert limits.check_size("w", 10_000_000) == 10_000_000
-    assert limits.check_size("w", 1.0) == 1 and isinstance(limits.check_size("w", 1.0), int)
+    assert limits.check_size("w", 2.0) == 2 and isinstance(limits.check_size("w", 2.0), int)
     with pytest.raises(ValidationError, match="whole number"):
         limits.check_size("w", 1.5)
 
@@ -110,5 +111,25 @@ def test_field_bounds_and_docs_agree() -> None:
     doc = limits.markdown()
     assert doc.startswith("## Limits\n")
     assert "| `inference_time_ms` | [0, 10,000,000] ms (about 2.8 hours) |" in doc
-    assert "[1, 10,000,000]" in doc and "at most 32 levels" in doc
+    assert "[2, 10,000,000]" in doc and "at most 32 levels" in doc
     assert limits.FIELD_BOUNDS["drift.window_size"] is limits.SIZE
+
+
+def test_settings_schema_enforces_the_documented_bounds(tmp_path: Path) -> None:
+    """Issue 12 case 8: drift.reference_size 100000000000 was accepted."""
+    from mlops_cli import Project
+
+    project = Project.init(tmp_path / "p")
+    for key, bad in (
+        ("drift.reference_size", "100000000000"),
+        ("drift.window_size", "10000001"),
+        ("drift.min_samples", "1"),
+        ("drift.hook_timeout_s", "1e9"),
+        ("lock_timeout_s", "1e300"),
+        ("drift.performance_scale", "1e7"),
+        ("ab.defaults.duration_days", "1e6"),
+        ("ab.defaults.min_requests", "10000000000000"),
+    ):
+        with pytest.raises(ValidationError, match=key.split(".")[-1]):
+            project.set_setting(key, bad)
+    assert project.set_setting("drift.reference_size", "10000000") == 10_000_000
