@@ -300,7 +300,8 @@ def atomic_replace(
     directory: a crash leaves the old or the new file. The new file keeps the old one's
     permission bits (`chmod 600` stays 600); a new file gets `mode` or 0644 less the umask.
     A link or non-regular file at the target is refused, not replaced. `durable=False`
-    skips both fsyncs, for derived caches (summaries) that are recomputed when lost.
+    skips both fsyncs and the stale-temp sweep (a directory listing), for derived caches
+    (summaries) that are recomputed when lost.
     """
     parts = split_relpath(root, relpath)
     name = parts[-1]
@@ -309,7 +310,8 @@ def atomic_replace(
         if existing is not None and not stat.S_ISREG(existing):
             raise _refuse(parts, existing)
         keep = stat.S_IMODE(existing) if existing is not None else mode
-        remove_stale_temps(dir_fd, name)
+        if durable:  # caches skip it: listing logs/ab with 100,000 tests per save costs too much
+            remove_stale_temps(dir_fd, name)
         tmp = temp_name(name)
         try:
             os.unlink(tmp, dir_fd=dir_fd)  # our own pid's leftover, or a planted link
