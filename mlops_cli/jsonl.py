@@ -338,10 +338,12 @@ def read_chunks(
     Memory stays bounded by the block. Each chunk's `end` is the offset after its last line;
     the last chunk reports a torn tail.
     """
-    if not path.exists():
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
         yield Chunk(end=offset)
         return
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         f.seek(offset)
         carry = b""
         while True:
@@ -366,11 +368,12 @@ def read_from(
 ) -> Chunk:
     """Read the whole lines of a log from byte `offset` on (which must start a line)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
+        fd = safefs.open_file_for_read(path)
     except FileNotFoundError:
         return Chunk(end=offset)
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        data = f.read()
     whole = data.rfind(b"\n") + 1
     lines = data[:whole].split(b"\n")[:-1] if whole else []
     records, skipped = parse_lines(lines, path, first_line, skip_invalid)
@@ -380,7 +383,7 @@ def read_from(
 def tail_span(path: Path, count: int) -> tuple[int, int, int]:
     """(start, end, torn bytes) of the last `count` whole lines, found reading backwards only."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = safefs.open_file_for_read(path)
     except FileNotFoundError:
         return 0, 0, 0
     try:
@@ -435,7 +438,7 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
 
 
 def lines_before(path: Path, offset: int) -> int:
-    with open(path, "rb") as f:
+    with os.fdopen(safefs.open_file_for_read(path), "rb") as f:
         return f.read(offset).count(b"\n")
 
 

@@ -192,8 +192,8 @@ class Project:
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        with open(self.registry_path, "rb") as f:
-            data = f.read()
+        with os.fdopen(safefs.open_read(self.root, REGISTRY_FILE), "rb") as f:
+            data = f.read()  # a FIFO or link planted there: a clean error, not a hang
         state = load_state_bytes(data, str(self.registry_path))
         self._cache = (key, state)
         return state

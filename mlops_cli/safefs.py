@@ -63,8 +63,8 @@ def _refuse(parts: tuple[str, ...], st_mode: int | None) -> StateError:
     else:
         what = "is not a regular file"
     return StateError(
-        f"{where} (in the project) {what}: mlops writes only regular files and real "
-        "directories inside the project; remove it and retry"
+        f"{where} (in the project) {what}: mlops reads and writes only regular files and "
+        "real directories inside the project, never through links; remove it and retry"
     )
 
 
@@ -214,6 +214,26 @@ def open_read(root: Path, relpath: str | os.PathLike[str]) -> int:
     where a log should be is refused instead of blocking the reader forever.
     """
     return open_in(root, relpath, os.O_RDONLY, create_dirs=False)
+
+
+def open_file_for_read(path: Path) -> int:
+    """Open the regular file `path` for reading: no link at its last step, no FIFO or device.
+
+    Its directory is trusted (readers get no project root); a missing file or directory
+    raises FileNotFoundError. A FIFO planted where a log should be would block a plain open
+    forever; here it is a StateError.
+    """
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return open_at(dir_fd, path.name, os.O_RDONLY, 0, (str(path),))
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of the regular file `path`, read as `open_file_for_read` opens it."""
+    with os.fdopen(open_file_for_read(path), "rb") as f:
+        return f.read()
 
 
 def open_append(path: Path, root: Path | None = None) -> int:

@@ -72,14 +72,14 @@ def _cache_path(log: Path) -> Path:
 
 def _covered_tail(log: Path, offset: int) -> str:
     """The last bytes a cache covers, to recognise the same log content on the next read."""
-    with open(log, "rb") as f:
+    with os.fdopen(safefs.open_file_for_read(log), "rb") as f:
         f.seek(max(0, offset - 256))
         return f.read(min(offset, 256)).hex()
 
 
 def _load_cache(log: Path, inode: int, size: int) -> Summary:
     try:
-        doc = orjson.loads(_cache_path(log).read_bytes())
+        doc = orjson.loads(safefs.read_file(_cache_path(log)))
         summary = Summary(
             arms={k: Moments(**v) for k, v in doc["arms"].items()},
             offset=int(doc["offset"]),
@@ -94,7 +94,15 @@ def _load_cache(log: Path, inode: int, size: int) -> Summary:
             or doc["tail"] != _covered_tail(log, summary.offset)
         ):
             return Summary(inode=inode)
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+    except (
+        OSError,
+        MlopsError,  # a link or FIFO planted where the cache goes: recompute
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ):
         return Summary(inode=inode)
     return summary
 
@@ -221,7 +229,7 @@ def _save_cache(log: Path, summary: Summary) -> None:
     }
     try:
         doc["tail"] = _covered_tail(log, summary.offset)
-    except OSError:
+    except (OSError, MlopsError):
         return
     path = _cache_path(log)
     # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.

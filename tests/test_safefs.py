@@ -125,7 +125,9 @@ def test_batch_journal_link_is_refused(root: Path, canary: Path) -> None:
     jsonl.journal_path(log).symlink_to(canary / "token.txt")
     before = snapshot(canary)
     writer = jsonl.LogWriter()
-    with pytest.raises(StateError, match=r"^logs/ab/\.t\.jsonl\.batches\.jsonl "):
+    with pytest.raises(
+        StateError, match=r"logs/ab/\.t\.jsonl\.batches\.jsonl \(in the project\) is a symbolic"
+    ):
         writer.append_batch(log, "b1", b"{}\n", "s", 1.0, root=root)
     writer.close()
     assert snapshot(canary) == before

@@ -149,3 +149,35 @@ def test_registry_keeps_its_mode_through_commands(tmp_path: Path) -> None:
     (root / "registry.yaml").chmod(0o600)
     assert run(root, "deprecate", "gnn", "1.2.0")[0] == 0
     assert stat.S_IMODE((root / "registry.yaml").stat().st_mode) == 0o600
+
+
+def test_fifos_where_logs_are_read_never_hang(tmp_path: Path) -> None:
+    """A FIFO at a log, its summary cache or registry.yaml blocked every reader forever."""
+    import subprocess
+
+    from .helpers import MLOPS
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    project.ab.record_batch("t", requests_jsonl(50, seed=4))
+    project.ab.evaluate_test("t")  # writes the summary cache
+    cache = root / "logs" / "ab" / ".t.jsonl.summary.json"
+    assert cache.exists()
+    _fifo(cache)
+    drift_dir = root / "logs" / "drift" / "gnn" / "1.0.0"
+    drift_dir.mkdir(parents=True)
+    _fifo(drift_dir / "production.jsonl")
+    (drift_dir / "reference.jsonl").write_bytes(SAMPLES)
+    ab = subprocess.run(
+        [MLOPS, "-C", str(root), "ab", "evaluate", "t"], capture_output=True, timeout=30
+    )
+    assert ab.returncode == 0  # the cache is derived: recomputed
+    report = subprocess.run(
+        [MLOPS, "-C", str(root), "drift", "report", "gnn", "1.0.0"], capture_output=True, timeout=30
+    )
+    assert report.returncode == 1
+    assert b"logs/drift/gnn/1.0.0/production.jsonl (in the project) is a FIFO" in report.stderr
+    _fifo(root / "registry.yaml")
+    listed = subprocess.run([MLOPS, "-C", str(root), "list"], capture_output=True, timeout=30)
+    assert listed.returncode == 1  # "no registry.yaml in ...": not a regular file
+    assert listed.stderr.startswith(b"error: no registry.yaml in ")
