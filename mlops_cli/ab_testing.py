@@ -13,7 +13,7 @@ import orjson
 from . import jsonl
 from .batch import BatchResult, append_batch, check_ts
 from .errors import ConflictError, NotFoundError, ValidationError
-from .limits import INFERENCE_TIME_MS
+from .limits import INFERENCE_TIME_MS, require_finite
 from .naming import validate_name, validate_version
 from .registry import bucket, check_finite
 from .schema import AB_FIELDS
@@ -454,6 +454,9 @@ class ABTestManager:
         days = days_between(test["started_at"], self.clock())
         if test["finalized_at"]:
             days = days_between(test["started_at"], _parse(test["finalized_at"]))
+        for arm in ("control", "treatment"):  # never decide on sums that overflowed
+            for name, value in asdict(summary.arm(arm)).items():
+                require_finite(name, value, f"the {arm} requests of A/B test {test_name}")
         result = decide(test_name, test, summary.arm("control"), summary.arm("treatment"), days)
         result.status = test["status"]
         result.skipped_lines = len(summary.skipped)

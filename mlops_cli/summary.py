@@ -7,6 +7,7 @@ evaluations cost what is new, not the whole history.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from operator import mul
@@ -66,6 +67,11 @@ class Summary:
         return self.arms.get(key) or Moments()
 
 
+def _finite_moments(m: Moments) -> bool:
+    values = asdict(m).values()
+    return all(type(v) in (int, float) and math.isfinite(v) for v in values)
+
+
 def _cache_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.summary.json")
 
@@ -90,6 +96,7 @@ def _load_cache(log: Path, inode: int, size: int) -> Summary:
         # start over rather than trust sums of lines that are gone.
         if (
             summary.inode != inode
+            or not all(_finite_moments(m) for m in summary.arms.values())  # a poisoned cache
             or summary.offset > size
             or doc["tail"] != _covered_tail(log, summary.offset)
         ):

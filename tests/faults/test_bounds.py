@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mlops_cli.cli import app
 
 from ..conftest import assert_one_error_line, snapshot
-from .helpers import ab_project
+from .helpers import ab_project, requests_jsonl
 
 
 class _Run:
@@ -128,3 +128,34 @@ def test_window_upper_bound(tmp_path: Path) -> None:
     ab_project(root)
     result = run(root, "drift", "check", "gnn", "1.0.0", "--window", "1000000000000")
     assert_one_error_line(result, "--window must be at most 10,000,000")
+
+
+def test_poisoned_summary_cache_is_recomputed(tmp_path: Path) -> None:
+    """Issue 12 case 2: a cache holding null sums broke every later command with a TypeError."""
+    import json
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    project.ab.record_batch("t", requests_jsonl(60, seed=8))
+    expected = project.ab.evaluate_test("t").to_dict()["metrics"]
+    cache = root / "logs" / "ab" / ".t.jsonl.summary.json"
+    doc = json.loads(cache.read_text())
+    for arm in doc["arms"].values():
+        arm["time_sum_squares"] = None
+    cache.write_text(json.dumps(doc))
+    assert project.ab.evaluate_test("t").to_dict()["metrics"] == expected
+    assert run(root, "ab", "evaluate", "t").exit_code == 0
+
+
+def test_overflowing_log_from_before_the_bounds_is_an_error_naming_the_data(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "p"
+    project = ab_project(root)
+    project.ab.record_batch("t", requests_jsonl(60, seed=8))
+    log = root / "logs" / "ab" / "t.jsonl"
+    with log.open("ab") as f:  # as main accepted it
+        f.write(b'{"variant":"control","inference_time_ms":1e200,"confidence":0.5}\n')
+    result = run(root, "ab", "evaluate", "t", "--json")
+    assert result.exit_code == 1
+    assert "time_sum_squares computed from the control requests of A/B test t" in result.stdout
