@@ -24,7 +24,7 @@ from .schema import (
     validate_settings,
     validate_state,
 )
-from .text import audit_value
+from .textsafe import audit_value
 
 if TYPE_CHECKING:
     from .ab_testing import ABTestManager

@@ -15,7 +15,7 @@ import typer
 
 from ..errors import MlopsError, ValidationError
 from ..project import Project
-from ..text import printable
+from ..textsafe import printable
 
 T = TypeVar("T")
 

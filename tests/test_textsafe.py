@@ -1,4 +1,4 @@
-"""text.printable: terminal escapes and control characters are shown, not obeyed."""
+"""textsafe.printable: terminal escapes and control characters are shown, not obeyed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_cli.text import printable
+from mlops_cli.textsafe import printable
 
 
 def test_plain_text_is_unchanged() -> None:
