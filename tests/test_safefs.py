@@ -115,7 +115,6 @@ def test_log_writer_never_follows_links(root: Path, canary: Path) -> None:
         jsonl.locked_log(root / "logs/ab/t.jsonl", 1.0, root=root),
     ):
         pass
-    writer.close()
     assert snapshot(canary) == before
 
 
@@ -129,7 +128,6 @@ def test_batch_journal_link_is_refused(root: Path, canary: Path) -> None:
         StateError, match=r"logs/ab/\.t\.jsonl\.batches\.jsonl \(in the project\) is a symbolic"
     ):
         writer.append_batch(log, "b1", b"{}\n", "s", 1.0, root=root)
-    writer.close()
     assert snapshot(canary) == before
 
 
@@ -143,7 +141,7 @@ def test_log_swapped_for_a_link_after_open_is_refused(root: Path, canary: Path) 
     before = snapshot(canary)
     with pytest.raises(StateError, match="symbolic link"):
         writer.append(log, b"{}\n", 1.0, root=root)
-    writer.close()
+    writer.forget(log)
     assert snapshot(canary) == before
 
 

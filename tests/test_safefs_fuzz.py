@@ -62,13 +62,13 @@ def _run(op: str, root: Path, rel: str) -> Callable[[], None]:
             try:
                 writer.append(path, b'{"x":1}\n', 1.0, root=root)
             finally:
-                writer.close()
+                writer.forget(path)
         elif op == "append_batch":
             writer = jsonl.LogWriter()
             try:
                 writer.append_batch(path, "b", b'{"x":1}\n', "s", 1.0, root=root)
             finally:
-                writer.close()
+                writer.forget(path)
         elif op == "locked_log":
             with jsonl.locked_log(path, 1.0, root=root) as fd:
                 os.ftruncate(fd, 0)  # the batch cut-back and reference --replace do this
