@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .decision import ArmFigures, Evaluation, analysis_arms, decide
 from .errors import ConflictError, ValidationError
+from .limits import require_finite
 from .naming import validate_name, validate_version
 from .records import VARIANTS, validate_request
 from .registry import ModelRegistry, ModelVersion
@@ -279,6 +280,9 @@ class ABTestManager:
         summary = self.requests(test_name, skip_invalid)
         end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
         days = days_between(test.started_at, end)
+        for arm in VARIANTS:  # never decide on sums that overflowed
+            for key, value in asdict(summary.arm(arm)).items():
+                require_finite(key, value, f"the {arm} requests of A/B test {test_name}")
         control, treatment = analysis_arms(
             summary.arm("control"), summary.arm("treatment"), summary.users
         )

@@ -90,6 +90,7 @@ def append_batch(
     timeout: float,
     batch_id: str | None = None,
     progress: Callable[[int], None] | None = None,
+    root: Path | None = None,
 ) -> BatchResult:
     """Validate a JSONL batch whole, then append it exactly once (see LogWriter.append_batch).
 
@@ -100,5 +101,5 @@ def append_batch(
     entries = jsonl.batch_entries(log, batch_id)
     stamp = str(entries[0]["stamp"]) if entries else jsonl.utc_now()
     payload, count = validate_batch(data, validate, progress, stamp)
-    appended = jsonl.WRITER.append_batch(log, batch_id, payload, stamp, timeout)
+    appended = jsonl.WRITER.append_batch(log, batch_id, payload, stamp, timeout, root=root)
     return BatchResult(batch_id, appended, count - appended)

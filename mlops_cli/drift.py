@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -21,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .batch import CapError
 from .errors import GateError, HookError, ValidationError
+from .hooks import run_hook as run_bounded_hook
+from .limits import SIZE_MAX, require_all_finite
 from .records import validate_sample
 from .results import MappingResult
 from .state import Level
@@ -234,6 +234,8 @@ class DriftDetector:
         window = int(window or drift["window_size"])
         if window < 2:
             raise ValidationError(f"--window must be at least 2, not {window}")
+        if window > SIZE_MAX:
+            raise ValidationError(f"--window must be at most {SIZE_MAX:,}, not {window}")
         ref = self.store.samples(
             self.reference, first=int(drift["reference_size"]), skip_invalid=skip_invalid
         )
@@ -266,6 +268,17 @@ class DriftDetector:
                 drift["distribution_scale"],
             )
             score = combine(parts, drift["weights"])
+            # Never recorded, exported or hooked on: a statistic that is not finite.
+            require_all_finite(
+                {
+                    "score": score,
+                    "statistical": parts.statistical,
+                    "performance": parts.performance,
+                    "distribution": parts.distribution,
+                    "ks_pvalue": parts.ks_pvalue,
+                },
+                f"the reference and window of {self.model_type} {self.model_version}",
+            )
             level = level_of(score, drift["thresholds"])
             row.update(
                 status="active",
@@ -450,26 +463,14 @@ def gate(reports: list[DriftReport], fail_on: Level | None) -> None:
 def run_hook(
     command: str, env: dict[str, str], cwd: Path | None, timeout: float
 ) -> tuple[int | None, str, str]:
-    """Run a shell command in its own process group; kill the whole group on timeout.
+    """hooks.run_hook in the old shape: (exit code or None on timeout, output tail, "").
 
-    Returns (exit code or None on timeout, stdout, stderr).
+    The output is stdout and stderr together, its last 2,000 characters, decoded with
+    replacement; the deadline holds whatever the hook's children do.
     """
-    proc = subprocess.Popen(
-        command,
-        shell=True,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # Killing only the shell would leave its children holding the pipes open.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    outcome = run_bounded_hook(command, env, timeout, cwd=cwd)
+    if outcome.timed_out:
         return None, "", ""
-    return proc.returncode, stdout, stderr
+    if not outcome.command_ran:
+        return 127, "", outcome.output
+    return outcome.returncode, outcome.output, ""

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from . import safefs
 from .errors import LockTimeoutError, StateError
 
 _BLOCK = 1 << 16
@@ -96,15 +97,14 @@ class LogWriter:
         # flock excludes other open files, not threads sharing this descriptor: they queue here.
         self._mutex = threading.RLock()
 
-    def _fd(self, path: Path) -> int:
+    def _fd(self, path: Path, root: Path | None = None) -> int:
         if self._pid != os.getpid():  # forked: never share a lock-holding file description
             self._fds = {}
             self._pid = os.getpid()
             self._mutex = threading.RLock()
         fd = self._fds.get(path)
         if fd is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = safefs.open_append(path, root)  # never through a link, dirs checked
             self._fds[path] = fd
         return fd
 
@@ -120,16 +120,19 @@ class LogWriter:
         timeout: float,
         fsync: bool = False,
         precheck: Callable[[int], None] | None = None,
+        root: Path | None = None,
     ) -> None:
         """Append whole lines (`data` ends with a newline) to the log at `path`.
 
         `precheck(fd)` runs under the lock, after a torn tail is cut, and may refuse by raising.
+        `root` is the project directory: the log is opened with every directory from it down
+        checked (see safefs.open_append).
         """
         for _attempt in range(3):
-            fd = self._fd(path)
+            fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
                 try:
-                    current = os.stat(path).st_ino
+                    current = os.lstat(path).st_ino
                 except FileNotFoundError:
                     current = -1
                 replaced = current != os.fstat(fd).st_ino
@@ -143,7 +146,13 @@ class LogWriter:
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
     def append_batch(
-        self, path: Path, batch_id: str, payload: bytes, stamp: str, timeout: float
+        self,
+        path: Path,
+        batch_id: str,
+        payload: bytes,
+        stamp: str,
+        timeout: float,
+        root: Path | None = None,
     ) -> int:
         """Append a batch exactly once; return how many of its lines this call appended.
 
@@ -153,9 +162,9 @@ class LogWriter:
         complete batch appends nothing. The stamp makes the retried lines byte-identical.
         """
         for _attempt in range(3):
-            fd = self._fd(path)
+            fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                if _inode(path) != os.fstat(fd).st_ino:
                     replaced = True
                 else:
                     replaced = False
@@ -177,7 +186,7 @@ class LogWriter:
                             "start": os.fstat(fd).st_size,
                             "stamp": stamp,
                         }
-                        _append_journal(path, dumps_line(record))
+                        _append_journal(path, dumps_line(record), root)
                         write_lines(fd, path, data, fsync=True)
                     return todo
             if replaced:
@@ -204,8 +213,16 @@ def _present(fd: int, entries: list[dict[str, Any]], lines: list[bytes]) -> int:
     return present
 
 
-def _append_journal(log: Path, line: bytes) -> None:
-    fd = os.open(journal_path(log), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _inode(path: Path) -> int:
+    """The inode at `path` itself (a link there is not the log we opened), -1 if none."""
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return -1
+
+
+def _append_journal(log: Path, line: bytes, root: Path | None = None) -> None:
+    fd = safefs.open_append(journal_path(log), root)
     try:
         _truncate_torn_tail(fd)
         _write_all(fd, line)
@@ -233,10 +250,9 @@ WRITER = LogWriter()
 
 
 @contextmanager
-def locked_log(path: Path, timeout: float) -> Iterator[int]:
+def locked_log(path: Path, timeout: float, root: Path | None = None) -> Iterator[int]:
     """Hold the lock of the log at `path` (created if missing) for a multi-step change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = safefs.open_append(path, root)
     try:
         with flocked(fd, path, timeout):
             yield fd
@@ -325,10 +341,12 @@ def read_chunks(
     Memory stays bounded by the block. Each chunk's `end` is the offset after its last line;
     the last chunk reports a torn tail.
     """
-    if not path.exists():
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
         yield Chunk(end=offset)
         return
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         f.seek(offset)
         carry = b""
         while True:
@@ -353,11 +371,12 @@ def read_from(
 ) -> Chunk:
     """Read the whole lines of a log from byte `offset` on (which must start a line)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
+        fd = safefs.open_file_for_read(path)
     except FileNotFoundError:
         return Chunk(end=offset)
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        data = f.read()
     whole = data.rfind(b"\n") + 1
     lines = data[:whole].split(b"\n")[:-1] if whole else []
     records, skipped = parse_lines(lines, path, first_line, skip_invalid)
@@ -367,7 +386,7 @@ def read_from(
 def tail_span(path: Path, count: int) -> tuple[int, int, int]:
     """(start, end, torn bytes) of the last `count` whole lines, found reading backwards only."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = safefs.open_file_for_read(path)
     except FileNotFoundError:
         return 0, 0, 0
     try:
@@ -422,7 +441,7 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
 
 
 def lines_before(path: Path, offset: int) -> int:
-    with open(path, "rb") as f:
+    with os.fdopen(safefs.open_file_for_read(path), "rb") as f:
         return f.read(offset).count(b"\n")
 
 

@@ -20,6 +20,7 @@ from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
 from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
 from .store.files import REGISTRY_FILE, FileStore
+from .textsafe import audit_value
 from .timeutil import Clock, system_clock
 
 Location = str | os.PathLike[str]
@@ -139,7 +140,7 @@ class Project:
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
             txn.state.settings = Settings(validate_settings(data))
-            txn.event("setting_changed", key=key, value=value)
+            txn.event("setting_changed", key=key, **audit_value(value))  # no secrets
         return self.get_setting(key)
 
     def flat_settings(self) -> list[tuple[str, Any]]:

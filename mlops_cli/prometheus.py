@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from .ab_testing import ABTestManager
 from .drift import DriftMonitor
-from .errors import ServiceError, ValidationError
+from .errors import ValidationError
 from .records import VARIANTS
 from .registry import ModelRegistry
 from .state import Level
@@ -115,13 +115,9 @@ def write_textfile(project: Monitored, path: Path) -> int:
     return len(data)
 
 
-def push(project: Monitored, url: str, job: str) -> None:
-    """Push every series to a Pushgateway (replacing the job's previous push)."""
-    from prometheus_client import CollectorRegistry, push_to_gateway
+def push(project: Monitored, url: str, job: str, deadline_s: float = 10.0) -> None:
+    """Push every series to a Pushgateway (replacing the job's previous push), with one
+    overall deadline for the whole exchange and a validated URL (pushgw.push)."""
+    from . import pushgw
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProjectCollector(project))
-    try:
-        push_to_gateway(url, job=job, registry=registry, timeout=10)
-    except OSError as exc:
-        raise ServiceError(f"could not push to the Pushgateway at {url}: {exc}") from None
+    pushgw.push(url, job, exposition(project), deadline_s)

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from .errors import ValidationError
+from .limits import INFERENCE_TIME_MS, PREDICTION_ABS_MAX
 from .timeutil import parse_ts
 
 VARIANTS = ("control", "treatment")
@@ -55,7 +56,7 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         if (
             doc.get("variant") in VARIANTS
             and type(t) in NUMBER
-            and 0 <= t < math.inf
+            and 0 <= t <= INFERENCE_TIME_MS.high
             and type(c) in NUMBER
             and 0 <= c <= 1
             and type(doc.get("error", False)) is bool
@@ -74,7 +75,7 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         raise ValidationError(
             f"{where}variant must be control or treatment, not {doc['variant']!r}"
         )
-    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0)
+    check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0, INFERENCE_TIME_MS.high)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if not isinstance(doc.get("error", False), bool):
         raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")
@@ -91,7 +92,12 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
         # The common case, checked without building any message.
         p: Any = doc.get("prediction")
         c: Any = doc.get("confidence")
-        if type(p) in NUMBER and -math.inf < p < math.inf and type(c) in NUMBER and 0 <= c <= 1:
+        if (
+            type(p) in NUMBER
+            and -PREDICTION_ABS_MAX <= p <= PREDICTION_ABS_MAX
+            and type(c) in NUMBER
+            and 0 <= c <= 1
+        ):
             return doc
     if not isinstance(doc, dict):
         raise ValidationError(f"{where}expected a JSON object")
@@ -101,7 +107,7 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
     for key in ("prediction", "confidence"):
         if key not in doc:
             raise ValidationError(f"{where}missing {key!r}")
-    check_finite(f"{where}prediction", doc["prediction"])
+    check_finite(f"{where}prediction", doc["prediction"], -PREDICTION_ABS_MAX, PREDICTION_ABS_MAX)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if "ts" in doc:
         check_ts(doc["ts"], where)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from .errors import ConflictError, NotFoundError, StateError, ValidationError
+from .limits import INFERENCE_TIME_MS
 from .naming import validate_name, validate_version
 from .records import check_finite
 from .results import Event, MappingResult
@@ -324,7 +325,9 @@ class ModelRegistry:
             metrics_stream(model_type, version),
             {
                 "ts": stamp(self.store.clock()),
-                "inference_time_ms": check_finite("inference_time_ms", inference_time_ms, 0),
+                "inference_time_ms": check_finite(
+                    "inference_time_ms", inference_time_ms, 0, INFERENCE_TIME_MS.high
+                ),
                 "confidence": check_finite("confidence", confidence, 0, 1),
                 "error": bool(error),
             },

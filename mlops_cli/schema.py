@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from . import limits
 from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
@@ -68,12 +69,14 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return check
 
 
-def integer(low: int) -> Check:
+def integer(low: int, high: int | None = None) -> Check:
     def check(value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be a whole number, not {value!r}")
         if value < low:
             raise ValueError(f"{key} must be >= {low}, not {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"{key} must be <= {high:,}, not {value!r}")
         return value
 
     return check
@@ -181,13 +184,13 @@ def key_join(prefix: str, name: str) -> str:
 
 AB_FIELDS: dict[str, Check] = {
     "treatment_traffic_pct": number(0, 100, low_open=True),
-    "duration_days": number(0),
-    "min_requests": integer(0),
+    "duration_days": number(0, limits.DURATION_DAYS.high),
+    "min_requests": integer(0, int(limits.MIN_REQUESTS.high)),
     "max_error_rate_increase": number(0, 1),
     "min_confidence_improvement": number(-1, 1),
     "alpha": number(0, 0.5, low_open=True),
     "method": choice("sequential", "fixed"),
-    "sequential_tuning": integer(1),
+    "sequential_tuning": integer(1, int(limits.SEQUENTIAL_TUNING.high)),
     "max_confidence_drop": optional(number(0, 1)),
     "max_latency_increase_ms": optional(number(0)),
 }
@@ -196,22 +199,22 @@ LEVELS = tuple(level.value for level in Level.alerting())
 
 SETTINGS = record(
     {
-        "lock_timeout_s": number(0),
+        "lock_timeout_s": number(0, limits.LOCK_TIMEOUT_S.high),
         "drift": record(
             {
-                "reference_size": integer(2),
-                "window_size": integer(2),
-                "min_samples": integer(2),
+                "reference_size": integer(2, limits.SIZE_MAX),
+                "window_size": integer(2, limits.SIZE_MAX),
+                "min_samples": integer(2, limits.SIZE_MAX),
                 "weights": record(
                     {k: number(0) for k in ("statistical", "performance", "distribution")},
                     required=False,
                 ),
-                "performance_scale": number(0, low_open=True),
-                "distribution_scale": number(0, low_open=True),
+                "performance_scale": number(0, limits.DRIFT_SCALE.high, low_open=True),
+                "distribution_scale": number(0, limits.DRIFT_SCALE.high, low_open=True),
                 "thresholds": record({k: number(0, 1) for k in LEVELS}, required=False),
                 "hooks": each(choice(*LEVELS), string),
-                "hook_timeout_s": number(0, low_open=True),
-                "hook_cooldown_s": number(0),
+                "hook_timeout_s": number(0, limits.HOOK_TIMEOUT_S.high, low_open=True),
+                "hook_cooldown_s": number(0, limits.HOOK_COOLDOWN_S.high),
             },
             required=False,
         ),
@@ -337,17 +340,11 @@ def new_document() -> dict[str, Any]:
     }
 
 
-def _yaml() -> tuple[Any, Any, Any]:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml, loader, dumper
-
-
 def dump_document(doc: dict[str, Any]) -> bytes:
     """registry.yaml's bytes: the header, then the document in the order it is built."""
-    yaml, _, dumper = _yaml()
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     body: str = yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False)
     return (HEADER + body).encode()
 
@@ -357,18 +354,10 @@ def load_document(data: bytes, source: str) -> tuple[dict[str, Any], bool]:
 
     A YAML error names the line and column; a schema error names the file and the key.
     """
-    yaml, loader, _ = _yaml()
-    try:
-        doc = yaml.load(data, Loader=loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise StateError(
-            f"{source}: YAML error{where}: {problem}; fix the file or restore it from backup"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise StateError(f"{source}: YAML error: {exc}") from None
+    from .yamlsafe import load_yaml
+
+    # Bounded: an alias budget, a depth limit and duplicate keys refused.
+    doc = load_yaml(data, source, error=StateError, hint="; fix the file or restore it from backup")
     if not isinstance(doc, dict):
         raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
     doc, migrated = migrate(doc, source)
@@ -405,7 +394,7 @@ def _check_references(state: dict[str, Any]) -> None:
 
 def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     """Split a dotted settings key and parse its YAML value (`mlops config set`)."""
-    import yaml
+    from .yamlsafe import load_yaml
 
     parts = key.split(".")
     node: Any = DEFAULT_SETTINGS
@@ -419,8 +408,8 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     if isinstance(node, str):  # a command or a name: take the text as it is
         return parts, text
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = load_yaml(text, f"the value of {key}")
+    except ValidationError:  # not YAML (or a bounded-YAML refusal): take the text as it is
         value = text
     if isinstance(node, dict) and not isinstance(value, dict):
         raise ValidationError(f"setting {key!r} is a group; set one of its keys instead")
@@ -428,6 +417,7 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    limits.check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
     try:
         checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
         check_thresholds(checked)
@@ -438,16 +428,14 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml_mapping(path: Any) -> dict[str, Any]:
     """A user's YAML file holding one mapping (`--config-file`); an empty file is {}."""
-    yaml, loader, _ = _yaml()
+    from .yamlsafe import load_yaml
+
     try:
         with open(path, "rb") as f:
-            doc = yaml.load(f.read(), Loader=loader)
+            data = f.read()
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ValidationError(f"{path}: YAML error{where}") from None
+    doc = load_yaml(data, str(path))  # bounded: alias budget, depth, duplicate keys
     if doc is None:
         return {}
     if not isinstance(doc, dict):

@@ -6,6 +6,8 @@ evaluations cost what is new, not the whole history.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from operator import mul
@@ -14,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from . import jsonl
+from . import jsonl, safefs
 from .decision import UserTotals
-from .errors import StateError
+from .errors import MlopsError, StateError
 from .stats import Moments
 
 
@@ -36,13 +38,18 @@ class Summary:
         return self.arms.get(key) or Moments()
 
 
+def _finite_moments(m: Moments) -> bool:
+    values = asdict(m).values()
+    return all(type(v) in (int, float) and math.isfinite(v) for v in values)
+
+
 def _cache_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.summary.json")
 
 
 def _covered_tail(log: Path, offset: int) -> str:
     """The last bytes a cache covers, to recognise the same log content on the next read."""
-    with open(log, "rb") as f:
+    with os.fdopen(safefs.open_file_for_read(log), "rb") as f:
         f.seek(max(0, offset - 256))
         return f.read(min(offset, 256)).hex()
 
@@ -50,7 +57,7 @@ def _covered_tail(log: Path, offset: int) -> str:
 def _load_cache(log: Path, inode: int, size: int, per_user: bool) -> Summary:
     fresh = Summary(inode=inode, users=UserTotals() if per_user else None)
     try:
-        doc = orjson.loads(_cache_path(log).read_bytes())
+        doc = orjson.loads(safefs.read_file(_cache_path(log)))
         if per_user and "users" not in doc:
             return fresh
         summary = Summary(
@@ -64,11 +71,20 @@ def _load_cache(log: Path, inode: int, size: int, per_user: bool) -> Summary:
         # start over rather than trust sums of lines that are gone.
         if (
             summary.inode != inode
+            or not all(_finite_moments(m) for m in summary.arms.values())  # a poisoned cache
             or summary.offset > size
             or doc["tail"] != _covered_tail(log, summary.offset)
         ):
             return fresh
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+    except (
+        OSError,
+        MlopsError,  # a link or FIFO planted where the cache goes: recompute
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ):
         return fresh
     return summary
 
@@ -213,12 +229,9 @@ def _save_cache(log: Path, summary: Summary) -> None:
         doc["users"] = summary.users.to_dict()
     try:
         doc["tail"] = _covered_tail(log, summary.offset)
-    except OSError:
+    except (OSError, MlopsError):
         return
     path = _cache_path(log)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(orjson.dumps(doc))
-        os.replace(tmp, path)  # derived data: a lost cache is recomputed, so no fsync
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.
+    with contextlib.suppress(OSError, MlopsError):
+        safefs.atomic_replace(path.parent, path.name, orjson.dumps(doc), durable=False)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from mlops_cli import ks
 from mlops_cli.ks import kolmogorov_sf, smirnov_sf
 from mlops_cli.stats import KS_EXACT_MAX_N, ks_two_sample
 
@@ -117,3 +118,41 @@ def test_ties_match_scipy(m: int, n: int) -> None:
     want = scipy.stats.ks_2samp(a, b)  # "auto": exact up to 10,000, as ks_two_sample
     assert d == pytest.approx(float(want.statistic), rel=1e-12)
     assert agrees(p, float(want.pvalue)), (p, float(want.pvalue))
+
+
+def _exact_by_counting(m: int, n: int, d: float) -> float:
+    """The two-sided p-value by counting merge orders that stay inside the band, in exact
+    integers (Hodges 1958): independent of the code under test, for small sizes."""
+    from fractions import Fraction
+
+    lcm = m * n // math.gcd(m, n)
+    h, a, b = round(d * lcm), lcm // m, lcm // n
+    row = [0] * (n + 1)
+    for i in range(m + 1):
+        new = [0] * (n + 1)
+        for j in range(n + 1):
+            if abs(i * a - j * b) >= h:
+                continue
+            new[j] = 1 if i == j == 0 else (row[j] if i else 0) + (new[j - 1] if j else 0)
+        row = new
+    return float(1 - Fraction(row[n], math.comb(m + n, m)))
+
+
+@pytest.mark.parametrize(("m", "n", "shift"), [(50, 80, 2.5), (120, 70, 3.5), (200, 90, 3.5)])
+def test_exact_tail_equals_counting_merge_orders(m: int, n: int, shift: float) -> None:
+    rng = np.random.default_rng(m + n)
+    d = float(scipy.stats.ks_2samp(rng.normal(0, 1, m), rng.normal(shift, 1, n)).statistic)
+    want = _exact_by_counting(m, n, d)
+    assert want < 1e-15
+    assert ks.ks_two_sample_exact_pvalue(m, n, d)[1] == pytest.approx(want, rel=1e-9)
+
+
+def test_exact_tail_at_demo_sizes_matches_scipy() -> None:
+    """5,000 reference and 2,000 window samples with p near 1e-69 (a factor 2 was lost here
+    when path counts were normalised per row and the band's edge underflowed)."""
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 1, 5000), rng.normal(0.55, 1, 2000)
+    want = scipy.stats.ks_2samp(a, b, method="exact")
+    d, p = ks.ks_two_sample_exact_pvalue(5000, 2000, float(want.statistic))
+    assert 1e-100 < want.pvalue < 1e-40
+    assert p == pytest.approx(want.pvalue, rel=1e-6)

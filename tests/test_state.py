@@ -23,7 +23,7 @@ def test_failure_between_temp_write_and_replace_keeps_old_registry(
     project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="/a"))
     before = project.registry_path.read_bytes()
 
-    def boom(src: object, dst: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("crash before rename")
 
     monkeypatch.setattr(files_mod.os, "replace", boom)

@@ -14,6 +14,7 @@ import typer
 
 from ..errors import MlopsError, ValidationError
 from ..project import Project
+from ..textsafe import printable
 
 T = TypeVar("T")
 
@@ -120,7 +121,8 @@ def console(stderr: bool = False) -> Any:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A boxed table on stdout (drawn directly: importing rich would cost more than the work)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    # Cells hold user text (reasons, descriptions, actors): escapes are shown, never obeyed.
+    cells = [["" if v is None else printable(str(v)) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
 
     def line(left: str, fill: str, join: str, right: str) -> str:
@@ -146,7 +148,7 @@ def key_values(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
 
 def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[str, Any]:
     """Parse KEY=VALUE options; with `typed`, values are YAML scalars (8 -> int, true -> bool)."""
-    import yaml
+    from ..yamlsafe import load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -155,8 +157,8 @@ def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[s
             raise ValidationError(f"{option} takes KEY=VALUE, got {item!r}")
         if typed:
             try:
-                out[key] = yaml.safe_load(value) if value else ""
-            except yaml.YAMLError:
+                out[key] = load_yaml(value, f"{option} {key}") if value else ""
+            except ValidationError:  # not YAML (or refused by its bounds): the text as it is
                 out[key] = value
         else:
             out[key] = value

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from .. import limits
 from . import app
 
 
@@ -44,6 +45,7 @@ def markdown() -> str:
             lines += ["| argument or option | help |", "| --- | --- |"]
             lines += [f"| `{how}` | {text.replace('|', '/')} |" for how, text in params]
             lines.append("")
+    lines.append(limits.markdown())
     return "\n".join(lines).rstrip() + "\n"
 
 

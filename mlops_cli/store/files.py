@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .. import batch, jsonl, summary
+from .. import batch, jsonl, safefs, summary
 from ..errors import ConflictError, LockTimeoutError, ProjectNotFoundError, StateError
 from ..records import validate_sample
 from ..schema import DEFAULT_SETTINGS, dump_document, load_document, new_document
@@ -39,48 +39,11 @@ EVENTS_FILE = "events.jsonl"
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync dir.
 
-    A crash at any instant leaves either the old or the new file, never a mix.
+    A crash at any instant leaves either the old or the new file, never a mix. The file keeps
+    its mode, and a link at `path` is refused, not followed or replaced (safefs.atomic_replace;
+    the directory is trusted: inside a project the store passes its root to check them too).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _remove_stale_temps(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise StateError(f"could not write {path}: {exc.strerror or exc}") from exc
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Remove temp files that writers killed mid-write left beside `path`."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -4]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    safefs.atomic_replace(path.parent, path.name, data)
 
 
 class FileStore:
@@ -113,7 +76,7 @@ class FileStore:
                 raise ConflictError(
                     f"{store.registry_path} already exists; use --force to reset it"
                 )
-            atomic_write(store.registry_path, dump_document(new_document()))
+            safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
         return store
 
     @classmethod
@@ -136,6 +99,7 @@ class FileStore:
         import filelock
 
         timeout = self._lock_timeout() if timeout is None else timeout
+        safefs.check_path(self.root, LOCK_FILE)  # a planted link or FIFO: a clean error
         lock = filelock.FileLock(str(self.lock_path), timeout=timeout)
         try:
             lock.acquire()
@@ -144,6 +108,8 @@ class FileStore:
                 f"could not take the project lock {self.lock_path} within {timeout:g} s: another "
                 "mlops process holds it; retry, or raise the setting lock_timeout_s"
             ) from None
+        except OSError as exc:  # raced in after the check (filelock opens with O_NOFOLLOW)
+            raise StateError(f"cannot lock {self.lock_path}: {exc.strerror or exc}") from None
         try:
             yield
         finally:
@@ -164,14 +130,14 @@ class FileStore:
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        with open(self.registry_path, "rb") as f:
-            data = f.read()
+        with os.fdopen(safefs.open_read(self.root, REGISTRY_FILE), "rb") as f:
+            data = f.read()  # a FIFO or link planted there: a clean error, not a hang
         doc, migrated = load_document(data, str(self.registry_path))
         state = RegistryState.from_doc(doc)
         if migrated:  # upgrade the file once, under the lock, unless another process did
-            with self.lock(state.settings.lock_timeout_s), open(self.registry_path, "rb") as f:
-                if f.read() == data:
-                    atomic_write(self.registry_path, dump_document(state.to_doc()))
+            with self.lock(state.settings.lock_timeout_s):
+                if safefs.read_file(self.registry_path) == data:
+                    safefs.atomic_replace(self.root, REGISTRY_FILE, dump_document(state.to_doc()))
             return self.read()
         self._cache = (key, state)
         return state
@@ -186,7 +152,7 @@ class FileStore:
             if txn.state != before:
                 data = dump_document(txn.state.to_doc())
                 doc, _ = load_document(data, str(self.registry_path))
-                atomic_write(self.registry_path, data)
+                safefs.atomic_replace(self.root, REGISTRY_FILE, data)
                 st = os.stat(self.registry_path)
                 self._cache = (
                     (st.st_ino, st.st_mtime_ns, st.st_size),
@@ -211,7 +177,9 @@ class FileStore:
         raise ValueError(f"unknown stream {stream!r}")
 
     def _append_bytes(self, stream: str, data: bytes, fsync: bool = False) -> None:
-        jsonl.WRITER.append(self.path(stream), data, self._lock_timeout(), fsync=fsync)
+        jsonl.WRITER.append(
+            self.path(stream), data, self._lock_timeout(), fsync=fsync, root=self.root
+        )
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
         self._append_bytes(stream, orjson.dumps(record) + b"\n")
@@ -228,7 +196,7 @@ class FileStore:
         path = self.path(stream)
         if cap is None:
             return batch.append_batch(
-                path, data, validate, self._lock_timeout(), batch_id, progress
+                path, data, validate, self._lock_timeout(), batch_id, progress, root=self.root
             )
         payload, count = batch.validate_batch(data, validate, progress)
 
@@ -237,15 +205,16 @@ class FileStore:
             if held + count > cap:
                 raise batch.CapError(held, count, cap)
 
-        jsonl.WRITER.append(path, payload, self._lock_timeout(), fsync=True, precheck=check)
+        jsonl.WRITER.append(
+            path, payload, self._lock_timeout(), fsync=True, precheck=check, root=self.root
+        )
         return BatchResult(batch_id or "", count, 0)
 
     def replace(self, stream: str, data: bytes, validate: Validator) -> int:
         path = self.path(stream)
         payload, count = batch.validate_batch(data, validate)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with jsonl.locked_log(path, self._lock_timeout()):
-            atomic_write(path, payload)
+        with jsonl.locked_log(path, self._lock_timeout(), root=self.root):
+            safefs.atomic_replace(self.root, path, payload)
         return count
 
     def count(self, stream: str) -> int:
@@ -341,7 +310,7 @@ class FileStore:
     def claim(self, key: str, ttl_s: float) -> bool:
         path = self.root / "logs" / "claims.jsonl"
         now = self.clock()
-        with jsonl.locked_log(path, self._lock_timeout()) as fd:
+        with jsonl.locked_log(path, self._lock_timeout(), root=self.root) as fd:
             for row in reversed(jsonl.read_from(path).records):
                 if row.get("key") == key:
                     if now - _when(row) < timedelta(seconds=ttl_s):

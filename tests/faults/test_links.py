@@ -1,0 +1,183 @@
+"""Issue 12 case 1 through the real CLI: links planted in the project never carry a write out.
+
+Each case plants a link (or FIFO) where a command writes, runs the command, and checks it
+fails with one clean error naming the planted path while a canary outside stays unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlops_cli.cli import app
+
+from ..conftest import assert_one_error_line
+from ..test_safefs import snapshot
+from .helpers import ab_project, requests_jsonl
+
+RECORD = ["--variant", "control", "--inference-time-ms", "5", "--confidence", "0.9"]
+SAMPLES = b'{"prediction": 0.5, "confidence": 0.9}\n' * 3
+
+
+def run(root: Path, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["-C", str(root), *args], input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Path:
+    top = tmp_path / "canary"
+    (top / "outdir").mkdir(parents=True)
+    (top / "token.txt").write_bytes(b"secret-token-without-newline")
+    return top
+
+
+def _link(at: Path, to: Path) -> None:
+    at.parent.mkdir(parents=True, exist_ok=True)
+    if at.exists() or at.is_symlink():
+        at.unlink()
+    at.symlink_to(to)
+
+
+def _move_out(at: Path, to: Path) -> None:
+    """Move a file out of the project and leave a link to it in its place."""
+    to.write_bytes(at.read_bytes())
+    _link(at, to)
+
+
+def _fifo(at: Path) -> None:
+    at.unlink(missing_ok=True)
+    os.mkfifo(at)
+
+
+CASES: dict[str, tuple[str, Callable[[Path, Path], None], list[str], bytes | None]] = {
+    "ab record, log linked to a file": (
+        "logs/ab/t.jsonl",
+        lambda root, canary: _link(root / "logs/ab/t.jsonl", canary / "token.txt"),
+        ["ab", "record", "t", *RECORD],
+        None,
+    ),
+    "ab record --file, log linked": (
+        "logs/ab/t.jsonl",
+        lambda root, canary: _link(root / "logs/ab/t.jsonl", canary / "token.txt"),
+        ["ab", "record", "t", "--file", "-", "--batch-id", "b1"],
+        requests_jsonl(20, seed=3),
+    ),
+    "ab record --file, batch journal linked": (
+        "logs/ab/.t.jsonl.batches.jsonl",
+        lambda root, canary: _link(root / "logs/ab/.t.jsonl.batches.jsonl", canary / "token.txt"),
+        ["ab", "record", "t", "--file", "-", "--batch-id", "b1"],
+        requests_jsonl(20, seed=3),
+    ),
+    "metrics update, directory linked": (
+        "logs/metrics",
+        lambda root, canary: _link(root / "logs/metrics", canary / "outdir"),
+        ["metrics", "update", "gnn", "1.0.0", "--inference-time-ms", "5", "--confidence", "0.9"],
+        None,
+    ),
+    "drift record, logs/drift linked": (
+        "logs/drift",
+        lambda root, canary: _link(root / "logs/drift", canary / "outdir"),
+        ["drift", "record", "gnn", "1.0.0", "--prediction", "0.5", "--confidence", "0.9"],
+        None,
+    ),
+    "drift reference --replace, reference linked": (
+        "logs/drift/gnn/1.0.0/reference.jsonl",
+        lambda root, canary: _link(
+            root / "logs/drift/gnn/1.0.0/reference.jsonl", canary / "token.txt"
+        ),
+        ["drift", "reference", "gnn", "1.0.0", "--file", "-", "--replace"],
+        SAMPLES,
+    ),
+    "ab record, log is a FIFO": (
+        "logs/ab/t.jsonl",
+        lambda root, canary: _fifo(root / "logs/ab/t.jsonl"),
+        ["ab", "record", "t", *RECORD],
+        None,
+    ),
+    "deprecate, .mlops.lock linked": (
+        ".mlops.lock",
+        lambda root, canary: _link(root / ".mlops.lock", canary / "token.txt"),
+        ["deprecate", "gnn", "1.2.0"],
+        None,
+    ),
+    "deprecate, .mlops.lock is a FIFO": (
+        ".mlops.lock",
+        lambda root, canary: _fifo(root / ".mlops.lock"),
+        ["deprecate", "gnn", "1.2.0"],
+        None,
+    ),
+    "deprecate, registry.yaml linked": (
+        "registry.yaml",
+        lambda root, canary: _move_out(root / "registry.yaml", canary / "registry.yaml"),
+        ["deprecate", "gnn", "1.2.0"],
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_planted_link_is_a_clean_error_and_nothing_outside_changes(
+    tmp_path: Path, canary: Path, case: str
+) -> None:
+    named, plant, args, data = CASES[case]
+    root = tmp_path / "p"
+    ab_project(root)
+    (root / "logs" / "ab").mkdir(parents=True, exist_ok=True)
+    plant(root, canary)
+    before = snapshot(canary)
+    code, stdout, stderr = run(root, *args, input=data)
+    assert_one_error_line(_Run(code, stdout, stderr), named, "in the project")
+    assert snapshot(canary) == before
+
+
+class _Run:
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+
+def test_registry_keeps_its_mode_through_commands(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    ab_project(root)
+    (root / "registry.yaml").chmod(0o600)
+    assert run(root, "deprecate", "gnn", "1.2.0")[0] == 0
+    assert stat.S_IMODE((root / "registry.yaml").stat().st_mode) == 0o600
+
+
+def test_fifos_where_logs_are_read_never_hang(tmp_path: Path) -> None:
+    """A FIFO at a log, its summary cache or registry.yaml blocked every reader forever."""
+    import subprocess
+
+    from .helpers import MLOPS
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    project.ab.record_batch("t", requests_jsonl(50, seed=4))
+    project.ab.evaluate_test("t")  # writes the summary cache
+    cache = root / "logs" / "ab" / ".t.jsonl.summary.json"
+    assert cache.exists()
+    _fifo(cache)
+    drift_dir = root / "logs" / "drift" / "gnn" / "1.0.0"
+    drift_dir.mkdir(parents=True)
+    _fifo(drift_dir / "production.jsonl")
+    (drift_dir / "reference.jsonl").write_bytes(SAMPLES)
+    ab = subprocess.run(
+        [MLOPS, "-C", str(root), "ab", "evaluate", "t"], capture_output=True, timeout=30
+    )
+    assert ab.returncode == 0  # the cache is derived: recomputed
+    report = subprocess.run(
+        [MLOPS, "-C", str(root), "drift", "report", "gnn", "1.0.0"], capture_output=True, timeout=30
+    )
+    assert report.returncode == 1
+    assert b"logs/drift/gnn/1.0.0/production.jsonl (in the project) is a FIFO" in report.stderr
+    _fifo(root / "registry.yaml")
+    listed = subprocess.run([MLOPS, "-C", str(root), "list"], capture_output=True, timeout=30)
+    assert listed.returncode == 1  # a clean error naming it, not a hang
+    assert listed.stderr.startswith(b"error: registry.yaml (in the project) is a FIFO")

@@ -1,0 +1,61 @@
+"""textsafe.printable: terminal escapes and control characters are shown, not obeyed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_cli.textsafe import printable
+
+
+def test_plain_text_is_unchanged() -> None:
+    for text in ("rollback after p99 regression", "Müller 東京 🚀", ""):
+        assert printable(text) == text
+
+
+def test_escape_sequences_are_shown() -> None:
+    reason = "ok\x1b[2J\x1b]0;pwned\x07\rfake line\x08"
+    assert printable(reason) == "ok\\x1b[2J\\x1b]0;pwned\\x07\\rfake line\\x08"
+    assert "\x1b" not in printable(reason)
+
+
+def test_newlines_tabs_and_backslashes() -> None:
+    assert printable("a\nb\tc\\x1b") == "a\\nb\\tc\\\\x1b"
+    assert printable("a\nb", keep_newlines=True) == "a\nb"
+
+
+def test_invisible_and_bidi_characters() -> None:
+    assert printable("admin\u202e\u200b\x9b\x7f") == "admin\\u202e\\u200b\\x9b\\x7f"
+    assert printable("x\u2028y\U000e0041") == "x\\u2028y\\U000e0041"
+
+
+def test_history_and_show_escape_user_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 case 11: reasons, descriptions and actors were printed raw."""
+    from typer.testing import CliRunner
+
+    from mlops_cli import ModelVersion, Project
+    from mlops_cli.cli import app
+
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(
+        ModelVersion("g", "1.0.0", model_path="/m", description="weights\x1b]0;owned\x07")
+    )
+    project.registry.register_version(ModelVersion("g", "1.1.0", model_path="/m"))
+    monkeypatch.setenv("MLOPS_ACTOR", "ci\x1b[31m")
+    runner = CliRunner()
+    base = ["-C", str(project.root)]
+    assert (
+        runner.invoke(
+            app, [*base, "promote", "g", "1.1.0", "--reason", "ok\x1b[2J\nfake"]
+        ).exit_code
+        == 0
+    )
+    history = runner.invoke(app, [*base, "history"]).stdout
+    show = runner.invoke(app, [*base, "show", "g", "1.0.0"]).stdout
+    for out in (history, show):
+        assert "\x1b" not in out and "\x07" not in out
+    assert "ok\\x1b[2J\\nfake" in history and "ci\\x1b[31m" in history
+    assert "weights\\x1b]0;owned\\x07" in show
+    as_json = runner.invoke(app, [*base, "history", "--json"]).stdout
+    assert "\\u001b[2J\\nfake" in as_json  # JSON keeps the exact text, escaped by JSON itself
