@@ -153,6 +153,6 @@ def test_exact_tail_at_demo_sizes_matches_scipy() -> None:
     rng = np.random.default_rng(7)
     a, b = rng.normal(0, 1, 5000), rng.normal(0.55, 1, 2000)
     want = scipy.stats.ks_2samp(a, b, method="exact")
-    d, p = ks.ks_two_sample_exact_pvalue(5000, 2000, float(want.statistic))
+    _, p = ks.ks_two_sample_exact_pvalue(5000, 2000, float(want.statistic))
     assert 1e-100 < want.pvalue < 1e-40
     assert p == pytest.approx(want.pvalue, rel=1e-6)
