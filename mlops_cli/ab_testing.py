@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .decision import ArmFigures, Evaluation, analysis_arms, decide
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, GateError, ValidationError
 from .limits import require_finite
 from .naming import validate_name, validate_version
-from .records import VARIANTS, validate_request
+from .records import VARIANTS, plain_number, validate_request
 from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
 from .schema import AB_FIELDS
@@ -81,6 +81,37 @@ class ABTestConfig:
                 f"treatment_traffic_pct must be above 0 and below 100 in steps of 0.01, not {pct!r}"
             )
         return replace(self, **values)
+
+
+GATES = ("harm", "rollback", "continue", "promote")
+
+
+def parse_gates(value: str | None) -> frozenset[str]:
+    """`--fail-on harm|rollback[,continue][,promote]`: the decisions that fail a pipeline."""
+    chosen = frozenset(v.strip() for v in (value or "").split(",") if v.strip())
+    wrong = sorted(chosen - set(GATES))
+    if wrong:
+        raise ValidationError(
+            f"--fail-on takes harm, rollback, continue or promote, not {wrong[0]!r}"
+        )
+    return chosen
+
+
+def gate(evaluation: Evaluation, gates: frozenset[str]) -> None:
+    """GateError (exit 3) when the decision is one of `gates` (`harm`: a rollback for harm).
+
+    A test finalized before this evaluation trips nothing: the pipeline that decided it has
+    run, and a later run must not fail on a decision already carried out.
+    """
+    if evaluation.status != "running" and not evaluation.applied:
+        return
+    decision = evaluation.decision
+    harm = decision == "rollback" and evaluation.rollback_cause == "harm"
+    if decision in gates or (harm and "harm" in gates):
+        cause = f" ({evaluation.rollback_cause})" if evaluation.rollback_cause else ""
+        raise GateError(
+            f"decision {decision}{cause} of {evaluation.test} (--fail-on {','.join(sorted(gates))})"
+        )
 
 
 @dataclass
@@ -179,7 +210,8 @@ class ABTestManager:
             champion = model.champion
             if champion is None:
                 raise ConflictError(f"{cfg.model_type} has no champion to test against")
-            control = cfg.control_version or champion
+            control = model.canonical(cfg.control_version) if cfg.control_version else champion
+            cfg = replace(cfg, treatment_version=model.canonical(cfg.treatment_version))
             if control != champion:
                 raise ConflictError(
                     f"control {control} is not the champion of {cfg.model_type} ({champion}); "
@@ -245,9 +277,9 @@ class ABTestManager:
         doc: dict[str, Any] = {
             "ts": ts or stamp(self.store.clock()),
             "variant": variant,
-            "inference_time_ms": inference_time_ms,
-            "confidence": confidence,
-            "error": error,
+            "inference_time_ms": plain_number(inference_time_ms),
+            "confidence": plain_number(confidence),
+            "error": plain_number(error),
         }
         if user_id is not None:
             doc["user_id"] = user_id

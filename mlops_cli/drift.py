@@ -21,7 +21,7 @@ from .batch import CapError
 from .errors import GateError, HookError, ValidationError
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
-from .records import validate_sample
+from .records import plain_number, validate_sample
 from .results import MappingResult
 from .state import Level
 from .store.base import BatchResult, Store, drift_stream
@@ -153,8 +153,8 @@ class DriftDetector:
         self._require_version()
         doc = {
             "ts": ts or stamp(self.store.clock()),
-            "prediction": prediction,
-            "confidence": confidence,
+            "prediction": plain_number(prediction),
+            "confidence": plain_number(confidence),
         }
         return validate_sample(doc)
 

@@ -77,18 +77,26 @@ class Project:
 
     @classmethod
     def init(
-        cls, path: Location | None = None, force: bool = False, clock: Clock | None = None
+        cls,
+        path: Location | None = None,
+        force: bool = False,
+        clock: Clock | None = None,
+        old_logs: str | None = None,
     ) -> Project:
-        """Create a project; with `force`, reset an existing registry (logs are kept)."""
+        """Create a project; with `force`, reset an existing registry. Records of the earlier
+        project must then be archived (`old_logs="archive"`) or deleted (`"delete"`), so no
+        test or version reusing a name inherits them."""
+        if old_logs not in (None, "archive", "delete"):
+            raise ValueError(f"old_logs must be archive or delete, not {old_logs!r}")
         where = cls.locate(path, walk_up=False)
         if isinstance(where, str):
             from .store.postgres import PostgresStore
 
-            store = PostgresStore.init(where, force)
+            store = PostgresStore.init(where, force, old_logs)
             if clock is not None:
                 store.clock = clock
             return cls(store, Path.cwd())
-        return cls(FileStore.create(where, force, clock or system_clock), where)
+        return cls(FileStore.create(where, force, clock or system_clock, old_logs), where)
 
     # -- the parts ---------------------------------------------------------------------------
 

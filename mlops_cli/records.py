@@ -37,6 +37,19 @@ def check_finite(
     return float(value)
 
 
+def plain_number(value: Any) -> Any:
+    """A numpy scalar (np.float64, np.int64, np.bool_) as the Python value it holds; anything
+    else as it is, for the validators to judge. Services pass model outputs straight through."""
+    if type(value) in NUMBER or isinstance(value, bool):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        plain = item()
+        if type(plain) in (int, float, bool):
+            return plain
+    return value
+
+
 def check_ts(value: Any, where: str) -> None:
     """A caller-supplied `ts`: an ISO-8601 time with a zone."""
     try:

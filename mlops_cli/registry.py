@@ -16,7 +16,7 @@ from .results import Event, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
 from .stats import Moments
 from .store.base import EVENTS, Store, metrics_stream
-from .timeutil import stamp
+from .timeutil import format_ts, stamp
 
 
 @dataclass
@@ -125,7 +125,7 @@ class ModelRegistry:
 
     def get_version(self, model_type: str, version: str) -> ModelVersion:
         state = self.store.read()
-        state.version(model_type, version)
+        version = state.canonical(model_type, version)
         return self.build(model_type, version, state.models[model_type])
 
     def get_champion(self, model_type: str) -> ModelVersion | None:
@@ -198,9 +198,13 @@ class ModelRegistry:
         sha256, size = file_digest(path) if path.is_file() else (None, None)
         with self.store.transaction() as txn:
             model = txn.state.models.setdefault(mv.model_type, ModelType(mv.model_type))
-            if mv.version in model.versions:
+            same = model.same_as(mv.version)
+            if same is not None:
+                spelled = (
+                    "" if same == mv.version else f" (as {same}: a leading v is not significant)"
+                )
                 raise ConflictError(
-                    f"{mv.model_type} {mv.version} is already registered; versions are "
+                    f"{mv.model_type} {mv.version} is already registered{spelled}; versions are "
                     "immutable, register a new version number"
                 )
             champion = (
@@ -238,6 +242,7 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Make a version champion with 100% traffic (every other version 0%)."""
         with self.store.transaction() as txn:
+            version = txn.state.canonical(model_type, version)
             rec = txn.state.version(model_type, version)
             model = txn.state.models[model_type]
             if rec.deprecated:
@@ -246,6 +251,19 @@ class ModelRegistry:
                 txn.state.require_no_running_test(model_type)
             if model.champion == version:
                 raise ConflictError(f"{model_type} {version} is already the champion")
+            test = txn.state.running_test(model_type)
+            if test is not None:  # forced: the test ends here, so routing follows the registry
+                test.status = "aborted"
+                test.finalized_at = format_ts(self.store.clock())
+                why = f": {reason}" if reason else ""
+                test.end_reason = f"promote --force of {version}{why}"
+                txn.event(
+                    "ab_aborted",
+                    test.end_reason,
+                    test=test.name,
+                    model_type=model_type,
+                    version=version,
+                )
             previous = model.champion
             model.make_champion(version)
             txn.event(
@@ -272,6 +290,7 @@ class ModelRegistry:
     def deprecate(self, model_type: str, version: str, reason: str | None = None) -> ModelVersion:
         """Mark a version deprecated: it can no longer be promoted or tested."""
         with self.store.transaction() as txn:
+            version = txn.state.canonical(model_type, version)
             rec = txn.state.version(model_type, version)
             if txn.state.models[model_type].champion == version:
                 raise ConflictError(
@@ -320,7 +339,7 @@ class ModelRegistry:
         state: RegistryState = self.store.read()
         model = state.models.get(model_type)
         if model is None or version not in model.versions:
-            state.version(model_type, version)  # raises the precise error
+            version = state.canonical(model_type, version)  # or the precise error
         self.store.append(
             metrics_stream(model_type, version),
             {

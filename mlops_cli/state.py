@@ -71,14 +71,24 @@ class ModelType:
 
     def version(self, version: str) -> VersionRecord:
         """Look a version up; an unknown one is a NotFoundError listing the registered ones."""
+        return self.versions[self.canonical(version)]
+
+    def canonical(self, version: str) -> str:
+        """The registered spelling of a version: `3.2.0` finds `v3.2.0` (SemVer equality,
+        the leading v not significant); an unknown one is a NotFoundError."""
         validate_version(version)
-        try:
-            return self.versions[version]
-        except KeyError:
-            known = ", ".join(self.sorted_versions())
-            raise NotFoundError(
-                f"unknown version {version!r} of {self.name} (registered: {known})"
-            ) from None
+        if version in self.versions:
+            return version
+        same = self.same_as(version)
+        if same is not None:
+            return same
+        known = ", ".join(self.sorted_versions())
+        raise NotFoundError(f"unknown version {version!r} of {self.name} (registered: {known})")
+
+    def same_as(self, version: str) -> str | None:
+        """The registered version equal to `version` by SemVer precedence, if any."""
+        key = version_key(version)
+        return next((v for v in self.versions if version_key(v) == key), None)
 
     def sorted_versions(self) -> list[str]:
         return sorted(self.versions, key=version_key)
@@ -232,6 +242,10 @@ class RegistryState:
 
     def version(self, model_type: str, version: str) -> VersionRecord:
         return self.model(model_type).version(version)
+
+    def canonical(self, model_type: str, version: str) -> str:
+        """The registered spelling of a version of a model type (see ModelType.canonical)."""
+        return self.model(model_type).canonical(version)
 
     def test(self, name: str) -> ABTest:
         validate_name(name, "A/B test name")

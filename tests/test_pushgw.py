@@ -213,4 +213,5 @@ def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
             pushgw.push(url, "mlops", b"not exposition format {\n", deadline_s=5)
     finally:
         proc.terminate()
+        proc.wait(10)  # gone before the next test may be handed the same free port
         proc.wait(10)

@@ -93,9 +93,12 @@ def test_init_creates_default_registry_and_refuses_a_second_init(pg_url: str) ->
     store.close()
     with pytest.raises(ConflictError, match="--force"):
         PostgresStore.init(pg_url)
-    store = PostgresStore.init(pg_url, force=True)
+    with pytest.raises(ConflictError, match="--delete-logs"):  # records would be inherited
+        PostgresStore.init(pg_url, force=True)
+    assert PostgresStore(pg_url).count("drift/m/1.0.0/production") == 1
+    store = PostgresStore.init(pg_url, force=True, old_logs="delete")
     assert store.read().models == {}
-    assert store.count("drift/m/1.0.0/production") == 1  # streams are kept
+    assert store.count("drift/m/1.0.0/production") == 0 and store.streams() == []
     store.close()
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from ..ab_testing import ABTestConfig, Evaluation
-from ..errors import GateError, ValidationError
+from ..ab_testing import ABTestConfig, Evaluation, gate, parse_gates
+from ..errors import ValidationError
 from ..state import ABTest
 from .common import (
     JSON_HELP,
@@ -46,6 +46,16 @@ def start(
     ),
     alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
     method: str | None = typer.Option(None, "--method", help="sequential (default) or fixed."),
+    max_confidence_drop: float | None = typer.Option(
+        None,
+        "--max-confidence-drop",
+        help="Guardrail: roll back when confidence falls by more (absolute; default 0.02).",
+    ),
+    max_latency_increase_ms: float | None = typer.Option(
+        None,
+        "--max-latency-increase-ms",
+        help="Guardrail: roll back when inference time rises by more (off unless set).",
+    ),
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
     ),
@@ -68,6 +78,8 @@ def start(
                 min_confidence_improvement=min_confidence_improvement,
                 alpha=alpha,
                 method=method,
+                max_confidence_drop=max_confidence_drop,
+                max_latency_increase_ms=max_latency_increase_ms,
             )
         )
 
@@ -240,24 +252,14 @@ def torn_note(log: str, size: int) -> None:
     )
 
 
-def parse_fail_on(value: str | None) -> set[str]:
-    if not value:
-        return set()
-    chosen = {v.strip() for v in value.split(",") if v.strip()}
-    wrong = chosen - {"rollback", "continue", "promote"}
-    if wrong:
-        raise ValidationError(
-            f"--fail-on takes rollback, continue or promote, not {sorted(wrong)[0]!r}"
-        )
-    return chosen
-
-
 @ab_app.command("evaluate")
 def evaluate(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Test name."),
     fail_on: str | None = typer.Option(
-        None, "--fail-on", help="Exit 3 on these decisions, e.g. rollback or rollback,continue."
+        None,
+        "--fail-on",
+        help="Exit 3 on these decisions: harm (a rollback for harm), rollback, continue.",
     ),
     apply: bool = typer.Option(False, "--apply", help="Finalize a promote or rollback decision."),
     skip_invalid: bool = typer.Option(
@@ -267,7 +269,7 @@ def evaluate(
 ) -> None:
     """Decide: promote, rollback or continue, with the statistics behind it."""
     with funnel(ctx, json_output):
-        gates = parse_fail_on(fail_on)
+        gates = parse_gates(fail_on)
     result = run(
         ctx,
         json_output,
@@ -276,9 +278,8 @@ def evaluate(
         lambda e: e.to_dict(),
     )
     write_step_summary("ab", result)
-    if result.decision in gates:
-        with funnel(ctx, json_output=False):
-            raise GateError(f"decision {result.decision} (--fail-on {fail_on})")
+    with funnel(ctx, json_output=False):
+        gate(result, gates)
 
 
 @ab_app.command("finalize")

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ..errors import ValidationError
 from ..project import Project
 from ..registry import ModelVersion
 from .common import (
@@ -59,15 +60,30 @@ def short_time(ts: Any) -> str:
 def init(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="Reset an existing registry.yaml."),
+    archive_logs: bool = typer.Option(
+        False, "--archive-logs", help="With --force: move the old records to archive/."
+    ),
+    delete_logs: bool = typer.Option(
+        False, "--delete-logs", help="With --force: delete the old records."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Create a project directory (registry.yaml with default settings)."""
+    """Create a project directory (registry.yaml with default settings), or a store at a URL."""
+
+    def action() -> Project:
+        if archive_logs and delete_logs:
+            raise ValidationError("give --archive-logs or --delete-logs, not both")
+        old_logs = "archive" if archive_logs else "delete" if delete_logs else None
+        if old_logs and not force:
+            raise ValidationError(f"--{old_logs}-logs goes with --force")
+        return Project.init(globals_of(ctx).project_dir, force=force, old_logs=old_logs)
+
     run(
         ctx,
         json_output,
-        lambda: Project.init(globals_of(ctx).project_dir, force=force),
-        lambda p: typer.echo(f"initialised mlops project in {p.root}"),
-        lambda p: {"project_dir": str(p.root), "registry": str(p.registry_path)},
+        action,
+        lambda p: typer.echo(f"initialised mlops project in {p.location}"),
+        lambda p: {"project_dir": p.location, "registry": str(p.registry_path)},
     )
 
 

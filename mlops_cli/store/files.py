@@ -28,7 +28,7 @@ from ..errors import ConflictError, LockTimeoutError, ProjectNotFoundError, Stat
 from ..records import validate_sample
 from ..schema import DEFAULT_SETTINGS, dump_document, load_document, new_document
 from ..state import RegistryState
-from ..timeutil import Clock, parse_ts, stamp, system_clock
+from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
 from .base import BatchResult, Progress, Samples, Summary, Transaction, Validator, current_actor
 
 REGISTRY_FILE = "registry.yaml"
@@ -64,8 +64,19 @@ class FileStore:
     # -- creating and opening ---------------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path, force: bool = False, clock: Clock = system_clock) -> FileStore:
-        """Create a project directory; with `force`, reset an existing registry.yaml."""
+    def create(
+        cls,
+        root: Path,
+        force: bool = False,
+        clock: Clock = system_clock,
+        old_logs: str | None = None,
+    ) -> FileStore:
+        """Create a project directory; with `force`, reset an existing registry.yaml.
+
+        Records left from before (events.jsonl, logs/) would be inherited by tests and versions
+        that reuse a name, so a reset refuses unless told `old_logs="archive"` (moved under
+        archive/<time>/) or `"delete"`.
+        """
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -76,8 +87,35 @@ class FileStore:
                 raise ConflictError(
                     f"{store.registry_path} already exists; use --force to reset it"
                 )
+            store._put_away_records(old_logs)
             safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
         return store
+
+    def _put_away_records(self, how: str | None) -> None:
+        """Archive or delete the records of an earlier project here (see create)."""
+        import shutil
+
+        held = [p for p in (self.root / EVENTS_FILE, self.root / "logs") if p.exists()]
+        if not held:
+            return
+        if how is None:
+            raise ConflictError(
+                f"{self.root} holds records of an earlier project (events.jsonl, logs/): a new "
+                "registry would inherit them; pass --archive-logs to move them to archive/ or "
+                "--delete-logs to remove them"
+            )
+        if how == "delete":
+            for path in held:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            return
+        when = format_ts(self.clock()).replace(":", "")
+        target = self.root / "archive" / f"project-{when}"
+        target.mkdir(parents=True)
+        for path in held:
+            os.replace(path, target / path.name)
 
     @classmethod
     def open(cls, root: Path, clock: Clock = system_clock) -> FileStore:

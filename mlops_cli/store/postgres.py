@@ -546,9 +546,12 @@ class PostgresStore:
         return f"PostgresStore({self._shown!r})"
 
     @classmethod
-    def init(cls, url: str, force: bool = False) -> PostgresStore:
-        """Create the schema and the default settings; with `force`, reset the registry
-        (streams are kept), as `mlops init --force` resets registry.yaml."""
+    def init(cls, url: str, force: bool = False, old_logs: str | None = None) -> PostgresStore:
+        """Create the schema and the default settings; with `force`, reset the registry.
+
+        The records of the earlier project would be inherited by names reused, so a reset
+        refuses while streams hold records unless `old_logs="delete"` (they are truncated in
+        the same transaction); to keep them, copy the project first (`mlops store copy`)."""
         upgrade(url)
         store = cls(url)
         conn = store._conn
@@ -565,6 +568,21 @@ class PostgresStore:
                         f"{store._shown} already holds a registry; use --force to reset it"
                     )
                 cur.execute("SELECT 1 FROM settings WHERE id = 1 FOR UPDATE")
+                cur.execute("SELECT EXISTS (SELECT 1 FROM stream_counts WHERE records > 0) "
+                            "OR EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM checks)")
+                held = cur.fetchone()
+                if held and held[0] and old_logs != "delete":
+                    store.close()
+                    raise ConflictError(
+                        f"{store._shown} holds records of an earlier project: a new registry "
+                        "would inherit them; pass --delete-logs (after `mlops store copy` to "
+                        "keep a copy; --archive-logs is for directories)"
+                    )
+                if held and held[0]:
+                    cur.execute(
+                        "TRUNCATE requests, metrics, drift_samples, checks, events, batches, "
+                        "claims, stream_counts"
+                    )
                 cur.execute("DELETE FROM ab_tests")
                 cur.execute("DELETE FROM model_types")
                 cur.execute(

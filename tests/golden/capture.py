@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 GOLDEN = ROOT / "tests" / "data" / "golden.json"
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 CLOCK_KEYS = {"days_elapsed", "duration_s"}
+PATH_KEYS = {"value_sha256"}  # fingerprints of settings that hold the project's path
 
 QUERIES = [
     ["list", "--json"],
@@ -42,6 +43,8 @@ def normalize(value: Any, root: str, key: str = "") -> Any:
     if isinstance(value, list):
         return [normalize(v, root, key) for v in value]
     if isinstance(value, str):
+        if key in PATH_KEYS:
+            return "<fingerprint>"
         if TS.match(value):
             return "<ts>"
         return value.replace(root, "<root>")

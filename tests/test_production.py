@@ -1,0 +1,149 @@
+"""Issue 11's registry and A/B defects, each reproduced through the CLI or the library."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mlops_cli import ConflictError, ModelVersion, Project
+
+from .conftest import Run, assert_one_error_line
+
+Cli = Callable[..., Run]
+
+
+def requests(n: int, variant_of: Callable[[int], str], confidence: float = 0.8) -> str:
+    return "".join(
+        orjson.dumps(
+            {
+                "variant": variant_of(i),
+                "user_id": f"u{i}",
+                "inference_time_ms": 100.0,
+                "confidence": confidence,
+                "error": False,
+            }
+        ).decode()
+        + "\n"
+        for i in range(n)
+    )
+
+
+@pytest.fixture
+def two_versions(cli: Cli) -> Cli:
+    assert cli("register", "gnn", "v2.1.0", "--path", "m1").exit_code == 0
+    assert cli("register", "gnn", "v2.2.0", "--path", "m2").exit_code == 0
+    return cli
+
+
+def test_promote_force_during_a_test_ends_the_test_in_the_same_change(
+    two_versions: Cli, project: Project
+) -> None:
+    cli = two_versions
+    assert cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0").exit_code == 0
+    forced = cli("promote", "gnn", "v2.2.0", "--force", "--reason", "hotfix")
+    assert forced.exit_code == 0, forced.stderr
+    test = cli("ab", "status", "t", "--json").json()
+    assert test["status"] == "aborted" and "hotfix" in test["end_reason"]
+    # routing and the registry agree: every user now gets the new champion
+    for user in ("a", "b", "c", "d", "e"):
+        assert cli("ab", "assign", "gnn", user, "--json").json()["version"] == "v2.2.0"
+    kinds = [e["event"] for e in cli("history", "gnn", "--json").json()]
+    assert kinds[-2:] == ["ab_aborted", "promoted"]
+    assert_one_error_line(cli("ab", "record", "t", "--variant", "control",
+                              "--inference-time-ms", "1", "--confidence", "0.5"), "finalized")
+
+
+def test_init_force_refuses_to_inherit_records(two_versions: Cli, project: Project) -> None:
+    cli = two_versions
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0")
+    batch = requests(400, lambda i: "treatment" if i % 10 == 0 else "control")
+    assert cli("ab", "record", "t", "--file", "-", input=batch).exit_code == 0
+    before = sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*"))
+    assert_one_error_line(cli("init", "--force"), "--archive-logs", "--delete-logs")
+    assert sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*")) == before
+    assert cli("init", "--force", "--archive-logs").exit_code == 0
+    archived = list((project.root / "archive").glob("project-*/logs/ab/t.jsonl"))
+    assert len(archived) == 1 and len(archived[0].read_text().splitlines()) == 400
+    # a new test of the same name starts empty, and the same batch is new data
+    two_versions("register", "gnn", "v2.1.0", "--path", "m1")
+    two_versions("register", "gnn", "v2.2.0", "--path", "m2")
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0")
+    assert cli("ab", "status", "t", "--json").json()["requests"] == {"control": 0, "treatment": 0}
+    again = cli("ab", "record", "t", "--file", "-", "--json", input=batch).json()
+    assert again["recorded"] == 400 and again["already_recorded"] == 0
+    assert cli("init", "--force", "--delete-logs").exit_code == 0
+    assert not (project.root / "logs").exists() and not (project.root / "events.jsonl").exists()
+
+
+def test_a_leading_v_is_not_a_new_version(two_versions: Cli) -> None:
+    cli = two_versions
+    assert_one_error_line(cli("register", "gnn", "2.2.0", "--path", "m"), "already registered",
+                          "v2.2.0")
+    assert cli("show", "gnn", "2.2.0", "--json").json()["version"] == "v2.2.0"
+    cli("register", "gnn", "v2.10.0", "--path", "m")
+    cli("register", "gnn", "2.3.0-rc.1", "--path", "m")
+    listed = [v["version"] for v in cli("list", "gnn", "--json").json()]
+    assert listed == ["v2.1.0", "v2.2.0", "2.3.0-rc.1", "v2.10.0"]
+
+
+def test_the_project_is_found_from_a_subdirectory(project: Project) -> None:
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m"))
+    deep = project.root / "src" / "pipeline"
+    deep.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_PROJECT_DIR"}
+    run = subprocess.run([sys.executable, "-m", "mlops_cli", "champion", "gnn"], cwd=deep,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout.strip()) == (0, "1.0.0"), run.stderr
+
+
+def test_guardrail_flags_are_kept_with_the_test(two_versions: Cli) -> None:
+    started = two_versions(
+        "ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0",
+        "--max-confidence-drop", "0.01", "--max-latency-increase-ms", "20", "--json",
+    ).json()
+    assert (started["max_confidence_drop"], started["max_latency_increase_ms"]) == (0.01, 20.0)
+
+
+def test_fail_on_harm_and_a_finalized_test_trips_no_gate_again(two_versions: Cli) -> None:
+    cli = two_versions
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0",
+        "--traffic", "50", "--max-confidence-drop", "0.02")
+    worse = "".join(
+        requests(1, lambda _: "control", 0.80).replace('"u0"', f'"c{i}"')
+        + requests(1, lambda _: "treatment", 0.60).replace('"u0"', f'"t{i}"')
+        for i in range(3000)
+    )
+    assert cli("ab", "record", "t", "--file", "-", input=worse).exit_code == 0
+    doc = cli("ab", "evaluate", "t", "--json").json()
+    assert (doc["decision"], doc["rollback_cause"]) == ("rollback", "harm")
+    assert cli("ab", "evaluate", "t", "--fail-on", "harm").exit_code == 3
+    assert cli("ab", "evaluate", "t", "--fail-on", "harm", "--apply").exit_code == 3
+    # the rollback is carried out: later runs of the same pipeline step pass
+    assert cli("ab", "evaluate", "t", "--fail-on", "harm").exit_code == 0
+    assert cli("ab", "evaluate", "t", "--fail-on", "rollback").exit_code == 0
+
+
+def test_promote_without_force_still_refuses_during_a_test(project: Project) -> None:
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m"))
+    project.registry.register_version(ModelVersion("gnn", "1.1.0", model_path="m"))
+    from mlops_cli import ABTestConfig
+
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
+    with pytest.raises(ConflictError, match="running"):
+        project.registry.promote_to_champion("gnn", "1.1.0")
+    assert project.ab.get_test("t").running
+
+
+def test_init_force_refusal_changes_nothing_on_disk(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m"))
+    before = {p: p.read_bytes() for p in (tmp_path / "p").rglob("*") if p.is_file()}
+    with pytest.raises(ConflictError):
+        Project.init(tmp_path / "p", force=True)
+    assert {p: p.read_bytes() for p in (tmp_path / "p").rglob("*") if p.is_file()} == before
