@@ -214,4 +214,3 @@ def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)  # gone before the next test may be handed the same free port
-        proc.wait(10)
