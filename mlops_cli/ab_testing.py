@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .batch import Source
 from .decision import ArmFigures, Evaluation, analysis_arms, decide
 from .errors import ConflictError, GateError, ValidationError
 from .limits import require_finite
@@ -289,11 +290,12 @@ class ABTestManager:
     def record_batch(
         self,
         test_name: str,
-        data: bytes,
+        data: Source,
         progress: Callable[[int], None] | None = None,
         batch_id: str | None = None,
     ) -> BatchResult:
-        """Record a JSONL batch all or nothing, exactly once per batch id (default: its hash)."""
+        """Record a JSONL batch (bytes, or a binary stream read a chunk at a time) all or
+        nothing, exactly once per batch id (bytes default to their hash, a stream to none)."""
         self._running(test_name)
         return self.store.append_batch(
             ab_stream(test_name), data, validate_request, batch_id, progress

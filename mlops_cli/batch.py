@@ -1,17 +1,30 @@
-"""JSONL batches (`--file`): validated whole before anything is written."""
+"""JSONL batches (`--file`): streamed a chunk at a time, all or nothing, once per batch id.
+
+A batch is read in chunks of whole lines (CHUNK_BYTES), each validated and handed on (with a
+`ts` spliced into lines without one) before the next is read, so memory does not grow with
+the batch. A bad line anywhere makes the whole batch fail: the stores undo what earlier chunks
+wrote (the file store cuts the log back under its lock, PostgreSQL rolls back), after the rest
+was scanned so the error can give the count of bad lines (and the first ten line numbers).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
 from . import jsonl
 from .errors import ValidationError
 from .store.base import BatchResult
+
+CHUNK_BYTES = 8 << 20  # a chunk of whole lines validated and appended at a time
+SHOWN = 10  # bad lines named in the error
+
+Source = bytes | BinaryIO  # a batch: its bytes, or a binary stream (a file, stdin)
 
 
 class BatchError(ValidationError):
@@ -26,80 +39,193 @@ class CapError(ValidationError):
         self.held, self.adding, self.cap = held, adding, cap
 
 
+def content_id(data: bytes) -> str:
+    """The batch id of a batch's content (its hash)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def file_id(path: str | Path) -> str:
+    """The content id of a file, hashed a block at a time (the same as content_id of its
+    bytes), so a retried `--file PATH` is known before anything is appended."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def as_stream(data: Source, batch_id: str | None) -> tuple[BinaryIO, str | None]:
+    """A batch as a stream, with its id: bytes given whole default to their content id; a
+    stream has no default (data from stdin is never taken for a retry)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        return io.BytesIO(raw), batch_id or content_id(raw)
+    return data, batch_id
+
+
+def line_chunks(stream: BinaryIO, size: int | None = None) -> Iterator[bytes]:
+    """The stream in chunks of whole lines of about `size` (CHUNK_BYTES) bytes, each ending
+    with a newline."""
+    size = size or CHUNK_BYTES
+    rest = b""
+    while True:
+        block = stream.read(size)
+        if not block:
+            break
+        block = rest + block if rest else block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # one line longer than a chunk: keep reading it
+            rest = block
+            continue
+        rest = block[cut:]
+        yield block[:cut] if rest else block
+    if rest:
+        yield rest + b"\n"
+
+
+class Scan:
+    """Validates a batch chunk by chunk, keeping only the count and the first bad lines."""
+
+    def __init__(
+        self,
+        validate: Callable[[Any, str], Any],
+        stamp: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.validate = validate
+        self.prefix = b'{"ts":"' + stamp.encode() + b'",'
+        self.progress = progress
+        self.lines = 0  # lines read (blank ones too: line numbers)
+        self.count = 0  # records
+        self.bad = 0
+        self.shown: list[tuple[int, str]] = []
+
+    def chunk(self, data: bytes) -> tuple[bytes, int]:
+        """Validate a chunk of whole lines; return its records (stamped) and their count.
+        Once a bad line was seen, nothing more is returned (the batch will fail)."""
+        lines = data.split(b"\n")
+        lines.pop()  # the chunk ends with a newline
+        base = self.lines
+        self.lines += len(lines)
+        validate, loads = self.validate, orjson.loads
+        blank = 0
+        bad_before = self.bad
+        try:  # the common case: every line valid, checked without per-line bookkeeping
+            for raw in lines:
+                validate(loads(raw), "")
+        except (orjson.JSONDecodeError, ValidationError):
+            blank = self._slow(lines, base)
+        count = len(lines) - blank - (self.bad - bad_before)
+        if self.progress is not None:
+            self.progress(self.lines)
+        self.count += count
+        if self.bad:
+            return b"", 0
+        return self._stamped(data, lines, count, blank), count
+
+    def _slow(self, lines: list[bytes], base: int) -> int:
+        validate, loads = self.validate, orjson.loads
+        blank = 0
+        for number, raw in enumerate(lines, base + 1):
+            try:
+                validate(loads(raw), "")
+                continue
+            except orjson.JSONDecodeError:
+                if not raw.strip():
+                    blank += 1
+                    continue
+                message = "not valid JSON"
+            except ValidationError as exc:
+                message = str(exc)
+            self.bad += 1
+            if len(self.shown) < SHOWN:
+                self.shown.append((number, message))
+        return blank
+
+    def _stamped(self, data: bytes, lines: list[bytes], count: int, blank: int) -> bytes:
+        prefix = self.prefix
+        if not blank and b'"ts"' not in data and data[:1] == b"{" and (
+            data.count(b"\n{") == count
+        ):
+            # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
+            # (A newline cannot occur inside a JSON line, so "\n{" only starts a line; the
+            # chunk's last newline is followed by nothing.)
+            return prefix + data[1:].replace(b"\n{", b"\n" + prefix)
+        out = []
+        loads = orjson.loads
+        for raw in lines:
+            line = raw.strip()
+            if line:
+                out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
+        return b"\n".join(out) + b"\n" if out else b""
+
+    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+        """The stamped records of every chunk of the stream; after the last, raise BatchError
+        if any line was bad (the caller undoes what it wrote) or if there was no record."""
+        for data in line_chunks(stream):
+            payload, _count = self.chunk(data)
+            if payload:
+                yield payload
+        self.finish()
+
+    def finish(self) -> None:
+        if self.bad:
+            shown = "; ".join(f"line {n}: {msg}" for n, msg in self.shown)
+            more = f" (and {self.bad - SHOWN} more)" if self.bad > SHOWN else ""
+            raise BatchError(f"{self.bad} bad line(s), nothing recorded: {shown}{more}")
+        if not self.count:
+            raise ValidationError("the batch holds no records")
+
+
 def validate_batch(
     data: bytes,
     validate: Callable[[Any, str], Any],
     progress: Callable[[int], None] | None = None,
     stamp: str | None = None,
 ) -> tuple[bytes, int]:
-    """Validate every line of a JSONL batch; return the lines to append (with `ts`) and count.
-
-    Nothing is written unless every line is valid. Lines keep their bytes; a `ts` is spliced
-    in front of the fields of those without one. Blank lines are ignored.
-    """
-    lines = data.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
-    bad: list[tuple[int, str]] = []
-    blank = 0
-    loads = orjson.loads
-    step = 65536
-    for base in range(0, len(lines), step):
-        part = lines[base : base + step]
-        try:  # the common case: every line valid, checked without per-line bookkeeping
-            for doc in [loads(raw) for raw in part]:
-                validate(doc, "")
-        except (orjson.JSONDecodeError, ValidationError):
-            for number, raw in enumerate(part, base + 1):
-                try:
-                    validate(loads(raw), "")
-                except orjson.JSONDecodeError:
-                    if raw.strip():
-                        bad.append((number, "not valid JSON"))
-                    else:
-                        blank += 1
-                except ValidationError as exc:
-                    bad.append((number, str(exc)))
-        if progress is not None:
-            progress(min(base + step, len(lines)))
-    if bad:
-        shown = "; ".join(f"line {n}: {msg}" for n, msg in bad[:10])
-        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-        raise BatchError(f"{len(bad)} bad line(s), nothing recorded: {shown}{more}")
-    count = len(lines) - blank
-    if not count:
-        raise ValidationError("the batch holds no records")
-    prefix = b'{"ts":"' + (stamp or jsonl.utc_now()).encode() + b'",'
-    if not blank and b'"ts"' not in data and data[:1] == b"{" and data.count(b"\n{") == count - 1:
-        # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
-        # (A newline cannot occur inside a JSON line, so "\n{" only starts a line.)
-        body = data if data.endswith(b"\n") else data + b"\n"
-        return prefix + body[1:].replace(b"\n{", b"\n" + prefix), count
-    out = []
-    for raw in lines:
-        line = raw.strip()
-        if line:
-            out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
-    return b"\n".join(out) + b"\n", count
+    """Validate every line of a JSONL batch held in memory; return the lines to append (with
+    `ts`) and their count. Raises BatchError naming the bad lines."""
+    scan = Scan(validate, stamp or jsonl.utc_now(), progress)
+    payload = b"".join(scan.chunks(io.BytesIO(data)))
+    return payload, scan.count
 
 
 def append_batch(
     log: Path,
-    data: bytes,
+    data: Source,
     validate: Callable[[Any, str], Any],
     timeout: float,
     batch_id: str | None = None,
     progress: Callable[[int], None] | None = None,
     root: Path | None = None,
+    room: Callable[[int], tuple[int, int]] | None = None,
 ) -> BatchResult:
-    """Validate a JSONL batch whole, then append it exactly once (see LogWriter.append_batch).
+    """Stream a JSONL batch into a log all or nothing, exactly once per batch id (see
+    LogWriter.append_stream). Bytes default to their content id; a stream without an id is
+    appended whatever came before. With `room(fd)` (the records the log holds, and its cap), a
+    batch that would take it past the cap is refused whole with CapError."""
+    stream, batch_id = as_stream(data, batch_id)
+    # The first chunk is validated before the log is opened, so a bad small batch (or a bad
+    # first chunk) creates nothing; its stamp is the one a retry must reuse, read again
+    # under the lock (and swapped into the first chunk in the rare case it changed).
+    entries = jsonl.batch_entries(log, batch_id) if batch_id else []
+    scan = Scan(validate, str(entries[0]["stamp"]) if entries else jsonl.utc_now(), progress)
+    body = scan.chunks(stream)
+    first = next(body, b"")
 
-    The batch id defaults to the content's hash, so running an interrupted step again
-    completes the batch instead of recording it twice.
-    """
-    batch_id = batch_id or hashlib.sha256(data).hexdigest()[:32]
-    entries = jsonl.batch_entries(log, batch_id)
-    stamp = str(entries[0]["stamp"]) if entries else jsonl.utc_now()
-    payload, count = validate_batch(data, validate, progress, stamp)
-    appended = jsonl.WRITER.append_batch(log, batch_id, payload, stamp, timeout, root=root)
-    return BatchResult(batch_id, appended, count - appended)
+    def chunks(stamp: str) -> Iterator[bytes]:
+        prefix = b'{"ts":"' + stamp.encode() + b'",'
+        if prefix != scan.prefix:
+            old, scan.prefix = scan.prefix, prefix
+            yield first.replace(old, prefix)
+        elif first:
+            yield first
+        yield from body
+
+    try:
+        appended, present = jsonl.WRITER.append_stream(
+            log, batch_id, chunks, timeout, root=root, room=room
+        )
+    except jsonl.Overflow as over:
+        raise CapError(over.held, over.adding, over.cap) from None
+    return BatchResult(batch_id or "", appended, present)

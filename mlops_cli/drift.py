@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch import CapError
+from .batch import CapError, Source
 from .errors import GateError, HookError, ValidationError
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
@@ -176,31 +176,43 @@ class DriftDetector:
         self.store.append(self.production, self._sample(prediction, confidence, ts))
 
     def set_reference(
-        self, data: bytes, replace: bool = False, progress: Callable[[int], None] | None = None
+        self,
+        data: Source,
+        replace: bool = False,
+        progress: Callable[[int], None] | None = None,
+        batch_id: str | None = None,
     ) -> int:
-        """Add a JSONL batch to the reference set, all or nothing; `replace` starts it anew."""
+        """Add a JSONL batch to the reference set, all or nothing; `replace` starts it anew.
+        Returns the samples added (0 for a batch recorded before: see add_reference)."""
+        return self.add_reference(data, replace, progress, batch_id).recorded
+
+    def add_reference(
+        self,
+        data: Source,
+        replace: bool = False,
+        progress: Callable[[int], None] | None = None,
+        batch_id: str | None = None,
+    ) -> BatchResult:
+        """Add a batch (bytes, or a binary stream) to the reference set, streamed, all or
+        nothing and once per batch id (bytes default to their hash, a stream to none);
+        `replace` starts the set anew with it. Past drift.reference_size it is refused whole."""
         self._require_version()
         cap = int(self._drift["reference_size"])
-        if replace:
-            from .batch import validate_batch
-
-            _, count = validate_batch(data, validate_sample, progress)
-            if count > cap:
-                raise ValidationError(self._cap_message(0, count, cap, replace=True))
-            return self.store.replace(self.reference, data, validate_sample)
         try:
-            result = self.store.append_batch(
-                self.reference, data, validate_sample, None, progress, cap=cap
+            if replace:
+                count = self.store.replace(self.reference, data, validate_sample, cap=cap)
+                return BatchResult(batch_id or "", count, 0)
+            return self.store.append_batch(
+                self.reference, data, validate_sample, batch_id, progress, cap=cap
             )
         except CapError as exc:
             raise ValidationError(
-                self._cap_message(exc.held, exc.adding, cap, replace=False)
+                self._cap_message(exc.held, exc.adding, cap, replace=replace)
             ) from None
-        return result.recorded
 
     def record_batch(
         self,
-        data: bytes,
+        data: Source,
         progress: Callable[[int], None] | None = None,
         batch_id: str | None = None,
     ) -> BatchResult:

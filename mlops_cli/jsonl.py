@@ -154,45 +154,146 @@ class LogWriter:
         timeout: float,
         root: Path | None = None,
     ) -> int:
-        """Append a batch exactly once; return how many of its lines this call appended.
+        """Append stamped lines as a batch exactly once; return how many this call appended
+        (see append_stream; a retry re-stamps with the journaled stamp, these are given)."""
+        return self.append_stream(path, batch_id, lambda _stamp: iter([payload]), timeout, root)[0]
 
-        Before its lines, a batch's id, start offset and `ts` stamp go to a journal beside the
-        log. A retry of a batch a crash interrupted finds the lines already written (they start
-        at the journaled offset, written under the lock) and appends only the rest; a retry of a
-        complete batch appends nothing. The stamp makes the retried lines byte-identical.
+    def append_stream(
+        self,
+        path: Path,
+        batch_id: str | None,
+        chunks: Callable[[str], Iterator[bytes]],
+        timeout: float,
+        root: Path | None = None,
+        room: Callable[[int], tuple[int, int]] | None = None,
+    ) -> tuple[int, int]:
+        """Append a batch all or nothing and exactly once per batch id, a chunk at a time,
+        holding the log's lock throughout; return (lines appended, lines an earlier attempt
+        had appended).
+
+        `chunks(stamp)` yields the batch's lines (whole, stamped with `stamp`) a chunk at a
+        time and may raise after its last: then, as on any error, the log is cut back to where
+        this attempt started. Before its first line, an attempt's batch id, start offset and
+        stamp go to a journal beside the log. A retry of a batch a crash interrupted finds the
+        lines already written (they start at the journaled offsets, written under the lock)
+        and appends only the rest; a retry of a complete batch appends nothing. The stamp
+        makes the retried lines byte-identical. Without an id there is no journal (nothing to
+        retry). With `room(fd)` -> (held, cap): a batch taking the log past `cap` appends
+        nothing and raises Overflow once every chunk was read (for the count).
         """
         for _attempt in range(3):
             fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                if _inode(path) != os.fstat(fd).st_ino:
-                    replaced = True
-                else:
-                    replaced = False
+                if _inode(path) == os.fstat(fd).st_ino:
                     _truncate_torn_tail(fd)
-                    entries = batch_entries(path, batch_id)
-                    if entries:  # a retry: only the lines no earlier attempt wrote
-                        lines = payload.split(b"\n")[:-1]
-                        present = _present(fd, entries, lines)
-                        todo, data = len(lines) - present, b"\n".join(lines[present:]) + b"\n"
-                    else:
-                        present, todo, data = 0, payload.count(b"\n"), payload
-                    if todo:
-                        # Each attempt journals where its part starts, before writing it.
-                        record = {
-                            "ts": utc_now(),
-                            "batch": batch_id,
-                            "lines": present + todo,
-                            "first": present,
-                            "start": os.fstat(fd).st_size,
-                            "stamp": stamp,
-                        }
-                        _append_journal(path, dumps_line(record), root)
-                        write_lines(fd, path, data, fsync=True)
-                    return todo
-            if replaced:
-                self.forget(path)
+                    return _append_chunks(fd, path, batch_id, chunks, root, room)
+            self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
+
+class Overflow(Exception):
+    """A batch would take a capped log past its cap (nothing was appended)."""
+
+    def __init__(self, held: int, cap: int, adding: int) -> None:
+        super().__init__(f"{held} + {adding} > {cap}")
+        self.held, self.cap, self.adding = held, cap, adding
+
+
+class _Present:
+    """Matches a batch's lines, in order, against what earlier attempts wrote (each attempt's
+    part is contiguous, at its journaled start), reading the log a chunk at a time."""
+
+    def __init__(self, fd: int, entries: list[dict[str, Any]]) -> None:
+        self.fd, self.entries = fd, entries
+        self.count = 0  # lines found
+        self.index = -1
+        self.pos = -1
+        self.done = not self._next()
+
+    def _next(self) -> bool:
+        """Move to the next attempt that started at the line now expected."""
+        for index in range(self.index + 1, len(self.entries)):
+            entry = self.entries[index]
+            if int(entry.get("first", 0)) == self.count:
+                self.index, self.pos = index, int(entry["start"])
+                return True
+        return False
+
+    def match(self, lines: list[bytes]) -> int:
+        """How many of `lines` (the next of the batch) are present; after the first missing
+        line, none more is."""
+        matched = 0
+        while matched < len(lines) and not self.done:
+            want = sum(len(line) + 1 for line in lines[matched:])
+            have = os.pread(self.fd, want, self.pos) if self.pos >= 0 else b""
+            at = 0
+            for line in lines[matched:]:
+                end = at + len(line)
+                if have[at:end] != line or have[end : end + 1] != b"\n":
+                    break
+                at = end + 1
+                matched += 1
+                self.count += 1
+            self.pos += at
+            if matched < len(lines) and not self._next():
+                self.done = True
+        return matched
+
+
+def _append_chunks(
+    fd: int,
+    path: Path,
+    batch_id: str | None,
+    chunks: Callable[[str], Iterator[bytes]],
+    root: Path | None,
+    room: Callable[[int], tuple[int, int]] | None,
+) -> tuple[int, int]:
+    """The body of append_stream, under the log's lock."""
+    entries = batch_entries(path, batch_id) if batch_id else []
+    stamp = str(entries[0]["stamp"]) if entries else utc_now()
+    present = _Present(fd, entries)
+    start = os.fstat(fd).st_size
+    held, cap = room(fd) if room is not None else (0, 0)
+    appended = 0
+    over = False
+    journaled = False
+    try:
+        for chunk in chunks(stamp):
+            data = chunk
+            todo = chunk.count(b"\n")
+            if not present.done:
+                lines = chunk.split(b"\n")[:-1]
+                found = present.match(lines)
+                todo = len(lines) - found
+                data = b"\n".join(lines[found:]) + b"\n" if todo else b""
+            if not todo:
+                continue
+            appended += todo
+            if room is not None and held + appended > cap:
+                over = True  # keep reading: the error gives the whole count
+            if over:
+                continue
+            if batch_id and not journaled:  # where this attempt's part starts, before it
+                record = {
+                    "ts": utc_now(),
+                    "batch": batch_id,
+                    "first": present.count,
+                    "start": start,
+                    "stamp": stamp,
+                }
+                _append_journal(path, dumps_line(record), root)
+                journaled = True
+            _write_all(fd, data)
+        if over:
+            raise Overflow(held, cap, appended)
+        if appended:
+            os.fsync(fd)
+    except BaseException as exc:
+        os.ftruncate(fd, start)  # all or nothing: cut back what this attempt wrote
+        if isinstance(exc, OSError):
+            raise StateError(f"could not append to {path}: {exc.strerror or exc}") from exc
+        raise
+    return appended, present.count
 
 
 def journal_path(log: Path) -> Path:
@@ -202,15 +303,6 @@ def journal_path(log: Path) -> Path:
 def batch_entries(log: Path, batch_id: str) -> list[dict[str, Any]]:
     """The journal entries of a batch appended to `log`, one per attempt, oldest first."""
     return [r for r in read_from(journal_path(log)).records if r.get("batch") == batch_id]
-
-
-def _present(fd: int, entries: list[dict[str, Any]], lines: list[bytes]) -> int:
-    """How many of a batch's lines earlier attempts wrote (each attempt's part is contiguous)."""
-    present = 0
-    for entry in entries:
-        if entry.get("first", 0) == present:
-            present += _written(fd, int(entry["start"]), lines[present:])
-    return present
 
 
 def _inode(path: Path) -> int:
@@ -229,21 +321,6 @@ def _append_journal(log: Path, line: bytes, root: Path | None = None) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _written(fd: int, start: int, lines: list[bytes]) -> int:
-    """How many of `lines` stand, in order, at byte `start` of the log."""
-    size = os.fstat(fd).st_size
-    if start > size:
-        return 0
-    want = sum(len(line) + 1 for line in lines)
-    have = os.pread(fd, min(want, size - start), start).split(b"\n")[:-1]
-    count = 0
-    for got, line in zip(have, lines, strict=False):
-        if got != line:
-            break
-        count += 1
-    return count
 
 
 WRITER = LogWriter()

@@ -15,7 +15,7 @@ import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
@@ -310,11 +310,12 @@ def write_all(fd: int, data: bytes) -> None:
 def atomic_replace(
     root: Path,
     relpath: str | os.PathLike[str],
-    data: bytes,
+    data: bytes | Iterable[bytes],
     mode: int | None = None,
     durable: bool = True,
 ) -> None:
-    """Replace a file inside the project with `data`, atomically and never through a link.
+    """Replace a file inside the project with `data` (bytes, or chunks written as they come:
+    an error while producing them leaves the old file), atomically and never through a link.
 
     Temp file in the same directory (through its descriptor), fsync, rename, fsync of the
     directory: a crash leaves the old or the new file. The new file keeps the old one's
@@ -349,7 +350,8 @@ def atomic_replace(
             try:
                 if keep is not None:
                     os.fchmod(fd, keep)
-                write_all(fd, data)
+                for part in (data,) if isinstance(data, bytes) else data:
+                    write_all(fd, part)
                 if durable:
                     os.fsync(fd)
             finally:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 
 from ..ab_testing import ABTestConfig, Evaluation, gate, parse_gates
+from ..batch import file_id
 from ..errors import ValidationError
 from ..state import ABTest
+from ..store.base import BatchResult
 from .common import (
     JSON_HELP,
     console,
@@ -26,6 +31,12 @@ from .step_summary import write_step_summary
 
 ab_app = typer.Typer(help="A/B tests between the champion and a new version.", no_args_is_help=True)
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+
+
+BATCH_ID_HELP = (
+    "Id making a retried batch count once (default for --file PATH: the file's hash; "
+    "stdin has none: never taken for a retry)."
+)
 
 
 @ab_app.command("start")
@@ -124,9 +135,7 @@ def record(
     file: str | None = typer.Option(
         None, "--file", help="JSONL batch (one request a line), or - for stdin."
     ),
-    batch_id: str | None = typer.Option(
-        None, "--batch-id", help="Id making a retried batch count once (default: its hash)."
-    ),
+    batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
 ) -> None:
     """Record one request, or a batch (all or nothing) with --file."""
@@ -136,9 +145,11 @@ def record(
         if file is not None:
             if variant is not None or inference_time_ms is not None or confidence is not None:
                 raise ValidationError("--file records a batch; drop --variant/--confidence/...")
-            data = read_input(file)
-            with batch_progress(len(data), json_output) as progress:
-                result = manager.record_batch(name, data, progress, batch_id)
+            with read_input(file, batch_id) as (data, given_id, size), batch_progress(
+                size, json_output
+            ) as progress:
+                result = manager.record_batch(name, data, progress, given_id)
+            say_skipped(result)
             return {"test": name, **asdict(result)}
         if variant is None or inference_time_ms is None or confidence is None:
             raise ValidationError(
@@ -159,20 +170,56 @@ def recorded_text(result: dict[str, Any]) -> str:
     return f"{result['recorded']} (batch {result['batch_id']} was already recorded: {done} records)"
 
 
-def read_input(file: str) -> bytes:
+@contextmanager
+def read_input(
+    file: str, batch_id: str | None = None
+) -> Iterator[tuple[BinaryIO, str | None, int]]:
+    """A batch to stream: (binary stream, batch id, size in bytes or -1 if unknown).
+
+    A file's id defaults to its content hash (computed first, streaming), so a retried step
+    re-sending the same file counts once; stdin has no default id: never taken for a retry.
+    """
     if file == "-":
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer, batch_id, -1
+        return
     try:
-        return Path(file).read_bytes()
+        stream = open(file, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
+    with stream:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+            if batch_id is None:
+                batch_id = file_id(file)
+        except OSError as exc:
+            raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
+        yield stream, batch_id, size
+
+
+def say_skipped(result: BatchResult) -> None:
+    """On stderr (with --json too): a batch, or part of one, an earlier try had recorded."""
+    if not result.already_recorded:
+        return
+    if result.recorded:
+        typer.echo(
+            f"completed batch id {result.batch_id}: {result.already_recorded} records were "
+            f"already recorded by an earlier try, {result.recorded} added",
+            err=True,
+        )
+    else:
+        typer.echo(
+            f"already recorded: batch id {result.batch_id} ({result.already_recorded} records);"
+            " nothing added (give another --batch-id to record the same data again)",
+            err=True,
+        )
 
 
 class batch_progress:
     """A progress bar on stderr for a large batch, when stderr is a terminal (never with --json)."""
 
     def __init__(self, size: int, json_output: bool) -> None:
-        self.enabled = not json_output and progress_wanted() and size > 8 << 20
+        # size -1: unknown (stdin)
+        self.enabled = not json_output and progress_wanted() and (size < 0 or size > 8 << 20)
         self.bar: Any = None
 
     def __enter__(self) -> Any:

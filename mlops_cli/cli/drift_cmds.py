@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import ValidationError
-from .ab_cmds import batch_progress, read_input, recorded_text, torn_note
+from .ab_cmds import (
+    BATCH_ID_HELP,
+    batch_progress,
+    read_input,
+    recorded_text,
+    say_skipped,
+    torn_note,
+)
 from .common import JSON_HELP, console, funnel, open_project, run, table
 from .step_summary import write_step_summary
 
@@ -30,20 +37,25 @@ def reference(
     version: str = typer.Argument(..., help="Version."),
     file: str = typer.Option(..., "--file", help="JSONL samples (prediction, confidence), or -."),
     replace: bool = typer.Option(False, "--replace", help="Start a new reference set."),
+    batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
 ) -> None:
     """Add samples to a version's reference set (at most drift.reference_size)."""
 
     def action() -> dict[str, Any]:
         detector = open_project(ctx).drift_detector(model_type, version)
-        data = read_input(file)
-        with batch_progress(len(data), json_output) as progress:
-            count = detector.set_reference(data, replace=replace, progress=progress)
+        with read_input(file, batch_id) as (data, given_id, size), batch_progress(
+            size, json_output
+        ) as progress:
+            result = detector.add_reference(data, replace, progress, given_id)
+        say_skipped(result)
         return {
             "model_type": model_type,
             "model_version": version,
-            "added": count,
+            "added": result.recorded,
             "replaced": replace,
+            "batch_id": result.batch_id,
+            "already_recorded": result.already_recorded,
         }
 
     run(
@@ -65,9 +77,7 @@ def record(
     prediction: float | None = typer.Option(None, "--prediction", help="The model's output."),
     confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
     file: str | None = typer.Option(None, "--file", help="JSONL batch, or - for stdin."),
-    batch_id: str | None = typer.Option(
-        None, "--batch-id", help="Id making a retried batch count once (default: its hash)."
-    ),
+    batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
 ) -> None:
     """Record one production sample, or a batch (all or nothing) with --file."""
@@ -77,9 +87,12 @@ def record(
         if file is not None:
             if prediction is not None or confidence is not None:
                 raise ValidationError("--file records a batch; drop --prediction/--confidence")
-            data = read_input(file)
-            with batch_progress(len(data), json_output) as progress:
-                return asdict(detector.record_batch(data, progress, batch_id))
+            with read_input(file, batch_id) as (data, given_id, size), batch_progress(
+                size, json_output
+            ) as progress:
+                result = detector.record_batch(data, progress, given_id)
+            say_skipped(result)
+            return asdict(result)
         if prediction is None or confidence is None:
             raise ValidationError("--prediction and --confidence are required (or --file)")
         detector.add_production_sample(prediction, confidence)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..decision import UserTotals
 from ..naming import validate_name, validate_version
@@ -132,17 +132,22 @@ class Store(Protocol):
     def append_batch(
         self,
         stream: str,
-        data: bytes,
+        data: bytes | BinaryIO,
         validate: Validator,
         batch_id: str | None,
         progress: Progress | None = None,
         cap: int | None = None,
     ) -> BatchResult:
-        """Append a JSONL batch whole or not at all, once per batch id (default: the content
-        hash). With `cap`, refuse (nothing appended) when the stream would hold more."""
+        """Append a JSONL batch whole or not at all, once per batch id, streaming it a chunk
+        at a time (memory does not grow with the batch). Bytes without an id default to
+        their content hash; a stream without an id is never taken for a retry. With `cap`,
+        refuse (CapError, nothing appended) when the stream would hold more."""
 
-    def replace(self, stream: str, data: bytes, validate: Validator) -> int:
-        """Replace a stream's records with a validated JSONL batch; return the count."""
+    def replace(
+        self, stream: str, data: bytes | BinaryIO, validate: Validator, cap: int | None = None
+    ) -> int:
+        """Replace a stream's records with a validated JSONL batch (streamed); return the
+        count. With `cap`, refuse (CapError, nothing changed) a batch of more records."""
 
     def count(self, stream: str) -> int:
         """Records in a stream."""

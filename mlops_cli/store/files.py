@@ -225,35 +225,48 @@ class FileStore:
     def append_batch(
         self,
         stream: str,
-        data: bytes,
+        data: batch.Source,
         validate: Validator,
         batch_id: str | None,
         progress: Progress | None = None,
         cap: int | None = None,
     ) -> BatchResult:
-        path = self.path(stream)
-        if cap is None:
-            return batch.append_batch(
-                path, data, validate, self._lock_timeout(), batch_id, progress, root=self.root
-            )
-        payload, count = batch.validate_batch(data, validate, progress)
+        room = None
+        if cap is not None:
+            limit = cap
 
-        def check(fd: int) -> None:
-            held = self._count_fd(stream, fd)
-            if held + count > cap:
-                raise batch.CapError(held, count, cap)
+            def room(fd: int) -> tuple[int, int]:
+                return self._count_fd(stream, fd), limit
 
-        jsonl.WRITER.append(
-            path, payload, self._lock_timeout(), fsync=True, precheck=check, root=self.root
+        return batch.append_batch(
+            self.path(stream),
+            data,
+            validate,
+            self._lock_timeout(),
+            batch_id,
+            progress,
+            root=self.root,
+            room=room,
         )
-        return BatchResult(batch_id or "", count, 0)
 
-    def replace(self, stream: str, data: bytes, validate: Validator) -> int:
+    def replace(
+        self, stream: str, data: batch.Source, validate: Validator, cap: int | None = None
+    ) -> int:
         path = self.path(stream)
-        payload, count = batch.validate_batch(data, validate)
+        source, _ = batch.as_stream(data, None)
+        scan = batch.Scan(validate, jsonl.utc_now())
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in scan.chunks(source):
+                if cap is not None and scan.count > cap:
+                    continue  # keep reading for the count; refused below
+                yield chunk
+            if cap is not None and scan.count > cap:
+                raise batch.CapError(0, scan.count, cap)
+
         with jsonl.locked_log(path, self._lock_timeout(), root=self.root):
-            safefs.atomic_replace(self.root, path, payload)
-        return count
+            safefs.atomic_replace(self.root, path, chunks())
+        return scan.count
 
     def count(self, stream: str) -> int:
         try:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
-import hashlib
-import io
 import os
 import re
 import threading
@@ -37,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 import psycopg
@@ -46,7 +44,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json, set_json_loads
 
-from ..batch import BatchError, CapError
+from ..batch import SHOWN, BatchError, CapError, Source, as_stream
 from ..decision import UserTotals
 from ..errors import (
     ConflictError,
@@ -758,44 +756,52 @@ class PostgresStore:
     def append_batch(
         self,
         stream: str,
-        data: bytes,
+        data: Source,
         validate: Validator,
         batch_id: str | None,
         progress: Progress | None = None,
         cap: int | None = None,
     ) -> BatchResult:
         table, keys = route(stream)
-        batch_id = batch_id or hashlib.sha256(data).hexdigest()[:32]
+        reader, batch_id = as_stream(data, batch_id)
         with self._lock, self._translated(f"recording a batch into {stream}"):
             self._flush_locked(stream)
             conn = self.conn
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(
-                        "INSERT INTO batches (stream, batch_id, records) VALUES (%s, %s, 0) "
-                        "ON CONFLICT DO NOTHING RETURNING now()",
-                        [stream, batch_id],
-                    )
-                    inserted = cur.fetchone()
-                    if inserted is None:
+                    if batch_id:
                         cur.execute(
-                            "SELECT records FROM batches WHERE stream = %s AND batch_id = %s",
+                            "INSERT INTO batches (stream, batch_id, records) VALUES (%s, %s, 0) "
+                            "ON CONFLICT DO NOTHING RETURNING now()",
                             [stream, batch_id],
                         )
-                        found = cur.fetchone()
-                        raise _AlreadyRecorded(int(found[0]) if found else 0)
+                        inserted = cur.fetchone()
+                        if inserted is None:
+                            cur.execute(
+                                "SELECT records FROM batches "
+                                "WHERE stream = %s AND batch_id = %s",
+                                [stream, batch_id],
+                            )
+                            found = cur.fetchone()
+                            raise _AlreadyRecorded(int(found[0]) if found else 0)
+                        now = inserted[0]
+                    else:
+                        row = cur.execute("SELECT now()").fetchone()
+                        assert row is not None
+                        now = row[0]
                     held = self._lock_count(cur, stream) if cap is not None else 0
-                    count = _copy_validated(cur, table, keys, data, validate, inserted[0], progress)
+                    count = _copy_validated(cur, table, keys, reader, validate, now, progress)
                     if cap is not None and held + count > cap:
                         raise CapError(held, count, cap)
-                    cur.execute(
-                        "UPDATE batches SET records = %s WHERE stream = %s AND batch_id = %s",
-                        [count, stream, batch_id],
-                    )
+                    if batch_id:
+                        cur.execute(
+                            "UPDATE batches SET records = %s WHERE stream = %s AND batch_id = %s",
+                            [count, stream, batch_id],
+                        )
                     cur.execute(_COUNT_SQL, [stream, count, count])
             except _AlreadyRecorded as done:
-                return BatchResult(batch_id, 0, done.records)
-        return BatchResult(batch_id, count, 0)
+                return BatchResult(batch_id or "", 0, done.records)
+        return BatchResult(batch_id or "", count, 0)
 
     @staticmethod
     def _lock_count(cur: psycopg.Cursor[Any], stream: str) -> int:
@@ -808,8 +814,11 @@ class PostgresStore:
         row = cur.fetchone()
         return int(row[0]) if row else 0
 
-    def replace(self, stream: str, data: bytes, validate: Validator) -> int:
+    def replace(
+        self, stream: str, data: Source, validate: Validator, cap: int | None = None
+    ) -> int:
         table, keys = route(stream)
+        reader, _ = as_stream(data, None)
         with self._lock, self._translated(f"replacing {stream}"):
             self._flush_locked(stream)
             conn = self.conn
@@ -818,7 +827,9 @@ class PostgresStore:
                 cur.execute(f"DELETE FROM {table.name} WHERE {table.where()}", list(keys))
                 now = cur.execute("SELECT now()").fetchone()
                 assert now is not None
-                count = _copy_validated(cur, table, keys, data, validate, now[0], None)
+                count = _copy_validated(cur, table, keys, reader, validate, now[0], None)
+                if cap is not None and count > cap:
+                    raise CapError(0, count, cap)  # rolls the DELETE back
                 cur.execute(
                     "UPDATE stream_counts SET records = %s, appended = appended + %s "
                     "WHERE stream = %s",
@@ -1089,19 +1100,19 @@ def _copy_validated(
     cur: psycopg.Cursor[Any],
     table: Table,
     keys: tuple[str, ...],
-    data: bytes,
+    reader: BinaryIO,
     validate: Validator,
     now: datetime,
     progress: Progress | None,
 ) -> int:
     """Validate a JSONL batch in bounded chunks while one COPY writes it; any bad line raises
     BatchError (listing the first ten) after the whole batch was read, so the caller's
-    transaction rolls back and nothing is recorded."""
+    transaction rolls back and nothing is recorded. Only the first bad lines are kept."""
     loads = orjson.loads
     bad: list[tuple[int, str]] = []
+    errors = 0
     count = 0
     number = 0
-    reader = io.BytesIO(data)
     text = table in BUFFERED  # sample tables: COPY text lines built here (see text_line)
     options = "" if text else " (FORMAT BINARY)"
     sql = f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN{options}"
@@ -1119,8 +1130,11 @@ def _copy_validated(
                 break
             base = number
             number += len(lines)
+            kept = len(bad)
             records = _validated_chunk(lines, base, validate, loads, bad)
-            if not bad:
+            errors += len(bad) - kept
+            del bad[SHOWN:]
+            if not errors:
                 if text:
                     copy_.write(text_lines(table, prefix, records, stamp_text).encode())
                 else:
@@ -1129,10 +1143,10 @@ def _copy_validated(
             count += len(records)
             if progress is not None:
                 progress(number)
-        if bad:
-            shown = "; ".join(f"line {n}: {msg}" for n, msg in bad[:10])
-            more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-            raise BatchError(f"{len(bad)} bad line(s), nothing recorded: {shown}{more}")
+        if errors:
+            shown = "; ".join(f"line {n}: {msg}" for n, msg in bad)
+            more = f" (and {errors - SHOWN} more)" if errors > SHOWN else ""
+            raise BatchError(f"{errors} bad line(s), nothing recorded: {shown}{more}")
         if not count:
             raise ValidationError("the batch holds no records")
     return count
