@@ -219,3 +219,53 @@ def test_a_claim_is_granted_once(project: Project) -> None:
     time.sleep(2.1)  # after the time to live, the next caller gets it again
     assert project.store.claim("hook:gnn:critical", 2.0)
 
+
+
+def test_a_streamed_batch_is_all_or_nothing_and_keeps_ten_bad_lines(store: Store) -> None:
+    import io
+
+    stream = ab_stream("t")
+    good, _ = requests_jsonl(100, seed=2)
+    store.append_batch(stream, io.BytesIO(good), validate_request, None)
+    position = store.position(stream)
+    big, _ = requests_jsonl(40_000, seed=3)  # several chunks on either store
+    lines = big.splitlines(keepends=True)
+    for i in range(30):
+        lines[30_000 + i] = b"not json\n"
+    with pytest.raises(ValidationError) as err:
+        store.append_batch(stream, io.BytesIO(b"".join(lines)), validate_request, "s1")
+    assert str(err.value).startswith("30 bad line(s), nothing recorded: line 30001: ")
+    assert str(err.value).endswith("line 30010: not valid JSON (and 20 more)")
+    assert store.count(stream) == 100 and store.position(stream) == position
+    done = store.append_batch(stream, io.BytesIO(big), validate_request, "s1")
+    assert (done.recorded, done.already_recorded) == (40_000, 0)
+    again = store.append_batch(stream, io.BytesIO(big), validate_request, "s1")
+    assert (again.recorded, again.already_recorded) == (0, 40_000)
+
+
+def test_a_stream_without_a_batch_id_is_never_a_retry(store: Store) -> None:
+    import io
+
+    stream = drift_stream("gnn", "1.0.0", "production")
+    sample = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    for _ in range(2):
+        result = store.append_batch(stream, io.BytesIO(sample), validate_sample, None)
+        assert (result.recorded, result.already_recorded) == (1, 0)
+    assert store.count(stream) == 2
+
+
+def test_a_streamed_replace_past_its_cap_changes_nothing(store: Store) -> None:
+    import io
+
+    from mlops_cli.batch import CapError
+
+    stream = drift_stream("gnn", "1.0.0", "reference")
+    data, _ = samples_jsonl(80, seed=7)
+    store.append_batch(stream, data, validate_sample, None, cap=100)
+    more, _ = samples_jsonl(150, seed=8)
+    with pytest.raises(CapError):
+        store.replace(stream, io.BytesIO(more), validate_sample, cap=100)
+    assert store.count(stream) == 80
+    half = b"".join(more.splitlines(keepends=True)[:75])
+    assert store.replace(stream, io.BytesIO(half), validate_sample, cap=100) == 75
+    assert store.count(stream) == 75
