@@ -21,7 +21,7 @@ from . import jsonl
 from .errors import ValidationError
 from .store.base import BatchResult
 
-CHUNK_BYTES = 8 << 20  # a chunk of whole lines validated and appended at a time
+CHUNK_BYTES = 2 << 20  # a chunk of whole lines validated and appended at a time
 SHOWN = 10  # bad lines named in the error
 
 Source = bytes | BinaryIO  # a batch: its bytes, or a binary stream (a file, stdin)
@@ -145,7 +145,7 @@ class Scan:
     def _stamped(self, data: bytes, lines: list[bytes], count: int, blank: int) -> bytes:
         prefix = self.prefix
         if not blank and b'"ts"' not in data and data[:1] == b"{" and (
-            data.count(b"\n{") == count
+            data.count(b"\n{") == count - 1
         ):
             # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
             # (A newline cannot occur inside a JSON line, so "\n{" only starts a line; the
@@ -211,15 +211,17 @@ def append_batch(
     entries = jsonl.batch_entries(log, batch_id) if batch_id else []
     scan = Scan(validate, str(entries[0]["stamp"]) if entries else jsonl.utc_now(), progress)
     body = scan.chunks(stream)
-    first = next(body, b"")
+    first = [next(body, b"")]  # a list, so it is let go once handed on
 
     def chunks(stamp: str) -> Iterator[bytes]:
         prefix = b'{"ts":"' + stamp.encode() + b'",'
+        head = first.pop()
         if prefix != scan.prefix:
             old, scan.prefix = scan.prefix, prefix
-            yield first.replace(old, prefix)
-        elif first:
-            yield first
+            head = head.replace(old, prefix)
+        if head:
+            yield head
+        del head
         yield from body
 
     try:
