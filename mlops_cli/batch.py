@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -111,8 +113,7 @@ class Scan:
         blank = 0
         bad_before = self.bad
         try:  # the common case: every line valid, checked without per-line bookkeeping
-            for raw in lines:
-                validate(loads(raw), "")
+            deque(map(validate, map(loads, lines), repeat("")), maxlen=0)  # a loop in C
         except (orjson.JSONDecodeError, ValidationError):
             blank = self._slow(lines, base)
         count = len(lines) - blank - (self.bad - bad_before)
