@@ -1096,6 +1096,16 @@ def text_lines(table: Table, prefix: str, records: list[dict[str, Any]], now: st
     return "".join(out)
 
 
+class _BoundedWriter(QueuedLibpqWriter):
+    """A queued COPY writer whose queue holds a few MB: psycopg's holds 1,024 buffers (up to
+    128 MB), which fills when the batch is read faster than the server stores it, so a
+    batch's memory grew with its size."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        self._queue = type(self._queue)(maxsize=32)  # of <= 128 KB each
+
+
 def _copy_validated(
     cur: psycopg.Cursor[Any],
     table: Table,
@@ -1120,7 +1130,7 @@ def _copy_validated(
     stamp_text = now.isoformat()
     # A queued writer sends from its own thread, so the server stores one chunk while this
     # thread validates the next.
-    writer = QueuedLibpqWriter(cur) if text else None
+    writer = _BoundedWriter(cur) if text else None
     with cur.copy(sql, writer=writer) as copy_:
         if not text:
             copy_.set_types(list(table.types))
