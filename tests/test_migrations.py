@@ -65,6 +65,6 @@ def test_a_newer_schema_is_refused_and_left_alone(v1_project: Path) -> None:
     path = v1_project / "registry.yaml"
     path.write_text(path.read_text().replace("schema_version: 1", "schema_version: 99"))
     before = path.read_bytes()
-    with pytest.raises(StateError, match="unknown schema_version 99.*upgrade mlops"):
+    with pytest.raises(StateError, match=r"unknown schema_version 99.*upgrade mlops"):
         Project.open(v1_project)
     assert path.read_bytes() == before
