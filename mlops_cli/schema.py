@@ -68,12 +68,14 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return check
 
 
-def integer(low: int) -> Check:
+def integer(low: int, high: int | None = None) -> Check:
     def check(value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be a whole number, not {value!r}")
         if value < low:
             raise ValueError(f"{key} must be >= {low}, not {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"{key} must be <= {high:,}, not {value!r}")
         return value
 
     return check
@@ -193,17 +195,23 @@ AB_FIELDS: dict[str, Check] = {
 }
 
 LEVELS = tuple(level.value for level in Level.alerting())
+WEIGHTS = ("statistical", "performance", "distribution")
+MAX_SIZE = 10_000_000  # windows and sample counts (reference_size, window_size, min_samples)
+WEIGHTS_HINT = (
+    "set the three together: `mlops config set drift.weights "
+    "statistical=0.5,performance=0.25,distribution=0.25`"
+)
 
 SETTINGS = record(
     {
         "lock_timeout_s": number(0),
         "drift": record(
             {
-                "reference_size": integer(2),
-                "window_size": integer(2),
-                "min_samples": integer(2),
+                "reference_size": integer(1, MAX_SIZE),
+                "window_size": integer(1, MAX_SIZE),
+                "min_samples": integer(1, MAX_SIZE),
                 "weights": record(
-                    {k: number(0) for k in ("statistical", "performance", "distribution")},
+                    {k: number(0) for k in WEIGHTS},
                     required=False,
                 ),
                 "performance_scale": number(0, low_open=True),
@@ -280,6 +288,17 @@ def check_thresholds(settings: dict[str, Any]) -> None:
     t = settings["drift"]["thresholds"]
     if not t["monitor"] <= t["retrain"] <= t["critical"]:
         raise ValueError("settings.drift.thresholds must satisfy monitor <= retrain <= critical")
+
+
+def check_weights(settings: dict[str, Any]) -> None:
+    """The drift weights sum to 1, so the score stays in [0, 1] like its components."""
+    w = settings["drift"]["weights"]
+    total = sum(w[k] for k in WEIGHTS)
+    if abs(total - 1.0) > 1e-9:
+        shown = ", ".join(f"{k} {w[k]:g}" for k in WEIGHTS)
+        raise ValueError(
+            f"settings.drift.weights must sum to 1, not {total:g} ({shown}); {WEIGHTS_HINT}"
+        )
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -385,6 +404,7 @@ def validate_state(data: Any, source: str) -> dict[str, Any]:
         state: dict[str, Any] = STATE(data, "")
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
         check_thresholds(state["settings"])
+        check_weights(state["settings"])
         _check_references(state)
     except ValueError as exc:
         raise StateError(f"{source}: {exc}") from None
@@ -408,6 +428,10 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     import yaml
 
     parts = key.split(".")
+    if parts[:2] == ["drift", "weights"]:
+        if len(parts) != 2:
+            raise ValidationError(f"the drift weights sum to 1, so {WEIGHTS_HINT}")
+        return parts, parse_weights(text)
     node: Any = DEFAULT_SETTINGS
     for i, part in enumerate(parts):
         leaf_map = i == len(parts) - 1 and parts[:-1] == ["drift", "hooks"]
@@ -427,10 +451,30 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """`statistical=0.5,performance=0.25,distribution=0.25` (all three, any order)."""
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in WEIGHTS or name in weights:
+            raise ValidationError(f"drift.weights takes NAME=VALUE for each of "
+                                  f"{', '.join(WEIGHTS)}, not {text!r}; {WEIGHTS_HINT}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValidationError(f"drift.weights.{name} must be a number, not {value!r}") from None
+    missing = [k for k in WEIGHTS if k not in weights]
+    if missing:
+        raise ValidationError(f"drift.weights: missing {', '.join(missing)}; {WEIGHTS_HINT}")
+    return weights
+
+
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     try:
         checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
         check_thresholds(checked)
+        check_weights(checked)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     return checked
