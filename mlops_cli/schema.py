@@ -452,8 +452,19 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
 
 
 def parse_weights(text: str) -> dict[str, float]:
-    """`statistical=0.5,performance=0.25,distribution=0.25` (all three, any order)."""
+    """`statistical=0.5,performance=0.25,distribution=0.25` (all three, any order), or the
+    same as a YAML mapping."""
     weights: dict[str, float] = {}
+    if text.lstrip().startswith("{"):
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ValidationError(f"drift.weights: {text!r} is not a mapping; {WEIGHTS_HINT}")
+        text = ",".join(f"{k}={v}" for k, v in doc.items())
     for item in text.split(","):
         name, sep, value = item.partition("=")
         name = name.strip()

@@ -664,6 +664,10 @@ def test_weights_are_set_together_and_sum_to_1(cli: Cli, project: Project) -> No
         "performance": 0.25,
         "distribution": 0.25,
     }
+    yaml_form = "{statistical: 0.4, performance: 0.3, distribution: 0.3}"
+    assert cli("config", "set", "drift.weights", yaml_form).exit_code == 0
+    assert project.get_setting("drift.weights.statistical") == 0.4
+    cli("config", "set", "drift.weights", "statistical=0.5,performance=0.25,distribution=0.25")
     # a registry.yaml edited by hand is checked on load too
     text = project.registry_path.read_text().replace("statistical: 0.5", "statistical: 0.9")
     project.registry_path.write_text(text)

@@ -165,6 +165,7 @@ def test_dashboard_queries_name_exported_series() -> None:
     for name in (
         "model_drift_score",
         "model_drift_level",
+        "model_drift_last_check_timestamp_seconds",
         "model_champion_info",
         "model_requests_total",
         "model_error_rate",
