@@ -211,7 +211,13 @@ def services(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     procs = [
         subprocess.Popen(
-            [gateway_bin, f"--web.listen-address=127.0.0.1:{gw_port}"],
+            # Debian's pushgateway persists to /var/lib/prometheus/pushgateway.data by
+            # default: shared by every test run on the machine, so give it its own file.
+            [
+                gateway_bin,
+                f"--web.listen-address=127.0.0.1:{gw_port}",
+                f"--persistence.file={tmp_path / 'pushgateway.data'}",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
