@@ -158,3 +158,11 @@ def test_a_directory_or_fifo_is_not_a_model_file(project: Project, tmp_path: Pat
                 ModelVersion("gnn", "1.0.0", model_path=str(tmp_path / path))
             )
     assert project.state().models == {}
+
+
+def test_a_version_spelled_without_its_v_records_into_the_same_samples(project: Project) -> None:
+    project.registry.register_version(ModelVersion("gnn", "v3.2.0", model_path="m"))
+    project.drift_detector("gnn", "3.2.0").add_production_sample(0.5, 0.9)
+    project.registry.update_metrics("gnn", "3.2.0", 10.0, 0.9)
+    assert project.store.count("drift/gnn/v3.2.0/production") == 1
+    assert project.registry.get_version("gnn", "v3.2.0").requests == 1
