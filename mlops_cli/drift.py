@@ -436,6 +436,13 @@ class DriftDetector:
         rows = self.store.history(self.checks, limit=1)
         return rows[0] if rows else None
 
+    def samples_since(self, row: dict[str, Any]) -> bool:
+        """Whether samples arrived (or the reference changed) after the check `row`: its
+        score no longer describes the window."""
+        return row.get("production_end") != self.store.position(self.production) or row.get(
+            "reference_end"
+        ) != self.store.position(self.reference)
+
 
 def entries_of(level: Level, previous: dict[str, Any] | None) -> dict[str, str]:
     """For each alerting level at or below `level`, the name of this version's entry into it.
