@@ -1,31 +1,37 @@
 # make demo: a realistic end-to-end run on a built-in example.  make test: the test suite.
+# `make demo` installs only the package (its runtime dependencies); `make test` adds the test
+# extra (pytest, linters, Playwright, psycopg) on top.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test stress lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mlops demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-stress: $(STAMP)
+stress: $(TEST_STAMP)
 	MLOPS_STRESS=1 $(BIN)/python -m pytest -q tests/faults
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check mlops_cli tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:

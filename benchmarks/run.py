@@ -377,6 +377,112 @@ def api(calls: int) -> list[Case]:
     ]
 
 
+def postgres(quick: bool) -> list[Case]:
+    """The PostgreSQL store against the bare database (benchmarks/postgres.py)."""
+    out = subprocess.run(
+        [PY, str(HERE / "postgres.py"), "--json", *(["--quick"] if quick else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    cases = []
+    for r in json.loads(out.stdout):
+        if "format_s" in r:
+            continue
+        if "calls_per_s" in r:
+            rate = r["calls_per_s"]
+            cases.append(
+                Case(
+                    f"PostgreSQL: {r['case']}", rate, None, "-", ">= 20,000 calls/s",
+                    rate >= 20_000, "calls/s",
+                )
+            )
+            continue
+        if r["target"].startswith(">="):  # a throughput ratio: theirs / ours
+            ratio = r["ratio"]
+            ok = ratio >= float(r["target"][2:])
+            cases.append(
+                Case(f"PostgreSQL: {r['case']}", r["theirs_s"], r["ours_s"], "psql \\copy",
+                     f"ours/theirs rows/s {r['target']}", ok)
+            )
+        else:
+            cases.append(
+                Case(f"PostgreSQL: {r['case']}", r["ours_s"], r["theirs_s"], "bare SQL",
+                     r["target"], r["ratio"] <= float(r["target"][2:]))
+            )
+    return cases
+
+
+def dashboard(tmp: Path, repeat: int, scale: int) -> list[Case]:
+    """The overview's last byte against `mlops list --json` on the same project: 50 model
+    types x 20 versions, 10,000,000 recorded serving requests, summaries warm."""
+    root = tmp / "dash"
+    mlops(root, "init")
+    per_version = 10_000 // scale
+    line = orjson.dumps(
+        {"ts": TS, "inference_time_ms": 100.0, "confidence": 0.8, "error": False}
+    ) + b"\n"
+    block = line * per_version
+    from mlops_cli import ModelVersion, Project
+
+    proj = Project.open(root)
+    for t in range(50):
+        for v in range(20):
+            proj.registry.register_version(ModelVersion(f"m{t}", f"1.{v}.0", model_path="/m"))
+            log = root / "logs" / "metrics" / f"m{t}" / f"1.{v}.0.jsonl"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_bytes(block)
+    listed = [MLOPS, "-C", str(root), "list", "--json"]
+    run_timed(listed)  # warm every summary cache
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [MLOPS, "-C", str(root), "ui", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/overview"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=60).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+        def overview() -> None:
+            urllib.request.urlopen(url, timeout=60).read()
+
+        ours = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            overview()
+            ours.append(time.perf_counter() - started)
+        theirs = [run_timed(listed)[0] for _ in range(repeat)]
+    finally:
+        server.terminate()
+        server.wait(10)
+    o, t = statistics.median(ours), statistics.median(theirs)
+    return [
+        Case(
+            f"dashboard overview, 50 types x 20 versions, {per_version * 1000:,} requests",
+            o, t, "mlops list --json", "<= 1.5", o / t <= 1.5,
+        )
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def render(cases: list[Case]) -> str:
     def fmt(x: float | None, unit: str) -> str:
         if x is None:
@@ -410,10 +516,11 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", choices=["startup", "drift", "ab", "api"])
+    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres"]
+    parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
-    chosen = args.only or ["startup", "drift", "ab", "api"]
+    chosen = args.only or groups
     cases: list[Case] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -425,6 +532,10 @@ def main() -> None:
             cases += ab(tmp, repeat, scale)
         if "api" in chosen:
             cases += api(50_000 // scale)
+        if "dashboard" in chosen:
+            cases += dashboard(tmp, repeat, scale)
+        if "postgres" in chosen:
+            cases += postgres(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:

@@ -1,23 +1,39 @@
 """A diagnosis service that routes, records and watches model versions with mlops.
 
-    pip install fastapi uvicorn
-    MLOPS_PROJECT_DIR=/srv/mlops uvicorn examples.fastapi_service:app
+    pip install 'mlops-cli[postgres]' fastapi uvicorn
+    MLOPS_PROJECT_DIR=postgresql://mlops@db.internal/mlops uvicorn examples.fastapi_service:app
+    MLOPS_PROJECT_DIR=/srv/mlops uvicorn examples.fastapi_service:app  # or a directory
 
-The original service's integration, with only its import line changed to `mlops_cli`.
+The same code runs on either store: MLOPS_PROJECT_DIR names a project directory or a
+`postgresql://` URL (several service hosts then share one project). The original service's
+integration with its import line changed to `mlops_cli`, requests recorded with the user's id
+(so the test's split and metrics are on users), and the recorded test taken from the
+assignment instead of a fixed name.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from mlops_cli import ab_test_manager, drift_detectors, get_drift_detector, model_registry
+from mlops_cli import ab_test_manager, default_project, drift_detectors, get_drift_detector
+from mlops_cli import model_registry
 
-app = FastAPI(title="diagnosis")
-TEST_NAME = "gnn_v2.2_test"
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # On PostgreSQL, per-request records are buffered and written in batches (by size and by
+    # time); closing writes what is left, so a clean shutdown loses nothing.
+    default_project().store.close()
+
+
+app = FastAPI(title="diagnosis", lifespan=lifespan)
 
 
 class DiagnosisRequest(BaseModel):
@@ -44,14 +60,17 @@ def diagnose(request: DiagnosisRequest) -> dict[str, Any]:
     elapsed_ms = (time.perf_counter() - started) * 1000
     model_registry.update_metrics(model_type="gnn", version=variant["version"],
                                   inference_time_ms=elapsed_ms, confidence=confidence, error=error)
-    if TEST_NAME in ab_test_manager._active_tests:
-        ab_test_manager.record_result(TEST_NAME, variant["name"], elapsed_ms, confidence, error)
+    if variant.test is not None:  # the user is in a running test: record it under that test
+        ab_test_manager.record_result(variant.test, variant["name"], elapsed_ms, confidence,
+                                      error, user_id=request.user_id)
     if not error:
         get_drift_detector("gnn", variant["version"]).add_production_sample(score, confidence)
-    return {"version": variant["version"], "score": score, "confidence": confidence}
+    return {"version": variant["version"], "variant": variant["name"], "score": score,
+            "confidence": confidence}
 
 
 @app.get("/drift")
 def drift() -> list[dict[str, Any]]:
-    """The seed's "check drift of all models" loop, over the public equivalent."""
-    return [detector.get_drift_report() for detector in drift_detectors().values()]
+    """The seed's "check drift of all models" loop, over the public equivalent (a report is a
+    mapping; `to_dict()` gives the plain dict FastAPI returns as JSON)."""
+    return [detector.get_drift_report().to_dict() for detector in drift_detectors().values()]

@@ -68,16 +68,19 @@ __all__ = [
 ]
 
 _default: Project | None = None
+_default_at: str | None = None  # where it was located (a URL's `location` hides its password)
 
 
 def default_project() -> Project:
-    """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory."""
-    global _default
+    """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory.
+    Opened once per location, so a service on PostgreSQL keeps one connection."""
+    global _default, _default_at
     from .project import Project
 
-    where = Project.locate()
-    if _default is None or _default.location != str(where):
+    where = str(Project.locate())
+    if _default is None or _default_at != where:
         _default = Project.open(where)
+        _default_at = where
     return _default
 
 

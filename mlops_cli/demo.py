@@ -1,10 +1,12 @@
-"""A realistic, deterministic end-to-end run: registry, a week-long A/B test, drift, export.
+"""A realistic, deterministic end-to-end run: registry, a week-long A/B test, drift, export,
+into an empty directory or an empty PostgreSQL store alike.
 
 `run_demo` yields (step, data) events as it goes; `mlops demo` renders them.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import tempfile
 from collections.abc import Iterator
@@ -16,9 +18,10 @@ import orjson
 
 from .ab_testing import ABTestConfig
 from .drift import DriftReport
-from .errors import ValidationError
-from .project import Project
+from .errors import ConflictError, ValidationError
+from .project import Project, is_url
 from .registry import ModelVersion
+from .timeutil import Clock
 
 TEST = "gnn_v2.2_test"
 REQUESTS_PER_DAY = 1500
@@ -26,30 +29,79 @@ SAMPLES_PER_DAY = 2000
 DRIFT_FROM_DAY = 3
 
 
-def demo_directory(path: str | None) -> Path:
-    """DIR (created; must be empty) or a new temporary directory that is left behind."""
-    if path is None:
-        return Path(tempfile.mkdtemp(prefix="mlops-demo-"))
-    root = Path(path).expanduser().absolute()
+def demo_location(where: str | None) -> tuple[Path | str, Path]:
+    """The demo's project location and the directory for its files (model weights, the hook's
+    log, the Prometheus textfile). A directory (created; must be empty) holds both; for a
+    `postgresql://` URL the files go to a new temporary directory that is left behind; no
+    argument: a new temporary directory."""
+    if where is None:
+        temporary = Path(tempfile.mkdtemp(prefix="mlops-demo-"))
+        return temporary, temporary
+    if is_url(where):
+        return where, Path(tempfile.mkdtemp(prefix="mlops-demo-files-"))
+    root = Path(where).expanduser().absolute()
     if root.exists() and any(root.iterdir()):
         raise ValidationError(f"{root} is not empty; give the demo a new or empty directory")
     root.mkdir(parents=True, exist_ok=True)
-    return root
+    return root, root
+
+
+def _init_project(location: Path | str, clock: Clock) -> Project:
+    """A new project at `location`. A PostgreSQL store may exist already (`mlops db upgrade`,
+    `mlops init`) but must hold no model and no record: the demo never touches real data."""
+    if not is_url(location):
+        return Project.init(location, clock=clock)
+    try:
+        return Project.init(location, clock=clock)
+    except ConflictError:
+        existing = Project.open(location)
+        try:
+            empty = not existing.state().models and not existing.store.streams()
+        finally:
+            existing.store.close()
+        if not empty:
+            raise ValidationError(
+                f"{existing.location} holds a project with data; give the demo an empty "
+                "database"
+            ) from None
+        return Project.init(location, force=True, clock=clock)
 
 
 def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
+def run_demo(
+    location: Path | str, files: Path | None = None, seed: int = 7
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Run the demo into an empty project at `location` (a directory or a URL); its files go
+    to `files` (the directory itself by default)."""
+    if files is None:
+        if not isinstance(location, Path):
+            raise ValueError("a URL project needs a directory for the demo's files")
+        files = location
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start = now - timedelta(days=14)  # A/B week, then a drift week
     clock = {"now": start}
-    project = Project.init(root, clock=lambda: clock["now"])
-    yield "init", {"root": str(root)}
+    project = _init_project(location, lambda: clock["now"])
+    try:
+        yield from _run(project, location, files, seed, start, clock)
+    finally:
+        project.store.close()  # a PostgreSQL store flushes its buffer and disconnects
+
+
+def _run(
+    project: Project,
+    location: Path | str,
+    root: Path,
+    seed: int,
+    start: datetime,
+    clock: dict[str, datetime],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yield "init", {"root": project.location, "files": str(root)}
 
     models = root / "models"
     models.mkdir()
@@ -173,7 +225,8 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
     yield (
         "done",
         {
-            "root": str(root),
+            "root": project.location,
+            "files": str(root),
             "champion": champion.version,
             "ab_decision": evaluation.decision,
             "ab_requests": evaluation.requests,
@@ -181,13 +234,22 @@ def run_demo(root: Path, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
             "drift_level": report.level if report else None,
             "drift_score": report.current_drift_score if report else None,
             "hook_log": retrain_log.read_text().strip() if retrain_log.exists() else "",
-            "commands": explore_commands(root),
+            "location": command_location(location),
+            "commands": explore_commands(location),
         },
     )
 
 
-def explore_commands(root: Path) -> list[str]:
-    c = f"mlops -C {shlex.quote(str(root))}"
+def command_location(location: Path | str) -> str:
+    """The location as `-C` takes it; a URL without its password (libpq then reads it from
+    PGPASSWORD or ~/.pgpass), so no printed command carries a secret."""
+    if isinstance(location, Path):
+        return str(location)
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", location)
+
+
+def explore_commands(location: Path | str) -> list[str]:
+    c = f"mlops -C {shlex.quote(command_location(location))}"
     return [
         f"{c} list",
         f"{c} history gnn",

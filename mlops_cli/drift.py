@@ -9,16 +9,18 @@ score = w_S * S + w_P * P + w_Q * Q, each component in [0, 1]:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import CapError, Source
-from .errors import GateError, HookError, ValidationError
+from .errors import ConflictError, GateError, HookError, ValidationError
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, validate_sample
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 LEVELS = tuple(level.value for level in Level)
+INSUFFICIENT = "insufficient_data"
+OUTPUT_TAIL = 2000  # characters of a hook's output kept in the report
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def components(
     conf_r, conf_p = float(np.mean(ref_conf)), float(np.mean(win_conf))
     performance = (conf_r - conf_p) / conf_r / performance_scale if conf_r > 0 else 0.0
     mean_r, mean_p = float(np.mean(ref_pred)), float(np.mean(win_pred))
-    sd_r, sd_p = float(np.std(ref_pred, ddof=1)), float(np.std(win_pred, ddof=1))
+    sd_r, sd_p = _sd(ref_pred), _sd(win_pred)
     if sd_r > 0:
         shift = abs(mean_p - mean_r) / sd_r / distribution_scale
         spread = abs(math.log(sd_p / sd_r)) / math.log(2) if sd_p > 0 else 1.0
@@ -71,6 +75,12 @@ def components(
         distribution=_clip(max(shift, spread)),
         ks_pvalue=pvalue,
     )
+
+
+def _sd(x: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
 def _clip(x: float) -> float:
@@ -99,16 +109,30 @@ RECOMMENDATIONS = {
 
 
 @dataclass
+class HookOutcome(MappingResult):
+    """What one level's hook did for one version (the command itself is never recorded)."""
+
+    level: str
+    ok: bool
+    exit_code: int | None  # None when it timed out
+    timed_out: bool
+    output: str  # the tail of its stdout and stderr
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class DriftReport(MappingResult):
     """The seed's drift report of one model version, with the figures behind it."""
 
     model_type: str
     model_version: str
     status: str  # active or insufficient_data
-    current_drift_score: float | None
+    current_drift_score: float  # 0.0 while data is insufficient (the seed formats it)
     avg_drift_7d: float | None
     alert_triggered: bool
-    level: str | None
+    level: str  # a Level, or insufficient_data
     recommendation: str
     components: dict[str, float | None]
     ks_pvalue: float | None
@@ -117,7 +141,15 @@ class DriftReport(MappingResult):
     checked_at: str
     skipped_lines: int = 0
     torn_bytes: int = 0
-    hooks: list[dict[str, Any]] = field(default_factory=list)
+    hooks: list[HookOutcome] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def hooks_failed(self) -> list[HookOutcome]:
+        return [h for h in self.hooks if not h.ok]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +165,7 @@ class DriftDetector:
         self.reference = drift_stream(model_type, model_version, "reference")
         self.production = drift_stream(model_type, model_version, "production")
         self.checks = drift_stream(model_type, model_version, "checks")
+        self._warned_full = False
 
     def __repr__(self) -> str:
         return f"DriftDetector({self.model_type!r}, {self.model_version!r})"
@@ -161,12 +194,20 @@ class DriftDetector:
     def add_reference_sample(
         self, prediction: float, confidence: float, ts: str | None = None
     ) -> None:
-        """Add one sample to the reference set (refused once it holds `reference_size`)."""
+        """Add one sample to the reference set; once it holds `reference_size`, the sample is
+        ignored with one warning per detector (the seed fills "the first 10k samples")."""
         doc = self._sample(prediction, confidence, ts)
         cap = int(self._drift["reference_size"])
-        held = self.store.count(self.reference)
-        if held + 1 > cap:
-            raise ValidationError(self._cap_message(held, 1, cap, replace=False))
+        if self.store.count(self.reference) >= cap:
+            if not self._warned_full:
+                self._warned_full = True
+                warnings.warn(
+                    f"the reference of {self.model_type} {self.model_version} is full "
+                    f"({cap} samples, drift.reference_size): further reference samples are "
+                    "ignored",
+                    stacklevel=2,
+                )
+            return
         self.store.append(self.reference, doc)
 
     def add_production_sample(
@@ -236,40 +277,34 @@ class DriftDetector:
 
     # -- checks ------------------------------------------------------------------------------
 
-    def check(self, window: int | None = None, skip_invalid: bool = False) -> DriftReport:
-        """Score the window against the reference, run hooks, append to the history.
-
-        A malformed sample line is an error, or with `skip_invalid` skipped and counted.
-        """
+    def _measure(self, window: int | None, skip_invalid: bool) -> dict[str, Any]:
+        """The current figures as a check row (read-only: nothing is recorded)."""
         self._require_version()
         drift = self._drift
-        window = int(window or drift["window_size"])
-        if window < 2:
-            raise ValidationError(f"--window must be at least 2, not {window}")
-        if window > SIZE_MAX:
-            raise ValidationError(f"--window must be at most {SIZE_MAX:,}, not {window}")
+        size = int(drift["window_size"]) if window is None else window
+        if isinstance(size, bool) or not 1 <= size <= SIZE_MAX:
+            raise ValidationError(f"--window must be between 1 and {SIZE_MAX:,}, not {size}")
         ref = self.store.samples(
             self.reference, first=int(drift["reference_size"]), skip_invalid=skip_invalid
         )
         production_end = self.store.position(self.production)
-        win = self.store.samples(self.production, last=window, skip_invalid=skip_invalid)
+        win = self.store.samples(self.production, last=size, skip_invalid=skip_invalid)
         n_ref, n_win = len(ref), len(win)
         row: dict[str, Any] = {
             "ts": format_ts(self.store.clock()),
-            "status": "insufficient_data",
-            "score": None,
-            "level": None,
+            "status": INSUFFICIENT,
+            "score": 0.0,
+            "level": INSUFFICIENT,
             "components": None,
             "ks_pvalue": None,
             "n_reference": n_ref,
             "n_window": n_win,
-            "window": window,
+            "window": size,
             "reference_end": self.store.position(self.reference),
             "production_end": production_end,
             "skipped_lines": ref.skipped + win.skipped,
             "torn_bytes": win.torn_bytes,
         }
-        hooks: list[dict[str, Any]] = []
         if min(n_ref, n_win) >= int(drift["min_samples"]):
             parts = components(
                 ref.prediction,
@@ -291,11 +326,10 @@ class DriftDetector:
                 },
                 f"the reference and window of {self.model_type} {self.model_version}",
             )
-            level = level_of(score, drift["thresholds"])
             row.update(
                 status="active",
                 score=score,
-                level=level,
+                level=level_of(score, drift["thresholds"]),
                 ks_pvalue=parts.ks_pvalue,
                 components={
                     "statistical": parts.statistical,
@@ -303,60 +337,60 @@ class DriftDetector:
                     "distribution": parts.distribution,
                 },
             )
-            hooks = self._run_hooks(score, level)
+        return row
+
+    def check(self, window: int | None = None, skip_invalid: bool = False) -> DriftReport:
+        """Score the window against the reference, record the check, then run the hooks of
+        the levels this version entered (see `_fire_hooks`).
+
+        The check is recorded whatever its hooks do; their outcomes are in `report.hooks`.
+        A malformed sample line is an error, or with `skip_invalid` skipped and counted.
+        """
+        row = self._measure(window, skip_invalid)
+        previous = self.last_check()
+        if row["status"] == "active":
+            row["entries"] = entries_of(Level(row["level"]), previous)
+        elif previous and previous.get("entries"):
+            row["entries"] = previous["entries"]  # too few samples to say it left a level
         self.store.append(self.checks, row)
         report = self._report(row)
-        report.hooks = hooks
+        if row["status"] == "active" and self._drift["hooks"]:
+            report.hooks = self._fire_hooks(row)
         return report
 
-    def _run_hooks(self, score: float, level: str) -> list[dict[str, Any]]:
-        """Run the hook of every level the check reached; a failure is an error."""
+    def _fire_hooks(self, row: dict[str, Any]) -> list[HookOutcome]:
+        """Run the hook of each level the check is at or above, once per entry into that level.
+
+        An entry is named by the last check below the level before it (`entries_of`), so every
+        checker that sees this version in the level names it alike, and `store.claim` lets one
+        of them fire per `hook_cooldown_s`. A claim is taken before the hook runs: a failed
+        hook is reported, not retried, and never makes another level's hook fire again.
+        """
         drift = self._drift
-        results = []
-        reached = [lv for lv in Level.alerting() if Level(level) >= lv]
-        for hook_level in reached:
-            command = drift["hooks"].get(hook_level.value)
+        outcomes = []
+        for level_name, entry in row["entries"].items():
+            command = drift["hooks"].get(level_name)
             if not command:
+                continue
+            key = f"drift-hook/{self.model_type}/{self.model_version}/{level_name}/{entry}"
+            if not self.store.claim(key, float(drift["hook_cooldown_s"])):
                 continue
             env = {
                 **os.environ,
                 "MLOPS_MODEL_TYPE": self.model_type,
                 "MLOPS_MODEL_VERSION": self.model_version,
-                "MLOPS_DRIFT_SCORE": f"{score:.6f}",
-                "MLOPS_DRIFT_LEVEL": level,
+                "MLOPS_DRIFT_SCORE": f"{row['score']:.6f}",
+                "MLOPS_DRIFT_LEVEL": row["level"],
                 "MLOPS_PROJECT_DIR": self.store.location,
             }
-            timeout = float(drift["hook_timeout_s"])
-            where = (
-                f"drift hook for {hook_level.value} ({command!r}) of {self.model_type} "
-                f"{self.model_version}, score {score:.3f} ({level})"
-            )
-            cwd = Path(self.store.location) if os.path.isdir(self.store.location) else None
-            code, stdout, stderr = run_hook(command, env, cwd, timeout)
-            if code is None:
-                raise HookError(
-                    f"{where} timed out after {timeout:g} s (drift.hook_timeout_s); "
-                    "the check was not recorded, so the next check runs it again"
-                )
-            if code != 0:
-                last = (stderr or stdout).strip().splitlines()[-1:] or [""]
-                raise HookError(
-                    f"{where} failed with exit code {code}: {last[0]}; "
-                    "the check was not recorded, so the next check runs it again"
-                )
-            results.append(
-                {
-                    "level": hook_level.value,
-                    "command": command,
-                    "exit_code": 0,
-                    "output": stdout[-2000:],
-                }
-            )
-        return results
+            outcome = call_hook(command, env, float(drift["hook_timeout_s"]), self.store.location)
+            outcome.level = level_name
+            outcomes.append(outcome)
+        return outcomes
 
     def _report(self, row: dict[str, Any]) -> DriftReport:
         active = row["status"] == "active"
-        score = row["score"]
+        score = float(row["score"] or 0.0)
         drift = self._drift
         if active:
             recommendation = RECOMMENDATIONS[row["level"]]
@@ -372,7 +406,7 @@ class DriftDetector:
             current_drift_score=score,
             avg_drift_7d=self.average(days=7),
             alert_triggered=bool(active and score > drift["thresholds"]["retrain"]),
-            level=row["level"],
+            level=row["level"] or INSUFFICIENT,
             recommendation=recommendation,
             components=row["components"]
             or {"statistical": None, "performance": None, "distribution": None},
@@ -394,24 +428,16 @@ class DriftDetector:
         scores = [r["score"] for r in self.history(days) if r["status"] == "active"]
         return sum(scores) / len(scores) if scores else None
 
-    def get_drift_report(self) -> DriftReport:
-        """The latest check, checking first when samples arrived since (never stale)."""
-        self._require_version()
-        last = self.store.history(self.checks, limit=1)
-        if last and not self._stale(last[0]):
-            return self._report(last[0])
-        return self.check()
+    def get_drift_report(
+        self, window: int | None = None, skip_invalid: bool = False
+    ) -> DriftReport:
+        """The current figures, computed read-only: no check is recorded and no hook runs
+        (`avg_drift_7d` is the mean of the recorded checks of the last 7 days)."""
+        return self._report(self._measure(window, skip_invalid))
 
-    def _stale(self, row: dict[str, Any]) -> bool:
-        """Whether samples arrived (or settings changed) since the check `row`."""
-        return (
-            row.get("production_end") != self.store.position(self.production)
-            or row.get("reference_end") != self.store.position(self.reference)
-            or row.get("window") != self._drift["window_size"]
-        )
-
-    def detect_drift(self) -> float | None:
-        """Check now and return the score (None while data is insufficient)."""
+    def detect_drift(self) -> float:
+        """Check now (recorded, hooks run) and return the score: 0.0 while data is
+        insufficient, so the seed's `if drift_score > 0.3` always works."""
         return self.check().current_drift_score
 
     def has_reference(self) -> bool:
@@ -422,16 +448,47 @@ class DriftDetector:
         rows = self.store.history(self.checks, limit=1)
         return rows[0] if rows else None
 
+    def samples_since(self, row: dict[str, Any]) -> bool:
+        """Whether samples arrived (or the reference changed) after the check `row`: its
+        score no longer describes the window."""
+        return row.get("production_end") != self.store.position(self.production) or row.get(
+            "reference_end"
+        ) != self.store.position(self.reference)
+
+
+def entries_of(level: Level, previous: dict[str, Any] | None) -> dict[str, str]:
+    """For each alerting level at or below `level`, the name of this version's entry into it.
+
+    A level the previous check was also in keeps that check's entry; otherwise this check
+    enters it, and the entry is named after the previous check (a digest of its row), which
+    every concurrent checker reads alike.
+    """
+    before = previous.get("entries") or {} if previous else {}
+    if previous is None:
+        fresh = "start"
+    else:
+        doc = {k: v for k, v in previous.items() if k != "entries"}
+        fresh = hashlib.sha256(repr(sorted(doc.items())).encode()).hexdigest()[:16]
+    out = {}
+    for lv in Level.alerting():
+        if level >= lv:
+            out[lv.value] = str(before.get(lv.value) or fresh)
+    return out
+
 
 class DriftMonitor:
-    """The drift detectors of a project, and checks across all of them."""
+    """The drift detectors of a project, and checks across the versions it monitors."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._detectors: dict[tuple[str, str], DriftDetector] = {}
 
     def detector(self, model_type: str, version: str) -> DriftDetector:
-        """The drift detector of one model version (one object per version)."""
+        """The drift detector of one model version (one object per version); `3.2.0` names
+        the registered `v3.2.0`, so its samples never split across two spellings."""
+        model = self.store.read().models.get(model_type)
+        if model is not None and version not in model.versions:
+            version = model.same_as(version) or version
         key = (model_type, version)
         detector = self._detectors.get(key)
         if detector is None:
@@ -448,9 +505,55 @@ class DriftMonitor:
                     out[(model_type, version)] = detector
         return out
 
+    def monitored(self) -> list[tuple[str, str]]:
+        """The versions drift is watched on: those serving traffic (the champion, the arms
+        of running tests) and those marked monitored; never a deprecated one."""
+        state = self.store.read()
+        serving = {
+            (t.model_type, v)
+            for t in state.running_tests().values()
+            for v in (t.control_version, t.treatment_version)
+        }
+        out = []
+        for model_type, model in sorted(state.models.items()):
+            for version in model.sorted_versions():
+                rec = model.versions[version]
+                if rec.deprecated:
+                    continue
+                if (
+                    rec.monitored
+                    or version == model.champion
+                    or (model_type, version) in serving
+                ):
+                    out.append((model_type, version))
+        return out
+
     def check_all(self, window: int | None = None, skip_invalid: bool = False) -> list[DriftReport]:
-        """Check every version with a reference set."""
-        return [d.check(window, skip_invalid) for d in self.detectors().values()]
+        """Check every monitored version that has a reference set. A hook's failure is in its
+        version's report; it never stops the other checks."""
+        return [
+            self.detector(t, v).check(window, skip_invalid)
+            for t, v in self.monitored()
+            if self.detector(t, v).has_reference()
+        ]
+
+    def set_monitored(self, model_type: str, version: str, on: bool = True) -> bool:
+        """Mark a version monitored (checked by `--all` and exported even when it serves no
+        traffic), or unmark it; returns the new flag. Audited as `monitored`/`unmonitored`."""
+        with self.store.transaction() as txn:
+            rec = txn.state.version(model_type, version)
+            if on and rec.deprecated:
+                raise ConflictError(
+                    f"{model_type} {version} is deprecated: deprecated versions are not monitored"
+                )
+            if rec.monitored != on:
+                rec.monitored = on
+                txn.event(
+                    "monitored" if on else "unmonitored",
+                    model_type=model_type,
+                    version=version,
+                )
+        return on
 
 
 def parse_level(value: str | None) -> Level | None:
@@ -462,27 +565,34 @@ def parse_level(value: str | None) -> Level | None:
     return Level(value)
 
 
-def gate(reports: list[DriftReport], fail_on: Level | None) -> None:
-    """Raise GateError (exit 3) when a report is at `fail_on` or above."""
-    if fail_on is None:
-        return
-    worst = [r for r in reports if r.level and Level(r.level) >= fail_on]
-    if worst:
-        names = ", ".join(f"{r.model_type} {r.model_version} ({r.level})" for r in worst)
-        raise GateError(f"drift at or above {fail_on.value}: {names}")
+def gate(reports: Iterable[DriftReport], fail_on: Level | None) -> None:
+    """The verdict of a `drift check`: GateError (exit 3) when a report is at `fail_on` or
+    above, whatever the hooks did; else HookError (exit 1) when any hook failed."""
+    reports = list(reports)
+    if fail_on is not None:
+        worst = [r for r in reports if r.active and Level(r.level) >= fail_on]
+        if worst:
+            names = ", ".join(f"{r.model_type} {r.model_version} ({r.level})" for r in worst)
+            raise GateError(f"drift at or above {fail_on.value}: {names}")
+    failed = [(r, h) for r in reports for h in r.hooks_failed]
+    if failed:
+        names = ", ".join(
+            f"{r.model_type} {r.model_version} {h.level} "
+            + ("timed out (drift.hook_timeout_s)" if h.timed_out else f"exit code {h.exit_code}")
+            for r, h in failed
+        )
+        raise HookError(f"drift hooks failed (the checks were recorded): {names}")
 
 
-def run_hook(
-    command: str, env: dict[str, str], cwd: Path | None, timeout: float
-) -> tuple[int | None, str, str]:
-    """hooks.run_hook in the old shape: (exit code or None on timeout, output tail, "").
-
-    The output is stdout and stderr together, its last 2,000 characters, decoded with
-    replacement; the deadline holds whatever the hook's children do.
-    """
-    outcome = run_bounded_hook(command, env, timeout, cwd=cwd)
-    if outcome.timed_out:
-        return None, "", ""
-    if not outcome.command_ran:
-        return 127, "", outcome.output
-    return outcome.returncode, outcome.output, ""
+def call_hook(command: str, env: dict[str, str], timeout_s: float, location: str) -> HookOutcome:
+    """Run one hook and say what it did (the one place that calls the hook runner: one overall
+    deadline whatever its children do, the output's tail decoded with replacement)."""
+    cwd = Path(location) if os.path.isdir(location) else None
+    ran = run_bounded_hook(command, env, timeout_s, cwd=cwd)
+    return HookOutcome(
+        level=env.get("MLOPS_DRIFT_LEVEL", ""),
+        ok=ran.ok,
+        exit_code=ran.returncode if ran.command_ran else 127,
+        timed_out=ran.timed_out,
+        output=ran.output[-OUTPUT_TAIL:],
+    )

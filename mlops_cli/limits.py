@@ -64,7 +64,7 @@ PREDICTION = Bound(-PREDICTION_ABS_MAX, PREDICTION_ABS_MAX)
 
 # Sizes, windows and counts.
 SIZE_MAX = 10_000_000
-SIZE = Bound(2, SIZE_MAX, integer=True)
+SIZE = Bound(1, SIZE_MAX, integer=True)
 """drift.reference_size, drift.window_size, drift.min_samples, `drift check --window`."""
 MIN_REQUESTS = Bound(0, 1e12, integer=True)
 SEQUENTIAL_TUNING = Bound(1, 1e9, integer=True)

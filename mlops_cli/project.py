@@ -44,7 +44,11 @@ class Project:
     @property
     def location(self) -> str:
         """The directory or URL the project was opened at (a URL's password hidden)."""
-        return str(self.root) if isinstance(self.store, FileStore) else repr(self.store)
+        if isinstance(self.store, FileStore):
+            return str(self.root)
+        from .store.postgres import redact
+
+        return redact(self.store.location)
 
     # -- discovery ---------------------------------------------------------------------------
 

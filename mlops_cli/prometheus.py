@@ -12,6 +12,7 @@ from .errors import ValidationError
 from .records import VARIANTS
 from .registry import ModelRegistry
 from .state import Level
+from .timeutil import parse_ts
 
 
 class Monitored(Protocol):
@@ -59,7 +60,15 @@ class ProjectCollector:
             "Latest drift level: 0 ok, 1 monitor, 2 retrain, 3 critical",
             labels=labels,
         )
+        checked = GaugeMetricFamily(
+            "model_drift_last_check_timestamp_seconds",
+            "Unix time of the latest recorded drift check (alert when it grows old)",
+            labels=labels,
+        )
+        watched = set(self.project.drift.monitored())
         for v in self.project.registry.list_versions():
+            if v.deprecated:
+                continue  # a retired version neither serves nor pages
             key = [v.model_type, v.version]
             if v.is_champion:
                 champion.add_metric(key, 1)
@@ -67,11 +76,15 @@ class ProjectCollector:
             error_rate.add_metric(key, v.error_rate)
             confidence.add_metric(key, v.avg_confidence)
             latency.add_metric(key, v.avg_inference_time_ms / 1000.0)
+            if (v.model_type, v.version) not in watched:
+                continue
             last = self.project.drift.detector(v.model_type, v.version).last_check()
+            if last:
+                checked.add_metric(key, parse_ts(str(last["ts"])).timestamp())
             if last and last.get("status") == "active":
                 score.add_metric(key, last["score"])
                 level.add_metric(key, Level(last["level"]).rank)
-        yield from (champion, requests, error_rate, confidence, latency, score, level)
+        yield from (champion, requests, error_rate, confidence, latency, score, level, checked)
 
         ab_labels = ["test", "variant"]
         ab_requests = CounterMetricFamily(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,26 @@ class Verification(MappingResult):
         """A StateError (exit 1) when the file is missing, changed or was never checksummed."""
         if not self.ok:
             raise StateError(self.message)
+
+
+def model_file_exists(path: Path) -> bool:
+    """Whether a model file is there to checksum; a directory, FIFO or device is refused
+    (a directory would be stored as "no file yet", a FIFO would hang the read)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ValidationError(f"cannot read the model path {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ValidationError(
+            f"the model path {path} is {kind}: register one file (archive a model directory "
+            "into one file, e.g. a .tar.gz), so its checksum can be verified"
+        )
+    return True
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -195,7 +216,7 @@ class ModelRegistry:
         except TypeError as exc:
             raise ValidationError(f"config must hold plain values: {exc}") from None
         path = self.model_file(mv.model_path)
-        sha256, size = file_digest(path) if path.is_file() else (None, None)
+        sha256, size = file_digest(path) if model_file_exists(path) else (None, None)
         with self.store.transaction() as txn:
             model = txn.state.models.setdefault(mv.model_type, ModelType(mv.model_type))
             same = model.same_as(mv.version)
@@ -315,7 +336,7 @@ class ModelRegistry:
                 "unverifiable",
                 "no checksum was recorded: the file did not exist at registration",
             )
-        elif not path.is_file():
+        elif not model_file_exists(path):
             status, message = "missing", f"model file {path} does not exist"
         else:
             sha256, size = file_digest(path)

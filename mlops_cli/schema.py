@@ -196,17 +196,22 @@ AB_FIELDS: dict[str, Check] = {
 }
 
 LEVELS = tuple(level.value for level in Level.alerting())
+WEIGHTS = ("statistical", "performance", "distribution")
+WEIGHTS_HINT = (
+    "set the three together: `mlops config set drift.weights "
+    "statistical=0.5,performance=0.25,distribution=0.25`"
+)
 
 SETTINGS = record(
     {
         "lock_timeout_s": number(0, limits.LOCK_TIMEOUT_S.high),
         "drift": record(
             {
-                "reference_size": integer(2, limits.SIZE_MAX),
-                "window_size": integer(2, limits.SIZE_MAX),
-                "min_samples": integer(2, limits.SIZE_MAX),
+                "reference_size": integer(1, limits.SIZE_MAX),
+                "window_size": integer(1, limits.SIZE_MAX),
+                "min_samples": integer(1, limits.SIZE_MAX),
                 "weights": record(
-                    {k: number(0) for k in ("statistical", "performance", "distribution")},
+                    {k: number(0) for k in WEIGHTS},
                     required=False,
                 ),
                 "performance_scale": number(0, limits.DRIFT_SCALE.high, low_open=True),
@@ -283,6 +288,17 @@ def check_thresholds(settings: dict[str, Any]) -> None:
     t = settings["drift"]["thresholds"]
     if not t["monitor"] <= t["retrain"] <= t["critical"]:
         raise ValueError("settings.drift.thresholds must satisfy monitor <= retrain <= critical")
+
+
+def check_weights(settings: dict[str, Any]) -> None:
+    """The drift weights sum to 1, so the score stays in [0, 1] like its components."""
+    w = settings["drift"]["weights"]
+    total = sum(w[k] for k in WEIGHTS)
+    if abs(total - 1.0) > 1e-9:
+        shown = ", ".join(f"{k} {w[k]:g}" for k in WEIGHTS)
+        raise ValueError(
+            f"settings.drift.weights must sum to 1, not {total:g} ({shown}); {WEIGHTS_HINT}"
+        )
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -374,6 +390,7 @@ def validate_state(data: Any, source: str) -> dict[str, Any]:
         state: dict[str, Any] = STATE(data, "")
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
         check_thresholds(state["settings"])
+        check_weights(state["settings"])
         _check_references(state)
     except ValueError as exc:
         raise StateError(f"{source}: {exc}") from None
@@ -397,6 +414,10 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     from .yamlsafe import load_yaml
 
     parts = key.split(".")
+    if parts[:2] == ["drift", "weights"]:
+        if len(parts) != 2:
+            raise ValidationError(f"the drift weights sum to 1, so {WEIGHTS_HINT}")
+        return parts, parse_weights(text)
     node: Any = DEFAULT_SETTINGS
     for i, part in enumerate(parts):
         leaf_map = i == len(parts) - 1 and parts[:-1] == ["drift", "hooks"]
@@ -416,11 +437,42 @@ def parse_setting_value(key: str, text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """`statistical=0.5,performance=0.25,distribution=0.25` (all three, any order), or the
+    same as a YAML mapping."""
+    weights: dict[str, float] = {}
+    if text.lstrip().startswith("{"):
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ValidationError(f"drift.weights: {text!r} is not a mapping; {WEIGHTS_HINT}")
+        text = ",".join(f"{k}={v}" for k, v in doc.items())
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in WEIGHTS or name in weights:
+            raise ValidationError(f"drift.weights takes NAME=VALUE for each of "
+                                  f"{', '.join(WEIGHTS)}, not {text!r}; {WEIGHTS_HINT}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValidationError(f"drift.weights.{name} must be a number, not {value!r}") from None
+    missing = [k for k in WEIGHTS if k not in weights]
+    if missing:
+        raise ValidationError(f"drift.weights: missing {', '.join(missing)}; {WEIGHTS_HINT}")
+    return weights
+
+
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     limits.check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
     try:
         checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
         check_thresholds(checked)
+        check_weights(checked)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     return checked

@@ -48,13 +48,23 @@ def _cache_path(log: Path) -> Path:
 
 
 def _covered_tail(log: Path, offset: int) -> str:
-    """The last bytes a cache covers, to recognise the same log content on the next read."""
+    """A fingerprint of the bytes a cache covers, to recognise the same content on the next
+    read: the last 256 bytes and 16 samples spread through the rest (a line rewritten in place
+    in the middle of the log changes it, at the cost of 17 small reads)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
     with os.fdopen(safefs.open_file_for_read(log), "rb") as f:
+        for k in range(16):
+            f.seek(offset * k // 16)
+            digest.update(f.read(min(64, offset)))
         f.seek(max(0, offset - 256))
-        return f.read(min(offset, 256)).hex()
+        digest.update(f.read(min(offset, 256)))
+    return digest.hexdigest()
 
 
-def _load_cache(log: Path, inode: int, size: int, per_user: bool) -> Summary:
+def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
+    inode, size = st.st_ino, st.st_size
     fresh = Summary(inode=inode, users=UserTotals() if per_user else None)
     try:
         doc = orjson.loads(safefs.read_file(_cache_path(log)))
@@ -73,6 +83,8 @@ def _load_cache(log: Path, inode: int, size: int, per_user: bool) -> Summary:
             summary.inode != inode
             or not all(_finite_moments(m) for m in summary.arms.values())  # a poisoned cache
             or summary.offset > size
+            # the same size but written since: changed in place
+            or (doc.get("size") == size and doc.get("mtime_ns") != st.st_mtime_ns)
             or doc["tail"] != _covered_tail(log, summary.offset)
         ):
             return fresh
@@ -106,7 +118,7 @@ def summarize(
         st = os.stat(log)
     except FileNotFoundError:
         return Summary(users=UserTotals() if per_user else None)
-    summary = _load_cache(log, st.st_ino, st.st_size, per_user)
+    summary = _load_cache(log, st, per_user)
     start = summary.offset
     for chunk in jsonl.read_chunks(log, summary.offset, summary.lines + 1, skip_invalid):
         summary.skipped += chunk.skipped
@@ -134,7 +146,7 @@ def summarize(
         summary.lines += chunk.lines
         summary.torn_bytes = chunk.torn_bytes
     if summary.offset > start and not summary.skipped:
-        _save_cache(log, summary)
+        _save_cache(log, summary, st)
     return summary
 
 
@@ -218,11 +230,13 @@ def fold_users(totals: UserTotals, records: list[dict[str, Any]], key_field: str
     )
 
 
-def _save_cache(log: Path, summary: Summary) -> None:
+def _save_cache(log: Path, summary: Summary, st: os.stat_result) -> None:
     doc: dict[str, Any] = {
         "offset": summary.offset,
         "lines": summary.lines,
         "inode": summary.inode,
+        "size": st.st_size,  # the log as it was read: a later write of the same size is a change
+        "mtime_ns": st.st_mtime_ns,
         "arms": {k: asdict(v) for k, v in summary.arms.items()},
     }
     if summary.users is not None:

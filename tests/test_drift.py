@@ -12,8 +12,17 @@ import orjson
 import pytest
 import scipy.stats
 
-from mlops_cli import HookError, ModelVersion, NotFoundError, Project, ValidationError
-from mlops_cli.drift import DriftDetector, combine, components, level_of
+from mlops_cli import (
+    ABTestConfig,
+    HookError,
+    ModelVersion,
+    NotFoundError,
+    Project,
+    ValidationError,
+)
+from mlops_cli.drift import DriftDetector, combine, components, gate, level_of
+from mlops_cli.errors import GateError
+from mlops_cli.state import Level
 
 from .conftest import Run, assert_one_error_line, snapshot
 
@@ -154,22 +163,37 @@ def test_insufficient_data(gnn: Project) -> None:
     d.set_reference(jsonl_of(*samples(rng, 500)))
     d.record_batch(jsonl_of(*samples(rng, 99)))
     report = d.get_drift_report()
-    assert report["status"] == "insufficient_data" and report["current_drift_score"] is None
+    assert report["status"] == "insufficient_data" and report["current_drift_score"] == 0.0
+    assert report["level"] == "insufficient_data" and type(report["current_drift_score"]) is float
     assert report["alert_triggered"] is False and "100 needed" in report["recommendation"]
-    assert d.detect_drift() is None
+    assert d.history() == []  # a read records nothing
+    score = d.detect_drift()  # the seed: `if drift_score > 0.3`, then f"{score:.3f}"
+    assert type(score) is float and score == 0.0 and f"{score:.3f}" == "0.000"
+    assert [r["status"] for r in d.history()] == ["insufficient_data"]  # a check records
 
 
-def test_report_is_never_staler_than_the_newest_sample(gnn: Project) -> None:
+def test_report_is_current_and_read_only(gnn: Project, tmp_path: Path) -> None:
+    fired = tmp_path / "fired"
+    gnn.set_setting("drift.hooks.monitor", f"touch {fired}")
+    gnn.set_setting("drift.window_size", "1000")
     d = gnn.drift_detector("gnn", "v2.2.0")
     rng = np.random.default_rng(18)
-    d.set_reference(jsonl_of(*samples(rng, 1000)))
+    ref = samples(rng, 1000)
+    d.set_reference(jsonl_of(*ref))
     d.record_batch(jsonl_of(*samples(rng, 1000)))
     first = d.get_drift_report()
-    assert d.get_drift_report()["checked_at"] == first["checked_at"]  # nothing new: reused
-    assert len(d.history()) == 1
-    d.record_batch(jsonl_of(*samples(rng, 1000, mean=2.0)))
+    new = samples(rng, 1000, mean=2.0)
+    d.record_batch(jsonl_of(*new))
+    before = snapshot(gnn.root)
     second = d.get_drift_report()
-    assert len(d.history()) == 2 and second["current_drift_score"] > first["current_drift_score"]
+    expected = combine(components(*ref, *new), WEIGHTS)
+    assert second["current_drift_score"] == pytest.approx(expected)  # never stale
+    assert second["current_drift_score"] > first["current_drift_score"]
+    assert second["level"] == "critical" and second["hooks"] == []
+    assert d.history() == [] and not fired.exists()  # no check row, no hook
+    assert {k: v for k, v in snapshot(gnn.root).items() if "cache" not in k} == {
+        k: v for k, v in before.items() if "cache" not in k
+    }
 
 
 def test_avg_drift_7d_excludes_old_checks(gnn: Project) -> None:
@@ -201,8 +225,12 @@ def test_reference_cap(gnn: Project) -> None:
     assert gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes() == before
     for _ in range(50):
         d.add_reference_sample(0.5, 0.9)
-    with pytest.raises(ValidationError, match="holds 150 of 150"):
-        d.add_reference_sample(0.5, 0.9)
+    full = gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes()
+    with pytest.warns(UserWarning, match="full") as caught:
+        for _ in range(30):  # the seed fills "the first 10k samples" in a loop
+            d.add_reference_sample(0.7, 0.9)
+    assert len(caught) == 1  # one warning per detector, not one per sample
+    assert gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes() == full
     d.set_reference(jsonl_of(*samples(rng, 120)), replace=True)
     assert len(gnn.drift_log("gnn", "v2.2.0", "reference").read_bytes().splitlines()) == 120
     d.add_reference_sample(0.5, 0.9)  # appends after a replace go to the new file
@@ -247,24 +275,90 @@ def test_hook_runs_with_the_documented_environment(gnn: Project, tmp_path: Path)
     assert float(score) == pytest.approx(report["current_drift_score"], abs=1e-6)
 
 
-def test_failing_hook_is_an_error_and_the_check_is_not_recorded(gnn: Project) -> None:
-    gnn.set_setting("drift.hooks.retrain", "echo broken >&2; exit 4")
+def test_failing_hook_is_reported_and_the_check_recorded(gnn: Project) -> None:
+    gnn.set_setting(
+        "drift.hooks.retrain", "echo secret-token-in-cmd >/dev/null; echo broken >&2; exit 4"
+    )
     d = _drifting(gnn)
-    with pytest.raises(HookError, match="exit code 4: broken"):
-        d.check()
-    assert d.history() == []
+    report = d.check()
+    assert [h.to_dict() for h in report.hooks] == [
+        {"level": "retrain", "ok": False, "exit_code": 4, "timed_out": False, "output": "broken\n"}
+    ]
+    assert [r["level"] for r in d.history()] == ["critical"]
+    assert "secret-token" not in str(report.to_dict())  # the command is never recorded
+    assert "secret-token" not in gnn.drift_log("gnn", "v2.2.0", "checks").read_text()
+    with pytest.raises(HookError, match="retrain exit code 4"):
+        gate([report], None)
+    with pytest.raises(GateError):  # the gate wins whatever the hooks did
+        gate([report], Level.RETRAIN)
 
 
-def test_hook_timeout_kills_the_hook(gnn: Project) -> None:
+def test_hook_timeout_is_reported(gnn: Project) -> None:
     gnn.set_setting("drift.hooks.retrain", "sleep 30; echo late")
     gnn.set_setting("drift.hook_timeout_s", "0.5")
     d = _drifting(gnn)
     import time
 
     started = time.monotonic()
-    with pytest.raises(HookError, match=r"timed out after 0\.5 s"):
-        d.check()
-    assert time.monotonic() - started < 10 and d.history() == []
+    report = d.check()
+    assert time.monotonic() - started < 10
+    assert report.hooks[0].timed_out and report.hooks[0].exit_code is None
+    assert not report.hooks[0].ok and len(d.history()) == 1
+
+
+def test_hooks_fire_on_entry_then_after_the_cooldown(gnn: Project, tmp_path: Path) -> None:
+    log = tmp_path / "fired.txt"
+    gnn.set_setting("drift.window_size", "1000")
+    gnn.set_setting("drift.hooks.monitor", f"echo monitor >> {log}")
+    gnn.set_setting("drift.hooks.retrain", f"echo retrain >> {log}")
+    gnn.set_setting("drift.hooks.critical", f"echo critical >> {log}; exit 1")
+    gnn.set_setting("drift.hook_cooldown_s", "3600")
+    now = [datetime(2026, 11, 1, tzinfo=timezone.utc)]
+    project = Project.open(gnn.root, clock=lambda: now[0])
+    d = project.drift_detector("gnn", "v2.2.0")
+    rng = np.random.default_rng(30)
+    d.set_reference(jsonl_of(*samples(rng, 1000)))
+
+    def check_at(mean: float, conf: float = 0.8) -> list[str]:
+        d.record_batch(jsonl_of(*samples(rng, 1000, mean=mean, conf=conf)))
+        now[0] += timedelta(minutes=10)
+        return [h.level for h in d.check().hooks]
+
+    def fired() -> list[str]:
+        return log.read_text().split() if log.exists() else []
+
+    assert check_at(2.0, 0.6) == ["monitor", "retrain", "critical"]  # entered all three
+    assert check_at(2.0, 0.6) == []  # stays: nothing, though critical failed
+    assert d.check().hooks == []  # no new samples: nothing
+    assert check_at(0.9) == []  # down to retrain: still in retrain and monitor
+    assert check_at(0.0) == []  # ok: left every level
+    assert check_at(0.9) == ["monitor", "retrain"]  # re-entered
+    now[0] += timedelta(hours=1)
+    assert check_at(0.9) == ["monitor", "retrain"]  # the cooldown passed
+    assert fired() == ["monitor", "retrain", "critical", "monitor", "retrain"] * 1 + [
+        "monitor",
+        "retrain",
+    ]
+    assert len(d.history()) == 7
+
+
+def test_a_hook_fires_once_across_concurrent_checkers(gnn: Project, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "fired.txt"
+    gnn.set_setting("drift.hooks.critical", f"echo $$ >> {log}")
+    _drifting(gnn)
+    script = (
+        "import sys\nfrom mlops_cli import Project\n"
+        "d = Project.open(sys.argv[1]).drift_detector('gnn', 'v2.2.0')\n"
+        "for _ in range(5):\n    d.check()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(gnn.root)]) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    levels = {r["level"] for r in gnn.drift_detector("gnn", "v2.2.0").history()}
+    assert levels == {"critical"} and len(gnn.drift_detector("gnn", "v2.2.0").history()) == 20
+    assert len(log.read_text().split()) == 1
 
 
 # -- CLI -------------------------------------------------------------------------------------
@@ -297,6 +391,8 @@ def two_models(cli: Cli, gnn: Project, tmp_path: Path) -> Cli:
         assert run.exit_code == 0, run.stderr
     (tmp_path / "few.jsonl").write_bytes(jsonl_of(*samples(rng, 10)))
     cli("drift", "reference", "gnn", "v2.4.0", "--file", str(tmp_path / "few.jsonl"))
+    for version in ("v2.3.0", "v2.4.0"):  # v2.2.0 serves (the champion); these do not
+        assert cli("drift", "monitor", "gnn", version).exit_code == 0
     return cli
 
 
@@ -395,9 +491,120 @@ def test_bad_drift_input(
 def test_hook_timeout_through_the_cli(two_models: Cli, gnn: Project) -> None:
     two_models("config", "set", "drift.hooks.critical", "sleep 20")
     two_models("config", "set", "drift.hook_timeout_s", "0.3")
-    before = snapshot(gnn.root)
-    assert_one_error_line(two_models("drift", "check", "gnn", "v2.3.0"), "timed out")
-    assert snapshot(gnn.root) == before
+    run = two_models("drift", "check", "gnn", "v2.3.0", "--json")
+    assert run.exit_code == 1 and "timed out" in run.stderr  # the check itself is recorded
+    assert run.json()["hooks"][0]["timed_out"] is True
+    assert len(gnn.drift_detector("gnn", "v2.3.0").history()) == 1
+
+
+def test_a_failing_hook_does_not_stop_monitoring(two_models: Cli, gnn: Project) -> None:
+    """Issue 11 item 3: a failing critical hook, `check --all --fail-on critical`."""
+    two_models("drift", "monitor", "gnn", "v2.4.0", "--off")
+    two_models("config", "set", "drift.window_size", "1000")
+    v3 = gnn.drift_detector("gnn", "v2.3.0")
+    two_models("config", "set", "drift.hooks.critical", "echo no retrainer >&2; exit 7")
+    gated = two_models("drift", "check", "--all", "--fail-on", "critical", "--json")
+    assert gated.exit_code == 3  # the gate, whatever the hook did
+    results = {r["model_version"]: r for r in gated.json()["results"]}
+    assert set(results) == {"v2.2.0", "v2.3.0"}  # every monitored version checked
+    assert results["v2.3.0"]["hooks"] == [
+        {
+            "level": "critical",
+            "ok": False,
+            "exit_code": 7,
+            "timed_out": False,
+            "output": "no retrainer\n",
+        }
+    ]
+    assert v3.last_check()["level"] == "critical"  # recorded, so exported
+    assert "model_drift_level{" in two_models("metrics", "export").stdout
+    export = two_models("metrics", "export").stdout
+    assert 'model_drift_level{model_type="gnn",model_version="v2.3.0"} 3.0' in export
+    # the same entry: the hook does not fire again, so no hook failure and exit 0
+    assert two_models("drift", "check", "--all").exit_code == 0
+    # a fresh entry whose hook fails, no gate: exit 1, both versions still checked
+    two_models(
+        "drift",
+        "record",
+        "gnn",
+        "v2.3.0",
+        "--file",
+        "-",
+        input=jsonl_of(*samples(np.random.default_rng(40), 1000)).decode(),
+    )
+    back = two_models("drift", "check", "gnn", "v2.3.0", "--json")
+    assert back.exit_code == 0 and back.json()["level"] == "ok"  # left critical
+    two_models(
+        "drift",
+        "record",
+        "gnn",
+        "v2.3.0",
+        "--file",
+        "-",
+        input=jsonl_of(*samples(np.random.default_rng(41), 1000, mean=2.0, conf=0.6)).decode(),
+    )
+    run = two_models("drift", "check", "--all", "--json")
+    assert run.exit_code == 1 and "gnn v2.3.0 critical exit code 7" in run.stderr
+    assert len(run.json()["results"]) == 2
+    report = two_models("drift", "report", "gnn", "v2.3.0")
+    assert report.exit_code == 0 and "critical" in report.stdout  # a read: no hook, exit 0
+    assert len(v3.history()) == 4
+
+
+def test_monitoring_scope(two_models: Cli, gnn: Project) -> None:
+    def checked() -> set[str]:
+        run = two_models("drift", "check", "--all", "--json")
+        return {r["model_version"] for r in run.json()["results"]}
+
+    def exported() -> set[str]:
+        out = two_models("metrics", "export").stdout
+        return {
+            v
+            for v in ("v2.2.0", "v2.3.0", "v2.4.0")
+            if f'model_drift_last_check_timestamp_seconds{{model_type="gnn",model_version="{v}"}}'
+            in out
+        }
+
+    assert checked() == {"v2.2.0", "v2.3.0", "v2.4.0"} == exported()
+    two_models("drift", "monitor", "gnn", "v2.3.0", "--off")
+    two_models("drift", "monitor", "gnn", "v2.4.0", "--off")
+    assert checked() == {"v2.2.0"} == exported()
+    events = [e for e in gnn.store.history("events") if e["event"] in ("monitored", "unmonitored")]
+    assert [(e["event"], e["version"]) for e in events][-2:] == [
+        ("unmonitored", "v2.3.0"),
+        ("unmonitored", "v2.4.0"),
+    ]
+    # the arms of a running test serve traffic
+    gnn.ab.start_test(
+        ABTestConfig(
+            name="t1", model_type="gnn", control_version="v2.2.0", treatment_version="v2.3.0"
+        )
+    )
+    assert checked() == {"v2.2.0", "v2.3.0"}
+    gnn.ab.finalize_test("t1", "rollback")
+    two_models("drift", "monitor", "gnn", "v2.3.0")
+    assert checked() == {"v2.2.0", "v2.3.0"}
+    # a deprecated version is dropped from both, whatever it was
+    assert two_models("deprecate", "gnn", "v2.3.0").exit_code == 0
+    assert checked() == {"v2.2.0"} == exported()
+    assert 'model_drift_level{model_type="gnn",model_version="v2.3.0"}' not in (
+        two_models("metrics", "export").stdout
+    )
+    assert_one_error_line(two_models("drift", "monitor", "gnn", "v2.3.0"), "deprecated")
+
+
+def test_last_check_time_is_exported(two_models: Cli, gnn: Project) -> None:
+    two_models("drift", "check", "gnn", "v2.2.0")
+    when = gnn.drift_detector("gnn", "v2.2.0").last_check()["ts"]
+    expected = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    line = next(
+        x
+        for x in two_models("metrics", "export").stdout.splitlines()
+        if x.startswith(
+            'model_drift_last_check_timestamp_seconds{model_type="gnn",model_version="v2.2.0"}'
+        )
+    )
+    assert float(line.split()[-1]) == pytest.approx(expected, abs=1e-3)
 
 
 def test_malformed_window_line_is_named_or_skipped_and_counted(
@@ -425,3 +632,63 @@ def test_torn_production_tail_is_reported(two_models: Cli, gnn: Project) -> None
     run = two_models("drift", "check", "gnn", "v2.2.0")
     assert run.exit_code == 0 and "is incomplete (17 bytes" in run.stderr
     assert two_models("drift", "report", "gnn", "v2.2.0", "--json").json()["torn_bytes"] == 17
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_weights_are_set_together_and_sum_to_1(cli: Cli, project: Project) -> None:
+    before = snapshot(project.root)
+    assert_one_error_line(
+        cli("config", "set", "drift.weights.statistical", "0.9"),
+        "drift.weights statistical=0.5,performance=0.25,distribution=0.25",
+    )
+    assert_one_error_line(
+        cli("config", "set", "drift.weights", "statistical=0.5,performance=0.5,distribution=0.5"),
+        "sum to 1",
+    )
+    assert_one_error_line(
+        cli("config", "set", "drift.weights", "statistical=1.5,performance=-0.5,distribution=0"),
+        ">= 0",
+    )
+    assert_one_error_line(
+        cli("config", "set", "drift.weights", "statistical=0.5,performance=0.5"), "distribution"
+    )
+    assert snapshot(project.root) == before
+    run = cli(
+        "config", "set", "drift.weights", "statistical=0.5,performance=0.25,distribution=0.25"
+    )
+    assert run.exit_code == 0, run.stderr
+    assert project.get_setting("drift.weights") == {
+        "statistical": 0.5,
+        "performance": 0.25,
+        "distribution": 0.25,
+    }
+    yaml_form = "{statistical: 0.4, performance: 0.3, distribution: 0.3}"
+    assert cli("config", "set", "drift.weights", yaml_form).exit_code == 0
+    assert project.get_setting("drift.weights.statistical") == 0.4
+    cli("config", "set", "drift.weights", "statistical=0.5,performance=0.25,distribution=0.25")
+    # a registry.yaml edited by hand is checked on load too
+    text = project.registry_path.read_text().replace("statistical: 0.5", "statistical: 0.9")
+    project.registry_path.write_text(text)
+    assert_one_error_line(cli("config", "list"), "sum to 1")
+
+
+@pytest.mark.parametrize("key", ["reference_size", "window_size", "min_samples"])
+def test_sizes_lie_in_1_to_10_million(cli: Cli, project: Project, key: str) -> None:
+    for bad in ("0", "-1", "10000001", "1.5"):
+        assert_one_error_line(cli("config", "set", "--", f"drift.{key}", bad), key)
+    for good in ("1", "10000000"):
+        assert cli("config", "set", f"drift.{key}", good).exit_code == 0
+        assert project.get_setting(f"drift.{key}") == int(good)
+
+
+def test_window_zero_is_an_error(two_models: Cli, gnn: Project) -> None:
+    before = snapshot(gnn.root)
+    for bad in ("0", "-5", "10000001"):
+        assert_one_error_line(
+            two_models("drift", "check", "gnn", "v2.2.0", "--window", bad), "--window"
+        )
+    assert snapshot(gnn.root) == before
+    with pytest.raises(ValidationError, match="--window"):
+        gnn.drift_detector("gnn", "v2.2.0").check(window=0)

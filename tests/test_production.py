@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mlops_cli import ConflictError, ModelVersion, Project
+from mlops_cli import ConflictError, ModelVersion, Project, ValidationError
 
 from .conftest import Run, assert_one_error_line
 
@@ -147,3 +147,22 @@ def test_init_force_refusal_changes_nothing_on_disk(tmp_path: Path) -> None:
     with pytest.raises(ConflictError):
         Project.init(tmp_path / "p", force=True)
     assert {p: p.read_bytes() for p in (tmp_path / "p").rglob("*") if p.is_file()} == before
+
+
+def test_a_directory_or_fifo_is_not_a_model_file(project: Project, tmp_path: Path) -> None:
+    (tmp_path / "model_dir").mkdir()
+    os.mkfifo(tmp_path / "model.fifo")
+    for path in ("model_dir", "model.fifo"):
+        with pytest.raises(ValidationError, match="register one file"):
+            project.registry.register_version(
+                ModelVersion("gnn", "1.0.0", model_path=str(tmp_path / path))
+            )
+    assert project.state().models == {}
+
+
+def test_a_version_spelled_without_its_v_records_into_the_same_samples(project: Project) -> None:
+    project.registry.register_version(ModelVersion("gnn", "v3.2.0", model_path="m"))
+    project.drift_detector("gnn", "3.2.0").add_production_sample(0.5, 0.9)
+    project.registry.update_metrics("gnn", "3.2.0", 10.0, 0.9)
+    assert project.store.count("drift/gnn/v3.2.0/production") == 1
+    assert project.registry.get_version("gnn", "v3.2.0").requests == 1

@@ -191,7 +191,12 @@ def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        [
+            binary,
+            f"--web.listen-address=127.0.0.1:{port}",
+            # its own store: Debian's default file is shared by every gateway on the machine
+            f"--persistence.file={tmp_path / 'pushgateway.data'}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

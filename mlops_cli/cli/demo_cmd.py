@@ -11,19 +11,22 @@ from .common import console, funnel, progress_wanted, table
 
 def demo(
     ctx: typer.Context,
-    directory: str | None = typer.Argument(
-        None, help="Where to leave the demo project (default: a new temporary directory)."
+    location: str | None = typer.Argument(
+        None,
+        metavar="[DIR|URL]",
+        help="Where to leave the demo project: an empty directory, or a postgresql:// URL of "
+        "an empty store (default: a new temporary directory).",
     ),
 ) -> None:
     """Run a realistic end-to-end example: registry, a week of A/B testing, drift, export."""
-    from ..demo import demo_directory, run_demo
+    from ..demo import demo_location, run_demo
 
     out = console()
     with funnel(ctx):
-        root = demo_directory(directory)
+        where, files = demo_location(location)
         bar: Any = None
         try:
-            for step, data in run_demo(root):
+            for step, data in run_demo(where, files):
                 if step == "ab_started" and progress_wanted():
                     from rich.progress import Progress
 
@@ -44,7 +47,8 @@ def demo(
 
 def render(out: Any, step: str, d: dict[str, Any]) -> None:
     if step == "init":
-        out.print(f"[bold]mlops demo[/] in {d['root']}")
+        also = f" (its files in {d['files']})" if d["files"] != d["root"] else ""
+        out.print(f"[bold]mlops demo[/] in {d['root']}{also}", soft_wrap=True)
     elif step == "registered":
         role = "champion" if d["champion"] else "candidate"
         out.print(f"registered gnn {d['version']} ({role})")
@@ -96,7 +100,7 @@ def render(out: Any, step: str, d: dict[str, Any]) -> None:
             out.print(f"  {program}{command.removeprefix('mlops')}", soft_wrap=True)
         import shlex
 
-        where = f"-C {shlex.quote(d['root'])}"
+        where = f"-C {shlex.quote(d['location'])}"
         out.print(
             f"Open the dashboard: {program} {where} ui --open  (then http://127.0.0.1:8765/), "
             f"or write it to one file: {program} {where} report --html report.html",

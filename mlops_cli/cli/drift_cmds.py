@@ -1,4 +1,4 @@
-"""Drift commands: reference, record, check, report."""
+"""Drift commands: reference, record, check, report, monitor."""
 
 from __future__ import annotations
 
@@ -141,8 +141,13 @@ def render_reports(reports: list[DriftReport]) -> None:
             torn_note(
                 f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]
             )
-        for hook in r.get("hooks", []):
-            out.print(f"  hook {hook['level']} ran: {hook['command']}")
+        for hook in r.hooks:
+            if hook.ok:
+                out.print(f"  hook {hook.level} ran (exit code 0)")
+            else:
+                what = "timed out" if hook.timed_out else f"failed with exit code {hook.exit_code}"
+                tail = hook.output.strip().splitlines()[-1:]
+                out.print(f"  [red]hook {hook.level} {what}[/]" + (f": {tail[0]}" if tail else ""))
 
 
 @drift_app.command("check")
@@ -150,8 +155,15 @@ def check(
     ctx: typer.Context,
     model_type: str | None = typer.Argument(None, help="Model type (or --all)."),
     version: str | None = typer.Argument(None, help="Version (or --all)."),
-    all_versions: bool = typer.Option(False, "--all", help="Every version with a reference."),
-    window: int | None = typer.Option(None, "--window", help="Window size (default: setting)."),
+    all_versions: bool = typer.Option(
+        False,
+        "--all",
+        help="Every monitored version with a reference: champions, arms of running tests, "
+        "versions marked with `drift monitor`; never deprecated ones.",
+    ),
+    window: int | None = typer.Option(
+        None, "--window", help="Window size, 1 to 10,000,000 (default: drift.window_size)."
+    ),
     fail_on: str | None = typer.Option(
         None, "--fail-on", help="Exit 3 at this level or above: monitor, retrain, critical."
     ),
@@ -160,7 +172,12 @@ def check(
     ),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Score drift now, record it in the history, and run any hook the level reaches."""
+    """Score drift now, record it in the history, and run the hook of each level a version
+    entered (once per entry, again after drift.hook_cooldown_s).
+
+    Exit code 3 when --fail-on trips, else 1 when a hook failed (every check is recorded),
+    else 0.
+    """
     from ..drift import gate, parse_level
 
     def action() -> tuple[list[DriftReport], Level | None]:
@@ -193,10 +210,34 @@ def report(
     version: str = typer.Argument(..., help="Version."),
     json_output: bool = JsonOpt,
 ) -> None:
-    """The drift report (checks first when samples arrived since the last check)."""
+    """The current drift figures, computed read-only (nothing recorded, no hook run)."""
     run(
         ctx,
         json_output,
         lambda: open_project(ctx).drift_detector(model_type, version).get_drift_report(),
         lambda r: render_reports([r]),
+    )
+
+
+@drift_app.command("monitor")
+def monitor(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    off: bool = typer.Option(False, "--off", help="Stop monitoring it (unless it serves)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Mark a version monitored: `check --all` and `metrics export` cover it even when it
+    serves no traffic (`--off` unmarks it)."""
+    run(
+        ctx,
+        json_output,
+        lambda: {
+            "model_type": model_type,
+            "model_version": version,
+            "monitored": open_project(ctx).drift.set_monitored(model_type, version, not off),
+        },
+        lambda r: typer.echo(
+            f"{model_type} {version} is {'now' if r['monitored'] else 'no longer'} monitored"
+        ),
     )

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 Location = str | os.PathLike[str] | None
 
-# A drift check older than this is marked stale on the overview.
-STALE_AFTER_S = 24 * 3600
+# A drift check older than this is marked stale (as the staleness alert in deploy/ does), and so
+# is one that samples arrived after.
+STALE_AFTER_S = 36 * 3600
 # Points on the "interval as requests came in" curve, and bins of the drift histograms.
 NARROWING_POINTS = 12
 HISTOGRAM_BINS = 30
@@ -63,14 +64,11 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _last_check(detector: DriftDetector) -> dict[str, Any] | None:
-    """The newest recorded drift check of a version (read only: nothing is computed), read
-    from the end of its history so the overview does not grow with history."""
-    return detector.last_check()
-
-
 def _drift_badge(project: Project, model_type: str, version: str, now: datetime) -> dict[str, Any]:
-    row = _last_check(project.drift_detector(model_type, version))
+    """The newest recorded check of a version (read only: nothing is computed), stale when
+    old or when samples arrived after it."""
+    detector = project.drift_detector(model_type, version)
+    row = detector.last_check()
     if row is None:
         return {"version": version, "level": None, "score": None, "checked_at": None, "stale": True}
     age = _age_s(row.get("ts"), now)
@@ -79,7 +77,7 @@ def _drift_badge(project: Project, model_type: str, version: str, now: datetime)
         "level": row["level"],
         "score": row["score"],
         "checked_at": row.get("ts"),
-        "stale": age is None or age > STALE_AFTER_S,
+        "stale": age is None or age > STALE_AFTER_S or detector.samples_since(row),
     }
 
 

@@ -127,7 +127,7 @@ def test_window_upper_bound(tmp_path: Path) -> None:
     root = tmp_path / "p"
     ab_project(root)
     result = run(root, "drift", "check", "gnn", "1.0.0", "--window", "1000000000000")
-    assert_one_error_line(result, "--window must be at most 10,000,000")
+    assert_one_error_line(result, "--window must be between 1 and 10,000,000")
 
 
 def test_poisoned_summary_cache_is_recomputed(tmp_path: Path) -> None:
