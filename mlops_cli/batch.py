@@ -85,6 +85,27 @@ def line_chunks(stream: BinaryIO, size: int | None = None) -> Iterator[bytes]:
         yield rest + b"\n"
 
 
+def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> bytes:
+    """A chunk of whole, valid lines with `prefix` (`{"ts":"...",`) spliced into each line
+    that has no `ts` of its own; blank lines dropped. `lines`: the chunk split, if at hand."""
+    if b'"ts"' not in data and data[:1] == b"{" and (
+        data.count(b"\n{") == data.count(b"\n") - 1
+    ):
+        # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
+        # (A newline cannot occur inside a JSON line, so "\n{" only starts a line; the
+        # chunk's last newline is followed by nothing.)
+        return prefix + data[1:].replace(b"\n{", b"\n" + prefix)
+    if lines is None:
+        lines = data.split(b"\n")
+    out = []
+    loads = orjson.loads
+    for raw in lines:
+        line = raw.strip()
+        if line:
+            out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
+    return b"\n".join(out) + b"\n" if out else b""
+
+
 class Scan:
     """Validates a batch chunk by chunk, keeping only the count and the first bad lines."""
 
@@ -122,7 +143,23 @@ class Scan:
         self.count += count
         if self.bad:
             return b"", 0
-        return self._stamped(data, lines, count, blank), count
+        return stamped(self.prefix, data, lines), count
+
+    def check(self, data: bytes) -> None:
+        """Validate a chunk of whole lines, counting records and bad lines (no stamping)."""
+        lines = data.split(b"\n")
+        lines.pop()
+        base = self.lines
+        self.lines += len(lines)
+        bad_before = self.bad
+        blank = 0
+        try:
+            deque(map(self.validate, map(orjson.loads, lines), repeat("")), maxlen=0)
+        except (orjson.JSONDecodeError, ValidationError):
+            blank = self._slow(lines, base)
+        self.count += len(lines) - blank - (self.bad - bad_before)
+        if self.progress is not None:
+            self.progress(self.lines)
 
     def _slow(self, lines: list[bytes], base: int) -> int:
         validate, loads = self.validate, orjson.loads
@@ -142,23 +179,6 @@ class Scan:
             if len(self.shown) < SHOWN:
                 self.shown.append((number, message))
         return blank
-
-    def _stamped(self, data: bytes, lines: list[bytes], count: int, blank: int) -> bytes:
-        prefix = self.prefix
-        if not blank and b'"ts"' not in data and data[:1] == b"{" and (
-            data.count(b"\n{") == count - 1
-        ):
-            # Every line starts with "{" and none has a ts: splice the stamp in with one pass.
-            # (A newline cannot occur inside a JSON line, so "\n{" only starts a line; the
-            # chunk's last newline is followed by nothing.)
-            return prefix + data[1:].replace(b"\n{", b"\n" + prefix)
-        out = []
-        loads = orjson.loads
-        for raw in lines:
-            line = raw.strip()
-            if line:
-                out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
-        return b"\n".join(out) + b"\n" if out else b""
 
     def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
         """The stamped records of every chunk of the stream; after the last, raise BatchError
@@ -206,9 +226,67 @@ def append_batch(
     appended whatever came before. With `room(fd)` (the records the log holds, and its cap), a
     batch that would take it past the cap is refused whole with CapError."""
     stream, batch_id = as_stream(data, batch_id)
-    # The first chunk is validated before the log is opened, so a bad small batch (or a bad
-    # first chunk) creates nothing; its stamp is the one a retry must reuse, read again
-    # under the lock (and swapped into the first chunk in the rare case it changed).
+    if _rereadable(stream):
+        chunks = _validated_first(stream, validate, progress)
+    else:
+        chunks = _validated_while_appended(log, stream, batch_id, validate, progress)
+    try:
+        appended, present = jsonl.WRITER.append_stream(
+            log, batch_id, chunks, timeout, root=root, room=room
+        )
+    except jsonl.Overflow as over:
+        raise CapError(over.held, over.adding, over.cap) from None
+    return BatchResult(batch_id or "", appended, present)
+
+
+def _rereadable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable() and stream.tell() >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def _validated_first(
+    stream: BinaryIO,
+    validate: Callable[[Any, str], Any],
+    progress: Callable[[int], None] | None,
+) -> Callable[[str], Iterator[bytes]]:
+    """A batch that can be read twice (a file, bytes) is validated whole before the log is
+    opened, and read again under the log's lock only to be stamped and written: the lock is
+    held for the writing, not the validating. Its hash must match the first reading's."""
+    start = stream.tell()
+    scan = Scan(validate, "", progress)
+    first = hashlib.sha256()
+    for data in line_chunks(stream):
+        first.update(data)
+        scan.check(data)
+    scan.finish()  # bad lines, or none at all: raised before anything was opened
+
+    def chunks(stamp: str) -> Iterator[bytes]:
+        prefix = b'{"ts":"' + stamp.encode() + b'",'
+        stream.seek(start)
+        again = hashlib.sha256()
+        for data in line_chunks(stream):
+            again.update(data)
+            yield stamped(prefix, data)
+        if again.digest() != first.digest():
+            raise ValidationError("the batch changed while it was recorded; nothing recorded")
+
+    return chunks
+
+
+def _validated_while_appended(
+    log: Path,
+    stream: BinaryIO,
+    batch_id: str | None,
+    validate: Callable[[Any, str], Any],
+    progress: Callable[[int], None] | None,
+) -> Callable[[str], Iterator[bytes]]:
+    """A batch read once (stdin) is validated a chunk at a time as it is appended; a bad line
+    anywhere makes the writer cut the log back. The first chunk is validated before the log
+    is opened, so a bad small batch (or a bad first chunk) creates nothing; its stamp is the
+    one a retry must reuse, read again under the lock (and swapped into the first chunk in
+    the rare case it changed)."""
     entries = jsonl.batch_entries(log, batch_id) if batch_id else []
     scan = Scan(validate, str(entries[0]["stamp"]) if entries else jsonl.utc_now(), progress)
     body = scan.chunks(stream)
@@ -225,10 +303,4 @@ def append_batch(
         del head
         yield from body
 
-    try:
-        appended, present = jsonl.WRITER.append_stream(
-            log, batch_id, chunks, timeout, root=root, room=room
-        )
-    except jsonl.Overflow as over:
-        raise CapError(over.held, over.adding, over.cap) from None
-    return BatchResult(batch_id or "", appended, present)
+    return chunks

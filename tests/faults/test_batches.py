@@ -10,14 +10,36 @@ import subprocess
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlops_cli import ValidationError, batch
+from mlops_cli import ValidationError, batch, jsonl
+from mlops_cli.records import validate_request
 
 from .helpers import MLOPS, ab_project, mlops, requests_jsonl, samples_jsonl, whole_lines
 
 SAMPLE = b'{"prediction":0.5,"confidence":0.9}\n'
+
+
+class Pipe(io.RawIOBase):
+    """Data read once, as from stdin: not seekable, so validated while appended."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self.data), 1 << 16)
+        buffer[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+def pipe(data: bytes) -> io.BufferedReader:
+    return io.BufferedReader(Pipe(data))
 
 
 @pytest.fixture
@@ -57,13 +79,60 @@ def test_a_bad_line_late_in_a_stream_cuts_the_log_back(tmp_path: Path, small_chu
         lines[number - 1] = b'{"variant": "control", "inference_time_ms": -1, "confidence": 1}\n'
     data = b"".join(lines)
     with pytest.raises(ValidationError) as err:
-        project.ab.record_batch("t", io.BytesIO(data))
+        project.ab.record_batch("t", pipe(data))
     message = str(err.value)
     assert message.startswith("25 bad line(s), nothing recorded: line 20000: ")
     assert "line 20900" in message and "line 21000" not in message
     assert message.endswith("(and 15 more)")
     assert log.read_bytes() == before  # every chunk appended before the bad line is gone
     assert project.ab.evaluate_test("t").requests == 100
+    with pytest.raises(ValidationError, match=r"^25 bad line"):  # read twice: fails before
+        project.ab.record_batch("t", io.BytesIO(data))
+    assert log.read_bytes() == before
+
+
+def test_a_file_is_validated_without_holding_the_log_lock(
+    tmp_path: Path, small_chunks: int
+) -> None:
+    """A batch that can be read twice is validated first, then written under the lock: other
+    writers of the log wait only for the writing."""
+    project = ab_project(tmp_path / "p")
+    log = project.ab_log("t")
+    project.ab.record_result("t", "control", 1.0, 0.5)
+    calls = []
+
+    def validate(doc: Any, where: str) -> Any:
+        calls.append(1)
+        if len(calls) == 15_000:  # in a later chunk
+            with jsonl.locked_log(log, 0.2):  # free: a LockTimeoutError otherwise
+                pass
+        return validate_request(doc, where)
+
+    source = tmp_path / "b.jsonl"
+    source.write_bytes(requests_jsonl(20_000, seed=1))
+    with open(source, "rb") as f:
+        result = project.store.append_batch("ab/t", f, validate, "b1")
+    assert result.recorded == 20_000 and len(calls) == 20_000
+    assert len(whole_lines(log)) == 20_001
+
+
+def test_a_file_changed_between_validating_and_writing_records_nothing(
+    tmp_path: Path, small_chunks: int
+) -> None:
+    project = ab_project(tmp_path / "p")
+    project.ab.record_result("t", "control", 1.0, 0.5)
+    log = project.ab_log("t")
+    before = log.read_bytes()
+    good = requests_jsonl(5_000, seed=1)
+
+    class Changing(io.BytesIO):
+        def seek(self, offset: int, whence: int = 0) -> int:
+            self.getbuffer()[-3:-1] = b"0}"  # rewritten under us (still one line a record)
+            return super().seek(offset, whence)
+
+    with pytest.raises(ValidationError, match="changed while it was recorded"):
+        project.ab.record_batch("t", Changing(good), batch_id="c1")
+    assert log.read_bytes() == before
 
 
 def test_a_stream_killed_mid_way_is_completed_once_by_the_retry(
@@ -72,12 +141,12 @@ def test_a_stream_killed_mid_way_is_completed_once_by_the_retry(
     project = ab_project(tmp_path / "p")
     data = requests_jsonl(20_000, seed=5)
     log = project.ab_log("t")
-    project.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    project.ab.record_batch("t", pipe(data), batch_id="job-7")
     full = log.read_bytes()
     with open(log, "r+b") as f:
         f.truncate(len(full) * 3 // 5)  # the kill: 60% written over many chunks, tail torn
     project.ab.record_result("t", "control", 1.0, 0.5)  # another writer meanwhile
-    retry = project.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    retry = project.ab.record_batch("t", pipe(data), batch_id="job-7")
     assert retry.recorded > 0 and retry.recorded + retry.already_recorded == 20_000
     assert len(whole_lines(log)) == 20_001
     again = project.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
@@ -140,10 +209,10 @@ def test_the_reference_set_is_all_or_nothing_and_its_cap_streams(
     lines = samples_jsonl(20_000, seed=2).splitlines(keepends=True)
     lines[19_000] = b'{"prediction": 1}\n'
     with pytest.raises(ValidationError, match=r"1 bad line.*line 19001"):
-        detector.set_reference(io.BytesIO(b"".join(lines)))
+        detector.set_reference(pipe(b"".join(lines)))
     assert ref.read_bytes() == before
     with pytest.raises(ValidationError, match=r"holds 100 of 30000 samples.*adding 40000"):
-        detector.set_reference(io.BytesIO(samples_jsonl(40_000, seed=3)))
+        detector.set_reference(pipe(samples_jsonl(40_000, seed=3)))
     assert ref.read_bytes() == before
     with pytest.raises(ValidationError, match="holds 40000 samples, more than"):
         detector.set_reference(io.BytesIO(samples_jsonl(40_000, seed=3)), replace=True)
