@@ -88,6 +88,20 @@ def string(value: Any, key: str) -> str:
     return value
 
 
+def timestamp(value: Any, key: str) -> str:
+    """An ISO-8601 time with a zone (`Z` or an offset), as the tool writes them."""
+    from .timeutil import parse_ts
+
+    string(value, key)
+    try:
+        parse_ts(value)
+    except ValueError:
+        raise ValueError(
+            f"{key} must be an ISO-8601 time with a zone (2026-01-31T12:00:00Z), not {value!r}"
+        ) from None
+    return str(value)
+
+
 def optional(inner: Check) -> Check:
     def check(value: Any, key: str) -> Any:
         return None if value is None else inner(value, key)
@@ -228,7 +242,7 @@ VERSION = record(
         "model_path": string,
         "config": mapping,
         "traffic_percentage": number(0, 100),
-        "registered_at": string,
+        "registered_at": timestamp,
         "description": string,
         "tags": string_map,
         "sha256": optional(string),
@@ -253,8 +267,8 @@ AB_TEST = record(
         "treatment_version": version_str,
         **{k: v for k, v in AB_FIELDS.items()},
         "status": choice("running", "promoted", "rolled_back", "aborted"),
-        "started_at": string,
-        "finalized_at": optional(string),
+        "started_at": timestamp,
+        "finalized_at": optional(timestamp),
         "end_reason": optional(string),
     }
 )
