@@ -12,7 +12,7 @@ from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 HEADER = (
     "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
@@ -279,6 +279,7 @@ STATE = record(
         "settings": SETTINGS,
         "models": each(name_of("model type"), MODEL),
         "ab_tests": each(name_of("A/B test name"), AB_TEST),
+        "committed": record({"events": integer(0), "archive": integer(0)}, required=False),
     }
 )
 
@@ -316,7 +317,15 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    """The directory store marks the bytes of events.jsonl and of the test archive each write
+    committed (none known yet: every line so far counts). Finalized tests move to the archive
+    when the migrated file is written (FileStore), not here: a migration touches no files."""
+    doc.setdefault("committed", {})
+    return doc
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -351,6 +360,7 @@ def new_document() -> dict[str, Any]:
         "settings": copy.deepcopy(DEFAULT_SETTINGS),
         "models": {},
         "ab_tests": {},
+        "committed": {},
     }
 
 
