@@ -256,7 +256,8 @@ class FileStore:
                 start, ends[key] = self._append_committing(
                     path, ends.get(key), jsonl.encode_batch(records), timeout
                 )
-                appended.append((path, start))
+                if records:
+                    appended.append((path, start))
             state.committed = ends
             data = dump_document(state.to_doc())
             safefs.atomic_replace(self.root, REGISTRY_FILE, data)
