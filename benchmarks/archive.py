@@ -52,9 +52,8 @@ def measure(location: str, repeat: int) -> dict[str, float]:
         out["promote"].append(timed(location, "promote", "gnn", "1.1.0"))
         timed(location, "promote", "gnn", "1.0.0")
         out["ab status"].append(timed(location, "ab", "status", "running"))
-        out["ab start"].append(
-            timed(location, "ab", "start", f"new-{i}", "--model-type", "gnn", "--treatment", "1.2.0")
-        )
+        start = ("ab", "start", f"new-{i}", "--model-type", "gnn", "--treatment", "1.2.0")
+        out["ab start"].append(timed(location, *start))
         timed(location, "ab", "finalize", f"new-{i}", "rollback")
     return {k: statistics.median(v) for k, v in out.items()}
 

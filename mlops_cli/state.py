@@ -255,8 +255,12 @@ class RegistryState:
         try:
             return self.ab_tests[name]
         except KeyError:
-            known = ", ".join(sorted(self.ab_tests)) or "none started yet"
-            raise NotFoundError(f"unknown A/B test {name!r} (known: {known})") from None
+            # Finished tests are archived (see store.base): name only the ones held here.
+            running = ", ".join(sorted(self.ab_tests)) or "none"
+            raise NotFoundError(
+                f"unknown A/B test {name!r} (running: {running}; `mlops ab list` shows every "
+                "test)"
+            ) from None
 
     def running_test(self, model_type: str) -> ABTest | None:
         """The test running on a model type (at most one runs)."""
