@@ -6,7 +6,10 @@ through the store's own commit (one transaction that finalizes them), then times
 `mlops ab start` (whose name check searches the archive). Prints seconds per command (median
 of --repeat runs, each a fresh process) and the ratio of the large project to the empty one.
 
-python benchmarks/archive.py [--tests N] [--repeat R] [--json] [--location postgresql://...]
+python benchmarks/archive.py [--tests N] [--repeat R] [--json] [--postgres]
+
+With --postgres both projects are databases on a PostgreSQL server started like the tests do
+(tests/pg_server.py, fsync on).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mlops_cli import ABTestConfig, ModelVersion, Project
 from mlops_cli.state import ABTest
 
 MLOPS = str(Path(sys.executable).with_name("mlops"))
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def build(location: str, finished: int) -> Project:
@@ -63,18 +67,31 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--location", help="two postgresql:// URLs, comma-separated")
+    parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args()
+    server = None
     with tempfile.TemporaryDirectory() as tmp:
-        locations = (
-            args.location.split(",") if args.location else [f"{tmp}/none", f"{tmp}/many"]
-        )
+        locations = [f"{tmp}/none", f"{tmp}/many"]
+        if args.postgres:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pg_server import Server, _binaries
+
+            bindir = _binaries()
+            if bindir is None:
+                sys.exit("no PostgreSQL binaries: apt-get install postgresql")
+            server = Server(bindir, fsync=True)
+            locations = [server.url(server.create_database()) for _ in range(2)]
         start = time.perf_counter()
         build(locations[0], 0)
         build(locations[1], args.tests)
         built = time.perf_counter() - start
-        none, many = measure(locations[0], args.repeat), measure(locations[1], args.repeat)
+        try:
+            none, many = measure(locations[0], args.repeat), measure(locations[1], args.repeat)
+        finally:
+            if server is not None:
+                server.cleanup()
     result = {
+        "store": "postgres" if args.postgres else "files",
         "finished_tests": args.tests,
         "build_s": round(built, 1),
         "seconds_with_none": {k: round(v, 3) for k, v in none.items()},
@@ -84,7 +101,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.tests:,} archived tests (built in {built:.1f} s); median of {args.repeat} runs")
+    print(
+        f"{result['store']}: {args.tests:,} archived tests (built in {built:.1f} s); "
+        f"median of {args.repeat} runs"
+    )
     print(f"{'command':<12}{'none (s)':>10}{'many (s)':>10}{'ratio':>8}")
     for key in none:
         print(f"{key:<12}{none[key]:>10.3f}{many[key]:>10.3f}{many[key] / none[key]:>8.2f}")
