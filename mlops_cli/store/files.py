@@ -51,12 +51,13 @@ from ..errors import (
     ProjectNotFoundError,
     StateError,
 )
-from ..naming import validate_name
+from ..naming import validate_name, validate_version
 from ..records import validate_sample
 from ..schema import AB_TEST, DEFAULT_SETTINGS, dump_document, load_document, new_document
 from ..state import ABTest, RegistryState
 from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
 from .base import (
+    DRIFT_KINDS,
     EVENTS,
     BatchResult,
     Progress,
@@ -523,17 +524,27 @@ class FileStore:
                 yield chunk.records
 
     def streams(self) -> list[str]:
+        """Every stream with a log: its name rebuilt from the path and checked, so hidden
+        files beside the logs (batch journals, caches) and stray files are never streams."""
         logs = self.root / "logs"
         found = ["events"] if (self.root / EVENTS_FILE).is_file() else []
-        found += [f"ab/{p.stem}" for p in sorted((logs / "ab").glob("*.jsonl"))]
-        found += [
-            f"metrics/{p.parent.name}/{p.stem}"
-            for p in sorted((logs / "metrics").glob("*/*.jsonl"))
+        candidates = [
+            *(("ab", p.stem) for p in (logs / "ab").glob("*.jsonl")),
+            *(("metrics", p.parent.name, p.stem) for p in (logs / "metrics").glob("*/*.jsonl")),
+            *(
+                ("drift", p.parent.parent.name, p.parent.name, p.stem)
+                for p in (logs / "drift").glob("*/*/*.jsonl")
+            ),
         ]
-        found += [
-            f"drift/{p.parent.parent.name}/{p.parent.name}/{p.stem}"
-            for p in sorted((logs / "drift").glob("*/*/*.jsonl"))
-        ]
+        for parts in sorted(candidates):
+            stream = "/".join(parts)
+            try:
+                if self.path(stream) == self.root.joinpath(
+                    "logs", *parts[:-1], f"{parts[-1]}.jsonl"
+                ) and _valid_stream(parts):
+                    found.append(stream)
+            except (ValueError, MlopsError):
+                continue
         return found
 
     def claim(self, key: str, ttl_s: float) -> bool:
@@ -550,6 +561,16 @@ class FileStore:
 
     def close(self) -> None:
         """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
+
+
+def _valid_stream(parts: tuple[str, ...]) -> bool:
+    """Whether a path's parts name a stream (valid names and versions, a known drift kind)."""
+    kind = parts[0]
+    validate_name(parts[1], "name")
+    if kind == "ab":
+        return True
+    validate_version(parts[2])
+    return kind == "metrics" or parts[3] in DRIFT_KINDS
 
 
 def _when(row: dict[str, Any]) -> datetime:
