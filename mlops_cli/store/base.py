@@ -181,9 +181,14 @@ class Store(Protocol):
         that does not grow with the stream's history."""
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records of a stream (checks, events), oldest first; since a time, or the last N."""
+        """Records of a stream (checks, events), oldest first; since a time, or the last N.
+        A malformed record is an error naming it, or skipped with `skip_invalid`."""
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Every record of a stream, oldest first, a bounded chunk at a time."""

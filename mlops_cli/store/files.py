@@ -37,7 +37,7 @@ import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -492,20 +492,26 @@ class FileStore:
         return Samples(pred, conf, skipped, torn)
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,
     ) -> list[dict[str, Any]]:
         path = self.path(stream)
         end = self._committed_end(path, "events") if stream == EVENTS else None
         if end is not None:  # lines of a write that never committed lie past `end`
-            rows = [r for chunk in jsonl.read_span(path, 0, end) for r in chunk.records]
+            chunks = jsonl.read_span(path, 0, end, skip_invalid)
+            rows = [r for chunk in chunks for r in chunk.records]
             rows = [r for r in rows if since is None or _when(r) >= since]
             return rows[-limit:] if limit else rows
         if since is None:
-            rows = jsonl.tail(path, limit).records if limit else jsonl.read_from(path).records
-            return rows
+            if limit:
+                return jsonl.tail(path, limit, skip_invalid).records
+            return jsonl.read_from(path, skip_invalid=skip_invalid).records
         count = 256
         while True:
-            rows = jsonl.tail(path, count).records
+            rows = jsonl.tail(path, count, skip_invalid).records
             if len(rows) < count or _when(rows[0]) < since:
                 rows = [r for r in rows if _when(r) >= since]
                 return rows[-limit:] if limit else rows
@@ -574,7 +580,12 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
 
 
 def _when(row: dict[str, Any]) -> datetime:
-    return parse_ts(str(row["ts"]))
+    """A record's time; one without a valid `ts` counts as older than any (the caller's
+    validation of the record names it)."""
+    try:
+        return parse_ts(str(row["ts"]))
+    except (KeyError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
 
 
 def read_columns(

@@ -1033,7 +1033,11 @@ class PostgresStore:
         )
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,  # rows were validated on the way in
     ) -> list[dict[str, Any]]:
         table, keys = route(stream)
         sql = f"SELECT {', '.join(table.values)} FROM {table.name} WHERE {table.where()}"
