@@ -70,6 +70,7 @@ from .base import (
     Summary,
     Transaction,
     Validator,
+    current_actor,
 )
 
 FLUSH_RECORDS = 1000  # a buffered stream is written when this many records wait
@@ -98,18 +99,6 @@ LATEST = max(v for v, _ in _migrations())
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _actor() -> str:
-    import getpass
-
-    name = os.environ.get("MLOPS_ACTOR")
-    if name:
-        return name
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _dumps(obj: Any) -> str:
@@ -690,7 +679,7 @@ class PostgresStore:
                 assert row is not None
                 doc = validate_state(_registry_doc(row), self._shown)
                 before = copy.deepcopy(doc)
-                txn = Transaction(RegistryState.from_doc(doc), self._actor or _actor(), self.clock)
+                txn = Transaction(RegistryState.from_doc(doc), self._actor or current_actor(), self.clock)
                 self._local.now = locked[0]
                 try:
                     yield txn
