@@ -679,7 +679,8 @@ class PostgresStore:
                 assert row is not None
                 doc = validate_state(_registry_doc(row), self._shown)
                 before = copy.deepcopy(doc)
-                txn = Transaction(RegistryState.from_doc(doc), self._actor or current_actor(), self.clock)
+                actor = self._actor or current_actor()
+                txn = Transaction(RegistryState.from_doc(doc), actor, self.clock)
                 self._local.now = locked[0]
                 try:
                     yield txn
