@@ -164,15 +164,26 @@ class ABTestManager:
     _active_tests = active_tests
 
     def get_test(self, name: str) -> ABTest:
-        return self.store.read().test(name)
+        """A running test from the registry, or a finalized one from the archive."""
+        state = self.store.read()
+        validate_name(name, "A/B test name")
+        if name in state.ab_tests:
+            return state.ab_tests[name]
+        archived = self.store.archived_test(name)
+        if archived is not None:
+            return archived
+        return state.test(name)  # NotFoundError naming the running tests
 
     def requests(self, name: str, skip_invalid: bool = False) -> Summary:
         """Per-arm sufficient statistics of a test's requests, and per-user totals."""
         return self.store.summary(ab_stream(name), "variant", VARIANTS, skip_invalid, True)
 
     def list_tests(self) -> list[TestStatus]:
+        """Every test, running and archived, by name."""
+        tests = {t.name: t for t in self.store.archived_tests()}
+        tests.update(self.store.read().ab_tests)  # a copy in the registry wins
         out = []
-        for name, test in sorted(self.store.read().ab_tests.items()):
+        for name, test in sorted(tests.items()):
             summary = self.requests(name)
             out.append(TestStatus(test, {v: summary.arm(v).n for v in VARIANTS}))
         return out
@@ -201,6 +212,12 @@ class ABTestManager:
             cfg = config.resolved(state.settings.ab_defaults)
             if cfg.name in state.ab_tests:
                 raise ConflictError(f"A/B test {cfg.name} already exists; choose another name")
+            ended = self.store.archived_test(cfg.name)
+            if ended is not None:  # a name stays taken: its log and events name the old test
+                raise ConflictError(
+                    f"A/B test {cfg.name} already exists (finalized {ended.status} at "
+                    f"{ended.finalized_at}); choose another name"
+                )
             model = state.model(cfg.model_type)
             running = state.running_test(cfg.model_type)
             if running is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import CapError, Source
-from .errors import ConflictError, GateError, HookError, ValidationError
+from .errors import ConflictError, GateError, HookError, StateError, ValidationError
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, validate_sample
@@ -347,13 +347,15 @@ class DriftDetector:
         A malformed sample line is an error, or with `skip_invalid` skipped and counted.
         """
         row = self._measure(window, skip_invalid)
-        previous = self.last_check()
+        # The history is read (and a malformed row refused) before anything is recorded.
+        recent = self.history(7, skip_invalid)
+        previous = self.last_check(skip_invalid)
         if row["status"] == "active":
             row["entries"] = entries_of(Level(row["level"]), previous)
         elif previous and previous.get("entries"):
             row["entries"] = previous["entries"]  # too few samples to say it left a level
         self.store.append(self.checks, row)
-        report = self._report(row)
+        report = self._report(row, [*recent, row])
         if row["status"] == "active" and self._drift["hooks"]:
             report.hooks = self._fire_hooks(row)
         return report
@@ -388,7 +390,7 @@ class DriftDetector:
             outcomes.append(outcome)
         return outcomes
 
-    def _report(self, row: dict[str, Any]) -> DriftReport:
+    def _report(self, row: dict[str, Any], recent: list[dict[str, Any]]) -> DriftReport:
         active = row["status"] == "active"
         score = float(row["score"] or 0.0)
         drift = self._drift
@@ -404,7 +406,7 @@ class DriftDetector:
             model_version=self.model_version,
             status=row["status"],
             current_drift_score=score,
-            avg_drift_7d=self.average(days=7),
+            avg_drift_7d=_mean_score(recent),
             alert_triggered=bool(active and score > drift["thresholds"]["retrain"]),
             level=row["level"] or INSUFFICIENT,
             recommendation=recommendation,
@@ -418,22 +420,34 @@ class DriftDetector:
             torn_bytes=row.get("torn_bytes", 0),
         )
 
-    def history(self, days: float | None = None) -> list[dict[str, Any]]:
-        """Checks, oldest first; with `days`, only those of the last `days` days."""
-        if days is None:
-            return self.store.history(self.checks)
-        return self.store.history(self.checks, since=self.store.clock() - timedelta(days=days))
+    def history(
+        self, days: float | None = None, skip_invalid: bool = False
+    ) -> list[dict[str, Any]]:
+        """Checks, oldest first; with `days`, only those of the last `days` days. A record
+        that is not a check is an error naming the stream, or skipped with `skip_invalid`."""
+        since = None if days is None else self.store.clock() - timedelta(days=days)
+        rows = self.store.history(self.checks, since=since, skip_invalid=skip_invalid)
+        return self._checks_only(rows, skip_invalid)
 
-    def average(self, days: float = 7) -> float | None:
-        scores = [r["score"] for r in self.history(days) if r["status"] == "active"]
-        return sum(scores) / len(scores) if scores else None
+    def _checks_only(self, rows: list[dict[str, Any]], skip_invalid: bool) -> list[dict[str, Any]]:
+        good = [r for r in rows if _is_check(r)]
+        if len(good) < len(rows) and not skip_invalid:
+            raise StateError(
+                f"the drift checks of {self.model_type} {self.model_version} hold "
+                f"{len(rows) - len(good)} record(s) that are not checks; fix or remove them, "
+                "or pass --skip-invalid"
+            )
+        return good
+
+    def average(self, days: float = 7, skip_invalid: bool = False) -> float | None:
+        return _mean_score(self.history(days, skip_invalid))
 
     def get_drift_report(
         self, window: int | None = None, skip_invalid: bool = False
     ) -> DriftReport:
         """The current figures, computed read-only: no check is recorded and no hook runs
         (`avg_drift_7d` is the mean of the recorded checks of the last 7 days)."""
-        return self._report(self._measure(window, skip_invalid))
+        return self._report(self._measure(window, skip_invalid), self.history(7, skip_invalid))
 
     def detect_drift(self) -> float:
         """Check now (recorded, hooks run) and return the score: 0.0 while data is
@@ -443,9 +457,10 @@ class DriftDetector:
     def has_reference(self) -> bool:
         return self.store.count(self.reference) > 0
 
-    def last_check(self) -> dict[str, Any] | None:
+    def last_check(self, skip_invalid: bool = False) -> dict[str, Any] | None:
         """The latest recorded check row, if any."""
-        rows = self.store.history(self.checks, limit=1)
+        rows = self.store.history(self.checks, limit=1, skip_invalid=skip_invalid)
+        rows = self._checks_only(rows, skip_invalid)
         return rows[0] if rows else None
 
     def samples_since(self, row: dict[str, Any]) -> bool:
@@ -454,6 +469,27 @@ class DriftDetector:
         return row.get("production_end") != self.store.position(self.production) or row.get(
             "reference_end"
         ) != self.store.position(self.reference)
+
+
+def _is_check(row: dict[str, Any]) -> bool:
+    """A recorded check: a status, a level, a numeric score and a time with a zone."""
+    from .timeutil import parse_ts
+
+    score = row.get("score")
+    if not isinstance(row.get("status"), str) or not (
+        score is None or (type(score) in (int, float) and math.isfinite(score))
+    ):
+        return False
+    try:
+        parse_ts(row.get("ts"))  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _mean_score(rows: list[dict[str, Any]]) -> float | None:
+    scores = [float(r["score"]) for r in rows if r["status"] == "active"]
+    return sum(scores) / len(scores) if scores else None
 
 
 def entries_of(level: Level, previous: dict[str, Any] | None) -> dict[str, str]:

@@ -191,11 +191,16 @@ def copy_project(source: Project, target: Project) -> dict[str, int]:
     state = source.state()
     with target.store.transaction() as txn:
         txn.state = copy.deepcopy(state)
+        for test in source.store.archived_tests():  # finalized: archived again on commit
+            txn.state.ab_tests.setdefault(test.name, test)
     copied: dict[str, int] = {}
     for stream in source.store.streams():
         count = 0
         for records in source.store.scan(stream):
-            if stream == EVENTS or stream.endswith("/checks"):
+            if stream == EVENTS:  # events are committed with the registry: a chunk at a time
+                with target.store.transaction() as txn:
+                    txn.events.extend(records)
+            elif stream.endswith("/checks"):
                 for record in records:
                     target.store.append(stream, record)
             else:

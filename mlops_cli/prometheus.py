@@ -78,7 +78,8 @@ class ProjectCollector:
             latency.add_metric(key, v.avg_inference_time_ms / 1000.0)
             if (v.model_type, v.version) not in watched:
                 continue
-            last = self.project.drift.detector(v.model_type, v.version).last_check()
+            detector = self.project.drift.detector(v.model_type, v.version)
+            last = detector.last_check(skip_invalid=True)  # export what is readable
             if last:
                 checked.add_metric(key, parse_ts(str(last["ts"])).timestamp())
             if last and last.get("status") == "active":

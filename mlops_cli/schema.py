@@ -12,7 +12,7 @@ from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 HEADER = (
     "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
@@ -86,6 +86,20 @@ def string(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key} must be a string, not {value!r}")
     return value
+
+
+def timestamp(value: Any, key: str) -> str:
+    """An ISO-8601 time with a zone (`Z` or an offset), as the tool writes them."""
+    from .timeutil import parse_ts
+
+    string(value, key)
+    try:
+        parse_ts(value)
+    except ValueError:
+        raise ValueError(
+            f"{key} must be an ISO-8601 time with a zone (2026-01-31T12:00:00Z), not {value!r}"
+        ) from None
+    return str(value)
 
 
 def optional(inner: Check) -> Check:
@@ -233,7 +247,7 @@ VERSION = record(
         "model_path": string,
         "config": mapping,
         "traffic_percentage": number(0, 100),
-        "registered_at": string,
+        "registered_at": timestamp,
         "description": string,
         "tags": string_map,
         "sha256": optional(string),
@@ -258,8 +272,8 @@ AB_TEST = record(
         "treatment_version": version_str,
         **{k: v for k, v in AB_FIELDS.items()},
         "status": choice("running", "promoted", "rolled_back", "aborted"),
-        "started_at": string,
-        "finalized_at": optional(string),
+        "started_at": timestamp,
+        "finalized_at": optional(timestamp),
         "end_reason": optional(string),
     }
 )
@@ -270,6 +284,7 @@ STATE = record(
         "settings": SETTINGS,
         "models": each(name_of("model type"), MODEL),
         "ab_tests": each(name_of("A/B test name"), AB_TEST),
+        "committed": record({"events": integer(0), "archive": integer(0)}, required=False),
     }
 )
 
@@ -318,7 +333,15 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    """The directory store marks the bytes of events.jsonl and of the test archive each write
+    committed (none known yet: every line so far counts). Finalized tests move to the archive
+    when the migrated file is written (FileStore), not here: a migration touches no files."""
+    doc.setdefault("committed", {})
+    return doc
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -353,6 +376,7 @@ def new_document() -> dict[str, Any]:
         "settings": copy.deepcopy(DEFAULT_SETTINGS),
         "models": {},
         "ab_tests": {},
+        "committed": {},
     }
 
 

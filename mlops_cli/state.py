@@ -230,6 +230,9 @@ class RegistryState:
     settings: Settings
     models: dict[str, ModelType] = field(default_factory=dict)
     ab_tests: dict[str, ABTest] = field(default_factory=dict)
+    # The directory store's commit marks: bytes of events.jsonl and archive/ab_tests.jsonl that
+    # this registry's writes committed (lines past them belong to a write that never happened).
+    committed: dict[str, int] = field(default_factory=dict)
 
     def model(self, model_type: str) -> ModelType:
         """A model type; an unknown one is a NotFoundError listing the known ones."""
@@ -252,8 +255,12 @@ class RegistryState:
         try:
             return self.ab_tests[name]
         except KeyError:
-            known = ", ".join(sorted(self.ab_tests)) or "none started yet"
-            raise NotFoundError(f"unknown A/B test {name!r} (known: {known})") from None
+            # Finished tests are archived (see store.base): name only the ones held here.
+            running = ", ".join(sorted(self.ab_tests)) or "none"
+            raise NotFoundError(
+                f"unknown A/B test {name!r} (running: {running}; `mlops ab list` shows every "
+                "test)"
+            ) from None
 
     def running_test(self, model_type: str) -> ABTest | None:
         """The test running on a model type (at most one runs)."""
@@ -289,12 +296,20 @@ class RegistryState:
     def running_tests(self) -> dict[str, ABTest]:
         return {name: t for name, t in self.ab_tests.items() if t.running}
 
+    def take_finalized_tests(self) -> list[ABTest]:
+        """Remove the finalized tests (they move to the store's archive) and return them."""
+        done = [t for t in self.ab_tests.values() if not t.running]
+        for test in done:
+            del self.ab_tests[test.name]
+        return done
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "settings": self.settings.data,
             "models": {name: m.to_doc() for name, m in self.models.items()},
             "ab_tests": {name: t.to_doc() for name, t in self.ab_tests.items()},
+            "committed": dict(self.committed),
         }
 
     @classmethod
@@ -313,6 +328,7 @@ class RegistryState:
                 for name, m in doc["models"].items()
             },
             ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
+            committed=dict(doc.get("committed") or {}),
         )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from mlops_cli import ConflictError, ModelVersion, Project, ValidationError
+from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
@@ -118,6 +118,44 @@ def test_transactions_under_contention_lose_no_update(project: Project) -> None:
     assert all(len(state.models[f"m{w}"].versions) == 5 for w in range(4))
     registered = [e for e in Project.open(location).registry.history() if e.kind == "registered"]
     assert len(registered) == 2 + 40
+
+
+# -- the archive of finalized A/B tests -----------------------------------------------------
+
+
+def test_finalized_tests_move_to_the_archive_in_the_same_transaction(project: Project) -> None:
+    store = project.store
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
+    assert store.archived_test("t") is None and store.archived_tests() == []
+    project.ab.finalize_test("t", "rollback")
+    assert "t" not in store.read().ab_tests
+    archived = store.archived_test("t")
+    assert archived is not None and archived.status == "rolled_back" and archived.finalized_at
+    assert [t.name for t in store.archived_tests()] == ["t"]
+    assert project.ab.get_test("t") == archived
+    assert project.ab.status("t").test.status == "rolled_back"
+    assert project.ab.evaluate_test("t").status == "rolled_back"
+    # a second test, aborted by promote --force, joins it; names stay taken forever
+    project.ab.start_test(ABTestConfig("u", "gnn", treatment_version="1.1.0"))
+    project.registry.promote_to_champion("gnn", "1.1.0", reason="hotfix", force=True)
+    aborted = store.archived_test("u")
+    assert aborted is not None and aborted.status == "aborted"
+    assert [s.test.name for s in project.ab.list_tests()] == ["t", "u"]
+    assert [t.name for t in store.archived_tests()] == ["t", "u"]
+    assert store.read().ab_tests == {}
+    with pytest.raises(ConflictError, match="already exists"):
+        project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.0.0"))
+    kinds = [e["event"] for e in store.history(EVENTS)]
+    assert kinds[-3:] == ["ab_started", "ab_aborted", "promoted"]
+
+
+def test_a_failed_transaction_archives_nothing(project: Project) -> None:
+    store = project.store
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
+    with pytest.raises(ConflictError), store.transaction() as txn:
+        txn.state.ab_tests["t"].status = "aborted"
+        raise ConflictError("changed my mind")
+    assert store.archived_test("t") is None and store.read().ab_tests["t"].running
 
 
 # -- streams --------------------------------------------------------------------------------

@@ -671,3 +671,53 @@ def test_timestamps_are_utc(store: Any) -> None:
     store.append("events", {"ts": "2026-01-01T01:00:00+01:00", "event": "x", "actor": "a"})
     (row,) = store.history("events", since=datetime(2026, 1, 1, tzinfo=timezone.utc))
     assert row["ts"] == "2026-01-01T01:00:00+01:00"  # the document as written
+
+
+def test_store_copy_carries_archived_tests_and_events_both_ways(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+    from mlops_cli.project import copy_project
+
+    source = Project.init(tmp_path / "src")
+    for v in ("1.0.0", "1.1.0"):
+        source.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    source.ab.start_test(ABTestConfig("done", "gnn", treatment_version="1.1.0"))
+    source.ab.finalize_test("done", "rollback")
+    source.ab.start_test(ABTestConfig("live", "gnn", treatment_version="1.1.0"))
+    events = [e.to_dict() for e in source.registry.history()]
+    for location in (pg_url, str(tmp_path / "back")):
+        target = Project.init(location)
+        copy_project(source, target)
+        archived = target.store.archived_test("done")
+        assert archived == source.store.archived_test("done")
+        assert list(target.store.read().ab_tests) == ["live"]
+        assert [e.to_dict() for e in target.registry.history()] == events
+        source = target
+
+
+def test_reading_the_registry_does_not_scan_archived_tests(pg_url: str) -> None:
+    """Finished tests stay in ab_tests (the archive); the registry reads the running ones
+    through the partial index, so its cost does not grow with them."""
+    import psycopg
+
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+    from mlops_cli.state import ABTest
+
+    project = Project.init(pg_url)
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    project.ab.start_test(ABTestConfig("first", "gnn", treatment_version="1.1.0"))
+    done = project.ab.finalize_test("first", "rollback")
+    with project.store.transaction() as txn:
+        for i in range(20_000):
+            txn.state.ab_tests[f"t{i}"] = ABTest(**{**done.to_dict(), "name": f"t{i}"})
+    assert project.store.read().ab_tests == {}
+    assert len(project.store.archived_tests()) == 20_001
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ANALYZE ab_tests")
+        plan = "\n".join(
+            str(row[0])
+            for row in conn.execute("EXPLAIN SELECT * FROM ab_tests WHERE status = 'running'")
+        )
+    assert "ab_tests_running" in plan and "Seq Scan" not in plan, plan

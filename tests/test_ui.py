@@ -182,7 +182,8 @@ def test_an_unknown_name_in_the_api_is_a_404_json_error(serve: Any) -> None:
     assert json.loads(body) == {
         "error": {
             "type": "NotFoundError",
-            "message": f"unknown A/B test 'nope' (known: {DEMO_TEST}, {RUNNING_TEST})",
+            "message": f"unknown A/B test 'nope' (running: {RUNNING_TEST}; `mlops ab list` "
+            "shows every test)",
         }
     }
 

@@ -208,13 +208,18 @@ def report(
     ctx: typer.Context,
     model_type: str = typer.Argument(..., help="Model type."),
     version: str = typer.Argument(..., help="Version."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Skip (and count) malformed log lines instead of failing."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """The current drift figures, computed read-only (nothing recorded, no hook run)."""
     run(
         ctx,
         json_output,
-        lambda: open_project(ctx).drift_detector(model_type, version).get_drift_report(),
+        lambda: open_project(ctx)
+        .drift_detector(model_type, version)
+        .get_drift_report(skip_invalid=skip_invalid),
         lambda r: render_reports([r]),
     )
 

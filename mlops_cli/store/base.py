@@ -8,6 +8,11 @@ named append-only streams of records:
     drift/<model_type>/<version>/reference | production | checks
     events                                 the audit log
 
+and an archive of finalized A/B tests: a transaction that leaves a test finalized (promoted,
+rolled back, aborted) moves it out of the registry state into the archive in the same commit,
+so registry reads and writes cost the same however many tests have ended. Archived tests stay
+readable (`archived_test`, `archived_tests`) and their names stay taken.
+
 Every operation is atomic. The directory store (files.py) keeps today's files byte for byte;
 every store passes the contract suite in tests/test_store_contract.py.
 """
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..decision import UserTotals
 from ..naming import validate_name, validate_version
-from ..state import RegistryState
+from ..state import ABTest, RegistryState
 from ..stats import Moments
 from ..timeutil import Clock, stamp
 
@@ -124,7 +129,14 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Read, change and commit the registry state (and its events) atomically under the
-        store's lock; an exception inside leaves everything as it was."""
+        store's lock; an exception inside leaves everything as it was. Tests the change left
+        finalized move to the archive in the same commit."""
+
+    def archived_test(self, name: str) -> ABTest | None:
+        """A finalized test from the archive (None when no archived test has that name)."""
+
+    def archived_tests(self) -> list[ABTest]:
+        """Every archived test, in the order they were archived (one read of the archive)."""
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
         """Append one validated record (with its `ts`)."""
@@ -174,9 +186,14 @@ class Store(Protocol):
         that does not grow with the stream's history."""
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records of a stream (checks, events), oldest first; since a time, or the last N."""
+        """Records of a stream (checks, events), oldest first; since a time, or the last N.
+        A malformed record is an error naming it, or skipped with `skip_invalid`."""
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Every record of a stream, oldest first, a bounded chunk at a time."""

@@ -1,7 +1,8 @@
 """The directory store: registry.yaml under a project lock, JSONL streams under logs/.
 
-    registry.yaml                                      the registry state (schema_version 1)
+    registry.yaml                                      the registry state (schema_version 3)
     events.jsonl                                       stream `events`
+    archive/ab_tests.jsonl                             finalized A/B tests, one JSON line each
     logs/ab/<test>.jsonl                               stream `ab/<test>`
     logs/metrics/<model_type>/<version>.jsonl          stream `metrics/<type>/<version>`
     logs/drift/<model_type>/<version>/<kind>.jsonl     stream `drift/<type>/<version>/<kind>`
@@ -9,31 +10,68 @@
 
 registry.yaml is read-modify-written under the project lock (filelock, `.mlops.lock`) and
 replaced atomically; logs are appended under each log's own flock (see jsonl.py).
+
+One change, one unit (`_commit`, under the project lock). A transaction's archive lines
+(tests it finalized) and audit events are appended first, each fsynced, then registry.yaml is
+replaced; the new registry.yaml records in `committed` the byte length of events.jsonl and of
+archive/ab_tests.jsonl that it commits. The replace is the commit point:
+- a full disk (or any error) on either append: nothing else was written, the error is
+  reported and the registry is unchanged;
+- an error on the registry replace: the appended lines are cut back and the error reported
+  (when the rename did happen and only the directory fsync failed, the change is done and
+  reported done);
+- a crash at any instant before the replace: the old registry.yaml still names the old
+  lengths, so readers ignore the lines past them, and the next commit cuts them before it
+  appends. A crash after it: the change and its lines are all there.
+So a change, its audit events and its archived tests exist together or not at all, and a test
+is never in neither place nor counted twice (a test found in both, from a registry without
+`committed`, is read from registry.yaml). Events are appended only through commits (an
+`append` to `events` is a commit of its own) so no other writer races the cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .. import batch, jsonl, safefs, summary
-from ..errors import ConflictError, LockTimeoutError, ProjectNotFoundError, StateError
+from ..errors import (
+    ConflictError,
+    LockTimeoutError,
+    MlopsError,
+    ProjectNotFoundError,
+    StateError,
+)
+from ..naming import validate_name, validate_version
 from ..records import validate_sample
-from ..schema import DEFAULT_SETTINGS, dump_document, load_document, new_document
-from ..state import RegistryState
+from ..schema import AB_TEST, DEFAULT_SETTINGS, dump_document, load_document, new_document
+from ..state import ABTest, RegistryState
 from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
-from .base import BatchResult, Progress, Samples, Summary, Transaction, Validator, current_actor
+from .base import (
+    DRIFT_KINDS,
+    EVENTS,
+    BatchResult,
+    Progress,
+    Samples,
+    Summary,
+    Transaction,
+    Validator,
+    current_actor,
+)
 
 REGISTRY_FILE = "registry.yaml"
 LOCK_FILE = ".mlops.lock"
 EVENTS_FILE = "events.jsonl"
+TEST_ARCHIVE = "archive/ab_tests.jsonl"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -55,6 +93,7 @@ class FileStore:
         self.clock = clock
         self.registry_path = root / REGISTRY_FILE
         self.lock_path = root / LOCK_FILE
+        self.archive_path = root / TEST_ARCHIVE
         self._cache: tuple[tuple[int, int, int], RegistryState] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
 
@@ -95,7 +134,11 @@ class FileStore:
         """Archive or delete the records of an earlier project here (see create)."""
         import shutil
 
-        held = [p for p in (self.root / EVENTS_FILE, self.root / "logs") if p.exists()]
+        held = [
+            p
+            for p in (self.root / EVENTS_FILE, self.root / "logs", self.archive_path)
+            if p.exists()
+        ]
         if not held:
             return
         if how is None:
@@ -175,7 +218,8 @@ class FileStore:
         if migrated:  # upgrade the file once, under the lock, unless another process did
             with self.lock(state.settings.lock_timeout_s):
                 if safefs.read_file(self.registry_path) == data:
-                    safefs.atomic_replace(self.root, REGISTRY_FILE, dump_document(state.to_doc()))
+                    upgraded = copy.deepcopy(state)
+                    self._commit(state, upgraded, upgraded.take_finalized_tests(), [])
             return self.read()
         self._cache = (key, state)
         return state
@@ -187,17 +231,149 @@ class FileStore:
             before = self.read()
             txn = Transaction(copy.deepcopy(before), current_actor(), self.clock)
             yield txn
-            if txn.state != before:
-                data = dump_document(txn.state.to_doc())
-                doc, _ = load_document(data, str(self.registry_path))
-                safefs.atomic_replace(self.root, REGISTRY_FILE, data)
-                st = os.stat(self.registry_path)
-                self._cache = (
-                    (st.st_ino, st.st_mtime_ns, st.st_size),
-                    RegistryState.from_doc(doc),
+            finished = txn.state.take_finalized_tests()
+            if txn.state != before or txn.events or finished:
+                self._commit(before, txn.state, finished, txn.events)
+
+    def _commit(
+        self,
+        on_disk: RegistryState,
+        state: RegistryState,
+        finished: list[ABTest],
+        events: list[dict[str, Any]],
+    ) -> None:
+        """Write one change as one unit under the project lock: archive lines and events
+        first, then registry.yaml naming their committed lengths (see the module docstring)."""
+        timeout = on_disk.settings.lock_timeout_s
+        load_document(dump_document(state.to_doc()), str(self.registry_path))  # validate first
+        ends = dict(on_disk.committed)
+        appended: list[tuple[Path, int]] = []
+        data = b""
+        try:
+            for key, path, records in (
+                ("archive", self.archive_path, [t.to_dict() for t in finished]),
+                ("events", self.root / EVENTS_FILE, events),
+            ):
+                start, ends[key] = self._append_committing(
+                    path, ends.get(key), jsonl.encode_batch(records), timeout
                 )
-            if txn.events:
-                self._append_bytes("events", jsonl.encode_batch(txn.events), fsync=True)
+                if records:
+                    appended.append((path, start))
+            state.committed = ends
+            data = dump_document(state.to_doc())
+            safefs.atomic_replace(self.root, REGISTRY_FILE, data)
+        except BaseException:
+            if not (data and self._registry_holds(data)):  # not done: take the lines back
+                for path, start in appended:
+                    self._cut(path, start, timeout)
+                raise
+        st = os.stat(self.registry_path)
+        self._cache = ((st.st_ino, st.st_mtime_ns, st.st_size), copy.deepcopy(state))
+
+    def _append_committing(
+        self, path: Path, committed: int | None, data: bytes, timeout: float
+    ) -> tuple[int, int]:
+        """Append `data` after the committed lines of a log: (start, end) of what it holds.
+
+        Lines past `committed` were written by a commit that never happened (a crash before its
+        registry replace): they are cut first. A log that is absent and gets nothing stays absent.
+        """
+        if not data and not os.path.lexists(path):
+            return 0, 0
+        with jsonl.locked_log(path, timeout, root=self.root) as fd:
+            if committed is not None and os.fstat(fd).st_size > committed:
+                os.ftruncate(fd, committed)
+            jsonl.write_locked(fd, path, data)  # a torn tail cut; fsynced; all or nothing
+            end = os.fstat(fd).st_size
+        return end - len(data), end
+
+    def _cut(self, path: Path, start: int, timeout: float) -> None:
+        """Take back lines appended by a commit that failed (best effort: if this fails too,
+        readers ignore them and the next commit cuts them)."""
+        with (
+            contextlib.suppress(OSError, MlopsError),
+            jsonl.locked_log(path, timeout, root=self.root) as fd,
+        ):
+            if os.fstat(fd).st_size > start:
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+
+    def _registry_holds(self, data: bytes) -> bool:
+        """Whether registry.yaml holds `data` (a replace that renamed, then failed to fsync)."""
+        try:
+            return safefs.read_file(self.registry_path) == data
+        except (OSError, MlopsError):
+            return False
+
+    def _committed_end(self, path: Path, key: str) -> int | None:
+        """Where the committed lines of events.jsonl or the archive end, when lines of an
+        uncommitted write lie past it (None: read the whole log)."""
+        end = self.read().committed.get(key)
+        if end is None:
+            return None
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        return end if size > end else None
+
+    # -- the archive of finalized A/B tests ------------------------------------------------
+
+    def archived_tests(self) -> list[ABTest]:
+        path = self.archive_path
+        if not path.exists():
+            return []
+        registry = self.read().ab_tests
+        found: dict[str, ABTest] = {}
+        line = 0
+        for chunk in jsonl.read_span(path, 0, self._committed_end(path, "archive")):
+            for row in chunk.records:
+                line += 1
+                test = self._archived(row, line)
+                if test.name not in registry:
+                    found[test.name] = test
+        return list(found.values())
+
+    def archived_test(self, name: str) -> ABTest | None:
+        validate_name(name, "A/B test name")
+        path = self.archive_path
+        try:
+            fd = safefs.open_file_for_read(path)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb"):
+            size = os.fstat(fd).st_size
+            end = self._committed_end(path, "archive") or size
+            if end == 0:
+                return None
+            # The line of a test starts {"name":"<name>", (orjson keeps to_dict's order): find
+            # the last one without parsing the archive.
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+                needle = b'{"name":"' + name.encode() + b'",'
+                at = view.rfind(b"\n" + needle, 0, end) + 1
+                if not at and view[: len(needle)] != needle:
+                    return None
+                stop = view.find(b"\n", at, end)
+                if stop < 0:
+                    return None  # a torn last line: never committed
+                text = view[at:stop]
+        try:
+            row = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise StateError(f"{path}: the line of A/B test {name} is not JSON") from None
+        return self._archived(row, None)
+
+    def _archived(self, row: Any, line: int | None) -> ABTest:
+        """A validated test from an archive line (an error names the file and line)."""
+        where = f"{self.archive_path}: line {line}" if line else f"{self.archive_path}"
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise StateError(f"{where}: not an archived A/B test")
+        name = row["name"]
+        try:
+            doc = AB_TEST({k: v for k, v in row.items() if k != "name"}, f"ab_tests.{name}")
+        except ValueError as exc:
+            raise StateError(f"{where}: {exc}") from None
+        return ABTest(name=name, **doc)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -220,6 +396,10 @@ class FileStore:
         )
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
+        if stream == EVENTS:  # events are committed with the registry (module docstring)
+            with self.transaction() as txn:
+                txn.events.append(record)
+            return
         self._append_bytes(stream, orjson.dumps(record) + b"\n")
 
     def append_batch(
@@ -325,37 +505,65 @@ class FileStore:
         return Samples(pred, conf, skipped, torn)
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,
     ) -> list[dict[str, Any]]:
         path = self.path(stream)
+        end = self._committed_end(path, "events") if stream == EVENTS else None
+        if end is not None:  # lines of a write that never committed lie past `end`
+            chunks = jsonl.read_span(path, 0, end, skip_invalid)
+            rows = [r for chunk in chunks for r in chunk.records]
+            rows = [r for r in rows if since is None or _when(r) >= since]
+            return rows[-limit:] if limit else rows
         if since is None:
-            rows = jsonl.tail(path, limit).records if limit else jsonl.read_from(path).records
-            return rows
+            if limit:
+                return jsonl.tail(path, limit, skip_invalid).records
+            return jsonl.read_from(path, skip_invalid=skip_invalid).records
         count = 256
         while True:
-            rows = jsonl.tail(path, count).records
+            rows = jsonl.tail(path, count, skip_invalid).records
             if len(rows) < count or _when(rows[0]) < since:
                 rows = [r for r in rows if _when(r) >= since]
                 return rows[-limit:] if limit else rows
             count *= 4
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
-        for chunk in jsonl.read_chunks(self.path(stream), skip_invalid=skip_invalid):
+        path = self.path(stream)
+        end = self._committed_end(path, "events") if stream == EVENTS else None
+        chunks = (
+            jsonl.read_chunks(path, skip_invalid=skip_invalid)
+            if end is None
+            else jsonl.read_span(path, 0, end, skip_invalid)
+        )
+        for chunk in chunks:
             if chunk.records:
                 yield chunk.records
 
     def streams(self) -> list[str]:
+        """Every stream with a log: its name rebuilt from the path and checked, so hidden
+        files beside the logs (batch journals, caches) and stray files are never streams."""
         logs = self.root / "logs"
         found = ["events"] if (self.root / EVENTS_FILE).is_file() else []
-        found += [f"ab/{p.stem}" for p in sorted((logs / "ab").glob("*.jsonl"))]
-        found += [
-            f"metrics/{p.parent.name}/{p.stem}"
-            for p in sorted((logs / "metrics").glob("*/*.jsonl"))
+        candidates = [
+            *(("ab", p.stem) for p in (logs / "ab").glob("*.jsonl")),
+            *(("metrics", p.parent.name, p.stem) for p in (logs / "metrics").glob("*/*.jsonl")),
+            *(
+                ("drift", p.parent.parent.name, p.parent.name, p.stem)
+                for p in (logs / "drift").glob("*/*/*.jsonl")
+            ),
         ]
-        found += [
-            f"drift/{p.parent.parent.name}/{p.parent.name}/{p.stem}"
-            for p in sorted((logs / "drift").glob("*/*/*.jsonl"))
-        ]
+        for parts in sorted(candidates):
+            stream = "/".join(parts)
+            try:
+                if self.path(stream) == self.root.joinpath(
+                    "logs", *parts[:-1], f"{parts[-1]}.jsonl"
+                ) and _valid_stream(parts):
+                    found.append(stream)
+            except (ValueError, MlopsError):
+                continue
         return found
 
     def claim(self, key: str, ttl_s: float) -> bool:
@@ -374,8 +582,23 @@ class FileStore:
         """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
 
 
+def _valid_stream(parts: tuple[str, ...]) -> bool:
+    """Whether a path's parts name a stream (valid names and versions, a known drift kind)."""
+    kind = parts[0]
+    validate_name(parts[1], "name")
+    if kind == "ab":
+        return True
+    validate_version(parts[2])
+    return kind == "metrics" or parts[3] in DRIFT_KINDS
+
+
 def _when(row: dict[str, Any]) -> datetime:
-    return parse_ts(str(row["ts"]))
+    """A record's time; one without a valid `ts` counts as older than any (the caller's
+    validation of the record names it)."""
+    try:
+        return parse_ts(str(row["ts"]))
+    except (KeyError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
 
 
 def read_columns(

@@ -55,8 +55,8 @@ from ..errors import (
     StateError,
     ValidationError,
 )
-from ..schema import DEFAULT_SETTINGS, SCHEMA_VERSION, validate_state
-from ..state import AB_CONFIG_FIELDS, RegistryState
+from ..schema import AB_TEST, DEFAULT_SETTINGS, SCHEMA_VERSION, validate_state
+from ..state import AB_CONFIG_FIELDS, ABTest, RegistryState
 from ..stats import Moments
 from ..timeutil import Clock, parse_ts, stamp
 from .base import (
@@ -68,6 +68,7 @@ from .base import (
     Summary,
     Transaction,
     Validator,
+    current_actor,
 )
 
 FLUSH_RECORDS = 1000  # a buffered stream is written when this many records wait
@@ -96,18 +97,6 @@ LATEST = max(v for v, _ in _migrations())
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _actor() -> str:
-    import getpass
-
-    name = os.environ.get("MLOPS_ACTOR")
-    if name:
-        return name
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _dumps(obj: Any) -> str:
@@ -314,8 +303,12 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(json_agg(json_build_array(model_type, version) ORDER BY model_type,
      position), '[]') FROM champion_history),
   (SELECT coalesce(json_agg(json_build_array(name, {", ".join(_TEST_COLS)}) ORDER BY ord),
-     '[]') FROM ab_tests)
+     '[]') FROM ab_tests WHERE status = 'running')
 """
+# The archive: finalized tests are the rows of ab_tests whose status is not running.
+_ARCHIVED_SQL = (
+    f"SELECT name, {', '.join(_TEST_COLS)} FROM ab_tests WHERE status <> 'running'"
+)
 
 
 def _typed(cols: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
@@ -344,6 +337,7 @@ def _registry_doc(row: Sequence[Any]) -> dict[str, Any]:
         "settings": settings,
         "models": models,
         "ab_tests": ab_tests,
+        "committed": {},
     }
 
 
@@ -417,6 +411,24 @@ def _write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[st
                 f"UPDATE ab_tests SET {', '.join(f'{c} = %s' for c in _TEST_COLS)} WHERE name = %s",
                 [*(test[c] for c in _TEST_COLS), name],
             )
+
+
+def _archive_finished(
+    cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """Write the tests a change finalized (the archive is their status) and take them out of
+    both documents, so the registry diff leaves their rows alone."""
+    for name, test in list(after["ab_tests"].items()):
+        if test["status"] == "running":
+            continue
+        cur.execute(
+            f"INSERT INTO ab_tests (name, {', '.join(_TEST_COLS)}) "
+            f"VALUES ({', '.join(['%s'] * (1 + len(_TEST_COLS)))}) ON CONFLICT (name) DO UPDATE "
+            f"SET {', '.join(f'{c} = excluded.{c}' for c in _TEST_COLS)}",
+            [name, *(test[c] for c in _TEST_COLS)],
+        )
+        del after["ab_tests"][name]
+        before["ab_tests"].pop(name, None)
 
 
 # -- migrations --------------------------------------------------------------------------------
@@ -665,18 +677,40 @@ class PostgresStore:
                 assert row is not None
                 doc = validate_state(_registry_doc(row), self._shown)
                 before = copy.deepcopy(doc)
-                txn = Transaction(RegistryState.from_doc(doc), self._actor or _actor(), self.clock)
+                actor = self._actor or current_actor()
+                txn = Transaction(RegistryState.from_doc(doc), actor, self.clock)
                 self._local.now = locked[0]
                 try:
                     yield txn
                 finally:
                     self._local.now = None
                 after = validate_state(txn.state.to_doc(), self._shown)
+                _archive_finished(cur, before, after)
                 _write_diff(cur, before, after)
                 if txn.events:
                     _copy(cur, EVENT_TABLE, [to_row(EVENT_TABLE, e, locked[0]) for e in txn.events])
                     cur.execute(_COUNT_SQL, [EVENTS, len(txn.events), len(txn.events)])
             self._lock_timeout_s = txn.state.settings.lock_timeout_s
+
+    # -- the archive of finalized A/B tests --------------------------------------------------
+
+    def archived_test(self, name: str) -> ABTest | None:
+        with self._lock, self._translated("reading the test archive"):
+            row = self.conn.execute(f"{_ARCHIVED_SQL} AND name = %s", [name]).fetchone()
+        return None if row is None else self._archived(row)
+
+    def archived_tests(self) -> list[ABTest]:
+        with self._lock, self._translated("reading the test archive"):
+            rows = self.conn.execute(f"{_ARCHIVED_SQL} ORDER BY ord").fetchall()
+        return [self._archived(row) for row in rows]
+
+    def _archived(self, row: Sequence[Any]) -> ABTest:
+        name, *values = row
+        try:
+            doc = AB_TEST(_typed(_TEST_COLS, values), f"ab_tests.{name}")
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
+        return ABTest(name=name, **doc)
 
     # -- appends -----------------------------------------------------------------------------
 
@@ -1000,7 +1034,11 @@ class PostgresStore:
         )
 
     def history(
-        self, stream: str, since: datetime | None = None, limit: int | None = None
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,  # rows were validated on the way in
     ) -> list[dict[str, Any]]:
         table, keys = route(stream)
         sql = f"SELECT {', '.join(table.values)} FROM {table.name} WHERE {table.where()}"

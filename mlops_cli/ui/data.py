@@ -68,7 +68,7 @@ def _drift_badge(project: Project, model_type: str, version: str, now: datetime)
     """The newest recorded check of a version (read only: nothing is computed), stale when
     old or when samples arrived after it."""
     detector = project.drift_detector(model_type, version)
-    row = detector.last_check()
+    row = detector.last_check(skip_invalid=True)
     if row is None:
         return {"version": version, "level": None, "score": None, "checked_at": None, "stale": True}
     age = _age_s(row.get("ts"), now)
