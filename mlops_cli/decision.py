@@ -129,15 +129,16 @@ class _ArmUsers:
     __slots__ = ("columns", "index")
 
     def __init__(self) -> None:
-        import numpy as np
-
         self.index: dict[str, int] = {}
-        self.columns = np.zeros((len(_COLUMNS), 16))
+        self.columns: Any = None  # numpy, imported with the first user: anonymous-only
+        # requests (no user ids) never pay for the import
 
     def rows(self, user_ids: Iterable[str]) -> list[int]:
         """Row of each id, adding unseen ids (and growing the columns) as needed."""
         import numpy as np
 
+        if self.columns is None:
+            self.columns = np.zeros((len(_COLUMNS), 16))
         index = self.index
         out = []
         for uid in user_ids:
@@ -154,6 +155,8 @@ class _ArmUsers:
 
     def ratio_sums(self, metric: int) -> RatioSums:
         n = len(self.index)
+        if not n:
+            return RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0)
         d = self.columns[0, :n]
         m = self.columns[metric, :n]
         return RatioSums(
@@ -291,23 +294,26 @@ class UserTotals:
         for name in VARIANTS:
             arm = self._arms[name]
             n = len(arm.index)
-            out[name] = {"users": list(arm.index), "columns": arm.columns[:, :n].tolist()}
+            columns = arm.columns[:, :n].tolist() if n else [[] for _ in _COLUMNS]
+            out[name] = {"users": list(arm.index), "columns": columns}
         return out
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> UserTotals:
-        import numpy as np
-
         totals = cls()
         for name in VARIANTS:
             arm = totals._arms[name]
             users = [str(u) for u in doc[name]["users"]]
+            totals.anonymous[name] = int(doc["anonymous"][name])
+            if not users:
+                continue
+            import numpy as np
+
             columns = np.asarray(doc[name]["columns"], dtype=float).reshape(len(_COLUMNS), -1)
             if columns.shape[1] != len(users) or len(set(users)) != len(users):
                 raise ValueError(f"per-user totals of {name}: users and columns disagree")
             arm.rows(users)
             arm.columns[:, : len(users)] = columns
-            totals.anonymous[name] = int(doc["anonymous"][name])
         return totals
 
 

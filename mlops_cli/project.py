@@ -11,17 +11,19 @@ import copy
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .ab_testing import ABTestManager
-from .drift import DriftDetector, DriftMonitor
-from .registry import ModelRegistry
 from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
 from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
 from .store.files import REGISTRY_FILE, FileStore
 from .textsafe import audit_value
 from .timeutil import Clock, system_clock
+
+if TYPE_CHECKING:
+    from .ab_testing import ABTestManager
+    from .drift import DriftDetector, DriftMonitor
+    from .registry import ModelRegistry
 
 Location = str | os.PathLike[str]
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -108,16 +110,24 @@ class Project:
     def clock(self) -> Clock:
         return self.store.clock
 
+    # The managers are imported when first used: a command pays only for what it runs.
+
     @cached_property
     def registry(self) -> ModelRegistry:
+        from .registry import ModelRegistry
+
         return ModelRegistry(self.store, self.root)
 
     @cached_property
     def ab(self) -> ABTestManager:
+        from .ab_testing import ABTestManager
+
         return ABTestManager(self.store, self.registry)
 
     @cached_property
     def drift(self) -> DriftMonitor:
+        from .drift import DriftMonitor
+
         return DriftMonitor(self.store)
 
     def drift_detector(self, model_type: str, version: str) -> DriftDetector:

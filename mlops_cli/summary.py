@@ -9,17 +9,20 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from operator import mul
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import jsonl, safefs
-from .decision import UserTotals
 from .errors import MlopsError, StateError
 from .stats import Moments
+
+if TYPE_CHECKING:
+    from .decision import UserTotals
 
 
 @dataclass
@@ -65,7 +68,7 @@ def _covered_tail(log: Path, offset: int) -> str:
 
 def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
     inode, size = st.st_ino, st.st_size
-    fresh = Summary(inode=inode, users=UserTotals() if per_user else None)
+    fresh = Summary(inode=inode, users=_new_totals() if per_user else None)
     try:
         doc = orjson.loads(safefs.read_file(_cache_path(log)))
         if per_user and "users" not in doc:
@@ -75,7 +78,7 @@ def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
             offset=int(doc["offset"]),
             lines=int(doc["lines"]),
             inode=int(doc["inode"]),
-            users=UserTotals.from_dict(doc["users"]) if per_user else None,
+            users=_totals_from(doc["users"]) if per_user else None,
         )
         # The log was replaced, cut, or cut and written again (a batch undone on a full disk):
         # start over rather than trust sums of lines that are gone.
@@ -117,7 +120,7 @@ def summarize(
     try:
         st = os.stat(log)
     except FileNotFoundError:
-        return Summary(users=UserTotals() if per_user else None)
+        return Summary(users=_new_totals() if per_user else None)
     summary = _load_cache(log, st, per_user)
     start = summary.offset
     for chunk in jsonl.read_chunks(log, summary.offset, summary.lines + 1, skip_invalid):
@@ -219,8 +222,24 @@ def fold(
         m.time_sum_squares += tss
 
 
+def _new_totals() -> UserTotals:
+    from .decision import UserTotals  # only A/B logs keep per-user totals
+
+    return UserTotals()
+
+
+def _totals_from(doc: Any) -> UserTotals:
+    from .decision import UserTotals
+
+    return UserTotals.from_dict(doc)
+
+
 def fold_users(totals: UserTotals, records: list[dict[str, Any]], key_field: str) -> None:
     """Add records to per-user totals (a record without `user_id` is anonymous)."""
+    if not any("user_id" in r for r in records):  # counted without numpy
+        for key, count in Counter(r[key_field] for r in records).items():
+            totals.anonymous[key] += count
+        return
     totals.add_columns(
         [r[key_field] for r in records],
         [r.get("user_id") for r in records],

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from ..decision import UserTotals
 from ..naming import validate_name, validate_version
 from ..state import ABTest, RegistryState
 from ..stats import Moments
@@ -33,6 +32,8 @@ from ..timeutil import Clock, stamp
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ..decision import UserTotals
 
 EVENTS = "events"
 DRIFT_KINDS = ("reference", "production", "checks")
