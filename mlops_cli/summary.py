@@ -127,7 +127,7 @@ def summarize(
         summary.skipped += chunk.skipped
         if chunk.records:
             try:
-                fold(summary.arms, chunk.records, key_field, keys)
+                counts = fold(summary.arms, chunk.records, key_field, keys)
                 good = chunk.records
             except (KeyError, TypeError, ValueError):
                 good = []
@@ -142,9 +142,9 @@ def summarize(
                             "missing or of the wrong type); fix or remove it, or pass "
                             "--skip-invalid"
                         ) from None
-                fold(summary.arms, good, key_field, keys)
+                counts = fold(summary.arms, good, key_field, keys)
             if summary.users is not None and key_field is not None:
-                fold_users(summary.users, good, key_field)
+                fold_users(summary.users, good, key_field, counts)
         summary.offset = chunk.end
         summary.lines += chunk.lines
         summary.torn_bytes = chunk.torn_bytes
@@ -174,7 +174,7 @@ def fold(
     records: list[dict[str, Any]],
     key_field: str | None,
     keys: tuple[str, ...] | None = None,
-) -> None:
+) -> dict[str, int]:
     """Add records to the per-key moments (column sums at C speed, no per-record calls).
 
     All sums are computed before any is added, so a bad record leaves `arms` unchanged.
@@ -220,6 +220,7 @@ def fold(
         m.confidence_sum_squares += css
         m.time_sum += ts
         m.time_sum_squares += tss
+    return {key: n for key, n, *_ in sums}
 
 
 def _new_totals() -> UserTotals:
@@ -234,10 +235,18 @@ def _totals_from(doc: Any) -> UserTotals:
     return UserTotals.from_dict(doc)
 
 
-def fold_users(totals: UserTotals, records: list[dict[str, Any]], key_field: str) -> None:
-    """Add records to per-user totals (a record without `user_id` is anonymous)."""
+def fold_users(
+    totals: UserTotals,
+    records: list[dict[str, Any]],
+    key_field: str,
+    counts: dict[str, int] | None = None,
+) -> None:
+    """Add records to per-user totals (a record without `user_id` is anonymous); `counts`,
+    the records per key if known (fold returns them), spares counting them again."""
     if not any("user_id" in r for r in records):  # counted without numpy
-        for key, count in Counter(r[key_field] for r in records).items():
+        if counts is None:
+            counts = dict(Counter(r[key_field] for r in records))
+        for key, count in counts.items():
             totals.anonymous[key] += count
         return
     totals.add_columns(
