@@ -96,6 +96,7 @@ class FileStore:
         self.archive_path = root / TEST_ARCHIVE
         self._cache: tuple[tuple[int, int, int], RegistryState] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
+        self._paths: dict[str, Path] = {}
 
     def __repr__(self) -> str:
         return f"FileStore({self.location!r})"
@@ -378,7 +379,14 @@ class FileStore:
     # -- streams ----------------------------------------------------------------------------
 
     def path(self, stream: str) -> Path:
-        """The log file of a stream (names were validated when the stream name was built)."""
+        """The log file of a stream (names were validated when the stream name was built);
+        remembered, as per-request appends ask for it every call."""
+        found = self._paths.get(stream)
+        if found is None:
+            found = self._paths[stream] = self._log_path(stream)
+        return found
+
+    def _log_path(self, stream: str) -> Path:
         parts = stream.split("/")
         if stream == "events":
             return self.root / EVENTS_FILE
