@@ -276,7 +276,7 @@ class ABTestManager:
         test = self.get_test(name)
         if not test.running:
             raise ConflictError(
-                f"A/B test {name} is finalized ({test.status}); start a new test to record"
+                f"A/B test {name} is already finalized ({test.status}); start a new test"
             )
         return test
 
@@ -342,15 +342,29 @@ class ABTestManager:
         result.skipped_lines = len(summary.skipped)
         result.torn_bytes = summary.torn_bytes
         if apply and test.running and result.decision in ("promote", "rollback"):
-            self.finalize_test(test_name, result.decision)
+            cause = f" ({result.rollback_cause})" if result.rollback_cause else ""
+            self.finalize_test(
+                test_name, result.decision, reason=f"ab evaluate --apply: {result.decision}{cause}"
+            )
             result.applied = True
             result.status = "promoted" if result.decision == "promote" else "rolled_back"
+        if result.applied:
+            result.recommendation = f"Applied: the test is finalized ({result.status})."
+        elif not test.running:
+            result.recommendation = (
+                f"Nothing to do: the test was finalized ({test.status}"
+                + (f", {test.end_reason}" if test.end_reason else "")
+                + f") at {test.finalized_at}; these are its final figures."
+            )
         return result
 
-    def finalize_test(self, test_name: str, decision: str, force: bool = False) -> ABTest:
+    def finalize_test(
+        self, test_name: str, decision: str, force: bool = False, reason: str | None = None
+    ) -> ABTest:
         """End a test: `promote` makes the treatment champion, `rollback` keeps the control.
 
-        `promote` is refused unless the evaluation says promote (or `force`).
+        `promote` is refused unless the evaluation says promote (or `force`). `reason` goes
+        into the audit event (default: the decision, and whether it was forced).
         """
         if decision not in ("promote", "rollback"):
             raise ValidationError(f"decision must be promote or rollback, not {decision!r}")
@@ -373,6 +387,7 @@ class ABTestManager:
             model.make_champion(keep)
             txn.event(
                 "ab_finalized",
+                reason or f"ab finalize {decision}" + (" --force" if force else ""),
                 test=test_name,
                 model_type=test.model_type,
                 decision=decision,

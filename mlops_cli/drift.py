@@ -564,6 +564,10 @@ class DriftMonitor:
                     out.append((model_type, version))
         return out
 
+    def without_reference(self) -> list[tuple[str, str]]:
+        """Monitored versions that `check_all` cannot check: they have no reference set yet."""
+        return [(t, v) for t, v in self.monitored() if not self.detector(t, v).has_reference()]
+
     def check_all(self, window: int | None = None, skip_invalid: bool = False) -> list[DriftReport]:
         """Check every monitored version that has a reference set. A hook's failure is in its
         version's report; it never stops the other checks."""

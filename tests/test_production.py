@@ -166,3 +166,50 @@ def test_a_version_spelled_without_its_v_records_into_the_same_samples(project: 
     project.registry.update_metrics("gnn", "3.2.0", 10.0, 0.9)
     assert project.store.count("drift/gnn/v3.2.0/production") == 1
     assert project.registry.get_version("gnn", "v3.2.0").requests == 1
+
+
+def test_a_finalized_test_says_so_and_its_event_says_why(two_versions: Cli) -> None:
+    cli = two_versions
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0", "--traffic", "50")
+    harmful = "".join(  # every treatment request fails, no control request does
+        orjson.dumps(
+            {"variant": arm, "user_id": f"u{i}", "inference_time_ms": 100.0,
+             "confidence": 0.8, "error": arm == "treatment"}
+        ).decode() + "\n"
+        for i, arm in enumerate(["control", "treatment"] * 2000)
+    )
+    cli("ab", "record", "t", "--file", "-", input=harmful)
+    applied = cli("ab", "evaluate", "t", "--apply", "--json").json()
+    assert applied["applied"] and applied["recommendation"].startswith("Applied")
+    later = cli("ab", "evaluate", "t")
+    assert "Nothing to do: the test was finalized (rolled_back" in later.stdout
+    assert "ab finalize" not in later.stdout
+    (event,) = [e for e in cli("history", "--json").json() if e["event"] == "ab_finalized"]
+    assert event["reason"] == "ab evaluate --apply: rollback (harm)"
+    assert_one_error_line(cli("ab", "finalize", "t", "rollback"), "already finalized")
+
+
+def test_the_split_untested_without_user_ids_is_said_in_the_table(two_versions: Cli) -> None:
+    cli = two_versions
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0")
+    anonymous = "".join(
+        orjson.dumps({"variant": arm, "inference_time_ms": 1.0, "confidence": 0.5}).decode() + "\n"
+        for arm in ["control"] * 40 + ["treatment"] * 10
+    )
+    cli("ab", "record", "t", "--file", "-", input=anonymous)
+    out = cli("ab", "evaluate", "t").stdout
+    assert "unit request" in out and "split not tested" in out
+
+
+def test_drift_check_all_names_serving_versions_it_cannot_check(two_versions: Cli) -> None:
+    cli = two_versions
+    cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0")
+    samples = "".join(f'{{"prediction": {i / 100}, "confidence": 0.9}}\n' for i in range(200))
+    cli("drift", "reference", "gnn", "v2.1.0", "--file", "-", input=samples)
+    cli("drift", "record", "gnn", "v2.1.0", "--file", "-", "--batch-id", "p1", input=samples)
+    doc = cli("drift", "check", "--all", "--json").json()
+    assert [r["model_version"] for r in doc["results"]] == ["v2.1.0"]
+    assert doc["without_reference"] == [{"model_type": "gnn", "model_version": "v2.2.0"}]
+    assert "not checked: gnn v2.2.0" in cli("drift", "check", "--all").stdout
+    window = cli("drift", "report", "gnn", "v2.1.0", "--window", "150", "--json").json()
+    assert window["n_window"] == 150

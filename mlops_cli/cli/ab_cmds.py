@@ -133,7 +133,10 @@ def record(
     error: bool = typer.Option(False, "--error", help="The request failed."),
     user_id: str | None = typer.Option(None, "--user-id", help="Who was served."),
     file: str | None = typer.Option(
-        None, "--file", help="JSONL batch (one request a line), or - for stdin."
+        None,
+        "--file",
+        help="JSONL batch, or - for stdin: one object a line with variant, inference_time_ms, "
+        "confidence, and optionally error, user_id, ts.",
     ),
     batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
@@ -279,9 +282,15 @@ def render_evaluation(e: Evaluation) -> None:
     for reason in e.reasons:
         out.print(f"  - {reason}")
     srm = m["srm"]
+    split = (
+        f"sample ratio p={srm['p_value']:.3g} over {srm.get('unit', 'request')}s"
+        + (" (mismatch)" if srm["mismatch"] else "")
+        if srm.get("testable", True)
+        else "split not tested: records without user_id (requests are not the unit of assignment)"
+    )
     out.print(
-        f"method {e.method}, {e.requests} requests, {e.days_elapsed:.1f} days, "
-        f"sample ratio p={srm['p_value']:.3g}" + (" (mismatch)" if srm["mismatch"] else "")
+        f"method {e.method}, unit {e.unit}, {e.requests} requests, {e.days_elapsed:.1f} days, "
+        f"{split}"
     )
     if e.applied:
         out.print(f"applied: test finalized ({e.status})")

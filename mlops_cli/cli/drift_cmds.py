@@ -35,7 +35,9 @@ def reference(
     ctx: typer.Context,
     model_type: str = typer.Argument(..., help="Model type."),
     version: str = typer.Argument(..., help="Version."),
-    file: str = typer.Option(..., "--file", help="JSONL samples (prediction, confidence), or -."),
+    file: str = typer.Option(
+        ..., "--file", help="JSONL samples, or - for stdin: prediction, confidence, optionally ts."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Start a new reference set."),
     batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
@@ -76,7 +78,11 @@ def record(
     version: str = typer.Argument(..., help="Version."),
     prediction: float | None = typer.Option(None, "--prediction", help="The model's output."),
     confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
-    file: str | None = typer.Option(None, "--file", help="JSONL batch, or - for stdin."),
+    file: str | None = typer.Option(
+        None,
+        "--file",
+        help="JSONL batch, or - for stdin: prediction, confidence, optionally ts.",
+    ),
     batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
 ) -> None:
@@ -180,23 +186,39 @@ def check(
     """
     from ..drift import gate, parse_level
 
+    unchecked: list[tuple[str, str]] = []
+
     def action() -> tuple[list[DriftReport], Level | None]:
         level = parse_level(fail_on)
         project = open_project(ctx)
         if all_versions:
             if model_type or version:
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
+            unchecked.extend(project.drift.without_reference())
             return project.drift.check_all(window, skip_invalid), level
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
         return [project.drift_detector(model_type, version).check(window, skip_invalid)], level
 
+    def render(result: tuple[list[DriftReport], Level | None]) -> None:
+        render_reports(result[0])
+        for t, v in unchecked:
+            typer.echo(
+                f"not checked: {t} {v} serves or is monitored but has no reference set "
+                f"(add one: mlops drift reference {t} {v} --file ...)"
+            )
+
     reports, level = run(
         ctx,
         json_output,
         action,
-        lambda r: render_reports(r[0]),
-        lambda r: {"results": r[0]} if all_versions else r[0][0],
+        render,
+        lambda r: {
+            "results": r[0],
+            "without_reference": [{"model_type": t, "model_version": v} for t, v in unchecked],
+        }
+        if all_versions
+        else r[0][0],
     )
     write_step_summary("drift", [r.to_dict() for r in reports])
     with funnel(ctx, json_output=False):
@@ -208,6 +230,7 @@ def report(
     ctx: typer.Context,
     model_type: str = typer.Argument(..., help="Model type."),
     version: str = typer.Argument(..., help="Version."),
+    window: int | None = typer.Option(None, "--window", help="Window size (default: setting)."),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip (and count) malformed log lines instead of failing."
     ),
@@ -219,7 +242,7 @@ def report(
         json_output,
         lambda: open_project(ctx)
         .drift_detector(model_type, version)
-        .get_drift_report(skip_invalid=skip_invalid),
+        .get_drift_report(window, skip_invalid),
         lambda r: render_reports([r]),
     )
 

@@ -322,7 +322,7 @@ def _typed(cols: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
 def _registry_doc(row: Sequence[Any]) -> dict[str, Any]:
     settings, types, versions, history, tests = row
     if settings is None:
-        raise StateError("the store holds no registry: run `mlops init URL` first")
+        raise StateError("the store holds no registry: run `mlops -C URL init` first")
     models: dict[str, Any] = {
         name: {"champion": champion, "champion_history": [], "versions": {}}
         for name, champion in types

@@ -1,5 +1,5 @@
 -- mlops PostgreSQL store, schema version 1.
--- Applied by `mlops init URL` / `mlops db upgrade URL` in one transaction under an advisory lock.
+-- Applied by `mlops -C URL init` / `mlops -C URL db upgrade` in one transaction under an advisory lock.
 -- Documents kept as `json` (not jsonb) keep their key order, so every record reads back exactly
 -- as the directory store writes it; query them with ->, ->> as jsonb.
 
