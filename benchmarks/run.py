@@ -27,7 +27,8 @@ import orjson
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / ".peers"
-PEER_PACKAGES = ["gto", "mlflow", "evidently", "pandas<3", "orjson"]  # evidently 0.7 breaks on pandas 3
+# evidently 0.7 fails to import on pandas 3
+PEER_PACKAGES = ["gto", "mlflow", "evidently", "pandas<3", "orjson"]
 PY = sys.executable
 MLOPS = str(Path(PY).with_name("mlops"))
 TS = "2026-11-26T00:00:00.000000Z"
