@@ -354,7 +354,7 @@ class ABTestManager:
             result.recommendation = (
                 f"Nothing to do: the test was finalized ({test.status}"
                 + (f", {test.end_reason}" if test.end_reason else "")
-                + f") at {test.finalized_at}; these are its final figures."
+                + "); these are its final figures."
             )
         return result
 
