@@ -198,19 +198,6 @@ class Scan:
             raise ValidationError("the batch holds no records")
 
 
-def validate_batch(
-    data: bytes,
-    validate: Callable[[Any, str], Any],
-    progress: Callable[[int], None] | None = None,
-    stamp: str | None = None,
-) -> tuple[bytes, int]:
-    """Validate every line of a JSONL batch held in memory; return the lines to append (with
-    `ts`) and their count. Raises BatchError naming the bad lines."""
-    scan = Scan(validate, stamp or jsonl.utc_now(), progress)
-    payload = b"".join(scan.chunks(io.BytesIO(data)))
-    return payload, scan.count
-
-
 def append_batch(
     log: Path,
     data: Source,

@@ -571,11 +571,8 @@ class DriftMonitor:
     def check_all(self, window: int | None = None, skip_invalid: bool = False) -> list[DriftReport]:
         """Check every monitored version that has a reference set. A hook's failure is in its
         version's report; it never stops the other checks."""
-        return [
-            self.detector(t, v).check(window, skip_invalid)
-            for t, v in self.monitored()
-            if self.detector(t, v).has_reference()
-        ]
+        detectors = [self.detector(t, v) for t, v in self.monitored()]
+        return [d.check(window, skip_invalid) for d in detectors if d.has_reference()]
 
     def set_monitored(self, model_type: str, version: str, on: bool = True) -> bool:
         """Mark a version monitored (checked by `--all` and exported even when it serves no

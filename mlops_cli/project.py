@@ -165,9 +165,6 @@ class Project:
             txn.event("setting_changed", key=key, **audit_value(value))  # no secrets
         return self.get_setting(key)
 
-    def flat_settings(self) -> list[tuple[str, Any]]:
-        return self.settings.flat()
-
     # -- the file store's paths (for tools and tests that look at the files) ------------------
 
     @property
