@@ -405,23 +405,28 @@ def parse_lines(
     return records, skipped
 
 
-def read_chunks(
-    path: Path,
-    offset: int = 0,
-    first_line: int = 1,
-    skip_invalid: bool = False,
-    block: int = 8 << 20,
-    stop: int | None = None,
-) -> Iterator[Chunk]:
-    """Read the whole lines of a log from byte `offset` (to `stop`), a block at a time.
+@dataclass
+class Block:
+    """Whole lines of a log as bytes, from offset `start` to `end`."""
 
-    Memory stays bounded by the block. Each chunk's `end` is the offset after its last line;
-    the last chunk reports a torn tail.
+    data: bytes
+    start: int
+    end: int
+    torn_bytes: int = 0
+
+
+def read_blocks(
+    path: Path, offset: int = 0, block: int = 8 << 20, stop: int | None = None
+) -> Iterator[Block]:
+    """The whole lines of a log from byte `offset` (to `stop`), a block at a time, unparsed.
+
+    Memory stays bounded by the block (and the longest line). The last block is empty and
+    reports a torn tail; no other is empty.
     """
     try:
         fd = safefs.open_file_for_read(path)
     except FileNotFoundError:
-        yield Chunk(end=offset)
+        yield Block(b"", offset, offset)
         return
     with os.fdopen(fd, "rb") as f:
         f.seek(offset)
@@ -430,17 +435,35 @@ def read_chunks(
             want = block if stop is None else min(block, stop - offset - len(carry))
             data = f.read(want) if want > 0 else b""
             if not data:
-                yield Chunk(end=offset, torn_bytes=len(carry))
+                yield Block(b"", offset, offset, torn_bytes=len(carry))
                 return
             data = carry + data
             whole = data.rfind(b"\n") + 1
             carry = data[whole:]
-            lines = data[:whole].split(b"\n")[:-1] if whole else []
-            del data
-            records, skipped = parse_lines(lines, path, first_line, skip_invalid)
-            offset += whole
-            yield Chunk(records, offset, len(lines), 0, skipped, first_line)
-            first_line += len(lines)
+            if whole:  # else a line longer than the block: read on
+                yield Block(data[:whole], offset, offset + whole)
+                offset += whole
+
+
+def read_chunks(
+    path: Path,
+    offset: int = 0,
+    first_line: int = 1,
+    skip_invalid: bool = False,
+    block: int = 8 << 20,
+    stop: int | None = None,
+) -> Iterator[Chunk]:
+    """Read and parse the whole lines of a log from byte `offset` (to `stop`), a block at a
+    time (see read_blocks). Each chunk's `end` is the offset after its last line; the last
+    chunk reports a torn tail."""
+    for got in read_blocks(path, offset, block, stop):
+        if not got.data:
+            yield Chunk(end=got.end, torn_bytes=got.torn_bytes)
+            return
+        lines = got.data.split(b"\n")[:-1]
+        records, skipped = parse_lines(lines, path, first_line, skip_invalid)
+        yield Chunk(records, got.end, len(lines), 0, skipped, first_line)
+        first_line += len(lines)
 
 
 def read_from(
@@ -477,8 +500,10 @@ def tail_span(path: Path, count: int) -> tuple[int, int, int]:
                 break
             pos = low
         need, pos, start = count + 1, end, 0  # the newline before the first line wanted
+        step = _BLOCK
         while pos > 0:
-            low = max(0, pos - _BLOCK)
+            low = max(0, pos - step)
+            step = min(2 * step, 16 * _BLOCK)  # a long span in fewer reads
             block = os.pread(fd, pos - low, low)
             found = block.count(b"\n")
             if found >= need:

@@ -226,11 +226,15 @@ def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:
 
     n1, n2 = len(a), len(b)
     a, b = np.sort(a), np.sort(b)
-    both = np.concatenate([a, b])
-    diffs = (
-        np.searchsorted(a, both, side="right") / n1 - np.searchsorted(b, both, side="right") / n2
-    )
-    d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
+    # The CDFs' difference at every observation; each set of points searched on its own, in
+    # order, which keeps numpy's binary searches short.
+    diffs = [
+        np.searchsorted(a, at, side="right") / n1 - np.searchsorted(b, at, side="right") / n2
+        for at in (a, b)
+        if len(at)
+    ]
+    lowest, highest = min(x.min() for x in diffs), max(x.max() for x in diffs)
+    d = float(max(np.clip(-lowest, 0, 1), highest))
     if max(n1, n2) <= KS_EXACT_MAX_N:
         if n1 == n2:
             h = int(np.round(d * n1))  # the lattice step the exact distribution lives on

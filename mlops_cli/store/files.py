@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 
 from .. import batch, jsonl, safefs, summary
+from ..columns import sample_columns
 from ..errors import (
     ConflictError,
     LockTimeoutError,
@@ -612,51 +613,70 @@ def _when(row: dict[str, Any]) -> datetime:
 def read_columns(
     path: Path, start: int, stop: int | None, limit: int, skip_invalid: bool = False
 ) -> tuple[Any, Any, int]:
-    """Predictions and confidences of at most `limit` lines from `start`, a chunk at a time.
+    """Predictions and confidences of at most `limit` lines from `start`, a block at a time.
 
     Returns the arrays and the number of malformed lines skipped (only with `skip_invalid`;
     otherwise a malformed line is an error naming its line).
     """
     import numpy as np
 
-    from ..errors import ValidationError
-
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)
     n = skipped = 0
-    for chunk in jsonl.read_span(path, start, stop, skip_invalid):
-        skipped += len(chunk.skipped)
-        rows = chunk.records[: limit - n]
-        try:
-            p: list[Any] = [r["prediction"] for r in rows]
-            c: list[Any] = [r["confidence"] for r in rows]
-            fast = _all_numbers(p, c)
-        except (KeyError, TypeError):
-            fast = False
-        if not fast:
-            good = []
-            for i, row in enumerate(rows):
-                try:
-                    good.append(validate_sample(row))
-                except ValidationError as exc:
-                    if not skip_invalid:
-                        line = jsonl.lines_before(path, start) + chunk.line_of(i)
-                        raise StateError(
-                            f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
-                            "it, or pass --skip-invalid"
-                        ) from None
-                    skipped += 1
-            p = [r["prediction"] for r in good]
-            c = [r["confidence"] for r in good]
-        while n + len(p) > len(pred):
+    for block in jsonl.read_blocks(path, start, 1 << 20, stop):  # (fits the CPU's caches)
+        if not block.data:
+            break
+        found = sample_columns(block.data)
+        if found is None:
+            p, c, bad = _parse_samples(path, block, skip_invalid)
+            skipped += bad
+        else:
+            p, c = found
+        take = min(len(p), limit - n)
+        while n + take > len(pred):
             pred = np.resize(pred, 2 * len(pred))
             conf = np.resize(conf, 2 * len(conf))
-        pred[n : n + len(p)] = p
-        conf[n : n + len(c)] = c
-        n += len(p)
+        pred[n : n + take] = p[:take]
+        conf[n : n + take] = c[:take]
+        n += take
         if n >= limit:
             break
     return pred[:n], conf[:n], skipped
+
+
+def _parse_samples(
+    path: Path, block: jsonl.Block, skip_invalid: bool
+) -> tuple[list[Any], list[Any], int]:
+    """A block's samples parsed line by line: what sample_columns did not take. A bad line is
+    an error naming its line, or skipped."""
+    from ..errors import ValidationError
+
+    lines = block.data.split(b"\n")[:-1]
+    try:
+        rows, bad = jsonl.parse_lines(lines, path, 1, skip_invalid)
+    except StateError:  # said again with the line counted from the top (read only now)
+        jsonl.parse_lines(lines, path, jsonl.lines_before(path, block.start) + 1, False)
+        raise
+    try:
+        p: list[Any] = [r["prediction"] for r in rows]
+        c: list[Any] = [r["confidence"] for r in rows]
+        if _all_numbers(p, c):
+            return p, c, len(bad)
+    except (KeyError, TypeError):
+        pass
+    good = []
+    for i, row in enumerate(rows):
+        try:
+            good.append(validate_sample(row))
+        except ValidationError as exc:
+            if not skip_invalid:  # then no line was skipped above
+                line = jsonl.lines_before(path, block.start) + 1 + i
+                raise StateError(
+                    f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
+                    "it, or pass --skip-invalid"
+                ) from None
+    skipped = len(bad) + len(rows) - len(good)
+    return [r["prediction"] for r in good], [r["confidence"] for r in good], skipped
 
 
 def _all_numbers(p: list[Any], c: list[Any]) -> bool:
