@@ -12,6 +12,9 @@ TEST_STAMP := $(VENV)/.installed-test
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	# bytecode now, as a wheel's install does (else every start compiles the package where
+	# PYTHONDONTWRITEBYTECODE is set)
+	$(BIN)/python -m compileall -q mlops_cli >/dev/null
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 PEERS = HERE / ".peers"
 # evidently 0.7 fails to import on pandas 3
 PEER_PACKAGES = ["gto", "mlflow", "evidently", "pandas<3", "orjson"]
+ROOT = HERE.parent
 PY = sys.executable
 MLOPS = str(Path(PY).with_name("mlops"))
 TS = "2026-11-26T00:00:00.000000Z"
@@ -522,6 +523,9 @@ def main() -> None:
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
     chosen = args.only or groups
+    # The package's bytecode up to date, as an installed wheel's is: otherwise a changed
+    # module is compiled on every start where PYTHONDONTWRITEBYTECODE is set.
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "mlops_cli")], check=True)
     cases: list[Case] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

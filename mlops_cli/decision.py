@@ -1,7 +1,7 @@
 """The decision rules of an A/B test: harm, promotion, futility (pure: numbers in, verdict out).
 
 `decide` takes the test's configuration values and each arm's sufficient statistics, either
-per request (`stats.Moments`) or per user (`UserArm`, from
+per request (`moments.Moments`) or per user (`UserArm`, from
 `UserTotals`), and returns the `Evaluation` that `mlops ab evaluate` prints. Rules, in the
 order of DESIGN section 5:
 
@@ -30,11 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .moments import Moments
 from .results import MappingResult
 from .stats import (
     ArmStats,
     Difference,
-    Moments,
     RatioSums,
     compare,
     compare_rates,

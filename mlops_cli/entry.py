@@ -11,6 +11,15 @@ def main() -> None:
 
         sys.stdout.write(f"mlops {__version__}\n")
         return
-    from .cli import main as cli_main
+    import gc
 
-    cli_main()
+    # Start-up (typer, the package) allocates many objects that live to the end and no
+    # garbage cycles: the collector's passes over them are wasted. It is enabled again before
+    # the command runs, and at exit everything is frozen so the last collection skips it.
+    gc.disable()
+    try:
+        from .cli import main as cli_main
+
+        cli_main()
+    finally:
+        gc.freeze()

@@ -17,9 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Any, NamedTuple
 
 from . import safefs
 from .errors import LockTimeoutError, StateError
@@ -32,8 +30,25 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# orjson (with the json module it loads, 2 ms) is imported on first use, not at start-up:
+# `mlops list` on a project without logs never needs it.
+
+
+def dumps(doc: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(doc)
+
+
+def loads(data: bytes | memoryview) -> Any:
+    """A JSON document; orjson.JSONDecodeError (a ValueError) when it is not one."""
+    import orjson
+
+    return orjson.loads(data)
+
+
 def dumps_line(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record) + b"\n"
+    return dumps(record) + b"\n"
 
 
 @contextmanager
@@ -380,6 +395,8 @@ def parse_lines(
     lines: list[bytes], path: Path, first_line: int, skip_invalid: bool
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """Parse JSON object lines; a bad one is an error naming file and line, or skipped."""
+    import orjson
+
     loads = orjson.loads
     try:
         records = [loads(line) for line in lines]
@@ -405,8 +422,7 @@ def parse_lines(
     return records, skipped
 
 
-@dataclass
-class Block:
+class Block(NamedTuple):
     """Whole lines of a log as bytes, from offset `start` to `end`."""
 
     data: bytes
@@ -548,4 +564,6 @@ def lines_before(path: Path, offset: int) -> int:
 
 
 def encode_batch(records: Iterable[dict[str, Any]]) -> bytes:
+    import orjson
+
     return b"".join(orjson.dumps(r) + b"\n" for r in records)

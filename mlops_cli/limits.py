@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import StateError, ValidationError
 
 
-@dataclass(frozen=True)
-class Bound:
+class Bound(NamedTuple):  # (a NamedTuple: a quarter of a frozen dataclass's import cost)
     """A closed range (open at an end when `low_open`/`high_open`), whole numbers if `integer`."""
 
     low: float

@@ -7,15 +7,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .errors import ConflictError, NotFoundError, StateError, ValidationError
 from .limits import INFERENCE_TIME_MS
+from .moments import Moments
 from .naming import validate_name, validate_version
 from .records import check_finite
 from .results import Event, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
-from .stats import Moments
 from .store.base import EVENTS, Store, metrics_stream
 from .timeutil import format_ts, stamp
 
@@ -211,6 +209,8 @@ class ModelRegistry:
             raise ValidationError("model_path is required: pass --path MODEL_PATH")
         if not isinstance(mv.config, dict):
             raise ValidationError("config must be a mapping")
+        import orjson  # here: `mlops list` never needs it (2 ms of start-up)
+
         try:
             orjson.dumps(mv.config)
         except TypeError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -254,14 +253,19 @@ def temp_name(name: str, pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
     tmp = f".{name}.{pid}.tmp"
     if len(os.fsencode(tmp)) > NAME_MAX:
-        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
-        tmp = f".{digest}~.{pid}.tmp"
+        tmp = f".{_digest(name)}~.{pid}.tmp"
     return tmp
+
+
+def _digest(name: str) -> str:
+    import hashlib  # here: importing it costs every command's start-up 3 ms
+
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
 
 
 def _temp_pid(name: str, candidate: str) -> int | None:
     """The writer pid of `candidate` if it is a temp file of `name`, else None."""
-    for prefix in (f".{name}.", f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}~."):
+    for prefix in (f".{name}.", f".{_digest(name)}~."):
         if candidate.startswith(prefix) and candidate.endswith(".tmp"):
             pid = candidate[len(prefix) : -4]
             if pid.isdigit() and pid.isascii():

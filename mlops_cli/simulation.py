@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .decision import decide
-from .stats import Moments
+from .moments import Moments
 
 
 @dataclass

@@ -21,30 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
-class Moments:
-    """Sufficient statistics of requests: count, errors, sums and sums of squares."""
-
-    n: int = 0
-    errors: int = 0
-    confidence_sum: float = 0.0
-    confidence_sum_squares: float = 0.0
-    time_sum: float = 0.0
-    time_sum_squares: float = 0.0
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.n if self.n else 0.0
-
-    @property
-    def avg_confidence(self) -> float:
-        return self.confidence_sum / self.n if self.n else 0.0
-
-    @property
-    def avg_inference_time_ms(self) -> float:
-        return self.time_sum / self.n if self.n else 0.0
-
-
 @dataclass(frozen=True)
 class ArmStats:
     """Mean and variance of one arm, with its sample size."""

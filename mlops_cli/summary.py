@@ -15,11 +15,9 @@ from operator import mul
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from . import jsonl, safefs
 from .errors import MlopsError, StateError
-from .stats import Moments
+from .moments import Moments
 
 if TYPE_CHECKING:
     from .decision import UserTotals
@@ -70,7 +68,7 @@ def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
     inode, size = st.st_ino, st.st_size
     fresh = Summary(inode=inode, users=_new_totals() if per_user else None)
     try:
-        doc = orjson.loads(safefs.read_file(_cache_path(log)))
+        doc = jsonl.loads(safefs.read_file(_cache_path(log)))
         if per_user and "users" not in doc:
             return fresh
         summary = Summary(
@@ -94,7 +92,6 @@ def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
     except (
         OSError,
         MlopsError,  # a link or FIFO planted where the cache goes: recompute
-        orjson.JSONDecodeError,
         KeyError,
         TypeError,
         ValueError,
@@ -276,4 +273,4 @@ def _save_cache(log: Path, summary: Summary, st: os.stat_result) -> None:
     path = _cache_path(log)
     # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.
     with contextlib.suppress(OSError, MlopsError):
-        safefs.atomic_replace(path.parent, path.name, orjson.dumps(doc), durable=False)
+        safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)

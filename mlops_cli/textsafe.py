@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import unicodedata
 from typing import Any
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
@@ -21,6 +18,8 @@ def printable(text: str, keep_newlines: bool = False) -> str:
     """
     if text.isprintable() and "\\" not in text:
         return text
+    import unicodedata  # (only for the rare text that needs escapes)
+
     out: list[str] = []
     for ch in text:
         if ch == "\n" and keep_newlines:
@@ -46,5 +45,8 @@ def audit_value(value: Any) -> dict[str, Any]:
     shows that and when the value changed, and whether two changes set the same value."""
     if value is None or isinstance(value, (bool, int, float)):
         return {"value": value}
+    import hashlib  # here: importing it costs every command's start-up 3 ms
+    import json
+
     canonical = json.dumps(value, sort_keys=True, default=str).encode()
     return {"value_sha256": hashlib.sha256(canonical).hexdigest()[:16]}

@@ -20,7 +20,8 @@ from mlops_cli.decision import (
     decide,
     differences,
 )
-from mlops_cli.stats import Moments, RatioSums, compare_rates, compare_ratio
+from mlops_cli.moments import Moments
+from mlops_cli.stats import RatioSums, compare_rates, compare_ratio
 
 RATIO = json.loads((Path(__file__).parent / "data" / "ab_ratio_vectors.json").read_text())
 

@@ -74,3 +74,30 @@ def test_the_check_sees_a_heavy_import(project: Path) -> None:
         check=True,
     ).stderr
     assert "numpy" in imported_packages(log)
+
+
+def test_the_collector_is_off_for_the_start_up_only(project: Path) -> None:
+    """The console script disables the cyclic garbage collector while it imports (start-up
+    makes no garbage worth collecting); the command itself, which may run for hours (`mlops
+    ui`), runs with it enabled."""
+    probe = (
+        "import gc, sys\n"
+        "from mlops_cli.cli import common\n"
+        "run = common.run\n"
+        "def spy(*args, **kwargs):\n"
+        "    sys.stderr.write(f'collector enabled: {gc.isenabled()}\\n')\n"
+        "    return run(*args, **kwargs)\n"
+        "common.run = spy\n"
+        "from mlops_cli.cli import registry_cmds\n"
+        "registry_cmds.run = spy\n"
+        "sys.argv = ['mlops', 'list']\n"
+        "from mlops_cli.entry import main\n"
+        "gc.enable()\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "collector enabled: True" in done.stderr

@@ -7,6 +7,7 @@ even imported), which keeps a command's start-up close to that of Python with Ty
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -121,4 +122,5 @@ def main() -> None:
         app = make_app(("registry",), command)
     else:
         app = make_app((command,))
+    gc.enable()  # (disabled by the console script for the start-up)
     app(prog_name="mlops")

@@ -6,10 +6,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-import orjson
 import typer
 
 from ..errors import MlopsError, ValidationError
@@ -21,8 +19,7 @@ T = TypeVar("T")
 JSON_HELP = "Print one JSON document on stdout instead of a table."
 
 
-@dataclass
-class Globals:
+class Globals(NamedTuple):
     project_dir: str | None = None
     traceback: bool = False
 
@@ -52,6 +49,8 @@ def plain(doc: Any) -> Any:
 
 
 def print_json(doc: Any) -> None:
+    import orjson  # here: a table never needs it
+
     sys.stdout.write(
         orjson.dumps(plain(doc), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
         + "\n"

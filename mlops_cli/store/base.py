@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..naming import validate_name, validate_version
 from ..state import ABTest, RegistryState
-from ..stats import Moments
 from ..timeutil import Clock, stamp
 
 if TYPE_CHECKING:
     import numpy as np
 
     from ..decision import UserTotals
+    from ..moments import Moments
 
 EVENTS = "events"
 DRIFT_KINDS = ("reference", "production", "checks")
@@ -94,6 +94,8 @@ class Summary:
     users: UserTotals | None = None  # per-user totals of each arm, when asked for
 
     def arm(self, key: str) -> Moments:
+        from ..moments import Moments
+
         return self.arms.get(key) or Moments()
 
 

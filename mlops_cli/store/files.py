@@ -33,18 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from .. import batch, jsonl, safefs, summary
-from ..columns import sample_columns
+from .. import jsonl, safefs
 from ..errors import (
     ConflictError,
     LockTimeoutError,
@@ -68,6 +64,9 @@ from .base import (
     Validator,
     current_actor,
 )
+
+if TYPE_CHECKING:
+    from ..batch import Source
 
 REGISTRY_FILE = "registry.yaml"
 LOCK_FILE = ".mlops.lock"
@@ -350,6 +349,8 @@ class FileStore:
                 return None
             # The line of a test starts {"name":"<name>", (orjson keeps to_dict's order): find
             # the last one without parsing the archive.
+            import mmap
+
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
                 needle = b'{"name":"' + name.encode() + b'",'
                 at = view.rfind(b"\n" + needle, 0, end) + 1
@@ -360,8 +361,8 @@ class FileStore:
                     return None  # a torn last line: never committed
                 text = view[at:stop]
         try:
-            row = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            row = jsonl.loads(text)
+        except ValueError:  # orjson.JSONDecodeError
             raise StateError(f"{path}: the line of A/B test {name} is not JSON") from None
         return self._archived(row, None)
 
@@ -409,17 +410,19 @@ class FileStore:
             with self.transaction() as txn:
                 txn.events.append(record)
             return
-        self._append_bytes(stream, orjson.dumps(record) + b"\n")
+        self._append_bytes(stream, jsonl.dumps_line(record))
 
     def append_batch(
         self,
         stream: str,
-        data: batch.Source,
+        data: Source,
         validate: Validator,
         batch_id: str | None,
         progress: Progress | None = None,
         cap: int | None = None,
     ) -> BatchResult:
+        from .. import batch
+
         room = None
         if cap is not None:
             limit = cap
@@ -439,8 +442,10 @@ class FileStore:
         )
 
     def replace(
-        self, stream: str, data: batch.Source, validate: Validator, cap: int | None = None
+        self, stream: str, data: Source, validate: Validator, cap: int | None = None
     ) -> int:
+        from .. import batch
+
         path = self.path(stream)
         source, _ = batch.as_stream(data, None)
         scan = batch.Scan(validate, jsonl.utc_now())
@@ -494,6 +499,8 @@ class FileStore:
         skip_invalid: bool = False,
         per_user: bool = False,
     ) -> Summary:
+        from .. import summary
+
         found = summary.summarize(self.path(stream), key_field, skip_invalid, keys, per_user)
         return Summary(found.arms, found.torn_bytes, found.skipped, found.users)
 
@@ -584,7 +591,7 @@ class FileStore:
                     if now - _when(row) < timedelta(seconds=ttl_s):
                         return False
                     break
-            jsonl.write_locked(fd, path, orjson.dumps({"ts": stamp(now), "key": key}) + b"\n")
+            jsonl.write_locked(fd, path, jsonl.dumps_line({"ts": stamp(now), "key": key}))
         return True
 
     def close(self) -> None:
@@ -619,6 +626,8 @@ def read_columns(
     otherwise a malformed line is an error naming its line).
     """
     import numpy as np
+
+    from ..columns import sample_columns
 
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)

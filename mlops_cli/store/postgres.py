@@ -55,9 +55,9 @@ from ..errors import (
     StateError,
     ValidationError,
 )
+from ..moments import Moments
 from ..schema import AB_TEST, DEFAULT_SETTINGS, SCHEMA_VERSION, validate_state
 from ..state import AB_CONFIG_FIELDS, ABTest, RegistryState
-from ..stats import Moments
 from ..timeutil import Clock, parse_ts, stamp
 from .base import (
     EVENTS,

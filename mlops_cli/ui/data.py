@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError, ValidationError
+from ..moments import Moments
 from ..project import Project
-from ..stats import Moments
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
