@@ -9,19 +9,21 @@ was scanned so the error can give the count of bad lines (and the first ten line
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import repeat
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from . import jsonl
 from .errors import ValidationError
 from .store.base import BatchResult
+
+if TYPE_CHECKING:
+    import hashlib
 
 CHUNK_BYTES = 2 << 20  # a chunk of whole lines validated and appended at a time
 SHOWN = 10  # bad lines named in the error
@@ -41,15 +43,21 @@ class CapError(ValidationError):
         self.held, self.adding, self.cap = held, adding, cap
 
 
+def _sha256(data: bytes = b"") -> hashlib._Hash:
+    import hashlib  # here: importing it costs 3 ms of every A/B command's start-up
+
+    return hashlib.sha256(data)
+
+
 def content_id(data: bytes) -> str:
     """The batch id of a batch's content (its hash)."""
-    return hashlib.sha256(data).hexdigest()[:32]
+    return _sha256(data).hexdigest()[:32]
 
 
 def file_id(path: str | Path) -> str:
     """The content id of a file, hashed a block at a time (the same as content_id of its
     bytes), so a retried `--file PATH` is known before anything is appended."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -243,7 +251,7 @@ def _validated_first(
     held for the writing, not the validating. Its hash must match the first reading's."""
     start = stream.tell()
     scan = Scan(validate, "", progress)
-    first = hashlib.sha256()
+    first = _sha256()
     for data in line_chunks(stream):
         first.update(data)
         scan.check(data)
@@ -252,7 +260,7 @@ def _validated_first(
     def chunks(stamp: str) -> Iterator[bytes]:
         prefix = b'{"ts":"' + stamp.encode() + b'",'
         stream.seek(start)
-        again = hashlib.sha256()
+        again = _sha256()
         for data in line_chunks(stream):
             again.update(data)
             yield stamped(prefix, data)
