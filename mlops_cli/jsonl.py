@@ -197,11 +197,19 @@ class LogWriter:
         nothing and raises Overflow once every chunk was read (for the count).
         """
         for _attempt in range(3):
+            new = _inode(path) == -1
             fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
                 if _inode(path) == os.fstat(fd).st_ino:
                     _truncate_torn_tail(fd)
-                    return _append_chunks(fd, path, batch_id, chunks, root, room)
+                    try:
+                        return _append_chunks(fd, path, batch_id, chunks, root, room)
+                    except BaseException:
+                        if new and os.fstat(fd).st_size == 0:
+                            # Nothing recorded: no empty log left either (this descriptor,
+                            # kept, is found stale and reopened by the next append).
+                            os.unlink(path)
+                        raise
             self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
@@ -271,7 +279,7 @@ def _append_chunks(
     held, cap = room(fd) if room is not None else (0, 0)
     appended = 0
     over = False
-    journaled = False
+    journal_size = None  # the journal's size before this attempt's entry (-1: no journal)
     try:
         for chunk in chunks(stamp):
             data = chunk
@@ -288,7 +296,7 @@ def _append_chunks(
                 over = True  # keep reading: the error gives the whole count
             if over:
                 continue
-            if batch_id and not journaled:  # where this attempt's part starts, before it
+            if batch_id and journal_size is None:  # where this attempt's part starts
                 record = {
                     "ts": utc_now(),
                     "batch": batch_id,
@@ -296,8 +304,7 @@ def _append_chunks(
                     "start": start,
                     "stamp": stamp,
                 }
-                _append_journal(path, dumps_line(record), root)
-                journaled = True
+                journal_size = _append_journal(path, dumps_line(record), root)
             _write_all(fd, data)
         if over:
             raise Overflow(held, cap, appended)
@@ -305,6 +312,8 @@ def _append_chunks(
             os.fsync(fd)
     except BaseException as exc:
         os.ftruncate(fd, start)  # all or nothing: cut back what this attempt wrote
+        if journal_size is not None:  # and its journal entry
+            _cut_journal(path, journal_size, root)
         if isinstance(exc, OSError):
             raise StateError(f"could not append to {path}: {exc.strerror or exc}") from exc
         raise
@@ -328,12 +337,31 @@ def _inode(path: Path) -> int:
         return -1
 
 
-def _append_journal(log: Path, line: bytes, root: Path | None = None) -> None:
-    fd = safefs.open_append(journal_path(log), root)
+def _append_journal(log: Path, line: bytes, root: Path | None = None) -> int:
+    """Append an entry to a log's journal; return the journal's size before it (-1 when this
+    made the journal)."""
+    journal = journal_path(log)
+    new = _inode(journal) == -1
+    fd = safefs.open_append(journal, root)
     try:
         _truncate_torn_tail(fd)
+        size = -1 if new else os.fstat(fd).st_size
         _write_all(fd, line)
         os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
+
+
+def _cut_journal(log: Path, size: int, root: Path | None) -> None:
+    """Undo an attempt's journal entry: back to `size`, or no journal when it made it."""
+    journal = journal_path(log)
+    if size < 0:
+        journal.unlink(missing_ok=True)
+        return
+    fd = safefs.open_append(journal, root)
+    try:
+        os.ftruncate(fd, size)
     finally:
         os.close(fd)
 

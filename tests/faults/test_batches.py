@@ -17,6 +17,7 @@ import pytest
 from mlops_cli import ValidationError, batch, jsonl
 from mlops_cli.records import validate_request
 
+from ..conftest import snapshot
 from .helpers import MLOPS, ab_project, mlops, requests_jsonl, samples_jsonl, whole_lines
 
 SAMPLE = b'{"prediction":0.5,"confidence":0.9}\n'
@@ -89,6 +90,23 @@ def test_a_bad_line_late_in_a_stream_cuts_the_log_back(tmp_path: Path, small_chu
     with pytest.raises(ValidationError, match=r"^25 bad line"):  # read twice: fails before
         project.ab.record_batch("t", io.BytesIO(data))
     assert log.read_bytes() == before
+
+
+@pytest.mark.parametrize("batch_id", [None, "nightly-7"])
+def test_a_failed_stream_into_a_new_log_leaves_no_file_behind(
+    tmp_path: Path, small_chunks: int, batch_id: str | None
+) -> None:
+    """The first chunks were good and written, a late one was bad: the log this batch
+    created, and the journal entry of its attempt, go again (nothing changed on disk)."""
+    project = ab_project(tmp_path / "p")
+    before = snapshot(project.root)
+    lines = requests_jsonl(5_000, seed=3).splitlines(keepends=True)
+    lines[4_000] = b"not json\n"  # after several 64 KB chunks
+    with pytest.raises(ValidationError, match=r"^1 bad line"):
+        project.ab.record_batch("t", pipe(b"".join(lines)), batch_id=batch_id)
+    assert snapshot(project.root) == before
+    project.ab.record_batch("t", requests_jsonl(10, seed=4), batch_id=batch_id)
+    assert project.ab.evaluate_test("t").requests == 10
 
 
 def test_a_file_is_validated_without_holding_the_log_lock(
