@@ -12,7 +12,12 @@ def main() -> None:
         sys.stdout.write(f"mlops {__version__}\n")
         return
     import gc
+    import signal
 
+    # SIGTERM (a cancelled CI job, `kill`) ends the command like Ctrl-C does, through every
+    # cleanup on the way out: a batch being appended is cut back, a transaction undone,
+    # PostgreSQL's buffered records flushed. Exit status 143, as a shell reports it.
+    signal.signal(signal.SIGTERM, _terminated)
     # Start-up (typer, the package) allocates many objects that live to the end and no
     # garbage cycles: the collector's passes over them are wasted. It is enabled again before
     # the command runs, and at exit everything is frozen so the last collection skips it.
@@ -23,3 +28,7 @@ def main() -> None:
         cli_main()
     finally:
         gc.freeze()
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -171,6 +171,31 @@ def test_a_stream_killed_mid_way_is_completed_once_by_the_retry(
     assert (again.recorded, again.already_recorded) == (0, 20_000)
 
 
+def test_a_stream_stopped_by_sigterm_records_nothing(tmp_path: Path) -> None:
+    """A CI job cancelled mid-batch (SIGTERM, as runners send it) cuts back what the batch
+    had written, like a bad line does: stdin without --batch-id has no retry to complete it."""
+    project = ab_project(tmp_path / "p")
+    project.ab.record_batch("t", requests_jsonl(100, seed=1))
+    log = project.ab_log("t")
+    before = snapshot(project.root)
+    proc = subprocess.Popen(
+        [MLOPS, "-C", str(project.root), "ab", "record", "t", "--file", "-"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(requests_jsonl(60_000, seed=2))  # > 2 chunks: some written, stdin open
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while log.stat().st_size == len(before["logs/ab/t.jsonl"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.stat().st_size > len(before["logs/ab/t.jsonl"])  # lines of the batch written
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    proc.stdin.close()
+    assert snapshot(project.root) == before
+
+
 def test_stdin_without_a_batch_id_is_never_taken_for_a_retry(tmp_path: Path) -> None:
     project = ab_project(tmp_path / "p")
     log = project.drift_log("gnn", "1.0.0", "production")
