@@ -23,7 +23,12 @@ from .errors import ValidationError
 from .store.base import BatchResult
 
 if TYPE_CHECKING:
-    import hashlib
+    from typing import Protocol
+
+    class _Digest(Protocol):
+        def update(self, data: bytes, /) -> None: ...
+        def digest(self) -> bytes: ...
+        def hexdigest(self) -> str: ...
 
 CHUNK_BYTES = 2 << 20  # a chunk of whole lines validated and appended at a time
 SHOWN = 10  # bad lines named in the error
@@ -43,7 +48,7 @@ class CapError(ValidationError):
         self.held, self.adding, self.cap = held, adding, cap
 
 
-def _sha256(data: bytes = b"") -> hashlib._Hash:
+def _sha256(data: bytes = b"") -> _Digest:
     import hashlib  # here: importing it costs 3 ms of every A/B command's start-up
 
     return hashlib.sha256(data)

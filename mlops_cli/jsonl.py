@@ -333,7 +333,7 @@ def _inode(path: Path) -> int:
     """The inode at `path` itself (a link there is not the log we opened), -1 if none."""
     try:
         return os.lstat(path).st_ino
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return -1
 
 
