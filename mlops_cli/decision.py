@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .moments import Moments
 from .results import MappingResult
@@ -58,8 +58,7 @@ SRM_UNTESTABLE = (
 )
 
 
-@dataclass(frozen=True)
-class UserArm:
+class UserArm(NamedTuple):
     """One arm with users as units: the ratio sums of each metric (D_u = u's requests)."""
 
     errors: RatioSums
@@ -330,8 +329,7 @@ def analysis_arms(
 # -- the rules ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rules:
+class Rules(NamedTuple):
     """The configuration values the decision reads (an A/B test's fields)."""
 
     alpha: float

@@ -17,12 +17,12 @@ sample ratio test use the math module alone, so `ab evaluate` starts fast.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class ArmStats:
+# The statistics' value types are NamedTuples: immutable like a frozen dataclass, at a quarter
+# of its import cost (every `ab evaluate` pays it at start-up).
+class ArmStats(NamedTuple):
     """Mean and variance of one arm, with its sample size."""
 
     n: int
@@ -46,8 +46,7 @@ class ArmStats:
         return cls(n, p, p * (1 - p))
 
 
-@dataclass(frozen=True)
-class Difference:
+class Difference(NamedTuple):
     """Treatment minus control: estimate, interval at level 1 - alpha, and p-value."""
 
     estimate: float
@@ -154,8 +153,7 @@ def _degenerate(estimate: float, variance: float) -> Difference:
     return Difference(estimate, (-math.inf, math.inf), 1.0)
 
 
-@dataclass(frozen=True)
-class SampleRatio:
+class SampleRatio(NamedTuple):
     """Pearson chi-square test of the arm counts against the configured split."""
 
     p_value: float
@@ -239,8 +237,7 @@ def _prob_outside_square(n: int, h: int) -> float:
     return 2 * total
 
 
-@dataclass(frozen=True)
-class RatioSums:
+class RatioSums(NamedTuple):
     """One arm's sums over units (users) for a ratio metric sum(M) / sum(D).
 
     Per user u, M_u is the metric summed over u's requests and D_u their count; these are
