@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import CapError, Source
-from .errors import ConflictError, GateError, HookError, StateError, ValidationError
+from .errors import (
+    SKIP_INVALID,
+    ConflictError,
+    GateError,
+    HookError,
+    StateError,
+    ValidationError,
+)
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, validate_sample
@@ -434,8 +441,8 @@ class DriftDetector:
         if len(good) < len(rows) and not skip_invalid:
             raise StateError(
                 f"the drift checks of {self.model_type} {self.model_version} hold "
-                f"{len(rows) - len(good)} record(s) that are not checks; fix or remove them, "
-                "or pass --skip-invalid"
+                f"{len(rows) - len(good)} record(s) that are not checks; "
+                + SKIP_INVALID.replace("remove it", "remove them")
             )
         return good
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .errors import Terminated
+
 
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
@@ -26,9 +28,11 @@ def main() -> None:
         from .cli import main as cli_main
 
         cli_main()
+    except Terminated:  # before or after a command's own error funnel
+        raise SystemExit(143) from None
     finally:
         gc.freeze()
 
 
 def _terminated(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated

@@ -17,6 +17,14 @@ class ProjectNotFoundError(MlopsError):
     """No registry.yaml where the project directory was looked for."""
 
 
+# How a malformed log line can be got past, said where one is found: only the commands that
+# compute from a log's lines take the flag (the library's calls take skip_invalid=True).
+SKIP_INVALID = (
+    "fix or remove it, or skip such lines with --skip-invalid "
+    "(ab evaluate, drift check, drift report)"
+)
+
+
 class StateError(MlopsError):
     """A state file (registry.yaml, a log) is corrupt, of an unknown schema, or of a wrong type."""
 
@@ -49,3 +57,8 @@ class GateError(MlopsError):
 
 class ServiceError(MlopsError):
     """An outside service (a Pushgateway) could not be reached or refused the request."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the console script's handler raises it, so the command stops through
+    every cleanup (a batch cut back, a transaction undone) as on Ctrl-C; exit status 143."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import safefs
-from .errors import LockTimeoutError, StateError
+from .errors import SKIP_INVALID, LockTimeoutError, StateError
 
 _BLOCK = 1 << 16
 
@@ -444,8 +444,7 @@ def parse_lines(
             skipped.append(first_line + i)
         else:
             raise StateError(
-                f"{path}: line {first_line + i} is not a JSON object; fix or remove it, "
-                "or pass --skip-invalid"
+                f"{path}: line {first_line + i} is not a JSON object; {SKIP_INVALID}"
             )
     return records, skipped
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import jsonl, safefs
-from .errors import MlopsError, StateError
+from .errors import SKIP_INVALID, MlopsError, StateError
 from .moments import Moments
 
 if TYPE_CHECKING:
@@ -136,8 +136,7 @@ def summarize(
                     else:
                         raise StateError(
                             f"{log}: line {chunk.line_of(i)} is not a valid record (a field is "
-                            "missing or of the wrong type); fix or remove it, or pass "
-                            "--skip-invalid"
+                            f"missing or of the wrong type); {SKIP_INVALID}"
                         ) from None
                 counts = fold(summary.arms, good, key_field, keys)
             if summary.users is not None and key_field is not None:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import typer
 
-from ..errors import MlopsError, ValidationError
+from ..errors import MlopsError, Terminated, ValidationError
 from ..project import Project
 from ..textsafe import printable
 
@@ -67,6 +67,8 @@ def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
         fail(exc.type, str(exc), exc.exit_code, json_output)
     except KeyboardInterrupt:
         fail("Interrupted", "interrupted", 130, json_output)
+    except Terminated:
+        fail("Terminated", "terminated", 143, json_output)
     except BrokenPipeError:
         # The reader went away (`mlops metrics export | head`): nothing more to say to it.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import jsonl, safefs
 from ..errors import (
+    SKIP_INVALID,
     ConflictError,
     LockTimeoutError,
     MlopsError,
@@ -681,8 +682,7 @@ def _parse_samples(
             if not skip_invalid:  # then no line was skipped above
                 line = jsonl.lines_before(path, block.start) + 1 + i
                 raise StateError(
-                    f"{path}: line {line} is not a valid sample ({exc}); fix or remove "
-                    "it, or pass --skip-invalid"
+                    f"{path}: line {line} is not a valid sample ({exc}); {SKIP_INVALID}"
                 ) from None
     skipped = len(bad) + len(rows) - len(good)
     return [r["prediction"] for r in good], [r["confidence"] for r in good], skipped

@@ -193,6 +193,7 @@ def test_a_stream_stopped_by_sigterm_records_nothing(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     proc.stdin.close()
+    assert proc.stderr is not None and proc.stderr.read() == b"error: terminated\n"
     assert snapshot(project.root) == before
 
 
