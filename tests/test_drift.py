@@ -624,6 +624,9 @@ def test_malformed_window_line_is_named_or_skipped_and_counted(
     assert snapshot(gnn.root) == before
     doc = two_models("drift", "check", "gnn", "v2.2.0", "--skip-invalid", "--json").json()
     assert doc["skipped_lines"] == 1 and doc["n_window"] == 1001
+    for command in ("check", "report"):  # the table says so too
+        shown = two_models("drift", command, "gnn", "v2.2.0", "--skip-invalid").stdout
+        assert "skipped 1 malformed log line(s)" in shown, command
 
 
 def test_torn_production_tail_is_reported(two_models: Cli, gnn: Project) -> None:

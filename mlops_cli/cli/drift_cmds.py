@@ -147,6 +147,8 @@ def render_reports(reports: list[DriftReport]) -> None:
             torn_note(
                 f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]
             )
+        if r.get("skipped_lines"):
+            out.print(f"  skipped {r['skipped_lines']} malformed log line(s) (--skip-invalid)")
         for hook in r.hooks:
             if hook.ok:
                 out.print(f"  hook {hook.level} ran (exit code 0)")
