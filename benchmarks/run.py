@@ -415,6 +415,27 @@ def postgres(quick: bool) -> list[Case]:
     return cases
 
 
+def load(quick: bool) -> list[Case]:
+    """The FastAPI example under 4 uvicorn workers (benchmarks/fastapi_load.py): the p99 of
+    the time a request spends inside mlops, and every answered request recorded."""
+    out = subprocess.run(
+        [PY, str(HERE / "fastapi_load.py"), "--json",
+         "--requests", str(2_000 if quick else 20_000)],
+        capture_output=True,
+        text=True,
+    )
+    if not out.stdout.strip():
+        raise RuntimeError(f"fastapi_load.py failed: {out.stderr[-2000:]}")
+    return [
+        Case(
+            f"FastAPI, {r['workers']} workers, {r['store']}: p99 inside mlops"
+            f" ({r['rate']:,.0f} requests/s, {r['lost']} lost)",
+            r["mlops_ms_p99"], None, "-", "every request recorded", r["lost"] == 0, "ms",
+        )
+        for r in json.loads(out.stdout)
+    ]
+
+
 def dashboard(tmp: Path, repeat: int, scale: int) -> list[Case]:
     """The overview's last byte against `mlops list --json` on the same project: 50 model
     types x 20 versions, 10,000,000 recorded serving requests, summaries warm."""
@@ -489,6 +510,8 @@ def render(cases: list[Case]) -> str:
     def fmt(x: float | None, unit: str) -> str:
         if x is None:
             return "-"
+        if unit == "ms":
+            return f"{x:,.2f} ms"
         return f"{x:,.0f} {unit}" if unit != "s" else f"{x * 1000:,.0f} ms"
 
     rows = [("case", "ours", "compared with", "theirs", "ratio", "target", "")]
@@ -518,7 +541,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
-    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres"]
+    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres", "load"]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
@@ -541,6 +564,8 @@ def main() -> None:
             cases += dashboard(tmp, repeat, scale)
         if "postgres" in chosen:
             cases += postgres(args.quick)
+        if "load" in chosen:
+            cases += load(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:

@@ -80,6 +80,9 @@ def drive(location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
                     "/diagnose", json={"user_id": f"user{user}", "features": features}
                 )
                 assert response.status_code == 200, response.text
+                # the time its mlops calls took, for benchmarks/fastapi_load.py
+                name, duration = response.headers["server-timing"].split(";dur=")
+                assert name == "mlops" and float(duration) >= 0
                 body = response.json()
                 served[body["variant"]] += 1
                 assert body["score"] == pytest.approx(0.2)
