@@ -150,7 +150,7 @@ class LogWriter:
                     current = os.lstat(path).st_ino
                 except FileNotFoundError:
                     current = -1
-                replaced = current != os.fstat(fd).st_ino
+                replaced = current != safefs.check_single_link(fd, path, root).st_ino
                 if not replaced:
                     _truncate_torn_tail(fd)
                     if precheck is not None:
@@ -200,7 +200,7 @@ class LogWriter:
             new = _inode(path) == -1
             fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                if _inode(path) == os.fstat(fd).st_ino:
+                if _inode(path) == safefs.check_single_link(fd, path, root).st_ino:
                     _truncate_torn_tail(fd)
                     try:
                         return _append_chunks(fd, path, batch_id, chunks, root, room)
