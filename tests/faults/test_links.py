@@ -242,3 +242,33 @@ def test_a_hard_link_to_a_file_outside_is_a_clean_error_and_changes_nothing(
     assert_one_error_line(_Run(code, stdout, stderr), named, "in the project", "hard links", "copy")
     assert snapshot(canary) == before
     assert snapshot(root) == inside
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_a_fifo_or_link_at_a_reference_log_never_hangs_the_views(
+    tmp_path: Path, canary: Path, plant: str
+) -> None:
+    """Counting a stream's records opened the log with a plain open: a FIFO there hung
+    `drift check --all` and `report --html` forever, and a symbolic link was followed."""
+    import subprocess
+
+    from .helpers import MLOPS
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    detector = project.drift_detector("gnn", "1.0.0")
+    detector.set_reference(SAMPLES * 100)
+    detector.record_batch(SAMPLES * 100)
+    reference = root / "logs" / "drift" / "gnn" / "1.0.0" / "reference.jsonl"
+    if plant == "fifo":
+        _fifo(reference)
+    else:
+        _move_out(reference, canary / "reference.jsonl")
+    for args in (["drift", "check", "--all"], ["report", "--html", str(tmp_path / "r.html")]):
+        done = subprocess.run(
+            [MLOPS, "-C", str(root), *args], capture_output=True, timeout=60, text=True
+        )
+        shown = "is a FIFO" if plant == "fifo" else "is a symbolic link"
+        assert f"logs/drift/gnn/1.0.0/reference.jsonl (in the project) {shown}" in (
+            done.stdout + done.stderr
+        ), (args, done.returncode, done.stdout, done.stderr)
