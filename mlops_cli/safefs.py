@@ -172,8 +172,12 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int, shown: tuple[str, ...
     if before is not None and not stat.S_ISREG(before):
         raise _refuse(shown, before)  # never even open a device: opening may act on it
     try:
+        # O_TRUNC only once the file passed the checks: truncating acts on a hard link too.
         fd = os.open(
-            name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dir_fd
+            name,
+            (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            mode,
+            dir_fd=dir_fd,
         )
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR, errno.EMLINK):
@@ -187,6 +191,8 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int, shown: tuple[str, ...
             raise _refuse(shown, st.st_mode)
         if flags & WRITE_FLAGS and st.st_nlink > 1:
             raise _refuse_hard_link(shown, st.st_nlink)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
         fl = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
     except BaseException:
