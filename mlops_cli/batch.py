@@ -20,6 +20,7 @@ import orjson
 
 from . import jsonl
 from .errors import ValidationError
+from .limits import LINE_MAX_BYTES
 from .store.base import BatchResult
 
 if TYPE_CHECKING:
@@ -80,22 +81,14 @@ def as_stream(data: Source, batch_id: str | None) -> tuple[BinaryIO, str | None]
 
 def line_chunks(stream: BinaryIO, size: int | None = None) -> Iterator[bytes]:
     """The stream in chunks of whole lines of about `size` (CHUNK_BYTES) bytes, each ending
-    with a newline."""
+    with a newline (a last line without one gets it). A line longer than LINE_MAX_BYTES is
+    passed over as it is read and handed on as jsonl.OVERLONG_LINE, a bad line."""
     size = size or CHUNK_BYTES
-    rest = b""
-    while True:
-        block = stream.read(size)
-        if not block:
-            break
-        block = rest + block if rest else block
-        cut = block.rfind(b"\n") + 1
-        if cut == 0:  # one line longer than a chunk: keep reading it
-            rest = block
-            continue
-        rest = block[cut:]
-        yield block[:cut] if rest else block
-    if rest:
-        yield rest + b"\n"
+    for got in jsonl.whole_lines(iter(lambda: stream.read(size), b"")):
+        if not got.last:
+            yield got.data
+        elif got.data:
+            yield got.data + b"\n"
 
 
 def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> bytes:
@@ -117,6 +110,13 @@ def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> byt
         if line:
             out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
     return b"\n".join(out) + b"\n" if out else b""
+
+
+def _bounded(lines: list[bytes]) -> None:
+    """Send a chunk holding a line over LINE_MAX_BYTES to the line-by-line check, which
+    names it (a chunk can hold a line somewhat longer than the limit whole)."""
+    if lines and max(map(len, lines)) > LINE_MAX_BYTES:
+        raise ValidationError("a line is too long")
 
 
 class Scan:
@@ -147,6 +147,7 @@ class Scan:
         blank = 0
         bad_before = self.bad
         try:  # the common case: every line valid, checked without per-line bookkeeping
+            _bounded(lines)
             deque(map(validate, map(loads, lines), repeat("")), maxlen=0)  # a loop in C
         except (orjson.JSONDecodeError, ValidationError):
             blank = self._slow(lines, base)
@@ -167,6 +168,7 @@ class Scan:
         bad_before = self.bad
         blank = 0
         try:
+            _bounded(lines)
             deque(map(self.validate, map(orjson.loads, lines), repeat("")), maxlen=0)
         except (orjson.JSONDecodeError, ValidationError):
             blank = self._slow(lines, base)
@@ -179,13 +181,16 @@ class Scan:
         blank = 0
         for number, raw in enumerate(lines, base + 1):
             try:
+                if raw == jsonl.OVERLONG_LINE or len(raw) > LINE_MAX_BYTES:
+                    raise ValidationError(f"longer than {jsonl.LINE_MAX_TEXT}")
                 validate(loads(raw), "")
                 continue
             except orjson.JSONDecodeError:
                 if not raw.strip():
                     blank += 1
                     continue
-                message = "not valid JSON"
+                else:
+                    message = "not valid JSON"
             except ValidationError as exc:
                 message = str(exc)
             self.bad += 1

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from . import safefs
 from .errors import SKIP_INVALID, LockTimeoutError, StateError
+from .limits import LINE_MAX_BYTES
 
 _BLOCK = 1 << 16
 
@@ -150,7 +151,7 @@ class LogWriter:
                     current = os.lstat(path).st_ino
                 except FileNotFoundError:
                     current = -1
-                replaced = current != os.fstat(fd).st_ino
+                replaced = current != safefs.check_single_link(fd, path, root).st_ino
                 if not replaced:
                     _truncate_torn_tail(fd)
                     if precheck is not None:
@@ -200,7 +201,7 @@ class LogWriter:
             new = _inode(path) == -1
             fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                if _inode(path) == os.fstat(fd).st_ino:
+                if _inode(path) == safefs.check_single_link(fd, path, root).st_ino:
                     _truncate_torn_tail(fd)
                     try:
                         return _append_chunks(fd, path, batch_id, chunks, root, room)
@@ -427,15 +428,17 @@ def parse_lines(
 
     loads = orjson.loads
     try:
-        records = [loads(line) for line in lines]
-        if all(type(r) is dict for r in records):
-            return records, []
+        if not lines or max(map(len, lines)) <= LINE_MAX_BYTES:
+            records = [loads(line) for line in lines]
+            if all(type(r) is dict for r in records):
+                return records, []
     except orjson.JSONDecodeError:
         pass
     records, skipped = [], []
     for i, line in enumerate(lines):
+        long = line == OVERLONG_LINE or len(line) > LINE_MAX_BYTES
         try:
-            record = loads(line)
+            record = None if long else loads(line)
         except orjson.JSONDecodeError:
             record = None
         if type(record) is dict:
@@ -443,9 +446,8 @@ def parse_lines(
         elif skip_invalid:
             skipped.append(first_line + i)
         else:
-            raise StateError(
-                f"{path}: line {first_line + i} is not a JSON object; {SKIP_INVALID}"
-            )
+            what = f"is longer than {LINE_MAX_TEXT}" if long else "is not a JSON object"
+            raise StateError(f"{path}: line {first_line + i} {what}; {SKIP_INVALID}")
     return records, skipped
 
 
@@ -458,13 +460,79 @@ class Block(NamedTuple):
     torn_bytes: int = 0
 
 
+LINE_MAX_TEXT = f"{LINE_MAX_BYTES >> 20} MiB ({LINE_MAX_BYTES:,} bytes)"
+OVERLONG_LINE = b"\x00(a line longer than the line limit)"
+"""Stands in, in what the readers hand on, for a line longer than LINE_MAX_BYTES: never
+valid JSON (a NUL byte), so it is a malformed line named by its number, or skipped."""
+
+
+class Lines(NamedTuple):
+    """Whole lines from consecutive reads, and the stream bytes consumed through the last
+    one. The last item has `last` set and holds the unterminated tail instead (b"" when none,
+    OVERLONG_LINE for an over-long one), with `consumed` every byte read."""
+
+    data: bytes
+    consumed: int
+    last: bool = False
+
+
+def whole_lines(reads: Iterable[bytes]) -> Iterator[Lines]:
+    """Blocks of whole lines out of a stream's reads, in memory bounded by a read and
+    LINE_MAX_BYTES: a line longer than the limit is passed over as the stream goes (never
+    held or joined again) and handed on as OVERLONG_LINE, so a 300 MB line costs one pass."""
+    pos = 0  # stream bytes read
+    carry = b""  # the start of a line not ended yet (at most LINE_MAX_BYTES)
+    passing = 0  # bytes of an over-long line read so far (not kept)
+    for data in reads:
+        if not data:
+            continue
+        pos += len(data)
+        head = b""
+        if carry or passing:
+            cut = data.find(b"\n") + 1
+            if not cut:
+                if passing or len(carry) + len(data) > LINE_MAX_BYTES:
+                    passing += len(carry) + len(data)
+                    carry = b""
+                else:
+                    carry += data  # bounded: the line is still under the limit
+                continue
+            if passing or len(carry) + cut - 1 > LINE_MAX_BYTES:
+                head = OVERLONG_LINE + b"\n"
+            else:
+                head = carry + data[:cut]
+            data = data[cut:]
+            carry, passing = b"", 0
+        whole = data.rfind(b"\n") + 1
+        if head or whole:
+            yield Lines(head + data[:whole] if whole else head, pos - len(data) + whole)
+        rest = data[whole:]
+        if len(rest) > LINE_MAX_BYTES:
+            passing = len(rest)
+        else:
+            carry = rest
+    yield Lines(OVERLONG_LINE if passing else carry, pos, last=True)
+
+
+def _reads(f: Any, block: int, todo: int | None) -> Iterator[bytes]:
+    """Reads of `block` bytes from a file (at most `todo` bytes in all, when given)."""
+    while todo is None or todo > 0:
+        data = f.read(block if todo is None else min(block, todo))
+        if not data:
+            return
+        if todo is not None:
+            todo -= len(data)
+        yield data
+
+
 def read_blocks(
     path: Path, offset: int = 0, block: int = 8 << 20, stop: int | None = None
 ) -> Iterator[Block]:
     """The whole lines of a log from byte `offset` (to `stop`), a block at a time, unparsed.
 
-    Memory stays bounded by the block (and the longest line). The last block is empty and
-    reports a torn tail; no other is empty.
+    Memory stays bounded by the block and LINE_MAX_BYTES: a longer line is handed on as
+    OVERLONG_LINE (so a block's data may be shorter than its span). The last block is empty
+    and reports a torn tail; no other is empty.
     """
     try:
         fd = safefs.open_file_for_read(path)
@@ -473,19 +541,17 @@ def read_blocks(
         return
     with os.fdopen(fd, "rb") as f:
         f.seek(offset)
-        carry = b""
-        while True:
-            want = block if stop is None else min(block, stop - offset - len(carry))
-            data = f.read(want) if want > 0 else b""
-            if not data:
-                yield Block(b"", offset, offset, torn_bytes=len(carry))
+        start = offset
+        # Up to the size at opening (or `stop`): a read never asks for more than is there,
+        # as a buffered read allocates all it asks for.
+        size = os.fstat(fd).st_size if stop is None else stop
+        for got in whole_lines(_reads(f, block, size - offset)):
+            end = offset + got.consumed
+            if got.last:
+                yield Block(b"", start, start, torn_bytes=end - start)
                 return
-            data = carry + data
-            whole = data.rfind(b"\n") + 1
-            carry = data[whole:]
-            if whole:  # else a line longer than the block: read on
-                yield Block(data[:whole], offset, offset + whole)
-                offset += whole
+            yield Block(got.data, start, end)
+            start = end
 
 
 def read_chunks(
@@ -513,17 +579,13 @@ def read_from(
     path: Path, offset: int = 0, first_line: int = 1, skip_invalid: bool = False
 ) -> Chunk:
     """Read the whole lines of a log from byte `offset` on (which must start a line)."""
-    try:
-        fd = safefs.open_file_for_read(path)
-    except FileNotFoundError:
-        return Chunk(end=offset)
-    with os.fdopen(fd, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    whole = data.rfind(b"\n") + 1
-    lines = data[:whole].split(b"\n")[:-1] if whole else []
-    records, skipped = parse_lines(lines, path, first_line, skip_invalid)
-    return Chunk(records, offset + whole, len(lines), len(data) - whole, skipped)
+    out = Chunk(end=offset, first_line=first_line)
+    for chunk in read_chunks(path, offset, first_line, skip_invalid):
+        out.records += chunk.records
+        out.lines += chunk.lines
+        out.skipped += chunk.skipped
+        out.end, out.torn_bytes = chunk.end, chunk.torn_bytes
+    return out
 
 
 def tail_span(path: Path, count: int) -> tuple[int, int, int]:
@@ -587,7 +649,7 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
 
 def lines_before(path: Path, offset: int) -> int:
     with os.fdopen(safefs.open_file_for_read(path), "rb") as f:
-        return f.read(offset).count(b"\n")
+        return sum(data.count(b"\n") for data in _reads(f, 1 << 20, offset))
 
 
 def encode_batch(records: Iterable[dict[str, Any]]) -> bytes:

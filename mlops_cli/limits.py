@@ -85,11 +85,18 @@ HOOK_COOLDOWN_S = Bound(0, 10 * 365 * 86_400, unit="s")
 DRIFT_SCALE = Bound(0, 1e6, low_open=True)
 """drift.performance_scale and drift.distribution_scale."""
 
-# Text and lines.
-TEXT_MAX_CHARS = 10_000
-"""--reason, --description, tag values, MLOPS_ACTOR (check_text; not yet wired in)."""
+# Text, lines and times.
+TEXT_MAX_BYTES = 4096
+"""A reason (--reason, an audit event's) or a version's description, in UTF-8 bytes."""
+USER_ID_MAX_BYTES = 256
+"""A request's `user_id`, in UTF-8 bytes."""
 LINE_MAX_BYTES = 1 << 20
-"""One line of a batch file or stdin, for the streaming batch reader (not yet wired in)."""
+"""One line of a batch (file or stdin) or of a log: a longer one is a bad line, read past in
+bounded memory and never held."""
+TS_MIN_EPOCH_S = 0.0
+TS_FUTURE_S = 86_400.0
+"""A record's `ts` lies between 1970-01-01T00:00:00Z and now + 24 h (clocks disagree; a year
+9999 time with a -14:00 offset overflows once converted to UTC)."""
 
 FIELD_BOUNDS: dict[str, Bound] = {
     "inference_time_ms": INFERENCE_TIME_MS,
@@ -149,9 +156,15 @@ def check_size(name: str, value: Any) -> int:
     return result
 
 
-def check_text(name: str, value: str, max_chars: int = TEXT_MAX_CHARS) -> str:
-    if len(value) > max_chars:
-        raise ValidationError(f"{name} is longer than {max_chars:,} characters ({len(value):,})")
+def check_text(name: str, value: str, max_bytes: int = TEXT_MAX_BYTES) -> str:
+    """Text kept in the registry, a log or PostgreSQL: at most `max_bytes` in UTF-8 and no NUL
+    character (PostgreSQL text cannot hold one)."""
+    if len(value) * 4 > max_bytes:  # (a character is at most 4 bytes: most texts stop here)
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise ValidationError(f"{name} is longer than {max_bytes:,} bytes ({size:,})")
+    if "\x00" in value:
+        raise ValidationError(f"{name} holds a NUL character (\\u0000), which cannot be stored")
     return value
 
 
@@ -223,7 +236,16 @@ def markdown() -> str:
         ("`drift.hook_timeout_s`", HOOK_TIMEOUT_S.describe()),
         ("`drift.performance_scale`, `drift.distribution_scale`", DRIFT_SCALE.describe()),
         ("settings nesting depth", f"at most {SETTINGS_DEPTH_MAX} levels"),
-        # TEXT_MAX_CHARS and LINE_MAX_BYTES join this table when the CLI enforces them.
+        ("`user_id`", f"at most {USER_ID_MAX_BYTES} bytes (UTF-8), no NUL character"),
+        (
+            "a reason (`--reason`), a description, tag values, `model_path`",
+            f"at most {TEXT_MAX_BYTES:,} bytes (UTF-8), no NUL character",
+        ),
+        (
+            "a line of a batch (`--file`) or of a log",
+            f"at most {LINE_MAX_BYTES:,} bytes (1 MiB); a longer one is a bad line",
+        ),
+        ("`ts` of a record", "UTC between 1970-01-01T00:00:00Z and now + 24 h"),
     ]
     lines = [
         "## Limits",

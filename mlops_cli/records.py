@@ -8,11 +8,19 @@ Each returns the record when it is valid and raises ValidationError naming the f
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Any
 
 from .errors import ValidationError
-from .limits import INFERENCE_TIME_MS, PREDICTION_ABS_MAX
+from .limits import (
+    INFERENCE_TIME_MS,
+    PREDICTION_ABS_MAX,
+    TS_FUTURE_S,
+    TS_MIN_EPOCH_S,
+    USER_ID_MAX_BYTES,
+    check_text,
+)
 from .timeutil import parse_ts
 
 VARIANTS = ("control", "treatment")
@@ -55,26 +63,66 @@ _NO_TS = object()
 
 
 def _fast_ts(value: Any) -> bool:
-    """No `ts`, or one that is an ISO-8601 time with a zone (checked in C, no message built);
-    False sends the record to the checks that name what is wrong."""
+    """No `ts`, or one that is an ISO-8601 time with a zone within the bounds (checked in C,
+    no message built); False sends the record to the checks that name what is wrong."""
     if value is _NO_TS:
         return True
     if type(value) is not str:
         return False
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
-    except ValueError:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            return False
+        return TS_MIN_EPOCH_S <= moment.timestamp() <= time.time() + TS_FUTURE_S
+    except (ValueError, OverflowError):
         return False
 
 
 def check_ts(value: Any, where: str) -> None:
-    """A caller-supplied `ts`: an ISO-8601 time with a zone."""
+    """A caller-supplied `ts`: an ISO-8601 time with a zone, in UTC between 1970-01-01 and
+    now + 24 h (what both stores can hold and order: a year-9999 time at -14:00 is past
+    9999 in UTC)."""
     try:
-        parse_ts(value)
+        moment = parse_ts(value)
     except (ValueError, TypeError):
         raise ValidationError(
-            f"{where}ts must be an ISO-8601 time with a zone, not {value!r}"
+            f"{where}ts must be an ISO-8601 time with a zone, not {_shown(value)}"
         ) from None
+    try:
+        seconds = moment.timestamp()
+    except (OverflowError, ValueError):
+        seconds = math.inf if moment.year > 1970 else -math.inf
+    if not TS_MIN_EPOCH_S <= seconds <= time.time() + TS_FUTURE_S:
+        raise ValidationError(
+            f"{where}ts must lie between 1970-01-01T00:00:00Z and 24 hours from now (UTC), "
+            f"not {_shown(value)}"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
+def check_user_id(value: Any, where: str) -> None:
+    """A request's `user_id`: a string of at most USER_ID_MAX_BYTES (UTF-8) without a NUL
+    character, or a whole number that fits 64 bits."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(f"{where}user_id must be a string, not {_shown(value)}")
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise ValidationError(f"{where}user_id must fit 64 bits as a number; send a string")
+        return
+    check_text(f"{where}user_id", value, USER_ID_MAX_BYTES)
+
+
+def _fast_user_id(value: Any) -> bool:
+    """No user_id, or a short string without NUL (64 characters are at most 256 bytes), or
+    an int that fits 64 bits; False sends the record to check_user_id."""
+    if type(value) is str:
+        return len(value) <= USER_ID_MAX_BYTES // 4 and "\x00" not in value
+    return (type(value) is int and -(2**63) <= value < 2**64)
 
 
 def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
@@ -90,7 +138,7 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
             and type(c) in NUMBER
             and 0 <= c <= 1
             and type(doc.get("error", False)) is bool
-            and type(doc.get("user_id", "")) in (str, int)
+            and _fast_user_id(doc.get("user_id", ""))
         ):
             return doc
     if not isinstance(doc, dict):
@@ -109,8 +157,8 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if not isinstance(doc.get("error", False), bool):
         raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")
-    if not isinstance(doc.get("user_id", ""), (str, int)):
-        raise ValidationError(f"{where}user_id must be a string")
+    if "user_id" in doc:
+        check_user_id(doc["user_id"], where)
     if "ts" in doc:
         check_ts(doc["ts"], where)
     return doc

@@ -5,7 +5,9 @@ its parent's descriptor (openat-style), and the file itself with `O_NOFOLLOW | O
 and checked with fstat, so a symbolic link, FIFO, device or directory planted at any step of
 a path the tool writes is a clean `StateError` naming that step relative to the project,
 never a write outside it, a hang on a FIFO, or an ELOOP traceback. The project root itself
-may be a link (the user chose it); nothing under it may be.
+may be a link (the user chose it); nothing under it may be. A file opened to write, or replaced,
+must also have one link only: a hard link is a regular file too, and appending to it (or
+cutting its torn tail) would change the file it shares its data with, wherever that lives.
 """
 
 from __future__ import annotations
@@ -67,11 +69,37 @@ def _refuse(parts: tuple[str, ...], st_mode: int | None) -> StateError:
     )
 
 
-def _lstat_mode(dir_fd: int, name: str) -> int | None:
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC
+
+
+def _refuse_hard_link(parts: tuple[str, ...], nlink: int) -> StateError:
+    return StateError(
+        f"{_shown(parts)} (in the project) has {nlink} hard links: writing it would change "
+        "the other paths that share its data too (a hard-link backup such as cp -al shares "
+        "every file); give it its own copy (cp FILE FILE.copy && mv FILE.copy FILE) and retry"
+    )
+
+
+def check_single_link(fd: int, path: Path, root: Path | None = None) -> os.stat_result:
+    """The fstat of a log held open for appends, refused when it gained a second hard link
+    since it was opened (a kept descriptor: a `cp -al` backup taken while a service runs)."""
+    st = os.fstat(fd)
+    if st.st_nlink > 1:
+        shown = path.relative_to(root) if root is not None and path.is_relative_to(root) else path
+        raise _refuse_hard_link((str(shown),), st.st_nlink)
+    return st
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
     try:
-        return os.lstat(name, dir_fd=dir_fd).st_mode
+        return os.lstat(name, dir_fd=dir_fd)
     except OSError:
         return None
+
+
+def _lstat_mode(dir_fd: int, name: str) -> int | None:
+    st = _lstat(dir_fd, name)
+    return None if st is None else st.st_mode
 
 
 def _open_root(root: Path) -> int:
@@ -137,14 +165,19 @@ def dir_in(root: Path, reldir: str | os.PathLike[str] | None, create: bool = Tru
 def open_at(dir_fd: int, name: str, flags: int, mode: int, shown: tuple[str, ...]) -> int:
     """Open the regular file `name` under `dir_fd` without following a link or blocking.
 
-    A link, FIFO, device, socket or directory there is a `StateError` naming `shown`.
+    A link, FIFO, device, socket or directory there is a `StateError` naming `shown`; so is,
+    when `flags` open it to write, a file with more than one hard link.
     """
     before = _lstat_mode(dir_fd, name)
     if before is not None and not stat.S_ISREG(before):
         raise _refuse(shown, before)  # never even open a device: opening may act on it
     try:
+        # O_TRUNC only once the file passed the checks: truncating acts on a hard link too.
         fd = os.open(
-            name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dir_fd
+            name,
+            (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            mode,
+            dir_fd=dir_fd,
         )
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR, errno.EMLINK):
@@ -153,9 +186,13 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int, shown: tuple[str, ...
             raise
         raise StateError(f"cannot open {_shown(shown)}: {exc.strerror}") from None
     try:
-        st_mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(st_mode):
-            raise _refuse(shown, st_mode)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(shown, st.st_mode)
+        if flags & WRITE_FLAGS and st.st_nlink > 1:
+            raise _refuse_hard_link(shown, st.st_nlink)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
         fl = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
     except BaseException:
@@ -187,7 +224,8 @@ def open_in(
 
 def check_path(root: Path, relpath: str | os.PathLike[str]) -> bool:
     """Whether a regular file exists at `relpath`; a link or non-regular entry at any step
-    is a `StateError` naming it. Creates nothing.
+    is a `StateError` naming it, and so is a file with more than one hard link (the library
+    opens it to write). Creates nothing.
 
     For files a library opens itself (filelock's `.mlops.lock`): check first, so a planted
     link is this clean error rather than the library's ELOOP.
@@ -196,13 +234,15 @@ def check_path(root: Path, relpath: str | os.PathLike[str]) -> bool:
     parent = PurePosixPath(*parts[:-1]) if len(parts) > 1 else None
     try:
         with dir_in(root, parent, create=False) as dir_fd:
-            st_mode = _lstat_mode(dir_fd, parts[-1])
+            st = _lstat(dir_fd, parts[-1])
     except FileNotFoundError:
         return False
-    if st_mode is None:
+    if st is None:
         return False
-    if not stat.S_ISREG(st_mode):
-        raise _refuse(parts, st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(parts, st.st_mode)
+    if st.st_nlink > 1:
+        raise _refuse_hard_link(parts, st.st_nlink)
     return True
 
 
@@ -324,16 +364,20 @@ def atomic_replace(
     Temp file in the same directory (through its descriptor), fsync, rename, fsync of the
     directory: a crash leaves the old or the new file. The new file keeps the old one's
     permission bits (`chmod 600` stays 600); a new file gets `mode` or 0644 less the umask.
-    A link or non-regular file at the target is refused, not replaced. `durable=False`
+    A link, a non-regular file or a file with more than one hard link at the target is
+    refused, not replaced (a replace would silently part it from its other paths). `durable=False`
     skips both fsyncs and the stale-temp sweep (a directory listing), for derived caches
     (summaries) that are recomputed when lost.
     """
     parts = split_relpath(root, relpath)
     name = parts[-1]
     with dir_in(root, PurePosixPath(*parts[:-1]) if len(parts) > 1 else None) as dir_fd:
-        existing = _lstat_mode(dir_fd, name)
-        if existing is not None and not stat.S_ISREG(existing):
-            raise _refuse(parts, existing)
+        st = _lstat(dir_fd, name)
+        existing = None if st is None else st.st_mode
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise _refuse(parts, st.st_mode)
+        if st is not None and st.st_nlink > 1:
+            raise _refuse_hard_link(parts, st.st_nlink)
         keep = stat.S_IMODE(existing) if existing is not None else mode
         if durable:  # caches skip it: listing logs/ab with 100,000 tests per save costs too much
             remove_stale_temps(dir_fd, name)

@@ -88,6 +88,37 @@ def string(value: Any, key: str) -> str:
     return value
 
 
+def text(max_bytes: int = limits.TEXT_MAX_BYTES) -> Check:
+    """A string of at most `max_bytes` in UTF-8 without a NUL character (see limits)."""
+
+    def check(value: Any, key: str) -> str:
+        string(value, key)
+        try:
+            return limits.check_text(key, value, max_bytes)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    return check
+
+
+def no_nul(value: Any, key: str) -> Any:
+    """Any JSON-like value whose strings (keys too) hold no NUL character: PostgreSQL's
+    text and jsonb cannot store one, so neither store accepts it."""
+    stack: list[tuple[Any, str]] = [(value, key)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise ValueError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, where))
+                stack.append((v, key_join(where, str(k).replace("\x00", "\\u0000"))))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
+    return value
+
+
 def timestamp(value: Any, key: str) -> str:
     """An ISO-8601 time with a zone (`Z` or an offset), as the tool writes them."""
     from .timeutil import parse_ts
@@ -132,9 +163,15 @@ def mapping(value: Any, key: str) -> dict[str, Any]:
 
 def string_map(value: Any, key: str) -> dict[str, str]:
     mapping(value, key)
+    bounded = text()
     for k, v in value.items():
-        string(v, f"{key}.{k}")
+        bounded(k, f"{key} key")
+        bounded(v, f"{key}.{k}")
     return dict(value)
+
+
+def config_mapping(value: Any, key: str) -> dict[str, Any]:
+    return no_nul(mapping(value, key), key)  # type: ignore[no-any-return]
 
 
 def name_of(what: str) -> Check:
@@ -244,13 +281,13 @@ SETTINGS = record(
 
 VERSION = record(
     {
-        "model_path": string,
-        "config": mapping,
+        "model_path": text(),
+        "config": config_mapping,
         "traffic_percentage": number(0, 100),
         "registered_at": timestamp,
-        "description": string,
+        "description": text(),
         "tags": string_map,
-        "sha256": optional(string),
+        "sha256": optional(text()),
         "size_bytes": optional(integer(0)),
         "deprecated": boolean,
         "monitored": boolean,
@@ -274,7 +311,7 @@ AB_TEST = record(
         "status": choice("running", "promoted", "rolled_back", "aborted"),
         "started_at": timestamp,
         "finalized_at": optional(timestamp),
-        "end_reason": optional(string),
+        "end_reason": optional(text(2 * limits.TEXT_MAX_BYTES)),  # a reason and its context
     }
 )
 

@@ -93,9 +93,15 @@ def test_depth_is_measured_without_recursion() -> None:
 
 
 def test_text_length_bound() -> None:
-    assert limits.check_text("reason", "x" * 10_000) == "x" * 10_000
-    with pytest.raises(ValidationError, match="reason is longer than 10,000"):
-        limits.check_text("reason", "x" * 10_001)
+    """4 KiB of UTF-8: 4,096 ASCII characters, or 1,024 of four bytes each."""
+    assert limits.check_text("reason", "x" * 4096) == "x" * 4096
+    assert limits.check_text("reason", "\U0001f600" * 1024) == "\U0001f600" * 1024
+    with pytest.raises(ValidationError, match=r"^reason is longer than 4,096 bytes \(4,097\)"):
+        limits.check_text("reason", "x" * 4097)
+    with pytest.raises(ValidationError, match=r"^reason is longer than 4,096 bytes \(4,100\)"):
+        limits.check_text("reason", "\U0001f600" * 1025)
+    with pytest.raises(ValidationError, match=r"^reason holds a NUL character"):
+        limits.check_text("reason", "ok\x00")
 
 
 def test_yaml_bounds_documented_are_those_enforced() -> None:

@@ -309,3 +309,52 @@ def test_atomic_replace_not_durable_for_caches(root: Path, monkeypatch: pytest.M
     assert synced == [] and (root / "logs/.summary.json").read_bytes() == b"{}"
     safefs.atomic_replace(root, "registry.yaml", b"x")
     assert len(synced) == 2  # the file, then its directory
+
+
+def test_a_hard_link_is_refused_for_writes_and_read_as_it_is(root: Path, canary: Path) -> None:
+    """A hard link is a regular file: appending to it (or cutting its torn tail) would change
+    the file outside the project that shares its data."""
+    (root / "logs").mkdir()
+    os.link(canary / "token.txt", root / "logs" / "t.jsonl")
+    before = snapshot(canary)
+    for flags in (safefs.APPEND_FLAGS, os.O_WRONLY, os.O_RDWR):
+        with pytest.raises(StateError, match=r"^logs/t\.jsonl \(in the project\) has 2 hard links"):
+            safefs.open_in(root, "logs/t.jsonl", flags)
+    with pytest.raises(StateError, match="cp -al"):
+        jsonl.WRITER.append(root / "logs" / "t.jsonl", b"{}\n", 1.0, root=root)
+    with (
+        pytest.raises(StateError, match="give it its own copy"),
+        jsonl.locked_log(root / "logs" / "t.jsonl", 1.0, root=root),
+    ):
+        pass
+    with pytest.raises(StateError, match=r"^\.mlops\.lock \(in the project\) has 2 hard links"):
+        os.link(canary / "outdir" / "keep.txt", root / ".mlops.lock")
+        safefs.check_path(root, ".mlops.lock")
+    assert snapshot(canary) == before
+    fd = safefs.open_read(root, "logs/t.jsonl")  # reading changes nothing: allowed
+    os.close(fd)
+
+
+def test_atomic_replace_refuses_a_hard_linked_target(root: Path, canary: Path) -> None:
+    os.link(canary / "token.txt", root / "registry.yaml")
+    with pytest.raises(StateError, match=r"^registry\.yaml \(in the project\) has 2 hard links"):
+        safefs.atomic_replace(root, "registry.yaml", b"new")
+    assert (root / "registry.yaml").read_bytes() == b"secret-token-without-newline"
+    assert os.stat(root / "registry.yaml").st_nlink == 2  # not parted from its other path
+    (canary / "token.txt").unlink()  # one link left: an ordinary file again
+    safefs.atomic_replace(root, "registry.yaml", b"new")
+    assert (root / "registry.yaml").read_bytes() == b"new"
+
+
+def test_a_log_linked_after_it_was_opened_is_refused(root: Path, canary: Path) -> None:
+    """The writer keeps a log's descriptor open: a hard link made later is seen at the next
+    append, before anything is written."""
+    writer = jsonl.LogWriter()
+    log = root / "logs" / "t.jsonl"
+    writer.append(log, b"{}\n", 1.0, root=root)
+    os.link(log, canary / "backup.jsonl")
+    with pytest.raises(StateError, match=r"^logs/t\.jsonl \(in the project\) has 2 hard links"):
+        writer.append(log, b"{}\n", 1.0, root=root)
+    with pytest.raises(StateError, match="has 2 hard links"):
+        writer.append_stream(log, "b1", lambda _stamp: iter([b"{}\n"]), 1.0, root=root)
+    assert (canary / "backup.jsonl").read_bytes() == b"{}\n"

@@ -1,6 +1,7 @@
-"""Hostile project directories, fuzzed: a link, FIFO, directory or file planted at any step of
-any path the tool writes; every write primitive either writes inside the project or fails
-with a StateError, and a canary directory outside stays byte-for-byte unchanged."""
+"""Hostile project directories, fuzzed: a link (symbolic or hard), FIFO, directory or file
+planted at any step of any path the tool writes; every write primitive either writes inside
+the project or fails with a StateError, and a canary directory outside stays byte-for-byte
+unchanged."""
 
 from __future__ import annotations
 
@@ -29,7 +30,16 @@ WRITE_PATHS = [
     "logs/drift/g/1.0.0/checks.jsonl",
     "archive/tests/t.yaml",
 ]
-PLANTS = ["file_link", "dir_link", "dangling_link", "fifo", "directory", "file", "none"]
+PLANTS = [
+    "file_link",
+    "dir_link",
+    "dangling_link",
+    "hard_link",
+    "fifo",
+    "directory",
+    "file",
+    "none",
+]
 OPS = ["append", "append_batch", "locked_log", "atomic_replace", "open_in", "open_read"]
 
 
@@ -45,6 +55,8 @@ def _plant(root: Path, canary: Path, rel: str, depth: int, kind: str) -> None:
         at.symlink_to(canary / "outdir")
     elif kind == "dangling_link":
         at.symlink_to(canary / "outdir" / "new")
+    elif kind == "hard_link":  # a regular file, sharing its data with one outside
+        os.link(canary / "token.txt", at)
     elif kind == "fifo":
         os.mkfifo(at)
     elif kind == "directory":
@@ -127,3 +139,25 @@ def test_no_write_leaves_the_project(rel: str, depth: int, kind: str, ops: list[
                         real = (root / rel).resolve()
                         assert real.is_relative_to(root.resolve()) and real.is_file()
         assert snapshot(canary) == before
+
+
+def test_a_hard_link_at_every_written_path_changes_nothing_outside(tmp_path: Path) -> None:
+    """Every written path x every write primitive, with the file itself a hard link to a file
+    outside whose last line has no newline (an append would first cut it as a torn tail)."""
+    for i, rel in enumerate(WRITE_PATHS):
+        for op in OPS:
+            base = tmp_path / f"{i}-{op}"
+            canary = base / "canary"
+            canary.mkdir(parents=True)
+            (canary / "token.txt").write_bytes(b'{"a": 1}\nsecret-token-without-newline')
+            root = base / "proj"
+            (root / rel).parent.mkdir(parents=True)
+            os.link(canary / "token.txt", root / rel)
+            before = snapshot(canary)
+            try:
+                _run(op, root, rel)()
+            except StateError as exc:
+                assert str(exc).startswith(f"{rel} (in the project) has 2 hard links"), exc
+            else:
+                assert op == "open_read", (rel, op)  # reading changes nothing
+            assert snapshot(canary) == before, (rel, op)

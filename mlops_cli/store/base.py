@@ -80,6 +80,13 @@ class Transaction:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, kind: str, reason: str | None = None, **fields: Any) -> None:
+        """Add an audit event; a reason or actor over the text bound (or holding a NUL) is
+        refused here, before the change is written."""
+        from ..limits import check_text
+
+        if reason is not None:
+            check_text("the reason", reason)
+        check_text("the actor (MLOPS_ACTOR)", self.actor)
         record = {"ts": stamp(self.clock()), "event": kind, **fields}
         self.events.append({**record, "actor": self.actor, "reason": reason})
 

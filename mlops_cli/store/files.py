@@ -465,7 +465,7 @@ class FileStore:
 
     def count(self, stream: str) -> int:
         try:
-            fd = os.open(self.path(stream), os.O_RDONLY | os.O_CLOEXEC)
+            fd = safefs.open_read(self.root, self.path(stream))  # no link, FIFO or device
         except FileNotFoundError:
             return 0
         try:

@@ -73,7 +73,7 @@ def test_full_disk_on_registry_write_keeps_the_old_registry(tmp_path: Path) -> N
             "--path",
             "/m",
             "--description",
-            "x" * 5000,
+            "x" * 4000,  # (within the 4,096-byte bound on a description)
         ],
         capture_output=True,
         text=True,

@@ -181,3 +181,94 @@ def test_fifos_where_logs_are_read_never_hang(tmp_path: Path) -> None:
     listed = subprocess.run([MLOPS, "-C", str(root), "list"], capture_output=True, timeout=30)
     assert listed.returncode == 1  # a clean error naming it, not a hang
     assert listed.stderr.startswith(b"error: registry.yaml (in the project) is a FIFO")
+
+
+def _hard_link(at: Path, to: Path) -> None:
+    at.parent.mkdir(parents=True, exist_ok=True)
+    at.unlink(missing_ok=True)
+    os.link(to, at)
+
+
+# A file outside the project whose last line has no newline: appending to a hard link of it
+# would first cut that "torn tail" (7,625 bytes became 392), then add to it.
+BIG = b"".join(b"line %d of a file that is not the project's\n" % i for i in range(170))[:7625]
+
+HARD_LINKS: dict[str, tuple[str, list[str], bytes | None]] = {
+    "config set, events.jsonl": ("events.jsonl", ["config", "set", "lock_timeout_s", "20"], None),
+    "deprecate, registry.yaml": ("registry.yaml", ["deprecate", "gnn", "1.2.0"], None),
+    "deprecate, .mlops.lock": (".mlops.lock", ["deprecate", "gnn", "1.2.0"], None),
+    "ab record, the test's log": ("logs/ab/t.jsonl", ["ab", "record", "t", *RECORD], None),
+    "ab record --file, batch journal": (
+        "logs/ab/.t.jsonl.batches.jsonl",
+        ["ab", "record", "t", "--file", "-", "--batch-id", "b1"],
+        requests_jsonl(20, seed=3),
+    ),
+    "metrics update, metrics log": (
+        "logs/metrics/gnn/1.0.0.jsonl",
+        ["metrics", "update", "gnn", "1.0.0", "--inference-time-ms", "5", "--confidence", "0.9"],
+        None,
+    ),
+    "drift record, production log": (
+        "logs/drift/gnn/1.0.0/production.jsonl",
+        ["drift", "record", "gnn", "1.0.0", "--prediction", "0.5", "--confidence", "0.9"],
+        None,
+    ),
+    "drift reference --replace, reference": (
+        "logs/drift/gnn/1.0.0/reference.jsonl",
+        ["drift", "reference", "gnn", "1.0.0", "--file", "-", "--replace"],
+        SAMPLES,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HARD_LINKS))
+def test_a_hard_link_to_a_file_outside_is_a_clean_error_and_changes_nothing(
+    tmp_path: Path, canary: Path, case: str
+) -> None:
+    """A hard link passes every symbolic-link check (it is a regular file): each written path
+    checks the link count of what it opened."""
+    named, args, data = HARD_LINKS[case]
+    root = tmp_path / "p"
+    ab_project(root)
+    if named == "registry.yaml":
+        (canary / "big.txt").write_bytes((root / named).read_bytes())
+    elif named.endswith(".batches.jsonl"):  # read before it is written: valid lines, torn tail
+        (canary / "big.txt").write_bytes(b'{"batch":"b0","first":0,"start":0,"stamp":"x"}\n{"to')
+    else:
+        (canary / "big.txt").write_bytes(BIG)
+    _hard_link(root / named, canary / "big.txt")
+    before, inside = snapshot(canary), snapshot(root)
+    code, stdout, stderr = run(root, *args, input=data)
+    assert_one_error_line(_Run(code, stdout, stderr), named, "in the project", "hard links", "copy")
+    assert snapshot(canary) == before
+    assert snapshot(root) == inside
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_a_fifo_or_link_at_a_reference_log_never_hangs_the_views(
+    tmp_path: Path, canary: Path, plant: str
+) -> None:
+    """Counting a stream's records opened the log with a plain open: a FIFO there hung
+    `drift check --all` and `report --html` forever, and a symbolic link was followed."""
+    import subprocess
+
+    from .helpers import MLOPS
+
+    root = tmp_path / "p"
+    project = ab_project(root)
+    detector = project.drift_detector("gnn", "1.0.0")
+    detector.set_reference(SAMPLES * 100)
+    detector.record_batch(SAMPLES * 100)
+    reference = root / "logs" / "drift" / "gnn" / "1.0.0" / "reference.jsonl"
+    if plant == "fifo":
+        _fifo(reference)
+    else:
+        _move_out(reference, canary / "reference.jsonl")
+    for args in (["drift", "check", "--all"], ["report", "--html", str(tmp_path / "r.html")]):
+        done = subprocess.run(
+            [MLOPS, "-C", str(root), *args], capture_output=True, timeout=60, text=True
+        )
+        shown = "is a FIFO" if plant == "fifo" else "is a symbolic link"
+        assert f"logs/drift/gnn/1.0.0/reference.jsonl (in the project) {shown}" in (
+            done.stdout + done.stderr
+        ), (args, done.returncode, done.stdout, done.stderr)
