@@ -41,6 +41,23 @@ class ConflictError(MlopsError):
     """The request contradicts the current state (duplicate, running test, deprecated version)."""
 
 
+class BatchConflictError(ConflictError):
+    """A batch id already recorded other content: a retry must start with exactly the lines
+    recorded under it, and a completed batch id takes only the same batch again."""
+
+    def __init__(
+        self, batch_id: str, lines: int, sha256: str, given: int, given_sha256: str, done: bool
+    ) -> None:
+        what = "a complete batch" if done else "the start of an interrupted batch"
+        start = f", its first {lines} with sha256 {given_sha256[:16]}" if given_sha256 else ""
+        super().__init__(
+            f"batch id {batch_id} holds other content: {what}, {lines} line(s) with sha256 "
+            f"{sha256[:16]}; this batch has {given} line(s){start}; nothing recorded. A retry "
+            "must send the same lines; other data needs a new batch id"
+        )
+        self.batch_id, self.lines, self.given, self.done = batch_id, lines, given, done
+
+
 class LockTimeoutError(MlopsError):
     """A lock could not be taken within `lock_timeout_s`."""
 

@@ -344,3 +344,25 @@ def test_the_router_knows_every_registry_command() -> None:
     from mlops_cli.cli.registry_cmds import COMMANDS, GROUPS
 
     assert set(COMMANDS) | set(GROUPS) == REGISTRY_COMMANDS
+
+
+def test_invalid_dates_in_config_and_registry_are_one_clean_line(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("hidden_dim: 8\nlr: 2026-13-01\n")
+    before = snapshot(project.root)
+    run = cli("register", "gnn", "1.0.0", "--path", "/m.pt", "--config-file", str(cfg))
+    assert_one_error_line(run, "cfg.yaml", "'2026-13-01' at line 2 is not a valid date")
+    assert snapshot(project.root) == before
+    # On the command line a value that is not YAML is kept as its text, as any other.
+    run = cli("register", "gnn", "1.0.0", "--path", "/m.pt", "--config", "d=2026-13-01", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["config"] == {"d": "2026-13-01"}
+    registry = project.root / "registry.yaml"
+    text = registry.read_text()
+    stamp = text.split("registered_at: ", 1)[1].split("\n", 1)[0]
+    registry.write_text(text.replace(f"registered_at: {stamp}", "registered_at: 2026-13-45"))
+    lines = registry.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.strip() == "registered_at: 2026-13-45")
+    assert_one_error_line(cli("list"), "registry.yaml", f"'2026-13-45' at line {line}")
