@@ -22,6 +22,7 @@ from mlops_cli.store.base import Store
 from .. import pg_server as fixtures
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+STAMP = "2026-11-01T00:00:00.000000Z"  # T0 as the stores stamp records
 
 pg_server = fixtures.pg_server  # the session's PostgreSQL server (started on first use)
 pg_url = fixtures.pg_url  # a new database on it
