@@ -1,75 +1,18 @@
-"""The behaviour every store must have, run on each store (the directory store; PostgreSQL
-joins through the `store_location` fixture's parameters)."""
+"""The Store protocol itself: transactions, the archive, streams, batches, windows, claims."""
 
 from __future__ import annotations
 
 import multiprocessing
-import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta
 
 import numpy as np
-import orjson
 import pytest
 
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
-from . import pg_server as fixtures
-
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-pg_server = fixtures.pg_server  # the session's PostgreSQL server (started on first use)
-pg_url = fixtures.pg_url  # a new database on it
-
-
-@pytest.fixture(params=["files", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a new, empty project lives, for each kind of store."""
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_url"))
-    return str(tmp_path / "proj")
-
-
-@pytest.fixture
-def project(store_location: str) -> Project:
-    project = Project.init(store_location)
-    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m.pt"))
-    project.registry.register_version(ModelVersion("gnn", "1.1.0", model_path="m.pt"))
-    return project
-
-
-@pytest.fixture
-def store(project: Project) -> Store:
-    return project.store
-
-
-def requests_jsonl(n: int, seed: int) -> tuple[bytes, list[dict[str, object]]]:
-    rng = np.random.default_rng(seed)
-    rows: list[dict[str, object]] = [
-        {
-            "variant": "treatment" if rng.random() < 0.3 else "control",
-            "inference_time_ms": float(rng.gamma(4, 25)),
-            "confidence": float(rng.uniform(0, 1)),
-            "error": bool(rng.random() < 0.05),
-        }
-        for _ in range(n)
-    ]
-    return b"".join(orjson.dumps(r) + b"\n" for r in rows), rows
-
-
-def samples_jsonl(n: int, seed: int) -> tuple[bytes, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    pred = rng.normal(0, 1, n)
-    conf = rng.uniform(0, 1, n)
-    data = b"".join(
-        orjson.dumps({"prediction": float(p), "confidence": float(c)}) + b"\n"
-        for p, c in zip(pred, conf, strict=True)
-    )
-    return data, np.column_stack([pred, conf])
-
+from .conftest import T0, requests_jsonl, samples_jsonl
 
 # -- transactions ---------------------------------------------------------------------------
 
@@ -256,10 +199,10 @@ def test_a_capped_batch_is_refused_whole(store: Store) -> None:
 
 
 def _claim(location: str, key: str, out: multiprocessing.Queue[bool]) -> None:
-    out.put(Project.open(location).store.claim(key, 2.0))
+    out.put(Project.open(location).store.claim(key, 3600.0))
 
 
-def test_a_claim_is_granted_once(project: Project) -> None:
+def test_a_claim_is_granted_once_per_time_to_live(project: Project) -> None:
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[bool] = ctx.Queue()
     procs = [
@@ -272,9 +215,13 @@ def test_a_claim_is_granted_once(project: Project) -> None:
         p.join(60)
     granted = [results.get(timeout=5) for _ in procs]
     assert sorted(granted) == [False, False, False, True]
-    time.sleep(2.1)  # after the time to live, the next caller gets it again
-    assert project.store.claim("hook:gnn:critical", 2.0)
-
+    store = Project.open(project.store.location).store  # on the real clock, as the workers
+    assert not store.claim("hook:gnn:critical", 3600.0)
+    assert store.claim("hook:gnn:other", 3600.0)  # claims are per key
+    # A time to live of 0 has passed at once: granted again (no waiting in a test), and that
+    # grant starts a new time to live.
+    assert store.claim("hook:gnn:critical", 0.0)
+    assert not store.claim("hook:gnn:critical", 3600.0)
 
 
 def test_a_streamed_batch_is_all_or_nothing_and_keeps_ten_bad_lines(store: Store) -> None:
