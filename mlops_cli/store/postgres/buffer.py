@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -313,6 +314,9 @@ class Buffer:
             self._seal(None)
             chunks = list(self._chunks)
             count = sum(len(c.rows) for c in chunks)
+            if not count:  # written by a drain this one interrupted
+                self._held = 0
+                return
             try:
                 path = spool.write_spool(self.spool_dir, self.url, chunks)
             except OSError as exc:
@@ -368,17 +372,34 @@ class Owner(Protocol):
 
 OWNERS: weakref.WeakSet[Owner] = weakref.WeakSet()  # the stores open in this process
 _hooked: int | None = None  # the process whose exit and signals are hooked
+_draining = 0  # drains in progress in this process
+_signalled: int | None = None  # a signal that arrived during one: acted on at its end
+
+
+@contextlib.contextmanager
+def draining() -> Iterator[None]:
+    """Around a drain: SIGTERM or SIGINT arriving meanwhile is acted on once it is done (a
+    second drain in the handler would wait on the rows the first is committing)."""
+    global _draining
+    _draining += 1
+    try:
+        yield
+    finally:
+        _draining -= 1
+        if not _draining and _signalled is not None:
+            _die_of(_signalled)
 
 
 def drain_all() -> None:
     """Write (or spool) what every store of this process holds."""
-    for owner in list(OWNERS):
-        owner.drain()
+    with draining():
+        for owner in list(OWNERS):
+            owner.drain()
 
 
 def _after_fork_in_child() -> None:
-    global _hooked
-    _hooked = None
+    global _hooked, _draining, _signalled
+    _hooked, _draining, _signalled = None, 0, None
     for owner in list(OWNERS):
         owner.forget_parent()
 
@@ -421,7 +442,18 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    drain_all()
+    global _signalled
+    if _draining:  # a drain (at exit, a worker's end, close()) was interrupted: let it end
+        _signalled = signum
+        return
+    drain_all()  # may not return: a signal during it is acted on at its end
+    _die_of(signum)
+
+
+def _die_of(signum: int) -> None:
+    """What the default handler does: raise KeyboardInterrupt, or end by the signal."""
+    global _signalled
+    _signalled = None
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)
