@@ -45,6 +45,7 @@ from .spool import Chunk
 FLUSH_RECORDS = 1000  # a stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long (and retried as often)
 MAX_BUFFERED = 100_000  # records held while the server is away; beyond, add() refuses
+BACKLOG = 2  # x flush_records: a process recording faster than its flusher writes waits here
 EXIT_WAIT_S = 10.0  # at the end, how long to wait for a write in progress before spooling
 
 
@@ -137,7 +138,8 @@ class Buffer:
         self._connection = connection
         self._tick = tick
         self._mutex = threading.RLock()  # the rows (re-entered by a signal handler's drain)
-        self._wake = threading.Condition(self._mutex)
+        self._wake = threading.Condition(self._mutex)  # the flusher waits for work
+        self._progress = threading.Condition(self._mutex)  # add() waits for the flusher
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
         self._waiting = 0  # records in _pending
         self._chunks: collections.deque[Chunk] = collections.deque()
@@ -180,6 +182,18 @@ class Buffer:
                 self._wake.notify()
             if self._thread is None and not self._stopped:
                 self._start()
+            elif self._held >= BACKLOG * self.flush_records and self._outage is None:
+                # Recording faster than the server takes it: wait (at most flush_seconds)
+                # for the flusher, so what a kill -9 can lose stays about one flush.
+                self._progress.wait_for(self._caught_up, self.flush_seconds)
+
+    def _caught_up(self) -> bool:
+        return (
+            self._held < BACKLOG * self.flush_records
+            or self._outage is not None
+            or self._stopped
+            or not self.running
+        )
 
     def wake(self) -> None:
         """Ask the flusher for a round now (it also runs `tick`)."""
@@ -228,6 +242,7 @@ class Buffer:
             self._retry_at = time.monotonic() + self.flush_seconds
             first = self._outage is None
             self._outage = reason
+            self._progress.notify_all()
         if first:
             warn(
                 f"cannot write to the PostgreSQL store ({reason}); {self._held} records are "
@@ -246,6 +261,7 @@ class Buffer:
         self._held -= count
         if not self._held:
             self._oldest = 0.0
+        self._progress.notify_all()
 
     def _set_aside(self, chunk: Chunk, reason: str) -> None:
         self._written(1)
@@ -282,6 +298,7 @@ class Buffer:
         with self._mutex:
             self._stopped = True
             self._wake.notify()
+            self._progress.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(wait_s)
