@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ from .spool import Chunk
 FLUSH_RECORDS = 1000  # a stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long (and retried as often)
 MAX_BUFFERED = 100_000  # records held while the server is away; beyond, add() refuses
+BACKLOG = 2  # x flush_records: a process recording faster than its flusher writes waits here
 EXIT_WAIT_S = 10.0  # at the end, how long to wait for a write in progress before spooling
 
 
@@ -136,7 +138,8 @@ class Buffer:
         self._connection = connection
         self._tick = tick
         self._mutex = threading.RLock()  # the rows (re-entered by a signal handler's drain)
-        self._wake = threading.Condition(self._mutex)
+        self._wake = threading.Condition(self._mutex)  # the flusher waits for work
+        self._progress = threading.Condition(self._mutex)  # add() waits for the flusher
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
         self._waiting = 0  # records in _pending
         self._chunks: collections.deque[Chunk] = collections.deque()
@@ -179,6 +182,18 @@ class Buffer:
                 self._wake.notify()
             if self._thread is None and not self._stopped:
                 self._start()
+            elif self._held >= BACKLOG * self.flush_records and self._outage is None:
+                # Recording faster than the server takes it: wait (at most flush_seconds)
+                # for the flusher, so what a kill -9 can lose stays about one flush.
+                self._progress.wait_for(self._caught_up, self.flush_seconds)
+
+    def _caught_up(self) -> bool:
+        return (
+            self._held < BACKLOG * self.flush_records
+            or self._outage is not None
+            or self._stopped
+            or not self.running
+        )
 
     def wake(self) -> None:
         """Ask the flusher for a round now (it also runs `tick`)."""
@@ -227,6 +242,7 @@ class Buffer:
             self._retry_at = time.monotonic() + self.flush_seconds
             first = self._outage is None
             self._outage = reason
+            self._progress.notify_all()
         if first:
             warn(
                 f"cannot write to the PostgreSQL store ({reason}); {self._held} records are "
@@ -245,6 +261,7 @@ class Buffer:
         self._held -= count
         if not self._held:
             self._oldest = 0.0
+        self._progress.notify_all()
 
     def _set_aside(self, chunk: Chunk, reason: str) -> None:
         self._written(1)
@@ -281,6 +298,7 @@ class Buffer:
         with self._mutex:
             self._stopped = True
             self._wake.notify()
+            self._progress.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(wait_s)
@@ -313,6 +331,9 @@ class Buffer:
             self._seal(None)
             chunks = list(self._chunks)
             count = sum(len(c.rows) for c in chunks)
+            if not count:  # written by a drain this one interrupted
+                self._held = 0
+                return
             try:
                 path = spool.write_spool(self.spool_dir, self.url, chunks)
             except OSError as exc:
@@ -368,17 +389,34 @@ class Owner(Protocol):
 
 OWNERS: weakref.WeakSet[Owner] = weakref.WeakSet()  # the stores open in this process
 _hooked: int | None = None  # the process whose exit and signals are hooked
+_draining = 0  # drains in progress in this process
+_signalled: int | None = None  # a signal that arrived during one: acted on at its end
+
+
+@contextlib.contextmanager
+def draining() -> Iterator[None]:
+    """Around a drain: SIGTERM or SIGINT arriving meanwhile is acted on once it is done (a
+    second drain in the handler would wait on the rows the first is committing)."""
+    global _draining
+    _draining += 1
+    try:
+        yield
+    finally:
+        _draining -= 1
+        if not _draining and _signalled is not None:
+            _die_of(_signalled)
 
 
 def drain_all() -> None:
     """Write (or spool) what every store of this process holds."""
-    for owner in list(OWNERS):
-        owner.drain()
+    with draining():
+        for owner in list(OWNERS):
+            owner.drain()
 
 
 def _after_fork_in_child() -> None:
-    global _hooked
-    _hooked = None
+    global _hooked, _draining, _signalled
+    _hooked, _draining, _signalled = None, 0, None
     for owner in list(OWNERS):
         owner.forget_parent()
 
@@ -421,7 +459,18 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    drain_all()
+    global _signalled
+    if _draining:  # a drain (at exit, a worker's end, close()) was interrupted: let it end
+        _signalled = signum
+        return
+    drain_all()  # may not return: a signal during it is acted on at its end
+    _die_of(signum)
+
+
+def _die_of(signum: int) -> None:
+    """What the default handler does: raise KeyboardInterrupt, or end by the signal."""
+    global _signalled
+    _signalled = None
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)

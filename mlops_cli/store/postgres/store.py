@@ -579,11 +579,12 @@ class PostgresStore:
         """Write what is buffered (or spool it when the server cannot be reached), stop the
         flusher and close the connection."""
         try:
-            self._buffer.stop()
-            if self._buffer.held:
-                with contextlib.suppress(MlopsError):
-                    self._buffer.write()
-            self._buffer.drain()  # what is left: tried once more, then spooled
+            with buffer.draining():
+                self._buffer.stop()
+                if self._buffer.held:
+                    with contextlib.suppress(MlopsError):
+                        self._buffer.write()
+                self._buffer.drain()  # what is left: tried once more, then spooled
         finally:
             if self._pid == os.getpid():  # never the connection of the parent process
                 self._conn.close()
