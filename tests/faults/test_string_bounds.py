@@ -55,9 +55,7 @@ CASES: dict[str, tuple[list[str], bytes | None, tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_value_past_its_bound_is_one_error_and_changes_nothing(
-    tmp_path: Path, case: str
-) -> None:
+def test_a_value_past_its_bound_is_one_error_and_changes_nothing(tmp_path: Path, case: str) -> None:
     args, data, words = CASES[case]
     project = ab_project(tmp_path / "p")
     project.ab.record_batch("t", requests_jsonl(20, seed=1))
