@@ -301,7 +301,7 @@ class ABTestManager:
         }
         if user_id is not None:
             doc["user_id"] = user_id
-        validate_request(doc)
+        validate_request(doc, judge_ts=ts is not None)
         self.store.append(ab_stream(test_name), doc)
 
     def record_batch(

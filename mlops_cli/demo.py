@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from . import safefs
 from .ab_testing import ABTestConfig
 from .drift import DriftReport
 from .errors import ConflictError, ValidationError
@@ -217,9 +218,8 @@ def _run(
     textfile = root / "metrics" / "mlops.prom"
     textfile.parent.mkdir()
     write_textfile(project, textfile)
-    drift_lines = [
-        line for line in textfile.read_text().splitlines() if line.startswith("model_drift_score")
-    ]
+    exported = safefs.read_file(textfile).decode()  # (no link or FIFO: the safe-open path)
+    drift_lines = [line for line in exported.splitlines() if line.startswith("model_drift_score")]
     yield "exported", {"textfile": str(textfile), "lines": drift_lines}
     retrain_log = root / "retrain-requests.log"
     yield (
@@ -233,7 +233,9 @@ def _run(
             "confidence_diff": evaluation.metrics["confidence_diff"]["estimate"],
             "drift_level": report.level if report else None,
             "drift_score": report.current_drift_score if report else None,
-            "hook_log": retrain_log.read_text().strip() if retrain_log.exists() else "",
+            "hook_log": safefs.read_file(retrain_log).decode().strip()
+            if retrain_log.exists()
+            else "",
             "location": command_location(location),
             "commands": explore_commands(location),
         },

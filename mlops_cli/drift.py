@@ -196,7 +196,7 @@ class DriftDetector:
             "prediction": plain_number(prediction),
             "confidence": plain_number(confidence),
         }
-        return validate_sample(doc)
+        return validate_sample(doc, judge_ts=ts is not None)
 
     def add_reference_sample(
         self, prediction: float, confidence: float, ts: str | None = None

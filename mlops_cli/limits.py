@@ -236,6 +236,7 @@ def markdown() -> str:
         ("`drift.hook_timeout_s`", HOOK_TIMEOUT_S.describe()),
         ("`drift.performance_scale`, `drift.distribution_scale`", DRIFT_SCALE.describe()),
         ("settings nesting depth", f"at most {SETTINGS_DEPTH_MAX} levels"),
+        ("model type, A/B test name", "1-64 characters from `A-Z a-z 0-9 . _ -`"),
         ("`user_id`", f"at most {USER_ID_MAX_BYTES} bytes (UTF-8), no NUL character"),
         (
             "a reason (`--reason`), a description, tag values, `model_path`",

@@ -125,9 +125,12 @@ def _fast_user_id(value: Any) -> bool:
     return (type(value) is int and -(2**63) <= value < 2**64)
 
 
-def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
-    """A recorded request with its fields checked; `where` prefixes messages (batch line)."""
-    if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and _fast_ts(doc.get("ts", _NO_TS)):
+def validate_request(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict[str, Any]:
+    """A recorded request with its fields checked; `where` prefixes messages (batch line).
+    `judge_ts=False`: the `ts` is the tool's own stamp from the project's clock (which a
+    simulation or a test may set anywhere) or one already stored, and is not judged."""
+    ts = doc.get("ts", _NO_TS) if judge_ts and type(doc) is dict else _NO_TS
+    if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and _fast_ts(ts):
         # The common case, checked without building any message.
         t: Any = doc.get("inference_time_ms")
         c: Any = doc.get("confidence")
@@ -159,14 +162,16 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
         raise ValidationError(f"{where}error must be true or false, not {doc['error']!r}")
     if "user_id" in doc:
         check_user_id(doc["user_id"], where)
-    if "ts" in doc:
+    if "ts" in doc and judge_ts:
         check_ts(doc["ts"], where)
     return doc
 
 
-def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
-    """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]."""
-    if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and _fast_ts(doc.get("ts", _NO_TS)):
+def validate_sample(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict[str, Any]:
+    """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]
+    (`judge_ts` as for validate_request)."""
+    ts = doc.get("ts", _NO_TS) if judge_ts and type(doc) is dict else _NO_TS
+    if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and _fast_ts(ts):
         # The common case, checked without building any message.
         p: Any = doc.get("prediction")
         c: Any = doc.get("confidence")
@@ -187,6 +192,6 @@ def validate_sample(doc: Any, where: str = "") -> dict[str, Any]:
             raise ValidationError(f"{where}missing {key!r}")
     check_finite(f"{where}prediction", doc["prediction"], -PREDICTION_ABS_MAX, PREDICTION_ABS_MAX)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
-    if "ts" in doc:
+    if "ts" in doc and judge_ts:
         check_ts(doc["ts"], where)
     return doc

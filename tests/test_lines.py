@@ -56,10 +56,13 @@ def test_a_log_with_an_over_long_line_names_it_or_skips_it(tmp_path: Path) -> No
     for block in (1 << 16, 8 << 20):  # carried across reads, and held whole in one read
         with pytest.raises(StateError, match=r"t\.jsonl: line 3 is longer than 1 MiB"):
             list(jsonl.read_chunks(path, block=block))
-        rows = [r for c in jsonl.read_chunks(path, skip_invalid=True, block=block) for r in c.records]
+        rows = [
+            r for c in jsonl.read_chunks(path, skip_invalid=True, block=block) for r in c.records
+        ]
         assert [r.get("a") for r in rows] == [1, None, 2]
-        skipped = [n for c in jsonl.read_chunks(path, skip_invalid=True, block=block)
-                   for n in c.skipped]
+        skipped = [
+            n for c in jsonl.read_chunks(path, skip_invalid=True, block=block) for n in c.skipped
+        ]
         assert skipped == [3]
     assert jsonl.read_from(path, skip_invalid=True).end == path.stat().st_size
     with pytest.raises(StateError, match="line 3 is longer than 1 MiB"):
@@ -74,7 +77,10 @@ def test_a_batch_with_an_over_long_line_is_refused_naming_it(tmp_path: Path) -> 
     data = good * 3 + long_line + good
     log = tmp_path / "s.jsonl"
     for source in (data, io.BufferedReader(io.BytesIO(data))):  # type: ignore[arg-type]
-        with pytest.raises(batch.BatchError, match=r"1 bad line\(s\), nothing recorded: line 4: "
-                           r"longer than 1 MiB \(1,048,576 bytes\)"):
+        with pytest.raises(
+            batch.BatchError,
+            match=r"1 bad line\(s\), nothing recorded: line 4: "
+            r"longer than 1 MiB \(1,048,576 bytes\)",
+        ):
             batch.append_batch(log, source, validate_sample, 1.0, batch_id="b")
     assert not log.exists()

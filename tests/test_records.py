@@ -95,3 +95,28 @@ def test_registry_text_is_bounded_and_holds_no_nul() -> None:
     with pytest.raises(ValueError, match="config holds a NUL character"):
         schema.config_mapping({"k\x00": 1}, "config")
     assert schema.config_mapping({"a": {"b": ["c"]}}, "config") == {"a": {"b": ["c"]}}
+
+
+def test_the_tools_own_stamp_is_not_judged_a_callers_ts_is(tmp_path: object) -> None:
+    """A project's clock may be set anywhere (simulations, tests): its stamps are recorded;
+    the bound is on times a caller supplies."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    far = datetime.fromtimestamp(NOW, timezone.utc) + timedelta(days=400)
+    project = Project.init(Path(str(tmp_path)) / "p", clock=lambda: far)
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("g", v, model_path="/m"))
+    project.ab.start_test(ABTestConfig("t", "g", treatment_version="1.1.0"))
+    project.ab.record_result("t", "control", 5, 0.9)
+    project.drift_detector("g", "1.0.0").add_production_sample(0.5, 0.9)
+    with pytest.raises(ValidationError, match="ts must lie between"):
+        project.ab.record_result("t", "control", 5, 0.9, ts=far.isoformat())
+    with pytest.raises(ValidationError, match="ts must lie between"):
+        project.drift_detector("g", "1.0.0").add_production_sample(0.5, 0.9, ts=far.isoformat())
+    assert project.ab.evaluate_test("t").requests == 1
+    assert validate_sample(
+        {"prediction": 1.0, "confidence": 0.5, "ts": "9999-12-31T23:59:59Z"}, judge_ts=False
+    )

@@ -680,7 +680,7 @@ def _parse_samples(
     good = []
     for i, row in enumerate(rows):
         try:
-            good.append(validate_sample(row))
+            good.append(validate_sample(row, judge_ts=False))  # stored: its time was judged
         except ValidationError as exc:
             if not skip_invalid:  # then no line was skipped above
                 line = jsonl.lines_before(path, block.start) + 1 + i

@@ -272,3 +272,57 @@ def test_a_streamed_replace_past_its_cap_changes_nothing(store: Store) -> None:
     half = b"".join(more.splitlines(keepends=True)[:75])
     assert store.replace(stream, io.BytesIO(half), validate_sample, cap=100) == 75
     assert store.count(stream) == 75
+
+
+# -- values a store could not hold ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            b'{"variant":"control","inference_time_ms":5,"confidence":0.9,"user_id":"a\\u0000b"}',
+            r"line 4: user_id holds a NUL character",
+        ),
+        (
+            b'{"variant":"control","inference_time_ms":5,"confidence":0.9,'
+            b'"ts":"9999-12-31T23:59:59-14:00"}',
+            r"line 4: ts must lie between 1970-01-01T00:00:00Z and 24 hours from now",
+        ),
+        (
+            b'{"variant":"control","inference_time_ms":5,"confidence":0.9,"user_id":"'
+            + b"u" * 257
+            + b'"}',
+            r"line 4: user_id is longer than 256 bytes",
+        ),
+    ],
+    ids=["nul user_id", "year 9999 at -14:00", "long user_id"],
+)
+def test_a_batch_with_a_value_no_store_can_hold_is_refused_whole(
+    project: Project, line: bytes, message: str
+) -> None:
+    """The same validation on both stores: PostgreSQL cannot store a NUL character or a time
+    past year 9999, so neither store takes one, and the batch is refused whole."""
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
+    good, _ = requests_jsonl(3, seed=5)
+    before = project.store.count(ab_stream("t"))
+    with pytest.raises(ValidationError, match=message):
+        project.ab.record_batch("t", good + line + b"\n" + good)
+    with pytest.raises(ValidationError, match=message.removeprefix("line 4: ")):
+        doc = orjson.loads(line)
+        project.ab.record_result(
+            "t", "control", 5, 0.9, user_id=doc.get("user_id"), ts=doc.get("ts")
+        )
+    project.store.close()
+    assert Project.open(project.store.location).store.count(ab_stream("t")) == before
+
+
+def test_a_reason_past_the_text_bound_changes_nothing(project: Project) -> None:
+    before = project.store.read().to_doc()
+    events = len(project.store.history(EVENTS))
+    with pytest.raises(ValidationError, match=r"the reason is longer than 4,096 bytes \(4,097\)"):
+        project.registry.promote_to_champion("gnn", "1.1.0", reason="r" * 4097)
+    with pytest.raises(ValidationError, match="the reason holds a NUL character"):
+        project.registry.deprecate("gnn", "1.1.0", reason="why\x00")
+    assert project.store.read().to_doc() == before
+    assert len(project.store.history(EVENTS)) == events

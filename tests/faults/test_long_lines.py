@@ -45,7 +45,9 @@ def measured(root: Path, *args: str, stdin: Path | None = None) -> dict[str, obj
 def long_request(megabytes: int) -> bytes:
     """A request line that is valid JSON, made long by its user_id."""
     pad = b"u" * (megabytes << 20)
-    return b'{"variant":"control","inference_time_ms":5,"confidence":0.9,"user_id":"' + pad + b'"}\n'
+    return (
+        b'{"variant":"control","inference_time_ms":5,"confidence":0.9,"user_id":"' + pad + b'"}\n'
+    )
 
 
 def test_a_batch_with_a_huge_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
