@@ -23,20 +23,22 @@ from mlops_cli import (
     ValidationError,
 )
 
-from .conftest import dump, jsonl, reopen, requests_jsonl, requests_rows, samples_jsonl
-
-
-def known_defect(request: pytest.FixtureRequest, reason: str) -> None:
-    """Mark the PostgreSQL case of a test as a known defect of that store (strict: the
-    test fails once the defect is fixed, so the mark is removed with the fix)."""
-    if request.getfixturevalue("is_postgres"):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+from .conftest import (
+    dump,
+    jsonl,
+    known_defect,
+    reopen,
+    requests_jsonl,
+    requests_rows,
+    samples_jsonl,
+)
 
 
 @pytest.fixture
 def nul_user_id_defect(request: pytest.FixtureRequest) -> None:
     known_defect(
         request,
+        "postgres",
         "PostgresStore: validate_request accepts a user_id holding a NUL byte, append() buffers "
         "it, and the flush's COPY fails on it (ServiceError), so every record buffered with it "
         "is lost and every later read of the stream fails",
@@ -47,6 +49,7 @@ def nul_user_id_defect(request: pytest.FixtureRequest) -> None:
 def far_future_defect(request: pytest.FixtureRequest) -> None:
     known_defect(
         request,
+        "postgres",
         "PostgresStore: a ts of 9999-12-31T23:59:59-14:00 passes validation and is stored as "
         "year 10000 UTC; every later read of the stream fails with 'timestamp too large'",
     )
