@@ -12,7 +12,7 @@ from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, Valida
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
-from .conftest import T0, known_defect, requests_jsonl, samples_jsonl
+from .conftest import T0, known_defect, reopen, requests_jsonl, samples_jsonl
 
 # -- transactions ---------------------------------------------------------------------------
 
@@ -373,3 +373,44 @@ def archive_name_defect(request: pytest.FixtureRequest) -> None:
 def test_an_archived_test_is_looked_up_by_a_valid_name_only(store: Store) -> None:
     with pytest.raises(ValidationError, match="A/B test name"):
         store.archived_test("../t")
+
+
+@pytest.fixture
+def reused_batch_id_defect(request: pytest.FixtureRequest) -> None:
+    known_defect(
+        request,
+        "files",
+        "FileStore.append_batch matches a batch id's earlier attempts by their lines: other "
+        "records sent under a used batch id are appended again (recorded 300), where "
+        "PostgreSQL counts the id once and records nothing",
+    )
+
+
+@pytest.mark.usefixtures("reused_batch_id_defect")
+def test_a_used_batch_id_records_nothing_more_whatever_it_carries(store: Store) -> None:
+    stream = ab_stream("t")
+    first, _ = requests_jsonl(200, seed=1)
+    other, _ = requests_jsonl(300, seed=2)
+    assert store.append_batch(stream, first, validate_request, "nightly-7").recorded == 200
+    again = store.append_batch(stream, other, validate_request, "nightly-7")
+    assert (again.recorded, store.count(stream)) == (0, 200)
+
+
+def _register_from_threads(project: Project, worker: int) -> None:
+    for i in range(5):
+        project.registry.register_version(ModelVersion("shared", f"{worker}.{i}.0", model_path="m"))
+
+
+def test_transactions_from_threads_of_one_process_lose_no_update(project: Project) -> None:
+    import threading
+
+    threads = [
+        threading.Thread(target=_register_from_threads, args=(project, w)) for w in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(reopen(project).store.read().models["shared"].versions) == 20
+    registered = [e for e in project.registry.history("shared") if e.kind == "registered"]
+    assert len(registered) == 20
