@@ -14,7 +14,26 @@ so registry reads and writes cost the same however many tests have ended. Archiv
 readable (`archived_test`, `archived_tests`) and their names stay taken.
 
 Every operation is atomic. The directory store (files.py) keeps today's files byte for byte;
-every store passes the contract suite in tests/test_store_contract.py.
+the PostgreSQL store (postgres.py) keeps tables. Both pass the contract suite in
+tests/contract/, which pins what `Store` promises below; where one store still falls short,
+the test is marked xfail(strict) naming the defect.
+
+What every operation may raise, beyond what its docstring names (MlopsErrors, so a command
+prints one `error:` line):
+- `ServiceError` (PostgreSQL): the server could not be reached, refused the role, or failed.
+  Nothing of the operation was committed, unless the connection broke during the commit
+  itself: then the outcome is unknown, and a batch retried with its id still counts once.
+- `StateError` (directory): a file of the project could not be read or written (a planted
+  link or FIFO, a full disk), naming the file; nothing of the operation is left behind.
+- `LockTimeoutError`: a lock the operation needs was not free within `lock_timeout_s`.
+And `ValueError` for a stream name not of the forms above: a programming error (the
+`*_stream` builders below check names and versions with `ValidationError`).
+
+Concurrency. A store object may be shared by the threads of one process; every process opens
+its own. Guarantees hold across threads and processes on one host for both stores, and across
+hosts for PostgreSQL only (a project directory on a network filesystem is not supported).
+A record's `ts` is the one its caller gave; the managers stamp records with the store's
+`clock` (injectable, for tests), batches excepted (see `append_batch`).
 """
 
 from __future__ import annotations
@@ -129,24 +148,44 @@ class BatchResult:
 
 
 class Store(Protocol):
-    """Storage of one project (a directory, or a database)."""
+    """Storage of one project (a directory, or a database). See the module docstring for the
+    errors every operation may raise and the scope of its concurrency guarantees."""
 
     location: str  # what the user named: a directory path or a URL (for messages and hooks)
     clock: Clock
 
     def read(self) -> RegistryState:
-        """The current registry state (validated; treat as read-only)."""
+        """The current registry state, validated (treat it as read-only: it may be shared
+        with later calls).
+
+        Raises ProjectNotFoundError when the project is gone (directory: registry.yaml
+        removed), StateError when the state is missing, corrupt or of an unknown schema
+        version (naming the file or database and the key).
+        Concurrency: a committed snapshot, never a transaction half-written; a change
+        committed by any thread, process or host is seen by the next call."""
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Read, change and commit the registry state (and its events) atomically under the
-        store's lock; an exception inside leaves everything as it was. Tests the change left
-        finalized move to the archive in the same commit."""
+        store's lock; an exception inside leaves everything as it was and propagates. Tests
+        the change left finalized move to the archive in the same commit.
+
+        Raises LockTimeoutError when the lock is not taken within `lock_timeout_s` (nothing
+        changed), StateError when the changed state fails validation (nothing written).
+        Concurrency: transactions are serialised across threads, processes and hosts, so no
+        update is lost; the state inside is read under the lock, never stale. Not re-entrant:
+        open no transaction (nor call a manager's change) inside another. The events and the
+        state change exist together or not at all, also after a crash at any instant."""
 
     def archived_test(self, name: str) -> ABTest | None:
-        """A finalized test from the archive (None when no archived test has that name)."""
+        """A finalized test from the archive (None when no archived test has that name).
+
+        Raises ValidationError for a name that is not a valid test name, StateError for an
+        archive entry that does not parse. Concurrency: sees every committed finalize."""
 
     def archived_tests(self) -> list[ABTest]:
-        """Every archived test, in the order they were archived (one read of the archive)."""
+        """Every archived test, in the order they were archived (one read of the archive).
+
+        Raises StateError for an archive entry that does not parse."""
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
         """Append one validated record (with its `ts`); safe from any thread and process.
@@ -174,19 +213,36 @@ class Store(Protocol):
         """Append a JSONL batch whole or not at all, once per batch id, streaming it a chunk
         at a time (memory does not grow with the batch). Bytes without an id default to
         their content hash; a stream without an id is never taken for a retry. With `cap`,
-        refuse (CapError, nothing appended) when the stream would hold more."""
+        refuse (CapError, nothing appended) when the stream would hold more. Records without
+        a `ts` get one time: when the batch is recorded (the real clock on a directory, the
+        database's on PostgreSQL), not the store's `clock`.
+
+        Raises BatchError (a ValidationError) listing the first ten bad lines and their count,
+        ValidationError for a batch of no records or one that changed while it was recorded,
+        CapError; in every case nothing is appended. An error reading `data` propagates
+        (the directory store says it as a StateError naming the log) and appends nothing.
+        Concurrency: the same batch id sent at once from several processes or hosts is
+        recorded by exactly one (the others return it as `already_recorded`); a batch cut
+        short (a crash, a kill, the sender gone) leaves nothing visible and its retry with
+        the same id records it once. Durable (fsynced / committed) on return."""
 
     def replace(
         self, stream: str, data: bytes | BinaryIO, validate: Validator, cap: int | None = None
     ) -> int:
         """Replace a stream's records with a validated JSONL batch (streamed); return the
-        count. With `cap`, refuse (CapError, nothing changed) a batch of more records."""
+        count. With `cap`, refuse (CapError, nothing changed) a batch of more records.
+
+        Raises as append_batch does, with nothing changed. Concurrency: readers see the old
+        records or the new, never a mix; an append racing it lands before it (and is
+        replaced) or after it (and is kept), whole."""
 
     def count(self, stream: str) -> int:
-        """Records in a stream."""
+        """Records in a stream (a torn last record not counted); 0 for a stream never
+        written."""
 
     def position(self, stream: str) -> int:
-        """A marker that changes whenever records are appended to the stream."""
+        """A marker that changes whenever records are appended to or replace the stream's;
+        compare two for equality only (it is no count and no order)."""
 
     def summary(
         self,
@@ -197,14 +253,22 @@ class Store(Protocol):
         per_user: bool = False,
     ) -> Summary:
         """Moments of a request stream per key, incrementally (cost grows with what is new);
-        with `per_user`, also the per-user totals of each key (by `user_id`)."""
+        with `per_user`, also the per-user totals of each key (by `user_id`). Zero moments
+        for a stream never written.
+
+        Raises StateError naming the line for a malformed record, unless `skip_invalid`: then
+        it is skipped and its line listed in `skipped`. A torn last record (a write cut
+        short) is never counted: its size is in `torn_bytes`. PostgreSQL holds only validated,
+        whole rows, so there `skipped` is empty and `torn_bytes` 0. Concurrency: counts every
+        record appended before the call (by this store object, or flushed by others)."""
 
     def samples(
         self, stream: str, last: int | None = None, first: int | None = None,
         skip_invalid: bool = False,
     ) -> Samples:
         """The last `last` (or first `first`) samples of a sample stream as arrays, at a cost
-        that does not grow with the stream's history."""
+        that does not grow with the stream's history; empty arrays for a stream never
+        written. Raises and skips as `summary`."""
 
     def history(
         self,
@@ -213,17 +277,24 @@ class Store(Protocol):
         limit: int | None = None,
         skip_invalid: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records of a stream (checks, events), oldest first; since a time, or the last N.
-        A malformed record is an error naming it, or skipped with `skip_invalid`."""
+        """Records of a stream (checks, events), oldest first; since a time (by their `ts`),
+        and of those the last `limit` (at least 1). A malformed record is an error naming it
+        (StateError), or skipped with `skip_invalid`. Records come back as appended; a store
+        may spell a `ts` differently for the same instant."""
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
-        """Every record of a stream, oldest first, a bounded chunk at a time."""
+        """Every record of a stream, oldest first, a bounded chunk at a time. Raises and skips
+        as `history`. Concurrency: records appended during a scan may or may not be in it."""
 
     def streams(self) -> list[str]:
-        """The names of every stream that holds records (for copying a project)."""
+        """The names of every stream that holds records (for copying a project), in no
+        promised order."""
 
     def claim(self, key: str, ttl_s: float) -> bool:
-        """True for exactly one caller per `ttl_s` seconds across processes and hosts."""
+        """True for exactly one caller per key per `ttl_s` seconds, across threads, processes
+        and (PostgreSQL) hosts; a claim granted starts a new time to live, and a `ttl_s` of 0
+        has always passed. The time is the store's `clock` on a directory and the database's
+        clock on PostgreSQL (so hosts agree)."""
 
     def flush(self, stream: str | None = None) -> None:
         """Write what this process buffered (of one stream, or all) before returning; a

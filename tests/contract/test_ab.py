@@ -72,7 +72,9 @@ def test_start_splits_the_traffic_and_is_audited(project: Project) -> None:
     ("kwargs", "error", "words"),
     [
         ({"treatment_version": "1.0.0"}, ValidationError, "same version"),
+        ({"treatment_traffic_pct": 0}, ValidationError, "treatment_traffic_pct"),
         ({"treatment_traffic_pct": 100}, ValidationError, "treatment_traffic_pct"),
+        ({"treatment_traffic_pct": 150}, ValidationError, "treatment_traffic_pct"),
         ({"treatment_traffic_pct": 10.001}, ValidationError, "steps of 0.01"),
         ({"treatment_version": "9.0.0"}, NotFoundError, "unknown version"),
         ({"control_version": "1.1.0"}, ConflictError, "not the champion"),
@@ -95,6 +97,8 @@ def test_one_running_test_per_model_type_and_names_stay_taken(running: Project) 
         running.ab.start_test(config(name="second"))
     with pytest.raises(ConflictError, match="already exists"):
         running.ab.start_test(config())
+    with pytest.raises(ConflictError, match="A/B test t is running"):
+        running.registry.promote_to_champion("gnn", "1.1.0")
     assert dump(running) == before
     running.ab.finalize_test("t", "rollback")
     with pytest.raises(ConflictError, match="already exists"):  # archived, still taken
