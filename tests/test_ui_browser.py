@@ -93,7 +93,7 @@ class Dashboard:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=120)
 
 
 @pytest.fixture
