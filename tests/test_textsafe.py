@@ -96,3 +96,33 @@ def test_error_lines_show_escapes(tmp_path: Path) -> None:
     assert "x1b]0;owned" in run.stderr and "x07[/x]" in run.stderr  # shown, not obeyed
     as_json = runner.invoke(app, ["-C", str(project.root), "config", "get", key, "--json"])
     assert json.loads(as_json.stdout)["error"]["type"] == "NotFoundError"
+
+
+def test_every_human_line_of_the_cli_goes_through_say_or_table() -> None:
+    """The one escaping path: no command prints by itself (typer.echo, print, a Rich
+    console, a raw write) except JSON, the version, and the Prometheus exposition."""
+    import ast
+
+    import mlops_cli.cli
+
+    allowed = {
+        ("__init__.py", "_version"),  # the version
+        ("common.py", "print_json"),  # JSON: the encoder escapes
+        ("common.py", "say"),  # the path itself
+        ("common.py", "table"),  # cells through printable
+        ("registry_cmds.py", "metrics_export"),  # the exposition format (validated names)
+        ("registry_cmds.py", "action"),
+    }
+    found = set()
+    for path in sorted(Path(mlops_cli.cli.__file__).parent.glob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Call):
+                    called = ast.unparse(node.func)
+                    if called in ("typer.echo", "print") or called.endswith(
+                        (".print", "stdout.write", "stderr.write", ".echo")
+                    ):
+                        found.add((path.name, function.name))
+    assert found <= allowed, found - allowed
