@@ -136,6 +136,7 @@ class TestStatus(MappingResult):
     requests: dict[str, int]
     days_elapsed: float | None = None
     torn_bytes: int | None = None
+    skipped_lines: int = 0  # malformed log lines left out of `requests` (a view skips them)
 
     def to_dict(self) -> dict[str, Any]:
         doc = self.test.to_dict()
@@ -144,6 +145,7 @@ class TestStatus(MappingResult):
         doc["requests"] = self.requests
         if self.torn_bytes is not None:
             doc["torn_bytes"] = self.torn_bytes
+        doc["skipped_lines"] = self.skipped_lines
         return doc
 
 
@@ -179,23 +181,27 @@ class ABTestManager:
         return self.store.summary(ab_stream(name), "variant", VARIANTS, skip_invalid, True)
 
     def list_tests(self) -> list[TestStatus]:
-        """Every test, running and archived, by name."""
+        """Every test, running and archived, by name. A view: a malformed line of a test's
+        log is left out and counted (`skipped_lines`), never an error."""
         tests = {t.name: t for t in self.store.archived_tests()}
         tests.update(self.store.read().ab_tests)  # a copy in the registry wins
         out = []
         for name, test in sorted(tests.items()):
-            summary = self.requests(name)
-            out.append(TestStatus(test, {v: summary.arm(v).n for v in VARIANTS}))
+            summary = self.requests(name, skip_invalid=True)
+            requests = {v: summary.arm(v).n for v in VARIANTS}
+            out.append(TestStatus(test, requests, skipped_lines=len(summary.skipped)))
         return out
 
     def status(self, name: str) -> TestStatus:
+        """A test and its requests per arm (a view, as `list_tests`)."""
         test = self.get_test(name)
-        summary = self.requests(name)
+        summary = self.requests(name, skip_invalid=True)
         return TestStatus(
             test,
             {v: summary.arm(v).n for v in VARIANTS},
             days_between(test.started_at, self.store.clock()),
             summary.torn_bytes,
+            len(summary.skipped),
         )
 
     # -- starting and routing ----------------------------------------------------------------

@@ -33,7 +33,7 @@ from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, validate_sample
 from .results import MappingResult
 from .state import Level
-from .store.base import BatchResult, Store, drift_stream
+from .store.base import BatchResult, Rows, Store, drift_stream, skipped_of
 from .timeutil import format_ts, stamp
 
 if TYPE_CHECKING:
@@ -427,23 +427,24 @@ class DriftDetector:
             torn_bytes=row.get("torn_bytes", 0),
         )
 
-    def history(
-        self, days: float | None = None, skip_invalid: bool = False
-    ) -> list[dict[str, Any]]:
+    def history(self, days: float | None = None, skip_invalid: bool = False) -> Rows:
         """Checks, oldest first; with `days`, only those of the last `days` days. A record
-        that is not a check is an error naming the stream, or skipped with `skip_invalid`."""
+        that is not a check is an error naming the stream, or skipped (and counted in the
+        result's `skipped`) with `skip_invalid`."""
         since = None if days is None else self.store.clock() - timedelta(days=days)
         rows = self.store.history(self.checks, since=since, skip_invalid=skip_invalid)
         return self._checks_only(rows, skip_invalid)
 
-    def _checks_only(self, rows: list[dict[str, Any]], skip_invalid: bool) -> list[dict[str, Any]]:
-        good = [r for r in rows if _is_check(r)]
+    def _checks_only(self, rows: list[dict[str, Any]], skip_invalid: bool) -> Rows:
+        """The rows that are checks, counting as skipped the lines and records that are not."""
+        good = Rows(r for r in rows if _is_check(r))
         if len(good) < len(rows) and not skip_invalid:
             raise StateError(
                 f"the drift checks of {self.model_type} {self.model_version} hold "
                 f"{len(rows) - len(good)} record(s) that are not checks; "
                 + SKIP_INVALID.replace("remove it", "remove them")
             )
+        good.skipped = skipped_of(rows) + len(rows) - len(good)
         return good
 
     def average(self, days: float = 7, skip_invalid: bool = False) -> float | None:
@@ -454,7 +455,10 @@ class DriftDetector:
     ) -> DriftReport:
         """The current figures, computed read-only: no check is recorded and no hook runs
         (`avg_drift_7d` is the mean of the recorded checks of the last 7 days)."""
-        return self._report(self._measure(window, skip_invalid), self.history(7, skip_invalid))
+        recent = self.history(7, skip_invalid)
+        report = self._report(self._measure(window, skip_invalid), recent)
+        report.skipped_lines += recent.skipped
+        return report
 
     def detect_drift(self) -> float:
         """Check now (recorded, hooks run) and return the score: 0.0 while data is
@@ -466,9 +470,21 @@ class DriftDetector:
 
     def last_check(self, skip_invalid: bool = False) -> dict[str, Any] | None:
         """The latest recorded check row, if any."""
-        rows = self.store.history(self.checks, limit=1, skip_invalid=skip_invalid)
-        rows = self._checks_only(rows, skip_invalid)
-        return rows[0] if rows else None
+        rows = self.latest_checks(1, skip_invalid)
+        return rows[-1] if rows else None
+
+    def latest_checks(self, count: int, skip_invalid: bool = False) -> Rows:
+        """The last `count` recorded checks, oldest first (with `skip_invalid`, read past
+        malformed lines and records that are not checks, and counted in `skipped`)."""
+        want = count
+        while True:
+            read = self.store.history(self.checks, limit=want, skip_invalid=skip_invalid)
+            rows = self._checks_only(read, skip_invalid)
+            if len(rows) >= count or len(read) < want:
+                kept = Rows(rows[-count:])
+                kept.skipped = rows.skipped
+                return kept
+            want *= 4
 
     def samples_since(self, row: dict[str, Any]) -> bool:
         """Whether samples arrived (or the reference changed) after the check `row`: its

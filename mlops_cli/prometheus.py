@@ -12,6 +12,7 @@ from .errors import ValidationError
 from .records import VARIANTS
 from .registry import ModelRegistry
 from .state import Level
+from .store.base import ab_stream
 from .timeutil import parse_ts
 
 
@@ -65,6 +66,12 @@ class ProjectCollector:
             "Unix time of the latest recorded drift check (alert when it grows old)",
             labels=labels,
         )
+        # What a view does with a malformed line: leave it out, and say so (here, per stream).
+        skipped = GaugeMetricFamily(
+            "mlops_skipped_lines",
+            "Malformed log lines this export left out, per stream read (fix or remove them)",
+            labels=["stream"],
+        )
         watched = set(self.project.drift.monitored())
         for v in self.project.registry.list_versions():
             if v.deprecated:
@@ -79,7 +86,9 @@ class ProjectCollector:
             if (v.model_type, v.version) not in watched:
                 continue
             detector = self.project.drift.detector(v.model_type, v.version)
-            last = detector.last_check(skip_invalid=True)  # export what is readable
+            checks = detector.latest_checks(1, skip_invalid=True)  # export what is readable
+            skipped.add_metric([detector.checks], checks.skipped)
+            last = checks[-1] if checks else None
             if last:
                 checked.add_metric(key, parse_ts(str(last["ts"])).timestamp())
             if last and last.get("status") == "active":
@@ -98,13 +107,14 @@ class ProjectCollector:
             "ab_test_avg_confidence", "Mean confidence per A/B arm", labels=ab_labels
         )
         for name in self.project.ab.active_tests:
-            summary = self.project.ab.requests(name)
+            summary = self.project.ab.requests(name, skip_invalid=True)
+            skipped.add_metric([ab_stream(name)], len(summary.skipped))
             for variant in VARIANTS:
                 arm = summary.arm(variant)
                 ab_requests.add_metric([name, variant], arm.n)
                 ab_errors.add_metric([name, variant], arm.error_rate)
                 ab_conf.add_metric([name, variant], arm.avg_confidence)
-        yield from (ab_requests, ab_errors, ab_conf)
+        yield from (ab_requests, ab_errors, ab_conf, skipped)
 
 
 def exposition(project: Monitored) -> bytes:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from typer.testing import CliRunner
@@ -73,6 +73,37 @@ def assert_one_error_line(run: Run, *words: str) -> None:
     assert lines[0].startswith("error: "), lines
     for word in words:
         assert word.lower() in lines[0].lower(), (word, lines[0])
+
+
+T = TypeVar("T")
+
+# A deadline that only catches a hang: far above what any call takes on a loaded machine, far
+# below what the hang it guards against would take (the tests make that wait 600 s or more).
+HANG_S = 120.0
+
+
+def finishes(call: Callable[[], T], within: float = HANG_S) -> T:
+    """`call()`'s result or exception, or a test failure if it has not returned `within`
+    seconds: a hang fails the test instead of holding the suite (no assertion on speed)."""
+    import threading
+
+    done: list[T] = []
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            done.append(call())
+        except BaseException as exc:  # handed to the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(within)
+    if thread.is_alive():
+        pytest.fail(f"did not return within {within:g} s: a hang")
+    if raised:
+        raise raised[0]
+    return done[0]
 
 
 def copy_tree(src: Path, dst: Path) -> None:

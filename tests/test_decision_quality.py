@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from mlops_cli.simulation import Scenario, base_config, share, simulate
+
+pytestmark = pytest.mark.slow  # `make test` runs it; `pytest -m 'not slow'` leaves it out
 
 RUNS = 500
 TOTAL = 20_000

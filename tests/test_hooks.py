@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import pytest
 
 from mlops_cli import hooks
+
+from .conftest import finishes
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
@@ -31,29 +32,29 @@ def pidfile(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_timeout_holds_with_a_setsid_child_keeping_the_output(pidfile: Path) -> None:
-    """Issue 12 case 6: `setsid sleep 20 &` with a 3 s timeout took 21 s."""
-    started = time.monotonic()
-    outcome = hooks.run_hook(
-        f"setsid sleep 20 & echo $! > {pidfile}; echo waiting; sleep 20", ENV, timeout_s=1.0
+    """Issue 12 case 6: `setsid sleep 20 &` with a 3 s timeout took 21 s. Here the child would
+    keep the output open for 600 s: returning at all (within finishes' deadline) is the
+    deadline holding."""
+    outcome = finishes(
+        lambda: hooks.run_hook(
+            f"setsid sleep 600 & echo $! > {pidfile}; echo waiting; sleep 600", ENV, timeout_s=1.0
+        )
     )
-    elapsed = time.monotonic() - started
     assert outcome.timed_out and not outcome.ok and outcome.returncode is None
     assert outcome.command_ran
-    assert elapsed < 1.0 + 2.0
     assert "waiting" in outcome.output
 
 
 def test_timeout_kills_the_group_even_when_sigterm_is_ignored(tmp_path: Path) -> None:
-    started = time.monotonic()
-    outcome = hooks.run_hook("trap '' TERM; sleep 20 & sleep 20; wait", ENV, timeout_s=0.5)
-    assert outcome.timed_out
-    assert time.monotonic() - started < 0.5 + hooks.KILL_GRACE_S + 1.0
+    outcome = finishes(
+        lambda: hooks.run_hook("trap '' TERM; sleep 600 & sleep 600; wait", ENV, timeout_s=0.5)
+    )
+    assert outcome.timed_out and outcome.returncode is None
 
 
 def test_background_job_is_not_a_timeout(pidfile: Path) -> None:
-    started = time.monotonic()
-    outcome = hooks.run_hook(f"sleep 20 & echo $! > {pidfile}; echo started", ENV, timeout_s=5)
-    assert time.monotonic() - started < 2
+    """The job outlives the timeout by far: a runner that waited for it would time out."""
+    outcome = hooks.run_hook(f"sleep 600 & echo $! > {pidfile}; echo started", ENV, timeout_s=30)
     assert outcome.ok and not outcome.timed_out and outcome.returncode == 0
     assert outcome.output == "started\n"
 
@@ -132,11 +133,11 @@ def test_drift_check_hook_deadline_holds_with_setsid_child(tmp_path: Path, pidfi
     from mlops_cli.errors import HookError
 
     project = _drifting_project(tmp_path)
-    project.set_setting("drift.hooks.retrain", f"setsid sleep 20 & echo $! > {pidfile}; sleep 20")
+    project.set_setting(
+        "drift.hooks.retrain", f"setsid sleep 600 & echo $! > {pidfile}; sleep 600"
+    )
     project.set_setting("drift.hook_timeout_s", "1")
-    started = time.monotonic()
-    report = project.drift_detector("gnn", "v2.2.0").check()
-    assert time.monotonic() - started < 1 + 2
+    report = finishes(project.drift_detector("gnn", "v2.2.0").check)
     assert [(h["level"], h["timed_out"]) for h in report["hooks"]] == [("retrain", True)]
     with pytest.raises(HookError, match="timed out"):  # the check's exit code: 1
         gate([report], None)

@@ -135,6 +135,33 @@ def test_promtool_accepts_the_export(populated: Project) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_malformed_line_is_left_out_counted_and_exported(populated: Project) -> None:
+    """A view: the export skips a malformed line (in the middle of an A/B log, at the end of
+    a checks log) and says so as a gauge per stream read, which promtool accepts."""
+    ab_log = populated.root / "logs" / "ab" / "t1.jsonl"
+    lines = ab_log.read_bytes().splitlines(keepends=True)
+    ab_log.write_bytes(b"".join([lines[0], b"{not json\n", *lines[1:]]))
+    checks = populated.root / "logs" / "drift" / "gnn" / "v2.1.0" / "checks.jsonl"
+    with checks.open("ab") as f:
+        f.write(b'{"ts": "2026-01-01T00:00:00Z", "not": "a check"}\n[1, 2]\n')
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(populated.root), "metrics", "export"],
+        capture_output=True,
+    )
+    assert run.returncode == 0, run.stderr
+    got = series(run.stdout.decode())
+    gnn21 = (("model_type", "gnn"), ("model_version", "v2.1.0"))
+    assert got[("model_drift_level", gnn21)] == 3  # the last check before the two bad lines
+    assert got[("ab_test_requests_total", (("test", "t1"), ("variant", "treatment")))] == 2
+    assert got[("ab_test_requests_total", (("test", "t1"), ("variant", "control")))] == 1
+    assert got[("mlops_skipped_lines", (("stream", "ab/t1"),))] == 1
+    assert got[("mlops_skipped_lines", (("stream", "drift/gnn/v2.1.0/checks"),))] == 2
+    assert got[("mlops_skipped_lines", (("stream", "drift/rag/1.0.0/checks"),))] == 0
+    promtool = need("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=run.stdout, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_promtool_accepts_the_alert_rules() -> None:
     promtool = need("promtool")
     check = subprocess.run(
@@ -187,7 +214,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -14,6 +14,8 @@ import pytest
 from mlops_cli import pushgw
 from mlops_cli.errors import ServiceError, ValidationError
 
+from .conftest import finishes
+
 PAYLOAD = b'# TYPE model_drift_score gauge\nmodel_drift_score{model_type="g"} 0.25\n'
 
 
@@ -94,10 +96,8 @@ def test_job_with_slash_and_path_prefix(server: _Server) -> None:
 @pytest.mark.parametrize("server", ["trickle"], indirect=True)
 def test_trickling_server_is_cut_at_the_deadline(server: _Server) -> None:
     """Issue 12 case 9: a byte every few seconds held the push forever (timeout per read)."""
-    started = time.monotonic()
     with pytest.raises(ServiceError, match=r"no complete answer within 1\.5 s"):
-        pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=1.5)
-    assert time.monotonic() - started < 1.5 + 1.0
+        finishes(lambda: pushgw.push(server.url, "mlops", PAYLOAD, deadline_s=1.5))
     assert server.requests  # it did connect and send: the answer was what never finished
 
 
@@ -156,10 +156,8 @@ def test_metrics_push_of_a_project_holds_its_deadline(server: _Server, tmp_path:
     from mlops_cli.prometheus import push
 
     project = Project.init(tmp_path / "p")
-    started = time.monotonic()
     with pytest.raises(ServiceError, match="no complete answer within 1 s"):
-        push(project, server.url, "mlops", deadline_s=1)
-    assert time.monotonic() - started < 1 + 1.0
+        finishes(lambda: push(project, server.url, "mlops", deadline_s=1))
 
 
 def test_cli_bad_push_url_is_one_error_line(tmp_path: Path) -> None:
@@ -202,7 +200,7 @@ def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # the gateway starting on a loaded machine
         while True:
             try:
                 urllib.request.urlopen(url + "/metrics", timeout=1).read()

@@ -36,3 +36,36 @@ def test_readme_shell_blocks_run_in_order(tmp_path: Path) -> None:
         )
         assert run.returncode == 0, f"block {number} failed:\n{block}\n{run.stdout}{run.stderr}"
     assert "retrain gnn v2.2.0" in (tmp_path / "retrain.log").read_text()
+
+
+def test_the_slow_simulations_run_in_make_test_and_can_be_left_out() -> None:
+    """`make test` (CI) runs the decision simulations; `-m 'not slow'` leaves them out."""
+    root = README.parent
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (root / "Makefile").read_text(), re.M)
+    assert recipe is not None and "pytest" in recipe.group(1)
+    assert not re.search(r"pytest.*\s-m\s", recipe.group(1)), recipe.group(1)  # no marker left out
+    files = ["tests/test_decision_quality.py", "tests/test_decision_simulation.py"]
+
+    def collected(*extra: str) -> int:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                *extra,
+                *files,
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return sum(1 for line in run.stdout.splitlines() if "::" in line)
+
+    assert collected() >= 5
+    assert collected("-m", "not slow") == 0
+    assert "pytest -q -m 'not slow'" in README.read_text()

@@ -242,7 +242,7 @@ def test_fifo_never_blocks(root: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=120,  # (a FIFO opened without the check would block forever)
     )
     assert proc.stdout.startswith("StateError events.jsonl (in the project) is a FIFO")
 

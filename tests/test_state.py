@@ -188,7 +188,7 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path: Path) -> None
     target = tmp_path / "mlops.prom"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         stale = tmp_path / f".mlops.prom.{dead.pid}.tmp"
         busy = tmp_path / f".mlops.prom.{live.pid}.tmp"

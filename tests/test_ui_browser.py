@@ -93,7 +93,7 @@ class Dashboard:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=120)
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ class Page:
     def open(self, url: str) -> float:
         """Load the page; the seconds from navigation to load event plus every chart drawn."""
         self.page.goto(url)
-        self.page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+        self.page.wait_for_selector("body[data-ready='1']", timeout=120_000)  # (hangs only)
         self.page.wait_for_load_state("load")
         ms = self.page.evaluate(
             """() => Math.max(window.__mlops.readyAt,
@@ -376,6 +376,38 @@ def test_the_report_from_a_file_shows_the_same_decision(
     # Only the file itself was loaded: nothing else, from anywhere.
     assert page.foreign == [] and page.requests == 1
     assert page.errors == []
+
+
+def test_a_malformed_log_line_is_left_out_and_the_page_says_so(
+    dashboard: Any, open_page: Any, demo: Path, tmp_path: Path
+) -> None:
+    """A view, live or from the report file: the page loads with the line left out and a
+    note naming the log and the count under its title."""
+    log = demo / "logs" / "ab" / f"{RUNNING_TEST}.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join([lines[0], b"{not json\n", *lines[1:]]))
+    expected = cli_json(demo, "ab", "evaluate", RUNNING_TEST, "--skip-invalid")
+    ui = dashboard()
+    page = open_page(ui.host)
+    page.open(ui.url + f"/test/{RUNNING_TEST}")
+    note = page.page.locator("#skipped-note").inner_text()
+    assert f"1 in logs/ab/{RUNNING_TEST}.jsonl" in note
+    assert page.page.locator("#decision").inner_text() == expected["decision"]
+    page.open(ui.url + "/")
+    assert f"1 in logs/ab/{RUNNING_TEST}.jsonl" in page.page.locator("#skipped-note").inner_text()
+    page.open(ui.url + "/events")
+    assert page.page.locator("#skipped-note").count() == 0  # a page that read no such log
+    out = tmp_path / "report.html"
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(demo), "report", "--html", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    report = open_page(None)
+    report.open(out.as_uri() + f"#/test/{RUNNING_TEST}")
+    assert f"1 in logs/ab/{RUNNING_TEST}.jsonl" in report.page.locator("#skipped-note").inner_text()
+    assert page.errors == [] and report.errors == []
 
 
 def test_a_refused_action_shows_the_cli_error_in_the_dialog(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -12,7 +11,7 @@ from typing import Any, BinaryIO
 
 import typer
 
-from ..ab_testing import ABTestConfig, Evaluation, gate, parse_gates
+from ..ab_testing import ABTestConfig, Evaluation, TestStatus, gate, parse_gates
 from ..batch import file_id
 from ..errors import ValidationError
 from ..state import ABTest
@@ -25,6 +24,8 @@ from .common import (
     open_project,
     progress_wanted,
     run,
+    say,
+    stdin_stream,
     table,
 )
 from .step_summary import write_step_summary
@@ -98,7 +99,7 @@ def start(
         ctx,
         json_output,
         action,
-        lambda t: typer.echo(
+        lambda t: say(
             f"started {t.name}: {t.model_type} {t.control_version} (control, "
             f"{100 - t.treatment_traffic_pct:g}%) vs {t.treatment_version} (treatment, "
             f"{t.treatment_traffic_pct:g}%), {t.method} at alpha {t.alpha:g}"
@@ -118,7 +119,7 @@ def assign(
         ctx,
         json_output,
         lambda: open_project(ctx).ab.assign_variant(model_type, user_id),
-        lambda a: typer.echo(f"{a['name']} {a['version']}"),
+        lambda a: say(f"{a['name']} {a['version']}"),
         lambda a: {"name": a["name"], "version": a["version"], "model": a["model"].to_dict()},
     )
 
@@ -162,7 +163,7 @@ def record(
         manager.record_result(name, variant, inference_time_ms, confidence, error, user_id)
         return {"test": name, "recorded": 1}
 
-    run(ctx, json_output, action, lambda r: typer.echo(f"recorded {recorded_text(r)} in {name}"))
+    run(ctx, json_output, action, lambda r: say(f"recorded {recorded_text(r)} in {name}"))
 
 
 def recorded_text(result: dict[str, Any]) -> str:
@@ -183,7 +184,7 @@ def read_input(
     re-sending the same file counts once; stdin has no default id: never taken for a retry.
     """
     if file == "-":
-        yield sys.stdin.buffer, batch_id, -1
+        yield stdin_stream(), batch_id, -1
         return
     try:
         stream = open(file, "rb")  # noqa: SIM115 (closed below)
@@ -204,13 +205,13 @@ def say_skipped(result: BatchResult) -> None:
     if not result.already_recorded:
         return
     if result.recorded:
-        typer.echo(
+        say(
             f"completed batch id {result.batch_id}: {result.already_recorded} records were "
             f"already recorded by an earlier try, {result.recorded} added",
             err=True,
         )
     else:
-        typer.echo(
+        say(
             f"already recorded: batch id {result.batch_id} ({result.already_recorded} records);"
             " nothing added (give another --batch-id to record the same data again)",
             err=True,
@@ -245,8 +246,7 @@ class batch_progress:
 def render_evaluation(e: Evaluation) -> None:
     m = e.metrics
     colour = {"promote": "green", "rollback": "red", "continue": "yellow"}[e.decision]
-    out = console()
-    out.print(f"[bold {colour}]{e.decision.upper()}[/] {e.test}: {e.recommendation}")
+    say((e.decision.upper(), f"bold {colour}"), f" {e.test}: {e.recommendation}")
     table(
         None,
         ["", "version", "requests", "error rate", "avg confidence", "avg ms"],
@@ -280,7 +280,7 @@ def render_evaluation(e: Evaluation) -> None:
         ],
     )
     for reason in e.reasons:
-        out.print(f"  - {reason}")
+        say(f"  - {reason}")
     srm = m["srm"]
     split = (
         f"sample ratio p={srm['p_value']:.3g} over {srm.get('unit', 'request')}s"
@@ -288,23 +288,34 @@ def render_evaluation(e: Evaluation) -> None:
         if srm.get("testable", True)
         else "split not tested: records without user_id (requests are not the unit of assignment)"
     )
-    out.print(
+    say(
         f"method {e.method}, unit {e.unit}, {e.requests} requests, {e.days_elapsed:.1f} days, "
         f"{split}"
     )
     if e.applied:
-        out.print(f"applied: test finalized ({e.status})")
+        say(f"applied: test finalized ({e.status})")
     if e.skipped_lines:
-        out.print(f"skipped {e.skipped_lines} malformed log line(s) (--skip-invalid)")
+        say(f"skipped {e.skipped_lines} malformed log line(s) (--skip-invalid)")
     if e.torn_bytes:
         torn_note(f"logs/ab/{e.test}.jsonl", e.torn_bytes)
 
 
+def skipped_note(log: str, count: int) -> None:
+    """Say that a view left malformed lines of a log out (decisions refuse them)."""
+    if count:
+        say(
+            f"note: {count} malformed line(s) of {log} left out (fix or remove them; "
+            "ab evaluate and drift check refuse them unless --skip-invalid)",
+            err=True,
+        )
+
+
 def torn_note(log: str, size: int) -> None:
     """Say that a log's incomplete last line was left out (readers skip it, writers cut it)."""
-    sys.stderr.write(
+    say(
         f"note: the last line of {log} is incomplete ({size} bytes, a write was interrupted); "
-        "it was left out and the next write removes it\n"
+        "it was left out and the next write removes it",
+        err=True,
     )
 
 
@@ -351,7 +362,7 @@ def finalize(
         ctx,
         json_output,
         lambda: open_project(ctx).ab.finalize_test(name, decision, force),
-        lambda t: typer.echo(f"{t['name']} finalized: {t['status']}"),
+        lambda t: say(f"{t['name']} finalized: {t['status']}"),
     )
 
 
@@ -362,31 +373,29 @@ def list_tests(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
         ctx,
         json_output,
         lambda: open_project(ctx).ab.list_tests(),
-        lambda tests: table(
-            None,
-            [
-                "test",
-                "model",
-                "control",
-                "treatment",
-                "traffic %",
-                "status",
-                "requests",
-            ],
-            [
-                [
-                    t["name"],
-                    t["model_type"],
-                    t["control_version"],
-                    t["treatment_version"],
-                    f"{t['treatment_traffic_pct']:g}",
-                    t["status"],
-                    sum(t["requests"].values()),
-                ]
-                for t in tests
-            ],
-        ),
+        lambda tests: render_tests(tests),
     )
+
+
+def render_tests(tests: list[TestStatus]) -> None:
+    table(
+        None,
+        ["test", "model", "control", "treatment", "traffic %", "status", "requests"],
+        [
+            [
+                t["name"],
+                t["model_type"],
+                t["control_version"],
+                t["treatment_version"],
+                f"{t['treatment_traffic_pct']:g}",
+                t["status"],
+                sum(t["requests"].values()),
+            ]
+            for t in tests
+        ],
+    )
+    for t in tests:
+        skipped_note(f"logs/ab/{t['name']}.jsonl", t.skipped_lines)
 
 
 @ab_app.command("status")
@@ -400,5 +409,10 @@ def status(
         ctx,
         json_output,
         lambda: open_project(ctx).ab.status(name),
-        lambda s: key_values(name, [(k, v) for k, v in s.items() if k != "name"]),
+        render_status,
     )
+
+
+def render_status(s: TestStatus) -> None:
+    key_values(s.test.name, [(k, v) for k, v in s.items() if k != "name"])
+    skipped_note(f"logs/ab/{s.test.name}.jsonl", s.skipped_lines)

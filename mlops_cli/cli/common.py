@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import typer
 
@@ -92,7 +93,7 @@ def fail(kind: str, message: str, code: int, json_output: bool) -> None:
     if json_output:
         print_json({"error": {"type": kind, "message": message}})
     else:
-        sys.stderr.write(f"error: {message}\n")
+        say(f"error: {message}", err=True)
         sys.stderr.flush()
     raise typer.Exit(code)
 
@@ -112,6 +113,34 @@ def run(
         else:
             render(result)
     return result
+
+
+Styled = tuple[str, str]
+
+
+def say(*parts: str | Styled, err: bool = False, to: Any = None) -> None:
+    """Print one line for a person: the one way human output reaches a terminal.
+
+    Text from outside (hook output, names, reasons, descriptions, error messages, config
+    values) is shown, never obeyed: control and format characters appear as escapes
+    (`textsafe.printable`) and nothing is read as Rich markup. A style is given beside the
+    text it applies to, as a `(text, style)` part, never inside it. `to`: a Rich console to
+    print through (a progress bar's, which keeps the line above the bar).
+    """
+    texts = [part if isinstance(part, str) else part[0] for part in parts]
+    if to is None and all(isinstance(part, str) for part in parts):
+        stream = sys.stderr if err else sys.stdout
+        stream.write(printable("".join(texts)) + "\n")
+        return
+    from rich.text import Text
+
+    line = Text.assemble(
+        *(
+            printable(part) if isinstance(part, str) else (printable(part[0]), part[1])
+            for part in parts
+        )
+    )
+    (to or console(stderr=err)).print(line, soft_wrap=True)  # the terminal wraps it
 
 
 def console(stderr: bool = False) -> Any:
@@ -164,6 +193,43 @@ def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[s
         else:
             out[key] = value
     return out
+
+
+# How long a read of stdin waits before Python looks at the signals again.
+STDIN_POLL_S = 0.2
+
+
+class _InterruptibleInput(io.RawIOBase):
+    """stdin as raw reads that a signal always ends: each read first waits in `select` with
+    a timeout, so Python runs a pending SIGTERM/SIGINT handler within STDIN_POLL_S even when
+    the signal came just before the read entered the kernel, or while a buffered read was
+    between two reads (a blocking read would then wait for data that may never come)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        import select
+
+        while not select.select([self.fd], [], [], STDIN_POLL_S)[0]:
+            pass  # (back in Python: a signal that arrived meanwhile is handled here)
+        data = os.read(self.fd, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def stdin_stream() -> BinaryIO:
+    """stdin as a binary stream that SIGTERM and SIGINT interrupt at once (see above); a
+    stdin without a descriptor (a test runner's) as it is."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdin.buffer
+    return io.BufferedReader(_InterruptibleInput(fd))
 
 
 def progress_wanted() -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from .common import console, funnel, progress_wanted, table
+from .common import Styled, console, funnel, progress_wanted, say, table
 
 
 def demo(
@@ -48,37 +48,41 @@ def demo(
 def render(out: Any, step: str, d: dict[str, Any]) -> None:
     if step == "init":
         also = f" (its files in {d['files']})" if d["files"] != d["root"] else ""
-        out.print(f"[bold]mlops demo[/] in {d['root']}{also}", soft_wrap=True)
+        say(("mlops demo", "bold"), f" in {d['root']}{also}", to=out)
     elif step == "registered":
         role = "champion" if d["champion"] else "candidate"
-        out.print(f"registered gnn {d['version']} ({role})")
+        say(f"registered gnn {d['version']} ({role})", to=out)
     elif step == "ab_started":
-        out.print(f"started A/B test {d['test']}: v2.1.0 90% / v2.2.0 10%, at least 7 days")
+        say(f"started A/B test {d['test']}: v2.1.0 90% / v2.2.0 10%, at least 7 days", to=out)
     elif step == "ab_day":
         e = d["evaluation"]
         diff = e.metrics["confidence_diff"]
         why = f" ({e.reasons[0]})" if e.decision == "continue" else ""
-        out.print(
+        say(
             f"  day {d['day']}: {e.requests:5d} requests, conf "
-            f"{diff['estimate']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]: "
-            f"[bold]{e.decision}[/]{why}"
+            f"{diff['estimate']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]: ",
+            (e.decision, "bold"),
+            why,
+            to=out,
         )
     elif step == "ab_finalized":
-        out.print(f"finalized: gnn {d['champion']} is champion")
+        say(f"finalized: gnn {d['champion']} is champion", to=out)
     elif step == "reference":
-        out.print(f"drift reference: {d['samples']} samples for gnn {d['version']}")
+        say(f"drift reference: {d['samples']} samples for gnn {d['version']}", to=out)
     elif step == "drift_day":
         r = d["report"]
-        alert = " [red]ALERT[/]" if r["alert_triggered"] else ""
+        alert: list[str | Styled] = [" ", ("ALERT", "red")] if r["alert_triggered"] else []
         hooks = "".join(f"; hook {h['level']} ran" for h in r["hooks"])
-        out.print(
-            f"  day {d['day']}: drift score {r['current_drift_score']:.3f} "
-            f"({r['level']}){alert}{hooks}"
+        say(
+            f"  day {d['day']}: drift score {r['current_drift_score']:.3f} ({r['level']})",
+            *alert,
+            hooks,
+            to=out,
         )
     elif step == "exported":
-        out.print(f"exported Prometheus series to {d['textfile']}:")
+        say(f"exported Prometheus series to {d['textfile']}:", to=out)
         for line in d["lines"]:
-            out.print(f"  {line}")
+            say(f"  {line}", to=out)
     elif step == "done":
         table(
             "Summary",
@@ -94,17 +98,17 @@ def render(out: Any, step: str, d: dict[str, Any]) -> None:
                 ["retrain hook", d["hook_log"] or "-"],
             ],
         )
-        out.print("Explore the project it left behind:")
+        say("Explore the project it left behind:", to=out)
         program = invocation()
         for command in d["commands"]:
-            out.print(f"  {program}{command.removeprefix('mlops')}", soft_wrap=True)
+            say(f"  {program}{command.removeprefix('mlops')}", to=out)
         import shlex
 
         where = f"-C {shlex.quote(d['location'])}"
-        out.print(
+        say(
             f"Open the dashboard: {program} {where} ui --open  (then http://127.0.0.1:8765/), "
             f"or write it to one file: {program} {where} report --html report.html",
-            soft_wrap=True,
+            to=out,
         )
 
 

@@ -16,7 +16,7 @@ from .ab_cmds import (
     say_skipped,
     torn_note,
 )
-from .common import JSON_HELP, console, funnel, open_project, run, table
+from .common import JSON_HELP, funnel, open_project, run, say, table
 from .step_summary import write_step_summary
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def reference(
         ctx,
         json_output,
         action,
-        lambda r: typer.echo(
+        lambda r: say(
             f"{'replaced the reference with' if replace else 'added'} {r['added']} reference "
             f"samples for {model_type} {version}"
         ),
@@ -108,7 +108,7 @@ def record(
         ctx,
         json_output,
         action,
-        lambda r: typer.echo(
+        lambda r: say(
             f"recorded {recorded_text(r)} production samples for {model_type} {version}"
         ),
     )
@@ -136,26 +136,23 @@ def render_reports(reports: list[DriftReport]) -> None:
             for r in reports
         ],
     )
-    out = console()
     for r in reports:
         colour = LEVEL_COLOURS.get(r["level"] or "", "white")
         alert = " ALERT" if r["alert_triggered"] else ""
-        out.print(
-            f"[{colour}]{r['model_type']} {r['model_version']}{alert}:[/] {r['recommendation']}"
-        )
+        say((f"{r['model_type']} {r['model_version']}{alert}:", colour), f" {r['recommendation']}")
         if r.get("torn_bytes"):
             torn_note(
                 f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]
             )
         if r.get("skipped_lines"):
-            out.print(f"  skipped {r['skipped_lines']} malformed log line(s) (--skip-invalid)")
+            say(f"  skipped {r['skipped_lines']} malformed log line(s) (--skip-invalid)")
         for hook in r.hooks:
             if hook.ok:
-                out.print(f"  hook {hook.level} ran (exit code 0)")
+                say(f"  hook {hook.level} ran (exit code 0)")
             else:
                 what = "timed out" if hook.timed_out else f"failed with exit code {hook.exit_code}"
                 tail = hook.output.strip().splitlines()[-1:]
-                out.print(f"  [red]hook {hook.level} {what}[/]" + (f": {tail[0]}" if tail else ""))
+                say((f"  hook {hook.level} {what}", "red"), *(f": {t}" for t in tail))
 
 
 @drift_app.command("check")
@@ -205,7 +202,7 @@ def check(
     def render(result: tuple[list[DriftReport], Level | None]) -> None:
         render_reports(result[0])
         for t, v in unchecked:
-            typer.echo(
+            say(
                 f"not checked: {t} {v} serves or is monitored but has no reference set "
                 f"(add one: mlops drift reference {t} {v} --file ...)"
             )
@@ -267,7 +264,7 @@ def monitor(
             "model_version": version,
             "monitored": open_project(ctx).drift.set_monitored(model_type, version, not off),
         },
-        lambda r: typer.echo(
+        lambda r: say(
             f"{model_type} {version} is {'now' if r['monitored'] else 'no longer'} monitored"
         ),
     )

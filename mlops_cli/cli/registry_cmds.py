@@ -19,6 +19,7 @@ from .common import (
     open_project,
     parse_pairs,
     run,
+    say,
     table,
 )
 
@@ -82,7 +83,7 @@ def init(
         ctx,
         json_output,
         action,
-        lambda p: typer.echo(f"initialised mlops project in {p.location}"),
+        lambda p: say(f"initialised mlops project in {p.location}"),
         lambda p: {"project_dir": p.location, "registry": str(p.registry_path)},
     )
 
@@ -126,7 +127,7 @@ def register(
     def render(v: ModelVersion) -> None:
         role = "champion, 100% traffic" if v.is_champion else "not serving yet"
         digest = f", sha256 {v.sha256[:12]}" if v.sha256 else ", no file at that path yet"
-        typer.echo(f"registered {v.model_type} {v.version} ({role}){digest}")
+        say(f"registered {v.model_type} {v.version} ({role}){digest}")
 
     run(ctx, json_output, action, render, lambda v: v.to_dict())
 
@@ -173,7 +174,7 @@ def champion(
         ctx,
         json_output,
         lambda: open_project(ctx).registry.require_champion(model_type),
-        lambda v: typer.echo(v.version),
+        lambda v: say(v.version),
         lambda v: v.to_dict(),
     )
 
@@ -191,7 +192,7 @@ def promote(
         ctx,
         json_output,
         lambda: open_project(ctx).registry.promote_to_champion(model_type, version, reason, force),
-        lambda v: typer.echo(f"{v.model_type} {v.version} is now champion (100% traffic)"),
+        lambda v: say(f"{v.model_type} {v.version} is now champion (100% traffic)"),
         lambda v: v.to_dict(),
     )
 
@@ -207,7 +208,7 @@ def rollback(
         ctx,
         json_output,
         lambda: open_project(ctx).registry.rollback(model_type, reason),
-        lambda v: typer.echo(f"rolled back: {v.model_type} {v.version} is champion again"),
+        lambda v: say(f"rolled back: {v.model_type} {v.version} is champion again"),
         lambda v: v.to_dict(),
     )
 
@@ -224,7 +225,7 @@ def deprecate(
         ctx,
         json_output,
         lambda: open_project(ctx).registry.deprecate(model_type, version, reason),
-        lambda v: typer.echo(f"{v.model_type} {v.version} is deprecated"),
+        lambda v: say(f"{v.model_type} {v.version} is deprecated"),
         lambda v: v.to_dict(),
     )
 
@@ -240,7 +241,7 @@ def verify(
         ctx,
         json_output,
         lambda: open_project(ctx).registry.verify(model_type, version),
-        lambda r: typer.echo(
+        lambda r: say(
             f"{r.status}: {r.model_type} {r.version} {r.model_path}: {r.message}"
         ),
     )
@@ -303,7 +304,7 @@ def config_get(
         ctx,
         json_output,
         lambda: open_project(ctx).get_setting(key),
-        lambda v: typer.echo(v if not isinstance(v, (dict, list)) else str(v)),
+        lambda v: say(str(v)),
         lambda v: {"key": key, "value": v},
     )
 
@@ -320,7 +321,7 @@ def config_set(
         ctx,
         json_output,
         lambda: open_project(ctx).set_setting(key, value),
-        lambda v: typer.echo(f"{key} = {v}"),
+        lambda v: say(f"{key} = {v}"),
         lambda v: {"key": key, "value": v},
     )
 
@@ -349,7 +350,7 @@ def metrics_update(
         ctx,
         json_output,
         action,
-        lambda v: typer.echo(
+        lambda v: say(
             f"{v.model_type} {v.version}: {v.requests} requests, error rate {v.error_rate:.4f}, "
             f"avg confidence {v.avg_confidence:.4f}, avg {v.avg_inference_time_ms:.2f} ms"
         ),
@@ -382,7 +383,7 @@ def metrics_export(
         sys.stdout.write(prometheus.exposition(project).decode())
         return ""
 
-    run(ctx, False, action, lambda msg: typer.echo(msg, err=True) if msg else None)
+    run(ctx, False, action, lambda msg: say(msg, err=True) if msg else None)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

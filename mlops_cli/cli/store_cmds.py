@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from .common import JSON_HELP, globals_of, run
+from .common import JSON_HELP, globals_of, run, say
 
 db_app = typer.Typer(help="The PostgreSQL store's schema.", no_args_is_help=True)
 store_app = typer.Typer(help="Move a project between stores.", no_args_is_help=True)
@@ -37,7 +37,7 @@ def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
         ctx,
         json_output,
         action,
-        lambda r: typer.echo(
+        lambda r: say(
             f"{r['store']}: store schema {r['schema_before']} -> {r['schema_after']}"
             if r["schema_before"] != r["schema_after"]
             else f"{r['store']}: store schema {r['schema_after']} is current"
@@ -70,7 +70,7 @@ def copy(
         ctx,
         json_output,
         action,
-        lambda r: typer.echo(
+        lambda r: say(
             f"copied {r['source']} to {r['target']}: the registry and "
             f"{sum(r['records'].values())} records in {len(r['records'])} streams"
         ),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import funnel, globals_of
+from .common import funnel, globals_of, say
 
 
 def ui(
@@ -35,7 +35,7 @@ def ui(
         server = make_server(str(project) if project else None, host, port, allow_actions, token)
         url = url_of(server, token)
         mode = "actions allowed" if allow_actions else "read-only"
-        sys.stderr.write(f"mlops dashboard ({mode}) at {url}  (Ctrl-C to stop)\n")
+        say(f"mlops dashboard ({mode}) at {url}  (Ctrl-C to stop)", err=True)
         sys.stderr.flush()
         if open_browser:
             import webbrowser
@@ -58,7 +58,8 @@ def report(
     """Write the dashboard's views as one self-contained HTML file (no network needed)."""
     from ..errors import StateError
     from ..report import render_html, write_report
-    from ..ui.data import bundle
+    from ..ui.data import bundle, skipped_in
+    from .ab_cmds import skipped_note
 
     project = globals_of(ctx).project_dir
     with funnel(ctx):
@@ -67,7 +68,9 @@ def report(
             size = write_report(html_file, render_html(docs))
         except OSError as exc:
             raise StateError(f"could not write {html_file}: {exc.strerror or exc}") from exc
-        sys.stderr.write(f"wrote {html_file} ({size / 1024:.0f} KB)\n")
+        say(f"wrote {html_file} ({size / 1024:.0f} KB)", err=True)
+        for entry in skipped_in(docs):
+            skipped_note(entry["log"], entry["lines"])
 
 
 def register_ui_commands(app: typer.Typer) -> None:

@@ -138,6 +138,18 @@ class Samples:
         return len(self.prediction)
 
 
+class Rows(list[dict[str, Any]]):
+    """Records `history` read, and how many malformed lines it skipped to read them (with
+    `skip_invalid`; a database holds none, so its plain lists count 0)."""
+
+    skipped: int = 0
+
+
+def skipped_of(rows: list[dict[str, Any]]) -> int:
+    """Malformed lines skipped to read `rows` (0 for a store that cannot hold any)."""
+    return rows.skipped if isinstance(rows, Rows) else 0
+
+
 @dataclass
 class BatchResult:
     """What a batch append did: records it appended and records an earlier try had appended."""

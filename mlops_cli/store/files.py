@@ -59,6 +59,7 @@ from .base import (
     EVENTS,
     BatchResult,
     Progress,
+    Rows,
     Samples,
     Summary,
     Transaction,
@@ -531,20 +532,28 @@ class FileStore:
         path = self.path(stream)
         end = self._committed_end(path, "events") if stream == EVENTS else None
         if end is not None:  # lines of a write that never committed lie past `end`
-            chunks = jsonl.read_span(path, 0, end, skip_invalid)
-            rows = [r for chunk in chunks for r in chunk.records]
-            rows = [r for r in rows if since is None or _when(r) >= since]
-            return rows[-limit:] if limit else rows
+            read = jsonl.Chunk()
+            for chunk in jsonl.read_span(path, 0, end, skip_invalid):
+                read.records += chunk.records
+                read.skipped += chunk.skipped
+            read.records = [r for r in read.records if since is None or _when(r) >= since]
+            return _rows(read.records[-limit:] if limit else read.records, read)
         if since is None:
-            if limit:
-                return jsonl.tail(path, limit, skip_invalid).records
-            return jsonl.read_from(path, skip_invalid=skip_invalid).records
+            if not limit:
+                return _rows(None, jsonl.read_from(path, skip_invalid=skip_invalid))
+            count = limit
+            while True:  # further back until `limit` records (a skipped line holds none)
+                read = jsonl.tail(path, count, skip_invalid)
+                if len(read.records) >= limit or read.lines < count:
+                    return _rows(read.records[-limit:], read)
+                count *= 4
         count = 256
         while True:
-            rows = jsonl.tail(path, count, skip_invalid).records
-            if len(rows) < count or _when(rows[0]) < since:
+            read = jsonl.tail(path, count, skip_invalid)
+            rows = read.records
+            if read.lines < count or (rows and _when(rows[0]) < since):
                 rows = [r for r in rows if _when(r) >= since]
-                return rows[-limit:] if limit else rows
+                return _rows(rows[-limit:] if limit else rows, read)
             count *= 4
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
@@ -610,6 +619,13 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
         return True
     validate_version(parts[2])
     return kind == "metrics" or parts[3] in DRIFT_KINDS
+
+
+def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
+    """`records` (default: all `read` holds) with the count of lines skipped to read them."""
+    rows = Rows(read.records if records is None else records)
+    rows.skipped = len(read.skipped)
+    return rows
 
 
 def _when(row: dict[str, Any]) -> datetime:

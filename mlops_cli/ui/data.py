@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFoundError, ValidationError
 from ..moments import Moments
 from ..project import Project
+from ..store.base import ab_stream
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
@@ -64,11 +65,38 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _drift_badge(project: Project, model_type: str, version: str, now: datetime) -> dict[str, Any]:
+class Skipped(dict[str, int]):
+    """Malformed lines a page left out, per stream (a view skips them and says so)."""
+
+    def add(self, stream: str, lines: int) -> None:
+        if lines:  # two reads of one log on a page skip the same lines: the larger count
+            self[stream] = max(self.get(stream, 0), lines)
+
+    def doc(self) -> list[dict[str, Any]]:
+        return [
+            {"stream": stream, "log": f"logs/{stream}.jsonl", "lines": lines}
+            for stream, lines in sorted(self.items())
+        ]
+
+
+def skipped_in(docs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every malformed line the pages `docs` left out, per log (for `report --html`)."""
+    found = Skipped()
+    for doc in docs.values():
+        for entry in doc.get("skipped", []) if isinstance(doc, dict) else []:
+            found.add(entry["stream"], entry["lines"])
+    return found.doc()
+
+
+def _drift_badge(
+    project: Project, model_type: str, version: str, now: datetime, skipped: Skipped
+) -> dict[str, Any]:
     """The newest recorded check of a version (read only: nothing is computed), stale when
     old or when samples arrived after it."""
     detector = project.drift_detector(model_type, version)
-    row = detector.last_check(skip_invalid=True)
+    checks = detector.latest_checks(1, skip_invalid=True)
+    skipped.add(detector.checks, checks.skipped)
+    row = checks[-1] if checks else None
     if row is None:
         return {"version": version, "level": None, "score": None, "checked_at": None, "stale": True}
     age = _age_s(row.get("ts"), now)
@@ -118,8 +146,11 @@ def overview(location: Location) -> dict[str, Any]:
     """
     project = _open(location)
     now = _now()
+    skipped = Skipped()
     versions = project.registry.list_versions()
     tests = project.ab.list_tests()
+    for t in tests:
+        skipped.add(ab_stream(t.test.name), t.skipped_lines)
     running = {t["model_type"]: t for t in tests if t["status"] == "running"}
     out = []
     for model_type in sorted({v.model_type for v in versions}):
@@ -128,7 +159,7 @@ def overview(location: Location) -> dict[str, Any]:
         test = running.get(model_type)
         test_doc = None
         if test is not None:
-            evaluation = project.ab.evaluate_test(test["name"])
+            evaluation = project.ab.evaluate_test(test["name"], skip_invalid=True)
             test_doc = {
                 "name": test["name"],
                 "control": test["control_version"],
@@ -148,7 +179,7 @@ def overview(location: Location) -> dict[str, Any]:
                     if v.traffic_percentage > 0
                 ],
                 "test": test_doc,
-                "drift": _drift_badge(project, model_type, champion.version, now)
+                "drift": _drift_badge(project, model_type, champion.version, now, skipped)
                 if champion
                 else None,
             }
@@ -170,6 +201,7 @@ def overview(location: Location) -> dict[str, Any]:
             }
             for t in tests
         ],
+        "skipped": skipped.doc(),
     }
 
 
@@ -181,12 +213,13 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     """
     project = _open(location)
     now = _now()
+    skipped = Skipped()
     versions = project.registry.list_versions(model_type)  # NotFoundError when unknown
     events = [e.to_dict() for e in project.registry.history(model_type)]
     rows = []
     for v in versions:
         doc = v.to_dict()
-        doc["drift"] = _drift_badge(project, model_type, v.version, now)
+        doc["drift"] = _drift_badge(project, model_type, v.version, now, skipped)
         rows.append(doc)
     tests = [
         {
@@ -206,6 +239,7 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
         "tests": tests,
         "timeline": champion_timeline(events, champion, now),
         "events": events,
+        "skipped": skipped.doc(),
     }
 
 
@@ -256,12 +290,15 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
     """
     project = _open(location)
     test = project.ab.get_test(name)  # NotFoundError when unknown
-    evaluation = project.ab.evaluate_test(name).to_dict()
+    evaluation = project.ab.evaluate_test(name, skip_invalid=True).to_dict()
+    skipped = Skipped()
+    skipped.add(ab_stream(name), evaluation["skipped_lines"])
     return _finite_doc(
         {
             "test": test.to_dict(),
             "evaluation": evaluation,
             "narrowing": narrowing(project, name, test, evaluation["requests"]),
+            "skipped": skipped.doc(),
         }
     )
 
@@ -274,7 +311,6 @@ def narrowing(
     (memory bounded by the chunk and the users)."""
     from ..decision import UserTotals, analysis_arms, decide
     from ..records import VARIANTS
-    from ..store.base import ab_stream
     from ..summary import fold, fold_users
 
     if total < 4:
@@ -317,8 +353,11 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
     require(location, "drift", model_type, version)
     project = _open(location)
     detector = project.drift_detector(model_type, version)
-    report = detector.get_drift_report()
+    report = detector.get_drift_report(skip_invalid=True)
     settings = project.settings.drift
+    checks = detector.history(skip_invalid=True)
+    skipped = Skipped()
+    skipped.add(detector.checks, checks.skipped)
     history = [
         {
             "ts": r.get("ts"),
@@ -327,7 +366,7 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
             "status": r["status"],
             "components": r.get("components"),
         }
-        for r in detector.history()
+        for r in checks
     ]
     return _finite_doc(
         {
@@ -337,12 +376,15 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
             "thresholds": dict(settings["thresholds"]),
             "weights": dict(settings["weights"]),
             "history": history,
-            "histograms": _histograms(detector, settings),
+            "histograms": _histograms(detector, settings, skipped),
+            "skipped": skipped.doc(),
         }
     )
 
 
-def _histograms(detector: DriftDetector, settings: dict[str, Any]) -> dict[str, Any]:
+def _histograms(
+    detector: DriftDetector, settings: dict[str, Any], skipped: Skipped
+) -> dict[str, Any]:
     """Reference and window distributions of prediction and confidence on shared bins."""
     import numpy as np
 
@@ -353,6 +395,8 @@ def _histograms(detector: DriftDetector, settings: dict[str, Any]) -> dict[str, 
     window = store.samples(
         detector.production, last=int(settings["window_size"]), skip_invalid=True
     )
+    skipped.add(detector.reference, reference.skipped)
+    skipped.add(detector.production, window.skipped)
     ref_pred, ref_conf = reference.prediction, reference.confidence
     win_pred, win_conf = window.prediction, window.confidence
     out: dict[str, Any] = {}

@@ -6,6 +6,7 @@ import multiprocessing
 from datetime import timedelta
 
 import numpy as np
+import orjson
 import pytest
 
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError

@@ -63,9 +63,15 @@ def samples_jsonl(n: int, seed: int) -> bytes:
 
 
 def mlops(
-    root: Path, *args: str, input: bytes | None = None, check: bool = True
+    root: Path,
+    *args: str,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    run = subprocess.run([MLOPS, "-C", str(root), *args], input=input, capture_output=True)
+    run = subprocess.run(
+        [MLOPS, "-C", str(root), *args], input=input, capture_output=True, timeout=timeout
+    )
     if check and run.returncode != 0:
         raise AssertionError(f"mlops {' '.join(args)}: {run.stderr.decode()}")
     return run

@@ -265,6 +265,40 @@ def test_a_stream_stopped_by_sigterm_records_nothing(tmp_path: Path) -> None:
     assert snapshot(project.root) == before
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_command_reading_an_open_stdin(tmp_path: Path, signum: int) -> None:
+    """A cancelled CI job while `ab record --file -` reads a pipe that stays open: a signal
+    that lands while a buffered read is between two reads (the writer is still writing) used
+    to leave the command blocked until stdin closed. It ends at once, with the clean-up of
+    any interruption: nothing recorded, exit 128 + the signal. The deadline only catches a
+    hang."""
+    project = ab_project(tmp_path / "p")
+    before = snapshot(project.root)
+    line = requests_jsonl(1, seed=3)
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [MLOPS, "-C", str(project.root), "ab", "record", "t", "--file", "-"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stderr is not None
+        # Small writes, 160 KB through a 64 KiB pipe: when they return, the command is up
+        # and reading, and a buffered read of it is often between two reads.
+        for _ in range(400):
+            proc.stdin.write(line * 4)
+            proc.stdin.flush()
+        proc.send_signal(signum)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            proc.stdin.close()
+            proc.wait()
+        assert code == 128 + signum
+        said = b"terminated" if signum == signal.SIGTERM else b"interrupted"
+        assert proc.stderr.read() == b"error: " + said + b"\n"
+        assert snapshot(project.root) == before
+
+
 def test_stdin_without_a_batch_id_is_never_taken_for_a_retry(tmp_path: Path) -> None:
     project = ab_project(tmp_path / "p")
     log = project.drift_log("gnn", "1.0.0", "production")
@@ -342,7 +376,7 @@ def test_a_reference_killed_half_way_is_completed_once_by_the_rerun(tmp_path: Pa
     ref = project.drift_log("gnn", "1.0.0", "reference")
     cmd = [MLOPS, "-C", str(project.root), "drift", "reference", "gnn", "1.0.0"]
     proc = subprocess.Popen([*cmd, "--file", str(source)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # (only catches a command that hangs)
     while proc.poll() is None and (not ref.exists() or ref.stat().st_size < 4 << 20):
         assert time.monotonic() < deadline
         time.sleep(0.002)

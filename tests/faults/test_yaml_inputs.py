@@ -3,7 +3,6 @@ and settings values."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -27,14 +26,12 @@ def run(root: Path, *args: str) -> _Run:
     return _Run(result.exit_code, result.stdout, result.stderr)
 
 
-def test_alias_bomb_in_config_file_is_refused_fast(tmp_path: Path) -> None:
+def test_alias_bomb_in_config_file_is_refused_at_the_budget(tmp_path: Path) -> None:
     root = tmp_path / "p"
     ab_project(root)
     cfg = tmp_path / "bomb.yaml"
     cfg.write_text(bomb(10))
-    started = time.monotonic()
     result = run(root, "register", "gnn", "2.0.0", "--path", "/m", "--config-file", str(cfg))
-    assert time.monotonic() - started < 2
     assert_one_error_line(result, "bomb.yaml", "aliases expand past")
     listed = run(root, "list", "--json")
     assert listed.exit_code == 0 and "2.0.0" not in listed.stdout
@@ -82,9 +79,7 @@ def test_alias_bomb_in_registry_yaml(tmp_path: Path) -> None:
             "  " + line + "\n" for line in ["bomb:"] + ["  " + x for x in bomb(9).splitlines()]
         ).replace("  bomb:", "bomb:", 1)
     )
-    started = time.monotonic()
     result = run(root, "list")
-    assert time.monotonic() - started < 2
     assert_one_error_line(result, "registry.yaml", "aliases expand past")
 
 

@@ -12,7 +12,7 @@
   var SESSION = meta && meta.content !== "{{session}}" ? meta.content : "";
   var ACTIONS = !REPORT && SESSION !== "";
   var app = document.getElementById("app");
-  var state = (window.__mlops = { charts: 0, drawn: 0, ready: false, readyAt: null, page: null });
+  var state = (window.__mlops = { charts: 0, drawn: 0, ready: false, readyAt: null, page: null, skipped: [] });
 
   // -- helpers ------------------------------------------------------------------------------
 
@@ -76,15 +76,26 @@
   function seconds(ts) { return Date.parse(ts) / 1000; }
 
   async function get(path) {
+    var doc;
     if (REPORT) {
       var key = path.split("?")[0];
       if (!(key in DATA)) throw Object.assign(new Error("not in this report: " + key), { status: 404 });
-      return DATA[key];
+      doc = DATA[key];
+    } else {
+      var r = await fetch("/api" + path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      doc = await r.json();
+      if (!r.ok) throw Object.assign(new Error(doc.error ? doc.error.message : r.statusText), { status: r.status });
     }
-    var r = await fetch("/api" + path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-    var doc = await r.json();
-    if (!r.ok) throw Object.assign(new Error(doc.error ? doc.error.message : r.statusText), { status: r.status });
+    if (doc && doc.skipped) state.skipped = state.skipped.concat(doc.skipped);
     return doc;
+  }
+
+  // A view leaves malformed log lines out and says so, under the page's title.
+  function skippedNote() {
+    if (!state.skipped.length) return null;
+    var logs = state.skipped.map(function (s) { return s.lines + " in " + s.log; }).join(", ");
+    return el("p", { class: "skipped-note", role: "status", id: "skipped-note",
+      text: "Malformed log lines left out of this page: " + logs + ". Fix or remove them; ab evaluate and drift check refuse them unless --skip-invalid." });
   }
 
   // -- charts -------------------------------------------------------------------------------
@@ -519,7 +530,7 @@
     var started = performance.now();
     var loc = location_();
     var parts = loc.path.split("/").filter(Boolean).map(decodeURIComponent);
-    state.charts = 0; state.drawn = 0; state.ready = false; state.page = loc.path;
+    state.charts = 0; state.drawn = 0; state.ready = false; state.page = loc.path; state.skipped = [];
     document.body.removeAttribute("data-ready");
     var result;
     try {
@@ -534,6 +545,7 @@
         el("p", {}, link("/", "Back to the overview"))];
     }
     var nodes = Array.isArray(result) ? result : result.nodes;
+    nodes = [nodes[0], skippedNote()].concat(nodes.slice(1));
     app.replaceChildren.apply(app, [].concat.apply([], nodes.map(function (n) { return n == null ? [] : [n]; })));
     if (!Array.isArray(result) && result.after) result.after();
     if (moved === true) app.focus();  // after a navigation, a screen reader starts at the new page
