@@ -130,6 +130,12 @@ class Store(Protocol):
     def read(self) -> RegistryState:
         """The current registry state (validated; treat as read-only)."""
 
+    def snapshot(self) -> RegistryState:
+        """The registry state as this process last saw it, for per-request calls: never read
+        or parsed per call, refreshed when the registry changes (store/snapshot.py): at once
+        after a commit in this process, within the store's stated bound after one elsewhere.
+        Treat as read-only; a write that needs the current state uses `transaction`."""
+
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Read, change and commit the registry state (and its events) atomically under the
         store's lock; an exception inside leaves everything as it was. Tests the change left
@@ -177,9 +183,12 @@ class Store(Protocol):
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
         per_user: bool = False,
+        until: str | None = None,
     ) -> Summary:
         """Moments of a request stream per key, incrementally (cost grows with what is new);
-        with `per_user`, also the per-user totals of each key (by `user_id`)."""
+        with `per_user`, also the per-user totals of each key (by `user_id`); with `until`
+        (a `timeutil.stamp`), only records whose `ts` is not later: a finalized test's final
+        figures leave out records that raced its finalize (kept in the stream)."""
 
     def samples(
         self, stream: str, last: int | None = None, first: int | None = None,
