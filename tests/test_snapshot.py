@@ -310,36 +310,40 @@ class WallClock:
         return self.now
 
 
-def test_a_record_racing_a_finalize_is_kept_but_not_counted(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
+def test_a_record_racing_a_finalize_is_kept_but_not_counted(location: str) -> None:
     admin_clock = WallClock("2026-12-01T00:00:00Z")
-    running_test(str(root))
-    admin = Project.open(root, clock=admin_clock)
+    running_test(location)
+    admin = Project.open(location, clock=admin_clock)
     for _ in range(3):
         admin.ab.record_result("t", "control", 10.0, 0.8, False)
     service_clock = WallClock("2026-12-01T11:59:59Z")
-    service = Project.open(root, clock=service_clock)
-    service.store._snapshot_key = ("files", "another process")  # its own snapshot
-    service.store._snapshot().check_every_s = 3600.0
-    assert "t" in service.ab.active_tests
-    admin_clock.now = service_clock.now + timedelta(seconds=1)
-    admin.ab.finalize_test("t", "rollback", force=True)  # at 12:00:00
-    # The service has not seen it yet: one record at the finalize's second is counted, one
-    # after it is kept in the log but not counted.
-    service.ab.record_result("t", "control", 10.0, 0.8, False, ts="2026-12-01T12:00:00Z")
-    service_clock.now += timedelta(seconds=1, microseconds=1)
-    service.ab.record_result("t", "control", 10.0, 0.8, False)
-    log = root / "logs" / "ab" / "t.jsonl"
-    assert len(log.read_bytes().splitlines()) == 5
-    fresh = Project.open(root)
-    assert fresh.ab.evaluate_test("t").metrics["control"]["requests"] == 4
-    assert fresh.ab.status("t").requests == {"control": 4, "treatment": 0}
-    # Once the service's snapshot is current, a record is an error and changes nothing.
-    service.store._snapshot().invalidate()
-    with pytest.raises(ConflictError, match="already finalized"):
+    service = Project.open(location, clock=service_clock)
+    _private_snapshot(service, check_every_s=3600.0, listen=False)  # not told of the finalize
+    try:
+        assert "t" in service.ab.active_tests
+        admin_clock.now = service_clock.now + timedelta(seconds=1)
+        admin.ab.finalize_test("t", "rollback", force=True)  # at 12:00:00
+        # The service has not seen it yet: one record at the finalize's second is counted,
+        # one after it is kept but not counted.
+        service.ab.record_result("t", "control", 10.0, 0.8, False, ts="2026-12-01T12:00:00Z")
+        service_clock.now += timedelta(seconds=1, microseconds=1)
         service.ab.record_result("t", "control", 10.0, 0.8, False)
-    assert len(log.read_bytes().splitlines()) == 5
-    snapshots.forget(("files", "another process"))
+        service.store.close()  # PostgreSQL: what it buffered is written
+        admin.store.close()
+        fresh = Project.open(location)
+        assert fresh.store.count("ab/t") == 5
+        assert fresh.ab.evaluate_test("t").metrics["control"]["requests"] == 4
+        assert fresh.ab.status("t").requests == {"control": 4, "treatment": 0}
+        # Once the service's snapshot is current, a record is an error and changes nothing.
+        service.store._snapshot().invalidate()  # type: ignore[attr-defined]
+        with pytest.raises(ConflictError, match="already finalized"):
+            service.ab.record_result("t", "control", 10.0, 0.8, False)
+        service.store.close()
+        fresh.store.close()
+        fresh = Project.open(location)
+        assert fresh.store.count("ab/t") == 5
+    finally:
+        snapshots.forget(("another process", service.location))
 
 
 @pytest.mark.parametrize(
@@ -371,3 +375,57 @@ def test_a_finalized_test_counts_records_up_to_its_finalized_at(
     again = summary.summarize(log, "variant", keys=("control", "treatment"), until=until)
     assert again.arm("control").n == 1 + counted  # from its cache
     assert summary.summarize(log, "variant").arm("control").n == 2  # unfiltered: both
+
+
+def _private_snapshot(project: Project, **options: object) -> Snapshot:
+    """Give a project the snapshot another process would have (not invalidated by commits
+    here), built with `options` (poll interval, clock, listener)."""
+    store = project.store
+    store._snapshot_key = ("another process", project.location)  # type: ignore[attr-defined]
+    return snapshots.shared(
+        store._snapshot_key,  # type: ignore[attr-defined]
+        lambda: store._new_snapshot(**options),  # type: ignore[attr-defined]
+    )
+
+
+def test_a_change_elsewhere_is_seen_within_the_poll_interval(location: str) -> None:
+    admin = running_test(location)
+    service = Project.open(location)
+    clock = Clock()
+    _private_snapshot(service, check_every_s=1.0, clock=clock, listen=False)
+    try:
+        assert service.ab.assign_variant("gnn", "u").test == "t"
+        admin.ab.finalize_test("t", "promote", force=True)
+        clock.now += 0.999
+        assert service.ab.assign_variant("gnn", "u").test == "t"  # not checked yet
+        clock.now += 0.001
+        assignment = service.ab.assign_variant("gnn", "u")
+        assert (assignment.name, assignment.version, assignment.test) == (
+            "champion", "v1.1.0", None,
+        )
+    finally:
+        snapshots.forget(("another process", service.location))
+        service.store.close()
+
+
+@pytest.mark.postgres
+def test_the_listener_tells_another_process_of_a_change(pg_url: str) -> None:
+    """The listener thread invalidates the snapshot (at the commit's NOTIFY, or its own
+    poll): the snapshot's own poll interval is an hour, and the change is seen (the
+    deadline only catches a hang)."""
+    import time
+
+    admin = running_test(pg_url)
+    service = Project.open(pg_url)
+    _private_snapshot(service, check_every_s=3600.0, listen=True)
+    try:
+        assert service.ab.assign_variant("gnn", "u").test == "t"
+        deadline = time.monotonic() + 60
+        admin.ab.finalize_test("t", "promote", force=True)
+        while service.ab.assign_variant("gnn", "u").test == "t":
+            assert time.monotonic() < deadline, "the notification never arrived"
+            time.sleep(0.05)
+        assert service.ab.assign_variant("gnn", "u").version == "v1.1.0"
+    finally:
+        snapshots.forget(("another process", service.location))
+        service.store.close()

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -133,7 +134,7 @@ class FileStore:
                 )
             store._put_away_records(old_logs)
             safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
-            store._snapshot().invalidate()
+            snapshots.invalidate(store._snapshot_key)
         return store
 
     def _put_away_records(self, how: str | None) -> None:
@@ -219,8 +220,15 @@ class FileStore:
     def _snapshot(self) -> snapshots.Snapshot:
         return snapshots.shared(self._snapshot_key, self._new_snapshot)
 
-    def _new_snapshot(self) -> snapshots.Snapshot:
-        return snapshots.Snapshot(self._load, self._generation)
+    def _new_snapshot(
+        self,
+        check_every_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        listen: bool = True,
+    ) -> snapshots.Snapshot:
+        """A snapshot checking registry.yaml's stat every `check_every_s` of `clock` (by
+        default on every use: a stat costs less than a lock; `listen` has no meaning here)."""
+        return snapshots.Snapshot(self._load, self._generation, check_every_s, clock)
 
     def _generation(self) -> tuple[int, int, int]:
         """What changes whenever registry.yaml is replaced (every commit replaces it)."""
@@ -288,7 +296,7 @@ class FileStore:
                 for path, start in appended:
                     self._cut(path, start, timeout)
                 raise
-        self._snapshot().invalidate()  # seen at once by every store of this project here
+        snapshots.invalidate(self._snapshot_key)  # seen at once by every store of it here
 
     def _append_committing(
         self, path: Path, committed: int | None, data: bytes, timeout: float

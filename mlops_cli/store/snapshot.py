@@ -33,7 +33,9 @@ class Snapshot:
 
     `load()` reads and validates the registry, returning (generation, state); `generation()`
     returns the current generation cheaply. `clock` (seconds, monotonic) and `check_every_s`
-    are injectable so tests can move time instead of sleeping.
+    are injectable so tests can move time instead of sleeping. An error of a type in
+    `keep_on` (the database is away) while a state is held keeps serving that state and
+    tries again at the next check.
     """
 
     def __init__(
@@ -42,11 +44,14 @@ class Snapshot:
         generation: Callable[[], Hashable],
         check_every_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        keep_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._load = load
         self._generation = generation
         self.check_every_s = check_every_s
         self._clock = clock
+        self._keep_on = keep_on
+        self.on_close: Callable[[], None] | None = None  # stops what keeps it current
         self._state: RegistryState | None = None
         self._seen: Hashable = None  # the generation `_state` was loaded at
         self._next_check = 0.0
@@ -66,6 +71,11 @@ class Snapshot:
             return state
         return self._refresh()
 
+    @property
+    def generation(self) -> Hashable:
+        """The generation the state held was loaded at."""
+        return self._seen
+
     def current(self) -> RegistryState:
         """The state held now, without a check (a setting read on every append)."""
         return self._state if self._state is not None else self._refresh()
@@ -82,10 +92,19 @@ class Snapshot:
             state = self._state
             if state is not None and self._loaded_epoch == epoch and now < self._next_check:
                 return state  # another thread refreshed it meanwhile
-            if state is None or self._loaded_epoch != epoch or self._generation() != self._seen:
-                self._seen, state = self._load()
-                self._state = state
-                self.loads += 1
+            try:
+                if (
+                    state is None
+                    or self._loaded_epoch != epoch
+                    or self._generation() != self._seen
+                ):
+                    self._seen, state = self._load()
+                    self._state = state
+                    self.loads += 1
+            except self._keep_on:
+                if state is None:
+                    raise
+                self._seen = object()  # unknown: the next check that succeeds reloads
             self._loaded_epoch = epoch
             self._next_check = now + self.check_every_s
             return state
@@ -106,10 +125,19 @@ def shared(key: Hashable, make: Callable[[], Snapshot]) -> Snapshot:
     return found
 
 
+def invalidate(key: Hashable) -> None:
+    """A commit in this process changed a project's registry: its snapshot, if any, reloads."""
+    found = _SHARED.get(key)
+    if found is not None:
+        found.invalidate()
+
+
 def forget(key: Hashable) -> None:
-    """Drop a project's snapshot (its registry was created or reset)."""
+    """Drop a project's snapshot (its store closed), stopping what kept it current."""
     with _SHARED_MUTEX:
-        _SHARED.pop(key, None)
+        found = _SHARED.pop(key, None)
+    if found is not None and found.on_close is not None:
+        found.on_close()
 
 
 def _after_fork() -> None:
