@@ -69,18 +69,26 @@ __all__ = [
 
 _default: Project | None = None
 _default_at: str | None = None  # where it was located (a URL's `location` hides its password)
+_default_key: tuple[str | None, str] | None = None  # (MLOPS_PROJECT_DIR, cwd) it was found for
 
 
 def default_project() -> Project:
     """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory.
     Opened once per location, so a service on PostgreSQL keeps one connection."""
-    global _default, _default_at
+    global _default, _default_at, _default_key
+    import os
+
+    # Per request (the seed's names): only the environment and the cwd are looked at again.
+    key = (os.environ.get("MLOPS_PROJECT_DIR"), os.getcwd())
+    if _default is not None and key == _default_key:
+        return _default
     from .project import Project
 
     where = str(Project.locate())
     if _default is None or _default_at != where:
         _default = Project.open(where)
         _default_at = where
+    _default_key = key if key[0] else None  # walking up for registry.yaml: look each time
     return _default
 
 

@@ -127,6 +127,11 @@ class Assignment(MappingResult):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "model": self.model.to_dict()}
 
+    def __getitem__(self, key: str) -> Any:  # per request: no to_dict (it reads the metrics)
+        if key in ("name", "version", "model"):
+            return getattr(self, key)
+        raise KeyError(key)
+
 
 @dataclass
 class TestStatus(MappingResult):
@@ -160,8 +165,8 @@ class ABTestManager:
 
     @property
     def active_tests(self) -> dict[str, ABTest]:
-        """Running tests by name (the seed's `_active_tests`)."""
-        return self.store.read().running_tests()
+        """Running tests by name (the seed's `_active_tests`), as of this process's snapshot."""
+        return self.store.snapshot().running_tests()
 
     _active_tests = active_tests
 
@@ -176,9 +181,17 @@ class ABTestManager:
             return archived
         return state.test(name)  # NotFoundError naming the running tests
 
-    def requests(self, name: str, skip_invalid: bool = False) -> Summary:
-        """Per-arm sufficient statistics of a test's requests, and per-user totals."""
-        return self.store.summary(ab_stream(name), "variant", VARIANTS, skip_invalid, True)
+    def requests(
+        self, name: str, skip_invalid: bool = False, test: ABTest | None = None
+    ) -> Summary:
+        """Per-arm sufficient statistics of a test's requests, and per-user totals. A finalized
+        `test` counts the records up to its `finalized_at`: a record that raced the finalize
+        (recorded in a process whose snapshot still showed the test running) stays in the
+        log, not in the final figures."""
+        until = stamp(parse_ts(test.finalized_at)) if test and test.finalized_at else None
+        return self.store.summary(
+            ab_stream(name), "variant", VARIANTS, skip_invalid, True, until=until
+        )
 
     def list_tests(self) -> list[TestStatus]:
         """Every test, running and archived, by name. A view: a malformed line of a test's
@@ -187,7 +200,7 @@ class ABTestManager:
         tests.update(self.store.read().ab_tests)  # a copy in the registry wins
         out = []
         for name, test in sorted(tests.items()):
-            summary = self.requests(name, skip_invalid=True)
+            summary = self.requests(name, skip_invalid=True, test=test)
             requests = {v: summary.arm(v).n for v in VARIANTS}
             out.append(TestStatus(test, requests, skipped_lines=len(summary.skipped)))
         return out
@@ -195,7 +208,7 @@ class ABTestManager:
     def status(self, name: str) -> TestStatus:
         """A test and its requests per arm (a view, as `list_tests`)."""
         test = self.get_test(name)
-        summary = self.requests(name, skip_invalid=True)
+        summary = self.requests(name, skip_invalid=True, test=test)
         return TestStatus(
             test,
             {v: summary.arm(v).n for v in VARIANTS},
@@ -270,15 +283,20 @@ class ABTestManager:
         return test
 
     def assign_variant(self, model_type: str, user_id: str) -> Assignment:
-        """Deterministic, sticky assignment: {"name", "version", "model"}."""
-        state = self.store.read()
+        """Deterministic, sticky assignment: {"name", "version", "model"}, routed by this
+        process's snapshot of the registry; the model's serving metrics are computed when
+        first read."""
+        state = self.store.snapshot()
         variant, version, test = state.route(model_type, user_id)
-        model = self.registry.build(model_type, version, state.models[model_type])
+        model = self.registry.build(model_type, version, state.models[model_type], lazy=True)
         return Assignment(variant, version, model, test.name if test else None)
 
     # -- recording ---------------------------------------------------------------------------
 
     def _running(self, name: str) -> ABTest:
+        test = self.store.snapshot().ab_tests.get(name)
+        if test is not None and test.running:
+            return test
         test = self.get_test(name)
         if not test.running:
             raise ConflictError(
@@ -334,7 +352,7 @@ class ABTestManager:
         A malformed line in the log is an error, or with `skip_invalid` skipped and counted.
         """
         test = self.get_test(test_name)
-        summary = self.requests(test_name, skip_invalid)
+        summary = self.requests(test_name, skip_invalid, test)
         end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
         days = days_between(test.started_at, end)
         for arm in VARIANTS:  # never decide on sums that overflowed

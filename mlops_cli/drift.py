@@ -182,10 +182,9 @@ class DriftDetector:
         return self.store.read().settings.drift
 
     def _require_version(self) -> None:
-        state = self.store.read()
-        model = state.models.get(self.model_type)
-        if model is None or self.model_version not in model.versions:
-            state.version(self.model_type, self.model_version)  # raises the precise error
+        model = self.store.snapshot().models.get(self.model_type)
+        if model is None or self.model_version not in model.versions:  # or registered since
+            self.store.read().version(self.model_type, self.model_version)  # or the error
 
     # -- samples -----------------------------------------------------------------------------
 
@@ -545,9 +544,15 @@ class DriftMonitor:
     def detector(self, model_type: str, version: str) -> DriftDetector:
         """The drift detector of one model version (one object per version); `3.2.0` names
         the registered `v3.2.0`, so its samples never split across two spellings."""
-        model = self.store.read().models.get(model_type)
-        if model is not None and version not in model.versions:
-            version = model.same_as(version) or version
+        model = self.store.snapshot().models.get(model_type)
+        if model is not None and version in model.versions:
+            detector = self._detectors.get((model_type, version))
+            if detector is not None:  # per request: no other work
+                return detector
+        else:  # another spelling, or registered since the snapshot: read the registry fresh
+            model = self.store.read().models.get(model_type)
+            if model is not None and version not in model.versions:
+                version = model.same_as(version) or version
         key = (model_type, version)
         detector = self._detectors.get(key)
         if detector is None:

@@ -12,6 +12,7 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,9 +79,11 @@ def flocked(fd: int, path: Path, timeout: float) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _truncate_torn_tail(fd: int) -> int:
-    """Cut a last line that has no newline; return the bytes removed (0 for a whole log)."""
-    size = os.fstat(fd).st_size
+def _truncate_torn_tail(fd: int, size: int | None = None) -> int:
+    """Cut a last line that has no newline; return the bytes removed (0 for a whole log).
+    `size`: the log's size, when the caller holding the lock has it."""
+    if size is None:
+        size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return 0
     end = size
@@ -104,20 +107,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+_WRITERS: weakref.WeakSet[LogWriter] = weakref.WeakSet()
+
+
 class LogWriter:
     """Appends to logs, keeping each log's descriptor open so a per-request append is cheap."""
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
-        self._pid = os.getpid()
+        self._ends: dict[Path, int] = {}  # where this writer's last append to a log ended
         # flock excludes other open files, not threads sharing this descriptor: they queue here.
+        self._mutex = threading.RLock()
+        _WRITERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: never share a lock-holding file description with the parent."""
+        self._fds = {}
+        self._ends = {}
         self._mutex = threading.RLock()
 
     def _fd(self, path: Path, root: Path | None = None) -> int:
-        if self._pid != os.getpid():  # forked: never share a lock-holding file description
-            self._fds = {}
-            self._pid = os.getpid()
-            self._mutex = threading.RLock()
         fd = self._fds.get(path)
         if fd is None:
             fd = safefs.open_append(path, root)  # never through a link, dirs checked
@@ -125,6 +134,7 @@ class LogWriter:
         return fd
 
     def forget(self, path: Path) -> None:
+        self._ends.pop(path, None)
         fd = self._fds.pop(path, None)
         if fd is not None:
             os.close(fd)
@@ -144,19 +154,23 @@ class LogWriter:
         `root` is the project directory: the log is opened with every directory from it down
         checked (see safefs.open_append).
         """
+        # Per request, so four system calls: flock, fstat, write, unlock. A log replaced or
+        # removed since it was opened has no links left (st_nlink 0): reopened. Its last byte
+        # is read only when the log is not where this writer's last append left it (another
+        # writer's tail may be torn; the end of our own append is a newline).
         for _attempt in range(3):
             fd = self._fd(path, root)
             with self._mutex, flocked(fd, path, timeout):
-                try:
-                    current = os.lstat(path).st_ino
-                except FileNotFoundError:
-                    current = -1
-                replaced = current != safefs.check_single_link(fd, path, root).st_ino
-                if not replaced:
-                    _truncate_torn_tail(fd)
+                st = safefs.check_single_link(fd, path, root)
+                if st.st_nlink:  # not replaced since we opened it
+                    size = st.st_size
+                    if size != self._ends.get(path):
+                        size -= _truncate_torn_tail(fd, size)
                     if precheck is not None:
                         precheck(fd)
-                    write_lines(fd, path, data, fsync)
+                    self._ends.pop(path, None)  # unknown until the write succeeds
+                    write_lines(fd, path, data, fsync, size)
+                    self._ends[path] = size + len(data)
                     return
             self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
@@ -444,6 +458,14 @@ def _cut_journal(log: Path, size: int, root: Path | None) -> None:
 WRITER = LogWriter()
 
 
+def _after_fork() -> None:
+    for writer in list(_WRITERS):
+        writer._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 @contextmanager
 def locked_log(path: Path, timeout: float, root: Path | None = None) -> Iterator[int]:
     """Hold the lock of the log at `path` (created if missing) for a multi-step change."""
@@ -455,9 +477,13 @@ def locked_log(path: Path, timeout: float, root: Path | None = None) -> Iterator
         os.close(fd)
 
 
-def write_lines(fd: int, path: Path, data: bytes, fsync: bool) -> None:
-    """Append whole lines to a log whose lock `fd` holds; a short write leaves nothing."""
-    before = os.fstat(fd).st_size
+def write_lines(
+    fd: int, path: Path, data: bytes, fsync: bool, before: int | None = None
+) -> None:
+    """Append whole lines to a log whose lock `fd` holds; a short write leaves nothing.
+    `before`: the log's size, when the caller holding the lock has it."""
+    if before is None:
+        before = os.fstat(fd).st_size
     try:
         _write_all(fd, data)
         if fsync:

@@ -42,6 +42,35 @@ class ModelVersion(MappingResult):
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    # A version handed to a request (`assign_variant`) computes its serving metrics when they
+    # are first read, not when it is built: routing never reads the metrics log.
+
+    def __getattr__(self, name: str) -> Any:  # reached only for metrics not yet computed
+        pending = self.__dict__.pop("_serving", None) if name in SERVING_FIELDS else None
+        if pending is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._set_serving(pending())
+        return self.__dict__[name]
+
+    def _set_serving(self, moments: Moments) -> None:
+        self.__dict__.update(
+            avg_inference_time_ms=moments.avg_inference_time_ms,
+            avg_confidence=moments.avg_confidence,
+            error_rate=moments.error_rate,
+            requests=moments.n,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        pending = self.__dict__.pop("_serving", None)
+        if pending is not None:
+            self._set_serving(pending())
+        return self.__dict__
+
+
+SERVING_FIELDS = ("avg_inference_time_ms", "avg_confidence", "error_rate", "requests")
+for _name in SERVING_FIELDS:  # no class-level default may hide a metric not yet computed
+    delattr(ModelVersion, _name)
+
 
 @dataclass
 class Verification(MappingResult):
@@ -111,9 +140,31 @@ class ModelRegistry:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def build(self, model_type: str, version: str, model: ModelType) -> ModelVersion:
-        """The ModelVersion of a registered version, with its serving metrics."""
+    def build(
+        self, model_type: str, version: str, model: ModelType, lazy: bool = False
+    ) -> ModelVersion:
+        """The ModelVersion of a registered version, with its serving metrics (with `lazy`,
+        computed when first read: a request's routing never reads the metrics log)."""
         rec = model.versions[version]
+        if lazy:
+            found = ModelVersion(
+                model_type=model_type,
+                version=version,
+                is_champion=model.champion == version,
+                traffic_percentage=rec.traffic_percentage,
+                model_path=rec.model_path,
+                config=dict(rec.config),
+                registered_at=rec.registered_at,
+                description=rec.description,
+                tags=dict(rec.tags),
+                sha256=rec.sha256,
+                size_bytes=rec.size_bytes,
+                deprecated=rec.deprecated,
+            )
+            for name in SERVING_FIELDS:
+                del found.__dict__[name]
+            found.__dict__["_serving"] = lambda: self.metrics(model_type, version)
+            return found
         moments = self.metrics(model_type, version)
         return ModelVersion(
             model_type=model_type,
@@ -166,9 +217,9 @@ class ModelRegistry:
     def get_version_for_request(self, model_type: str, user_id: str) -> ModelVersion:
         """The version serving this user: its A/B arm while a test runs, else the champion
         (the same sticky hashing as `assign_variant`)."""
-        state = self.store.read()
+        state = self.store.snapshot()
         _, version, _ = state.route(model_type, user_id)
-        return self.build(model_type, version, state.models[model_type])
+        return self.build(model_type, version, state.models[model_type], lazy=True)
 
     def list_versions(self, model_type: str | None = None) -> list[ModelVersion]:
         """Every version (of one model type, or of all), in SemVer order."""
@@ -357,10 +408,10 @@ class ModelRegistry:
         error: bool = False,
     ) -> None:
         """Record one served request; cheap enough to call per request from a service."""
-        state: RegistryState = self.store.read()
+        state: RegistryState = self.store.snapshot()
         model = state.models.get(model_type)
-        if model is None or version not in model.versions:
-            version = state.canonical(model_type, version)  # or the precise error
+        if model is None or version not in model.versions:  # `1.0.0` for `v1.0.0`, or new
+            version = self.store.read().canonical(model_type, version)  # or the precise error
         self.store.append(
             metrics_stream(model_type, version),
             {

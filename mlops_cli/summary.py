@@ -64,12 +64,12 @@ def _covered_tail(log: Path, offset: int) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(log: Path, st: os.stat_result, per_user: bool) -> Summary:
+def _load_cache(log: Path, st: os.stat_result, per_user: bool, until: str | None) -> Summary:
     inode, size = st.st_ino, st.st_size
     fresh = Summary(inode=inode, users=_new_totals() if per_user else None)
     try:
         doc = jsonl.loads(safefs.read_file(_cache_path(log)))
-        if per_user and "users" not in doc:
+        if (per_user and "users" not in doc) or doc.get("until") != until:
             return fresh
         summary = Summary(
             arms={k: Moments(**v) for k, v in doc["arms"].items()},
@@ -107,9 +107,11 @@ def summarize(
     skip_invalid: bool = False,
     keys: tuple[str, ...] | None = None,
     per_user: bool = False,
+    until: str | None = None,
 ) -> Summary:
     """Moments of a log's records grouped by `key_field` (or all under "all"), incrementally;
-    with `per_user`, also per-user totals of each key (A/B logs, by `user_id`).
+    with `per_user`, also per-user totals of each key (A/B logs, by `user_id`); with `until`
+    (a `stamp`), only the records whose `ts` is not later (a finalized test's final figures).
 
     A record that is not a request (a missing or non-numeric field, a key outside `keys`) is
     an error naming the file and line, or is skipped and counted with `skip_invalid`.
@@ -118,19 +120,23 @@ def summarize(
         st = os.stat(log)
     except FileNotFoundError:
         return Summary(users=_new_totals() if per_user else None)
-    summary = _load_cache(log, st, per_user)
+    summary = _load_cache(log, st, per_user, until)
     start = summary.offset
     for chunk in jsonl.read_chunks(log, summary.offset, summary.lines + 1, skip_invalid):
         summary.skipped += chunk.skipped
         if chunk.records:
+            records = chunk.records
+            if until is not None:
+                records = [r for r in records if not _later(r, until)]
             try:
-                counts = fold(summary.arms, chunk.records, key_field, keys)
-                good = chunk.records
+                counts = fold(summary.arms, records, key_field, keys)
+                good = records
             except (KeyError, TypeError, ValueError):
                 good = []
                 for i, record in enumerate(chunk.records):
                     if _is_request(record, key_field, keys):
-                        good.append(record)
+                        if until is None or not _later(record, until):
+                            good.append(record)
                     elif skip_invalid:
                         summary.skipped.append(chunk.line_of(i))
                     else:
@@ -145,8 +151,25 @@ def summarize(
         summary.lines += chunk.lines
         summary.torn_bytes = chunk.torn_bytes
     if summary.offset > start and not summary.skipped:
-        _save_cache(log, summary, st)
+        _save_cache(log, summary, st, until)
     return summary
+
+
+def _later(record: dict[str, Any], until: str) -> bool:
+    """Whether a record's `ts` is later than `until` (a `stamp`). The writers' stamps compare
+    as text; another spelling (an offset, no fraction) is parsed. A record without a valid
+    `ts` is not later (its validation names it)."""
+    ts = record.get("ts")
+    if type(ts) is not str:
+        return False
+    if len(ts) == 27 and ts[-1] == "Z":
+        return ts > until
+    from .timeutil import parse_ts, stamp
+
+    try:
+        return stamp(parse_ts(ts)) > until
+    except (ValueError, OverflowError):
+        return False
 
 
 def _is_request(
@@ -254,8 +277,9 @@ def fold_users(
     )
 
 
-def _save_cache(log: Path, summary: Summary, st: os.stat_result) -> None:
+def _save_cache(log: Path, summary: Summary, st: os.stat_result, until: str | None) -> None:
     doc: dict[str, Any] = {
+        "until": until,
         "offset": summary.offset,
         "lines": summary.lines,
         "inode": summary.inode,

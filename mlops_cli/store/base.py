@@ -176,6 +176,12 @@ class Store(Protocol):
         Concurrency: a committed snapshot, never a transaction half-written; a change
         committed by any thread, process or host is seen by the next call."""
 
+    def snapshot(self) -> RegistryState:
+        """The registry state as this process last saw it, for per-request calls: never read
+        or parsed per call, refreshed when the registry changes (store/snapshot.py): at once
+        after a commit in this process, within the store's stated bound after one elsewhere.
+        Treat as read-only; a write that needs the current state uses `transaction`."""
+
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Read, change and commit the registry state (and its events) atomically under the
         store's lock; an exception inside leaves everything as it was and propagates. Tests
@@ -263,9 +269,12 @@ class Store(Protocol):
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
         per_user: bool = False,
+        until: str | None = None,
     ) -> Summary:
         """Moments of a request stream per key, incrementally (cost grows with what is new);
-        with `per_user`, also the per-user totals of each key (by `user_id`). Zero moments
+        with `per_user`, also the per-user totals of each key (by `user_id`); with `until`
+        (a `timeutil.stamp`), only records whose `ts` is not later: a finalized test's final
+        figures leave out records that raced its finalize (kept in the stream). Zero moments
         for a stream never written.
 
         Raises StateError naming the line for a malformed record, unless `skip_invalid`: then

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,6 +55,7 @@ from ..records import validate_sample
 from ..schema import AB_TEST, DEFAULT_SETTINGS, dump_document, load_document, new_document
 from ..state import ABTest, RegistryState
 from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
+from . import snapshot as snapshots
 from .base import (
     DRIFT_KINDS,
     EVENTS,
@@ -96,7 +98,9 @@ class FileStore:
         self.registry_path = root / REGISTRY_FILE
         self.lock_path = root / LOCK_FILE
         self.archive_path = root / TEST_ARCHIVE
-        self._cache: tuple[tuple[int, int, int], RegistryState] | None = None
+        # One snapshot of the registry per project and process, checked by a stat of
+        # registry.yaml on every use (snapshot.py): another process's change is seen at once.
+        self._snapshot_key = ("files", os.path.realpath(root))
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
         self._paths: dict[str, Path] = {}
 
@@ -131,6 +135,7 @@ class FileStore:
                 )
             store._put_away_records(old_logs)
             safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
+            snapshots.invalidate(store._snapshot_key)
         return store
 
     def _put_away_records(self, how: str | None) -> None:
@@ -200,20 +205,43 @@ class FileStore:
             lock.release()
 
     def _lock_timeout(self) -> float:
-        try:
-            return self.read().settings.lock_timeout_s
+        try:  # per append: the snapshot as it is, no check
+            return self._snapshot().current().settings.lock_timeout_s
         except (StateError, ProjectNotFoundError, OSError):
             return float(DEFAULT_SETTINGS["lock_timeout_s"])
 
     def read(self) -> RegistryState:
         """The validated registry state, re-read only when the file changed (treat as read-only)."""
+        return self._snapshot().state()
+
+    def snapshot(self) -> RegistryState:
+        """The registry for per-request calls: the same check as `read` (a stat)."""
+        return self._snapshot().state()
+
+    def _snapshot(self) -> snapshots.Snapshot:
+        return snapshots.shared(self._snapshot_key, self._new_snapshot)
+
+    def _new_snapshot(
+        self,
+        check_every_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        listen: bool = True,
+    ) -> snapshots.Snapshot:
+        """A snapshot checking registry.yaml's stat every `check_every_s` of `clock` (by
+        default on every use: a stat costs less than a lock; `listen` has no meaning here)."""
+        return snapshots.Snapshot(self._load, self._generation, check_every_s, clock)
+
+    def _generation(self) -> tuple[int, int, int]:
+        """What changes whenever registry.yaml is replaced (every commit replaces it)."""
         try:
             st = os.stat(self.registry_path)
         except FileNotFoundError:
             raise self._missing() from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self) -> tuple[tuple[int, int, int], RegistryState]:
+        """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
+        key = self._generation()
         with os.fdopen(safefs.open_read(self.root, REGISTRY_FILE), "rb") as f:
             data = f.read()  # a FIFO or link planted there: a clean error, not a hang
         doc, migrated = load_document(data, str(self.registry_path))
@@ -223,9 +251,8 @@ class FileStore:
                 if safefs.read_file(self.registry_path) == data:
                     upgraded = copy.deepcopy(state)
                     self._commit(state, upgraded, upgraded.take_finalized_tests(), [])
-            return self.read()
-        self._cache = (key, state)
-        return state
+            return self._load()
+        return key, state
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -270,8 +297,7 @@ class FileStore:
                 for path, start in appended:
                     self._cut(path, start, timeout)
                 raise
-        st = os.stat(self.registry_path)
-        self._cache = ((st.st_ino, st.st_mtime_ns, st.st_size), copy.deepcopy(state))
+        snapshots.invalidate(self._snapshot_key)  # seen at once by every store of it here
 
     def _append_committing(
         self, path: Path, committed: int | None, data: bytes, timeout: float
@@ -500,10 +526,13 @@ class FileStore:
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
         per_user: bool = False,
+        until: str | None = None,
     ) -> Summary:
         from .. import summary
 
-        found = summary.summarize(self.path(stream), key_field, skip_invalid, keys, per_user)
+        found = summary.summarize(
+            self.path(stream), key_field, skip_invalid, keys, per_user, until
+        )
         return Summary(found.arms, found.torn_bytes, found.skipped, found.users)
 
     def samples(

@@ -7,7 +7,7 @@ import copy
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +28,8 @@ from ...errors import (
 from ...moments import Moments
 from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
 from ...state import ABTest, RegistryState
-from ...timeutil import Clock
+from ...timeutil import Clock, parse_ts
+from .. import snapshot as snapshots
 from ..base import (
     EVENTS,
     BatchResult,
@@ -40,7 +41,7 @@ from ..base import (
     Validator,
     current_actor,
 )
-from . import buffer
+from . import buffer, notify
 from .connection import LATEST, connect, redact, schema_version, translated, upgrade
 from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
 from .registry import (
@@ -105,6 +106,7 @@ class PostgresStore:
         self._pid = os.getpid()
         self.clock: Clock = self.database_clock  # settable, as the protocol asks
         self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
+        self._snapshot_key = ("postgres", url)  # one snapshot per database and process
         with self._translated("opening the store"), self._conn.cursor() as cur:
             version = schema_version(cur)
         if version != LATEST:
@@ -273,6 +275,43 @@ class PostgresStore:
         self._lock_timeout_s = state.settings.lock_timeout_s
         return state
 
+    def snapshot(self) -> RegistryState:
+        """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
+        return self._snapshot().state()
+
+    def _snapshot(self) -> snapshots.Snapshot:
+        return snapshots.shared(self._snapshot_key, self._new_snapshot)
+
+    def _new_snapshot(
+        self,
+        check_every_s: float = notify.POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+        listen: bool = True,
+    ) -> snapshots.Snapshot:
+        """A snapshot polling every `check_every_s` of `clock`, and (`listen`) told of
+        changes by a listener thread."""
+        listener: notify.Listener | None = None
+
+        def generation() -> str | None:
+            if listener is not None and listener.listening:
+                return listener.generation  # read by the listener: no round trip here
+            with self._lock, self._translated("reading the registry's generation"):
+                return notify.generation(self.conn)
+
+        snap = snapshots.Snapshot(
+            self._load_snapshot, generation, check_every_s, clock, keep_on=(ServiceError,)
+        )
+        if listen:
+            listener = notify.Listener(self.location, snap.invalidate, lambda: snap.generation)
+            snap.on_close = listener.close
+            listener.start()
+        return snap
+
+    def _load_snapshot(self) -> tuple[str | None, RegistryState]:
+        with self._lock, self._translated("reading the registry's generation"):
+            seen = notify.generation(self.conn)  # first: a change meanwhile is seen next time
+        return seen, self.read()
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self._lock, self._translated("changing the registry"):
@@ -305,7 +344,11 @@ class PostgresStore:
                         cur, EVENT_TABLE, [to_row(EVENT_TABLE, e, locked[0]) for e in txn.events]
                     )
                     cur.execute(COUNT_SQL, [EVENTS, len(txn.events), len(txn.events)])
+                if before != after or txn.events:  # snapshots elsewhere: at this commit
+                    cur.execute(notify.BUMP_SQL)
+                    cur.execute(notify.NOTIFY_SQL)
             self._lock_timeout_s = txn.state.settings.lock_timeout_s
+        snapshots.invalidate(self._snapshot_key)  # this process: at once
 
     # -- the archive of finalized A/B tests --------------------------------------------------
 
@@ -404,9 +447,11 @@ class PostgresStore:
         keys: tuple[str, ...] | None = None,
         skip_invalid: bool = False,
         per_user: bool = False,
+        until: str | None = None,
     ) -> Summary:
         """Moments per key by one GROUP BY (records were validated on the way in, so none is
-        skipped); with `per_user`, per-user totals by a GROUP BY key, user_id."""
+        skipped); with `per_user`, per-user totals by a GROUP BY key, user_id; with `until`,
+        the records whose ts is not later."""
         table, stream_keys = route(stream)
         if table not in (REQUESTS, METRICS):
             raise ValueError(f"{stream} holds no requests")
@@ -423,6 +468,9 @@ class PostgresStore:
         if keys is not None and key_field is not None:
             sql += f" AND {key_field} = ANY(%s)"
             params.append(list(keys))
+        if until is not None:
+            sql += " AND ts <= %s"
+            params.append(parse_ts(until))
         sql += " GROUP BY 1"
         with self._lock, self._translated(f"summarising {stream}"):
             self._flush_locked(stream)
@@ -440,7 +488,9 @@ class PostgresStore:
                 time_sum_squares=float(t2),
             )
         if per_user and key_field is not None:
-            summary.users = self._user_totals(table, stream, stream_keys, key_field, keys)
+            summary.users = self._user_totals(
+                table, stream, stream_keys, key_field, keys, until
+            )
         return summary
 
     def _user_totals(
@@ -450,6 +500,7 @@ class PostgresStore:
         stream_keys: tuple[str, ...],
         key_field: str,
         keys: tuple[str, ...] | None,
+        until: str | None = None,
     ) -> UserTotals:
         sql = (
             f"SELECT {key_field}, user_id, count(*), sum(error::int), sum(confidence), "
@@ -459,6 +510,9 @@ class PostgresStore:
         if keys is not None:
             sql += f" AND {key_field} = ANY(%s)"
             params.append(list(keys))
+        if until is not None:
+            sql += " AND ts <= %s"
+            params.append(parse_ts(until))
         sql += " GROUP BY 1, 2"
         with self._lock, self._translated(f"summarising {stream} per user"):
             rows = self.conn.execute(sql, params).fetchall()
@@ -578,6 +632,7 @@ class PostgresStore:
     def close(self) -> None:
         """Write what is buffered (or spool it when the server cannot be reached), stop the
         flusher and close the connection."""
+        snapshots.forget(self._snapshot_key)  # its listener and connection
         try:
             with buffer.draining():
                 self._buffer.stop()

@@ -1,0 +1,89 @@
+"""The registry snapshot of a PostgreSQL project: told of changes by LISTEN/NOTIFY, with a poll.
+
+Every registry transaction bumps the `settings` row (a new row version, so a new `xmin`: the
+registry's *generation*) and sends `NOTIFY mlops_registry`; both take effect at its commit.
+Each process holds one snapshot per project (store/snapshot.py) and one `Listener`: a daemon
+thread with its own connection that LISTENs, invalidates the snapshot on each notification,
+and reads the generation every `POLL_S` seconds as a fallback (a notification is lost while
+its connection is down). So a change committed elsewhere reaches a process at its notification
+(milliseconds), and at worst within `POLL_S` plus one read of the registry; a change committed
+in the process invalidates the snapshot at once. The per-request calls never wait on the
+network for it: only the first call after a change reads the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import psycopg
+
+CHANNEL = "mlops_registry"
+POLL_S = 1.0
+GENERATION_SQL = "SELECT xmin::text FROM settings WHERE id = 1"
+# Run inside every registry transaction: visible to others only when it commits.
+BUMP_SQL = "UPDATE settings SET updated_at = now() WHERE id = 1"
+NOTIFY_SQL = f"NOTIFY {CHANNEL}"
+
+
+def generation(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(GENERATION_SQL).fetchone()
+    return None if row is None else str(row[0])
+
+
+class Listener:
+    """A daemon thread that calls `changed()` when the registry changes (see the module):
+    at a notification, or when the generation it reads differs from `known()`, the one the
+    snapshot holds."""
+
+    def __init__(
+        self,
+        url: str,
+        changed: Callable[[], None],
+        known: Callable[[], Hashable],
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.url = url
+        self.changed = changed
+        self.known = known
+        self.poll_s = poll_s
+        self.generation: str | None = None  # the last generation read, None while away
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlops-registry", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def listening(self) -> bool:
+        return self._thread.is_alive() and self.generation is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listen(conn)
+            except psycopg.Error:
+                self.generation = None
+                self._stop.wait(self.poll_s)  # the server is away: the store says so itself
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        told = False  # first, what happened while nobody listened: the generation
+        while not self._stop.is_set():
+            self.generation = generation(conn)
+            if told or self.generation != self.known():
+                self.changed()
+            told = False
+            for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                told = True
+
+    def close(self) -> None:
+        self.stop()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=self.poll_s + 5)
