@@ -11,8 +11,10 @@ import copy
 import os
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .errors import MissingExtraError
 from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
 from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
@@ -33,6 +35,26 @@ def is_url(location: Location) -> bool:
     return str(location).startswith(URL_SCHEMES)
 
 
+# How to get psycopg: the package is not on the package index, so from the project's source.
+POSTGRES_EXTRA = "pip install '.[postgres]' in a checkout of mlops (see docs/postgresql.md)"
+
+
+def postgres() -> ModuleType:
+    """The PostgreSQL store's module; without psycopg (installed without the `postgres`
+    extra), a MissingExtraError saying how to install it."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        reason = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"fails ({exc})"
+        raise MissingExtraError(
+            f"a postgresql:// project needs psycopg, which {reason}: install mlops with its "
+            f"postgres extra: {POSTGRES_EXTRA}"
+        ) from None
+    from .store import postgres as module
+
+    return module
+
+
 class Project:
     """A project: its store, its clock, and the managers working on them."""
 
@@ -48,9 +70,7 @@ class Project:
         """The directory or URL the project was opened at (a URL's password hidden)."""
         if isinstance(self.store, FileStore):
             return str(self.root)
-        from .store.postgres import redact
-
-        return redact(self.store.location)
+        return str(postgres().redact(self.store.location))
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -73,9 +93,7 @@ class Project:
         """Open a project (validated, and migrated to the current schema)."""
         where = cls.locate(path)
         if isinstance(where, str):
-            from .store.postgres import PostgresStore
-
-            store = PostgresStore(where)
+            store = postgres().PostgresStore(where)
             if clock is not None:
                 store.clock = clock
             return cls(store, Path.cwd())
@@ -96,9 +114,7 @@ class Project:
             raise ValueError(f"old_logs must be archive or delete, not {old_logs!r}")
         where = cls.locate(path, walk_up=False)
         if isinstance(where, str):
-            from .store.postgres import PostgresStore
-
-            store = PostgresStore.init(where, force, old_logs)
+            store = postgres().PostgresStore.init(where, force, old_logs)
             if clock is not None:
                 store.clock = clock
             return cls(store, Path.cwd())

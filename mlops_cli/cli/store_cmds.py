@@ -19,7 +19,7 @@ def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
 
     def action() -> dict[str, Any]:
         from ..errors import ValidationError
-        from ..project import Project, is_url
+        from ..project import Project, is_url, postgres
 
         where = Project.locate(globals_of(ctx).project_dir)
         if not is_url(where):
@@ -27,11 +27,9 @@ def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
                 f"{where} is a directory: its registry.yaml is upgraded when opened; "
                 "`mlops db upgrade` is for a postgresql:// store (-C URL)"
             )
-        from ..store.postgres import redact
-        from ..store.postgres import upgrade as upgrade_store
-
-        before, after = upgrade_store(str(where))
-        return {"store": redact(str(where)), "schema_before": before, "schema_after": after}
+        store = postgres()
+        before, after = store.upgrade(str(where))
+        return {"store": store.redact(str(where)), "schema_before": before, "schema_after": after}
 
     run(
         ctx,
