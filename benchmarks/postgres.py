@@ -34,13 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlops_cli.records import validate_request  # noqa: E402
-from mlops_cli.store.postgres import (  # noqa: E402
-    REQUESTS,
-    PostgresStore,
-    _validated_chunk,
-    text_lines,
-    upgrade,
-)
+from mlops_cli.store.postgres import REQUESTS, PostgresStore, text_lines, upgrade  # noqa: E402
+from mlops_cli.store.postgres.copy import _validated_chunk  # noqa: E402
 
 TS = "2026-11-26T00:00:00Z"
 COLUMNS = "test, variant, user_id, user_id_is_int, inference_time_ms, confidence, error, ts"

@@ -395,8 +395,8 @@ def test_appends_while_the_server_is_away_are_kept_and_written_later(
 ) -> None:
     from mlops_cli.store import postgres
 
-    monkeypatch.setattr(postgres, "FLUSH_RECORDS", 10)
-    monkeypatch.setattr(postgres, "MAX_BUFFERED", 30)
+    monkeypatch.setattr(postgres.buffer, "FLUSH_RECORDS", 10)
+    monkeypatch.setattr(postgres.buffer, "MAX_BUFFERED", 30)
     stream = "metrics/m/1.0.0"
     record = {"inference_time_ms": 1.0, "confidence": 0.5, "error": False}
     store.read()
@@ -521,9 +521,10 @@ def test_a_store_at_another_schema_version_is_refused(
         postgres.PostgresStore(pg_url)
     postgres.PostgresStore.init(pg_url).close()
     latest = postgres.LATEST
-    later = [*postgres._migrations(), (latest + 1, "CREATE TABLE extra (x int);")]
-    monkeypatch.setattr(postgres, "_migrations", lambda: later)
-    monkeypatch.setattr(postgres, "LATEST", latest + 1)
+    later = [*postgres.connection._migrations(), (latest + 1, "CREATE TABLE extra (x int);")]
+    monkeypatch.setattr(postgres.connection, "_migrations", lambda: later)
+    for module in (postgres, postgres.connection, postgres.store):
+        monkeypatch.setattr(module, "LATEST", latest + 1)
     with pytest.raises(
         StateError, match=rf"schema {latest}; this mlops needs {latest + 1}: run `mlops -C .* db upgrade"
     ):
@@ -531,7 +532,8 @@ def test_a_store_at_another_schema_version_is_refused(
     assert postgres.upgrade(pg_url) == (latest, latest + 1)
     assert postgres.upgrade(pg_url) == (latest + 1, latest + 1)
     postgres.PostgresStore(pg_url).close()
-    monkeypatch.setattr(postgres, "LATEST", latest)
+    for module in (postgres, postgres.connection, postgres.store):
+        monkeypatch.setattr(module, "LATEST", latest)
     with pytest.raises(StateError, match="newer than this mlops"):
         postgres.PostgresStore(pg_url)
 
@@ -628,7 +630,7 @@ def _kill_during_copy(url: str, data: bytes) -> None:
 
     from mlops_cli.store import postgres
 
-    original = postgres._validated_chunk
+    original = postgres.copy._validated_chunk
     calls = []
 
     def slow(*args: Any) -> Any:
@@ -637,7 +639,7 @@ def _kill_during_copy(url: str, data: bytes) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args)
 
-    postgres._validated_chunk = slow
+    postgres.copy._validated_chunk = slow
     store_for(url).append_batch("ab/t", data, validate_request, "k9")
 
 
@@ -645,7 +647,7 @@ def test_kill_9_during_a_batch_leaves_nothing_and_the_retry_counts_once(store: A
     from mlops_cli.store import postgres
 
     data = requests_jsonl(random_requests(80000, seed=5))
-    assert len(data) > 2 * postgres._CHUNK_BYTES
+    assert len(data) > 2 * postgres.copy._CHUNK_BYTES
     proc = SPAWN.Process(target=_kill_during_copy, args=(store.location, data))
     proc.start()
     proc.join(120)

@@ -1,0 +1,184 @@
+"""The registry as rows: one statement reads the document, a diff writes what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+
+from ...errors import (
+    StateError,
+)
+from ...schema import SCHEMA_VERSION
+from ...state import AB_CONFIG_FIELDS
+from .rows import dumps
+
+_VERSION_COLS = (
+    "model_path",
+    "config",
+    "traffic_percentage",
+    "registered_at",
+    "description",
+    "tags",
+    "sha256",
+    "size_bytes",
+    "deprecated",
+    "monitored",
+)
+TEST_COLS = (
+    "model_type",
+    "control_version",
+    "treatment_version",
+    *AB_CONFIG_FIELDS,
+    "status",
+    "started_at",
+    "finalized_at",
+    "end_reason",
+)
+_FLOATS = {
+    "traffic_percentage",
+    "treatment_traffic_pct",
+    "duration_days",
+    "max_error_rate_increase",
+    "min_confidence_improvement",
+    "alpha",
+    "max_confidence_drop",
+    "max_latency_increase_ms",
+}
+
+# One statement, so one snapshot: the whole registry as JSON arrays in insertion order.
+READ_SQL = f"""
+SELECT (SELECT doc FROM settings WHERE id = 1),
+  (SELECT coalesce(json_agg(json_build_array(name, champion) ORDER BY ord), '[]')
+     FROM model_types),
+  (SELECT coalesce(json_agg(json_build_array(model_type, version, {", ".join(_VERSION_COLS)})
+     ORDER BY ord), '[]') FROM versions),
+  (SELECT coalesce(json_agg(json_build_array(model_type, version) ORDER BY model_type,
+     position), '[]') FROM champion_history),
+  (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
+     '[]') FROM ab_tests WHERE status = 'running')
+"""
+# The archive: finalized tests are the rows of ab_tests whose status is not running.
+ARCHIVED_SQL = f"SELECT name, {', '.join(TEST_COLS)} FROM ab_tests WHERE status <> 'running'"
+
+
+def typed(cols: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    # json_build_array writes 100.0 as 100: give float columns their type back.
+    return {
+        c: float(v) if c in _FLOATS and v is not None else v
+        for c, v in zip(cols, values, strict=False)
+    }
+
+
+def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
+    settings, types, versions, history, tests = row
+    if settings is None:
+        raise StateError("the store holds no registry: run `mlops -C URL init` first")
+    models: dict[str, Any] = {
+        name: {"champion": champion, "champion_history": [], "versions": {}}
+        for name, champion in types
+    }
+    for model_type, version, *values in versions:
+        models[model_type]["versions"][version] = typed(_VERSION_COLS, values)
+    for model_type, version in history:
+        models[model_type]["champion_history"].append(version)
+    ab_tests = {name: typed(TEST_COLS, values) for name, *values in tests}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "models": models,
+        "ab_tests": ab_tests,
+        "committed": {},
+    }
+
+
+def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[Any]:
+    values = [Json(rec[c], dumps) if c in ("config", "tags") else rec[c] for c in _VERSION_COLS]
+    return [model_type, version, *values]
+
+
+def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Write the rows of the registry that changed between two documents."""
+    if before["settings"] != after["settings"]:
+        cur.execute(
+            "UPDATE settings SET doc = %s, updated_at = now() WHERE id = 1",
+            [Json(after["settings"], dumps)],
+        )
+    old_models, new_models = before["models"], after["models"]
+    for name in old_models.keys() - new_models.keys():
+        cur.execute("DELETE FROM model_types WHERE name = %s", [name])
+    insert_version = (
+        f"INSERT INTO versions (model_type, version, {', '.join(_VERSION_COLS)}) "
+        f"VALUES ({', '.join(['%s'] * (2 + len(_VERSION_COLS)))})"
+    )
+    update_version = (
+        f"UPDATE versions SET {', '.join(f'{c} = %s' for c in _VERSION_COLS)} "
+        "WHERE model_type = %s AND version = %s"
+    )
+    for name, model in new_models.items():
+        old = old_models.get(name)
+        if old == model:
+            continue
+        if old is None:
+            cur.execute(
+                "INSERT INTO model_types (name, champion) VALUES (%s, %s)",
+                [name, model["champion"]],
+            )
+            old = {"champion": model["champion"], "champion_history": [], "versions": {}}
+        elif old["champion"] != model["champion"]:
+            cur.execute(
+                "UPDATE model_types SET champion = %s WHERE name = %s", [model["champion"], name]
+            )
+        for version in old["versions"].keys() - model["versions"].keys():
+            cur.execute(
+                "DELETE FROM versions WHERE model_type = %s AND version = %s", [name, version]
+            )
+        for version, rec in model["versions"].items():
+            if version not in old["versions"]:
+                cur.execute(insert_version, _version_params(name, version, rec))
+            elif old["versions"][version] != rec:
+                params = _version_params(name, version, rec)
+                cur.execute(update_version, [*params[2:], name, version])
+        if old["champion_history"] != model["champion_history"]:
+            cur.execute("DELETE FROM champion_history WHERE model_type = %s", [name])
+            if model["champion_history"]:
+                cur.executemany(
+                    "INSERT INTO champion_history (model_type, position, version) "
+                    "VALUES (%s, %s, %s)",
+                    [(name, i, v) for i, v in enumerate(model["champion_history"])],
+                )
+    old_tests, new_tests = before["ab_tests"], after["ab_tests"]
+    for name in old_tests.keys() - new_tests.keys():
+        cur.execute("DELETE FROM ab_tests WHERE name = %s", [name])
+    for name, test in new_tests.items():
+        if name not in old_tests:
+            cur.execute(
+                f"INSERT INTO ab_tests (name, {', '.join(TEST_COLS)}) "
+                f"VALUES ({', '.join(['%s'] * (1 + len(TEST_COLS)))})",
+                [name, *(test[c] for c in TEST_COLS)],
+            )
+        elif old_tests[name] != test:
+            cur.execute(
+                f"UPDATE ab_tests SET {', '.join(f'{c} = %s' for c in TEST_COLS)} WHERE name = %s",
+                [*(test[c] for c in TEST_COLS), name],
+            )
+
+
+def archive_finished(
+    cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """Write the tests a change finalized (the archive is their status) and take them out of
+    both documents, so the registry diff leaves their rows alone."""
+    for name, test in list(after["ab_tests"].items()):
+        if test["status"] == "running":
+            continue
+        cur.execute(
+            f"INSERT INTO ab_tests (name, {', '.join(TEST_COLS)}) "
+            f"VALUES ({', '.join(['%s'] * (1 + len(TEST_COLS)))}) ON CONFLICT (name) DO UPDATE "
+            f"SET {', '.join(f'{c} = excluded.{c}' for c in TEST_COLS)}",
+            [name, *(test[c] for c in TEST_COLS)],
+        )
+        del after["ab_tests"][name]
+        before["ab_tests"].pop(name, None)

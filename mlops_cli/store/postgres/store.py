@@ -1,0 +1,534 @@
+"""The PostgresStore class (see the package docstring for the semantics)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.types.json import Json
+
+from ...batch import Source, as_stream
+from ...decision import UserTotals
+from ...errors import (
+    ConflictError,
+    ProjectNotFoundError,
+    ServiceError,
+    StateError,
+)
+from ...moments import Moments
+from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
+from ...state import ABTest, RegistryState
+from ...timeutil import Clock
+from ..base import (
+    EVENTS,
+    BatchResult,
+    Progress,
+    Samples,
+    Store,
+    Summary,
+    Transaction,
+    Validator,
+    current_actor,
+)
+from .buffer import FLUSH_SECONDS, OPEN, BufferedAppends
+from .connection import LATEST, connect, redact, schema_version, translated, upgrade
+from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
+from .registry import (
+    ARCHIVED_SQL,
+    READ_SQL,
+    TEST_COLS,
+    archive_finished,
+    registry_doc,
+    typed,
+    write_diff,
+)
+from .rows import (
+    BUFFERED,
+    EVENT_TABLE,
+    METRICS,
+    NO_TS,
+    REQUESTS,
+    SAMPLES,
+    SCAN_PAGE,
+    Table,
+    dumps,
+    from_row,
+    route,
+    to_row,
+)
+
+CLOCK_REFRESH_S = 60.0
+
+
+class PostgresStore(BufferedAppends):
+    """A project in a PostgreSQL database (see the module docstring for the semantics)."""
+
+    def __init__(self, url: str, actor: str | None = None) -> None:
+        self.location = url
+        self._shown = redact(url)
+        self._actor = actor
+        self._lock = threading.RLock()  # the connection and the buffers
+        self._conn = connect(url)
+        self._local = threading.local()
+        self._lock_timeout_s = float(DEFAULT_SETTINGS["lock_timeout_s"])
+        self._buffers: dict[str, list[tuple[Any, ...]]] = {}
+        self._buffered = 0
+        self._oldest = 0.0
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._offset = timedelta(0)
+        self._offset_at = -CLOCK_REFRESH_S
+        self._pid = os.getpid()
+        self.clock: Clock = self.database_clock  # settable, as the protocol asks
+        self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
+        self._retry_at = 0.0
+        with self._translated("opening the store"), self._conn.cursor() as cur:
+            version = schema_version(cur)
+        if version != LATEST:
+            self._conn.close()
+            if version == 0:
+                raise ProjectNotFoundError(
+                    f"{self._shown} holds no mlops store: run `mlops -C {self._shown} init`"
+                )
+            if version < LATEST:
+                raise StateError(
+                    f"{self._shown} is at store schema {version}; this mlops needs {LATEST}: "
+                    f"run `mlops -C {self._shown} db upgrade`"
+                )
+            raise StateError(
+                f"{self._shown} is at store schema {version}, newer than this mlops ({LATEST}): "
+                "upgrade mlops"
+            )
+        self._measure_clock()
+        OPEN.add(self)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._shown!r})"
+
+    @classmethod
+    def init(cls, url: str, force: bool = False, old_logs: str | None = None) -> PostgresStore:
+        """Create the schema and the default settings; with `force`, reset the registry.
+
+        The records of the earlier project would be inherited by names reused, so a reset
+        refuses while streams hold records unless `old_logs="delete"` (they are truncated in
+        the same transaction); to keep them, copy the project first (`mlops store copy`)."""
+        upgrade(url)
+        store = cls(url)
+        conn = store._conn
+        with store._translated("initialising"), conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO settings (id, doc) VALUES (1, %s) ON CONFLICT (id) DO NOTHING "
+                "RETURNING id",
+                [Json(DEFAULT_SETTINGS, dumps)],
+            )
+            if cur.fetchone() is None:
+                if not force:
+                    store.close()
+                    raise ConflictError(
+                        f"{store._shown} already holds a registry; use --force to reset it"
+                    )
+                cur.execute("SELECT 1 FROM settings WHERE id = 1 FOR UPDATE")
+                cur.execute(
+                    "SELECT EXISTS (SELECT 1 FROM stream_counts WHERE records > 0) "
+                    "OR EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM checks)"
+                )
+                held = cur.fetchone()
+                if held and held[0] and old_logs != "delete":
+                    store.close()
+                    raise ConflictError(
+                        f"{store._shown} holds records of an earlier project: a new registry "
+                        "would inherit them; pass --delete-logs (after `mlops store copy` to "
+                        "keep a copy; --archive-logs is for directories)"
+                    )
+                if held and held[0]:
+                    cur.execute(
+                        "TRUNCATE requests, metrics, drift_samples, checks, events, batches, "
+                        "claims, stream_counts"
+                    )
+                cur.execute("DELETE FROM ab_tests")
+                cur.execute("DELETE FROM model_types")
+                cur.execute(
+                    "UPDATE settings SET doc = %s, updated_at = now() WHERE id = 1",
+                    [Json(DEFAULT_SETTINGS, dumps)],
+                )
+        return store
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _translated(self, doing: str) -> Any:
+        return translated(self.location, doing)
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The connection, opened again after it broke (a restarted server) or a fork."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._conn.broken or self._conn.closed:
+            self._conn = connect(self.location)
+        return self._conn
+
+    def _forget_parent(self) -> None:
+        """In a forked child the buffer, flusher and lock are the parent's; the connection is
+        too, and is opened again on first use (closing it would end the parent's session)."""
+        self._lock = threading.RLock()
+        self._buffers, self._buffered, self._flusher = {}, 0, None
+        self._stop = threading.Event()
+
+    def _after_fork(self) -> None:
+        self._pid = os.getpid()
+        self._conn = connect(self.location)
+
+    def database_clock(self) -> datetime:
+        """The database's time (see the module docstring); the default `clock`."""
+        now: datetime | None = getattr(self._local, "now", None)
+        if now is not None:
+            return now
+        if time.monotonic() - self._offset_at > CLOCK_REFRESH_S:
+            self._measure_clock()
+        return datetime.now(timezone.utc) + self._offset
+
+    def _measure_clock(self) -> None:
+        """The offset of the server's clock to ours; while the server is away, the last one
+        is kept (records buffered meanwhile are stamped with it)."""
+        self._offset_at = time.monotonic()
+        try:
+            with self._lock, self._translated("reading the clock"):
+                before = time.time()
+                row = self.conn.execute("SELECT now()").fetchone()
+                after = time.time()
+        except ServiceError:
+            self._offset_at -= CLOCK_REFRESH_S - FLUSH_SECONDS  # try again in a second
+            return
+        assert row is not None
+        self._offset = row[0] - datetime.fromtimestamp((before + after) / 2, timezone.utc)
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def read(self) -> RegistryState:
+        with self._lock, self._translated("reading the registry"):
+            row = self.conn.execute(READ_SQL).fetchone()
+        assert row is not None
+        state = RegistryState.from_doc(validate_state(registry_doc(row), self._shown))
+        self._lock_timeout_s = state.settings.lock_timeout_s
+        return state
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._lock, self._translated("changing the registry"):
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    [f"{max(int(self._lock_timeout_s * 1000), 1)}ms"],
+                )
+                cur.execute("SELECT now() FROM settings WHERE id = 1 FOR UPDATE")
+                locked = cur.fetchone()
+                if locked is None:
+                    raise StateError(f"{self._shown} holds no registry: run `mlops init` first")
+                row = cur.execute(READ_SQL).fetchone()
+                assert row is not None
+                doc = validate_state(registry_doc(row), self._shown)
+                before = copy.deepcopy(doc)
+                actor = self._actor or current_actor()
+                txn = Transaction(RegistryState.from_doc(doc), actor, self.clock)
+                self._local.now = locked[0]
+                try:
+                    yield txn
+                finally:
+                    self._local.now = None
+                after = validate_state(txn.state.to_doc(), self._shown)
+                archive_finished(cur, before, after)
+                write_diff(cur, before, after)
+                if txn.events:
+                    copy_rows(
+                        cur, EVENT_TABLE, [to_row(EVENT_TABLE, e, locked[0]) for e in txn.events]
+                    )
+                    cur.execute(COUNT_SQL, [EVENTS, len(txn.events), len(txn.events)])
+            self._lock_timeout_s = txn.state.settings.lock_timeout_s
+
+    # -- the archive of finalized A/B tests --------------------------------------------------
+
+    def archived_test(self, name: str) -> ABTest | None:
+        with self._lock, self._translated("reading the test archive"):
+            row = self.conn.execute(f"{ARCHIVED_SQL} AND name = %s", [name]).fetchone()
+        return None if row is None else self._archived(row)
+
+    def archived_tests(self) -> list[ABTest]:
+        with self._lock, self._translated("reading the test archive"):
+            rows = self.conn.execute(f"{ARCHIVED_SQL} ORDER BY ord").fetchall()
+        return [self._archived(row) for row in rows]
+
+    def _archived(self, row: Sequence[Any]) -> ABTest:
+        name, *values = row
+        try:
+            doc = AB_TEST(typed(TEST_COLS, values), f"ab_tests.{name}")
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
+        return ABTest(name=name, **doc)
+
+    # -- appends -----------------------------------------------------------------------------
+
+    def append(self, stream: str, record: dict[str, Any]) -> None:
+        found = self._routes.get(stream)
+        if found is None:
+            found = self._routes[stream] = route(stream)
+        table, keys = found
+        row = keys + to_row(table, record, self.clock() if "ts" not in record else NO_TS)
+        if table not in BUFFERED:
+            with self._lock, self._translated(f"appending to {stream}"):
+                conn = self.conn
+                with conn.transaction(), conn.cursor() as cur:
+                    copy_rows(cur, table, [row])
+                    cur.execute(COUNT_SQL, [stream, 1, 1])
+            return
+        self._buffer_row(stream, row)
+
+    def append_batch(
+        self,
+        stream: str,
+        data: Source,
+        validate: Validator,
+        batch_id: str | None,
+        progress: Progress | None = None,
+        cap: int | None = None,
+    ) -> BatchResult:
+        table, keys = route(stream)
+        reader, batch_id = as_stream(data, batch_id)
+        with self._lock, self._translated(f"recording a batch into {stream}"):
+            self._flush_locked(stream)
+            return write_batch(
+                self.conn, stream, table, keys, reader, validate, batch_id, progress, cap
+            )
+
+    def replace(
+        self, stream: str, data: Source, validate: Validator, cap: int | None = None
+    ) -> int:
+        table, keys = route(stream)
+        reader, _ = as_stream(data, None)
+        with self._lock, self._translated(f"replacing {stream}"):
+            self._flush_locked(stream)
+            return replace_rows(self.conn, stream, table, keys, reader, validate, cap)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _counts(self, stream: str) -> tuple[int, int]:
+        with self._lock, self._translated(f"counting {stream}"):
+            self._flush_locked(stream)
+            row = self.conn.execute(
+                "SELECT records, appended FROM stream_counts WHERE stream = %s", [stream]
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def count(self, stream: str) -> int:
+        route(stream)
+        return self._counts(stream)[0]
+
+    def position(self, stream: str) -> int:
+        """Records ever appended to the stream (replacing counts as appending)."""
+        route(stream)
+        return self._counts(stream)[1]
+
+    def summary(
+        self,
+        stream: str,
+        key_field: str | None,
+        keys: tuple[str, ...] | None = None,
+        skip_invalid: bool = False,
+        per_user: bool = False,
+    ) -> Summary:
+        """Moments per key by one GROUP BY (records were validated on the way in, so none is
+        skipped); with `per_user`, per-user totals by a GROUP BY key, user_id."""
+        table, stream_keys = route(stream)
+        if table not in (REQUESTS, METRICS):
+            raise ValueError(f"{stream} holds no requests")
+        if key_field not in (None, "variant", "user_id"):
+            raise ValueError(f"cannot summarise by {key_field!r}")
+        group = key_field or "'all'"
+        sql = (
+            f"SELECT {group}, count(*), sum(error::int), sum(confidence), "
+            "sum(confidence * confidence), sum(inference_time_ms), "
+            f"sum(inference_time_ms * inference_time_ms) FROM {table.name} "
+            f"WHERE {table.where()}"
+        )
+        params: list[Any] = list(stream_keys)
+        if keys is not None and key_field is not None:
+            sql += f" AND {key_field} = ANY(%s)"
+            params.append(list(keys))
+        sql += " GROUP BY 1"
+        with self._lock, self._translated(f"summarising {stream}"):
+            self._flush_locked(stream)
+            rows = self.conn.execute(sql, params).fetchall()
+        summary = Summary()
+        for key, n, errors, c, c2, t, t2 in rows:
+            if key is None:
+                continue  # requests without a user_id have no per-user key
+            summary.arms[str(key)] = Moments(
+                n=int(n),
+                errors=int(errors),
+                confidence_sum=float(c),
+                confidence_sum_squares=float(c2),
+                time_sum=float(t),
+                time_sum_squares=float(t2),
+            )
+        if per_user and key_field is not None:
+            summary.users = self._user_totals(table, stream, stream_keys, key_field, keys)
+        return summary
+
+    def _user_totals(
+        self,
+        table: Table,
+        stream: str,
+        stream_keys: tuple[str, ...],
+        key_field: str,
+        keys: tuple[str, ...] | None,
+    ) -> UserTotals:
+        sql = (
+            f"SELECT {key_field}, user_id, count(*), sum(error::int), sum(confidence), "
+            f"sum(inference_time_ms) FROM {table.name} WHERE {table.where()}"
+        )
+        params: list[Any] = list(stream_keys)
+        if keys is not None:
+            sql += f" AND {key_field} = ANY(%s)"
+            params.append(list(keys))
+        sql += " GROUP BY 1, 2"
+        with self._lock, self._translated(f"summarising {stream} per user"):
+            rows = self.conn.execute(sql, params).fetchall()
+        totals = UserTotals()
+        for variant, user, n, errors, c, t in rows:
+            totals.add_user(str(variant), user, int(n), int(errors), float(c), float(t))
+        return totals
+
+    def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Every record, oldest first, a page at a time (keyset pages by id: a record that
+        commits during the scan may be missed; scans are for copies and charts)."""
+        table, keys = route(stream)
+        sql = (
+            f"SELECT id, {', '.join(table.values)} FROM {table.name} "
+            f"WHERE {table.where()} AND id > %s ORDER BY id LIMIT {SCAN_PAGE}"
+        )
+        last = 0
+        while True:
+            with self._lock, self._translated(f"reading {stream}"):
+                self._flush_locked(stream)
+                rows = self.conn.execute(sql, [*keys, last]).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [from_row(table, row[1:]) for row in rows]
+
+    def streams(self) -> list[str]:
+        """Every stream holding records."""
+        with self._lock, self._translated("listing streams"):
+            self._flush_locked()
+            found = [
+                str(row[0])
+                for row in self.conn.execute(
+                    "SELECT stream FROM stream_counts WHERE records > 0 ORDER BY stream"
+                ).fetchall()
+            ]
+            checks = self.conn.execute(
+                "SELECT DISTINCT model_type, version FROM checks ORDER BY 1, 2"
+            ).fetchall()
+            events = self.conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
+        found += [f"drift/{t}/{v}/checks" for t, v in checks]
+        if events and events[0]:
+            found.append(EVENTS)
+        return sorted(set(found))
+
+    def samples(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Samples:
+        """The last (or first) samples by the (stream, id) index, read from the end."""
+        import numpy as np
+
+        table, keys = route(stream)
+        if table is not SAMPLES:
+            raise ValueError(f"{stream} holds no samples")
+        sql = f"SELECT prediction, confidence FROM drift_samples WHERE {table.where()}"
+        params: list[Any] = list(keys)
+        if last is not None:
+            # The primary key (model_type, version, kind, id) read backwards from the end.
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT %s) AS w"
+            params.append(last)
+        elif first is not None:
+            sql += " ORDER BY id LIMIT %s"
+            params.append(first)
+        else:
+            sql += " ORDER BY id"
+        with self._lock, self._translated(f"reading {stream}"):
+            self._flush_locked(stream)
+            with self.conn.cursor(binary=True) as cur:
+                rows = cur.execute(sql, params).fetchall()
+        values = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        if last is not None:
+            values = values[::-1]
+        return Samples(
+            prediction=np.ascontiguousarray(values[:, 0]),
+            confidence=np.ascontiguousarray(values[:, 1]),
+        )
+
+    def history(
+        self,
+        stream: str,
+        since: datetime | None = None,
+        limit: int | None = None,
+        skip_invalid: bool = False,  # rows were validated on the way in
+    ) -> list[dict[str, Any]]:
+        table, keys = route(stream)
+        sql = f"SELECT {', '.join(table.values)} FROM {table.name} WHERE {table.where()}"
+        params: list[Any] = list(keys)
+        if since is not None:
+            sql += " AND ts >= %s"
+            params.append(since)
+        if limit is not None:
+            sql += " ORDER BY id DESC LIMIT %s"
+            params.append(limit)
+        else:
+            sql += " ORDER BY id"
+        with self._lock, self._translated(f"reading {stream}"):
+            self._flush_locked(stream)
+            rows = self.conn.execute(sql, params).fetchall()
+        if limit is not None:
+            rows.reverse()
+        return [from_row(table, row) for row in rows]
+
+    def claim(self, key: str, ttl_s: float) -> bool:
+        with self._lock, self._translated(f"claiming {key}"):
+            row = self.conn.execute(
+                "INSERT INTO claims (key, claimed_at) VALUES (%s, now()) "
+                "ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at "
+                "WHERE claims.claimed_at <= now() - make_interval(secs => %s) RETURNING key",
+                [key, float(ttl_s)],
+            ).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        """Write what is buffered, stop the flusher and close the connection."""
+        self._stop.set()
+        try:
+            with self._lock:
+                if self._buffered:
+                    self._flush_locked()
+        finally:
+            if self._flusher is not None:
+                self._flusher.join(timeout=5)
+            if self._pid == os.getpid():  # never the connection of the parent process
+                self._conn.close()
+            OPEN.discard(self)
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: PostgresStore) -> Store:
+        return store  # mypy checks PostgresStore against the Store protocol
