@@ -272,7 +272,9 @@ def _append_chunks(
     room: Callable[[int], tuple[int, int]] | None,
 ) -> tuple[int, int]:
     """The body of append_stream, under the log's lock."""
-    entries = batch_entries(path, batch_id) if batch_id else []
+    entries, copied = _journal(path, batch_id) if batch_id else ([], None)
+    if copied is not None and not entries:  # carried by a copy: whole, nothing to match
+        return 0, copied
     stamp = str(entries[0]["stamp"]) if entries else utc_now()
     present = _Present(fd, entries)
     start = os.fstat(fd).st_size
@@ -310,6 +312,9 @@ def _append_chunks(
             raise Overflow(held, cap, appended)
         if appended:
             os.fsync(fd)
+        if batch_id and (appended or present.count):  # the batch is whole: said for retries
+            done = {"ts": utc_now(), "batch": batch_id, "records": present.count + appended}
+            _append_journal(path, dumps_line(done), root)
     except BaseException as exc:
         os.ftruncate(fd, start)  # all or nothing: cut back what this attempt wrote
         if journal_size is not None:  # and its journal entry
@@ -325,8 +330,46 @@ def journal_path(log: Path) -> Path:
 
 
 def batch_entries(log: Path, batch_id: str) -> list[dict[str, Any]]:
-    """The journal entries of a batch appended to `log`, one per attempt, oldest first."""
-    return [r for r in read_from(journal_path(log)).records if r.get("batch") == batch_id]
+    """The journal entries of a batch's attempts at appending to `log`, oldest first."""
+    return _journal(log, batch_id)[0]
+
+
+def _journal(log: Path, batch_id: str) -> tuple[list[dict[str, Any]], int | None]:
+    """A batch's attempts (`first`, `start`, `stamp`) and its records once it was whole.
+
+    The journal holds an entry per attempt, then one with the batch's `records` when it was
+    recorded whole; a copied project's journal holds only the latter (the lines were copied,
+    not appended as a batch)."""
+    attempts, records = [], None
+    for entry in read_from(journal_path(log)).records:
+        if entry.get("batch") == batch_id:
+            if "start" in entry:
+                attempts.append(entry)
+            elif "records" in entry:
+                records = int(entry["records"])
+    return attempts, records
+
+
+def recorded_batches(log: Path) -> dict[str, int]:
+    """The batches recorded into `log` by id, with their records (0: a batch recorded whole
+    before the journal said its count, or one a crash interrupted and no retry finished)."""
+    found: dict[str, int] = {}
+    for entry in read_from(journal_path(log)).records:
+        batch = entry.get("batch")
+        if isinstance(batch, str):
+            found[batch] = int(entry.get("records", found.get(batch, 0)))
+    return found
+
+
+def add_recorded_batches(log: Path, batches: dict[str, int], root: Path | None = None) -> None:
+    """Say in `log`'s journal that these batches are in it whole (a copy carries their ids),
+    so a retry of one appends nothing."""
+    if batches:
+        now = utc_now()
+        lines = b"".join(
+            dumps_line({"ts": now, "batch": b, "records": n}) for b, n in batches.items()
+        )
+        _append_journal(log, lines, root)
 
 
 def _inode(path: Path) -> int:

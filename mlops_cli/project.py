@@ -7,14 +7,22 @@ store, imported only then). `Project.open(location, clock=...)` gives `registry`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import MissingExtraError
+from .errors import (
+    ConflictError,
+    MissingExtraError,
+    ProjectNotFoundError,
+    StateError,
+    ValidationError,
+)
 from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
 from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
@@ -202,24 +210,95 @@ class Project:
         return self.log_path(drift_stream(model_type, version, kind))
 
 
-def copy_project(source: Project, target: Project) -> dict[str, int]:
-    """Copy a project into an empty one (directory <-> PostgreSQL): the registry, every
-    record of every stream, in order. Returns the records copied per stream."""
+class Copied(NamedTuple):
+    """What `copy_project` wrote: where, the records per stream, and the batch ids carried."""
+
+    target: str
+    records: dict[str, int]
+    batches: int
+
+
+def copy_project(source: Project, target: Location) -> Copied:
+    """Copy a project into a new directory or an empty PostgreSQL store: the registry, every
+    record of every stream in order, and the ids of the batches recorded (so a batch sent
+    again after the copy is still recorded once).
+
+    Every record is first checked against what both stores can hold (a ValidationError
+    naming the stream and record; nothing written). The target is then written as one unit:
+    a directory into a temporary one beside it, renamed into place at the end; a store in one
+    transaction. A copy that fails leaves no directory (or the empty store it found, made
+    ready by `init`), so it can simply be run again.
+    """
+    for stream in source.store.streams():  # the first pass: refuse before writing
+        for number, record in _numbered(source, stream):
+            _check_record(stream, record, number)
+    if is_url(target):
+        return _copy_into_store(source, str(target))
+    return _copy_into_directory(source, Path(target).expanduser().absolute())
+
+
+def _copy_into_store(source: Project, url: str) -> Copied:
+    try:
+        target = Project.open(url)
+    except ProjectNotFoundError:
+        target = Project.init(url)
+    try:
+        if target.store.streams() or target.state().models:
+            raise ConflictError(f"{target.location} is not empty; copy into a new project")
+        with target.store.copying():
+            records, batches = _write_copy(source, target)
+        return Copied(target.location, records, batches)
+    finally:
+        target.store.close()
+
+
+def _copy_into_directory(source: Project, path: Path) -> Copied:
+    import secrets
+    import shutil
+
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
+        raise ConflictError(f"{path} is not empty; copy into a new directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f".{path.name}.copy-{secrets.token_hex(4)}"
+        temp.mkdir()
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        target = Project(FileStore.create(temp), temp)
+        records, batches = _write_copy(source, target)
+        os.rename(temp, path)  # replaces an empty directory there; the copy's commit point
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):  # the rename made durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return Copied(str(path), records, batches)
+
+
+def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
+    """The second pass: the registry, then each stream (checked again: records appended
+    since the first pass are refused the same way) and its batch ids."""
+    import io
+
     import orjson
 
-    from .errors import ConflictError
-
-    if target.store.streams() or target.state().models:
-        raise ConflictError(f"{target.location} is not empty; copy into a new project")
     state = source.state()
     with target.store.transaction() as txn:
         txn.state = copy.deepcopy(state)
         for test in source.store.archived_tests():  # finalized: archived again on commit
             txn.state.ab_tests.setdefault(test.name, test)
     copied: dict[str, int] = {}
+    carried = 0
     for stream in source.store.streams():
         count = 0
         for records in source.store.scan(stream):
+            for number, record in enumerate(records, count + 1):
+                _check_record(stream, record, number)
             if stream == EVENTS:  # events are committed with the registry: a chunk at a time
                 with target.store.transaction() as txn:
                     txn.events.extend(records)
@@ -228,14 +307,84 @@ def copy_project(source: Project, target: Project) -> dict[str, int]:
                     target.store.append(stream, record)
             else:
                 data = b"".join(orjson.dumps(r) + b"\n" for r in records)
-                target.store.append_batch(
-                    stream, data, _as_recorded, f"copy:{stream}:{count}"
-                )
+                target.store.append_batch(stream, io.BytesIO(data), _as_recorded, None)
             count += len(records)
+        batches = source.store.batches(stream)
+        target.store.carry_batches(stream, batches)
+        carried += len(batches)
         copied[stream] = count
-    return copied
+    return copied, carried
+
+
+def _numbered(source: Project, stream: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    number = 0
+    for records in source.store.scan(stream):
+        for record in records:
+            number += 1
+            yield number, record
+
+
+def _check_record(stream: str, record: Any, number: int) -> None:
+    """A record both stores can hold: the stream's own validation, then a time that is UTC
+    within Python's range and text without NUL (PostgreSQL refuses it)."""
+    from .records import validate_request, validate_sample
+
+    where = f"cannot copy {stream}, record {number}: "
+    kind = stream.split("/")[0]
+    if kind == "ab":
+        validate_request(record, where)
+    elif kind == "drift" and not stream.endswith("/checks"):
+        validate_sample(record, where)
+    elif kind == "metrics":
+        _check_metric(record, where)
+    elif not isinstance(record, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    _check_storable(record, where)
+
+
+def _check_metric(record: Any, where: str) -> None:
+    from .limits import INFERENCE_TIME_MS
+    from .records import check_finite
+
+    if not isinstance(record, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    for key in ("inference_time_ms", "confidence"):
+        if key not in record:
+            raise ValidationError(f"{where}missing {key!r}")
+    time_ms = record["inference_time_ms"]
+    check_finite(f"{where}inference_time_ms", time_ms, 0, INFERENCE_TIME_MS.high)
+    check_finite(f"{where}confidence", record["confidence"], 0, 1)
+    if not isinstance(record.get("error", False), bool):
+        raise ValidationError(f"{where}error must be true or false")
+
+
+def _check_storable(record: dict[str, Any], where: str) -> None:
+    from datetime import timezone
+
+    from .timeutil import parse_ts
+
+    try:
+        parse_ts(record["ts"]).astimezone(timezone.utc)
+    except KeyError:
+        raise ValidationError(f"{where}it has no ts") from None
+    except (ValueError, TypeError, OverflowError):
+        raise ValidationError(
+            f"{where}ts {record['ts']!r} is not a time both stores can hold (a UTC "
+            "ISO-8601 time up to year 9999)"
+        ) from None
+    pending: list[Any] = [record]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationError(f"{where}{value!r} holds a NUL byte (PostgreSQL refuses it)")
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def _as_recorded(record: Any, where: str) -> Any:
-    """Records being copied were validated when first recorded."""
+    """Records being copied were checked by `_check_record` on the way."""
     return record

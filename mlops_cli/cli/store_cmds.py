@@ -50,26 +50,31 @@ def copy(
     target: str = typer.Argument(..., help="A new directory or an empty postgresql:// store."),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Copy a project, registry and every record, into a new directory or an empty store."""
+    """Copy a project (registry, every record, batch ids) into a new directory or an empty
+    store: every record is checked first, and a copy that fails leaves no target."""
 
     def action() -> dict[str, Any]:
-        from ..errors import ProjectNotFoundError
         from ..project import Project, copy_project
 
         src = Project.open(source)
         try:
-            dst = Project.open(target)
-        except ProjectNotFoundError:
-            dst = Project.init(target)
-        copied = copy_project(src, dst)
-        return {"source": src.location, "target": dst.location, "records": copied}
+            copied = copy_project(src, target)
+        finally:
+            src.store.close()
+        return {
+            "source": src.location,
+            "target": copied.target,
+            "records": copied.records,
+            "batch_ids": copied.batches,
+        }
 
     run(
         ctx,
         json_output,
         action,
         lambda r: typer.echo(
-            f"copied {r['source']} to {r['target']}: the registry and "
-            f"{sum(r['records'].values())} records in {len(r['records'])} streams"
+            f"copied {r['source']} to {r['target']}: the registry, "
+            f"{sum(r['records'].values())} records in {len(r['records'])} streams and "
+            f"{r['batch_ids']} batch ids"
         ),
     )

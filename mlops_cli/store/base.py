@@ -204,6 +204,19 @@ class Store(Protocol):
     def streams(self) -> list[str]:
         """The names of every stream that holds records (for copying a project)."""
 
+    def batches(self, stream: str) -> dict[str, int]:
+        """The ids of the batches recorded into a stream, with their records (0 where the
+        store does not know the count), for a copy to carry."""
+
+    def carry_batches(self, stream: str, batches: dict[str, int]) -> None:
+        """Note batches whose records a copy wrote into the stream: a retry of one of them
+        appends nothing (as after the batch itself)."""
+
+    def copying(self) -> AbstractContextManager[None]:
+        """One unit for copying a project into this store: everything written inside
+        commits together or not at all where the store can (PostgreSQL: one transaction;
+        the directory store's copy writes a temporary directory renamed at the end)."""
+
     def claim(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per `ttl_s` seconds across processes and hosts."""
 
