@@ -307,3 +307,28 @@ def test_a_streamed_replace_past_its_cap_changes_nothing(store: Store) -> None:
     half = b"".join(more.splitlines(keepends=True)[:75])
     assert store.replace(stream, io.BytesIO(half), validate_sample, cap=100) == 75
     assert store.count(stream) == 75
+
+
+# -- batch ids a copy carries ---------------------------------------------------------------
+
+
+def test_batches_are_listed_by_id_with_their_records(store: Store) -> None:
+    import io
+
+    data, _ = requests_jsonl(30, seed=21)
+    store.append_batch("ab/t", data, validate_request, "b1")
+    more, _ = requests_jsonl(7, seed=22)
+    store.append_batch("ab/t", io.BytesIO(more), validate_request, None)  # a stream: no id
+    assert store.batches("ab/t") == {"b1": 30}
+    assert store.batches("ab/other") == {}
+
+
+def test_a_carried_batch_is_not_recorded_again(store: Store) -> None:
+    data, _ = requests_jsonl(12, seed=23)
+    store.carry_batches("ab/t", {"b9": 12})  # as a copy does, after writing its records
+    again = store.append_batch("ab/t", data, validate_request, "b9")
+    assert (again.recorded, again.already_recorded) == (0, 12)
+    assert store.count("ab/t") == 0  # the copy wrote the records; the retry adds none
+    other = store.append_batch("ab/t", data, validate_request, "b10")
+    assert (other.recorded, other.already_recorded) == (12, 0)
+    assert store.batches("ab/t") == {"b9": 12, "b10": 12}
