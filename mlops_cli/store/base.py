@@ -206,16 +206,20 @@ class Store(Protocol):
 
     def batches(self, stream: str) -> dict[str, int]:
         """The ids of the batches recorded into a stream, with their records (0 where the
-        store does not know the count), for a copy to carry."""
+        store does not know the count), for a copy to carry. Committed batches only; one
+        committing meanwhile may be missed. Raises StateError (an unreadable journal) or
+        ServiceError (the database unreachable)."""
 
     def carry_batches(self, stream: str, batches: dict[str, int]) -> None:
-        """Note batches whose records a copy wrote into the stream: a retry of one of them
-        appends nothing (as after the batch itself)."""
+        """Note batches whose records a copy wrote into the stream: from then on a batch with
+        one of these ids appends nothing and reports their records as already recorded (as
+        after the batch itself). For a new stream (a copy's target). Raises as `batches`;
+        nothing is noted when it raises."""
 
     def copying(self) -> AbstractContextManager[None]:
-        """One unit for copying a project into this store: everything written inside
-        commits together or not at all where the store can (PostgreSQL: one transaction;
-        the directory store's copy writes a temporary directory renamed at the end)."""
+        """One unit for copying a project into this store. PostgreSQL: one transaction
+        (each write inside a savepoint), so an exception inside leaves nothing; the directory
+        store holds nothing (a copy writes a temporary directory, renamed at the end)."""
 
     def claim(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per `ttl_s` seconds across processes and hosts."""
