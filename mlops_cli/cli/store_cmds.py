@@ -75,6 +75,6 @@ def copy(
         lambda r: typer.echo(
             f"copied {r['source']} to {r['target']}: the registry, "
             f"{sum(r['records'].values())} records in {len(r['records'])} streams and "
-            f"{r['batch_ids']} batch ids"
+            f"{r['batch_ids']} batch id{'' if r['batch_ids'] == 1 else 's'}"
         ),
     )
