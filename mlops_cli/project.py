@@ -231,7 +231,7 @@ def copy_project(source: Project, target: Location) -> Copied:
     """
     for stream in source.store.streams():  # the first pass: refuse before writing
         for number, record in _numbered(source, stream):
-            _check_record(stream, record, number)
+            check_record(stream, record, number)
     if is_url(target):
         return _copy_into_store(source, str(target))
     return _copy_into_directory(source, Path(target).expanduser().absolute())
@@ -298,7 +298,7 @@ def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
         count = 0
         for records in source.store.scan(stream):
             for number, record in enumerate(records, count + 1):
-                _check_record(stream, record, number)
+                check_record(stream, record, number)
             if stream == EVENTS:  # events are committed with the registry: a chunk at a time
                 with target.store.transaction() as txn:
                     txn.events.extend(records)
@@ -324,9 +324,11 @@ def _numbered(source: Project, stream: str) -> Iterator[tuple[int, dict[str, Any
             yield number, record
 
 
-def _check_record(stream: str, record: Any, number: int) -> None:
-    """A record both stores can hold: the stream's own validation, then a time that is UTC
-    within Python's range and text without NUL (PostgreSQL refuses it)."""
+def check_record(stream: str, record: Any, number: int) -> None:
+    """A record of `stream` that both stores can hold (what `copy_project` checks): the
+    stream's own validation, then a `ts` (the shared check, and within year 9999 in UTC) and
+    no NUL in any text, keys included (PostgreSQL refuses it). A ValidationError names the
+    stream and the record's number."""
     from .records import validate_request, validate_sample
 
     where = f"cannot copy {stream}, record {number}: "
@@ -361,16 +363,17 @@ def _check_metric(record: Any, where: str) -> None:
 def _check_storable(record: dict[str, Any], where: str) -> None:
     from datetime import timezone
 
+    from .records import check_ts
     from .timeutil import parse_ts
 
+    if "ts" not in record:
+        raise ValidationError(f"{where}it has no ts")
+    check_ts(record["ts"], where)  # the shared check of a record's time
     try:
         parse_ts(record["ts"]).astimezone(timezone.utc)
-    except KeyError:
-        raise ValidationError(f"{where}it has no ts") from None
-    except (ValueError, TypeError, OverflowError):
+    except OverflowError:
         raise ValidationError(
-            f"{where}ts {record['ts']!r} is not a time both stores can hold (a UTC "
-            "ISO-8601 time up to year 9999)"
+            f"{where}ts {record['ts']!r} is past year 9999 in UTC: no store can hold it"
         ) from None
     pending: list[Any] = [record]
     while pending:
@@ -386,5 +389,5 @@ def _check_storable(record: dict[str, Any], where: str) -> None:
 
 
 def _as_recorded(record: Any, where: str) -> Any:
-    """Records being copied were checked by `_check_record` on the way."""
+    """Records being copied were checked by `check_record` on the way."""
     return record

@@ -208,3 +208,49 @@ def test_a_copy_into_a_directory_that_is_not_empty_is_refused(tmp_path: Path) ->
     (tmp_path / "empty").mkdir()  # an empty directory is taken
     assert mlops("store", "copy", str(tmp_path / "source"), str(tmp_path / "empty")).returncode == 0
     assert Project.open(tmp_path / "empty").store.count("ab/t") == BATCH + SINGLE
+
+
+# -- what a copy checks, record by record (no server) ----------------------------------------
+
+RECENT = "2026-11-30T12:00:00.000000Z"
+REQUEST = {"ts": RECENT, "variant": "control", "user_id": "u1", "inference_time_ms": 10.0,
+           "confidence": 0.5, "error": False}
+METRIC = {"ts": RECENT, "inference_time_ms": 10.0, "confidence": 0.5, "error": False}
+EVENT = {"ts": RECENT, "event": "promoted", "model_type": "gnn", "reason": "ok",
+         "actor": "ci", "details": {"tags": ["a", "b"]}}
+
+
+@pytest.mark.parametrize(
+    ("stream", "record", "refused"),
+    [
+        ("ab/t", REQUEST, None),
+        ("ab/t", {**REQUEST, "user_id": "a\x00b"}, "NUL"),
+        ("ab/t", {**REQUEST, "ts": "9999-12-31T23:59:59-14:00"}, "ts"),  # year 10000 in UTC
+        ("ab/t", {k: v for k, v in REQUEST.items() if k != "ts"}, "no ts"),
+        ("ab/t", {**REQUEST, "variant": "other"}, "variant"),  # the stream's own validation
+        ("metrics/gnn/1.0.0", METRIC, None),
+        ("metrics/gnn/1.0.0", {**METRIC, "confidence": 1.5}, "confidence"),
+        ("metrics/gnn/1.0.0", {**METRIC, "error": "no"}, "error"),
+        ("metrics/gnn/1.0.0", {k: v for k, v in METRIC.items() if k != "confidence"}, "missing"),
+        ("drift/gnn/1.0.0/production", {"ts": RECENT, "prediction": 0.1, "confidence": 0.9},
+         None),
+        ("drift/gnn/1.0.0/production", {"ts": RECENT, "prediction": 0.1}, "missing"),
+        ("events", EVENT, None),
+        ("events", {**EVENT, "details": {"tags": ["a", "b\x00"]}}, "NUL"),  # nested text
+        ("events", {**EVENT, "details": {"a\x00": 1}}, "NUL"),  # a key
+        ("drift/gnn/1.0.0/checks", ["not", "a", "record"], "JSON object"),
+    ],
+)
+def test_what_a_copy_checks_in_each_record(
+    stream: str, record: Any, refused: str | None
+) -> None:
+    from mlops_cli.errors import ValidationError
+    from mlops_cli.project import check_record
+
+    if refused is None:
+        check_record(stream, record, 7)
+        return
+    with pytest.raises(ValidationError) as info:
+        check_record(stream, record, 7)
+    assert f"cannot copy {stream}, record 7: " in str(info.value)
+    assert refused in str(info.value)
