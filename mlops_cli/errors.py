@@ -66,3 +66,8 @@ class ServiceError(MlopsError):
 class Terminated(BaseException):
     """SIGTERM arrived: the console script's handler raises it, so the command stops through
     every cleanup (a batch cut back, a transaction undone) as on Ctrl-C; exit status 143."""
+
+
+class BufferFullError(ServiceError):
+    """A PostgreSQL store's process holds as many unwritten records as it may (the server has
+    been away): the record was not kept."""

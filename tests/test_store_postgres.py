@@ -329,25 +329,34 @@ def test_the_same_batch_from_two_processes_counts_once(store: Any) -> None:
     assert store.count("ab/t") == 20000
 
 
+def wait_for(predicate: Any, timeout: float = 60.0) -> bool:
+    """Whether `predicate()` became true before a generous deadline (which only catches hangs)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_append_buffers_until_size_time_flush_and_exit(store: Any) -> None:
-    from mlops_cli.store import postgres
+    from mlops_cli.store.postgres import PostgresStore
 
     reader = store_for(store.location)
     stream = "metrics/m/1.0.0"
     record = {"ts": "2026-01-01T00:00:00Z", "inference_time_ms": 1.0, "confidence": 0.5}
-    for _ in range(postgres.FLUSH_RECORDS - 1):
-        store.append(stream, record)
-    assert reader.count(stream) == 0  # buffered in the writer's process
-    store.append(stream, record)
-    assert reader.count(stream) == postgres.FLUSH_RECORDS  # flushed by size
-    store.append(stream, record)
-    deadline = time.monotonic() + 5
-    while reader.count(stream) == postgres.FLUSH_RECORDS and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert reader.count(stream) == postgres.FLUSH_RECORDS + 1  # by time
-    store.append(stream, record)
-    store.flush()
-    assert reader.count(stream) == postgres.FLUSH_RECORDS + 2  # on flush()
+    by_size = PostgresStore(store.location, flush_records=10, flush_seconds=3600)
+    for _ in range(9):
+        by_size.append(stream, record)
+    assert reader.count(stream) == 0  # buffered in the writer's process (no time flush)
+    by_size.append(stream, record)
+    assert wait_for(lambda: reader.count(stream) == 10)  # flushed by size, in the background
+    by_time = PostgresStore(store.location, flush_records=10**6, flush_seconds=0.05)
+    by_time.append(stream, record)
+    assert wait_for(lambda: reader.count(stream) == 11)  # by time
+    by_size.append(stream, record)
+    by_size.flush()
+    assert reader.count(stream) == 12  # on flush()
     code = (
         "import sys; from mlops_cli.store.postgres import PostgresStore\n"
         "s = PostgresStore(sys.argv[1])\n"
@@ -355,9 +364,10 @@ def test_append_buffers_until_size_time_flush_and_exit(store: Any) -> None:
         "{'inference_time_ms': 2.0, 'confidence': 0.5, 'error': True})\n"
     )
     subprocess.run([sys.executable, "-c", code, store.location], check=True, timeout=60)
-    assert reader.count(stream) == postgres.FLUSH_RECORDS + 9  # at exit
+    assert reader.count(stream) == 19  # at exit
     assert reader.summary(stream, None).arm("all").errors == 7
-    reader.close()
+    for s in (reader, by_size, by_time):
+        s.close()
 
 
 def test_buffered_records_are_not_flushed_into_a_transaction_that_rolls_back(store: Any) -> None:
@@ -391,26 +401,28 @@ def test_a_forked_child_writes_its_own_records_not_the_parents(store: Any) -> No
 
 
 def test_appends_while_the_server_is_away_are_kept_and_written_later(
-    pg_server: Server, store: Any, monkeypatch: pytest.MonkeyPatch
+    pg_server: Server, store: Any, tmp_path: Path
 ) -> None:
-    from mlops_cli.store import postgres
+    from mlops_cli.errors import BufferFullError
+    from mlops_cli.store.postgres import PostgresStore
 
-    monkeypatch.setattr(postgres.buffer, "FLUSH_RECORDS", 10)
-    monkeypatch.setattr(postgres.buffer, "MAX_BUFFERED", 30)
+    away = PostgresStore(store.location, flush_records=10, max_records=30, spool_dir=tmp_path)
     stream = "metrics/m/1.0.0"
     record = {"inference_time_ms": 1.0, "confidence": 0.5, "error": False}
-    store.read()
+    away.read()
     pg_server.stop()
     try:
-        for _ in range(29):
-            store.append(stream, record)  # flushes fail quietly: kept
-        monkeypatch.setattr(store, "_retry_at", 0.0)
+        for _ in range(30):
+            away.append(stream, record)  # flushes fail in the background: kept
+        with pytest.raises(BufferFullError, match=r"^30 records wait for the PostgreSQL store"):
+            away.append(stream, record)  # the buffer is full: refused, not kept
         with pytest.raises(ServiceError):
-            store.append(stream, record)  # the buffer is full: refused, not kept
+            away.flush()
     finally:
         pg_server.start()
-    store.flush()
-    assert store.count(stream) == 29
+    away.flush()
+    assert away.count(stream) == 30
+    away.close()
 
 
 def test_checks_and_events_are_written_at_once_and_read_since(store: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -18,6 +20,7 @@ from ...batch import Source, as_stream
 from ...decision import UserTotals
 from ...errors import (
     ConflictError,
+    MlopsError,
     ProjectNotFoundError,
     ServiceError,
     StateError,
@@ -37,7 +40,7 @@ from ..base import (
     Validator,
     current_actor,
 )
-from .buffer import FLUSH_SECONDS, OPEN, BufferedAppends
+from . import buffer
 from .connection import LATEST, connect, redact, schema_version, translated, upgrade
 from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
 from .registry import (
@@ -67,28 +70,41 @@ from .rows import (
 CLOCK_REFRESH_S = 60.0
 
 
-class PostgresStore(BufferedAppends):
-    """A project in a PostgreSQL database (see the module docstring for the semantics)."""
+class PostgresStore:
+    """A project in a PostgreSQL database (see the package docstring for the semantics).
 
-    def __init__(self, url: str, actor: str | None = None) -> None:
+    The buffer's bounds and the spool directory default to buffer.py's constants and
+    `MLOPS_SPOOL_DIR` (spool.py); a test passes its own."""
+
+    def __init__(
+        self,
+        url: str,
+        actor: str | None = None,
+        *,
+        flush_records: int | None = None,
+        flush_seconds: float | None = None,
+        max_records: int | None = None,
+        spool_dir: Path | None = None,
+    ) -> None:
         self.location = url
         self._shown = redact(url)
         self._actor = actor
-        self._lock = threading.RLock()  # the connection and the buffers
+        self._lock = threading.RLock()  # the connection
         self._conn = connect(url)
         self._local = threading.local()
         self._lock_timeout_s = float(DEFAULT_SETTINGS["lock_timeout_s"])
-        self._buffers: dict[str, list[tuple[Any, ...]]] = {}
-        self._buffered = 0
-        self._oldest = 0.0
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._buffer_options: dict[str, Any] = {
+            "flush_records": flush_records or buffer.FLUSH_RECORDS,
+            "flush_seconds": flush_seconds or buffer.FLUSH_SECONDS,
+            "max_records": max_records or buffer.MAX_BUFFERED,
+            "spool_dir": spool_dir,
+        }
+        self._buffer = self._new_buffer()
         self._offset = timedelta(0)
         self._offset_at = -CLOCK_REFRESH_S
         self._pid = os.getpid()
         self.clock: Clock = self.database_clock  # settable, as the protocol asks
         self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
-        self._retry_at = 0.0
         with self._translated("opening the store"), self._conn.cursor() as cur:
             version = schema_version(cur)
         if version != LATEST:
@@ -107,7 +123,8 @@ class PostgresStore(BufferedAppends):
                 "upgrade mlops"
             )
         self._measure_clock()
-        OPEN.add(self)
+        buffer.OWNERS.add(self)
+        self._replay()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._shown!r})"
@@ -174,12 +191,42 @@ class PostgresStore(BufferedAppends):
             self._conn = connect(self.location)
         return self._conn
 
-    def _forget_parent(self) -> None:
+    def _new_buffer(self) -> buffer.Buffer:
+        return buffer.Buffer(
+            self.location, self._lock, lambda: self.conn, self._tick, **self._buffer_options
+        )
+
+    def forget_parent(self) -> None:
         """In a forked child the buffer, flusher and lock are the parent's; the connection is
-        too, and is opened again on first use (closing it would end the parent's session)."""
+        too, and is opened again on first use (closing it would end the parent's session).
+        The child starts with none of them, so nothing is written twice."""
         self._lock = threading.RLock()
-        self._buffers, self._buffered, self._flusher = {}, 0, None
-        self._stop = threading.Event()
+        self._buffer = self._new_buffer()
+
+    def _replay(self) -> None:
+        """Write what processes that ended with the server away spooled for this store."""
+        try:
+            with self._lock, self._translated("writing spooled records"):
+                self._buffer.replay(self.conn)
+        except MlopsError as exc:
+            buffer.warn(f"spooled records are kept for a later open: {exc}")
+
+    @property
+    def buffered(self) -> int:
+        """Records this process acknowledged and has not written yet."""
+        return self._buffer.held
+
+    @property
+    def rejected(self) -> int:
+        """Records the server refused (set aside, see buffer.py)."""
+        return self._buffer.rejected
+
+    def wake(self) -> None:
+        self._buffer.wake()
+
+    def drain(self) -> None:
+        """Write what waits, or spool it (the end of the process)."""
+        self._buffer.drain()
 
     def _after_fork(self) -> None:
         self._pid = os.getpid()
@@ -191,8 +238,15 @@ class PostgresStore(BufferedAppends):
         if now is not None:
             return now
         if time.monotonic() - self._offset_at > CLOCK_REFRESH_S:
-            self._measure_clock()
+            if self._buffer.running:
+                self._buffer.wake()  # the flusher measures it: no round trip here
+            else:
+                self._measure_clock()
         return datetime.now(timezone.utc) + self._offset
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._offset_at > CLOCK_REFRESH_S:
+            self._measure_clock()
 
     def _measure_clock(self) -> None:
         """The offset of the server's clock to ours; while the server is away, the last one
@@ -204,7 +258,7 @@ class PostgresStore(BufferedAppends):
                 row = self.conn.execute("SELECT now()").fetchone()
                 after = time.time()
         except ServiceError:
-            self._offset_at -= CLOCK_REFRESH_S - FLUSH_SECONDS  # try again in a second
+            self._offset_at -= CLOCK_REFRESH_S - buffer.FLUSH_SECONDS  # again in a second
             return
         assert row is not None
         self._offset = row[0] - datetime.fromtimestamp((before + after) / 2, timezone.utc)
@@ -288,7 +342,15 @@ class PostgresStore(BufferedAppends):
                     copy_rows(cur, table, [row])
                     cur.execute(COUNT_SQL, [stream, 1, 1])
             return
-        self._buffer_row(stream, row)
+        self._buffer.add(stream, row)
+
+    def flush(self, stream: str | None = None) -> None:
+        """Write buffered records (of one stream, or all) now; ServiceError when the server
+        cannot be reached (they stay buffered)."""
+        self._buffer.write(stream)
+
+    def _flush_locked(self, only: str | None = None) -> None:
+        self._buffer.write(only)
 
     def append_batch(
         self,
@@ -546,18 +608,19 @@ class PostgresStore(BufferedAppends):
         return row is not None
 
     def close(self) -> None:
-        """Write what is buffered, stop the flusher and close the connection."""
-        self._stop.set()
+        """Write what is buffered (or spool it when the server cannot be reached), stop the
+        flusher and close the connection."""
         try:
-            with self._lock:
-                if self._buffered:
-                    self._flush_locked()
+            with buffer.draining():
+                self._buffer.stop()
+                if self._buffer.held:
+                    with contextlib.suppress(MlopsError):
+                        self._buffer.write()
+                self._buffer.drain()  # what is left: tried once more, then spooled
         finally:
-            if self._flusher is not None:
-                self._flusher.join(timeout=5)
             if self._pid == os.getpid():  # never the connection of the parent process
                 self._conn.close()
-            OPEN.discard(self)
+            buffer.OWNERS.discard(self)
 
 
 if TYPE_CHECKING:
