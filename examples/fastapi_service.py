@@ -1,6 +1,6 @@
 """A diagnosis service that routes, records and watches model versions with mlops.
 
-    pip install 'mlops-cli[postgres]' fastapi uvicorn
+    pip install '.[postgres]' fastapi uvicorn   # in a checkout of mlops
     MLOPS_PROJECT_DIR=postgresql://mlops@db.internal/mlops uvicorn examples.fastapi_service:app
     MLOPS_PROJECT_DIR=/srv/mlops uvicorn examples.fastapi_service:app  # or a directory
 

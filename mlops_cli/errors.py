@@ -72,6 +72,10 @@ class GateError(MlopsError):
     exit_code = 3
 
 
+class MissingExtraError(MlopsError):
+    """An optional dependency the location needs is not installed (psycopg for a URL)."""
+
+
 class ServiceError(MlopsError):
     """An outside service (a Pushgateway) could not be reached or refused the request."""
 

@@ -287,8 +287,11 @@ def _append_chunks(
     room: Callable[[int], tuple[int, int]] | None,
 ) -> tuple[int, int]:
     """The body of append_stream, under the log's lock."""
-    entries = batch_entries(path, batch_id) if batch_id else []
+    entries = _journal(path, batch_id) if batch_id else []
     attempts = [e for e in entries if "start" in e]
+    carried = [int(e["records"]) for e in entries if "records" in e]
+    if carried and not attempts:  # carried whole by a copy: nothing to match
+        return 0, carried[-1]
     stamp = str(attempts[0]["stamp"]) if attempts else utc_now()
     present = _Present(fd, attempts)
     known = _Recorded(batch_id, entries) if batch_id else None
@@ -414,8 +417,44 @@ def journal_path(log: Path) -> Path:
 
 
 def batch_entries(log: Path, batch_id: str) -> list[dict[str, Any]]:
-    """The journal entries of a batch appended to `log`, one per attempt, oldest first."""
-    return [r for r in read_from(journal_path(log)).records if r.get("batch") == batch_id]
+    """The journal entries of a batch's attempts at appending to `log` (`start`, `stamp`),
+    oldest first."""
+    return [e for e in _journal(log, batch_id) if "start" in e]
+
+
+def _journal(log: Path, batch_id: str) -> list[dict[str, Any]]:
+    """Every journal entry of a batch, oldest first: one per attempt (`start`, `stamp`), the
+    lines and sha256 of the batch as written so far (`done` once whole), and, in a copied
+    project, one with its `records` (the lines were copied, not appended as a batch)."""
+    return [e for e in read_from(journal_path(log)).records if e.get("batch") == batch_id]
+
+
+def recorded_batches(log: Path) -> dict[str, int]:
+    """The batches recorded into `log` by id, with their records (0: a batch recorded whole
+    before the journal said its count, or one a crash interrupted and no retry finished)."""
+    found: dict[str, int] = {}
+    for entry in read_from(journal_path(log)).records:
+        batch = entry.get("batch")
+        if not isinstance(batch, str):
+            continue
+        if "records" in entry:
+            found[batch] = int(entry["records"])
+        elif entry.get("done"):
+            found[batch] = int(entry.get("lines", 0))
+        else:
+            found.setdefault(batch, 0)
+    return found
+
+
+def add_recorded_batches(log: Path, batches: dict[str, int], root: Path | None = None) -> None:
+    """Say in `log`'s journal that these batches are in it whole (a copy carries their ids),
+    so a retry of one appends nothing."""
+    if batches:
+        now = utc_now()
+        lines = b"".join(
+            dumps_line({"ts": now, "batch": b, "records": n}) for b, n in batches.items()
+        )
+        _append_journal(log, lines, root)
 
 
 def _inode(path: Path) -> int:

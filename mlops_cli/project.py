@@ -8,12 +8,22 @@ a context manager: leaving it (or `close()`) writes what a PostgreSQL project bu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .errors import (
+    ConflictError,
+    MissingExtraError,
+    ProjectNotFoundError,
+    StateError,
+    ValidationError,
+)
 from .schema import parse_setting_value, validate_settings
 from .state import RegistryState, Settings
 from .store.base import EVENTS, Store, ab_stream, drift_stream, metrics_stream
@@ -32,6 +42,26 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 
 def is_url(location: Location) -> bool:
     return str(location).startswith(URL_SCHEMES)
+
+
+# How to get psycopg: the package is not on the package index, so from the project's source.
+POSTGRES_EXTRA = "pip install '.[postgres]' in a checkout of mlops (see docs/postgresql.md)"
+
+
+def postgres() -> ModuleType:
+    """The PostgreSQL store's module; without psycopg (installed without the `postgres`
+    extra), a MissingExtraError saying how to install it."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        reason = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"fails ({exc})"
+        raise MissingExtraError(
+            f"a postgresql:// project needs psycopg, which {reason}: install mlops with its "
+            f"postgres extra: {POSTGRES_EXTRA}"
+        ) from None
+    from .store import postgres as module
+
+    return module
 
 
 class Project:
@@ -64,9 +94,7 @@ class Project:
         """The directory or URL the project was opened at (a URL's password hidden)."""
         if isinstance(self.store, FileStore):
             return str(self.root)
-        from .store.postgres import redact
-
-        return redact(self.store.location)
+        return str(postgres().redact(self.store.location))
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -89,9 +117,7 @@ class Project:
         """Open a project (validated, and migrated to the current schema)."""
         where = cls.locate(path)
         if isinstance(where, str):
-            from .store.postgres import PostgresStore
-
-            store = PostgresStore(where)
+            store = postgres().PostgresStore(where)
             if clock is not None:
                 store.clock = clock
             return cls(store, Path.cwd())
@@ -112,9 +138,7 @@ class Project:
             raise ValueError(f"old_logs must be archive or delete, not {old_logs!r}")
         where = cls.locate(path, walk_up=False)
         if isinstance(where, str):
-            from .store.postgres import PostgresStore
-
-            store = PostgresStore.init(where, force, old_logs)
+            store = postgres().PostgresStore.init(where, force, old_logs)
             if clock is not None:
                 store.clock = clock
             return cls(store, Path.cwd())
@@ -202,24 +226,95 @@ class Project:
         return self.log_path(drift_stream(model_type, version, kind))
 
 
-def copy_project(source: Project, target: Project) -> dict[str, int]:
-    """Copy a project into an empty one (directory <-> PostgreSQL): the registry, every
-    record of every stream, in order. Returns the records copied per stream."""
+class Copied(NamedTuple):
+    """What `copy_project` wrote: where, the records per stream, and the batch ids carried."""
+
+    target: str
+    records: dict[str, int]
+    batches: int
+
+
+def copy_project(source: Project, target: Location) -> Copied:
+    """Copy a project into a new directory or an empty PostgreSQL store: the registry, every
+    record of every stream in order, and the ids of the batches recorded (so a batch sent
+    again after the copy is still recorded once).
+
+    Every record is first checked against what both stores can hold (a ValidationError
+    naming the stream and record; nothing written). The target is then written as one unit:
+    a directory into a temporary one beside it, renamed into place at the end; a store in one
+    transaction. A copy that fails leaves no directory (or the empty store it found, made
+    ready by `init`), so it can simply be run again.
+    """
+    for stream in source.store.streams():  # the first pass: refuse before writing
+        for number, record in _numbered(source, stream):
+            check_record(stream, record, number)
+    if is_url(target):
+        return _copy_into_store(source, str(target))
+    return _copy_into_directory(source, Path(target).expanduser().absolute())
+
+
+def _copy_into_store(source: Project, url: str) -> Copied:
+    try:
+        target = Project.open(url)
+    except ProjectNotFoundError:
+        target = Project.init(url)
+    try:
+        if target.store.streams() or target.state().models:
+            raise ConflictError(f"{target.location} is not empty; copy into a new project")
+        with target.store.copying():
+            records, batches = _write_copy(source, target)
+        return Copied(target.location, records, batches)
+    finally:
+        target.store.close()
+
+
+def _copy_into_directory(source: Project, path: Path) -> Copied:
+    import secrets
+    import shutil
+
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
+        raise ConflictError(f"{path} is not empty; copy into a new directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f".{path.name}.copy-{secrets.token_hex(4)}"
+        temp.mkdir()
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        target = Project(FileStore.create(temp), temp)
+        records, batches = _write_copy(source, target)
+        os.rename(temp, path)  # replaces an empty directory there; the copy's commit point
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):  # the rename made durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return Copied(str(path), records, batches)
+
+
+def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
+    """The second pass: the registry, then each stream (checked again: records appended
+    since the first pass are refused the same way) and its batch ids."""
+    import io
+
     import orjson
 
-    from .errors import ConflictError
-
-    if target.store.streams() or target.state().models:
-        raise ConflictError(f"{target.location} is not empty; copy into a new project")
     state = source.state()
     with target.store.transaction() as txn:
         txn.state = copy.deepcopy(state)
         for test in source.store.archived_tests():  # finalized: archived again on commit
             txn.state.ab_tests.setdefault(test.name, test)
     copied: dict[str, int] = {}
+    carried = 0
     for stream in source.store.streams():
         count = 0
         for records in source.store.scan(stream):
+            for number, record in enumerate(records, count + 1):
+                check_record(stream, record, number)
             if stream == EVENTS:  # events are committed with the registry: a chunk at a time
                 with target.store.transaction() as txn:
                     txn.events.extend(records)
@@ -228,14 +323,87 @@ def copy_project(source: Project, target: Project) -> dict[str, int]:
                     target.store.append(stream, record)
             else:
                 data = b"".join(orjson.dumps(r) + b"\n" for r in records)
-                target.store.append_batch(
-                    stream, data, _as_recorded, f"copy:{stream}:{count}"
-                )
+                target.store.append_batch(stream, io.BytesIO(data), _as_recorded, None)
             count += len(records)
+        batches = source.store.batches(stream)
+        target.store.carry_batches(stream, batches)
+        carried += len(batches)
         copied[stream] = count
-    return copied
+    return copied, carried
+
+
+def _numbered(source: Project, stream: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    number = 0
+    for records in source.store.scan(stream):
+        for record in records:
+            number += 1
+            yield number, record
+
+
+def check_record(stream: str, record: Any, number: int) -> None:
+    """A record of `stream` that both stores can hold (what `copy_project` checks): the
+    stream's own validation, then a `ts` (the shared check, and within year 9999 in UTC) and
+    no NUL in any text, keys included (PostgreSQL refuses it). A ValidationError names the
+    stream and the record's number."""
+    from .records import validate_request, validate_sample
+
+    where = f"cannot copy {stream}, record {number}: "
+    kind = stream.split("/")[0]
+    if kind == "ab":
+        validate_request(record, where)
+    elif kind == "drift" and not stream.endswith("/checks"):
+        validate_sample(record, where)
+    elif kind == "metrics":
+        _check_metric(record, where)
+    elif not isinstance(record, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    _check_storable(record, where)
+
+
+def _check_metric(record: Any, where: str) -> None:
+    from .limits import INFERENCE_TIME_MS
+    from .records import check_finite
+
+    if not isinstance(record, dict):
+        raise ValidationError(f"{where}expected a JSON object")
+    for key in ("inference_time_ms", "confidence"):
+        if key not in record:
+            raise ValidationError(f"{where}missing {key!r}")
+    time_ms = record["inference_time_ms"]
+    check_finite(f"{where}inference_time_ms", time_ms, 0, INFERENCE_TIME_MS.high)
+    check_finite(f"{where}confidence", record["confidence"], 0, 1)
+    if not isinstance(record.get("error", False), bool):
+        raise ValidationError(f"{where}error must be true or false")
+
+
+def _check_storable(record: dict[str, Any], where: str) -> None:
+    from datetime import timezone
+
+    from .records import check_ts
+    from .timeutil import parse_ts
+
+    if "ts" not in record:
+        raise ValidationError(f"{where}it has no ts")
+    check_ts(record["ts"], where)  # the shared check of a record's time
+    try:
+        parse_ts(record["ts"]).astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(
+            f"{where}ts {record['ts']!r} is past year 9999 in UTC: no store can hold it"
+        ) from None
+    pending: list[Any] = [record]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationError(f"{where}{value!r} holds a NUL byte (PostgreSQL refuses it)")
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def _as_recorded(record: Any, where: str) -> Any:
-    """Records being copied were validated when first recorded."""
+    """Records being copied were checked by `check_record` on the way."""
     return record

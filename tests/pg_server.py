@@ -139,7 +139,7 @@ def pg_server() -> Iterator[Server]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _unavailable("psycopg is not installed (pip install 'mlops-cli[postgres]')")
+        _unavailable("psycopg is not installed (pip install '.[postgres]')")
     try:
         pwd.getpwnam("postgres")
     except KeyError:

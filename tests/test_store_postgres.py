@@ -707,8 +707,8 @@ def test_store_copy_carries_archived_tests_and_events_both_ways(
     source.ab.start_test(ABTestConfig("live", "gnn", treatment_version="1.1.0"))
     events = [e.to_dict() for e in source.registry.history()]
     for location in (pg_url, str(tmp_path / "back")):
-        target = Project.init(location)
-        copy_project(source, target)
+        copy_project(source, location)
+        target = Project.open(location)
         archived = target.store.archived_test("done")
         assert archived == source.store.archived_test("done")
         assert list(target.store.read().ab_tests) == ["live"]

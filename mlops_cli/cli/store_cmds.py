@@ -19,7 +19,7 @@ def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
 
     def action() -> dict[str, Any]:
         from ..errors import ValidationError
-        from ..project import Project, is_url
+        from ..project import Project, is_url, postgres
 
         where = Project.locate(globals_of(ctx).project_dir)
         if not is_url(where):
@@ -27,11 +27,9 @@ def upgrade(ctx: typer.Context, json_output: bool = JsonOpt) -> None:
                 f"{where} is a directory: its registry.yaml is upgraded when opened; "
                 "`mlops db upgrade` is for a postgresql:// store (-C URL)"
             )
-        from ..store.postgres import redact
-        from ..store.postgres import upgrade as upgrade_store
-
-        before, after = upgrade_store(str(where))
-        return {"store": redact(str(where)), "schema_before": before, "schema_after": after}
+        store = postgres()
+        before, after = store.upgrade(str(where))
+        return {"store": store.redact(str(where)), "schema_before": before, "schema_after": after}
 
     run(
         ctx,
@@ -52,26 +50,31 @@ def copy(
     target: str = typer.Argument(..., help="A new directory or an empty postgresql:// store."),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Copy a project, registry and every record, into a new directory or an empty store."""
+    """Copy a project (registry, every record, batch ids) into a new directory or an empty
+    store: every record is checked first, and a copy that fails leaves no target."""
 
     def action() -> dict[str, Any]:
-        from ..errors import ProjectNotFoundError
         from ..project import Project, copy_project
 
         src = Project.open(source)
         try:
-            dst = Project.open(target)
-        except ProjectNotFoundError:
-            dst = Project.init(target)
-        copied = copy_project(src, dst)
-        return {"source": src.location, "target": dst.location, "records": copied}
+            copied = copy_project(src, target)
+        finally:
+            src.store.close()
+        return {
+            "source": src.location,
+            "target": copied.target,
+            "records": copied.records,
+            "batch_ids": copied.batches,
+        }
 
     run(
         ctx,
         json_output,
         action,
         lambda r: say(
-            f"copied {r['source']} to {r['target']}: the registry and "
-            f"{sum(r['records'].values())} records in {len(r['records'])} streams"
+            f"copied {r['source']} to {r['target']}: the registry, "
+            f"{sum(r['records'].values())} records in {len(r['records'])} streams and "
+            f"{r['batch_ids']} batch id{'' if r['batch_ids'] == 1 else 's'}"
         ),
     )

@@ -311,6 +311,23 @@ class Store(Protocol):
         """The names of every stream that holds records (for copying a project), in no
         promised order."""
 
+    def batches(self, stream: str) -> dict[str, int]:
+        """The ids of the batches recorded into a stream, with their records (0 where the
+        store does not know the count), for a copy to carry. Committed batches only; one
+        committing meanwhile may be missed. Raises StateError (an unreadable journal) or
+        ServiceError (the database unreachable)."""
+
+    def carry_batches(self, stream: str, batches: dict[str, int]) -> None:
+        """Note batches whose records a copy wrote into the stream: from then on a batch with
+        one of these ids appends nothing and reports their records as already recorded (as
+        after the batch itself). For a new stream (a copy's target). Raises as `batches`;
+        nothing is noted when it raises."""
+
+    def copying(self) -> AbstractContextManager[None]:
+        """One unit for copying a project into this store. PostgreSQL: one transaction
+        (each write inside a savepoint), so an exception inside leaves nothing; the directory
+        store holds nothing (a copy writes a temporary directory, renamed at the end)."""
+
     def claim(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per key per `ttl_s` seconds, across threads, processes
         and (PostgreSQL) hosts; a claim granted starts a new time to live, and a `ttl_s` of 0

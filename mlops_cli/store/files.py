@@ -621,6 +621,17 @@ class FileStore:
                 continue
         return found
 
+    def batches(self, stream: str) -> dict[str, int]:
+        """From the log's batch journal (a batch recorded before the journal said counts: 0)."""
+        return jsonl.recorded_batches(self.path(stream))
+
+    def carry_batches(self, stream: str, batches: dict[str, int]) -> None:
+        jsonl.add_recorded_batches(self.path(stream), batches, self.root)
+
+    def copying(self) -> contextlib.nullcontext[None]:
+        """Nothing to hold: a copy into a directory writes a temporary one (copy_project)."""
+        return contextlib.nullcontext()
+
     def claim(self, key: str, ttl_s: float) -> bool:
         path = self.root / "logs" / "claims.jsonl"
         now = self.clock()

@@ -487,3 +487,26 @@ def test_transactions_from_threads_of_one_process_lose_no_update(project: Projec
     assert len(reopen(project).store.read().models["shared"].versions) == 20
     registered = [e for e in project.registry.history("shared") if e.kind == "registered"]
     assert len(registered) == 20
+# -- batch ids a copy carries ---------------------------------------------------------------
+
+
+def test_batches_are_listed_by_id_with_their_records(store: Store) -> None:
+    import io
+
+    data, _ = requests_jsonl(30, seed=21)
+    store.append_batch("ab/t", data, validate_request, "b1")
+    more, _ = requests_jsonl(7, seed=22)
+    store.append_batch("ab/t", io.BytesIO(more), validate_request, None)  # a stream: no id
+    assert store.batches("ab/t") == {"b1": 30}
+    assert store.batches("ab/other") == {}
+
+
+def test_a_carried_batch_is_not_recorded_again(store: Store) -> None:
+    data, _ = requests_jsonl(12, seed=23)
+    store.carry_batches("ab/t", {"b9": 12})  # as a copy does, after writing its records
+    again = store.append_batch("ab/t", data, validate_request, "b9")
+    assert (again.recorded, again.already_recorded) == (0, 12)
+    assert store.count("ab/t") == 0  # the copy wrote the records; the retry adds none
+    other = store.append_batch("ab/t", data, validate_request, "b10")
+    assert (other.recorded, other.already_recorded) == (12, 0)
+    assert store.batches("ab/t") == {"b9": 12, "b10": 12}

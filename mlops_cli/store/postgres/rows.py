@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from psycopg.types.json import Json
 
-from ...timeutil import parse_ts, stamp
+from ...timeutil import parse_ts
 from ..base import (
     EVENTS,
 )
@@ -18,6 +18,11 @@ from ..base import (
 
 def dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+# A stored time read as the text `stamp` writes: one Python cannot hold (after year 9999 in
+# UTC, as `9999-12-31T23:59:59-14:00` is) is read as it is, not a failure of every read.
+TS_TEXT = """to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class Table:
     @property
     def columns(self) -> tuple[str, ...]:
         return self.keys + self.values
+
+    def selected(self) -> str:
+        """The value columns as read back: the time as text (see TS_TEXT)."""
+        return ", ".join(TS_TEXT if c == "ts" else c for c in self.values)
 
     def where(self) -> str:
         return " AND ".join(f"{k} = %s" for k in self.keys) or "TRUE"
@@ -123,17 +132,18 @@ def to_row(table: Table, record: dict[str, Any], default_ts: datetime) -> tuple[
 
 
 def from_row(table: Table, row: Sequence[Any]) -> dict[str, Any]:
-    """A stored row as the record that was appended (documents as written)."""
+    """A row read by `Table.selected()` as the record that was appended (documents as
+    written; the time as text, see TS_TEXT)."""
     if table in (CHECKS, EVENT_TABLE):
         return row[0]  # type: ignore[no-any-return]
     if table is REQUESTS:
         variant, user, is_int, t, c, error, ts = row
-        out: dict[str, Any] = {"ts": stamp(ts), "variant": variant}
+        out: dict[str, Any] = {"ts": ts, "variant": variant}
         if user is not None:
             out["user_id"] = int(user) if is_int else user
         return {**out, "inference_time_ms": t, "confidence": c, "error": error}
     if table is METRICS:
         t, c, error, ts = row
-        return {"ts": stamp(ts), "inference_time_ms": t, "confidence": c, "error": error}
+        return {"ts": ts, "inference_time_ms": t, "confidence": c, "error": error}
     prediction, confidence, ts = row
-    return {"ts": stamp(ts), "prediction": prediction, "confidence": confidence}
+    return {"ts": ts, "prediction": prediction, "confidence": confidence}

@@ -526,7 +526,7 @@ class PostgresStore:
         commits during the scan may be missed; scans are for copies and charts)."""
         table, keys = route(stream)
         sql = (
-            f"SELECT id, {', '.join(table.values)} FROM {table.name} "
+            f"SELECT id, {table.selected()} FROM {table.name} "
             f"WHERE {table.where()} AND id > %s ORDER BY id LIMIT {SCAN_PAGE}"
         )
         last = 0
@@ -557,6 +557,38 @@ class PostgresStore:
         if events and events[0]:
             found.append(EVENTS)
         return sorted(set(found))
+
+    def batches(self, stream: str) -> dict[str, int]:
+        route(stream)
+        with self._lock, self._translated(f"reading the batch ids of {stream}"):
+            rows = self.conn.execute(
+                "SELECT batch_id, records FROM batches WHERE stream = %s "
+                "ORDER BY recorded_at, batch_id",
+                [stream],
+            ).fetchall()
+        return {str(batch): int(records) for batch, records in rows}
+
+    def carry_batches(self, stream: str, batches: dict[str, int]) -> None:
+        route(stream)
+        if not batches:
+            return
+        with self._lock, self._translated(f"noting the batch ids of {stream}"):
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO batches (stream, batch_id, records) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(stream, batch, records) for batch, records in batches.items()],
+                )
+
+    @contextmanager
+    def copying(self) -> Iterator[None]:
+        """One transaction around a copy into this store: the registry, the records and the
+        batch ids commit together or not at all (each write inside is a savepoint)."""
+        with self._lock, self._translated("copying a project in"):
+            self._flush_locked()
+            with self.conn.transaction():
+                yield
 
     def samples(
         self,
@@ -602,7 +634,7 @@ class PostgresStore:
         skip_invalid: bool = False,  # rows were validated on the way in
     ) -> list[dict[str, Any]]:
         table, keys = route(stream)
-        sql = f"SELECT {', '.join(table.values)} FROM {table.name} WHERE {table.where()}"
+        sql = f"SELECT {table.selected()} FROM {table.name} WHERE {table.where()}"
         params: list[Any] = list(keys)
         if since is not None:
             sql += " AND ts >= %s"
