@@ -26,6 +26,7 @@ import orjson
 from .connection import redact
 
 SPOOL_ENV = "MLOPS_SPOOL_DIR"
+FLUSH_PREFIX = "flush:"  # the batch ids of the buffer's chunks (a record written once each)
 
 
 @dataclass(eq=False)
@@ -34,7 +35,7 @@ class Chunk:
 
     stream: str
     rows: list[tuple[Any, ...]]
-    batch_id: str = field(default_factory=lambda: f"flush:{uuid.uuid4().hex}")
+    batch_id: str = field(default_factory=lambda: f"{FLUSH_PREFIX}{uuid.uuid4().hex}")
 
 
 def spool_dir() -> Path:

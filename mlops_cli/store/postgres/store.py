@@ -67,6 +67,7 @@ from .rows import (
     route,
     to_row,
 )
+from .spool import FLUSH_PREFIX
 
 CLOCK_REFRESH_S = 60.0
 
@@ -563,8 +564,8 @@ class PostgresStore:
         with self._lock, self._translated(f"reading the batch ids of {stream}"):
             rows = self.conn.execute(
                 "SELECT batch_id, records FROM batches WHERE stream = %s "
-                "ORDER BY recorded_at, batch_id",
-                [stream],
+                "AND batch_id NOT LIKE %s ORDER BY recorded_at, batch_id",
+                [stream, f"{FLUSH_PREFIX}%"],  # not the buffer's own chunks: no batch of anyone's
             ).fetchall()
         return {str(batch): int(records) for batch, records in rows}
 
