@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
+from mlops_cli.errors import BatchConflictError
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
@@ -448,25 +449,18 @@ def test_an_archived_test_is_looked_up_by_a_valid_name_only(store: Store) -> Non
         store.archived_test("../t")
 
 
-@pytest.fixture
-def reused_batch_id_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "files",
-        "FileStore.append_batch matches a batch id's earlier attempts by their lines: other "
-        "records sent under a used batch id are appended again (recorded 300), where "
-        "PostgreSQL counts the id once and records nothing",
-    )
-
-
-@pytest.mark.usefixtures("reused_batch_id_defect")
-def test_a_used_batch_id_records_nothing_more_whatever_it_carries(store: Store) -> None:
+def test_a_used_batch_id_with_other_content_is_refused_and_records_nothing(
+    store: Store,
+) -> None:
     stream = ab_stream("t")
     first, _ = requests_jsonl(200, seed=1)
     other, _ = requests_jsonl(300, seed=2)
     assert store.append_batch(stream, first, validate_request, "nightly-7").recorded == 200
-    again = store.append_batch(stream, other, validate_request, "nightly-7")
-    assert (again.recorded, store.count(stream)) == (0, 200)
+    with pytest.raises(BatchConflictError, match="nightly-7 holds other content"):
+        store.append_batch(stream, other, validate_request, "nightly-7")
+    assert store.count(stream) == 200
+    again = store.append_batch(stream, first, validate_request, "nightly-7")
+    assert (again.recorded, again.already_recorded, store.count(stream)) == (0, 200, 200)
 
 
 def _register_from_threads(project: Project, worker: int) -> None:
@@ -487,6 +481,8 @@ def test_transactions_from_threads_of_one_process_lose_no_update(project: Projec
     assert len(reopen(project).store.read().models["shared"].versions) == 20
     registered = [e for e in project.registry.history("shared") if e.kind == "registered"]
     assert len(registered) == 20
+
+
 # -- batch ids a copy carries ---------------------------------------------------------------
 
 
