@@ -812,3 +812,45 @@ def test_the_service_role_fills_the_reference_but_cannot_replace_it(
     assert pipeline.drift_detector("m", "1.0.0").set_reference(poison, replace=True) == 1
     pipeline.store.close()
     assert list(store.samples(reference).prediction) == [99.0]
+
+
+def test_a_connection_lost_during_a_batch_is_one_error_line(store: Any, tmp_path: Path) -> None:
+    """The server ends the session mid-COPY: the command prints one `error:` line (psycopg's
+    own "error ignored terminating <psycopg.Copy>" warning is not printed) and records
+    nothing."""
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.open(store.location)
+    project.registry.register_version(ModelVersion("m", "1.0.0", model_path="m.pt"))
+    project.registry.register_version(ModelVersion("m", "1.1.0", model_path="m.pt"))
+    project.ab.start_test(ABTestConfig("t", "m", treatment_version="1.1.0"))
+    project.store.close()
+    batch = tmp_path / "batch.jsonl"
+    batch.write_bytes(requests_jsonl(random_requests(200)))
+    script = f"""
+import socket, sys
+from mlops_cli.store.postgres import copy
+from mlops_cli.cli import main
+copy._CHUNK_BYTES = 1024
+validated, copying, calls = copy._validated_chunk, copy._copy_validated, []
+def capture(cur, *args):
+    calls.append(cur)
+    return copying(cur, *args)
+def cut(*args):
+    calls.append(None)
+    if len(calls) == 3:  # the first chunk is in the COPY: the network goes away
+        fd = calls[0].connection.pgconn.socket
+        socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM).shutdown(socket.SHUT_RDWR)
+    return validated(*args)
+copy._copy_validated, copy._validated_chunk = capture, cut
+sys.argv = ["mlops", "-C", {store.location!r}, "ab", "record", "t", "--file", {str(batch)!r}]
+main()
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert "lost the PostgreSQL store" in lines[0], lines[0]
+    fresh = store_for(store.location)
+    assert fresh.count("ab/t") == 0
+    fresh.close()
