@@ -840,7 +840,7 @@ def cut(*args):
     calls.append(None)
     if len(calls) == 3:  # the first chunk is in the COPY: the network goes away
         fd = calls[0].connection.pgconn.socket
-        socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM).shutdown(socket.SHUT_RDWR)
+        socket.socket(fileno=fd).close()  # the connection is gone, as on a network loss
     return validated(*args)
 copy._copy_validated, copy._validated_chunk = capture, cut
 sys.argv = ["mlops", "-C", {store.location!r}, "ab", "record", "t", "--file", {str(batch)!r}]
