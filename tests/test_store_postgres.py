@@ -91,9 +91,9 @@ def test_init_creates_default_registry_and_refuses_a_second_init(pg_url: str) ->
         txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
     store.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
     store.close()
-    with pytest.raises(ConflictError, match="--force"):
+    with pytest.raises(ConflictError, match="force=True"):
         PostgresStore.init(pg_url)
-    with pytest.raises(ConflictError, match="--delete-logs"):  # records would be inherited
+    with pytest.raises(ConflictError, match="old_logs='delete'"):  # records would be inherited
         PostgresStore.init(pg_url, force=True)
     assert PostgresStore(pg_url).count("drift/m/1.0.0/production") == 1
     store = PostgresStore.init(pg_url, force=True, old_logs="delete")
