@@ -788,13 +788,15 @@ def test_the_service_role_fills_the_reference_but_cannot_replace_it(
 
     # With the service's own credentials: no rows before the reference (ids are not its to
     # choose), no deletes; appending (what it may do) lands after the first three.
-    with psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(
-                "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
-                "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
-                "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
-            )
+    with (
+        psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(
+            "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
+            "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
+            "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
+        )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM drift_samples")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -854,3 +856,50 @@ main()
     fresh = store_for(store.location)
     assert fresh.count("ab/t") == 0
     fresh.close()
+
+
+OLD_GRANTS = """
+CREATE ROLE mlops_service LOGIN PASSWORD 'pw';
+CREATE ROLE mlops_pipeline LOGIN PASSWORD 'pw';
+GRANT USAGE ON SCHEMA public TO mlops_service, mlops_pipeline;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO mlops_service, mlops_pipeline;
+GRANT INSERT ON requests, metrics, drift_samples, batches TO mlops_service, mlops_pipeline;
+GRANT UPDATE (records) ON batches TO mlops_service, mlops_pipeline;
+GRANT INSERT, UPDATE ON stream_counts TO mlops_service, mlops_pipeline;
+"""
+
+
+def test_the_documented_upgrade_of_the_grants_lets_services_append_batches_again(
+    pg_server: Server, store: Any
+) -> None:
+    """Roles made with the grants of store schema 3: after the upgrade's statements (docs,
+    Migrations) a service records a batch with an id and can no longer choose ids."""
+    import psycopg
+
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
+    db = store.location.rsplit("/", 1)[1]
+    with psycopg.connect(store.location, autocommit=True) as conn:
+        for statement in OLD_GRANTS.split(";"):
+            if statement.strip():
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(statement)
+        for statement in _docs_sql("Migrations").split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    service = store_for(pg_server.url(db, "mlops_service"))
+    try:
+        data = requests_jsonl(random_requests(5))
+        assert service.append_batch("ab/t", data, validate_request, "b1").recorded == 5
+        assert service.append_batch("ab/t", data, validate_request, "b1").already_recorded == 5
+    finally:
+        service.close()
+    with (
+        psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(
+            "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
+            "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
+            "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
+        )
