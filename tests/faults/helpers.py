@@ -81,8 +81,8 @@ def whole_lines(path: Path) -> list[dict[str, object]]:
 def kill_at(log: Path, cut: int, others: int = 0) -> int:
     """Leave a log and its batch journal as a kill of the batch being appended would, with
     the log's first `cut` bytes written (a torn tail): the journal keeps the entries written
-    before those bytes (an attempt's start; after each chunk, the lines of the batch written
-    so far) and loses the rest and the batch's end. `others`: lines before the cut that are
+    before those bytes (an attempt's start; every jsonl.PROGRESS_BYTES, the lines of the batch
+    written so far) and loses the rest and the batch's end. `others`: lines before the cut that are
     not the batch's. Returns the batch's whole lines left."""
     from mlops_cli import jsonl
 

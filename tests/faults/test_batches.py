@@ -53,8 +53,10 @@ def pipe(data: bytes) -> io.BufferedReader:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Chunks of 64 KB, so a batch of a few MB spans many of them."""
+    """Chunks of 64 KB, so a batch of a few MB spans many of them (and its journal records
+    the lines written after each)."""
     monkeypatch.setattr(batch, "CHUNK_BYTES", 64 << 10, raising=False)
+    monkeypatch.setattr(jsonl, "PROGRESS_BYTES", 64 << 10)
     return 64 << 10
 
 
