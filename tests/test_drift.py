@@ -704,3 +704,21 @@ def test_a_fail_on_level_outside_the_set_is_a_usage_error(two_models: Cli, gnn: 
         run.stderr
     )
     assert snapshot(gnn.root) == before
+
+
+def test_python_callers_are_told_the_arguments_and_the_cli_its_flags(
+    two_models: Cli, gnn: Project
+) -> None:
+    """The same refusals, named for each interface: `replace=True` and `window` in Python,
+    `--replace` and `--window` on the command line."""
+    gnn.set_setting("drift.reference_size", "2")
+    detector = gnn.drift_detector("gnn", "v2.2.0")
+    three = b'{"prediction": 1, "confidence": 0.5}\n' * 3
+    with pytest.raises(ValidationError, match=r"use replace=True to start a new reference"):
+        detector.set_reference(three)
+    with pytest.raises(ValidationError, match=r"^window must be between 1 and 10,000,000"):
+        detector.check(window=0)
+    run = two_models("drift", "reference", "gnn", "v2.2.0", "--file", "-", input=three.decode())
+    assert_one_error_line(run, "use --replace to start a new reference")
+    run = two_models("drift", "check", "gnn", "v2.2.0", "--window", "0")
+    assert_one_error_line(run, "--window must be between 1 and 10,000,000")
