@@ -124,3 +124,14 @@ def test_the_bound_refuses_the_record_beyond_it_and_keeps_the_others(
         buf.add("ab/t", _rows()[0])
     assert buf.held == 3
     buf.stop()
+
+
+def test_a_closed_buffer_refuses_a_record_in_one_line(tmp_path: Path) -> None:
+    from mlops_cli.errors import ServiceError
+
+    buf = buffer.Buffer("postgresql://u:pw@h/db", threading.RLock(), lambda: None,
+                        spool_dir=tmp_path)
+    buf.drain()  # nothing held: stopped without connecting
+    with pytest.raises(ServiceError, match=r"^the PostgreSQL store postgresql://u:\*\*\*@h/db is closed"):
+        buf.add("ab/t", _rows()[0])
+    assert buf.held == 0

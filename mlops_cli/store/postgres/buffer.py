@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ...errors import BufferFullError, MlopsError
+from ...errors import BufferFullError, MlopsError, ServiceError
 from . import spool
 from .connection import connect, redact, translated
 from .copy import COUNT_SQL, copy_rows
@@ -164,6 +164,10 @@ class Buffer:
         """Keep a row for the flusher; BufferFullError (the row not kept) when the buffer is
         at its bound."""
         with self._mutex:
+            if self._stopped:
+                raise ServiceError(
+                    f"the PostgreSQL store {self.shown} is closed: this record was not recorded"
+                )
             if self._held >= self.max_records:
                 raise BufferFullError(
                     f"{self._held} records wait for the PostgreSQL store {self.shown}, the "
@@ -442,9 +446,10 @@ def hook_process() -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT: where the handler is the default, drain, then do what the default
-    does (die of SIGTERM; raise KeyboardInterrupt); where the host installed one (uvicorn,
-    gunicorn, the mlops command), wake the flushers and call it: its exit reaches atexit."""
+    """SIGTERM and SIGINT where the handler is the default: SIGTERM drains, then the process
+    dies of it as by default; SIGINT wakes the flushers and raises KeyboardInterrupt (the exit
+    drains). Where the host installed one (uvicorn, gunicorn, the mlops command): wake the
+    flushers and call it; its exit reaches the atexit drain."""
     for signum, default in (
         (signal.SIGTERM, signal.SIG_DFL),
         (signal.SIGINT, signal.default_int_handler),
@@ -463,8 +468,18 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _draining:  # a drain (at exit, a worker's end, close()) was interrupted: let it end
         _signalled = signum
         return
+    if signum == signal.SIGINT:
+        # KeyboardInterrupt: the exit it leads to drains (atexit, a worker's finalizer); a
+        # host that catches it goes on recording with its buffer intact.
+        _wake_all()
+        raise KeyboardInterrupt
     drain_all()  # may not return: a signal during it is acted on at its end
     _die_of(signum)
+
+
+def _wake_all() -> None:
+    for owner in list(OWNERS):
+        owner.wake()
 
 
 def _die_of(signum: int) -> None:
@@ -485,6 +500,5 @@ class _Chained:
         self.host = host
 
     def __call__(self, signum: int, frame: FrameType | None) -> Any:
-        for owner in list(OWNERS):
-            owner.wake()
+        _wake_all()
         return self.host(signum, frame)
