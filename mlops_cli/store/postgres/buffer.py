@@ -122,6 +122,7 @@ class Buffer:
         lock: threading.RLock,
         connection: Callable[[], psycopg.Connection[Any]],
         tick: Callable[[], None] = lambda: None,
+        may_wait: Callable[[], bool] = lambda: True,
         spool_dir: Path | None = None,
         flush_records: int = FLUSH_RECORDS,
         flush_seconds: float = FLUSH_SECONDS,
@@ -137,6 +138,7 @@ class Buffer:
         self._lock = lock  # the store's: its connection
         self._connection = connection
         self._tick = tick
+        self._may_wait = may_wait  # false while this thread holds the connection
         self._mutex = threading.RLock()  # the rows (re-entered by a signal handler's drain)
         self._wake = threading.Condition(self._mutex)  # the flusher waits for work
         self._progress = threading.Condition(self._mutex)  # add() waits for the flusher
@@ -186,7 +188,11 @@ class Buffer:
                 self._wake.notify()
             if self._thread is None and not self._stopped:
                 self._start()
-            elif self._held >= BACKLOG * self.flush_records and self._outage is None:
+            elif (
+                self._held >= BACKLOG * self.flush_records
+                and self._outage is None
+                and self._may_wait()
+            ):
                 # Recording faster than the server takes it: wait (at most flush_seconds)
                 # for the flusher, so what a kill -9 can lose stays about one flush.
                 self._progress.wait_for(self._caught_up, self.flush_seconds)

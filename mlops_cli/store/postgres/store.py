@@ -193,7 +193,13 @@ class PostgresStore:
 
     def _new_buffer(self) -> buffer.Buffer:
         return buffer.Buffer(
-            self.location, self._lock, lambda: self.conn, self._tick, **self._buffer_options
+            self.location,
+            self._lock,
+            lambda: self.conn,
+            self._tick,
+            # Inside a registry transaction the flusher cannot write: appends do not wait.
+            lambda: getattr(self._local, "now", None) is None,
+            **self._buffer_options,
         )
 
     def forget_parent(self) -> None:
