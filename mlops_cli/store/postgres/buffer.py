@@ -46,6 +46,7 @@ FLUSH_RECORDS = 1000  # a stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long (and retried as often)
 MAX_BUFFERED = 100_000  # records held while the server is away; beyond, add() refuses
 BACKLOG = 2  # x flush_records: a process recording faster than its flusher writes waits here
+RETRY_S = 1.0  # while the server is away, a write is tried this often
 EXIT_WAIT_S = 10.0  # at the end, how long to wait for a write in progress before spooling
 
 
@@ -249,7 +250,7 @@ class Buffer:
 
     def _failed(self, reason: str) -> None:
         with self._mutex:
-            self._retry_at = time.monotonic() + self.flush_seconds
+            self._retry_at = time.monotonic() + min(self.flush_seconds, RETRY_S)
             first = self._outage is None
             self._outage = reason
             self._progress.notify_all()
