@@ -254,7 +254,8 @@ class DriftDetector:
             )
         except CapError as exc:
             raise ValidationError(
-                self._cap_message(exc.held, exc.adding, cap, replace=replace)
+                self._cap_message(exc.held, exc.adding, cap, replace=replace),
+                cli={"replace=True": "--replace"},
             ) from None
 
     def record_batch(
@@ -278,7 +279,7 @@ class DriftDetector:
         return (
             f"the reference of {self.model_type} {self.model_version} holds {held} of "
             f"{cap} samples (drift.reference_size); adding {adding} would exceed it: use "
-            "--replace to start a new reference, or raise the setting"
+            "replace=True to start a new reference, or raise the setting"
         )
 
     # -- checks ------------------------------------------------------------------------------
@@ -289,7 +290,10 @@ class DriftDetector:
         drift = self._drift
         size = int(drift["window_size"]) if window is None else window
         if isinstance(size, bool) or not 1 <= size <= SIZE_MAX:
-            raise ValidationError(f"--window must be between 1 and {SIZE_MAX:,}, not {size}")
+            raise ValidationError(
+                f"window must be between 1 and {SIZE_MAX:,}, not {size}",
+                cli={"window must": "--window must"},
+            )
         ref = self.store.samples(
             self.reference, first=int(drift["reference_size"]), skip_invalid=skip_invalid
         )

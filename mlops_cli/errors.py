@@ -4,9 +4,28 @@ from __future__ import annotations
 
 
 class MlopsError(Exception):
-    """A failure the user can act on: printed as one `error:` line, exit code 1."""
+    """A failure the user can act on: printed as one `error:` line, exit code 1.
+
+    The message names what the Python caller passes (`force=True`, `treatment_traffic_pct`);
+    `cli` maps each such spelling in it to the command line's (`--force`, `--traffic`), and
+    `for_cli()` is the message as the CLI prints it. `field`: the argument a bad value was
+    given for, if one was.
+    """
 
     exit_code = 1
+
+    def __init__(
+        self, message: str = "", *, cli: dict[str, str] | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.cli = dict(cli or {})
+        self.field = field
+
+    def for_cli(self) -> str:
+        text = str(self)
+        for python, option in self.cli.items():
+            text = text.replace(python, option)
+        return text
 
     @property
     def type(self) -> str:

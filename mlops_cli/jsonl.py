@@ -25,6 +25,7 @@ from .errors import SKIP_INVALID, BatchConflictError, LockTimeoutError, StateErr
 from .limits import LINE_MAX_BYTES
 
 _BLOCK = 1 << 16
+PROGRESS_BYTES = 32 << 20  # a batch's journal records its lines written at least this often
 
 
 def utc_now() -> str:
@@ -300,6 +301,7 @@ def _append_chunks(
     appended = 0
     over = False
     journal_size = None  # the journal's size before this attempt's entry (-1: no journal)
+    unjournaled = 0  # bytes written since the journal last recorded the lines written
     try:
         for chunk in chunks(stamp):
             data = chunk
@@ -331,9 +333,11 @@ def _append_chunks(
                 }
                 journal_size = _append_journal(path, dumps_line(record), root)
             _write_all(fd, data)
-            if known is not None:  # durable first, then journaled as written
-                os.fsync(fd)
+            unjournaled += len(data)
+            if known is not None and unjournaled >= PROGRESS_BYTES:
+                os.fsync(fd)  # durable first, then journaled as written
                 _append_journal(path, known.entry(done=False), root)
+                unjournaled = 0
         if known is not None:
             known.finish()
         if over:
@@ -358,7 +362,9 @@ class _Recorded:
     """What the journal says a batch id recorded (its first `lines` lines, their sha256, and
     whether it completed), checked against a new attempt as its chunks go by: a retry must
     start with exactly those lines, and a completed batch id takes only the same content.
-    Each chunk written is journaled with the lines and hash of the batch so far."""
+    Every PROGRESS_BYTES written (after an fsync) and at its end, the journal records the
+    lines and hash of the batch so far; lines a kill left past the last record are found by
+    comparing them with the log, as before."""
 
     def __init__(self, batch_id: str, entries: list[dict[str, Any]]) -> None:
         import hashlib  # here: importing it costs 3 ms of every A/B command's start-up

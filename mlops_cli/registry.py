@@ -257,7 +257,9 @@ class ModelRegistry:
         validate_name(mv.model_type, "model type")
         validate_version(mv.version)
         if not isinstance(mv.model_path, str) or not mv.model_path:
-            raise ValidationError("model_path is required: pass --path MODEL_PATH")
+            raise ValidationError(
+                "model_path is required", cli={"model_path is required": "--path is required"}
+            )
         if not isinstance(mv.config, dict):
             raise ValidationError("config must be a mapping")
         import orjson  # here: `mlops list` never needs it (2 ms of start-up)

@@ -124,3 +124,36 @@ def test_the_bound_refuses_the_record_beyond_it_and_keeps_the_others(
         buf.add("ab/t", _rows()[0])
     assert buf.held == 3
     buf.stop()
+
+
+def test_a_closed_buffer_refuses_a_record_in_one_line(tmp_path: Path) -> None:
+    from mlops_cli.errors import ServiceError
+
+    buf = buffer.Buffer("postgresql://u:pw@h/db", threading.RLock(), lambda: None,
+                        spool_dir=tmp_path)
+    buf.drain()  # nothing held: stopped without connecting
+    with pytest.raises(ServiceError, match=r"^the PostgreSQL store postgresql://u:\*\*\*@h/db is closed"):
+        buf.add("ab/t", _rows()[0])
+    assert buf.held == 0
+
+
+def test_appends_inside_a_registry_transaction_never_wait_for_the_flusher(
+    tmp_path: Path, handlers: None
+) -> None:
+    # The flusher is stuck (the transaction's thread holds the connection); beyond the
+    # backlog a call would wait for it (flush_seconds = an hour), except here.
+    stuck = threading.Event()
+
+    def connection() -> Any:
+        stuck.wait(120)
+        raise RuntimeError("the flusher waited on the connection")
+
+    buf = buffer.Buffer("postgresql://h/db", threading.RLock(), connection, spool_dir=tmp_path,
+                        may_wait=lambda: False, flush_records=1, flush_seconds=3600)
+    adder = threading.Thread(target=lambda: [buf.add("ab/t", r) for r in _rows() * 3])
+    adder.start()
+    adder.join(60)  # a deadline that only catches the wait
+    finished = not adder.is_alive()
+    stuck.set()
+    buf.stop()
+    assert finished and buf.held == 6

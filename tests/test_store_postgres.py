@@ -92,9 +92,9 @@ def test_init_creates_default_registry_and_refuses_a_second_init(pg_url: str) ->
         txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
     store.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
     store.close()
-    with pytest.raises(ConflictError, match="--force"):
+    with pytest.raises(ConflictError, match="force=True"):
         PostgresStore.init(pg_url)
-    with pytest.raises(ConflictError, match="--delete-logs"):  # records would be inherited
+    with pytest.raises(ConflictError, match="old_logs='delete'"):  # records would be inherited
         PostgresStore.init(pg_url, force=True)
     assert PostgresStore(pg_url).count("drift/m/1.0.0/production") == 1
     store = PostgresStore.init(pg_url, force=True, old_logs="delete")
@@ -794,13 +794,15 @@ def test_the_service_role_fills_the_reference_but_cannot_replace_it(
 
     # With the service's own credentials: no rows before the reference (ids are not its to
     # choose), no deletes; appending (what it may do) lands after the first three.
-    with psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(
-                "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
-                "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
-                "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
-            )
+    with (
+        psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(
+            "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
+            "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
+            "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
+        )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM drift_samples")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -818,3 +820,92 @@ def test_the_service_role_fills_the_reference_but_cannot_replace_it(
     assert pipeline.drift_detector("m", "1.0.0").set_reference(poison, replace=True) == 1
     pipeline.store.close()
     assert list(store.samples(reference).prediction) == [99.0]
+
+
+def test_a_connection_lost_during_a_batch_is_one_error_line(store: Any, tmp_path: Path) -> None:
+    """The server ends the session mid-COPY: the command prints one `error:` line (psycopg's
+    own "error ignored terminating <psycopg.Copy>" warning is not printed) and records
+    nothing."""
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.open(store.location)
+    project.registry.register_version(ModelVersion("m", "1.0.0", model_path="m.pt"))
+    project.registry.register_version(ModelVersion("m", "1.1.0", model_path="m.pt"))
+    project.ab.start_test(ABTestConfig("t", "m", treatment_version="1.1.0"))
+    project.store.close()
+    batch = tmp_path / "batch.jsonl"
+    batch.write_bytes(requests_jsonl(random_requests(200)))
+    script = f"""
+import socket, sys
+from mlops_cli.store.postgres import copy
+from mlops_cli.cli import main
+copy._CHUNK_BYTES = 1024
+validated, copying, calls = copy._validated_chunk, copy._copy_validated, []
+def capture(cur, *args):
+    calls.append(cur)
+    return copying(cur, *args)
+def cut(*args):
+    calls.append(None)
+    if len(calls) == 3:  # the first chunk is in the COPY: the network goes away
+        fd = calls[0].connection.pgconn.socket
+        socket.socket(fileno=fd).close()  # the connection is gone, as on a network loss
+    return validated(*args)
+copy._copy_validated, copy._validated_chunk = capture, cut
+sys.argv = ["mlops", "-C", {store.location!r}, "ab", "record", "t", "--file", {str(batch)!r}]
+main()
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert "lost the PostgreSQL store" in lines[0], lines[0]
+    fresh = store_for(store.location)
+    assert fresh.count("ab/t") == 0
+    fresh.close()
+
+
+OLD_GRANTS = """
+CREATE ROLE mlops_service LOGIN PASSWORD 'pw';
+CREATE ROLE mlops_pipeline LOGIN PASSWORD 'pw';
+GRANT USAGE ON SCHEMA public TO mlops_service, mlops_pipeline;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO mlops_service, mlops_pipeline;
+GRANT INSERT ON requests, metrics, drift_samples, batches TO mlops_service, mlops_pipeline;
+GRANT UPDATE (records) ON batches TO mlops_service, mlops_pipeline;
+GRANT INSERT, UPDATE ON stream_counts TO mlops_service, mlops_pipeline;
+"""
+
+
+def test_the_documented_upgrade_of_the_grants_lets_services_append_batches_again(
+    pg_server: Server, store: Any
+) -> None:
+    """Roles made with the grants of store schema 3: after the upgrade's statements (docs,
+    Migrations) a service records a batch with an id and can no longer choose ids."""
+    import psycopg
+
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
+    db = store.location.rsplit("/", 1)[1]
+    with psycopg.connect(store.location, autocommit=True) as conn:
+        for statement in OLD_GRANTS.split(";"):
+            if statement.strip():
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(statement)
+        for statement in _docs_sql("Migrations").split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    service = store_for(pg_server.url(db, "mlops_service"))
+    try:
+        data = requests_jsonl(random_requests(5))
+        assert service.append_batch("ab/t", data, validate_request, "b1").recorded == 5
+        assert service.append_batch("ab/t", data, validate_request, "b1").already_recorded == 5
+    finally:
+        service.close()
+    with (
+        psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(
+            "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
+            "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
+            "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
+        )

@@ -12,14 +12,21 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from mlops_cli import ConflictError, ValidationError, batch, jsonl
 from mlops_cli.records import validate_request
 
 from ..conftest import snapshot
-from .helpers import MLOPS, ab_project, mlops, requests_jsonl, samples_jsonl, whole_lines
+from .helpers import (
+    MLOPS,
+    ab_project,
+    kill_at,
+    mlops,
+    requests_jsonl,
+    samples_jsonl,
+    whole_lines,
+)
 
 SAMPLE = b'{"prediction":0.5,"confidence":0.9}\n'
 
@@ -46,8 +53,10 @@ def pipe(data: bytes) -> io.BufferedReader:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Chunks of 64 KB, so a batch of a few MB spans many of them."""
+    """Chunks of 64 KB, so a batch of a few MB spans many of them (and its journal records
+    the lines written after each)."""
     monkeypatch.setattr(batch, "CHUNK_BYTES", 64 << 10, raising=False)
+    monkeypatch.setattr(jsonl, "PROGRESS_BYTES", 64 << 10)
     return 64 << 10
 
 
@@ -161,32 +170,13 @@ def test_a_stream_killed_mid_way_is_completed_once_by_the_retry(
     data = requests_jsonl(20_000, seed=5)
     log = project.ab_log("t")
     project.ab.record_batch("t", pipe(data), batch_id="job-7")
-    kill_at(log, 3 / 5)  # the kill: 60% written over many chunks, tail torn
+    kill_at(log, log.stat().st_size * 3 // 5)  # the kill: 60% written over many chunks
     project.ab.record_result("t", "control", 1.0, 0.5)  # another writer meanwhile
     retry = project.ab.record_batch("t", pipe(data), batch_id="job-7")
     assert retry.recorded > 0 and retry.recorded + retry.already_recorded == 20_000
     assert len(whole_lines(log)) == 20_001
     again = project.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
     assert (again.recorded, again.already_recorded) == (0, 20_000)
-
-
-def kill_at(log: Path, fraction: float) -> int:
-    """Leave a log and its batch journal as a kill part way through its only batch would:
-    the log cut at `fraction` of its bytes (a torn tail), the journal without the entries of
-    chunks past the cut (each is written after its chunk) and without the batch's end.
-    Returns the whole lines left."""
-    data = log.read_bytes()
-    with open(log, "r+b") as f:
-        f.truncate(int(len(data) * fraction))
-    held = data[: int(len(data) * fraction)].count(b"\n")
-    journal = jsonl.journal_path(log)
-    kept = [
-        line
-        for line in journal.read_bytes().splitlines(keepends=True)
-        if not (b'"sha256"' in line and (b'"done"' in line or orjson.loads(line)["lines"] > held))
-    ]
-    journal.write_bytes(b"".join(kept))
-    return held
 
 
 def test_a_retry_that_differs_in_the_recorded_part_is_refused(
@@ -198,7 +188,7 @@ def test_a_retry_that_differs_in_the_recorded_part_is_refused(
     data = requests_jsonl(20_000, seed=5)
     log = project.ab_log("t")
     project.ab.record_batch("t", pipe(data), batch_id="job-8")
-    held = kill_at(log, 3 / 5)
+    held = kill_at(log, log.stat().st_size * 3 // 5)
     journaled = [r for r in whole_lines(jsonl.journal_path(log)) if "sha256" in r]
     recorded = int(journaled[-1]["lines"])  # type: ignore[call-overload]
     assert 0 < recorded <= held < 20_000  # a chunk written past the last entry is possible

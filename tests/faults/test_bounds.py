@@ -41,7 +41,7 @@ def test_huge_inference_time_is_refused_and_nothing_breaks(tmp_path: Path) -> No
         "--confidence",
         "0.5",
     )
-    assert_one_error_line(result, "inference_time_ms must be between 0 and 1e+07")
+    assert_one_error_line(result, "--inference-time-ms must be between 0 and 1e+07")
     result = run(
         root,
         "ab",
@@ -54,7 +54,7 @@ def test_huge_inference_time_is_refused_and_nothing_breaks(tmp_path: Path) -> No
         "--confidence",
         "0.5",
     )
-    assert_one_error_line(result, "inference_time_ms must be between 0 and 1e+07")
+    assert_one_error_line(result, "--inference-time-ms must be between 0 and 1e+07")
     batch = b'{"variant": "control", "inference_time_ms": 5, "confidence": 0.5}\n' * 3
     batch += b'{"variant": "treatment", "inference_time_ms": 1e200, "confidence": 0.5}\n'
     result = run(root, "ab", "record", "t", "--file", "-", input=batch)
@@ -83,7 +83,7 @@ def test_huge_prediction_is_refused(tmp_path: Path) -> None:
     result = run(
         root, "drift", "record", "gnn", "1.0.0", "--prediction", "1e308", "--confidence", "0.5"
     )
-    assert_one_error_line(result, "prediction must be between -1e+12 and 1e+12")
+    assert_one_error_line(result, "--prediction must be between -1e+12 and 1e+12")
     samples = b'{"prediction": 0.5, "confidence": 0.9}\n{"prediction": -1e13, "confidence": 0.9}\n'
     result = run(root, "drift", "reference", "gnn", "1.0.0", "--file", "-", input=samples)
     assert result.exit_code == 1 and "line 2" in result.stderr

@@ -152,7 +152,8 @@ class PostgresStore:
                 if not force:
                     store.close()
                     raise ConflictError(
-                        f"{store._shown} already holds a registry; use --force to reset it"
+                        f"{store._shown} already holds a registry; pass force=True to reset it",
+                        cli={"force=True": "--force"},
                     )
                 cur.execute("SELECT 1 FROM settings WHERE id = 1 FOR UPDATE")
                 cur.execute(
@@ -164,8 +165,12 @@ class PostgresStore:
                     store.close()
                     raise ConflictError(
                         f"{store._shown} holds records of an earlier project: a new registry "
-                        "would inherit them; pass --delete-logs (after `mlops store copy` to "
-                        "keep a copy; --archive-logs is for directories)"
+                        "would inherit them; pass old_logs='delete' (after `mlops store copy` "
+                        "to keep a copy; old_logs='archive' is for directories)",
+                        cli={
+                            "old_logs='delete'": "--delete-logs",
+                            "old_logs='archive'": "--archive-logs",
+                        },
                     )
                 if held and held[0]:
                     cur.execute(
@@ -196,7 +201,13 @@ class PostgresStore:
 
     def _new_buffer(self) -> buffer.Buffer:
         return buffer.Buffer(
-            self.location, self._lock, lambda: self.conn, self._tick, **self._buffer_options
+            self.location,
+            self._lock,
+            lambda: self.conn,
+            self._tick,
+            # Inside a registry transaction the flusher cannot write: appends do not wait.
+            lambda: getattr(self._local, "now", None) is None,
+            **self._buffer_options,
         )
 
     def forget_parent(self) -> None:
