@@ -218,6 +218,16 @@ HARD_LINKS: dict[str, tuple[str, list[str], bytes | None]] = {
         ["drift", "reference", "gnn", "1.0.0", "--file", "-", "--replace"],
         SAMPLES,
     ),
+    "ab finalize, the test archive": (
+        "archive/ab_tests.jsonl",
+        ["ab", "finalize", "t", "rollback"],
+        None,
+    ),
+    "drift check, the checks log": (
+        "logs/drift/gnn/1.0.0/checks.jsonl",
+        ["drift", "check", "gnn", "1.0.0"],
+        None,
+    ),
 }
 
 
@@ -229,11 +239,18 @@ def test_a_hard_link_to_a_file_outside_is_a_clean_error_and_changes_nothing(
     checks the link count of what it opened."""
     named, args, data = HARD_LINKS[case]
     root = tmp_path / "p"
-    ab_project(root)
+    project = ab_project(root)
+    if named.endswith("checks.jsonl"):
+        detector = project.drift_detector("gnn", "1.0.0")
+        detector.set_reference(SAMPLES * 100)
+        detector.record_batch(SAMPLES * 100)
     if named == "registry.yaml":
         (canary / "big.txt").write_bytes((root / named).read_bytes())
     elif named.endswith(".batches.jsonl"):  # read before it is written: valid lines, torn tail
         (canary / "big.txt").write_bytes(b'{"batch":"b0","first":0,"start":0,"stamp":"x"}\n{"to')
+    elif named.endswith("checks.jsonl"):  # a real check, then a torn tail
+        detector.check()
+        (canary / "big.txt").write_bytes((root / named).read_bytes() + b'{"to')
     else:
         (canary / "big.txt").write_bytes(BIG)
     _hard_link(root / named, canary / "big.txt")

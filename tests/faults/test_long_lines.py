@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..conftest import snapshot
-from .helpers import MLOPS, ab_project, requests_jsonl, scale
+from .helpers import MLOPS, ab_project, requests_jsonl, samples_jsonl, scale
 
 LINE_MB = scale(8, 300)
 RSS_MAX_MB = 200  # generous: the command itself runs in about 60-90 MB
@@ -98,3 +98,22 @@ def test_a_huge_line_planted_in_a_log_is_a_malformed_line(tmp_path: Path) -> Non
     # the log is untouched (a derived summary cache may have been written beside it)
     after = snapshot(project.root)
     assert after["logs/ab/t.jsonl"] == before["logs/ab/t.jsonl"]
+
+
+def test_a_huge_line_planted_in_a_drift_log_is_a_malformed_line(tmp_path: Path) -> None:
+    project = ab_project(tmp_path / "p")
+    detector = project.drift_detector("gnn", "1.0.0")
+    detector.set_reference(samples_jsonl(200, seed=1))
+    detector.record_batch(samples_jsonl(150, seed=2))
+    log = project.drift_log("gnn", "1.0.0", "production")
+    with open(log, "ab") as f:
+        f.write(b'{"prediction":0.5,"confidence":0.5' + b" " * (LINE_MB << 20) + b"}\n")
+        f.write(samples_jsonl(50, seed=3))
+    run = measured(project.root, "drift", "check", "gnn", "1.0.0")
+    assert run["code"] == 1, run
+    assert str(run["err"]).startswith(f"error: {log}: line 151 is longer than 1 MiB"), run
+    assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
+    run = measured(project.root, "drift", "check", "gnn", "1.0.0", "--skip-invalid", "--json")
+    assert run["code"] == 0, run
+    assert json.loads(str(run["out"]))["skipped_lines"] == 1
+    assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
