@@ -366,6 +366,7 @@ class DriftDetector:
             row["entries"] = previous["entries"]  # too few samples to say it left a level
         self.store.append(self.checks, row)
         report = self._report(row, [*recent, row])
+        report.skipped_lines += recent.skipped  # (the row keeps the samples' count)
         if row["status"] == "active" and self._drift["hooks"]:
             report.hooks = self._fire_hooks(row)
         return report

@@ -86,7 +86,7 @@ class Server:
             cwd=self.top,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts it slowly
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: see {self.top}/server.log")
@@ -101,7 +101,7 @@ class Server:
                 time.sleep(0.05)
             except Exception:  # the server is starting up: not accepting yet
                 time.sleep(0.05)
-        raise RuntimeError("postgres did not accept connections within 30 s")
+        raise RuntimeError("postgres did not accept connections within 120 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -439,6 +439,21 @@ def test_a_failing_hook_does_not_stop_monitoring(two_models: Cli, gnn: Project) 
     assert len(v3.history()) == 4
 
 
+def test_hook_output_is_shown_as_text_never_as_markup_or_escapes(
+    two_models: Cli, gnn: Project
+) -> None:
+    """A hook printing Rich markup (`[/nope]`) or terminal escapes: the line is printed as it
+    reads, every other version's line too, and the gate's exit code stands."""
+    two_models("config", "set", "drift.hooks.critical", r"printf '[/nope] [bold]x\033[2J\n'; exit 1")
+    run = two_models("drift", "check", "--all", "--fail-on", "critical")
+    assert run.exit_code == 3, run.stderr
+    assert "this is a bug" not in run.stderr
+    assert "[/nope] [bold]x\\x1b[2J" in run.stdout
+    assert "\x1b" not in run.stdout + run.stderr
+    for version in ("v2.2.0", "v2.3.0", "v2.4.0"):
+        assert f"gnn {version}" in run.stdout
+
+
 def test_monitoring_scope(two_models: Cli, gnn: Project) -> None:
     def checked() -> set[str]:
         run = two_models("drift", "check", "--all", "--json")
@@ -583,21 +598,6 @@ def test_window_zero_is_an_error(two_models: Cli, gnn: Project) -> None:
     assert snapshot(gnn.root) == before
     with pytest.raises(ValidationError, match=r"^window must be between"):
         gnn.drift_detector("gnn", "v2.2.0").check(window=0)
-
-
-def test_hook_output_is_shown_as_text_never_as_markup_or_escapes(
-    two_models: Cli, gnn: Project
-) -> None:
-    """A hook printing Rich markup (`[/nope]`) or terminal escapes: the line is printed as it
-    reads, every other version's line too, and the gate's exit code stands."""
-    two_models("config", "set", "drift.hooks.critical", r"printf '[/nope] [bold]x\033[2J\n'; exit 1")
-    run = two_models("drift", "check", "--all", "--fail-on", "critical")
-    assert run.exit_code == 3, run.stderr
-    assert "this is a bug" not in run.stderr
-    assert "[/nope] [bold]x\\x1b[2J" in run.stdout
-    assert "\x1b" not in run.stdout + run.stderr
-    for version in ("v2.2.0", "v2.3.0", "v2.4.0"):
-        assert f"gnn {version}" in run.stdout
 
 
 def test_a_fail_on_level_outside_the_set_is_a_usage_error(two_models: Cli, gnn: Project) -> None:

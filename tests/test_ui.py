@@ -264,7 +264,7 @@ def test_a_non_loopback_address_needs_a_token(demo: Path) -> None:
         [str(MLOPS_BIN), "-C", str(demo), "ui", "--host", "0.0.0.0", "--port", "0"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert run.returncode == 1
     assert run.stderr.startswith("error: refusing to serve on 0.0.0.0 without --token")
@@ -297,7 +297,7 @@ def test_a_port_in_use_is_a_clean_error(serve: Any, demo: Path) -> None:
         [str(MLOPS_BIN), "-C", str(demo), "ui", "--port", str(port)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert run.returncode == 1
     assert run.stderr.startswith(f"error: cannot serve on 127.0.0.1:{port}: ")

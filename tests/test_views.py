@@ -92,6 +92,10 @@ def test_decisions_keep_refusing_the_line(broken: Project, cli: Cli) -> None:
     assert logs_of(broken) == before
     evaluated = cli("ab", "evaluate", "t1", "--skip-invalid", "--json")
     assert evaluated.exit_code == 0 and evaluated.json()["skipped_lines"] == 1
+    # the reference, the window and the week's checks: one malformed line each
+    for command in ("report", "check"):
+        run = cli("drift", command, "gnn", "v1.0.0", "--skip-invalid", "--json")
+        assert run.exit_code == 0 and run.json()["skipped_lines"] == 3, (command, run.stdout)
 
 
 def test_dashboard_documents_leave_the_lines_out_and_list_them(broken: Project) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 
@@ -28,10 +28,13 @@ from .common import (
     progress_wanted,
     run,
     say,
-    stdin_stream,
     table,
 )
+from .stdin import stdin_stream
 from .step_summary import write_step_summary
+
+if TYPE_CHECKING:
+    from ..ab_testing import TestStatus
 
 ab_app = typer.Typer(help="A/B tests between the champion and a new version.", no_args_is_help=True)
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
