@@ -75,11 +75,13 @@ class ABTestConfig:
             try:
                 values[key] = check(value, key)
             except ValueError as exc:
-                raise ValidationError(str(exc)) from None
+                raise ValidationError(str(exc), field=key) from None
         pct = values["treatment_traffic_pct"]
         if not 0 < pct < 100 or abs(pct * 100 - round(pct * 100)) > 1e-9:
             raise ValidationError(
-                f"treatment_traffic_pct must be above 0 and below 100 in steps of 0.01, not {pct!r}"
+                "treatment_traffic_pct must be above 0 and below 100 in steps of 0.01, "
+                f"not {pct!r}",
+                field="treatment_traffic_pct",
             )
         return replace(self, **values)
 
@@ -367,14 +369,17 @@ class ABTestManager:
         into the audit event (default: the decision, and whether it was forced).
         """
         if decision not in ("promote", "rollback"):
-            raise ValidationError(f"decision must be promote or rollback, not {decision!r}")
+            raise ValidationError(
+                f"decision must be promote or rollback, not {decision!r}", field="decision"
+            )
         self._running(test_name)
         if decision == "promote" and not force:
             evaluation = self.evaluate_test(test_name)
             if evaluation.decision != "promote":
                 raise ConflictError(
                     f"the evaluation of {test_name} says {evaluation.decision}, not promote "
-                    f"({'; '.join(evaluation.reasons)}); pass --force to promote anyway"
+                    f"({'; '.join(evaluation.reasons)}); pass force=True to promote anyway",
+                    cli={"force=True": "--force"},
                 )
         with self.store.transaction() as txn:
             test = txn.state.test(test_name)

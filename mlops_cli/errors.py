@@ -4,9 +4,28 @@ from __future__ import annotations
 
 
 class MlopsError(Exception):
-    """A failure the user can act on: printed as one `error:` line, exit code 1."""
+    """A failure the user can act on: printed as one `error:` line, exit code 1.
+
+    The message names what the Python caller passes (`force=True`, `treatment_traffic_pct`);
+    `cli` maps each such spelling in it to the command line's (`--force`, `--traffic`), and
+    `for_cli()` is the message as the CLI prints it. `field`: the argument a bad value was
+    given for, if one was.
+    """
 
     exit_code = 1
+
+    def __init__(
+        self, message: str = "", *, cli: dict[str, str] | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.cli = dict(cli or {})
+        self.field = field
+
+    def for_cli(self) -> str:
+        text = str(self)
+        for python, option in self.cli.items():
+            text = text.replace(python, option)
+        return text
 
     @property
     def type(self) -> str:
@@ -39,6 +58,23 @@ class NotFoundError(MlopsError):
 
 class ConflictError(MlopsError):
     """The request contradicts the current state (duplicate, running test, deprecated version)."""
+
+
+class BatchConflictError(ConflictError):
+    """A batch id already recorded other content: a retry must start with exactly the lines
+    recorded under it, and a completed batch id takes only the same batch again."""
+
+    def __init__(
+        self, batch_id: str, lines: int, sha256: str, given: int, given_sha256: str, done: bool
+    ) -> None:
+        what = "a complete batch" if done else "the start of an interrupted batch"
+        start = f", its first {lines} with sha256 {given_sha256[:16]}" if given_sha256 else ""
+        super().__init__(
+            f"batch id {batch_id} holds other content: {what}, {lines} line(s) with sha256 "
+            f"{sha256[:16]}; this batch has {given} line(s){start}; nothing recorded. A retry "
+            "must send the same lines; other data needs a new batch id"
+        )
+        self.batch_id, self.lines, self.given, self.done = batch_id, lines, given, done
 
 
 class LockTimeoutError(MlopsError):

@@ -26,15 +26,15 @@ def check_finite(
 ) -> float:
     """A finite number within [low, high], or a ValidationError saying which bound it breaks."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(f"{name} must be a number, not {value!r}")
+        raise ValidationError(f"{name} must be a number, not {value!r}", field=name)
     if not math.isfinite(value):
-        raise ValidationError(f"{name} must be a finite number, not {value!r}")
+        raise ValidationError(f"{name} must be a finite number, not {value!r}", field=name)
     if low is not None and value < low:
         bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise ValidationError(f"{name} must be {bound}, not {value!r}")
+        raise ValidationError(f"{name} must be {bound}, not {value!r}", field=name)
     if high is not None and value > high:
         bound = f"between {low:g} and {high:g}" if low is not None else f"<= {high:g}"
-        raise ValidationError(f"{name} must be {bound}, not {value!r}")
+        raise ValidationError(f"{name} must be {bound}, not {value!r}", field=name)
     return float(value)
 
 
@@ -103,7 +103,8 @@ def validate_request(doc: Any, where: str = "") -> dict[str, Any]:
             raise ValidationError(f"{where}missing {key!r}")
     if doc["variant"] not in VARIANTS:
         raise ValidationError(
-            f"{where}variant must be control or treatment, not {doc['variant']!r}"
+            f"{where}variant must be control or treatment, not {doc['variant']!r}",
+            field=f"{where}variant",
         )
     check_finite(f"{where}inference_time_ms", doc["inference_time_ms"], 0, INFERENCE_TIME_MS.high)
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)

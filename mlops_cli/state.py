@@ -274,7 +274,8 @@ class RegistryState:
         if test is not None:
             raise ConflictError(
                 f"A/B test {test.name} is running on {model_type}; finalize it with "
-                f"`mlops ab finalize {test.name} promote|rollback`, or pass --force"
+                f"`mlops ab finalize {test.name} promote|rollback`, or pass force=True",
+                cli={"force=True": "--force"},
             )
 
     def route(self, model_type: str, user_id: str) -> tuple[str, str, ABTest | None]:

@@ -25,6 +25,7 @@ ALIAS_BUDGET = 10_000
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
 class _Frame:
@@ -103,6 +104,16 @@ class _Constructor:
                         seen[key] = line
                 return super().construct_mapping(node, deep=deep)
 
+            def construct_timestamp(self, node: Any) -> Any:
+                try:
+                    return self.construct_yaml_timestamp(node)
+                except ValueError:  # date-shaped but no date (month 13): the user's to fix
+                    raise error(
+                        f"{source}: {node.value!r} at line {node.start_mark.line + 1} is not a "
+                        "valid date or time; fix it, or quote it to keep it as text"
+                    ) from None
+
+        Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_timestamp)
         return Loader
 
 

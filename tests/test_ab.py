@@ -420,3 +420,18 @@ def test_cache_is_not_trusted_after_the_log_was_cut_and_written_again(
     )
     assert log.stat().st_size > len(kept) * 2  # larger than what the cache covered
     assert gnn.ab.evaluate_test("gnn_v2.2_test").requests == 1200
+
+
+def test_python_errors_name_python_arguments(gnn: Project, tmp_path: Path) -> None:
+    """A Python caller is told `force=True` (the CLI prints `--force`: tests/test_cli_*)."""
+    gnn.ab.start_test(seed_config())
+    with pytest.raises(ConflictError, match=r"or pass force=True$") as running:
+        gnn.registry.promote_to_champion("gnn", "v2.2.0")
+    assert "--force" not in str(running.value)
+    assert running.value.for_cli().endswith("or pass --force")
+    with pytest.raises(ConflictError, match="pass force=True to promote anyway"):
+        gnn.ab.finalize_test("gnn_v2.2_test", "promote")
+    with pytest.raises(ConflictError, match="pass force=True to reset it"):
+        Project.init(gnn.root)
+    with pytest.raises(ValidationError, match=r"^treatment_traffic_pct must be <= 100"):
+        gnn.ab.start_test(seed_config(name="t2", model_type="gnn", treatment_traffic_pct=150))

@@ -216,7 +216,7 @@ BAD_INPUTS = [
     (["register", "gnn", "v3.0.0", "--path", "/x", "--config", "novalue"], ["KEY=VALUE"]),
     (
         ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "1.5"],
-        ["confidence"],
+        ["--confidence must be between 0 and 1"],
     ),
     (
         ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "1", "--confidence", "-0.1"],
@@ -232,7 +232,7 @@ BAD_INPUTS = [
     ),
     (
         ["metrics", "update", "gnn", "v2.1.0", "--inference-time-ms", "-5", "--confidence", "0.5"],
-        ["inference_time_ms"],
+        ["--inference-time-ms must be"],
     ),
     (
         ["metrics", "update", "gnn", "v7.0.0", "--inference-time-ms", "5", "--confidence", "0.5"],
@@ -344,3 +344,61 @@ def test_the_router_knows_every_registry_command() -> None:
     from mlops_cli.cli.registry_cmds import COMMANDS, GROUPS
 
     assert set(COMMANDS) | set(GROUPS) == REGISTRY_COMMANDS
+
+
+def test_invalid_dates_in_config_and_registry_are_one_clean_line(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("hidden_dim: 8\nlr: 2026-13-01\n")
+    before = snapshot(project.root)
+    run = cli("register", "gnn", "1.0.0", "--path", "/m.pt", "--config-file", str(cfg))
+    assert_one_error_line(run, "cfg.yaml", "'2026-13-01' at line 2 is not a valid date")
+    assert snapshot(project.root) == before
+    # On the command line a value that is not YAML is kept as its text, as any other.
+    run = cli("register", "gnn", "1.0.0", "--path", "/m.pt", "--config", "d=2026-13-01", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["config"] == {"d": "2026-13-01"}
+    registry = project.root / "registry.yaml"
+    text = registry.read_text()
+    stamp = text.split("registered_at: ", 1)[1].split("\n", 1)[0]
+    registry.write_text(text.replace(f"registered_at: {stamp}", "registered_at: 2026-13-45"))
+    lines = registry.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.strip() == "registered_at: 2026-13-45")
+    assert_one_error_line(cli("list"), "registry.yaml", f"'2026-13-45' at line {line}")
+
+
+def test_a_negative_setting_value_is_passed_as_is_or_after_a_double_dash(
+    cli: Cli, project: Project
+) -> None:
+    """`config set KEY -5` is the value -5, not an unknown option -5 (exit 2 before); `--`
+    before it gives the same."""
+    before = snapshot(project.root)
+    for args in (["-5"], ["--", "-5"]):
+        run = cli("config", "set", "drift.window_size", *args)
+        assert_one_error_line(run, "drift.window_size must be >= 1, not -5")
+        assert snapshot(project.root) == before
+    key = "ab.defaults.min_confidence_improvement"
+    for value, args in ((-0.01, ["-0.01"]), (-0.03, ["--", "-0.03"])):
+        run = cli("config", "set", "--json", key, *args)
+        assert run.exit_code == 0, run.stderr
+        assert run.json() == {"key": key, "value": value}
+        assert project.get_setting(key) == value
+
+
+def test_a_terminal_console_wraps_and_a_piped_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import sys
+
+    from mlops_cli.cli.common import console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert console().soft_wrap is False
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert console().soft_wrap is True

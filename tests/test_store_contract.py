@@ -183,6 +183,24 @@ def test_a_batch_counts_once_per_batch_id(store: Store) -> None:
     assert other.recorded == 500 and store.count(stream) == 1000
 
 
+def test_a_batch_id_with_other_content_is_refused_whole(store: Store) -> None:
+    """`B2` with lines 1,2,3 then `B2` with 1,4,5: refused, nothing of it recorded (not "1
+    already recorded, 2 added"); the same lines again are already recorded."""
+    stream = ab_stream("t")
+    data, _ = requests_jsonl(5, seed=7)
+    rows = data.splitlines(keepends=True)
+    first = store.append_batch(stream, b"".join(rows[:3]), validate_request, "B2")
+    assert (first.recorded, first.already_recorded) == (3, 0)
+    position = store.position(stream)
+    for other in ([0, 3, 4], [0, 1], [0, 1, 2, 3]):
+        with pytest.raises(ConflictError, match="batch id B2 holds other content"):
+            store.append_batch(stream, b"".join(rows[i] for i in other), validate_request, "B2")
+        assert store.count(stream) == 3 and store.position(stream) == position
+    again = store.append_batch(stream, b"".join(rows[:3]), validate_request, "B2")
+    assert (again.recorded, again.already_recorded) == (0, 3)
+    assert store.count(stream) == 3
+
+
 def test_a_bad_batch_changes_nothing(store: Store) -> None:
     stream = ab_stream("t")
     good, _ = requests_jsonl(100, seed=2)

@@ -91,9 +91,9 @@ def test_init_creates_default_registry_and_refuses_a_second_init(pg_url: str) ->
         txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
     store.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
     store.close()
-    with pytest.raises(ConflictError, match="--force"):
+    with pytest.raises(ConflictError, match="force=True"):
         PostgresStore.init(pg_url)
-    with pytest.raises(ConflictError, match="--delete-logs"):  # records would be inherited
+    with pytest.raises(ConflictError, match="old_logs='delete'"):  # records would be inherited
         PostgresStore.init(pg_url, force=True)
     assert PostgresStore(pg_url).count("drift/m/1.0.0/production") == 1
     store = PostgresStore.init(pg_url, force=True, old_logs="delete")
@@ -735,3 +735,122 @@ def test_reading_the_registry_does_not_scan_archived_tests(pg_url: str) -> None:
             for row in conn.execute("EXPLAIN SELECT * FROM ab_tests WHERE status = 'running'")
         )
     assert "ab_tests_running" in plan and "Seq Scan" not in plan, plan
+
+
+def _roles(store: Any) -> None:
+    """The documented roles, made on the test server (cluster-wide: maybe made before)."""
+    import psycopg
+
+    grants = _docs_sql("Roles").replace("CHANGE-ME", "pw")
+    with psycopg.connect(store.location, autocommit=True) as conn:
+        for statement in grants.split(";"):
+            if statement.strip():
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(statement)
+
+
+def test_the_service_role_fills_the_reference_but_cannot_replace_it(
+    pg_server: Server, store: Any
+) -> None:
+    """A service fills the reference sample by sample (the seed's add_reference_sample) until
+    it is full; replacing it is the pipeline's: a compromised service cannot poison it."""
+    import warnings
+
+    from mlops_cli import Project
+
+    with store.transaction() as txn:
+        txn.state.models["m"] = ModelType("m", versions={"1.0.0": version()})
+        txn.state.settings.drift["reference_size"] = 3
+    _roles(store)
+    db = store.location.rsplit("/", 1)[1]
+    reference = "drift/m/1.0.0/reference"
+    service = Project.open(pg_server.url(db, "mlops_service"))
+    try:
+        detector = service.drift_detector("m", "1.0.0")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in range(5):
+                detector.add_reference_sample(float(i), 0.5)
+                service.store.flush()
+        assert [str(w.message) for w in caught] == [
+            "the reference of m 1.0.0 is full (3 samples, drift.reference_size): further "
+            "reference samples are ignored"
+        ]
+        assert store.count(reference) == 3
+        poison = b'{"prediction": 99.0, "confidence": 0.01}\n'
+        with pytest.raises(ServiceError, match="permission denied for table drift_samples"):
+            detector.set_reference(poison, replace=True)
+        with pytest.raises(ServiceError, match="permission denied"):
+            service.store.replace(reference, poison, validate_sample)
+    finally:
+        service.store.close()
+    import psycopg
+
+    # With the service's own credentials: no rows before the reference (ids are not its to
+    # choose), no deletes; appending (what it may do) lands after the first three.
+    with psycopg.connect(pg_server.url(db, "mlops_service"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO drift_samples (id, model_type, version, kind, prediction, "
+                "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
+                "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM drift_samples")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE drift_samples SET prediction = 99")
+        conn.execute(
+            "INSERT INTO drift_samples (model_type, version, kind, prediction, confidence, ts) "
+            "VALUES ('m', '1.0.0', 'reference', 99, 0.01, now())"
+        )
+    assert list(store.samples(reference, first=3).prediction) == [0.0, 1.0, 2.0]
+    with psycopg.connect(store.location, autocommit=True) as conn:
+        conn.execute("DELETE FROM drift_samples WHERE prediction = 99")
+    assert store.count(reference) == 3
+    assert list(store.samples(reference).prediction) == [0.0, 1.0, 2.0]
+    pipeline = Project.open(pg_server.url(db, "mlops_pipeline"))
+    assert pipeline.drift_detector("m", "1.0.0").set_reference(poison, replace=True) == 1
+    pipeline.store.close()
+    assert list(store.samples(reference).prediction) == [99.0]
+
+
+def test_a_connection_lost_during_a_batch_is_one_error_line(store: Any, tmp_path: Path) -> None:
+    """The server ends the session mid-COPY: the command prints one `error:` line (psycopg's
+    own "error ignored terminating <psycopg.Copy>" warning is not printed) and records
+    nothing."""
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.open(store.location)
+    project.registry.register_version(ModelVersion("m", "1.0.0", model_path="m.pt"))
+    project.registry.register_version(ModelVersion("m", "1.1.0", model_path="m.pt"))
+    project.ab.start_test(ABTestConfig("t", "m", treatment_version="1.1.0"))
+    project.store.close()
+    batch = tmp_path / "batch.jsonl"
+    batch.write_bytes(requests_jsonl(random_requests(200)))
+    script = f"""
+import socket, sys
+from mlops_cli.store.postgres import copy
+from mlops_cli.cli import main
+copy._CHUNK_BYTES = 1024
+validated, copying, calls = copy._validated_chunk, copy._copy_validated, []
+def capture(cur, *args):
+    calls.append(cur)
+    return copying(cur, *args)
+def cut(*args):
+    calls.append(None)
+    if len(calls) == 3:  # the first chunk is in the COPY: the network goes away
+        fd = calls[0].connection.pgconn.socket
+        socket.socket(fileno=fd).close()  # the connection is gone, as on a network loss
+    return validated(*args)
+copy._copy_validated, copy._validated_chunk = capture, cut
+sys.argv = ["mlops", "-C", {store.location!r}, "ab", "record", "t", "--file", {str(batch)!r}]
+main()
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert "lost the PostgreSQL store" in lines[0], lines[0]
+    fresh = store_for(store.location)
+    assert fresh.count("ab/t") == 0
+    fresh.close()

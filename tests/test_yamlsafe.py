@@ -93,3 +93,21 @@ def test_syntax_error_keeps_message_shape() -> None:
 def test_unsafe_tags_are_refused() -> None:
     with pytest.raises(ValidationError, match="YAML error"):
         yamlsafe.load_yaml("!!python/object/apply:os.system ['true']", "cfg.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("lr: 2026-13-01\n", 1), ("a: 1\nb: 2026-02-30\n", 2), ("t: 2026-01-01 25:00:00\n", 1)],
+)
+def test_a_date_shaped_value_that_is_no_date_is_a_clean_error(text: str, line: int) -> None:
+    with pytest.raises(ValidationError, match=f"f.yaml: .* at line {line} is not a valid date"):
+        yamlsafe.load_yaml(text, "f.yaml")
+    with pytest.raises(StateError, match="quote it to keep it as text"):
+        yamlsafe.load_yaml(text, "registry.yaml", StateError)
+
+
+def test_valid_and_quoted_dates_load() -> None:
+    import datetime
+
+    doc = yamlsafe.load_yaml("d: 2026-02-28\nq: '2026-13-01'\n", "f.yaml")
+    assert doc == {"d": datetime.date(2026, 2, 28), "q": "2026-13-01"}

@@ -12,9 +12,10 @@ from typing import Any, BinaryIO
 
 import typer
 
-from ..ab_testing import ABTestConfig, Evaluation, gate, parse_gates
+from ..ab_testing import GATES, ABTestConfig, Evaluation, gate, parse_gates
 from ..batch import file_id
 from ..errors import ValidationError
+from ..records import VARIANTS
 from ..state import ABTest
 from ..store.base import BatchResult
 from .common import (
@@ -22,6 +23,8 @@ from .common import (
     console,
     funnel,
     key_values,
+    named_as_flags,
+    one_of,
     open_project,
     progress_wanted,
     run,
@@ -37,6 +40,23 @@ BATCH_ID_HELP = (
     "Id making a retried batch count once (default for --file PATH: the file's hash; "
     "stdin has none: never taken for a retry)."
 )
+
+
+# ABTestConfig fields and the `ab start` flags that set them.
+START_FLAGS = {
+    "model_type": "--model-type",
+    "control_version": "--control",
+    "treatment_version": "--treatment",
+    "treatment_traffic_pct": "--traffic",
+    "duration_days": "--duration-days",
+    "min_requests": "--min-requests",
+    "max_error_rate_increase": "--max-error-rate-increase",
+    "min_confidence_improvement": "--min-confidence-improvement",
+    "alpha": "--alpha",
+    "method": "--method",
+    "max_confidence_drop": "--max-confidence-drop",
+    "max_latency_increase_ms": "--max-latency-increase-ms",
+}
 
 
 @ab_app.command("start")
@@ -56,7 +76,12 @@ def start(
         None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."
     ),
     alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
-    method: str | None = typer.Option(None, "--method", help="sequential (default) or fixed."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="sequential (default) or fixed.",
+        callback=one_of("sequential", "fixed"),
+    ),
     max_confidence_drop: float | None = typer.Option(
         None,
         "--max-confidence-drop",
@@ -74,25 +99,28 @@ def start(
 ) -> None:
     """Start an A/B test of a new version against the champion."""
 
+    flags = {
+        "model_type": model_type,
+        "control_version": control,
+        "treatment_version": treatment,
+        "treatment_traffic_pct": traffic,
+        "duration_days": duration_days,
+        "min_requests": min_requests,
+        "max_error_rate_increase": max_error_rate_increase,
+        "min_confidence_improvement": min_confidence_improvement,
+        "alpha": alpha,
+        "method": method,
+        "max_confidence_drop": max_confidence_drop,
+        "max_latency_increase_ms": max_latency_increase_ms,
+    }
+
+    given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
+
     def action() -> ABTest:
-        return open_project(ctx).ab.start_test(
-            ABTestConfig.from_sources(
-                name,
-                config_file,
-                model_type=model_type,
-                control_version=control,
-                treatment_version=treatment,
-                treatment_traffic_pct=traffic,
-                duration_days=duration_days,
-                min_requests=min_requests,
-                max_error_rate_increase=max_error_rate_increase,
-                min_confidence_improvement=min_confidence_improvement,
-                alpha=alpha,
-                method=method,
-                max_confidence_drop=max_confidence_drop,
-                max_latency_increase_ms=max_latency_increase_ms,
+        with named_as_flags(given):  # from a flag, not from --config-file
+            return open_project(ctx).ab.start_test(
+                ABTestConfig.from_sources(name, config_file, **flags)
             )
-        )
 
     run(
         ctx,
@@ -123,11 +151,21 @@ def assign(
     )
 
 
+RECORD_FLAGS = {
+    "variant": "--variant",
+    "inference_time_ms": "--inference-time-ms",
+    "confidence": "--confidence",
+    "user_id": "--user-id",
+}
+
+
 @ab_app.command("record")
 def record(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Test name."),
-    variant: str | None = typer.Option(None, "--variant", help="control or treatment."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="control or treatment.", callback=one_of(*VARIANTS)
+    ),
     inference_time_ms: float | None = typer.Option(None, "--inference-time-ms", help="Latency."),
     confidence: float | None = typer.Option(None, "--confidence", help="0-1."),
     error: bool = typer.Option(False, "--error", help="The request failed."),
@@ -159,7 +197,8 @@ def record(
                 "--variant, --inference-time-ms and --confidence are required "
                 "(or a batch with --file)"
             )
-        manager.record_result(name, variant, inference_time_ms, confidence, error, user_id)
+        with named_as_flags(RECORD_FLAGS):
+            manager.record_result(name, variant, inference_time_ms, confidence, error, user_id)
         return {"test": name, "recorded": 1}
 
     run(ctx, json_output, action, lambda r: typer.echo(f"recorded {recorded_text(r)} in {name}"))
@@ -316,6 +355,7 @@ def evaluate(
         None,
         "--fail-on",
         help="Exit 3 on these decisions: harm (a rollback for harm), rollback, continue.",
+        callback=one_of(*GATES, many=True),
     ),
     apply: bool = typer.Option(False, "--apply", help="Finalize a promote or rollback decision."),
     skip_invalid: bool = typer.Option(
@@ -342,7 +382,9 @@ def evaluate(
 def finalize(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Test name."),
-    decision: str = typer.Argument(..., help="promote or rollback."),
+    decision: str = typer.Argument(
+        ..., help="promote or rollback.", callback=one_of("promote", "rollback")
+    ),
     force: bool = typer.Option(False, "--force", help="Promote against the evaluation."),
     json_output: bool = JsonOpt,
 ) -> None:

@@ -64,7 +64,7 @@ def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
     try:
         yield
     except MlopsError as exc:
-        fail(exc.type, str(exc), exc.exit_code, json_output)
+        fail(exc.type, exc.for_cli(), exc.exit_code, json_output)
     except KeyboardInterrupt:
         fail("Interrupted", "interrupted", 130, json_output)
     except Terminated:
@@ -85,6 +85,18 @@ def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
             1,
             json_output,
         )
+
+
+@contextmanager
+def named_as_flags(flags: dict[str, str]) -> Iterator[None]:
+    """Within: an error about a value the command passed on from a flag (its `field`, a key
+    of `flags`) names the flag (`--traffic`, not `treatment_traffic_pct`)."""
+    try:
+        yield
+    except MlopsError as exc:
+        if exc.field in flags:
+            exc.cli.setdefault(exc.field, flags[exc.field])
+        raise
 
 
 def fail(kind: str, message: str, code: int, json_output: bool) -> None:
@@ -115,9 +127,16 @@ def run(
 
 
 def console(stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr). Writing to a terminal it wraps text at the
+    terminal's width; to a pipe or a file (a CI log) it never breaks a message mid-sentence."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        terminal = False
+    return Console(stderr=stderr, highlight=False, soft_wrap=not terminal)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -164,6 +183,23 @@ def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[s
         else:
             out[key] = value
     return out
+
+
+def one_of(*allowed: str, many: bool = False) -> Callable[[str | None], str | None]:
+    """A Typer callback for an option with a documented set of values: a value outside it is
+    a usage error (exit 2), as a value of the wrong type is. `many`: a comma-separated list."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        given = [v.strip() for v in value.split(",") if v.strip()] if many else [value]
+        wrong = [v for v in given if v not in allowed]
+        if wrong or not given:
+            shown = repr(wrong[0]) if wrong else repr(value)
+            raise typer.BadParameter(f"{shown} is not one of {', '.join(allowed)}")
+        return value
+
+    return check
 
 
 def progress_wanted() -> bool:

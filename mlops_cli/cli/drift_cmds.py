@@ -16,7 +16,16 @@ from .ab_cmds import (
     say_skipped,
     torn_note,
 )
-from .common import JSON_HELP, console, funnel, open_project, run, table
+from .common import (
+    JSON_HELP,
+    console,
+    funnel,
+    named_as_flags,
+    one_of,
+    open_project,
+    run,
+    table,
+)
 from .step_summary import write_step_summary
 
 if TYPE_CHECKING:
@@ -101,7 +110,8 @@ def record(
             return asdict(result)
         if prediction is None or confidence is None:
             raise ValidationError("--prediction and --confidence are required (or --file)")
-        detector.add_production_sample(prediction, confidence)
+        with named_as_flags({"prediction": "--prediction", "confidence": "--confidence"}):
+            detector.add_production_sample(prediction, confidence)
         return {"recorded": 1}
 
     run(
@@ -173,7 +183,10 @@ def check(
         None, "--window", help="Window size, 1 to 10,000,000 (default: drift.window_size)."
     ),
     fail_on: str | None = typer.Option(
-        None, "--fail-on", help="Exit 3 at this level or above: monitor, retrain, critical."
+        None,
+        "--fail-on",
+        help="Exit 3 at this level or above: monitor, retrain, critical.",
+        callback=one_of("monitor", "retrain", "critical"),
     ),
     skip_invalid: bool = typer.Option(
         False, "--skip-invalid", help="Skip (and count) malformed log lines instead of failing."

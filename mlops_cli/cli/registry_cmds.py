@@ -16,6 +16,7 @@ from .common import (
     funnel,
     globals_of,
     key_values,
+    named_as_flags,
     open_project,
     parse_pairs,
     run,
@@ -308,14 +309,18 @@ def config_get(
     )
 
 
-@config_app.command("set")
+# A value may start with "-" (a negative number): it is the value, not an unknown option.
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
     ctx: typer.Context,
     key: str = typer.Argument(..., help="Dotted key, e.g. drift.thresholds.retrain."),
-    value: str = typer.Argument(..., help="The value, as YAML (0.25, true, a string)."),
+    value: str = typer.Argument(
+        ..., help="The value, as YAML (0.25, true, -0.01, a string); `--` before it works too."
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Change one setting (validated before it is written)."""
+    """Change one setting (validated before it is written). A negative number is given as it
+    is (`config set ab.defaults.min_confidence_improvement -0.01`) or after `--`."""
     run(
         ctx,
         json_output,
@@ -342,7 +347,9 @@ def metrics_update(
 
     def action() -> ModelVersion:
         registry = open_project(ctx).registry
-        registry.update_metrics(model_type, version, inference_time_ms, confidence, error)
+        flags = {"inference_time_ms": "--inference-time-ms", "confidence": "--confidence"}
+        with named_as_flags(flags):
+            registry.update_metrics(model_type, version, inference_time_ms, confidence, error)
         return registry.get_version(model_type, version)
 
     run(

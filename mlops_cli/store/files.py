@@ -126,7 +126,8 @@ class FileStore:
         with store.lock():
             if store.registry_path.exists() and not force:
                 raise ConflictError(
-                    f"{store.registry_path} already exists; use --force to reset it"
+                    f"{store.registry_path} already exists; pass force=True to reset it",
+                    cli={"force=True": "--force"},
                 )
             store._put_away_records(old_logs)
             safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
@@ -146,8 +147,9 @@ class FileStore:
         if how is None:
             raise ConflictError(
                 f"{self.root} holds records of an earlier project (events.jsonl, logs/): a new "
-                "registry would inherit them; pass --archive-logs to move them to archive/ or "
-                "--delete-logs to remove them"
+                "registry would inherit them; pass old_logs='archive' to move them to archive/ "
+                "or old_logs='delete' to remove them",
+                cli={"old_logs='archive'": "--archive-logs", "old_logs='delete'": "--delete-logs"},
             )
         if how == "delete":
             for path in held:

@@ -76,3 +76,28 @@ def whole_lines(path: Path) -> list[dict[str, object]]:
     data = path.read_bytes() if path.exists() else b""
     end = data.rfind(b"\n") + 1
     return [orjson.loads(line) for line in data[:end].splitlines()]
+
+
+def kill_at(log: Path, cut: int, others: int = 0) -> int:
+    """Leave a log and its batch journal as a kill of the batch being appended would, with
+    the log's first `cut` bytes written (a torn tail): the journal keeps the entries written
+    before those bytes (an attempt's start; after each chunk, the lines of the batch written
+    so far) and loses the rest and the batch's end. `others`: lines before the cut that are
+    not the batch's. Returns the batch's whole lines left."""
+    from mlops_cli import jsonl
+
+    data = log.read_bytes()
+    with open(log, "r+b") as f:
+        f.truncate(cut)
+    held = data[:cut].count(b"\n") - others
+    journal = jsonl.journal_path(log)
+    kept = []
+    for line in journal.read_bytes().splitlines(keepends=True):
+        entry = orjson.loads(line)
+        if "start" in entry and entry["start"] >= cut:
+            continue  # an attempt that had not started
+        if "sha256" in entry and (entry.get("done") or entry["lines"] > held):
+            continue  # written after its chunk, which the kill cut
+        kept.append(line)
+    journal.write_bytes(b"".join(kept))
+    return held

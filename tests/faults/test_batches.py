@@ -14,11 +14,19 @@ from typing import Any
 
 import pytest
 
-from mlops_cli import ValidationError, batch, jsonl
+from mlops_cli import ConflictError, ValidationError, batch, jsonl
 from mlops_cli.records import validate_request
 
 from ..conftest import snapshot
-from .helpers import MLOPS, ab_project, mlops, requests_jsonl, samples_jsonl, whole_lines
+from .helpers import (
+    MLOPS,
+    ab_project,
+    kill_at,
+    mlops,
+    requests_jsonl,
+    samples_jsonl,
+    whole_lines,
+)
 
 SAMPLE = b'{"prediction":0.5,"confidence":0.9}\n'
 
@@ -160,15 +168,63 @@ def test_a_stream_killed_mid_way_is_completed_once_by_the_retry(
     data = requests_jsonl(20_000, seed=5)
     log = project.ab_log("t")
     project.ab.record_batch("t", pipe(data), batch_id="job-7")
-    full = log.read_bytes()
-    with open(log, "r+b") as f:
-        f.truncate(len(full) * 3 // 5)  # the kill: 60% written over many chunks, tail torn
+    kill_at(log, log.stat().st_size * 3 // 5)  # the kill: 60% written over many chunks
     project.ab.record_result("t", "control", 1.0, 0.5)  # another writer meanwhile
     retry = project.ab.record_batch("t", pipe(data), batch_id="job-7")
     assert retry.recorded > 0 and retry.recorded + retry.already_recorded == 20_000
     assert len(whole_lines(log)) == 20_001
     again = project.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
     assert (again.recorded, again.already_recorded) == (0, 20_000)
+
+
+def test_a_retry_that_differs_in_the_recorded_part_is_refused(
+    tmp_path: Path, small_chunks: int
+) -> None:
+    """A retry must start with exactly the lines its batch id recorded: a kill part way, then
+    a "retry" that changed one of them is refused naming both hashes, and records nothing."""
+    project = ab_project(tmp_path / "p")
+    data = requests_jsonl(20_000, seed=5)
+    log = project.ab_log("t")
+    project.ab.record_batch("t", pipe(data), batch_id="job-8")
+    held = kill_at(log, log.stat().st_size * 3 // 5)
+    journaled = [r for r in whole_lines(jsonl.journal_path(log)) if "sha256" in r]
+    recorded = int(journaled[-1]["lines"])  # type: ignore[call-overload]
+    assert 0 < recorded <= held < 20_000  # a chunk written past the last entry is possible
+    lines = data.splitlines(keepends=True)
+    lines[recorded // 2] = requests_jsonl(1, seed=99)
+    torn = log.read_bytes()
+    before = snapshot(project.root)
+    before["logs/ab/t.jsonl"] = torn[: torn.rfind(b"\n") + 1]  # a writer cuts a torn tail
+    with pytest.raises(ConflictError, match=rf"job-8 holds other content: .* {recorded} line"):
+        project.ab.record_batch("t", pipe(b"".join(lines)), batch_id="job-8")
+    assert snapshot(project.root) == before
+    # The same lines up to the recorded part, then others: the retry is the batch's rest.
+    tail = requests_jsonl(20_000 - held, seed=6)
+    retry = project.ab.record_batch(
+        "t", pipe(b"".join(data.splitlines(keepends=True)[:held]) + tail), batch_id="job-8"
+    )
+    assert (retry.recorded, retry.already_recorded) == (20_000 - held, held)
+
+
+def test_a_complete_batch_id_with_other_content_records_none_of_it(tmp_path: Path) -> None:
+    """`--batch-id B2` with lines 1,2,3 and then with 1,4,5: the second is refused whole
+    (not "1 already recorded, 2 added"); the same lines again are "already recorded"."""
+    project = ab_project(tmp_path / "p")
+    rows = requests_jsonl(5, seed=3).splitlines(keepends=True)
+    args = ("ab", "record", "t", "--file", "-", "--batch-id", "B2")
+    first = mlops(project.root, *args, input=b"".join(rows[:3]))
+    assert first.returncode == 0, first.stderr
+    before = snapshot(project.root)
+    for other in ([0, 3, 4], [0, 1], [0, 1, 2, 3], [1, 0, 2]):
+        run = mlops(project.root, *args, input=b"".join(rows[i] for i in other), check=False)
+        assert run.returncode == 1, run.stderr
+        lines = run.stderr.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: batch id B2 holds other content")
+        assert f"this batch has {len(other)} line(s)" in lines[0], lines[0]
+        assert snapshot(project.root) == before
+    same = mlops(project.root, *args, input=b"".join(rows[:3]))
+    assert b"already recorded: batch id B2 (3 records)" in same.stderr
+    assert snapshot(project.root) == before
 
 
 def test_a_stream_stopped_by_sigterm_records_nothing(tmp_path: Path) -> None:

@@ -15,7 +15,16 @@ import pytest
 
 from mlops_cli import ModelVersion, Project
 
-from .helpers import MLOPS, ab_project, mlops, requests_jsonl, samples_jsonl, scale, whole_lines
+from .helpers import (
+    MLOPS,
+    ab_project,
+    kill_at,
+    mlops,
+    requests_jsonl,
+    samples_jsonl,
+    scale,
+    whole_lines,
+)
 
 TRIALS = scale(10, 40)  # per kind; five kinds
 RNG = random.Random(20261126)
@@ -166,9 +175,7 @@ def test_a_torn_batch_is_completed_by_the_retry_in_process(tmp_path: Path) -> No
     data = requests_jsonl(1000, seed=3)
     project.ab.record_batch("t", data)
     log = project.ab_log("t")
-    full = log.read_bytes()
-    with open(log, "r+b") as f:
-        f.truncate(len(full) * 2 // 5)  # the kill: 40% written, last line torn
+    kill_at(log, log.stat().st_size * 2 // 5)  # the kill: 40% written, last line torn
     project.ab.record_result("t", "control", 1.0, 0.5)  # another writer meanwhile
     result = project.ab.record_batch("t", data)
     assert result.already_recorded + result.recorded == 1000 and result.recorded > 0
@@ -186,13 +193,11 @@ def test_a_retry_interrupted_in_turn_is_completed_by_the_next(tmp_path: Path) ->
     data = requests_jsonl(1000, seed=4)
     log = project.ab_log("t")
     project.ab.record_batch("t", data)
-    with open(log, "r+b") as f:
-        f.truncate(os.path.getsize(log) // 3)  # first attempt killed
+    kill_at(log, os.path.getsize(log) // 3)  # first attempt killed
     project.ab.record_result("t", "control", 1.0, 0.5)
     size = os.path.getsize(log)
     project.ab.record_batch("t", data)  # the retry...
-    with open(log, "r+b") as f:
-        f.truncate(size + (os.path.getsize(log) - size) // 2)  # ...killed half-way as well
+    kill_at(log, size + (os.path.getsize(log) - size) // 2, others=1)  # ...killed as well
     project.ab.record_result("t", "treatment", 1.0, 0.5)
     project.ab.record_batch("t", data)  # the third attempt completes it
     assert len(whole_lines(log)) == 1002

@@ -3,6 +3,7 @@ schema version and the migrations (`migrations/NNNN_*.sql` beside this module, `
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,11 @@ from ...errors import (
 )
 
 CONNECT_TIMEOUT_S = 5
+
+# psycopg logs what it ignores while cleaning up after a failure ("error ignored terminating
+# <psycopg.Copy>"); without a handler Python prints it on stderr beside the error mlops reports.
+# An application that configures logging still gets these records through its own handlers.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 _MIGRATION_LOCK = 0x6D6C6F7073  # "mlops": the advisory lock migrations run under
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
 from ...batch import SHOWN, BatchError, CapError
-from ...errors import ValidationError
+from ...errors import BatchConflictError, ValidationError
 from ...timeutil import parse_ts
 from ..base import BatchResult, Progress, Validator
 from .rows import BUFFERED, METRICS, REQUESTS, Table, to_row
@@ -43,6 +43,33 @@ class _AlreadyRecorded(Exception):
     def __init__(self, records: int) -> None:
         super().__init__(records)
         self.records = records
+
+
+class _Lines(Protocol):
+    def readlines(self, hint: int = -1, /) -> list[bytes]: ...
+
+
+class _Hashed:
+    """A batch's reader that hashes the bytes read through it (sha256) and counts lines."""
+
+    def __init__(self, reader: BinaryIO) -> None:
+        import hashlib
+
+        self.reader = reader
+        self.digest = hashlib.sha256()
+        self.lines = 0
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        lines = self.reader.readlines(hint)
+        for line in lines:
+            self.digest.update(line)
+        self.lines += len(lines)
+        return lines
+
+    def drain(self) -> _Hashed:
+        while self.readlines(_CHUNK_BYTES):
+            pass
+        return self
 
 
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
@@ -102,7 +129,7 @@ def _copy_validated(
     cur: psycopg.Cursor[Any],
     table: Table,
     keys: tuple[str, ...],
-    reader: BinaryIO,
+    reader: _Lines,
     validate: Validator,
     now: datetime,
     progress: Progress | None,
@@ -202,7 +229,10 @@ def write_batch(
     cap: int | None,
 ) -> BatchResult:
     """One transaction: the batch id first (`ON CONFLICT DO NOTHING`; a concurrent retry
-    waits on it, then finds it), then one COPY of the validated records, committed together."""
+    waits on it, then finds it), then one COPY of the validated records, committed together
+    with the sha256 of the batch's bytes. An id that committed before with other content is
+    refused (BatchConflictError), with the same content it is "already recorded"."""
+    hashed = _Hashed(reader)
     try:
         with conn.transaction(), conn.cursor() as cur:
             if batch_id:
@@ -214,24 +244,30 @@ def write_batch(
                 inserted = cur.fetchone()
                 if inserted is None:
                     cur.execute(
-                        "SELECT records FROM batches WHERE stream = %s AND batch_id = %s",
+                        "SELECT records, sha256 FROM batches WHERE stream = %s AND batch_id = %s",
                         [stream, batch_id],
                     )
                     found = cur.fetchone()
-                    raise _AlreadyRecorded(int(found[0]) if found else 0)
+                    records, sha = (int(found[0]), found[1]) if found else (0, None)
+                    if sha is not None and hashed.drain().digest.hexdigest() != sha:
+                        raise BatchConflictError(
+                            batch_id, records, sha, hashed.lines, "", done=True
+                        )
+                    raise _AlreadyRecorded(records)
                 now = inserted[0]
             else:
                 row = cur.execute("SELECT now()").fetchone()
                 assert row is not None
                 now = row[0]
             held = lock_count(cur, stream) if cap is not None else 0
-            count = _copy_validated(cur, table, keys, reader, validate, now, progress)
+            count = _copy_validated(cur, table, keys, hashed, validate, now, progress)
             if cap is not None and held + count > cap:
                 raise CapError(held, count, cap)
             if batch_id:
                 cur.execute(
-                    "UPDATE batches SET records = %s WHERE stream = %s AND batch_id = %s",
-                    [count, stream, batch_id],
+                    "UPDATE batches SET records = %s, sha256 = %s "
+                    "WHERE stream = %s AND batch_id = %s",
+                    [count, hashed.digest.hexdigest(), stream, batch_id],
                 )
             cur.execute(COUNT_SQL, [stream, count, count])
     except _AlreadyRecorded as done:

@@ -149,7 +149,8 @@ class PostgresStore:
                 if not force:
                     store.close()
                     raise ConflictError(
-                        f"{store._shown} already holds a registry; use --force to reset it"
+                        f"{store._shown} already holds a registry; pass force=True to reset it",
+                        cli={"force=True": "--force"},
                     )
                 cur.execute("SELECT 1 FROM settings WHERE id = 1 FOR UPDATE")
                 cur.execute(
@@ -161,8 +162,12 @@ class PostgresStore:
                     store.close()
                     raise ConflictError(
                         f"{store._shown} holds records of an earlier project: a new registry "
-                        "would inherit them; pass --delete-logs (after `mlops store copy` to "
-                        "keep a copy; --archive-logs is for directories)"
+                        "would inherit them; pass old_logs='delete' (after `mlops store copy` "
+                        "to keep a copy; old_logs='archive' is for directories)",
+                        cli={
+                            "old_logs='delete'": "--delete-logs",
+                            "old_logs='archive'": "--archive-logs",
+                        },
                     )
                 if held and held[0]:
                     cur.execute(
