@@ -247,7 +247,7 @@ def copy_project(source: Project, target: Location) -> Copied:
     """
     for stream in source.store.streams():  # the first pass: refuse before writing
         for number, record in _numbered(source, stream):
-            check_record(stream, record, number)
+            _check_copied(stream, record, number)
     if is_url(target):
         return _copy_into_store(source, str(target))
     return _copy_into_directory(source, Path(target).expanduser().absolute())
@@ -314,7 +314,7 @@ def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
         count = 0
         for records in source.store.scan(stream):
             for number, record in enumerate(records, count + 1):
-                check_record(stream, record, number)
+                _check_copied(stream, record, number)
             if stream == EVENTS:  # events are committed with the registry: a chunk at a time
                 with target.store.transaction() as txn:
                     txn.events.extend(records)
@@ -338,6 +338,16 @@ def _numbered(source: Project, stream: str) -> Iterator[tuple[int, dict[str, Any
         for record in records:
             number += 1
             yield number, record
+
+
+def _check_copied(stream: str, record: Any, number: int) -> None:
+    try:
+        check_record(stream, record, number)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"{exc}; nothing was copied: correct or remove that record in the source, then "
+            "copy again"
+        ) from None
 
 
 def check_record(stream: str, record: Any, number: int) -> None:

@@ -161,6 +161,8 @@ def test_a_record_a_store_cannot_hold_fails_the_copy_cleanly_and_the_retry_works
     assert len(lines) == 1 and lines[0].startswith("error: "), failed.stderr
     # the record is named: the 1,006th of ab/t (after the batch and the single records)
     assert f"ab/t, record {BATCH + SINGLE + 1}" in lines[0] and says in lines[0].lower()
+    assert lines[0].endswith("nothing was copied: correct or remove that record in the source, "
+                             "then copy again")
     if target_kind == "dir":
         assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # no target, no temp
     else:  # refused before anything was written: the database untouched, no mlops schema
