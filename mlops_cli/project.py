@@ -272,6 +272,8 @@ def _copy_into_directory(source: Project, path: Path) -> Copied:
     import secrets
     import shutil
 
+    from . import jsonl
+
     if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise ConflictError(f"{path} is not empty; copy into a new directory")
     try:
@@ -281,8 +283,12 @@ def _copy_into_directory(source: Project, path: Path) -> Copied:
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
     try:
-        target = Project(FileStore.create(temp), temp)
-        records, batches = _write_copy(source, target)
+        store = FileStore.create(temp)
+        try:
+            records, batches = _write_copy(source, Project(store, temp))
+        finally:
+            for stream in store.streams():  # the process's descriptors of the temporary logs
+                jsonl.WRITER.forget(store.path(stream))
         os.rename(temp, path)  # replaces an empty directory there; the copy's commit point
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

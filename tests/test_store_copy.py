@@ -263,3 +263,25 @@ def test_what_a_copy_checks_in_each_record(
         check_record(stream, record, 7)
     assert f"cannot copy {stream}, record 7: " in str(info.value)
     assert refused in str(info.value)
+
+
+def test_a_copy_into_a_directory_keeps_no_descriptor_of_it(tmp_path: Path) -> None:
+    """The process's shared log descriptors (jsonl.WRITER) of the copy's logs are let go:
+    a library process copying many projects does not hold their files open."""
+    from mlops_cli.project import copy_project
+
+    with_a_batch(str(tmp_path / "source"))
+    source = Project.open(tmp_path / "source")
+    copy_project(source, tmp_path / "target")
+
+    def held() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the descriptor listdir itself used
+                continue
+        return [link for link in links if "target" in link]
+
+    assert held() == []
+    assert Project.open(tmp_path / "target").store.count("ab/t") == BATCH + SINGLE
