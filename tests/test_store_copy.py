@@ -273,6 +273,7 @@ def test_a_copy_into_a_directory_keeps_no_descriptor_of_it(tmp_path: Path) -> No
     with_a_batch(str(tmp_path / "source"))
     source = Project.open(tmp_path / "source")
     copy_project(source, tmp_path / "target")
+    source.store.close()
 
     def held() -> list[str]:
         links = []
@@ -281,7 +282,7 @@ def test_a_copy_into_a_directory_keeps_no_descriptor_of_it(tmp_path: Path) -> No
                 links.append(os.readlink(f"/proc/self/fd/{fd}"))
             except FileNotFoundError:  # the descriptor listdir itself used
                 continue
-        return [link for link in links if "target" in link]
+        return [link for link in links if link.startswith(str(tmp_path / "target"))]
 
     assert held() == []
     assert Project.open(tmp_path / "target").store.count("ab/t") == BATCH + SINGLE
