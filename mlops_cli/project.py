@@ -247,7 +247,7 @@ def copy_project(source: Project, target: Location) -> Copied:
     """
     for stream in source.store.streams():  # the first pass: refuse before writing
         for number, record in _numbered(source, stream):
-            check_record(stream, record, number)
+            _check_copied(stream, record, number)
     if is_url(target):
         return _copy_into_store(source, str(target))
     return _copy_into_directory(source, Path(target).expanduser().absolute())
@@ -272,6 +272,8 @@ def _copy_into_directory(source: Project, path: Path) -> Copied:
     import secrets
     import shutil
 
+    from . import jsonl
+
     if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise ConflictError(f"{path} is not empty; copy into a new directory")
     try:
@@ -281,8 +283,12 @@ def _copy_into_directory(source: Project, path: Path) -> Copied:
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc.strerror or exc}") from None
     try:
-        target = Project(FileStore.create(temp), temp)
-        records, batches = _write_copy(source, target)
+        store = FileStore.create(temp)
+        try:
+            records, batches = _write_copy(source, Project(store, temp))
+        finally:
+            for stream in store.streams():  # the process's descriptors of the temporary logs
+                jsonl.WRITER.forget(store.path(stream))
         os.rename(temp, path)  # replaces an empty directory there; the copy's commit point
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -314,7 +320,7 @@ def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
         count = 0
         for records in source.store.scan(stream):
             for number, record in enumerate(records, count + 1):
-                check_record(stream, record, number)
+                _check_copied(stream, record, number)
             if stream == EVENTS:  # events are committed with the registry: a chunk at a time
                 with target.store.transaction() as txn:
                     txn.events.extend(records)
@@ -338,6 +344,16 @@ def _numbered(source: Project, stream: str) -> Iterator[tuple[int, dict[str, Any
         for record in records:
             number += 1
             yield number, record
+
+
+def _check_copied(stream: str, record: Any, number: int) -> None:
+    try:
+        check_record(stream, record, number)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"{exc}; nothing was copied: correct or remove that record in the source, then "
+            "copy again"
+        ) from None
 
 
 def check_record(stream: str, record: Any, number: int) -> None:

@@ -112,9 +112,16 @@ def test_a_batch_recorded_before_a_copy_is_recorded_once_after_it(
     copied = mlops("store", "copy", source, target, "--json")
     assert copied.returncode == 0, copied.stderr
     result = json.loads(copied.stdout)
-    assert result["records"]["ab/t"] == BATCH + SINGLE and result["batch_ids"] == 1
+    assert result["records"]["ab/t"] == BATCH + SINGLE
+    was = Project.open(source)
+    try:  # on PostgreSQL the flushed single records are a batch of their own, id and all
+        ids = was.store.batches("ab/t")
+    finally:
+        was.store.close()
+    assert ids["nightly-7"] == BATCH and result["batch_ids"] == len(ids)
     project = Project.open(target)
     try:
+        assert project.store.batches("ab/t") == ids
         again = project.ab.record_batch("t", requests_jsonl(BATCH, seed=3), batch_id="nightly-7")
         assert (again.recorded, again.already_recorded) == (0, BATCH)
         assert project.store.count("ab/t") == BATCH + SINGLE  # not 2 * BATCH + SINGLE
@@ -154,6 +161,8 @@ def test_a_record_a_store_cannot_hold_fails_the_copy_cleanly_and_the_retry_works
     assert len(lines) == 1 and lines[0].startswith("error: "), failed.stderr
     # the record is named: the 1,006th of ab/t (after the batch and the single records)
     assert f"ab/t, record {BATCH + SINGLE + 1}" in lines[0] and says in lines[0].lower()
+    assert lines[0].endswith("nothing was copied: correct or remove that record in the source, "
+                             "then copy again")
     if target_kind == "dir":
         assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # no target, no temp
     else:  # refused before anything was written: the database untouched, no mlops schema
@@ -254,3 +263,26 @@ def test_what_a_copy_checks_in_each_record(
         check_record(stream, record, 7)
     assert f"cannot copy {stream}, record 7: " in str(info.value)
     assert refused in str(info.value)
+
+
+def test_a_copy_into_a_directory_keeps_no_descriptor_of_it(tmp_path: Path) -> None:
+    """The process's shared log descriptors (jsonl.WRITER) of the copy's logs are let go:
+    a library process copying many projects does not hold their files open."""
+    from mlops_cli.project import copy_project
+
+    with_a_batch(str(tmp_path / "source"))
+    source = Project.open(tmp_path / "source")
+    copy_project(source, tmp_path / "target")
+    source.store.close()
+
+    def held() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the descriptor listdir itself used
+                continue
+        return [link for link in links if link.startswith(str(tmp_path / "target"))]
+
+    assert held() == []
+    assert Project.open(tmp_path / "target").store.count("ab/t") == BATCH + SINGLE
