@@ -2,7 +2,8 @@
 
 A project location is a directory (the file store) or a `postgresql://` URL (the PostgreSQL
 store, imported only then). `Project.open(location, clock=...)` gives `registry`, `ab`,
-`drift` and `drift_detector(type, version)`, all sharing one store and one clock.
+`drift` and `drift_detector(type, version)`, all sharing one store and one clock. A project is
+a context manager: leaving it (or `close()`) writes what a PostgreSQL project buffered.
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ class Project:
 
     def __repr__(self) -> str:
         return f"Project({self.location!r})"
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flush(self) -> None:
+        """Write the records this process buffered (PostgreSQL; a directory has none)."""
+        self.store.flush()
+
+    def close(self) -> None:
+        """Write what is buffered (spooled when the server cannot be reached) and release the
+        store's connection; the project is not used afterwards."""
+        self.store.close()
 
     @property
     def location(self) -> str:

@@ -171,7 +171,18 @@ class Store(Protocol):
         """Every archived test, in the order they were archived (one read of the archive)."""
 
     def append(self, stream: str, record: dict[str, Any]) -> None:
-        """Append one validated record (with its `ts`)."""
+        """Append one validated record (with its `ts`); safe from any thread and process.
+
+        Directory: written (one locked line) before it returns; OSError on a full disk.
+        PostgreSQL: request, metric and drift-sample records are acknowledged into the
+        process's buffer and written by a background thread, so the call never waits on the
+        network; each process (a forked child too) has its own buffer, written once each.
+        While the server is away records are kept up to a bound; beyond it BufferFullError
+        (a ServiceError), the record not kept. Checks and events are written at once
+        (ServiceError when the server cannot be reached). Acknowledged records are written
+        at `flush()`, `close()`, interpreter exit, a multiprocessing worker's end, SIGTERM and
+        SIGINT, or spooled to a private file when the server is away then; only kill -9 or
+        power loss loses them (docs/postgresql.md)."""
 
     def append_batch(
         self,
@@ -239,6 +250,15 @@ class Store(Protocol):
     def claim(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per `ttl_s` seconds across processes and hosts."""
 
+    def flush(self, stream: str | None = None) -> None:
+        """Write what this process buffered (of one stream, or all) before returning; a
+        no-op for a directory. PostgreSQL: ServiceError when the server cannot be reached
+        (the records stay buffered); a record the server refuses is set aside with a warning
+        on stderr, the others written. Safe from any thread; called inside `transaction()` it
+        writes nothing (a rollback must not take the records along; the flusher writes them)."""
+
     def close(self) -> None:
-        """Release connections and descriptors."""
+        """Write what is buffered and release connections and descriptors; never raises
+        for the buffer (PostgreSQL: records the server cannot take now are spooled and written
+        by the next open of the same URL). The store is not used afterwards."""
 

@@ -630,6 +630,9 @@ class FileStore:
             jsonl.write_locked(fd, path, jsonl.dumps_line({"ts": stamp(now), "key": key}))
         return True
 
+    def flush(self, stream: str | None = None) -> None:
+        """Nothing waits: every append is written before it returns."""
+
     def close(self) -> None:
         """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
 

@@ -8,15 +8,17 @@ drift_samples, checks, events). See docs/postgresql.md.
 The parts: `connection` (connect, redact, database errors as MlopsErrors, the schema version,
 the migrations beside it and `upgrade`), `rows` (tables, `route`, records as rows and back),
 `copy` (COPY writing, validated batches), `registry` (the registry document and its diff),
-`buffer` (the per-request buffer and its flushing) and `store` (the PostgresStore class).
+`buffer` (the per-request buffer, its flusher and the process hooks), `spool` (what could not
+be written at exit, replayed by the next open) and `store` (the PostgresStore class).
 
 - `transaction()` is one database transaction that first locks the single `settings` row
   FOR UPDATE (every registry change takes it, so two changes never interleave), then writes
   the rows that differ and the events.
-- `append()` buffers sample records in the process and writes them with one COPY per stream
-  when 1,000 are waiting, when the oldest has waited 1 s, on `flush()`, on `close()` and at
-  exit. A crash (kill -9, power loss) loses what is buffered: at most 1 s or 1,000 records.
-  Checks and events are written at once.
+- `append()` buffers sample records in the process; a background thread writes them, one
+  COPY per stream under a batch id, when 1,000 wait or the oldest has waited 1 s; `flush()`,
+  `close()`, exit, a multiprocessing worker's end, SIGTERM and SIGINT write the rest, or spool
+  it when the server is away (buffer.py, spool.py). kill -9 and power loss lose what waits
+  (about one flush). Checks and events are written at once.
 - `append_batch()` is one transaction: the batch id is inserted first (`ON CONFLICT DO
   NOTHING`; a concurrent retry waits on it, then finds it), then one COPY of the validated
   records, committed together.

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ...errors import BufferFullError, MlopsError
+from ...errors import BufferFullError, MlopsError, ServiceError
 from . import spool
 from .connection import connect, redact, translated
 from .copy import COUNT_SQL, copy_rows
@@ -44,6 +45,8 @@ from .spool import Chunk
 FLUSH_RECORDS = 1000  # a stream is written when this many records wait
 FLUSH_SECONDS = 1.0  # ... or when the oldest has waited this long (and retried as often)
 MAX_BUFFERED = 100_000  # records held while the server is away; beyond, add() refuses
+BACKLOG = 2  # x flush_records: a process recording faster than its flusher writes waits here
+RETRY_S = 1.0  # while the server is away, a write is tried this often
 EXIT_WAIT_S = 10.0  # at the end, how long to wait for a write in progress before spooling
 
 
@@ -120,6 +123,7 @@ class Buffer:
         lock: threading.RLock,
         connection: Callable[[], psycopg.Connection[Any]],
         tick: Callable[[], None] = lambda: None,
+        may_wait: Callable[[], bool] = lambda: True,
         spool_dir: Path | None = None,
         flush_records: int = FLUSH_RECORDS,
         flush_seconds: float = FLUSH_SECONDS,
@@ -135,8 +139,10 @@ class Buffer:
         self._lock = lock  # the store's: its connection
         self._connection = connection
         self._tick = tick
+        self._may_wait = may_wait  # false while this thread holds the connection
         self._mutex = threading.RLock()  # the rows (re-entered by a signal handler's drain)
-        self._wake = threading.Condition(self._mutex)
+        self._wake = threading.Condition(self._mutex)  # the flusher waits for work
+        self._progress = threading.Condition(self._mutex)  # add() waits for the flusher
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
         self._waiting = 0  # records in _pending
         self._chunks: collections.deque[Chunk] = collections.deque()
@@ -161,6 +167,10 @@ class Buffer:
         """Keep a row for the flusher; BufferFullError (the row not kept) when the buffer is
         at its bound."""
         with self._mutex:
+            if self._stopped:
+                raise ServiceError(
+                    f"the PostgreSQL store {self.shown} is closed: this record was not recorded"
+                )
             if self._held >= self.max_records:
                 raise BufferFullError(
                     f"{self._held} records wait for the PostgreSQL store {self.shown}, the "
@@ -179,6 +189,22 @@ class Buffer:
                 self._wake.notify()
             if self._thread is None and not self._stopped:
                 self._start()
+            elif (
+                self._held >= BACKLOG * self.flush_records
+                and self._outage is None
+                and self._may_wait()
+            ):
+                # Recording faster than the server takes it: wait (at most flush_seconds)
+                # for the flusher, so what a kill -9 can lose stays about one flush.
+                self._progress.wait_for(self._caught_up, self.flush_seconds)
+
+    def _caught_up(self) -> bool:
+        return (
+            self._held < BACKLOG * self.flush_records
+            or self._outage is not None
+            or self._stopped
+            or not self.running
+        )
 
     def wake(self) -> None:
         """Ask the flusher for a round now (it also runs `tick`)."""
@@ -224,9 +250,10 @@ class Buffer:
 
     def _failed(self, reason: str) -> None:
         with self._mutex:
-            self._retry_at = time.monotonic() + self.flush_seconds
+            self._retry_at = time.monotonic() + min(self.flush_seconds, RETRY_S)
             first = self._outage is None
             self._outage = reason
+            self._progress.notify_all()
         if first:
             warn(
                 f"cannot write to the PostgreSQL store ({reason}); {self._held} records are "
@@ -245,6 +272,7 @@ class Buffer:
         self._held -= count
         if not self._held:
             self._oldest = 0.0
+        self._progress.notify_all()
 
     def _set_aside(self, chunk: Chunk, reason: str) -> None:
         self._written(1)
@@ -281,6 +309,7 @@ class Buffer:
         with self._mutex:
             self._stopped = True
             self._wake.notify()
+            self._progress.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(wait_s)
@@ -313,6 +342,9 @@ class Buffer:
             self._seal(None)
             chunks = list(self._chunks)
             count = sum(len(c.rows) for c in chunks)
+            if not count:  # written by a drain this one interrupted
+                self._held = 0
+                return
             try:
                 path = spool.write_spool(self.spool_dir, self.url, chunks)
             except OSError as exc:
@@ -368,17 +400,34 @@ class Owner(Protocol):
 
 OWNERS: weakref.WeakSet[Owner] = weakref.WeakSet()  # the stores open in this process
 _hooked: int | None = None  # the process whose exit and signals are hooked
+_draining = 0  # drains in progress in this process
+_signalled: int | None = None  # a signal that arrived during one: acted on at its end
+
+
+@contextlib.contextmanager
+def draining() -> Iterator[None]:
+    """Around a drain: SIGTERM or SIGINT arriving meanwhile is acted on once it is done (a
+    second drain in the handler would wait on the rows the first is committing)."""
+    global _draining
+    _draining += 1
+    try:
+        yield
+    finally:
+        _draining -= 1
+        if not _draining and _signalled is not None:
+            _die_of(_signalled)
 
 
 def drain_all() -> None:
     """Write (or spool) what every store of this process holds."""
-    for owner in list(OWNERS):
-        owner.drain()
+    with draining():
+        for owner in list(OWNERS):
+            owner.drain()
 
 
 def _after_fork_in_child() -> None:
-    global _hooked
-    _hooked = None
+    global _hooked, _draining, _signalled
+    _hooked, _draining, _signalled = None, 0, None
     for owner in list(OWNERS):
         owner.forget_parent()
 
@@ -404,9 +453,10 @@ def hook_process() -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT: where the handler is the default, drain, then do what the default
-    does (die of SIGTERM; raise KeyboardInterrupt); where the host installed one (uvicorn,
-    gunicorn, the mlops command), wake the flushers and call it: its exit reaches atexit."""
+    """SIGTERM and SIGINT where the handler is the default: SIGTERM drains, then the process
+    dies of it as by default; SIGINT wakes the flushers and raises KeyboardInterrupt (the exit
+    drains). Where the host installed one (uvicorn, gunicorn, the mlops command): wake the
+    flushers and call it; its exit reaches the atexit drain."""
     for signum, default in (
         (signal.SIGTERM, signal.SIG_DFL),
         (signal.SIGINT, signal.default_int_handler),
@@ -421,7 +471,28 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    drain_all()
+    global _signalled
+    if _draining:  # a drain (at exit, a worker's end, close()) was interrupted: let it end
+        _signalled = signum
+        return
+    if signum == signal.SIGINT:
+        # KeyboardInterrupt: the exit it leads to drains (atexit, a worker's finalizer); a
+        # host that catches it goes on recording with its buffer intact.
+        _wake_all()
+        raise KeyboardInterrupt
+    drain_all()  # may not return: a signal during it is acted on at its end
+    _die_of(signum)
+
+
+def _wake_all() -> None:
+    for owner in list(OWNERS):
+        owner.wake()
+
+
+def _die_of(signum: int) -> None:
+    """What the default handler does: raise KeyboardInterrupt, or end by the signal."""
+    global _signalled
+    _signalled = None
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)
@@ -436,6 +507,5 @@ class _Chained:
         self.host = host
 
     def __call__(self, signum: int, frame: FrameType | None) -> Any:
-        for owner in list(OWNERS):
-            owner.wake()
+        _wake_all()
         return self.host(signum, frame)

@@ -195,7 +195,13 @@ class PostgresStore:
 
     def _new_buffer(self) -> buffer.Buffer:
         return buffer.Buffer(
-            self.location, self._lock, lambda: self.conn, self._tick, **self._buffer_options
+            self.location,
+            self._lock,
+            lambda: self.conn,
+            self._tick,
+            # Inside a registry transaction the flusher cannot write: appends do not wait.
+            lambda: getattr(self._local, "now", None) is None,
+            **self._buffer_options,
         )
 
     def forget_parent(self) -> None:
@@ -634,11 +640,12 @@ class PostgresStore:
         flusher and close the connection."""
         snapshots.forget(self._snapshot_key)  # its listener and connection
         try:
-            self._buffer.stop()
-            if self._buffer.held:
-                with contextlib.suppress(MlopsError):
-                    self._buffer.write()
-            self._buffer.drain()  # what is left: tried once more, then spooled
+            with buffer.draining():
+                self._buffer.stop()
+                if self._buffer.held:
+                    with contextlib.suppress(MlopsError):
+                        self._buffer.write()
+                self._buffer.drain()  # what is left: tried once more, then spooled
         finally:
             if self._pid == os.getpid():  # never the connection of the parent process
                 self._conn.close()
