@@ -436,6 +436,33 @@ def load(quick: bool) -> list[Case]:
     ]
 
 
+def service(quick: bool) -> list[Case]:
+    """The seed's four-call request against the floor (benchmarks/service.py)."""
+    out = subprocess.run(
+        [PY, str(HERE / "service.py"), "--json", *(["--quick"] if quick else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    cases = []
+    for r in json.loads(out.stdout):
+        if "calls_per_s" in r:
+            cases.append(
+                Case(r["case"], r["calls_per_s"], None, "-", r["target"], r["ok"], "calls/s")
+            )
+        elif "share" in r:  # a rate at least a share of the directory's
+            cases.append(
+                Case(r["case"], r["requests_per_s"], r["directory_per_s"], "the directory",
+                     ">= 0.5 (rate)", r["ok"], "requests/s")
+            )
+        else:  # time per 1,000 requests against the floor's
+            cases.append(
+                Case(f"{r['case']}, 1,000 requests", 1000 / r["requests_per_s"],
+                     1000 / r["floor_per_s"], "sha256 + 4 locked appends", "<= 3", r["ok"])
+            )
+    return cases
+
+
 def dashboard(tmp: Path, repeat: int, scale: int) -> list[Case]:
     """The overview's last byte against `mlops list --json` on the same project: 50 model
     types x 20 versions, 10,000,000 recorded serving requests, summaries warm."""
@@ -541,7 +568,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
-    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres", "load"]
+    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load"]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
@@ -566,6 +593,8 @@ def main() -> None:
             cases += postgres(args.quick)
         if "load" in chosen:
             cases += load(args.quick)
+        if "service" in chosen:
+            cases += service(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:

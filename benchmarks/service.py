@@ -150,16 +150,24 @@ def run(url: str | None, requests: int, procs: int, calls: int) -> list[dict[str
     with tempfile.TemporaryDirectory() as tmp:
         floor_dir = os.path.join(tmp, "floor")
         os.mkdir(floor_dir)
-        floor_one = requests / floor_requests(floor_dir, 0, requests)
-        floor_many = in_processes(floor_requests, floor_dir, requests, procs)
         stores = {"directory": os.path.join(tmp, "project")}
         if url is not None:
             stores["PostgreSQL"] = url
-        rates: dict[tuple[str, int], float] = {}
-        for label, location in stores.items():
+        for location in stores.values():
             setup(location)
-            rates[label, 1] = requests / seed_requests(location, 0, requests)
+        # Best of three rounds, the floor and each store in turn (the machine's other load
+        # then weighs on each alike).
+        floor_one = 0.0
+        rates: dict[tuple[str, int], float] = {}
+        for round_ in range(3):
+            floor_one = max(floor_one, requests / floor_requests(floor_dir, 0, requests))
+            for label, location in stores.items():
+                rate = requests / seed_requests(location, round_ * requests, requests)
+                rates[label, 1] = max(rates.get((label, 1), 0.0), rate)
+        floor_many = in_processes(floor_requests, floor_dir, requests, procs)
+        for label, location in stores.items():
             rates[label, procs] = in_processes(seed_requests, location, requests, procs)
+        for label, location in stores.items():
             for name, rate in single_calls(location, calls).items():
                 results.append(
                     {"case": f"{label}: {name} alone", "calls_per_s": rate,

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from ..naming import validate_name, validate_version
 from ..state import ABTest, RegistryState
@@ -61,14 +61,37 @@ Validator = Callable[[Any, str], Any]
 Progress = Callable[[int], None]
 
 
+F = TypeVar("F", bound=Callable[..., str])
+
+
+def _remembered(name: F) -> F:
+    """Remember a stream name built from valid names (per request, the same few are built
+    again and again); anything else goes to the validation each time."""
+    known: dict[tuple[Any, ...], str] = {}
+
+    def build(*parts: Any) -> str:
+        found = known.get(parts) if all(type(p) is str for p in parts) else None
+        if found is None:
+            found = name(*parts)
+            if len(known) < 10_000 and all(type(p) is str for p in parts):
+                known[parts] = found
+        return found
+
+    build.__doc__ = name.__doc__
+    return build  # type: ignore[return-value]
+
+
+@_remembered
 def ab_stream(test: str) -> str:
     return f"ab/{validate_name(test, 'A/B test name')}"
 
 
+@_remembered
 def metrics_stream(model_type: str, version: str) -> str:
     return f"metrics/{validate_name(model_type, 'model type')}/{validate_version(version)}"
 
 
+@_remembered
 def drift_stream(model_type: str, version: str, kind: str) -> str:
     if kind not in DRIFT_KINDS:
         raise ValueError(f"unknown drift stream {kind!r}")

@@ -100,7 +100,8 @@ class FileStore:
         self.archive_path = root / TEST_ARCHIVE
         # One snapshot of the registry per project and process, checked by a stat of
         # registry.yaml on every use (snapshot.py): another process's change is seen at once.
-        self._snapshot_key = ("files", os.path.realpath(root))
+        self._snapshot_key: tuple[str, ...] = ("files", os.path.realpath(root))
+        self._held: tuple[int, snapshots.Snapshot, tuple[str, ...]] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
         self._paths: dict[str, Path] = {}
 
@@ -221,7 +222,12 @@ class FileStore:
         return self._snapshot().state()
 
     def _snapshot(self) -> snapshots.Snapshot:
-        return snapshots.shared(self._snapshot_key, self._new_snapshot)
+        held = self._held
+        if held is not None and held[0] == snapshots.forks and held[2] == self._snapshot_key:
+            return held[1]
+        found = snapshots.shared(self._snapshot_key, self._new_snapshot)
+        self._held = (snapshots.forks, found, self._snapshot_key)
+        return found
 
     def _new_snapshot(
         self,

@@ -63,12 +63,12 @@ class Snapshot:
     def state(self) -> RegistryState:
         """The registry as of the last check (treat as read-only)."""
         state = self._state
-        if (
-            state is not None
-            and self._loaded_epoch == self._epoch
-            and self._clock() < self._next_check
-        ):
-            return state
+        if state is not None and self._loaded_epoch == self._epoch:
+            if self.check_every_s:
+                if self._clock() < self._next_check:
+                    return state
+            elif self._generation() == self._seen:  # checked on every use (a stat)
+                return state
         return self._refresh()
 
     @property
@@ -112,6 +112,7 @@ class Snapshot:
 
 _SHARED: dict[Hashable, Snapshot] = {}
 _SHARED_MUTEX = threading.Lock()
+forks = 0  # forks of this process so far: a store remembering its snapshot checks it
 
 
 def shared(key: Hashable, make: Callable[[], Snapshot]) -> Snapshot:
@@ -143,7 +144,8 @@ def forget(key: Hashable) -> None:
 def _after_fork() -> None:
     # A child starts with no snapshot: a store that is notified of changes (a listener thread,
     # a connection) must not rely on a parent's, which the child does not have.
-    global _SHARED_MUTEX
+    global _SHARED_MUTEX, forks
+    forks += 1
     _SHARED.clear()
     _SHARED_MUTEX = threading.Lock()
 

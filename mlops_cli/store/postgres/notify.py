@@ -13,7 +13,6 @@ network for it: only the first call after a change reads the registry.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -84,6 +83,6 @@ class Listener:
                 told = True
 
     def close(self) -> None:
+        """Stop: the thread ends at its next wake-up (at most `poll_s`), closing its
+        connection; nobody waits for it (a daemon thread)."""
         self.stop()
-        with contextlib.suppress(RuntimeError):
-            self._thread.join(timeout=self.poll_s + 5)
