@@ -325,3 +325,45 @@ def test_a_far_future_time_is_refused_or_read_back(running: Project) -> None:
     rows = [r for chunk in reopen(running).store.scan("ab/t") for r in chunk]
     assert len(rows) == 51
     assert reopen(running).ab.evaluate_test("t").requests == 51
+
+
+STREAMER = """
+import sys
+from mlops_cli import Project
+project = Project.open(sys.argv[1])
+project.ab.record_batch(
+    "t", sys.stdin.buffer, progress=lambda n: print(n, flush=True), batch_id="job-7"
+)
+"""
+
+
+def test_a_batch_writer_killed_mid_way_is_completed_once_by_the_retry(running: Project) -> None:
+    """kill -9 while a batch streams in (a chunk handed on, stdin still open): PostgreSQL
+    leaves nothing (the transaction never committed); the directory store may leave the
+    lines written so far. Either way the retry with the batch id records the batch once."""
+    import select
+    import signal
+
+    data = requests_jsonl(40_000, seed=7)[0]  # about 4 MB: several chunks on either store
+    before = running.store.count("ab/t")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STREAMER, running.store.location],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(data[: len(data) * 3 // 4])
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], 120)  # a deadline against a hang only
+    assert ready and int(proc.stdout.readline()) > 0  # a chunk of the batch was handed on
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    left = reopen(running).store.count("ab/t") - before
+    assert 0 <= left < 40_000
+    if running.store.location.startswith("postgresql://"):
+        assert left == 0
+    retry = running.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    assert retry.recorded + retry.already_recorded == 40_000
+    again = reopen(running).ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    assert (again.recorded, again.already_recorded) == (0, 40_000)
+    assert reopen(running).ab.evaluate_test("t").requests == before + 40_000
