@@ -331,18 +331,6 @@ def test_history_since_and_limit_together(store: Store) -> None:
     assert store.history(stream, since=T0 + timedelta(days=9)) == []
 
 
-@pytest.fixture
-def drift_kind_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "files",
-        "FileStore._log_path takes any fourth part of a drift stream: 'drift/gnn/1.0.0/other' "
-        "reads as an empty log (and an append would create other.jsonl) where PostgreSQL "
-        "raises ValueError",
-    )
-
-
-@pytest.mark.usefixtures("drift_kind_defect")
 def test_an_unknown_drift_kind_is_a_value_error(store: Store) -> None:
     with pytest.raises(ValueError, match="stream"):
         store.history("drift/gnn/1.0.0/other")
