@@ -8,7 +8,14 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
+from mlops_cli import (
+    ABTestConfig,
+    ConflictError,
+    ModelVersion,
+    Project,
+    StateError,
+    ValidationError,
+)
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
@@ -402,3 +409,25 @@ def test_transactions_from_threads_of_one_process_lose_no_update(project: Projec
     assert len(reopen(project).store.read().models["shared"].versions) == 20
     registered = [e for e in project.registry.history("shared") if e.kind == "registered"]
     assert len(registered) == 20
+
+
+def test_a_transaction_that_leaves_an_invalid_state_commits_nothing(project: Project) -> None:
+    store = project.store
+    before = store.read().to_doc()
+    with pytest.raises(StateError), store.transaction() as txn:
+        txn.state.models["gnn"].versions["1.1.0"].traffic_percentage = 150.0
+        txn.event("broken", model_type="gnn")
+    assert store.read().to_doc() == before
+    assert reopen(project).store.read().to_doc() == before
+    assert [e.kind for e in project.registry.history()][-1] == "registered"
+
+
+def test_checks_and_events_are_seen_by_another_store_at_once(project: Project) -> None:
+    """No buffering for what a pipeline and the audit trail read next: a check row and an
+    event are stored when the call returns."""
+    checks = drift_stream("gnn", "1.0.0", "checks")
+    project.store.append(checks, {"ts": "2026-11-01T00:00:00Z", "status": "active", "score": 1})
+    project.store.append(EVENTS, {"ts": "2026-11-01T00:00:00Z", "event": "note"})
+    other = reopen(project).store
+    assert [r["score"] for r in other.history(checks)] == [1]
+    assert other.history(EVENTS, limit=1)[0]["event"] == "note"
