@@ -263,9 +263,12 @@ class Store(Protocol):
         CapError; in every case nothing is appended. An error reading `data` propagates
         (the directory store says it as a StateError naming the log) and appends nothing.
         Concurrency: the same batch id sent at once from several processes or hosts is
-        recorded by exactly one (the others return it as `already_recorded`); a batch cut
-        short (a crash, a kill, the sender gone) leaves nothing visible and its retry with
-        the same id records it once. Durable (fsynced / committed) on return."""
+        recorded by exactly one (the others return it as `already_recorded`). A batch cut
+        short by an error (the sender gone, SIGTERM) leaves nothing. One cut short by a
+        crash (kill -9, power loss) leaves nothing on PostgreSQL (never committed); on a
+        directory the lines written so far stay in the log until the retry with the same
+        id completes the batch, once (a stream without an id has no retry). Durable
+        (fsynced, or committed) on return."""
 
     def replace(
         self, stream: str, data: bytes | BinaryIO, validate: Validator, cap: int | None = None

@@ -432,7 +432,7 @@ class FileStore:
             return self.root / "logs" / "ab" / f"{parts[1]}.jsonl"
         if parts[0] == "metrics" and len(parts) == 3:
             return self.root / "logs" / "metrics" / parts[1] / f"{parts[2]}.jsonl"
-        if parts[0] == "drift" and len(parts) == 4:
+        if parts[0] == "drift" and len(parts) == 4 and parts[3] in DRIFT_KINDS:
             return self.root / "logs" / "drift" / parts[1] / parts[2] / f"{parts[3]}.jsonl"
         raise ValueError(f"unknown stream {stream!r}")
 

@@ -26,6 +26,7 @@ from mlops_cli import (
 from .conftest import (
     dump,
     jsonl,
+    known_defect,
     reopen,
     requests_jsonl,
     requests_rows,
@@ -258,6 +259,7 @@ def test_a_held_registry_lock_is_a_clean_timeout_and_changes_nothing(running: Pr
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         other = reopen(running)
+        other.registry.get_champion("gnn")  # a store that has read the settings (see below)
         with pytest.raises(LockTimeoutError, match="lock_timeout_s"):
             other.registry.promote_to_champion("gnn", "1.1.0", force=True)
         with pytest.raises(LockTimeoutError, match="lock_timeout_s"):
@@ -267,6 +269,33 @@ def test_a_held_registry_lock_is_a_clean_timeout_and_changes_nothing(running: Pr
         holder.communicate(b"\n", timeout=120)
     assert holder.returncode == 0
     assert running.registry.require_champion("gnn").version == "1.1.0"
+
+
+@pytest.fixture
+def first_lock_timeout_defect(request: pytest.FixtureRequest) -> None:
+    known_defect(
+        request,
+        "postgres",
+        "PostgresStore.transaction() bounds the lock wait by the lock_timeout_s last seen by "
+        "read(): a new store's first transaction waits the default 30 s, not the project's "
+        "setting, and its LockTimeoutError does not name the seconds",
+    )
+
+
+@pytest.mark.usefixtures("first_lock_timeout_defect")
+def test_a_new_stores_first_change_waits_the_projects_lock_timeout(running: Project) -> None:
+    running.set_setting("lock_timeout_s", "0.5")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, running.store.location],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with pytest.raises(LockTimeoutError, match=r"within 0\.5 s"):
+            reopen(running).registry.promote_to_champion("gnn", "1.1.0", force=True)
+    finally:
+        holder.communicate(b"\n", timeout=120)
 
 
 def test_a_request_that_a_store_cannot_hold_takes_no_other_record_with_it(
@@ -294,3 +323,45 @@ def test_a_far_future_time_is_refused_or_read_back(running: Project) -> None:
     with pytest.raises(ValidationError, match="ts must lie between"):
         running.ab.record_batch("t", line)
     assert reopen(running).ab.evaluate_test("t").requests == 50
+
+
+STREAMER = """
+import sys
+from mlops_cli import Project
+project = Project.open(sys.argv[1])
+project.ab.record_batch(
+    "t", sys.stdin.buffer, progress=lambda n: print(n, flush=True), batch_id="job-7"
+)
+"""
+
+
+def test_a_batch_writer_killed_mid_way_is_completed_once_by_the_retry(running: Project) -> None:
+    """kill -9 while a batch streams in (a chunk handed on, stdin still open): PostgreSQL
+    leaves nothing (the transaction never committed); the directory store may leave the
+    lines written so far. Either way the retry with the batch id records the batch once."""
+    import select
+    import signal
+
+    data = requests_jsonl(40_000, seed=7)[0]  # about 4 MB: several chunks on either store
+    before = running.store.count("ab/t")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STREAMER, running.store.location],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(data[: len(data) * 3 // 4])
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], 120)  # a deadline against a hang only
+    assert ready and int(proc.stdout.readline()) > 0  # a chunk of the batch was handed on
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    left = reopen(running).store.count("ab/t") - before
+    assert 0 <= left < 40_000
+    if running.store.location.startswith("postgresql://"):
+        assert left == 0
+    retry = running.ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    assert retry.recorded + retry.already_recorded == 40_000
+    again = reopen(running).ab.record_batch("t", io.BytesIO(data), batch_id="job-7")
+    assert (again.recorded, again.already_recorded) == (0, 40_000)
+    assert reopen(running).ab.evaluate_test("t").requests == before + 40_000

@@ -9,7 +9,14 @@ import numpy as np
 import orjson
 import pytest
 
-from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
+from mlops_cli import (
+    ABTestConfig,
+    ConflictError,
+    ModelVersion,
+    Project,
+    StateError,
+    ValidationError,
+)
 from mlops_cli.errors import BatchConflictError
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
@@ -405,18 +412,6 @@ def test_history_since_and_limit_together(store: Store) -> None:
     assert store.history(stream, since=T0 + timedelta(days=9)) == []
 
 
-@pytest.fixture
-def drift_kind_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "files",
-        "FileStore._log_path takes any fourth part of a drift stream: 'drift/gnn/1.0.0/other' "
-        "reads as an empty log (and an append would create other.jsonl) where PostgreSQL "
-        "raises ValueError",
-    )
-
-
-@pytest.mark.usefixtures("drift_kind_defect")
 def test_an_unknown_drift_kind_is_a_value_error(store: Store) -> None:
     with pytest.raises(ValueError, match="stream"):
         store.history("drift/gnn/1.0.0/other")
@@ -506,3 +501,25 @@ def test_a_carried_batch_is_not_recorded_again(store: Store) -> None:
     other = store.append_batch("ab/t", data, validate_request, "b10")
     assert (other.recorded, other.already_recorded) == (12, 0)
     assert store.batches("ab/t") == {"b9": 12, "b10": 12}
+
+
+def test_a_transaction_that_leaves_an_invalid_state_commits_nothing(project: Project) -> None:
+    store = project.store
+    before = store.read().to_doc()
+    with pytest.raises(StateError), store.transaction() as txn:
+        txn.state.models["gnn"].versions["1.1.0"].traffic_percentage = 150.0
+        txn.event("broken", model_type="gnn")
+    assert store.read().to_doc() == before
+    assert reopen(project).store.read().to_doc() == before
+    assert [e.kind for e in project.registry.history()][-1] == "registered"
+
+
+def test_checks_and_events_are_seen_by_another_store_at_once(project: Project) -> None:
+    """No buffering for what a pipeline and the audit trail read next: a check row and an
+    event are stored when the call returns."""
+    checks = drift_stream("gnn", "1.0.0", "checks")
+    project.store.append(checks, {"ts": "2026-11-01T00:00:00Z", "status": "active", "score": 1})
+    project.store.append(EVENTS, {"ts": "2026-11-01T00:00:00Z", "event": "note"})
+    other = reopen(project).store
+    assert [r["score"] for r in other.history(checks)] == [1]
+    assert other.history(EVENTS, limit=1)[0]["event"] == "note"
