@@ -184,8 +184,12 @@ def test_a_signal_mid_loop_keeps_every_acknowledged_record(url: str, signum: int
         assert line, "the recorder ended early"
         acknowledged.add(line.strip())
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=DEADLINE)
-    acknowledged |= {line for line in out.split()}
+    # Read the rest through the same buffered reader: communicate() would read the pipes'
+    # descriptors and miss acknowledgements this reader already holds.
+    acknowledged |= set(proc.stdout.read().split())
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait(timeout=DEADLINE)
     if signum == signal.SIGTERM:
         assert proc.returncode == -signal.SIGTERM, err  # as the default handler would
     else:
