@@ -319,7 +319,8 @@ def test_recording_into_a_finalized_or_unknown_test_is_refused(
 
 
 def test_the_final_figures_stop_at_the_finalize(running: Project, clock: Clock) -> None:
-    running.ab.record_batch("t", jsonl(requests_rows(300, seed=4)))
+    during = (T0 + timedelta(days=1)).isoformat()  # the test's clock, not the wall clock
+    running.ab.record_batch("t", jsonl([{**r, "ts": during} for r in requests_rows(300, seed=4)]))
     clock.now = T0 + timedelta(days=2)
     running.ab.finalize_test("t", "rollback")
     clock.now = T0 + timedelta(days=30)
@@ -341,7 +342,7 @@ def test_promote_without_a_promote_evaluation_needs_force(running: Project) -> N
 
 
 def test_list_and_status_count_each_arm(running: Project) -> None:
-    rows = requests_rows(500, seed=6)
+    rows = [{**r, "ts": STAMP} for r in requests_rows(500, seed=6)]  # on the test's clock
     running.ab.record_batch("t", jsonl(rows))
     treated = sum(r["variant"] == "treatment" for r in rows)
     listed = running.ab.list_tests()

@@ -34,6 +34,19 @@ from .conftest import (
 )
 
 
+def validation_accepts(**fields: Any) -> bool:
+    """Whether a request with these fields passes validation (the cause of the two defects
+    below: a record PostgreSQL cannot hold must be refused before it is buffered)."""
+    from mlops_cli.records import validate_request
+
+    try:
+        validate_request({"variant": "control", "inference_time_ms": 1, "confidence": 0.5,
+                          **fields})
+    except ValidationError:
+        return False
+    return True
+
+
 @pytest.fixture
 def nul_user_id_defect(request: pytest.FixtureRequest) -> None:
     known_defect(
@@ -42,6 +55,7 @@ def nul_user_id_defect(request: pytest.FixtureRequest) -> None:
         "PostgresStore: validate_request accepts a user_id holding a NUL byte, append() buffers "
         "it, and the flush's COPY fails on it (ServiceError), so every record buffered with it "
         "is lost and every later read of the stream fails",
+        present=validation_accepts(user_id="a\x00b"),
     )
 
 
@@ -52,6 +66,7 @@ def far_future_defect(request: pytest.FixtureRequest) -> None:
         "postgres",
         "PostgresStore: a ts of 9999-12-31T23:59:59-14:00 passes validation and is stored as "
         "year 10000 UTC; every later read of the stream fails with 'timestamp too large'",
+        present=validation_accepts(ts="9999-12-31T23:59:59-14:00"),
     )
 
 
