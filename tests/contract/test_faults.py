@@ -34,6 +34,19 @@ from .conftest import (
 )
 
 
+def validation_accepts(**fields: Any) -> bool:
+    """Whether a request with these fields passes validation (the cause of the two defects
+    below: a record PostgreSQL cannot hold must be refused before it is buffered)."""
+    from mlops_cli.records import validate_request
+
+    try:
+        validate_request({"variant": "control", "inference_time_ms": 1, "confidence": 0.5,
+                          **fields})
+    except ValidationError:
+        return False
+    return True
+
+
 @pytest.fixture
 def running(project: Project) -> Project:
     project.ab.start_test(
