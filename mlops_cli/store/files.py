@@ -94,7 +94,7 @@ class _Watched:
     most `HELD` files are held per process; beyond, the oldest is checked by its path."""
 
     HELD = 64
-    _open: ClassVar[list[_Watched]] = []
+    open_files: ClassVar[list[_Watched]] = []
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -106,9 +106,9 @@ class _Watched:
         if old is not None:
             os.close(old)
         else:
-            _Watched._open.append(self)
-            if len(_Watched._open) > self.HELD:
-                _Watched._open.pop(0).release()
+            _Watched.open_files.append(self)
+            if len(_Watched.open_files) > self.HELD:
+                _Watched.open_files.pop(0).release()
         return _key(os.fstat(fd))
 
     def release(self) -> None:
