@@ -69,7 +69,8 @@ __all__ = [
 
 _default: Project | None = None
 _default_at: str | None = None  # where it was located (a URL's `location` hides its password)
-_default_key: tuple[str | None, str] | None = None  # (MLOPS_PROJECT_DIR, cwd) it was found for
+# (MLOPS_PROJECT_DIR, the cwd it was relative to, or None) the default project was found for
+_default_key: tuple[str | None, str | None] | None = None
 
 
 def default_project() -> Project:
@@ -78,9 +79,15 @@ def default_project() -> Project:
     global _default, _default_at, _default_key
     import os
 
-    # Per request (the seed's names): only the environment and the cwd are looked at again.
-    key = (os.environ.get("MLOPS_PROJECT_DIR"), os.getcwd())
-    if _default is not None and key == _default_key:
+    # Per request (the seed's names): only the environment is looked at again, and the cwd
+    # when the location depends on it.
+    named = os.environ.get("MLOPS_PROJECT_DIR")
+    if (
+        _default is not None
+        and _default_key is not None
+        and named == _default_key[0]
+        and (_default_key[1] is None or _default_key[1] == os.getcwd())
+    ):
         return _default
     from .project import Project
 
@@ -88,7 +95,9 @@ def default_project() -> Project:
     if _default is None or _default_at != where:
         _default = Project.open(where)
         _default_at = where
-    _default_key = key if key[0] else None  # walking up for registry.yaml: look each time
+    absolute = named is not None and (os.path.isabs(named) or "://" in named)
+    # Walking up for registry.yaml (nothing named): looked for again each time.
+    _default_key = (named, None if absolute else os.getcwd()) if named else None
     return _default
 
 

@@ -57,6 +57,15 @@ def dumps_line(record: dict[str, Any]) -> bytes:
 @contextmanager
 def flocked(fd: int, path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive flock on `fd`, waiting at most `timeout` seconds for it."""
+    lock(fd, path, timeout)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def lock(fd: int, path: Path, timeout: float) -> None:
+    """Take an exclusive flock on `fd`, waiting at most `timeout` seconds (LockTimeoutError)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -74,10 +83,6 @@ def flocked(fd: int, path: Path, timeout: float) -> Iterator[None]:
                         f"could not lock {path} within {timeout:g} s: another mlops process "
                         "holds it; retry, or raise the setting lock_timeout_s"
                     ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _truncate_torn_tail(fd: int, size: int | None = None) -> int:
@@ -161,18 +166,22 @@ class LogWriter:
         # writer's tail may be torn; the end of our own append is a newline).
         for _attempt in range(3):
             fd = self._fd(path, root)
-            with self._mutex, flocked(fd, path, timeout):
-                st = safefs.check_single_link(fd, path, root)
-                if st.st_nlink:  # not replaced since we opened it
-                    size = st.st_size
-                    if size != self._ends.get(path):
-                        size -= _truncate_torn_tail(fd, size)
-                    if precheck is not None:
-                        precheck(fd)
-                    self._ends.pop(path, None)  # unknown until the write succeeds
-                    write_lines(fd, path, data, fsync, size)
-                    self._ends[path] = size + len(data)
-                    return
+            with self._mutex:
+                lock(fd, path, timeout)  # (not `flocked`: a context manager costs 4 calls)
+                try:
+                    st = safefs.check_single_link(fd, path, root)
+                    if st.st_nlink:  # not replaced since we opened it
+                        size = st.st_size
+                        if size != self._ends.get(path):
+                            size -= _truncate_torn_tail(fd, size)
+                        if precheck is not None:
+                            precheck(fd)
+                        self._ends.pop(path, None)  # unknown until the write succeeds
+                        write_lines(fd, path, data, fsync, size)
+                        self._ends[path] = size + len(data)
+                        return
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             self.forget(path)  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
@@ -530,7 +539,9 @@ def write_lines(
     if before is None:
         before = os.fstat(fd).st_size
     try:
-        _write_all(fd, data)
+        written = os.write(fd, data)  # whole, nearly always: the rest only after a short one
+        if written < len(data):
+            _write_all(fd, data[written:])
         if fsync:
             os.fsync(fd)
     except OSError as exc:

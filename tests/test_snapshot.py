@@ -429,3 +429,44 @@ def test_the_listener_tells_another_process_of_a_change(pg_url: str) -> None:
     finally:
         snapshots.forget(("another process", service.location))
         service.store.close()
+
+
+def test_a_registry_edited_in_place_or_linked_is_read_again(tmp_path: Path) -> None:
+    """The directory store checks the registry.yaml it read with one fstat: an edit in place
+    (its size and time change) and a replace while another link holds the old file (its
+    link count drops) are both seen by another process's snapshot."""
+    root = tmp_path / "proj"
+    admin = running_test(str(root))
+    service = Project.open(root)
+    snap = _private_snapshot(service)
+    try:
+        service.ab.assign_variant("gnn", "u")
+        loads = snap.loads
+        with open(root / "registry.yaml", "ab") as f:  # in place: the same inode
+            f.write(b"# a note\n")
+        service.ab.assign_variant("gnn", "u")
+        assert snap.loads == loads + 1
+        os.link(root / "registry.yaml", tmp_path / "backup.yaml")  # held by two links
+        service.ab.assign_variant("gnn", "u")
+        admin.ab.finalize_test("t", "promote", force=True)
+        assert service.ab.assign_variant("gnn", "u").version == "v1.1.0"
+    finally:
+        snapshots.forget(("another process", service.location))
+
+
+def test_beyond_the_files_held_a_snapshot_checks_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_cli.store.files import _Watched
+
+    monkeypatch.setattr(_Watched, "HELD", 1)
+    first = running_test(str(tmp_path / "a"))
+    service = Project.open(first.root)
+    _private_snapshot(service)
+    try:
+        assert service.ab.assign_variant("gnn", "u").test == "t"
+        Project.init(tmp_path / "b").state()  # holds its registry.yaml: the first is let go
+        first.ab.finalize_test("t", "promote", force=True)
+        assert service.ab.assign_variant("gnn", "u").version == "v1.1.0"
+    finally:
+        snapshots.forget(("another process", service.location))

@@ -35,11 +35,11 @@ import contextlib
 import copy
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import jsonl, safefs
 from ..errors import (
@@ -86,6 +86,50 @@ def atomic_write(path: Path, data: bytes) -> None:
     the directory is trusted: inside a project the store passes its root to check them too).
     """
     safefs.atomic_replace(path.parent, path.name, data)
+
+
+class _Watched:
+    """The registry.yaml a snapshot was read from, held open: one fstat tells whether it is
+    still the project's (a commit replaces the file, so the one held loses its link) and
+    unchanged (an edit in place changes its time or size), without resolving the path. At
+    most `HELD` files are held per process; beyond, the oldest is checked by its path."""
+
+    HELD = 64
+    open_files: ClassVar[list[_Watched]] = []
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def hold(self, fd: int) -> tuple[int, int, int, int]:
+        """Hold `fd` (the file just read) instead of the earlier one; its generation."""
+        old, self.fd = self.fd, fd
+        if old is not None:
+            os.close(old)
+        else:
+            _Watched.open_files.append(self)
+            if len(_Watched.open_files) > self.HELD:
+                _Watched.open_files.pop(0).release()
+        return _key(os.fstat(fd))
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def generation(self) -> tuple[int, int, int, int] | None:
+        """None when the file held was replaced or removed (its links dropped)."""
+        fd = self.fd
+        try:
+            st = os.fstat(fd) if fd is not None else os.stat(self.path)
+        except (FileNotFoundError, OSError):
+            return None
+        return _key(st) if st.st_nlink else None
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_size, st.st_nlink)
 
 
 class FileStore:
@@ -235,23 +279,22 @@ class FileStore:
         clock: Callable[[], float] = time.monotonic,
         listen: bool = True,
     ) -> snapshots.Snapshot:
-        """A snapshot checking registry.yaml's stat every `check_every_s` of `clock` (by
-        default on every use: a stat costs less than a lock; `listen` has no meaning here)."""
-        return snapshots.Snapshot(self._load, self._generation, check_every_s, clock)
+        """A snapshot checking registry.yaml every `check_every_s` of `clock` (by default on
+        every use: an fstat of the file it was read from; `listen` has no meaning here)."""
+        watched = _Watched(self.registry_path)
+        return snapshots.Snapshot(
+            lambda: self._load(watched), watched.generation, check_every_s, clock
+        )
 
-    def _generation(self) -> tuple[int, int, int]:
-        """What changes whenever registry.yaml is replaced (every commit replaces it)."""
+    def _load(self, watched: _Watched) -> tuple[Hashable, RegistryState]:
+        """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
         try:
-            st = os.stat(self.registry_path)
+            fd = safefs.open_read(self.root, REGISTRY_FILE)
         except FileNotFoundError:
             raise self._missing() from None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def _load(self) -> tuple[tuple[int, int, int], RegistryState]:
-        """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
-        key = self._generation()
-        with os.fdopen(safefs.open_read(self.root, REGISTRY_FILE), "rb") as f:
+        with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read()  # a FIFO or link planted there: a clean error, not a hang
+        key = watched.hold(fd)
         doc, migrated = load_document(data, str(self.registry_path))
         state = RegistryState.from_doc(doc)
         if migrated:  # upgrade the file once, under the lock, unless another process did
@@ -259,7 +302,7 @@ class FileStore:
                 if safefs.read_file(self.registry_path) == data:
                     upgraded = copy.deepcopy(state)
                     self._commit(state, upgraded, upgraded.take_finalized_tests(), [])
-            return self._load()
+            return self._load(watched)
         return key, state
 
     @contextmanager
