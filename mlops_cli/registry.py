@@ -12,9 +12,9 @@ from .limits import INFERENCE_TIME_MS
 from .moments import Moments
 from .naming import validate_name, validate_version
 from .records import check_finite
-from .results import Event, MappingResult
+from .results import Event, Events, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
-from .store.base import EVENTS, Store, metrics_stream
+from .store.base import EVENTS, Store, metrics_stream, skipped_of
 from .timeutil import format_ts, stamp
 
 
@@ -232,16 +232,20 @@ class ModelRegistry:
                 out.append(self.build(name, version, model))
         return out
 
-    def history(self, model_type: str | None = None, limit: int | None = None) -> list[Event]:
-        """Audit events, newest last (of one model type, or all)."""
+    def history(
+        self, model_type: str | None = None, limit: int | None = None, skip_invalid: bool = False
+    ) -> Events:
+        """Audit events, newest last (of one model type, or all). A malformed line of the log
+        is an error, or with `skip_invalid` (a view) left out and counted in `skipped`."""
         if model_type is not None:
             self.store.read().model(model_type)
-        events = [
-            Event(e)
-            for e in self.store.history(EVENTS)
-            if model_type is None or e.get("model_type") == model_type
-        ]
-        return events[-limit:] if limit else events
+        rows = self.store.history(EVENTS, skip_invalid=skip_invalid)
+        events = Events(
+            Event(e) for e in rows if model_type is None or e.get("model_type") == model_type
+        )
+        kept = Events(events[-limit:]) if limit else events
+        kept.skipped = skipped_of(rows)
+        return kept
 
     # -- changing ----------------------------------------------------------------------------
 

@@ -59,3 +59,10 @@ class Event(MappingResult):
 
     def __repr__(self) -> str:
         return f"Event({self.record!r})"
+
+
+class Events(list[Event]):
+    """Audit events, with how many malformed lines of the log were skipped to read them (a
+    view reads with `skip_invalid`)."""
+
+    skipped: int = 0

@@ -165,3 +165,21 @@ def test_html_report_is_written_and_names_each_log(
     ]
     page = out.read_text()
     assert '"skipped":[{"stream":"ab/t1"' in page  # the page shows it (app.js skippedNote)
+
+
+def test_a_malformed_audit_event_is_left_out_of_the_pages(
+    broken: Project, cli: Cli, tmp_path: Path
+) -> None:
+    """The audit log's second line garbled in place (its bytes, not its length, changed: the
+    registry records where the committed events end)."""
+    events = broken.root / "events.jsonl"
+    lines = events.read_bytes().splitlines(keepends=True)
+    lines[1] = b"{" + b"x" * (len(lines[1]) - 2) + b"\n"
+    events.write_bytes(b"".join(lines))
+    entry = {"stream": "events", "log": "events.jsonl", "lines": 1}
+    page = data.events(broken.root)
+    assert len(page["events"]) == len(lines) - 1 and page["skipped"] == [entry]
+    assert entry in data.model(broken.root, "gnn")["skipped"]
+    run = cli("report", "--html", str(tmp_path / "report.html"))
+    assert run.exit_code == 0, run.stderr
+    assert "note: 1 malformed line(s) of events.jsonl left out" in run.stderr

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFoundError, ValidationError
 from ..moments import Moments
 from ..project import Project
-from ..store.base import ab_stream
+from ..store.base import EVENTS, ab_stream
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
@@ -74,9 +74,14 @@ class Skipped(dict[str, int]):
 
     def doc(self) -> list[dict[str, Any]]:
         return [
-            {"stream": stream, "log": f"logs/{stream}.jsonl", "lines": lines}
+            {"stream": stream, "log": _log_of(stream), "lines": lines}
             for stream, lines in sorted(self.items())
         ]
+
+
+def _log_of(stream: str) -> str:
+    """Where a directory project keeps a stream's log."""
+    return "events.jsonl" if stream == EVENTS else f"logs/{stream}.jsonl"
 
 
 def skipped_in(docs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,7 +220,9 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     now = _now()
     skipped = Skipped()
     versions = project.registry.list_versions(model_type)  # NotFoundError when unknown
-    events = [e.to_dict() for e in project.registry.history(model_type)]
+    history = project.registry.history(model_type, skip_invalid=True)
+    skipped.add(EVENTS, history.skipped)
+    events = [e.to_dict() for e in history]
     rows = []
     for v in versions:
         doc = v.to_dict()
@@ -441,7 +448,10 @@ def events(
     Library call: registry.history(type).
     """
     project = _open(location)
-    rows = [e.to_dict() for e in project.registry.history(model_type or None)]
+    history = project.registry.history(model_type or None, skip_invalid=True)
+    skipped = Skipped()
+    skipped.add(EVENTS, history.skipped)
+    rows = [e.to_dict() for e in history]
     kinds = sorted({str(e.get("event")) for e in rows})
     if kind:
         rows = [e for e in rows if e.get("event") == kind]
@@ -451,6 +461,7 @@ def events(
         "kinds": kinds,
         "model_types": _model_types(project),
         "events": list(reversed(rows)),
+        "skipped": skipped.doc(),
     }
 
 
