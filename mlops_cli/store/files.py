@@ -141,8 +141,9 @@ class FileStore:
         self.registry_path = root / REGISTRY_FILE
         self.lock_path = root / LOCK_FILE
         self.archive_path = root / TEST_ARCHIVE
-        # One snapshot of the registry per project and process, checked by a stat of
-        # registry.yaml on every use (snapshot.py): another process's change is seen at once.
+        # One snapshot of the registry per project and process, checked by an fstat of the
+        # registry.yaml it was read from on every use (snapshot.py, _Watched): another
+        # process's change is seen at the next call.
         self._snapshot_key: tuple[str, ...] = ("files", os.path.realpath(root))
         self._held: tuple[int, snapshots.Snapshot, tuple[str, ...]] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
@@ -259,7 +260,7 @@ class FileStore:
         return self._snapshot().state()
 
     def snapshot(self) -> RegistryState:
-        """The registry for per-request calls: the same check as `read` (a stat)."""
+        """The registry for per-request calls: the same check as `read` (an fstat)."""
         return self._snapshot().state()
 
     def _snapshot(self) -> snapshots.Snapshot:
