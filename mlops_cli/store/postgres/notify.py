@@ -25,6 +25,9 @@ from ..snapshot import Loader, Snapshot
 
 CHANNEL = "mlops_registry"
 POLL_S = 1.0
+LISTENERS = 8  # per process, each with a connection; beyond, the oldest stops (polls remain)
+_running: list[Listener] = []
+_running_mutex = threading.Lock()
 GENERATION_SQL = "SELECT xmin::text FROM settings WHERE id = 1"
 # Run inside every registry transaction: visible to others only when it commits.
 BUMP_SQL = "UPDATE settings SET updated_at = now() WHERE id = 1"
@@ -83,10 +86,20 @@ class Listener:
         self._thread = threading.Thread(target=self._run, name="mlops-registry", daemon=True)
 
     def start(self) -> None:
+        with _running_mutex:
+            _running[:] = [r for r in _running if not r.stopped]
+            _running.append(self)
+            oldest = _running.pop(0) if len(_running) > LISTENERS else None
+        if oldest is not None:
+            oldest.stop()  # its snapshot keeps its poll
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def listening(self) -> bool:
