@@ -286,6 +286,8 @@ class FileStore:
 
     def _load(self, watched: _Watched) -> tuple[Hashable, RegistryState]:
         """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
+        if not os.path.lexists(self.registry_path):  # no project here (or no directory)
+            raise self._missing()
         try:
             fd = safefs.open_read(self.root, REGISTRY_FILE)
         except FileNotFoundError:
