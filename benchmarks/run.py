@@ -450,6 +450,8 @@ def service(quick: bool) -> list[Case]:
             cases.append(
                 Case(r["case"], r["calls_per_s"], None, "-", r["target"], r["ok"], "calls/s")
             )
+        elif "seconds" in r:
+            cases.append(Case(r["case"], r["seconds"], None, "-", r["target"], r["ok"]))
         elif "share" in r:  # a rate at least a share of the directory's
             cases.append(
                 Case(r["case"], r["requests_per_s"], r["directory_per_s"], "the directory",

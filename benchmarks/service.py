@@ -10,9 +10,11 @@ Each request is made the way the seed's `main.py` makes it, through the module-l
 recorder must: the sha256 bucket of the user, then one JSON line appended to each of four files,
 each under an exclusive flock. Cases: one process, and P processes at once (the rate counts all
 of them), on a project directory and on PostgreSQL (a server started as the tests do, unless
---url names an empty database); each single call alone on both stores.
+--url names an empty database); each single call alone on both stores; and how long a
+finalize committed in another process takes to reach this process's routing.
 Targets (DESIGN section 13): the directory at most 3x the floor's time per request; PostgreSQL
-at least 0.5x the directory's rate; each single call at least 20,000/s.
+at least 0.5x the directory's rate; each single call at least 20,000/s; a change elsewhere
+seen within 1 s.
 """
 
 from __future__ import annotations
@@ -145,6 +147,40 @@ def single_calls(location: str, calls: int) -> dict[str, float]:
     return out
 
 
+def _finalize(location: str, done: Any) -> None:
+    from mlops_cli import Project
+
+    project = Project.open(location)
+    project.ab.finalize_test(TEST, "rollback", force=True)
+    done.put(time.time())
+    project.store.close()
+
+
+def propagation(location: str) -> float:
+    """Seconds from a finalize committed in another process to this process routing by it
+    (the snapshot's refresh: a stat on a directory, LISTEN/NOTIFY on PostgreSQL)."""
+    os.environ["MLOPS_PROJECT_DIR"] = location
+    import mlops_cli
+    from mlops_cli import ab_test_manager
+
+    mlops_cli._default = None
+    if ab_test_manager.assign_variant("gnn", "probe").test != TEST:
+        raise RuntimeError("no running test to finalize")
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Queue()
+    other = ctx.Process(target=_finalize, args=(location, done))
+    other.start()
+    committed = done.get(timeout=120)
+    while ab_test_manager.assign_variant("gnn", "probe").test is not None:
+        if time.time() > committed + 60:
+            raise RuntimeError("the finalize was never seen")
+        time.sleep(0.0002)
+    seen = time.time()
+    other.join(60)
+    mlops_cli.default_project().store.close()
+    return max(0.0, seen - committed)
+
+
 def run(url: str | None, requests: int, procs: int, calls: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +209,12 @@ def run(url: str | None, requests: int, procs: int, calls: int) -> list[dict[str
                     {"case": f"{label}: {name} alone", "calls_per_s": rate,
                      "target": ">= 20,000 calls/s", "ok": rate >= 20_000}
                 )
+        for label, location in stores.items():  # last: it ends the running test
+            seconds = propagation(location)
+            results.append(
+                {"case": f"{label}: a finalize in another process routes here after",
+                 "seconds": seconds, "target": "<= 1 s", "ok": seconds <= 1.0}
+            )
         for p, floor in ((1, floor_one), (procs, floor_many)):
             ours = rates["directory", p]
             results.append(
@@ -226,6 +268,8 @@ def main() -> None:
     for r in results:
         if "calls_per_s" in r:
             figure = f"{r['calls_per_s']:,.0f} calls/s"
+        elif "seconds" in r:
+            figure = f"{r['seconds'] * 1000:,.1f} ms"
         elif "share" in r:
             figure = (f"{r['requests_per_s']:,.0f} requests/s, {r['share']:.2f}x the directory's"
                       f" {r['directory_per_s']:,.0f}/s")

@@ -70,7 +70,9 @@ def lock(fd: int, path: Path, timeout: float) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         deadline = time.monotonic() + timeout
-        delay = 0.0005
+        # Another process's append holds it for microseconds: look again soon, then less often
+        # (a 0.5 ms first wait was the p99 of a request under 4 web workers).
+        delay = 0.00005
         while True:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)

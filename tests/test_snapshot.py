@@ -470,3 +470,22 @@ def test_beyond_the_files_held_a_snapshot_checks_the_path(
         assert service.ab.assign_variant("gnn", "u").version == "v1.1.0"
     finally:
         snapshots.forget(("another process", service.location))
+
+
+@pytest.mark.postgres
+def test_a_process_keeps_a_bounded_number_of_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each listener holds a connection: past the bound the oldest stops (its snapshot
+    keeps the poll), so a process opening many projects never exhausts the server."""
+    from mlops_cli.store.postgres import notify
+
+    monkeypatch.setattr(notify, "LISTENERS", 2)
+    monkeypatch.setattr(notify, "_running", [])  # the listeners of earlier tests aside
+    unreachable = "postgresql://127.0.0.1:1/none?connect_timeout=1"
+    listeners = [notify.Listener(unreachable, lambda: None, lambda: None) for _ in range(3)]
+    try:
+        for listener in listeners:
+            listener.start()
+        assert [listener.stopped for listener in listeners] == [True, False, False]
+    finally:
+        for listener in listeners:
+            listener.close()

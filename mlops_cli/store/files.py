@@ -142,8 +142,9 @@ class FileStore:
         self.registry_path = root / REGISTRY_FILE
         self.lock_path = root / LOCK_FILE
         self.archive_path = root / TEST_ARCHIVE
-        # One snapshot of the registry per project and process, checked by a stat of
-        # registry.yaml on every use (snapshot.py): another process's change is seen at once.
+        # One snapshot of the registry per project and process, checked by an fstat of the
+        # registry.yaml it was read from on every use (snapshot.py, _Watched): another
+        # process's change is seen at the next call.
         self._snapshot_key: tuple[str, ...] = ("files", os.path.realpath(root))
         self._held: tuple[int, snapshots.Snapshot, tuple[str, ...]] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
@@ -262,7 +263,7 @@ class FileStore:
         return self._snapshot().state()
 
     def snapshot(self) -> RegistryState:
-        """The registry for per-request calls: the same check as `read` (a stat)."""
+        """The registry for per-request calls: the same check as `read` (an fstat)."""
         return self._snapshot().state()
 
     def _snapshot(self) -> snapshots.Snapshot:
@@ -288,6 +289,8 @@ class FileStore:
 
     def _load(self, watched: _Watched) -> tuple[Hashable, RegistryState]:
         """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
+        if not os.path.lexists(self.registry_path):  # no project here (or no directory)
+            raise self._missing()
         try:
             fd = safefs.open_read(self.root, REGISTRY_FILE)
         except FileNotFoundError:

@@ -3,8 +3,9 @@
 The per-request calls (`assign_variant`, `record_result`, `update_metrics`,
 `add_production_sample`) route and record from a `Snapshot`, never reading or parsing the
 registry themselves. A snapshot holds the state loaded at one *generation* of the registry (a
-value that changes whenever the registry does: the stat of registry.yaml, or a counter the
-writers bump) and checks that generation again at most every `check_every_s` seconds:
+value that changes whenever the registry does: an fstat of the registry.yaml it was read
+from, or a row version the writers bump) and checks that generation again at most every
+`check_every_s` seconds:
 
 - a change committed in this process is seen at once: the commit calls `invalidate()`, and
   every store of the same project in the process shares one snapshot (`shared`);
@@ -67,7 +68,7 @@ class Snapshot:
             if self.check_every_s:
                 if self._clock() < self._next_check:
                     return state
-            elif self._generation() == self._seen:  # checked on every use (a stat)
+            elif self._generation() == self._seen:  # checked on every use (an fstat)
                 return state
         return self._refresh()
 

@@ -9,7 +9,8 @@ The parts: `connection` (connect, redact, database errors as MlopsErrors, the sc
 the migrations beside it and `upgrade`), `rows` (tables, `route`, records as rows and back),
 `copy` (COPY writing, validated batches), `registry` (the registry document and its diff),
 `buffer` (the per-request buffer, its flusher and the process hooks), `spool` (what could not
-be written at exit, replayed by the next open) and `store` (the PostgresStore class).
+be written at exit, replayed by the next open), `notify` (the registry snapshot's listener:
+LISTEN/NOTIFY and a poll) and `store` (the PostgresStore class).
 
 - `transaction()` is one database transaction that first locks the single `settings` row
   FOR UPDATE (every registry change takes it, so two changes never interleave), then writes

@@ -14,17 +14,50 @@ network for it: only the first call after a change reads the registry.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import psycopg
 
+from ...errors import ServiceError
+from ..snapshot import Loader, Snapshot
+
 CHANNEL = "mlops_registry"
 POLL_S = 1.0
+LISTENERS = 8  # per process, each with a connection; beyond, the oldest stops (polls remain)
+_running: list[Listener] = []
+_running_mutex = threading.Lock()
 GENERATION_SQL = "SELECT xmin::text FROM settings WHERE id = 1"
 # Run inside every registry transaction: visible to others only when it commits.
 BUMP_SQL = "UPDATE settings SET updated_at = now() WHERE id = 1"
 NOTIFY_SQL = f"NOTIFY {CHANNEL}"
+
+
+def watched_snapshot(
+    url: str,
+    load: Loader,
+    read_generation: Callable[[], str | None],
+    check_every_s: float = POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    listen: bool = True,
+) -> Snapshot:
+    """A project's snapshot polling `read_generation` every `check_every_s` of `clock` and,
+    with `listen`, told of changes by a `Listener` (whose last generation it then uses, with
+    no round trip). While the server is away it keeps serving the state it holds."""
+    listener: Listener | None = None
+
+    def current() -> str | None:
+        if listener is not None and listener.listening:
+            return listener.generation
+        return read_generation()
+
+    snap = Snapshot(load, current, check_every_s, clock, keep_on=(ServiceError,))
+    if listen:
+        listener = Listener(url, snap.invalidate, lambda: snap.generation)
+        snap.on_close = listener.close
+        listener.start()
+    return snap
 
 
 def generation(conn: psycopg.Connection[Any]) -> str | None:
@@ -53,10 +86,20 @@ class Listener:
         self._thread = threading.Thread(target=self._run, name="mlops-registry", daemon=True)
 
     def start(self) -> None:
+        with _running_mutex:
+            _running[:] = [r for r in _running if not r.stopped]
+            _running.append(self)
+            oldest = _running.pop(0) if len(_running) > LISTENERS else None
+        if oldest is not None:
+            oldest.stop()  # its snapshot keeps its poll
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def listening(self) -> bool:

@@ -300,28 +300,16 @@ class PostgresStore:
         clock: Callable[[], float] = time.monotonic,
         listen: bool = True,
     ) -> snapshots.Snapshot:
-        """A snapshot polling every `check_every_s` of `clock`, and (`listen`) told of
-        changes by a listener thread."""
-        listener: notify.Listener | None = None
-
-        def generation() -> str | None:
-            if listener is not None and listener.listening:
-                return listener.generation  # read by the listener: no round trip here
-            with self._lock, self._translated("reading the registry's generation"):
-                return notify.generation(self.conn)
-
-        snap = snapshots.Snapshot(
-            self._load_snapshot, generation, check_every_s, clock, keep_on=(ServiceError,)
+        return notify.watched_snapshot(
+            self.location, self._load_snapshot, self._generation, check_every_s, clock, listen
         )
-        if listen:
-            listener = notify.Listener(self.location, snap.invalidate, lambda: snap.generation)
-            snap.on_close = listener.close
-            listener.start()
-        return snap
+
+    def _generation(self) -> str | None:
+        with self._lock, self._translated("reading the registry's generation"):
+            return notify.generation(self.conn)
 
     def _load_snapshot(self) -> tuple[str | None, RegistryState]:
-        with self._lock, self._translated("reading the registry's generation"):
-            seen = notify.generation(self.conn)  # first: a change meanwhile is seen next time
+        seen = self._generation()  # first: a change meanwhile is seen at the next check
         return seen, self.read()
 
     @contextmanager
