@@ -112,6 +112,12 @@ def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> byt
     return b"\n".join(out) + b"\n" if out else b""
 
 
+def overlong(raw: bytes) -> bool:
+    """Whether a line (without its newline) is over LINE_MAX_BYTES, or stands for one that
+    was passed over (jsonl.OVERLONG_LINE): a bad line, whatever it holds."""
+    return raw == jsonl.OVERLONG_LINE or len(raw) > LINE_MAX_BYTES
+
+
 def _bounded(lines: list[bytes]) -> None:
     """Send a chunk holding a line over LINE_MAX_BYTES to the line-by-line check, which
     names it (a chunk can hold a line somewhat longer than the limit whole)."""
@@ -181,7 +187,7 @@ class Scan:
         blank = 0
         for number, raw in enumerate(lines, base + 1):
             try:
-                if raw == jsonl.OVERLONG_LINE or len(raw) > LINE_MAX_BYTES:
+                if overlong(raw):
                     raise ValidationError(f"longer than {jsonl.LINE_MAX_TEXT}")
                 validate(loads(raw), "")
                 continue

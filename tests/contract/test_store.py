@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 from datetime import timedelta
 
@@ -17,7 +18,9 @@ from mlops_cli import (
     StateError,
     ValidationError,
 )
+from mlops_cli.batch import BatchError
 from mlops_cli.errors import BatchConflictError
+from mlops_cli.limits import LINE_MAX_BYTES
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
@@ -456,6 +459,50 @@ def test_a_used_batch_id_with_other_content_is_refused_and_records_nothing(
     assert store.count(stream) == 200
     again = store.append_batch(stream, first, validate_request, "nightly-7")
     assert (again.recorded, again.already_recorded, store.count(stream)) == (0, 200, 200)
+
+
+def _padded(size: int) -> bytes:
+    """A valid sample line of exactly `size` bytes (its newline not counted): spaces pad it."""
+    head, tail = b'{"prediction": 0.5, "confidence": 0.9', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
+
+
+def test_a_batch_line_over_one_mebibyte_is_refused_naming_it(store: Store) -> None:
+    """Both stores read a batch in bounded memory and refuse a line of 1 MiB + 1 byte (valid
+    JSON though it is) by its number, recording nothing; a line of exactly 1 MiB is taken."""
+    assert LINE_MAX_BYTES == 1_048_576  # 1 MiB, counted without the newline
+    stream = drift_stream("gnn", "1.0.0", "production")
+    good = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    over = good * 3 + _padded(LINE_MAX_BYTES + 1) + b"\n" + good
+    assert len(_padded(LINE_MAX_BYTES + 1)) == 1_048_577
+    for source in (lambda: over, lambda: io.BufferedReader(io.BytesIO(over))):
+        with pytest.raises(
+            BatchError,
+            match=r"^1 bad line\(s\), nothing recorded: line 4: "
+            r"longer than 1 MiB \(1,048,576 bytes\)$",
+        ):
+            store.append_batch(stream, source(), validate_sample, "over")  # type: ignore[arg-type]
+        assert store.count(stream) == 0 and stream not in store.streams()
+
+
+@pytest.fixture
+def stamped_line_defect(request: pytest.FixtureRequest) -> None:
+    known_defect(
+        request,
+        "files",
+        "FileStore takes a batch line of exactly 1 MiB, but the line it stores carries the "
+        "ts spliced in and is then over the limit: count and scan pass it over",
+    )
+
+
+@pytest.mark.usefixtures("stamped_line_defect")
+def test_a_batch_line_of_exactly_one_mebibyte_is_recorded_and_read_back(store: Store) -> None:
+    stream = drift_stream("gnn", "1.0.0", "production")
+    good = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    at_limit = good * 3 + _padded(LINE_MAX_BYTES) + b"\n" + good
+    result = store.append_batch(stream, at_limit, validate_sample, "at-limit")
+    assert (result.recorded, store.count(stream)) == (5, 5)
+    assert len([r for chunk in store.scan(stream) for r in chunk]) == 5
 
 
 def _register_from_threads(project: Project, worker: int) -> None:
