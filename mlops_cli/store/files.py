@@ -525,7 +525,22 @@ class FileStore:
         return lines
 
     def position(self, stream: str) -> int:
-        return jsonl.tail_span(self.path(stream), 0)[1]
+        """The log's file (inode), length and modification time, folded into one number: an
+        append makes the log longer, a replace writes a new file (a new inode, while the old
+        one is still in place), so a replace back to an earlier length still moves it. Two
+        states agree only if a freed inode came back at the same length and the same
+        timestamp tick of the file system. 0 for a stream never written."""
+        try:
+            fd = safefs.open_read(self.root, self.path(stream))  # no link, FIFO or device
+        except FileNotFoundError:
+            return 0
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        # hash of a tuple of ints is the same in every process (no hash randomization);
+        # kept under 2**62 so it fits a JSON integer in a drift check's row
+        return hash((st.st_ino, st.st_size, st.st_mtime_ns)) & ((1 << 62) - 1) or 1
 
     def summary(
         self,

@@ -353,7 +353,6 @@ def test_a_stream_without_records_reads_as_empty(store: Store) -> None:
     assert len(window) == 0 and window.prediction.dtype == np.float64
 
 
-@pytest.mark.usefixtures("replace_position_defect")
 def test_position_moves_with_every_write_and_never_with_a_read(store: Store) -> None:
     stream = drift_stream("gnn", "1.0.0", "reference")
     seen = [store.position(stream)]
@@ -418,17 +417,6 @@ def test_history_since_and_limit_together(store: Store) -> None:
 def test_an_unknown_drift_kind_is_a_value_error(store: Store) -> None:
     with pytest.raises(ValueError, match="stream"):
         store.history("drift/gnn/1.0.0/other")
-
-
-@pytest.fixture
-def replace_position_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "files",
-        "FileStore.position is the log's byte length: a replace whose log has the length of an "
-        "earlier state returns that earlier position, so DriftDetector.samples_since cannot see "
-        "the replace",
-    )
 
 
 @pytest.fixture
