@@ -419,17 +419,6 @@ def test_an_unknown_drift_kind_is_a_value_error(store: Store) -> None:
         store.history("drift/gnn/1.0.0/other")
 
 
-@pytest.fixture
-def archive_name_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "postgres",
-        "PostgresStore.archived_test does not validate the name: '../t' returns None where "
-        "the directory store raises ValidationError",
-    )
-
-
-@pytest.mark.usefixtures("archive_name_defect")
 def test_an_archived_test_is_looked_up_by_a_valid_name_only(store: Store) -> None:
     with pytest.raises(ValidationError, match="A/B test name"):
         store.archived_test("../t")

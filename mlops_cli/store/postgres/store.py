@@ -26,6 +26,7 @@ from ...errors import (
     StateError,
 )
 from ...moments import Moments
+from ...naming import validate_name
 from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
 from ...state import ABTest, RegistryState
 from ...timeutil import Clock, parse_ts
@@ -365,6 +366,7 @@ class PostgresStore:
     # -- the archive of finalized A/B tests --------------------------------------------------
 
     def archived_test(self, name: str) -> ABTest | None:
+        validate_name(name, "A/B test name")
         with self._lock, self._translated("reading the test archive"):
             row = self.conn.execute(f"{ARCHIVED_SQL} AND name = %s", [name]).fetchone()
         return None if row is None else self._archived(row)
