@@ -514,13 +514,16 @@ class FileStore:
         inode, offset, lines = self._counted.get(stream, (0, 0, 0))
         if inode != st.st_ino or offset > st.st_size:
             inode, offset, lines = st.st_ino, 0, 0
-        while offset < st.st_size:
-            block = os.pread(fd, min(1 << 20, st.st_size - offset), offset)
-            whole = block.rfind(b"\n") + 1
-            if not whole:
+        at = offset  # read up to here; `offset`: the end of the last whole line
+        while at < st.st_size:
+            block = os.pread(fd, min(1 << 20, st.st_size - at), at)
+            if not block:
                 break
-            lines += block.count(b"\n", 0, whole)
-            offset += whole
+            whole = block.rfind(b"\n") + 1
+            if whole:  # a block inside a line longer than the block holds no newline
+                lines += block.count(b"\n", 0, whole)
+                offset = at + whole
+            at += len(block)
         self._counted[stream] = (inode, offset, lines)
         return lines
 
