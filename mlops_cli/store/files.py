@@ -528,22 +528,30 @@ class FileStore:
         return lines
 
     def position(self, stream: str) -> int:
-        """The log's file (inode), length and modification time, folded into one number: an
-        append makes the log longer, a replace writes a new file (a new inode, while the old
-        one is still in place), so a replace back to an earlier length still moves it. Two
-        states agree only if a freed inode came back at the same length and the same
-        timestamp tick of the file system. 0 for a stream never written."""
+        """The log's file (inode), length and first and last 4 KiB, hashed into one number:
+        an append makes the log longer; a replace writes a new file (a new inode while the old
+        one is still in place; its first line carries the replace's stamp unless the records
+        bring their own ts), so a replace back to an earlier length still moves it. Reads and
+        a refused batch (cut back to the same bytes) leave it. 0 for a stream never written."""
         try:
             fd = safefs.open_read(self.root, self.path(stream))  # no link, FIFO or device
         except FileNotFoundError:
             return 0
         try:
             st = os.fstat(fd)
+            head = os.pread(fd, _ENDS, 0)
+            tail = os.pread(fd, _ENDS, max(st.st_size - _ENDS, 0))
         finally:
             os.close(fd)
-        # hash of a tuple of ints is the same in every process (no hash randomization);
-        # kept under 2**62 so it fits a JSON integer in a drift check's row
-        return hash((st.st_ino, st.st_size, st.st_mtime_ns)) & ((1 << 62) - 1) or 1
+        import hashlib  # here: light commands never ask for a position
+
+        digest = hashlib.blake2b(digest_size=8)
+        for part in (st.st_ino.to_bytes(8, "little"), st.st_size.to_bytes(8, "little")):
+            digest.update(part)
+        digest.update(head)
+        digest.update(tail)
+        # under 2**62, so it fits a JSON integer in a drift check's row; never 0
+        return (int.from_bytes(digest.digest(), "little") >> 2) or 1
 
     def summary(
         self,
@@ -675,6 +683,9 @@ class FileStore:
 
     def close(self) -> None:
         """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
+
+
+_ENDS = 4096  # bytes of each end of a log that its position covers
 
 
 def _valid_stream(parts: tuple[str, ...]) -> bool:
