@@ -93,7 +93,17 @@ def line_chunks(stream: BinaryIO, size: int | None = None) -> Iterator[bytes]:
 
 def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> bytes:
     """A chunk of whole, valid lines with `prefix` (`{"ts":"...",`) spliced into each line
-    that has no `ts` of its own; blank lines dropped. `lines`: the chunk split, if at hand."""
+    that has no `ts` of its own; blank lines dropped. `lines`: the chunk split, if at hand.
+
+    A line too long to take the stamp within LINE_MAX_BYTES (one near the limit, padded with
+    spaces) is written compactly, so every stored line can be read back: a valid record is
+    small once its padding is gone."""
+    room = LINE_MAX_BYTES - (len(prefix) - 1)  # the longest line that fits once stamped
+    if _may_hold_a_line_over(data, room):
+        if lines is None:
+            lines = data.split(b"\n")
+        if max(map(len, lines)) > room:
+            return _stamped_lines(prefix, lines, room)
     if b'"ts"' not in data and data[:1] == b"{" and (
         data.count(b"\n{") == data.count(b"\n") - 1
     ):
@@ -101,15 +111,37 @@ def stamped(prefix: bytes, data: bytes, lines: list[bytes] | None = None) -> byt
         # (A newline cannot occur inside a JSON line, so "\n{" only starts a line; the
         # chunk's last newline is followed by nothing.)
         return prefix + data[1:].replace(b"\n{", b"\n" + prefix)
-    if lines is None:
-        lines = data.split(b"\n")
+    return _stamped_lines(prefix, data.split(b"\n") if lines is None else lines, room)
+
+
+def _may_hold_a_line_over(data: bytes, room: int) -> bool:
+    """Whether `data` may hold a line longer than `room` bytes, in a few searches: such a line
+    covers a whole aligned block of (room + 1) // 2 bytes, so it is enough that every block
+    holds a newline for there to be none."""
+    step = (room + 1) // 2
+    return any(data.find(b"\n", at, at + step) < 0 for at in range(0, len(data), step))
+
+
+def _stamped_lines(prefix: bytes, lines: list[bytes], room: int) -> bytes:
     out = []
     loads = orjson.loads
     for raw in lines:
         line = raw.strip()
-        if line:
-            out.append(line if b'"ts"' in line and "ts" in loads(line) else prefix + line[1:])
+        if not line:
+            continue
+        if b'"ts"' in line and "ts" in loads(line):
+            out.append(line)
+        elif len(line) > room:
+            out.append(prefix + orjson.dumps(loads(line))[1:])
+        else:
+            out.append(prefix + line[1:])
     return b"\n".join(out) + b"\n" if out else b""
+
+
+def overlong(raw: bytes) -> bool:
+    """Whether a line (without its newline) is over LINE_MAX_BYTES, or stands for one that
+    was passed over (jsonl.OVERLONG_LINE): a bad line, whatever it holds."""
+    return raw == jsonl.OVERLONG_LINE or len(raw) > LINE_MAX_BYTES
 
 
 def _bounded(lines: list[bytes]) -> None:
@@ -181,7 +213,7 @@ class Scan:
         blank = 0
         for number, raw in enumerate(lines, base + 1):
             try:
-                if raw == jsonl.OVERLONG_LINE or len(raw) > LINE_MAX_BYTES:
+                if overlong(raw):
                     raise ValidationError(f"longer than {jsonl.LINE_MAX_TEXT}")
                 validate(loads(raw), "")
                 continue

@@ -84,3 +84,53 @@ def test_a_batch_with_an_over_long_line_is_refused_naming_it(tmp_path: Path) -> 
         ):
             batch.append_batch(log, source, validate_sample, 1.0, batch_id="b")
     assert not log.exists()
+
+
+def test_a_line_near_the_limit_is_stamped_compactly_to_stay_within_it() -> None:
+    """The stamp adds len(prefix) - 1 bytes: a line of LINE_MAX_BYTES - that many bytes is
+    stamped as it is (exactly LINE_MAX_BYTES then); one byte more is written compactly."""
+    import orjson
+
+    prefix = b'{"ts":"2026-11-01T00:00:00.000000Z",'
+    room = LINE_MAX_BYTES - (len(prefix) - 1)
+
+    def padded(size: int) -> bytes:
+        head, tail = b'{"prediction": 0.5, "confidence": 0.9', b"}"
+        return head + b" " * (size - len(head) - len(tail)) + tail
+
+    small = b'{"prediction": 0.25, "confidence": 0.5}'
+    fits = batch.stamped(prefix, small + b"\n" + padded(room) + b"\n")
+    assert (len(prefix), len(small)) == (36, 39)  # counted by hand
+    assert [len(line) for line in fits.split(b"\n")] == [36 + 39 - 1, LINE_MAX_BYTES, 0]
+    over = batch.stamped(prefix, small + b"\n" + padded(room + 1) + b"\n")
+    kept, compact, end = over.split(b"\n")
+    assert kept == prefix + small[1:] and end == b""
+    assert compact == b'{"ts":"2026-11-01T00:00:00.000000Z","prediction":0.5,"confidence":0.9}'
+    assert orjson.loads(compact)["confidence"] == 0.9
+
+
+def test_count_reads_past_a_line_longer_than_its_read(tmp_path: Path) -> None:
+    """A log line of more than a read (1 MiB, as an older version could store) is counted,
+    and so is every line after it."""
+    from mlops_cli import Project
+
+    store = Project.init(tmp_path / "proj").store
+    stream = "drift/gnn/1.0.0/production"
+    good = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    path = store.path(stream)  # type: ignore[attr-defined]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(good + b'{"pad":"' + b"x" * (3 << 20) + b'"}\n' + good * 2 + b'{"torn')
+    assert store.count(stream) == 4
+    with path.open("ab") as f:
+        f.write(b'":1}\n' + good)
+    assert store.count(stream) == 6  # counted on from where the last count stopped
+
+
+def test_a_line_over_the_room_is_found_wherever_it_starts() -> None:
+    """The cheap look for a long line misses none: a line of room + 1 bytes is found at every
+    offset; lines of at most 3 bytes (under half the room of 8) never send a chunk to the
+    exact look."""
+    for start in range(20):
+        data = b"a" * start + b"\n" + b"x" * 9 + b"\n" + b"ab\n" * 5
+        assert batch._may_hold_a_line_over(data, 8), start
+    assert not batch._may_hold_a_line_over(b"abc\n" * 50, 8)

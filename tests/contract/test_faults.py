@@ -26,7 +26,6 @@ from mlops_cli import (
 from .conftest import (
     dump,
     jsonl,
-    known_defect,
     reopen,
     requests_jsonl,
     requests_rows,
@@ -284,18 +283,6 @@ def test_a_held_registry_lock_is_a_clean_timeout_and_changes_nothing(running: Pr
     assert running.registry.require_champion("gnn").version == "1.1.0"
 
 
-@pytest.fixture
-def first_lock_timeout_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "postgres",
-        "PostgresStore.transaction() bounds the lock wait by the lock_timeout_s last seen by "
-        "read(): a new store's first transaction waits the default 30 s, not the project's "
-        "setting, and its LockTimeoutError does not name the seconds",
-    )
-
-
-@pytest.mark.usefixtures("first_lock_timeout_defect")
 def test_a_new_stores_first_change_waits_the_projects_lock_timeout(running: Project) -> None:
     running.set_setting("lock_timeout_s", "0.5")
     holder = subprocess.Popen(

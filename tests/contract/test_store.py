@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 from datetime import timedelta
 
@@ -17,11 +18,13 @@ from mlops_cli import (
     StateError,
     ValidationError,
 )
+from mlops_cli.batch import BatchError
 from mlops_cli.errors import BatchConflictError
+from mlops_cli.limits import LINE_MAX_BYTES
 from mlops_cli.records import validate_request, validate_sample
 from mlops_cli.store.base import EVENTS, Store, ab_stream, drift_stream
 
-from .conftest import T0, known_defect, reopen, requests_jsonl, samples_jsonl
+from .conftest import T0, reopen, requests_jsonl, samples_jsonl
 
 # -- transactions ---------------------------------------------------------------------------
 
@@ -350,7 +353,6 @@ def test_a_stream_without_records_reads_as_empty(store: Store) -> None:
     assert len(window) == 0 and window.prediction.dtype == np.float64
 
 
-@pytest.mark.usefixtures("replace_position_defect")
 def test_position_moves_with_every_write_and_never_with_a_read(store: Store) -> None:
     stream = drift_stream("gnn", "1.0.0", "reference")
     seen = [store.position(stream)]
@@ -417,28 +419,6 @@ def test_an_unknown_drift_kind_is_a_value_error(store: Store) -> None:
         store.history("drift/gnn/1.0.0/other")
 
 
-@pytest.fixture
-def replace_position_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "files",
-        "FileStore.position is the log's byte length: a replace whose log has the length of an "
-        "earlier state returns that earlier position, so DriftDetector.samples_since cannot see "
-        "the replace",
-    )
-
-
-@pytest.fixture
-def archive_name_defect(request: pytest.FixtureRequest) -> None:
-    known_defect(
-        request,
-        "postgres",
-        "PostgresStore.archived_test does not validate the name: '../t' returns None where "
-        "the directory store raises ValidationError",
-    )
-
-
-@pytest.mark.usefixtures("archive_name_defect")
 def test_an_archived_test_is_looked_up_by_a_valid_name_only(store: Store) -> None:
     with pytest.raises(ValidationError, match="A/B test name"):
         store.archived_test("../t")
@@ -456,6 +436,41 @@ def test_a_used_batch_id_with_other_content_is_refused_and_records_nothing(
     assert store.count(stream) == 200
     again = store.append_batch(stream, first, validate_request, "nightly-7")
     assert (again.recorded, again.already_recorded, store.count(stream)) == (0, 200, 200)
+
+
+def _padded(size: int) -> bytes:
+    """A valid sample line of exactly `size` bytes (its newline not counted): spaces pad it."""
+    head, tail = b'{"prediction": 0.5, "confidence": 0.9', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
+
+
+def test_a_batch_line_over_one_mebibyte_is_refused_naming_it(store: Store) -> None:
+    """Both stores read a batch in bounded memory and refuse a line of 1 MiB + 1 byte (valid
+    JSON though it is) by its number, recording nothing; a line of exactly 1 MiB is taken."""
+    assert LINE_MAX_BYTES == 1_048_576  # 1 MiB, counted without the newline
+    stream = drift_stream("gnn", "1.0.0", "production")
+    good = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    over = good * 3 + _padded(LINE_MAX_BYTES + 1) + b"\n" + good
+    assert len(_padded(LINE_MAX_BYTES + 1)) == 1_048_577
+    for source in (lambda: over, lambda: io.BufferedReader(io.BytesIO(over))):
+        with pytest.raises(
+            BatchError,
+            match=r"^1 bad line\(s\), nothing recorded: line 4: "
+            r"longer than 1 MiB \(1,048,576 bytes\)$",
+        ):
+            store.append_batch(stream, source(), validate_sample, "over")  # type: ignore[arg-type]
+        assert store.count(stream) == 0 and stream not in store.streams()
+
+
+def test_a_batch_line_of_exactly_one_mebibyte_is_recorded_and_read_back(store: Store) -> None:
+    """The directory store splices a ts into a line without one: a line at the limit is
+    stored compactly (its padding dropped), so it is still counted and read back."""
+    stream = drift_stream("gnn", "1.0.0", "production")
+    good = b'{"prediction": 0.5, "confidence": 0.9}\n'
+    at_limit = good * 3 + _padded(LINE_MAX_BYTES) + b"\n" + good
+    result = store.append_batch(stream, at_limit, validate_sample, "at-limit")
+    assert (result.recorded, store.count(stream)) == (5, 5)
+    assert len([r for chunk in store.scan(stream) for r in chunk]) == 5
 
 
 def _register_from_threads(project: Project, worker: int) -> None:

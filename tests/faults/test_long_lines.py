@@ -12,8 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from .. import pg_server as fixtures
 from ..conftest import snapshot
 from .helpers import MLOPS, ab_project, requests_jsonl, samples_jsonl, scale
+
+pg_server = fixtures.pg_server
+pg_url = fixtures.pg_url
 
 LINE_MB = scale(8, 300)
 RSS_MAX_MB = 200  # generous: the command itself runs in about 60-90 MB
@@ -28,7 +34,7 @@ print(json.dumps({"code": run.returncode, "rss_kb": peak, "out": run.stdout, "er
 """
 
 
-def measured(root: Path, *args: str, stdin: Path | None = None) -> dict[str, object]:
+def measured(root: Path | str, *args: str, stdin: Path | None = None) -> dict[str, object]:
     """Run mlops in a fresh child: exit code, peak RSS in MB, stdout and stderr."""
     done = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(stdin or "-"), MLOPS, "-C", str(root), *args],
@@ -70,6 +76,34 @@ def test_a_batch_with_a_huge_line_is_refused_in_bounded_memory(tmp_path: Path) -
         ]
         assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
         assert snapshot(project.root) == before
+
+
+@pytest.mark.postgres
+def test_a_batch_with_a_huge_line_is_refused_in_bounded_memory_on_postgresql(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PostgreSQL store reads a batch through the same bounded line reader: the same
+    error, the same memory bound, nothing recorded."""
+    monkeypatch.setenv("MLOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    project = ab_project(pg_url)  # type: ignore[arg-type]
+    project.ab.record_batch("t", requests_jsonl(50, seed=1))
+    source = tmp_path / "batch.jsonl"
+    with open(source, "wb") as f:
+        f.write(requests_jsonl(3, seed=2))
+        f.write(long_request(LINE_MB))
+        f.write(requests_jsonl(3, seed=3))
+    for args, stdin in (
+        (["ab", "record", "t", "--file", str(source)], None),
+        (["ab", "record", "t", "--file", "-", "--batch-id", "b1"], source),
+    ):
+        run = measured(pg_url, *args, stdin=stdin)
+        assert run["code"] == 1, run
+        assert str(run["err"]).splitlines() == [
+            "error: 1 bad line(s), nothing recorded: line 4: longer than 1 MiB (1,048,576 bytes)"
+        ]
+        assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
+    assert project.store.count("ab/t") == 50
+    project.store.close()
 
 
 def test_a_huge_line_planted_in_a_log_is_a_malformed_line(tmp_path: Path) -> None:

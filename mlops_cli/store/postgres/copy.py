@@ -12,8 +12,10 @@ import orjson
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
-from ...batch import SHOWN, BatchError, CapError
+from ...batch import SHOWN, BatchError, CapError, line_chunks, overlong
 from ...errors import BatchConflictError, ValidationError
+from ...jsonl import LINE_MAX_TEXT
+from ...limits import LINE_MAX_BYTES
 from ...timeutil import parse_ts
 from ..base import BatchResult, Progress, Validator
 from .rows import BUFFERED, METRICS, REQUESTS, Table, to_row
@@ -45,12 +47,14 @@ class _AlreadyRecorded(Exception):
         self.records = records
 
 
-class _Lines(Protocol):
-    def readlines(self, hint: int = -1, /) -> list[bytes]: ...
+class _Chunks(Protocol):
+    def chunks(self) -> Iterator[bytes]: ...
 
 
 class _Hashed:
-    """A batch's reader that hashes the bytes read through it (sha256) and counts lines."""
+    """A batch's reader that hashes the bytes read through it (sha256, the batch as given)
+    and hands them on in chunks of whole lines (batch.line_chunks: a line over the line
+    limit is passed over as it is read, never held), counting lines."""
 
     def __init__(self, reader: BinaryIO) -> None:
         import hashlib
@@ -59,15 +63,18 @@ class _Hashed:
         self.digest = hashlib.sha256()
         self.lines = 0
 
-    def readlines(self, hint: int = -1, /) -> list[bytes]:
-        lines = self.reader.readlines(hint)
-        for line in lines:
-            self.digest.update(line)
-        self.lines += len(lines)
-        return lines
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.reader.read(size)
+        self.digest.update(data)
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        for data in line_chunks(self, _CHUNK_BYTES):  # type: ignore[arg-type]
+            self.lines += data.count(b"\n")
+            yield data
 
     def drain(self) -> _Hashed:
-        while self.readlines(_CHUNK_BYTES):
+        for _data in self.chunks():
             pass
         return self
 
@@ -129,7 +136,7 @@ def _copy_validated(
     cur: psycopg.Cursor[Any],
     table: Table,
     keys: tuple[str, ...],
-    reader: _Lines,
+    reader: _Chunks,
     validate: Validator,
     now: datetime,
     progress: Progress | None,
@@ -153,10 +160,9 @@ def _copy_validated(
     with cur.copy(sql, writer=writer) as copy_:
         if not text:
             copy_.set_types(list(table.types))
-        while True:
-            lines = reader.readlines(_CHUNK_BYTES)
-            if not lines:
-                break
+        for data in reader.chunks():
+            lines = data.split(b"\n")
+            lines.pop()  # a chunk ends with a newline
             base = number
             number += len(lines)
             kept = len(bad)
@@ -188,14 +194,19 @@ def _validated_chunk(
     loads: Callable[[bytes], Any],
     bad: list[tuple[int, str]],
 ) -> list[dict[str, Any]]:
-    """The records of a chunk of lines, blank lines dropped; bad lines go to `bad`."""
+    """The records of a chunk of lines, blank lines dropped; bad lines go to `bad` (a line
+    over the line limit too, valid JSON or not, as the directory store names it)."""
     try:  # the common case: every line valid, checked without per-line bookkeeping
+        if lines and max(map(len, lines)) > LINE_MAX_BYTES:
+            raise ValidationError("a line is too long")  # named line by line below
         return [validate(loads(raw), "") for raw in lines]
     except (orjson.JSONDecodeError, ValidationError):
         pass
     records = []
     for number, raw in enumerate(lines, base + 1):
         try:
+            if overlong(raw):
+                raise ValidationError(f"longer than {LINE_MAX_TEXT}")
             records.append(validate(loads(raw), ""))
         except orjson.JSONDecodeError:
             if raw.strip():
@@ -290,7 +301,7 @@ def replace_rows(
         cur.execute(f"DELETE FROM {table.name} WHERE {table.where()}", list(keys))
         now = cur.execute("SELECT now()").fetchone()
         assert now is not None
-        count = _copy_validated(cur, table, keys, reader, validate, now[0], None)
+        count = _copy_validated(cur, table, keys, _Hashed(reader), validate, now[0], None)
         if cap is not None and count > cap:
             raise CapError(0, count, cap)  # rolls the DELETE back
         cur.execute(

@@ -20,12 +20,15 @@ from ...batch import Source, as_stream
 from ...decision import UserTotals
 from ...errors import (
     ConflictError,
+    LockTimeoutError,
     MlopsError,
     ProjectNotFoundError,
     ServiceError,
     StateError,
 )
+from ...limits import LOCK_TIMEOUT_S
 from ...moments import Moments
+from ...naming import validate_name
 from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
 from ...state import ABTest, RegistryState
 from ...timeutil import Clock, parse_ts
@@ -94,7 +97,6 @@ class PostgresStore:
         self._lock = threading.RLock()  # the connection
         self._conn = connect(url)
         self._local = threading.local()
-        self._lock_timeout_s = float(DEFAULT_SETTINGS["lock_timeout_s"])
         self._buffer_options: dict[str, Any] = {
             "flush_records": flush_records or buffer.FLUSH_RECORDS,
             "flush_seconds": flush_seconds or buffer.FLUSH_SECONDS,
@@ -283,9 +285,7 @@ class PostgresStore:
         with self._lock, self._translated("reading the registry"):
             row = self.conn.execute(READ_SQL).fetchone()
         assert row is not None
-        state = RegistryState.from_doc(validate_state(registry_doc(row), self._shown))
-        self._lock_timeout_s = state.settings.lock_timeout_s
-        return state
+        return RegistryState.from_doc(validate_state(registry_doc(row), self._shown))
 
     def snapshot(self) -> RegistryState:
         """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
@@ -317,11 +317,19 @@ class PostgresStore:
         with self._lock, self._translated("changing the registry"):
             conn = self.conn
             with conn.transaction(), conn.cursor() as cur:
+                wait_s = self._project_lock_timeout(cur)
                 cur.execute(
                     "SELECT set_config('lock_timeout', %s, true)",
-                    [f"{max(int(self._lock_timeout_s * 1000), 1)}ms"],
+                    [f"{max(int(wait_s * 1000), 1)}ms"],  # 0 would mean "wait forever"
                 )
-                cur.execute("SELECT now() FROM settings WHERE id = 1 FOR UPDATE")
+                try:
+                    cur.execute("SELECT now() FROM settings WHERE id = 1 FOR UPDATE")
+                except psycopg.errors.LockNotAvailable:
+                    raise LockTimeoutError(
+                        f"could not lock the registry in {self._shown} within {wait_s:g} s: "
+                        "another mlops process holds it; retry, or raise the setting "
+                        "lock_timeout_s"
+                    ) from None
                 locked = cur.fetchone()
                 if locked is None:
                     raise StateError(f"{self._shown} holds no registry: run `mlops init` first")
@@ -347,12 +355,22 @@ class PostgresStore:
                 if before != after or txn.events:  # snapshots elsewhere: at this commit
                     cur.execute(notify.BUMP_SQL)
                     cur.execute(notify.NOTIFY_SQL)
-            self._lock_timeout_s = txn.state.settings.lock_timeout_s
         snapshots.invalidate(self._snapshot_key)  # this process: at once
+
+    def _project_lock_timeout(self, cur: psycopg.Cursor[Any]) -> float:
+        """The project's lock_timeout_s as committed now (a plain read: it waits on no lock),
+        so a store's first transaction waits what the project says, not the default. A value
+        that is not a number in range is left to the registry's validation, which follows."""
+        row = cur.execute("SELECT doc -> 'lock_timeout_s' FROM settings WHERE id = 1").fetchone()
+        value: Any = row[0] if row is not None else None
+        if type(value) in (int, float) and LOCK_TIMEOUT_S.low <= value <= LOCK_TIMEOUT_S.high:
+            return float(value)
+        return float(DEFAULT_SETTINGS["lock_timeout_s"])
 
     # -- the archive of finalized A/B tests --------------------------------------------------
 
     def archived_test(self, name: str) -> ABTest | None:
+        validate_name(name, "A/B test name")
         with self._lock, self._translated("reading the test archive"):
             row = self.conn.execute(f"{ARCHIVED_SQL} AND name = %s", [name]).fetchone()
         return None if row is None else self._archived(row)
