@@ -325,8 +325,8 @@ def _append_chunks(
                 data = b"\n".join(lines[found:]) + b"\n" if todo else b""
             if known is not None:
                 known.see(chunk, present.count)
-                if known.refused:
-                    continue  # keep reading up to the recorded count, for the error
+                if known.refused or known.done:
+                    continue  # keep reading (for the error, or to compare with the record)
             if not todo:
                 continue
             appended += todo
@@ -366,7 +366,7 @@ def _append_chunks(
         if isinstance(exc, OSError):
             raise StateError(f"could not append to {path}: {exc.strerror or exc}") from exc
         raise
-    return appended, present.count
+    return appended, known.lines if known is not None and known.done else present.count
 
 
 class _Recorded:
@@ -403,7 +403,10 @@ class _Recorded:
             self.digest.update(chunk[cut:])
         else:
             self.digest.update(chunk)
-        if present < min(self.seen, self.lines) or (self.prefix and self.prefix != self.sha):
+        # A completed batch is judged by its hash alone (its lines may since have been cut from
+        # the log by hand); an interrupted one must also be found where it was written.
+        missing = not self.done and present < min(self.seen, self.lines)
+        if missing or (self.prefix and self.prefix != self.sha):
             self.refused = True  # a recorded line differs (found once the prefix is hashed)
         if self.done and self.seen > self.lines:
             self.refused = True

@@ -289,6 +289,7 @@ def _copy_into_directory(source: Project, path: Path) -> Copied:
         finally:
             for stream in store.streams():  # the process's descriptors of the temporary logs
                 jsonl.WRITER.forget(store.path(stream))
+            store.close()  # and of its registry.yaml
         os.rename(temp, path)  # replaces an empty directory there; the copy's commit point
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

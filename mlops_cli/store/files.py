@@ -283,9 +283,11 @@ class FileStore:
         """A snapshot checking registry.yaml every `check_every_s` of `clock` (by default on
         every use: an fstat of the file it was read from; `listen` has no meaning here)."""
         watched = _Watched(self.registry_path)
-        return snapshots.Snapshot(
+        snapshot = snapshots.Snapshot(
             lambda: self._load(watched), watched.generation, check_every_s, clock
         )
+        snapshot.on_close = watched.release  # (then checked by its path, if still in use)
+        return snapshot
 
     def _load(self, watched: _Watched) -> tuple[Hashable, RegistryState]:
         """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
@@ -728,7 +730,9 @@ class FileStore:
         """Nothing waits: every append is written before it returns."""
 
     def close(self) -> None:
-        """Nothing to release: log descriptors are shared by the process (jsonl.WRITER)."""
+        """Let go of the registry.yaml the project's snapshot holds open (log descriptors are
+        shared by the process: jsonl.WRITER)."""
+        snapshots.forget(self._snapshot_key)
 
 
 _ENDS = 4096  # bytes of each end of a log that its position covers

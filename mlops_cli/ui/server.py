@@ -273,7 +273,9 @@ class Handler(BaseHTTPRequestHandler):
         except MlopsError as exc:
             status = {"NotFoundError": 404, "ValidationError": 400, "ConflictError": 409}
             self.send_json(
-                status.get(exc.type, 500), {"error": {"type": exc.type, "message": str(exc)}}
+                status.get(exc.type, 500),
+                # the refusal as `mlops` words it: the page's actions are the CLI's
+                {"error": {"type": exc.type, "message": exc.for_cli()}},
             )
         except Exception as exc:
             self.log_error("unexpected %s: %s", type(exc).__name__, exc)
