@@ -20,8 +20,10 @@ MLOPS_BIN = Path(sys.executable).with_name("mlops")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.delenv("MLOPS_PROJECT_DIR", raising=False)
+    # what a PostgreSQL store could not write at exit goes to a spool: never the user's own
+    monkeypatch.setenv("MLOPS_SPOOL_DIR", str(tmp_path_factory.getbasetemp() / "spool"))
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.setenv("MLOPS_ACTOR", "tester")
     monkeypatch.setenv("NO_COLOR", "1")
