@@ -201,6 +201,7 @@ def test_concurrent_writers_in_several_processes_lose_nothing(
         subprocess.Popen([sys.executable, "-c", pipeline, location, *map(str, files)])
     )
     assert [p.wait(timeout=300) for p in procs] == [0] * (workers + 1)
+    running.flush()  # the fixture's own metrics record may still wait in this process's buffer
     store = reopen(running).store
     per_user: dict[str, int] = {}
     for chunk in store.scan("ab/t"):
