@@ -17,7 +17,7 @@ from .results import MappingResult
 from .schema import AB_FIELDS
 from .state import ABTest
 from .store.base import BatchResult, Store, Summary, ab_stream
-from .timeutil import days_between, format_ts, parse_ts, stamp
+from .timeutil import days_between, format_ts, parse_ts, stamp, stamp_now
 
 __all__ = ["ABTestConfig", "ABTestManager", "ArmFigures", "Assignment", "Evaluation", "decide"]
 
@@ -319,7 +319,7 @@ class ABTestManager:
         """Record one request of a running test (cheap: one appended line)."""
         self._running(test_name)
         doc: dict[str, Any] = {
-            "ts": ts or stamp(self.store.clock()),
+            "ts": ts or stamp_now(self.store.clock),
             "variant": variant,
             "inference_time_ms": plain_number(inference_time_ms),
             "confidence": plain_number(confidence),

@@ -34,7 +34,7 @@ from .records import plain_number, validate_sample
 from .results import MappingResult
 from .state import Level
 from .store.base import BatchResult, Rows, Store, drift_stream, skipped_of
-from .timeutil import format_ts, stamp
+from .timeutil import format_ts, stamp_now
 
 if TYPE_CHECKING:
     import numpy as np
@@ -191,7 +191,7 @@ class DriftDetector:
     def _sample(self, prediction: float, confidence: float, ts: str | None) -> dict[str, Any]:
         self._require_version()
         doc = {
-            "ts": ts or stamp(self.store.clock()),
+            "ts": ts or stamp_now(self.store.clock),
             "prediction": plain_number(prediction),
             "confidence": plain_number(confidence),
         }

@@ -15,7 +15,7 @@ from .records import check_finite
 from .results import Event, Events, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
 from .store.base import EVENTS, Store, metrics_stream, skipped_of
-from .timeutil import format_ts, stamp
+from .timeutil import format_ts, stamp, stamp_now
 
 
 @dataclass
@@ -421,7 +421,7 @@ class ModelRegistry:
         self.store.append(
             metrics_stream(model_type, version),
             {
-                "ts": stamp(self.store.clock()),
+                "ts": stamp_now(self.store.clock),
                 "inference_time_ms": check_finite(
                     "inference_time_ms", inference_time_ms, 0, INFERENCE_TIME_MS.high
                 ),

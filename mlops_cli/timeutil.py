@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -28,6 +29,21 @@ def stamp(moment: datetime) -> str:
 def utc_now() -> str:
     """The system clock's time as a log line's `ts`."""
     return stamp(datetime.now(timezone.utc))
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second stamped, and its text
+
+
+def stamp_now(clock: Clock) -> str:
+    """`stamp(clock())`; for the system clock (per request), from `time.time_ns()` with the
+    text of the current second kept: a fifth of the cost of building a datetime."""
+    global _second
+    if clock is not system_clock:
+        return stamp(clock())
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{micros:06d}Z"
 
 
 def parse_ts(text: str) -> datetime:
