@@ -324,3 +324,82 @@ def test_start_prints_no_plan_without_a_past_test(cli: Cli) -> None:
         cli("register", "gnn", v, "--path", f"/m/{v}")
     run = cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.0.0")
     assert run.exit_code == 0 and "plan:" not in run.stdout
+
+
+# -- the plan checked by simulation ---------------------------------------------------------
+
+
+def simulated_arms(
+    rng: np.random.Generator, users: int, share: float, gain: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user (treated, requests D, confidence sum M) of `users` users in arrival order:
+    D = 1 + floor(LogNormal(0.5, 0.8)), confidence 0.8 (+ gain) + user offset + noise (sd 0.1,
+    intra-user correlation 0.3)."""
+    d = 1 + np.floor(rng.lognormal(0.5, 0.8, users)).astype(int)
+    treated = rng.random(users) < share
+    offset = rng.normal(0, 0.1 * math.sqrt(0.3), users)
+    noise_sum = rng.normal(0, 0.1 * math.sqrt(0.7), users) * np.sqrt(d)  # sum of D noises
+    m = d * (0.8 + gain * treated + offset) + noise_sum
+    return treated, d.astype(float), m
+
+
+def user_arm(d: np.ndarray, m: np.ndarray) -> object:
+    from mlops_cli.decision import UserArm
+
+    def sums(x: np.ndarray) -> RatioSums:
+        return RatioSums(
+            len(d), float(x.sum()), float(x @ x), float(d.sum()), float(d @ d), float(x @ d)
+        )
+
+    errors = np.zeros_like(d)
+    return UserArm(sums(errors), sums(m), sums(100.0 * d))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [50.0, 10.0])
+def test_planned_size_reaches_the_stated_power(split: float) -> None:
+    """Plan from a pilot's per-user sums, then run tests of the planned size through the
+    project's decision rules with 7 looks: the share promoted is the planned power +- 5
+    points."""
+    from mlops_cli.decision import decide
+    from mlops_cli.simulation import base_config
+
+    rng = np.random.default_rng(22)
+    treated, d, m = simulated_arms(rng, 40_000, 0.5, 0.0)
+    pilot = [
+        RatioSums(
+            int(mask.sum()),
+            m[mask].sum(),
+            m[mask] @ m[mask],
+            d[mask].sum(),
+            d[mask] @ d[mask],
+            m[mask] @ d[mask],
+        )
+        for mask in (~treated, treated)
+    ]
+    inputs = inputs_from_arms(pilot, None, 10.0, "pilot")
+    plan = make_plan(
+        inputs,
+        effect=0.03,
+        days=None,
+        treatment_traffic_pct=split,
+        alpha=ALPHA,
+        power=0.8,
+        sequential_tuning=TUNING,
+        min_effect=0.02,
+    )
+    config = base_config(treatment_traffic_pct=split, duration_days=0, min_requests=0)
+    runs, promoted = 400, 0
+    for _ in range(runs):
+        treated, d, m = simulated_arms(rng, plan.users, split / 100, 0.03)
+        for look in range(1, 8):
+            n = plan.users * look // 7
+            t = treated[:n]
+            ev = decide(
+                "sim", config, user_arm(d[:n][~t], m[:n][~t]), user_arm(d[:n][t], m[:n][t]), 1.0
+            )  # type: ignore[arg-type]
+            if ev.decision != "continue":
+                promoted += ev.decision == "promote"
+                break
+    print(f"split {split:g}%: {plan.users} users planned, promoted {promoted / runs:.1%}")
+    assert abs(promoted / runs - 0.8) <= 0.05, (promoted / runs, plan.users)
