@@ -472,16 +472,23 @@ class ABTestManager:
         arms = [totals.ratio_sums(v, "confidence") for v in VARIANTS]
         return inputs_from_arms(arms, request_sd, days, f"A/B test {test_name}")
 
-    def latest_planning_test(self, model_type: str, exclude: str | None = None) -> str | None:
-        """The most recent test of `model_type` whose records carry user ids, if any."""
+    def latest_planning_test(self, model_type: str, before: ABTest | None = None) -> str | None:
+        """The most recent test of `model_type` (started before `before`, if given) whose
+        records carry user ids, if any."""
         candidates = [
             t
             for t in self.list_tests()
             if t.test.model_type == model_type
-            and t.test.name != exclude
             and any(t.requests.values())
+            and (
+                before is None
+                or (
+                    t.test.name != before.name
+                    and parse_ts(t.test.started_at) < parse_ts(before.started_at)
+                )
+            )
         ]
-        for status in sorted(candidates, key=lambda t: t.test.started_at, reverse=True):
+        for status in sorted(candidates, key=lambda t: parse_ts(t.test.started_at), reverse=True):
             summary = self.requests(status.test.name, skip_invalid=True, test=status.test)
             if summary.users is not None and summary.users.unit == "user":
                 return status.test.name
@@ -565,7 +572,7 @@ class ABTestManager:
         """What test `name` can detect in its `duration_days`, from the latest earlier test
         of its model type with user ids; None without one (nothing to plan from)."""
         test = self.get_test(name)
-        past = self.latest_planning_test(test.model_type, exclude=name)
+        past = self.latest_planning_test(test.model_type, before=test)
         if past is None:
             return None
         config = {k: getattr(test, k) for k in AB_FIELDS}

@@ -403,3 +403,33 @@ def test_planned_size_reaches_the_stated_power(split: float) -> None:
                 break
     print(f"split {split:g}%: {plan.users} users planned, promoted {promoted / runs:.1%}")
     assert abs(promoted / runs - 0.8) <= 0.05, (promoted / runs, plan.users)
+
+
+def test_dashboard_shows_progress_against_the_plan(tmp_path: Path) -> None:
+    from mlops_cli.ui import data
+
+    root = tmp_path / "p"
+    clock = past_test(root)
+    project = Project.open(root, clock=clock)
+    project.ab.start_test(ABTestConfig("new", "gnn", treatment_version="v3.0.0"))
+    lines = [
+        orjson.dumps(
+            {
+                "ts": "2026-01-05T12:00:00Z",
+                "variant": project.ab.assign_variant("gnn", f"w{u}")["name"],
+                "inference_time_ms": 100.0,
+                "confidence": 0.5 + u / 100,
+                "user_id": f"w{u}",
+            }
+        )
+        for u in range(30)
+    ]
+    project.ab.record_batch("new", b"\n".join(lines) + b"\n")
+    doc = data.ab_test(root, "new")["plan"]
+    planned = project.ab.plan(days=7, from_test="old").users
+    assert doc["users"] == 30 and doc["planned_users"] == planned
+    assert doc["progress"] == pytest.approx(30 / planned) and doc["source"] == "A/B test old"
+    # no earlier test to plan from (the later one, with user ids, is not used)
+    clock.now += timedelta(days=1)
+    assert project.ab.plan(days=7, from_test="new").users > 0
+    assert data.ab_test(root, "old")["plan"] is None
