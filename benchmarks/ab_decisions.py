@@ -1,6 +1,7 @@
 """A/B decisions at the project's defaults in the simulated world of DESIGN section 14, with peers.
 
-    python benchmarks/ab_decisions.py [--runs 200] [--quick] [--gbstats] [--only CELL ...]
+    python benchmarks/ab_decisions.py [--runs 200] [--boundary-runs 500] [--quick] [--gbstats]
+                                      [--jobs N] [--only SCENARIO ...] [--json]
 
 The world (fixed seeds): 5,000 users a run, each sending 1 + floor(LogNormal(1.2, 1.5))
 requests at times uniform over 14 days; confidence 0.80 + a per-user offset + request noise
@@ -29,7 +30,11 @@ timestamps) and the test is evaluated at the end of each day on an injected cloc
   first use; when that cannot be made, the column says it is absent.
 
 Prints a markdown table: per cell, the share of runs promoted and rolled back for harm by
-day 14 (futility rollbacks are counted apart). `--quick` runs 20 runs a cell.
+day 14 (futility rollbacks are counted apart) and whether the project meets the issue's
+target there (A/A wrong at most 2%; +0.03 promoted at least 80% / 95% at 10% / 50%; harm with
+a gain promoted at most 5% and rolled back at least 90%; the tail regression rolled back at
+least 90%). A cell within 3 binomial standard errors of a bound after `--runs` is run to
+`--boundary-runs` in all. `--quick` runs 20 runs a cell and no more.
 """
 
 from __future__ import annotations
@@ -145,9 +150,7 @@ def requests(world: World, scenario: Scenario, split: float) -> Requests:
     treated_user = world.bucket < round(split * 100)
     treated = treated_user[world.user]
     between, within = math.sqrt(CORRELATION), math.sqrt(1 - CORRELATION)
-    conf = CONF_MEAN + CONF_SD * (
-        between * world.conf_user[world.user] + within * world.conf_noise
-    )
+    conf = CONF_MEAN + CONF_SD * (between * world.conf_user[world.user] + within * world.conf_noise)
     conf = np.clip(conf + scenario.gain * treated, 0.0, 1.0)
     z = between * world.ms_user[world.user] + within * world.ms_noise
     if scenario.tail:
@@ -333,9 +336,7 @@ def ratio_sums_by_day(world: World, reqs: Requests) -> list[dict[str, list[list[
             arms = []
             for mask in (seen & ~arm_of, seen & arm_of):
                 mm, dd = m[mask], d[mask]
-                arms.append(
-                    [float(mask.sum()), mm.sum(), mm @ mm, dd.sum(), dd @ dd, mm @ dd]
-                )
+                arms.append([float(mask.sum()), mm.sum(), mm @ mm, dd.sum(), dd @ dd, mm @ dd])
             look[metric] = arms
         out.append(look)
     return out
@@ -434,22 +435,61 @@ class Cell:
     original: dict[str, int]
     gbstats: dict[str, int] | None
 
+    def rate(self, outcomes: tuple[str, ...]) -> float:
+        return sum(self.project[o] for o in outcomes) / self.runs
+
 
 def count(outcomes: list[str]) -> dict[str, int]:
     return {k: outcomes.count(k) for k in ("promote", "harm", "futility", "none")}
+
+
+# The issue's targets for the project's decisions: (outcomes counted, "<=" or ">=", bound).
+Target = tuple[tuple[str, ...], str, float]
+
+
+def targets(scenario: str, split: float) -> list[Target]:
+    if scenario == "A/A":
+        return [(("promote", "harm"), "<=", 0.02)]
+    if scenario == "+0.03 alone":
+        return [(("promote",), ">=", 0.80 if split < 50 else 0.95)]
+    if scenario == "+0.03, tail regression":
+        return [(("harm",), ">=", 0.90)]
+    return [(("promote",), "<=", 0.05), (("harm",), ">=", 0.90)]
+
+
+def met(cell: Cell, target: Target) -> bool:
+    outcomes, op, bound = target
+    rate = cell.rate(outcomes)
+    return rate <= bound if op == "<=" else rate >= bound
+
+
+def near(cell: Cell, target: Target) -> bool:
+    """Within 3 binomial standard errors of the bound: worth more runs."""
+    outcomes, _, bound = target
+    p = min(max(bound, 0.01), 0.99)
+    return abs(cell.rate(outcomes) - bound) < 3 * math.sqrt(p * (1 - p) / cell.runs)
 
 
 def pct(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}%"
 
 
+def target_text(cell: Cell) -> str:
+    parts = []
+    for outcomes, op, bound in targets(cell.scenario, cell.split):
+        what = " or ".join("promoted" if o == "promote" else o for o in outcomes)
+        verdict = "ok" if met(cell, (outcomes, op, bound)) else "MISSED"
+        parts.append(f"{what} {op} {bound:.0%}: {verdict}")
+    return "; ".join(parts)
+
+
 def render(cells: list[Cell], gbstats_note: str) -> str:
     head = (
-        "| scenario | split | runs | mlops promoted | mlops harm | mlops futility "
+        "| scenario | split | runs | mlops promoted | mlops harm | mlops futility | target "
         "| Welch day 14 promoted / harm | original rule promoted / harm "
         "| gbstats promoted / harm |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for c in cells:
         g = (
             f"{pct(c.gbstats['promote'], c.runs)} / {pct(c.gbstats['harm'], c.runs)}"
@@ -459,6 +499,7 @@ def render(cells: list[Cell], gbstats_note: str) -> str:
         lines.append(
             f"| {c.scenario} | {c.split:g}% | {c.runs} | {pct(c.project['promote'], c.runs)} "
             f"| {pct(c.project['harm'], c.runs)} | {pct(c.project['futility'], c.runs)} "
+            f"| {target_text(c)} "
             f"| {pct(c.welch['promote'], c.runs)} / {pct(c.welch['harm'], c.runs)} "
             f"| {pct(c.original['promote'], c.runs)} / {pct(c.original['harm'], c.runs)} | {g} |"
         )
@@ -468,26 +509,68 @@ def render(cells: list[Cell], gbstats_note: str) -> str:
     return "\n".join(lines)
 
 
-Outcomes = dict[tuple[str, float], tuple[str, str, str, Any]]
+Key = tuple[str, float]
+Outcome = tuple[str, str, str, Any]  # mlops, Welch, original rule, gbstats input
 
 
-def one_run(
-    seed: int, run: int, scenarios: list[Scenario], splits: tuple[float, ...], sums: bool
-) -> Outcomes:
-    """Every cell's outcomes on one run's draws: (mlops, Welch, original rule, gbstats input)."""
+def one_run(seed: int, run: int, cells: list[tuple[Scenario, float]], sums: bool) -> list[Outcome]:
+    """The outcomes of `cells` on one run's draws (shared by every cell)."""
     world = draw(seed, run)
-    out: Outcomes = {}
+    out = []
     with tempfile.TemporaryDirectory(prefix="mlops-ab-bench-") as tmp:
-        for scenario in scenarios:
-            for split in splits:
-                reqs = requests(world, scenario, split)
-                out[(scenario.name, split)] = (
+        for scenario, split in cells:
+            reqs = requests(world, scenario, split)
+            out.append(
+                (
                     project_outcome(world, reqs, split, Path(tmp))[0],
                     welch_day14(world, reqs),
                     original_rule(world, reqs)[0],
                     ratio_sums_by_day(world, reqs) if sums else None,
                 )
+            )
     return out
+
+
+def collect(
+    first: int,
+    last: int,
+    seed: int,
+    cells: list[tuple[Scenario, float]],
+    sums: bool,
+    jobs: int,
+    into: dict[Key, list[Outcome]],
+) -> None:
+    """Runs first..last-1 of `cells`, appended to `into`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one_run, seed, r, cells, sums) for r in range(first, last)]
+        for i, future in enumerate(futures, start=1):
+            for (scenario, split), outcome in zip(cells, future.result(), strict=True):
+                into.setdefault((scenario.name, split), []).append(outcome)
+            if i % 10 == 0 or i == len(futures):
+                print(
+                    f"{len(cells)} cells: {i} of {len(futures)} runs "
+                    f"({time.perf_counter() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def make_cell(scenario: Scenario, split: float, rows: list[Outcome], python: str | None) -> Cell:
+    gb = None
+    if python:
+        gb = count([o for o, _ in gbstats_outcomes(python, [row[3] for row in rows])])
+    return Cell(
+        scenario.name,
+        split,
+        len(rows),
+        count([row[0] for row in rows]),
+        count([row[1] for row in rows]),
+        count([row[2] for row in rows]),
+        gb,
+    )
 
 
 def run_cells(
@@ -497,44 +580,25 @@ def run_cells(
     splits: tuple[float, ...],
     use_gbstats: bool,
     jobs: int = 1,
+    boundary_runs: int = 500,
 ) -> list[Cell]:
-    from concurrent.futures import ProcessPoolExecutor
-
+    """Every cell with `runs` runs; a cell whose result is near a target's bound gets
+    `boundary_runs` in all."""
     python = gbstats_python() if use_gbstats else None
-    started = time.perf_counter()
-    results: list[Outcomes] = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(one_run, seed, r, scenarios, splits, python is not None)
-            for r in range(runs)
-        ]
-        for i, future in enumerate(futures, start=1):
-            results.append(future.result())
-            if i % 10 == 0 or i == runs:
-                print(
-                    f"{i} of {runs} runs ({time.perf_counter() - started:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    cells = []
-    for scenario in scenarios:
-        for split in splits:
-            rows = [r[(scenario.name, split)] for r in results]
-            gb = None
-            if python:
-                gb = count([o for o, _ in gbstats_outcomes(python, [row[3] for row in rows])])
-            cells.append(
-                Cell(
-                    scenario.name,
-                    split,
-                    runs,
-                    count([row[0] for row in rows]),
-                    count([row[1] for row in rows]),
-                    count([row[2] for row in rows]),
-                    gb,
-                )
-            )
-    return cells
+    wanted = [(s, split) for s in scenarios for split in splits]
+    rows: dict[Key, list[Outcome]] = {}
+    collect(0, runs, seed, wanted, python is not None, jobs, rows)
+    cells = {
+        (s.name, split): make_cell(s, split, rows[(s.name, split)], None) for s, split in wanted
+    }
+    close = [
+        (s, split)
+        for s, split in wanted
+        if any(near(cells[(s.name, split)], t) for t in targets(s.name, split))
+    ]
+    if close and boundary_runs > runs:
+        collect(runs, boundary_runs, seed, close, python is not None, jobs, rows)
+    return [make_cell(s, split, rows[(s.name, split)], python) for s, split in wanted]
 
 
 def main() -> None:
@@ -548,11 +612,29 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the cells as JSON")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument(
+        "--boundary-runs",
+        type=int,
+        default=500,
+        help="runs in all for a cell within 3 standard errors of a target's bound",
+    )
     args = parser.parse_args()
     runs = 20 if args.quick else args.runs
     scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
-    cells = run_cells(runs, args.seed, scenarios, SPLITS, args.gbstats, args.jobs)
-    note = "" if args.gbstats else "gbstats: absent (run with --gbstats to add its column)"
+    cells = run_cells(
+        runs,
+        args.seed,
+        scenarios,
+        SPLITS,
+        args.gbstats,
+        args.jobs,
+        0 if args.quick else args.boundary_runs,
+    )
+    note = (
+        ""
+        if all(c.gbstats for c in cells)
+        else "gbstats: absent (run with --gbstats; its environment could not be made if given)"
+    )
     if args.json:
         print(json.dumps([c.__dict__ for c in cells], indent=2))
     else:
