@@ -280,33 +280,40 @@ def welch_day14(world: World, reqs: Requests) -> str:
     return signs_decision(signs)
 
 
-def original_rule(world: World, reqs: Requests) -> tuple[str, int]:
-    """The seed's rule at each daily look: per-request Welch tests at 0.05 (users ignored)."""
+def daily_welch(
+    values: np.ndarray[Any, Any], arm: np.ndarray[Any, Any], stops: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Per-request Welch tests (treatment minus control) on the first `stops[k]` requests for
+    every k at once, from running sums: (differences, two-sided p-values; nan when untestable)."""
     from scipy.special import stdtr
 
-    stops = np.searchsorted(world.day, np.arange(1, DAYS + 1))
-    arm = reqs.treated
-
-    def cumulative(values: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> Any:
+    def cumulative(mask: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         v = np.where(mask, values, 0.0)
         return [np.concatenate([[0.0], np.cumsum(x)])[stops] for x in (mask * 1.0, v, v * v)]
 
+    (nc, sc, qc), (nt, st, qt) = cumulative(~arm), cumulative(arm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        va = (qc - sc * sc / nc) / (nc - 1) / nc
+        vb = (qt - st * st / nt) / (nt - 1) / nt
+        diff = st / nt - sc / nc
+        se2 = va + vb
+        dof = se2 * se2 / (va * va / (nc - 1) + vb * vb / (nt - 1))
+        p = 2 * stdtr(dof, -np.abs(diff) / np.sqrt(se2))
+    untestable = (np.minimum(nc, nt) < 2) | ~(se2 > 0)
+    return diff, np.where(untestable, np.nan, p)
+
+
+def original_rule(world: World, reqs: Requests) -> tuple[str, int]:
+    """The seed's rule at each daily look: per-request Welch tests at 0.05 (users ignored)."""
+    stops = np.searchsorted(world.day, np.arange(1, DAYS + 1))
     tests = {}
     for metric, values in (
         ("errors", reqs.error.astype(float)),
         ("confidence", reqs.confidence),
         ("inference_time_ms", reqs.ms),
     ):
-        (nc, sc, qc), (nt, st, qt) = cumulative(values, ~arm), cumulative(values, arm)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            va = (qc - sc * sc / nc) / (nc - 1) / nc
-            vb = (qt - st * st / nt) / (nt - 1) / nt
-            diff = st / nt - sc / nc
-            se2 = va + vb
-            dof = se2 * se2 / (va * va / (nc - 1) + vb * vb / (nt - 1))
-            p = 2 * stdtr(dof, -np.abs(diff) / np.sqrt(se2))
-        ok = (np.minimum(nc, nt) >= 2) & (se2 > 0)
-        tests[metric] = (diff, ok & (p < ALPHA))
+        diff, p = daily_welch(values, reqs.treated, stops)
+        tests[metric] = (diff, p < ALPHA)  # nan compares False: not significant
     for day in range(DAYS):
         signs = {m: (float(d[day]), bool(sig[day])) for m, (d, sig) in tests.items()}
         outcome = signs_decision(signs)

@@ -78,7 +78,7 @@ def test_scenarios_change_the_treatment_only() -> None:
 def test_tail_regression_holds_the_mean_and_moves_the_p95_share() -> None:
     # lognormal sigma 0.3 -> 0.512, mean 100: the share above the control's p95 is 5% -> 12.9%
     p95 = lognorm.ppf(0.95, 0.3, scale=100 * math.exp(-0.045))
-    assert lognorm.sf(p95, 0.512, scale=100 * math.exp(-0.512**2 / 2)) == pytest.approx(
+    assert lognorm.sf(p95, 0.512, scale=100 * math.exp(-(0.512**2) / 2)) == pytest.approx(
         0.129, abs=0.001
     )
     world = WORLDS[2]
@@ -87,3 +87,30 @@ def test_tail_regression_holds_the_mean_and_moves_the_p95_share() -> None:
     assert c.mean() == pytest.approx(100, abs=1.5) and t.mean() == pytest.approx(100, abs=2.5)
     assert (c > p95).mean() == pytest.approx(0.05, abs=0.01)
     assert (t > p95).mean() == pytest.approx(0.129, abs=0.015)
+
+
+def test_peers_roll_back_tripled_errors_at_once() -> None:
+    # errors 2% -> 6% at a 50% split: about 1,900 requests a day an arm, a 4-point difference
+    # of about 8 standard errors on day 1 for the per-request test, and far more by day 14
+    world = WORLDS[0]
+    reqs = B.requests(world, B.SCENARIOS[2], 50.0)
+    assert B.original_rule(world, reqs) == ("harm", 1)
+    assert B.welch_day14(world, reqs) == "harm"
+
+
+def test_peers_welch_tests_agree_with_scipy() -> None:
+    from scipy.stats import ttest_ind
+
+    world = WORLDS[1]
+    reqs = B.requests(world, B.SCENARIOS[1], 50.0)
+    stop = int(np.searchsorted(world.day, 1))  # day 1's requests
+    t = reqs.treated[:stop]
+    p = ttest_ind(reqs.confidence[:stop][t], reqs.confidence[:stop][~t], equal_var=False).pvalue
+    diff, p_bench = B.welch(reqs.confidence[:stop][~t], reqs.confidence[:stop][t])
+    assert p_bench == pytest.approx(p, rel=1e-9)
+    stops = np.searchsorted(world.day, np.arange(1, 15))
+    _, daily = B.daily_welch(reqs.confidence, reqs.treated, stops)
+    assert daily[0] == pytest.approx(p, rel=1e-6)  # from running sums
+    assert diff == pytest.approx(
+        reqs.confidence[:stop][t].mean() - reqs.confidence[:stop][~t].mean()
+    )
