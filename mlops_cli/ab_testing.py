@@ -8,9 +8,10 @@ from typing import Any
 
 from .batch import Source
 from .decision import ArmFigures, Evaluation, analysis_arms, decide
-from .errors import ConflictError, GateError, ValidationError
+from .errors import ConflictError, GateError, MlopsError, ValidationError
 from .limits import require_finite
 from .naming import validate_name, validate_version
+from .plan import Plan, PlanInputs, inputs_from_arms, make_plan
 from .records import VARIANTS, plain_number, validate_request
 from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
@@ -19,7 +20,28 @@ from .state import ABTest
 from .store.base import BatchResult, Store, Summary, ab_stream
 from .timeutil import days_between, format_ts, parse_ts, stamp, stamp_now
 
-__all__ = ["ABTestConfig", "ABTestManager", "ArmFigures", "Assignment", "Evaluation", "decide"]
+__all__ = [
+    "ABTestConfig",
+    "ABTestManager",
+    "ArmFigures",
+    "Assignment",
+    "Evaluation",
+    "Plan",
+    "decide",
+]
+
+NO_USER_IDS = (
+    "the champion's serving metrics carry no user ids, so they cannot give the per-user "
+    "variance a plan needs"
+)
+GIVE_NUMBERS = "give user_sd, requests_per_user and users_per_day"
+PLAN_FLAGS = {
+    "user_sd": "--user-sd",
+    "requests_per_user": "--requests-per-user",
+    "users_per_day": "--users-per-day",
+    "from_test": "--from-test",
+    "model_type": "--model-type",
+}
 
 
 @dataclass
@@ -424,3 +446,138 @@ class ABTestManager:
                 forced=force or None,
             )
         return test
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan_inputs(self, test_name: str) -> PlanInputs:
+        """Per-user sd of confidence, requests per user and users per day from a test's log
+        (its records must carry user ids)."""
+        test = self.get_test(test_name)
+        summary = self.requests(test_name, skip_invalid=True, test=test)
+        totals = summary.users
+        if totals is None or totals.unit != "user":
+            raise ValidationError(
+                f"the records of A/B test {test_name} carry no user_id (or not all of them): "
+                f"a plan needs per-user variance; {GIVE_NUMBERS} instead",
+                cli=PLAN_FLAGS,
+            )
+        moments = [summary.arm(v) for v in VARIANTS]
+        n = sum(m.n for m in moments)
+        squares = sum(
+            m.confidence_sum_squares - m.confidence_sum**2 / m.n for m in moments if m.n
+        )
+        request_sd = (max(squares, 0.0) / (n - 2)) ** 0.5 if n > 2 else None
+        end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
+        days = days_between(test.started_at, end)
+        arms = [totals.ratio_sums(v, "confidence") for v in VARIANTS]
+        return inputs_from_arms(arms, request_sd, days, f"A/B test {test_name}")
+
+    def latest_planning_test(self, model_type: str, before: ABTest | None = None) -> str | None:
+        """The most recent test of `model_type` (started before `before`, if given) whose
+        records carry user ids, if any."""
+        candidates = [
+            t
+            for t in self.list_tests()
+            if t.test.model_type == model_type
+            and any(t.requests.values())
+            and (
+                before is None
+                or (
+                    t.test.name != before.name
+                    and parse_ts(t.test.started_at) < parse_ts(before.started_at)
+                )
+            )
+        ]
+        for status in sorted(candidates, key=lambda t: parse_ts(t.test.started_at), reverse=True):
+            summary = self.requests(status.test.name, skip_invalid=True, test=status.test)
+            if summary.users is not None and summary.users.unit == "user":
+                return status.test.name
+        return None
+
+    def plan(
+        self,
+        effect: float | None = None,
+        days: float | None = None,
+        *,
+        model_type: str | None = None,
+        from_test: str | None = None,
+        user_sd: float | None = None,
+        requests_per_user: float | None = None,
+        users_per_day: float | None = None,
+        power: float = 0.8,
+        **config: Any,
+    ) -> Plan:
+        """Users and days a test needs to promote a confidence gain `effect` with `power`, or
+        the gain `days` of traffic can detect (DESIGN section 14; formulas in `plan.py`).
+
+        The traffic comes from given numbers (`user_sd`, `requests_per_user`,
+        `users_per_day`), from the log of test `from_test`, or from the latest test of
+        `model_type` with user ids. `config` takes ABTestConfig fields (split, alpha, ...);
+        the rest come from the project's `ab.defaults`.
+        """
+        given = {
+            "user_sd": user_sd,
+            "requests_per_user": requests_per_user,
+            "users_per_day": users_per_day,
+        }
+        if any(v is not None for v in given.values()):
+            missing = [k for k, v in given.items() if v is None]
+            if missing or from_test is not None:
+                raise ValidationError(
+                    "give all of user_sd, requests_per_user and users_per_day, or from_test "
+                    "to take them from a past test, not both",
+                    cli=PLAN_FLAGS,
+                )
+            inputs = PlanInputs(
+                float(user_sd or 0), float(requests_per_user or 0), float(users_per_day or 0),
+                "given numbers",
+            )
+        elif from_test is not None:
+            inputs = self.plan_inputs(from_test)
+        elif model_type is not None:
+            validate_name(model_type, "model type")
+            self.store.read().model(model_type)  # NotFoundError for an unknown type
+            past = self.latest_planning_test(model_type)
+            if past is None:
+                raise ValidationError(
+                    f"no A/B test of {model_type} has records with user ids, and "
+                    f"{NO_USER_IDS}: {GIVE_NUMBERS}",
+                    cli=PLAN_FLAGS,
+                )
+            inputs = self.plan_inputs(past)
+        else:
+            raise ValidationError(
+                f"a plan needs the traffic: from_test, model_type, or {GIVE_NUMBERS}",
+                cli=PLAN_FLAGS,
+            )
+        unknown = sorted(set(config) - set(AB_FIELDS))
+        if unknown:
+            raise ValidationError(f"unknown A/B test field {unknown[0]!r}")
+        fields_ = ABTestConfig("plan", model_type or "plan", treatment_version="plan")
+        cfg = replace(fields_, **config).resolved(self.store.read().settings.ab_defaults)
+        return make_plan(
+            inputs,
+            effect=effect,
+            days=days,
+            treatment_traffic_pct=float(cfg.treatment_traffic_pct or 0),
+            alpha=float(cfg.alpha or 0),
+            power=power,
+            sequential_tuning=float(cfg.sequential_tuning or 0),
+            min_effect=float(cfg.min_confidence_improvement or 0),
+            duration_days=float(cfg.duration_days or 0),
+            min_requests=int(cfg.min_requests or 0),
+        )
+
+    def plan_for_test(self, name: str, power: float = 0.8) -> Plan | None:
+        """What test `name` can detect in its `duration_days`, from the latest earlier test
+        of its model type with user ids; None without one (nothing to plan from)."""
+        test = self.get_test(name)
+        past = self.latest_planning_test(test.model_type, before=test)
+        if past is None:
+            return None
+        config = {k: getattr(test, k) for k in AB_FIELDS}
+        days = max(test.duration_days, 1.0)
+        try:
+            return self.plan(days=days, from_test=past, power=power, **config)
+        except MlopsError:
+            return None  # too little to plan from: the plan is advice, never a failure

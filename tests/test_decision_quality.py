@@ -1,6 +1,6 @@
 """Decision quality under peeking, through the same `decide` that `ab evaluate` uses.
 
-Fixed seeds, 500 runs each; `python benchmarks/ab_decisions.py` prints the full figures.
+Fixed seeds, 500 runs each; `python benchmarks/ab_peeking.py` prints the full figures.
 """
 
 from __future__ import annotations

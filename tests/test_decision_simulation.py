@@ -1,6 +1,6 @@
 """Decision quality of `mlops_cli.decision` with users as units, through the benchmark's simulation.
 
-Fixed seeds and fewer runs than `python benchmarks/ab_decisions.py` (500), so each figure is
+Fixed seeds and fewer runs than `python benchmarks/ab_peeking.py` (500), so each figure is
 deterministic; every target the benchmark states must hold.
 """
 
@@ -18,8 +18,8 @@ RUNS = 200
 
 
 def benchmark() -> ModuleType:
-    path = Path(__file__).parents[1] / "benchmarks" / "ab_decisions.py"
-    spec = importlib.util.spec_from_file_location("ab_decisions", path)
+    path = Path(__file__).parents[1] / "benchmarks" / "ab_peeking.py"
+    spec = importlib.util.spec_from_file_location("ab_peeking", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 
-from ..ab_testing import GATES, ABTestConfig, Evaluation, TestStatus, gate, parse_gates
+from ..ab_testing import GATES, ABTestConfig, Evaluation, Plan, TestStatus, gate, parse_gates
 from ..batch import file_id
 from ..errors import ValidationError
 from ..records import VARIANTS
@@ -120,22 +120,26 @@ def start(
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
 
-    def action() -> ABTest:
-        with named_as_flags(given):  # from a flag, not from --config-file
-            return open_project(ctx).ab.start_test(
-                ABTestConfig.from_sources(name, config_file, **flags)
-            )
+    planned: list[Plan] = []
 
-    run(
-        ctx,
-        json_output,
-        action,
-        lambda t: say(
+    def action() -> ABTest:
+        manager = open_project(ctx).ab
+        with named_as_flags(given):  # from a flag, not from --config-file
+            test = manager.start_test(ABTestConfig.from_sources(name, config_file, **flags))
+        plan = None if json_output else manager.plan_for_test(test.name)
+        planned.extend([plan] if plan else [])
+        return test
+
+    def render(t: ABTest) -> None:
+        say(
             f"started {t.name}: {t.model_type} {t.control_version} (control, "
             f"{100 - t.treatment_traffic_pct:g}%) vs {t.treatment_version} (treatment, "
             f"{t.treatment_traffic_pct:g}%), {t.method} at alpha {t.alpha:g}"
-        ),
-    )
+        )
+        for p in planned:  # from an earlier test's traffic, when one had user ids
+            say(f"plan: {p.summary()}")
+
+    run(ctx, json_output, action, render)
 
 
 @ab_app.command("assign")
@@ -461,3 +465,79 @@ def status(
 def render_status(s: TestStatus) -> None:
     key_values(s.test.name, [(k, v) for k, v in s.items() if k != "name"])
     skipped_note(f"logs/ab/{s.test.name}.jsonl", s.skipped_lines)
+
+
+@ab_app.command("plan")
+def plan(
+    ctx: typer.Context,
+    effect: float | None = typer.Option(
+        None, "--effect", help="Smallest confidence gain worth detecting (absolute, e.g. 0.03)."
+    ),
+    days: float | None = typer.Option(
+        None, "--days", help="Instead of --effect: the gain these days of traffic can detect."
+    ),
+    model_type: str | None = typer.Option(
+        None, "--model-type", help="Take the traffic from this type's latest test with user ids."
+    ),
+    from_test: str | None = typer.Option(
+        None, "--from-test", help="Take the traffic from this test's log (needs user ids)."
+    ),
+    user_sd: float | None = typer.Option(
+        None, "--user-sd", help="Per-user sd of confidence (a user's contribution, delta method)."
+    ),
+    requests_per_user: float | None = typer.Option(
+        None, "--requests-per-user", help="Mean requests a user sends during the test."
+    ),
+    users_per_day: float | None = typer.Option(
+        None, "--users-per-day", help="Users entering the test a day (both arms)."
+    ),
+    traffic: float | None = typer.Option(None, "--traffic", help="Treatment share in % (0-100)."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
+    power: float = typer.Option(0.8, "--power", help="Chance of promoting the effect."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Users and days a test needs to promote a gain (sequential-aware), or the reverse."""
+    config = {
+        k: v
+        for k, v in (("treatment_traffic_pct", traffic), ("alpha", alpha))
+        if v is not None
+    }
+
+    def action() -> Plan:
+        return open_project(ctx).ab.plan(
+            effect,
+            days,
+            model_type=model_type,
+            from_test=from_test,
+            user_sd=user_sd,
+            requests_per_user=requests_per_user,
+            users_per_day=users_per_day,
+            power=power,
+            **config,
+        )
+
+    run(ctx, json_output, action, render_plan)
+
+
+def render_plan(p: Plan) -> None:
+    say(p.summary())
+    rows: list[tuple[str, Any]] = [
+        ("effect (confidence gain)", f"{p.effect:+.4f}"),
+        ("power", f"{p.power:.0%}"),
+        ("users (control / treatment)", f"{p.users:,} ({p.users_control:,} / "
+         f"{p.users_treatment:,})"),
+        ("requests", f"{p.requests:,}"),
+        ("days of traffic", f"{p.days:.1f}"),
+        ("days the test needs", f"{p.days_needed:.1f} (duration_days {p.duration_days:g}, "
+         f"min_requests {p.min_requests:,})"),
+        ("split, alpha, tuning", f"{p.treatment_traffic_pct:g}%, {p.alpha:g}, "
+         f"{p.sequential_tuning:g}"),
+        ("min_confidence_improvement", f"{p.min_effect:+g}"),
+        ("per-user sd", f"{p.user_sd:.4g}"),
+        ("requests per user", f"{p.requests_per_user:.3g}"),
+        ("users per day", f"{p.users_per_day:,.1f}"),
+    ]
+    if p.correlation is not None:
+        rows.append(("per-request sd, intra-user correlation",
+                     f"{p.request_sd:.4g}, {p.correlation:.3f}"))
+    key_values(f"plan from {p.source}", rows)

@@ -305,9 +305,33 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
             "test": test.to_dict(),
             "evaluation": evaluation,
             "narrowing": narrowing(project, name, test, evaluation["requests"]),
+            "plan": plan_progress(project, name, evaluation),
             "skipped": skipped.doc(),
         }
     )
+
+
+def plan_progress(project: Project, name: str, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The users the test has against those its plan needs for its `duration_days` (the plan
+    from the latest earlier test of its model type with user ids; None without one).
+
+    Library call: ab.plan_for_test(name).
+    """
+    plan = project.ab.plan_for_test(name)
+    if plan is None:
+        return None
+    metrics = evaluation["metrics"]
+    users = sum(metrics[arm].get("users") or 0 for arm in ("control", "treatment"))
+    return {
+        "users": users,
+        "planned_users": plan.users,
+        "progress": min(users / plan.users, 1.0),
+        "effect": plan.effect,
+        "power": plan.power,
+        "days": plan.given_days,
+        "source": plan.source,
+        "summary": plan.summary(),
+    }
 
 
 def narrowing(

@@ -337,6 +337,14 @@
       el("p", { class: "recommendation" }, el("span", { class: "badge " + e.decision, id: "decision", "data-decision": e.decision, text: e.decision }), " ", e.recommendation),
       el("ul", { class: "reasons", "aria-label": "Reasons" }, e.reasons.map(function (r) { return el("li", { text: r }); }))
     ];
+    if (d.plan) {  // progress against `mlops ab plan` for the test's duration
+      var pl = d.plan;
+      out.push(el("h2", { text: "Plan" }),
+        el("p", { id: "plan-progress", "data-users": String(pl.users), "data-planned": String(pl.planned_users) },
+          el("progress", { max: "1", value: String(pl.progress) }), " " + pl.users + " of " + pl.planned_users +
+          " planned users (" + (100 * pl.progress).toFixed(0) + "%): in " + pl.days + " days the test promotes a confidence gain of " +
+          signed(pl.effect) + " with " + (100 * pl.power).toFixed(0) + "% power (traffic from " + pl.source + ")"));
+    }
     if (ACTIONS && t.status === "running") {
       out.push(el("div", { class: "actions" },
         actionButton("Finalize: promote " + t.treatment_version, "primary", function () {
