@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..moments import Moments
 from ..project import Project
-from ..store.base import EVENTS, ab_stream
+from ..store.base import EVENTS, ab_stream, metrics_stream
 from ..textsafe import printable
 
 if TYPE_CHECKING:
@@ -162,6 +162,8 @@ def overview(location: Location) -> dict[str, Any]:
     now = _now()
     skipped = Skipped()
     versions = project.registry.list_versions()
+    for v in versions:
+        skipped.add(metrics_stream(v.model_type, v.version), v.skipped_lines)
     tests = project.ab.list_tests()
     for t in tests:
         skipped.add(ab_stream(t.test.name), t.skipped_lines)
@@ -235,6 +237,7 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     events = [e.to_dict() for e in history]
     rows = []
     for v in versions:
+        skipped.add(metrics_stream(model_type, v.version), v.skipped_lines)
         row = v.to_dict()
         row["drift"] = _drift_badge(project, model_type, v.version, now, skipped)
         rows.append(row)

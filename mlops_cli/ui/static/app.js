@@ -139,6 +139,13 @@
     var g = canvas.getContext("2d");
     g.scale(ratio, ratio);
     var lo = d.ci[0], hi = d.ci[1], est = d.estimate;
+    if (est === null) {  // an arm without requests: nothing to estimate, nothing drawn as one
+      g.fillStyle = "#f5f7f9"; g.fillRect(0, 0, w, h);
+      g.fillStyle = "#5b6570"; g.font = "12px system-ui, sans-serif"; g.textAlign = "center";
+      g.fillText("no estimate: an arm has no requests yet", w / 2, h / 2);
+      charted();
+      return;
+    }
     var vals = [0, est].concat(lo === null ? [] : [lo], hi === null ? [] : [hi], limit == null ? [] : [limit]);
     var min = Math.min.apply(null, vals), max = Math.max.apply(null, vals);
     var pad = (max - min) * 0.15 || Math.abs(est) || 1;
@@ -393,7 +400,7 @@
       out.push(el("div", { class: "interval-row chart", "data-metric": key, "data-estimate": String(diff.estimate),
         "data-low": String(diff.ci[0]), "data-high": String(diff.ci[1]), role: "group", "aria-label": labels[key] + " difference" },
         el("div", {}, el("strong", { text: labels[key] }), el("div", { class: "interval-text mono",
-          text: signed(diff.estimate) + " [" + signed(diff.ci[0]) + ", " + signed(diff.ci[1]) + "]" }),
+          text: diff.estimate === null ? "– (an arm has no requests)" : signed(diff.estimate) + " [" + signed(diff.ci[0]) + ", " + signed(diff.ci[1]) + "]" }),
           el("div", { class: "muted", text: "p = " + pvalue(diff.p_value) + (limits[key] != null ? "; dashed: " + (key === "confidence_diff" ? "needed " : "allowed ") + signed(limits[key]) : "") })),
         canvas));
     });
