@@ -19,6 +19,7 @@ from .test_ui_browser import browser, dashboard, demo, demo_master, open_page
 from .test_ui_truth import BUILD, HIDDEN, small_project
 
 pytestmark = pytest.mark.browser
+NONE = "\u2013"  # the pages' "no value" (an en dash)
 __all__ = ["browser", "dashboard", "demo", "demo_master", "open_page"]  # (fixtures)
 
 
@@ -180,3 +181,32 @@ def test_right_after_the_demo_the_overview_does_not_mark_drift_stale(
         assert "retrain" in row.inner_text() and "stale" not in row.inner_text()
     finally:
         ui.close()
+
+
+def test_no_requests_show_a_dash_not_a_zero(dashboard: Any, open_page: Any, demo: Path) -> None:
+    """ranker's versions served no request outside its test (no metrics recorded); the arm of
+    a new test without requests has no mean and no difference."""
+    from mlops_cli import ABTestConfig, ModelVersion
+
+    project = Project.open(demo)
+    for version in ("1.0.0", "1.1.0"):
+        project.registry.register_version(
+            ModelVersion(model_type="solo", version=version, model_path=f"solo-{version}.bin")
+        )
+    project.ab.start_test(ABTestConfig("solo_t", "solo", treatment_version="1.1.0"))
+    for _ in range(30):
+        project.ab.record_result("solo_t", "control", 10.0, 0.87, False)
+    ui = dashboard()
+    page = open_page(ui.host)
+    page.open(ui.url + "/model/ranker")
+    cells = page.page.locator("tr[data-version='1.0.0'] td.num").all_inner_texts()
+    # traffic, bytes, requests, error rate, avg confidence, avg ms
+    assert cells[-4:] == ["0", NONE, NONE, NONE]
+    page.open(ui.url + "/test/solo_t")
+    arm = page.page.locator("tr[data-arm=treatment] td.num").all_inner_texts()
+    assert arm == ["0", NONE, NONE, NONE]
+    row = page.page.locator("[data-metric=confidence_diff]")
+    assert row.locator(".interval-text").inner_text() == NONE + " (an arm has no requests)"
+    assert "-0.87" not in visible_text(page)
+    assert page.blank_canvases() == []
+    assert page.errors == []
