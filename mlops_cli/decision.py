@@ -86,9 +86,9 @@ Arm = Moments | UserArm
 class ArmFigures:
     version: str
     requests: int
-    error_rate: float
-    avg_confidence: float
-    avg_inference_time_ms: float
+    error_rate: float | None  # None (JSON null) for an arm without requests: no mean
+    avg_confidence: float | None
+    avg_inference_time_ms: float | None
     users: int | None = None  # distinct users, when users are the unit
 
 
@@ -533,6 +533,8 @@ def decide(
         "srm": srm,
         "guardrails": {g.name: g.to_dict() for g in guardrails},
     }
+    if not (control.n and treatment.n):
+        _no_differences(metrics)
     return Evaluation(
         name,
         verdict.decision,
@@ -695,7 +697,19 @@ def _fmt(x: float) -> str:
     return f"{x:+.3f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
 
 
+def _no_differences(metrics: dict[str, Any]) -> None:
+    """An arm without requests has no mean: no difference is estimated (not 0 minus the
+    other arm's mean). The rules see the arms' counts ("too few to compare")."""
+    for key in ("error_rate_diff", "confidence_diff", "inference_time_ms_diff"):
+        metrics[key] = {"estimate": None, "ci": [None, None], "p_value": None}
+    for guardrail in metrics["guardrails"].values():
+        guardrail.update(estimate=None, ci=[None, None])
+
+
 def _figures(version: str, arm: Arm) -> ArmFigures:
+    if not arm.n:
+        users = arm.users if isinstance(arm, UserArm) else None
+        return ArmFigures(version, 0, None, None, None, users)
     if isinstance(arm, UserArm):
         return ArmFigures(
             version,
@@ -706,10 +720,4 @@ def _figures(version: str, arm: Arm) -> ArmFigures:
             arm.users,
         )
     n = arm.n
-    return ArmFigures(
-        version,
-        n,
-        arm.errors / n if n else 0.0,
-        arm.confidence_sum / n if n else 0.0,
-        arm.time_sum / n if n else 0.0,
-    )
+    return ArmFigures(version, n, arm.errors / n, arm.confidence_sum / n, arm.time_sum / n)

@@ -12,7 +12,7 @@ from .errors import ValidationError
 from .records import VARIANTS
 from .registry import ModelRegistry
 from .state import Level
-from .store.base import ab_stream
+from .store.base import ab_stream, metrics_stream
 from .timeutil import parse_ts
 
 
@@ -80,9 +80,16 @@ class ProjectCollector:
             if v.is_champion:
                 champion.add_metric(key, 1)
             requests.add_metric(key, v.requests)
-            error_rate.add_metric(key, v.error_rate)
-            confidence.add_metric(key, v.avg_confidence)
-            latency.add_metric(key, v.avg_inference_time_ms / 1000.0)
+            skipped.add_metric([metrics_stream(v.model_type, v.version)], v.skipped_lines)
+            # No request, no mean (None): nothing is exported (a 0.0 would fire "confidence
+            # low" on a version that never served).
+            for family, value, per_unit in (
+                (error_rate, v.error_rate, 1.0),
+                (confidence, v.avg_confidence, 1.0),
+                (latency, v.avg_inference_time_ms, 1000.0),  # ms to seconds
+            ):
+                if value is not None:
+                    family.add_metric(key, value / per_unit)
             if (v.model_type, v.version) not in watched:
                 continue
             detector = self.project.drift.detector(v.model_type, v.version)
@@ -112,8 +119,9 @@ class ProjectCollector:
             for variant in VARIANTS:
                 arm = summary.arm(variant)
                 ab_requests.add_metric([name, variant], arm.n)
-                ab_errors.add_metric([name, variant], arm.error_rate)
-                ab_conf.add_metric([name, variant], arm.avg_confidence)
+                if arm.n:  # an arm without requests has no rate to export
+                    ab_errors.add_metric([name, variant], arm.error_rate)
+                    ab_conf.add_metric([name, variant], arm.avg_confidence)
         yield from (ab_requests, ab_errors, ab_conf, skipped)
 
 

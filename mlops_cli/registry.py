@@ -28,9 +28,10 @@ class ModelVersion(MappingResult):
     traffic_percentage: float = 0.0
     model_path: str = ""
     config: dict[str, Any] = field(default_factory=dict)
-    avg_inference_time_ms: float = 0.0
-    avg_confidence: float = 0.0
-    error_rate: float = 0.0
+    # None (JSON null) while the version has served no request: there is no mean to show.
+    avg_inference_time_ms: float | None = None
+    avg_confidence: float | None = None
+    error_rate: float | None = None
     requests: int = 0
     registered_at: str | None = None
     description: str = ""
@@ -38,6 +39,9 @@ class ModelVersion(MappingResult):
     sha256: str | None = None
     size_bytes: int | None = None
     deprecated: bool = False
+    # Malformed lines of its metrics log left out of the figures (a view skips them and says
+    # so); not a field (no annotation): the version object's keys stay the seed's.
+    skipped_lines = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,12 +57,8 @@ class ModelVersion(MappingResult):
         return self.__dict__[name]
 
     def _set_serving(self, moments: Moments) -> None:
-        self.__dict__.update(
-            avg_inference_time_ms=moments.avg_inference_time_ms,
-            avg_confidence=moments.avg_confidence,
-            error_rate=moments.error_rate,
-            requests=moments.n,
-        )
+        self.__dict__.update(serving_figures(moments))
+        self.skipped_lines = getattr(moments, "skipped_lines", 0)
 
     def __getstate__(self) -> dict[str, Any]:
         pending = self.__dict__.pop("_serving", None)
@@ -68,6 +68,24 @@ class ModelVersion(MappingResult):
 
 
 SERVING_FIELDS = ("avg_inference_time_ms", "avg_confidence", "error_rate", "requests")
+
+
+def serving_figures(moments: Moments) -> dict[str, Any]:
+    """A version's serving metrics: its request count, and the means (None without a
+    request: a 0.0 would read as a real figure, and alert as one)."""
+    served = moments.n > 0
+    return {
+        "avg_inference_time_ms": moments.avg_inference_time_ms if served else None,
+        "avg_confidence": moments.avg_confidence if served else None,
+        "error_rate": moments.error_rate if served else None,
+        "requests": moments.n,
+    }
+
+
+class ServedMoments(Moments):
+    """A metrics log's moments, with the malformed lines the read left out."""
+
+    skipped_lines: int = 0
 for _name in SERVING_FIELDS:  # no class-level default may hide a metric not yet computed
     delattr(ModelVersion, _name)
 
@@ -166,32 +184,36 @@ class ModelRegistry:
             found.__dict__["_serving"] = lambda: self.metrics(model_type, version)
             return found
         moments = self.metrics(model_type, version)
-        return ModelVersion(
+        built = ModelVersion(
             model_type=model_type,
             version=version,
             is_champion=model.champion == version,
             traffic_percentage=rec.traffic_percentage,
             model_path=rec.model_path,
             config=dict(rec.config),
-            avg_inference_time_ms=moments.avg_inference_time_ms,
-            avg_confidence=moments.avg_confidence,
-            error_rate=moments.error_rate,
-            requests=moments.n,
             registered_at=rec.registered_at,
             description=rec.description,
             tags=dict(rec.tags),
             sha256=rec.sha256,
             size_bytes=rec.size_bytes,
             deprecated=rec.deprecated,
+            **serving_figures(moments),
         )
+        built.skipped_lines = moments.skipped_lines
+        return built
 
     def model_file(self, model_path: str) -> Path:
         """Where a model file is: a relative path is relative to the project directory."""
         path = Path(model_path).expanduser()
         return path if path.is_absolute() else self.model_root / path
 
-    def metrics(self, model_type: str, version: str) -> Moments:
-        return self.store.summary(metrics_stream(model_type, version), None).arm("all")
+    def metrics(self, model_type: str, version: str) -> ServedMoments:
+        """A version's serving moments. Read-only figures: a malformed line of the metrics
+        log is left out and counted (`skipped_lines`), never an error."""
+        summary = self.store.summary(metrics_stream(model_type, version), None, skip_invalid=True)
+        moments = ServedMoments(**vars(summary.arm("all")))
+        moments.skipped_lines = len(summary.skipped)
+        return moments
 
     def get_version(self, model_type: str, version: str) -> ModelVersion:
         state = self.store.read()

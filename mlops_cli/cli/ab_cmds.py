@@ -20,6 +20,7 @@ from ..store.base import BatchResult
 from .common import (
     JSON_HELP,
     console,
+    figure,
     funnel,
     key_values,
     named_as_flags,
@@ -301,9 +302,9 @@ def render_evaluation(e: Evaluation) -> None:
                 arm,
                 m[arm]["version"],
                 m[arm]["requests"],
-                f"{m[arm]['error_rate']:.4f}",
-                f"{m[arm]['avg_confidence']:.4f}",
-                f"{m[arm]['avg_inference_time_ms']:.1f}",
+                figure(m[arm]["error_rate"], ".4f"),
+                figure(m[arm]["avg_confidence"], ".4f"),
+                figure(m[arm]["avg_inference_time_ms"], ".1f"),
             ]
             for arm in ("control", "treatment")
         ],
@@ -314,9 +315,9 @@ def render_evaluation(e: Evaluation) -> None:
         [
             [
                 label,
-                f"{d['estimate']:+.4f}",
-                f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]",
-                f"{d['p_value']:.3g}",
+                figure(d["estimate"], "+.4f"),
+                "-" if d["estimate"] is None else f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]",
+                figure(d["p_value"], ".3g"),
             ]
             for label, d in (
                 ("error rate", m["error_rate_diff"]),

@@ -129,6 +129,11 @@ def run(
 Styled = tuple[str, str]
 
 
+def figure(value: float | None, spec: str) -> str:
+    """A figure as `spec` formats it, or "-" where there is none (no request served)."""
+    return "-" if value is None else format(value, spec)
+
+
 def say(*parts: str | Styled, err: bool = False, to: Any = None) -> None:
     """Print one line for a person: the one way human output reaches a terminal.
 

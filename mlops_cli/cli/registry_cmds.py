@@ -11,8 +11,10 @@ import typer
 from ..errors import ValidationError
 from ..project import Project
 from ..registry import ModelVersion
+from ..store.base import metrics_stream
 from .common import (
     JSON_HELP,
+    figure,
     funnel,
     globals_of,
     key_values,
@@ -38,19 +40,37 @@ def version_rows(versions: list[ModelVersion]) -> None:
                 "champion" if v.is_champion else "deprecated" if v.deprecated else "",
                 f"{v.traffic_percentage:g}",
                 v.requests,
-                f"{v.error_rate:.4f}",
-                f"{v.avg_confidence:.4f}",
-                f"{v.avg_inference_time_ms:.1f}",
+                figure(v.error_rate, ".4f"),
+                figure(v.avg_confidence, ".4f"),
+                figure(v.avg_inference_time_ms, ".1f"),
             ]
             for v in versions
         ],
     )
 
 
+def metrics_notes(versions: list[ModelVersion]) -> None:
+    """Say which metrics logs had malformed lines left out of the figures (on stderr, so
+    also beside --json)."""
+    for v in versions:
+        if v.skipped_lines:
+            log = f"logs/{metrics_stream(v.model_type, v.version)}.jsonl"
+            say(
+                f"note: {v.skipped_lines} malformed line(s) of {log} left out of the serving "
+                "metrics (fix or remove them)",
+                err=True,
+            )
+
+
 def version_card(v: ModelVersion) -> None:
+    no_mean = ("avg_inference_time_ms", "avg_confidence", "error_rate")  # before a request
     key_values(
         f"{v.model_type} {v.version}",
-        [(k, val) for k, val in v.to_dict().items() if k not in ("model_type", "version")],
+        [
+            (k, "-" if val is None and k in no_mean else val)
+            for k, val in v.to_dict().items()
+            if k not in ("model_type", "version")
+        ],
     )
 
 
@@ -139,13 +159,12 @@ def list_cmd(
     json_output: bool = JsonOpt,
 ) -> None:
     """List registered versions with their serving metrics."""
-    run(
-        ctx,
-        json_output,
-        lambda: open_project(ctx).registry.list_versions(model_type),
-        version_rows,
-        lambda vs: [v.to_dict() for v in vs],
-    )
+    def action() -> list[ModelVersion]:
+        versions = open_project(ctx).registry.list_versions(model_type)
+        metrics_notes(versions)
+        return versions
+
+    run(ctx, json_output, action, version_rows, lambda vs: [v.to_dict() for v in vs])
 
 
 def show(
@@ -159,8 +178,11 @@ def show(
     def action() -> ModelVersion:
         registry = open_project(ctx).registry
         if version is None:
-            return registry.require_champion(model_type)
-        return registry.get_version(model_type, version)
+            found = registry.require_champion(model_type)
+        else:
+            found = registry.get_version(model_type, version)
+        metrics_notes([found])
+        return found
 
     run(ctx, json_output, action, version_card, lambda v: v.to_dict())
 
@@ -351,15 +373,18 @@ def metrics_update(
         flags = {"inference_time_ms": "--inference-time-ms", "confidence": "--confidence"}
         with named_as_flags(flags):
             registry.update_metrics(model_type, version, inference_time_ms, confidence, error)
-        return registry.get_version(model_type, version)
+        found = registry.get_version(model_type, version)
+        metrics_notes([found])
+        return found
 
     run(
         ctx,
         json_output,
         action,
         lambda v: say(
-            f"{v.model_type} {v.version}: {v.requests} requests, error rate {v.error_rate:.4f}, "
-            f"avg confidence {v.avg_confidence:.4f}, avg {v.avg_inference_time_ms:.2f} ms"
+            f"{v.model_type} {v.version}: {v.requests} requests, error rate "
+            f"{figure(v.error_rate, '.4f')}, avg confidence {figure(v.avg_confidence, '.4f')}, "
+            f"avg {figure(v.avg_inference_time_ms, '.2f')} ms"
         ),
         lambda v: v.to_dict(),
     )

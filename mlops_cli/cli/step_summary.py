@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .common import figure
+
 
 def write_step_summary(kind: str, result: Any) -> None:
     path = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -31,8 +33,8 @@ def ab_markdown(e: Any) -> list[str]:
     for arm in ("control", "treatment"):
         a = m[arm]
         lines.append(
-            f"| {arm} | {a['version']} | {a['requests']} | {a['error_rate']:.4f} | "
-            f"{a['avg_confidence']:.4f} |"
+            f"| {arm} | {a['version']} | {a['requests']} | {figure(a['error_rate'], '.4f')} | "
+            f"{figure(a['avg_confidence'], '.4f')} |"
         )
     lines += ["", *[f"- {r}" for r in e.reasons]]
     return lines

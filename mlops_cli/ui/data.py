@@ -14,10 +14,11 @@ import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, ValidationError
 from ..moments import Moments
 from ..project import Project
-from ..store.base import EVENTS, ab_stream
+from ..store.base import EVENTS, ab_stream, metrics_stream
+from ..textsafe import printable
 
 if TYPE_CHECKING:
     from ..drift import DriftDetector
@@ -43,6 +44,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
 def _age_s(ts: str | None, now: datetime) -> float | None:
     if not ts:
         return None
@@ -55,11 +60,15 @@ def _finite_doc(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite(x: Any) -> Any:
-    """JSON has no inf or nan: an unbounded interval end becomes null."""
+    """What a page shows: JSON has no inf or nan (an unbounded interval end becomes null), and
+    text shows its control, bidirectional and zero-width characters escaped, as `mlops
+    history` prints them (`textsafe.printable`): a reason cannot read backwards or hide."""
+    if isinstance(x, str):
+        return printable(x)
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {printable(k) if isinstance(k, str) else k: _finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
     return x
@@ -153,6 +162,8 @@ def overview(location: Location) -> dict[str, Any]:
     now = _now()
     skipped = Skipped()
     versions = project.registry.list_versions()
+    for v in versions:
+        skipped.add(metrics_stream(v.model_type, v.version), v.skipped_lines)
     tests = project.ab.list_tests()
     for t in tests:
         skipped.add(ab_stream(t.test.name), t.skipped_lines)
@@ -189,8 +200,8 @@ def overview(location: Location) -> dict[str, Any]:
                 else None,
             }
         )
-    return {
-        "generated_at": now.isoformat().replace("+00:00", "Z"),
+    doc: dict[str, Any] = {
+        "generated_at": _iso(now),
         "stale_after_s": STALE_AFTER_S,
         "model_types": out,
         "tests": [
@@ -208,6 +219,7 @@ def overview(location: Location) -> dict[str, Any]:
         ],
         "skipped": skipped.doc(),
     }
+    return _finite_doc(doc)
 
 
 def model(location: Location, model_type: str) -> dict[str, Any]:
@@ -225,9 +237,10 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     events = [e.to_dict() for e in history]
     rows = []
     for v in versions:
-        doc = v.to_dict()
-        doc["drift"] = _drift_badge(project, model_type, v.version, now, skipped)
-        rows.append(doc)
+        skipped.add(metrics_stream(model_type, v.version), v.skipped_lines)
+        row = v.to_dict()
+        row["drift"] = _drift_badge(project, model_type, v.version, now, skipped)
+        rows.append(row)
     tests = [
         {
             "name": t["name"],
@@ -239,7 +252,7 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
         if t["model_type"] == model_type
     ]
     champion = next((v.version for v in versions if v.is_champion), None)
-    return {
+    doc: dict[str, Any] = {
         "model_type": model_type,
         "champion": champion,
         "versions": rows,
@@ -248,6 +261,7 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
         "events": events,
         "skipped": skipped.doc(),
     }
+    return _finite_doc(doc)
 
 
 def champion_timeline(
@@ -389,6 +403,7 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
     checks = detector.history(skip_invalid=True)
     skipped = Skipped()
     skipped.add(detector.checks, checks.skipped)
+    now = _now()
     history = [
         {
             "ts": r.get("ts"),
@@ -404,6 +419,10 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
             "model_type": model_type,
             "model_version": version,
             "report": report.to_dict(),
+            # The report's `checked_at` is when these figures were computed (now, read-only);
+            # the last recorded check is what the overview and the alerts go by.
+            "last_check": _drift_badge(project, model_type, version, now, skipped),
+            "stale_after_s": STALE_AFTER_S,
             "thresholds": dict(settings["thresholds"]),
             "weights": dict(settings["weights"]),
             "history": history,
@@ -479,7 +498,7 @@ def events(
     kinds = sorted({str(e.get("event")) for e in rows})
     if kind:
         rows = [e for e in rows if e.get("event") == kind]
-    return {
+    doc: dict[str, Any] = {
         "model_type": model_type or None,
         "kind": kind or None,
         "kinds": kinds,
@@ -487,6 +506,7 @@ def events(
         "events": list(reversed(rows)),
         "skipped": skipped.doc(),
     }
+    return _finite_doc(doc)
 
 
 def act(location: Location, action: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -508,22 +528,60 @@ def act(location: Location, action: str, args: dict[str, Any]) -> dict[str, Any]
 
     reason = text("reason", required=False)
     if action == "promote":
-        mv = project.registry.promote_to_champion(
-            str(text("model_type")), str(text("version")), reason=reason
-        )
-        return {"action": action, "result": mv.to_dict()}
+        try:
+            mv = project.registry.promote_to_champion(
+                str(text("model_type")), str(text("version")), reason=reason
+            )
+        except ConflictError as exc:
+            raise _as_page_says(exc, PROMOTE_ON_PAGE) from None
+        return _finite_doc({"action": action, "result": mv.to_dict()})
     if action == "rollback":
         mv = project.registry.rollback(str(text("model_type")), reason=reason)
-        return {"action": action, "result": mv.to_dict()}
+        return _finite_doc({"action": action, "result": mv.to_dict()})
     if action == "deprecate":
         mv = project.registry.deprecate(
             str(text("model_type")), str(text("version")), reason=reason
         )
-        return {"action": action, "result": mv.to_dict()}
+        return _finite_doc({"action": action, "result": mv.to_dict()})
     if action == "finalize":
-        done = project.ab.finalize_test(str(text("test")), str(text("decision")))
-        return {"action": action, "result": done}
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise ValidationError("force must be true or false")
+        if force and not (reason or "").strip():
+            raise ValidationError("promoting anyway needs a reason (it goes into the audit log)")
+        try:
+            done = project.ab.finalize_test(
+                str(text("test")), str(text("decision")), force=force, reason=reason
+            )
+        except ConflictError as exc:
+            raise _as_page_says(exc, FINALIZE_ON_PAGE) from None
+        return _finite_doc({"action": action, "result": done.to_dict()})
     raise NotFoundError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
+
+
+# A refusal's advice as the page offers it: the page has no command-line flags.
+FINALIZE_ON_PAGE = {
+    "pass force=True to promote anyway": 'use "Promote anyway" below, with a reason, to '
+    "promote regardless (recorded as forced in the audit log)",
+}
+PROMOTE_ON_PAGE = {
+    "`, or pass force=True": "` or with the Finalize buttons on the test's page",
+}
+
+
+def _as_page_says(exc: ConflictError, advice: dict[str, str]) -> ConflictError:
+    """The library's refusal, its advice worded for the page (its `for_cli` is what the
+    server answers)."""
+    exc.cli = advice
+    return exc
+
+
+def page_path(page: str, *names: str) -> str:
+    """A page's API path as the page's script builds it (`encodeURIComponent` of each name):
+    the HTML report's data is keyed by it (`v1.1.0+build.7` is `v1.1.0%2Bbuild.7`)."""
+    from urllib.parse import quote
+
+    return "/" + "/".join([page, *(quote(n, safe="-_.!~*'()") for n in names)])
 
 
 def bundle(
@@ -554,12 +612,12 @@ def bundle(
     if test:
         docs["/overview"]["tests"] = [t for t in docs["/overview"]["tests"] if t["name"] == test]
     for t in types:
-        docs[f"/model/{t}"] = model(location, t)
+        docs[page_path("model", t)] = model(location, t)
     for name in tests:
-        docs[f"/test/{name}"] = ab_test(location, name)
+        docs[page_path("test", name)] = ab_test(location, name)
     for d in drift_versions(location):
         if d["model_type"] in types:
-            path = f"/drift/{d['model_type']}/{d['model_version']}"
+            path = page_path("drift", d["model_type"], d["model_version"])
             docs[path] = drift(location, d["model_type"], d["model_version"])
     docs["/events"] = events(location, model_type)
     return docs

@@ -139,6 +139,13 @@
     var g = canvas.getContext("2d");
     g.scale(ratio, ratio);
     var lo = d.ci[0], hi = d.ci[1], est = d.estimate;
+    if (est === null) {  // an arm without requests: nothing to estimate, nothing drawn as one
+      g.fillStyle = "#f5f7f9"; g.fillRect(0, 0, w, h);
+      g.fillStyle = "#5b6570"; g.font = "12px system-ui, sans-serif"; g.textAlign = "center";
+      g.fillText("no estimate: an arm has no requests yet", w / 2, h / 2);
+      charted();
+      return;
+    }
     var vals = [0, est].concat(lo === null ? [] : [lo], hi === null ? [] : [hi], limit == null ? [] : [limit]);
     var min = Math.min.apply(null, vals), max = Math.max.apply(null, vals);
     var pad = (max - min) * 0.15 || Math.abs(est) || 1;
@@ -185,8 +192,9 @@
     function close() { dialog.close(); dialog.remove(); }
     cancel.addEventListener("click", close);
     dialog.addEventListener("cancel", function () { dialog.remove(); });
-    ok.addEventListener("click", async function () {
-      ok.disabled = true;
+    var anyway = null;
+    async function send(button, label) {
+      button.disabled = true;
       if (reason.value) args.reason = reason.value;
       try {
         var r = await fetch("/api/action/" + action, {
@@ -195,15 +203,31 @@
           body: JSON.stringify(args)
         });
         var doc = await r.json();
-        if (!r.ok) throw new Error(doc.error ? doc.error.message : r.statusText);
+        if (!r.ok) throw Object.assign(new Error(doc.error ? doc.error.message : r.statusText), { status: r.status });
         close();
-        flash = title + ": done.";
+        flash = label + ": done.";
         after();
       } catch (err) {
         status.textContent = "error: " + err.message;
-        ok.disabled = false;
+        button.disabled = false;
+        // A promote the evaluation does not support: the page's --force, confirmed, with a reason.
+        if (err.status === 409 && action === "finalize" && args.decision === "promote" && !args.force && !anyway) offerAnyway();
       }
-    });
+    }
+    function offerAnyway() {
+      anyway = el("button", { type: "button", class: "danger", id: "confirm-force", text: "Promote anyway" });
+      ok.replaceWith(anyway);
+      anyway.addEventListener("click", function () {
+        if (!reason.value.trim()) {
+          status.textContent = "error: promoting anyway needs a reason (it goes into the audit log)";
+          reason.focus();
+          return;
+        }
+        args.force = true;
+        send(anyway, title + " anyway");
+      });
+    }
+    ok.addEventListener("click", function () { send(ok, title); });
     dialog.showModal();
     (args.reasonable === false ? ok : reason).focus();
   }
@@ -360,11 +384,19 @@
         td(pct(a.error_rate), "num"), td(fmt(a.avg_confidence), "num"), td(fmt(a.avg_inference_time_ms, 2), "num"));
     });
     out.push(el("h2", { text: "Arms" }), table(["Arm", "Version", "#Requests", "#Error rate", "#Avg confidence", "#Avg inference ms"], arms));
-    var share = m.treatment.requests / Math.max(1, m.control.requests + m.treatment.requests);
+    // The share in the unit the split test counted (users when records carry user ids).
+    var unit = m.srm.unit === "user" ? "users" : "requests";
+    var count = function (a) { return unit === "users" ? a.users : a.requests; };
+    var nt = count(m.treatment) || 0, total = nt + (count(m.control) || 0);
+    var observed = total ? (100 * nt / total).toFixed(2) + "% of " + total + " " + unit : "no " + unit + " yet";
     out.push(el("h2", { text: "Split check" }),
-      el("p", { id: "srm", "data-mismatch": String(m.srm.mismatch) },
-        "Configured treatment share " + t.treatment_traffic_pct + "%, observed " + (100 * share).toFixed(2) + "%; sample ratio mismatch p = " + fmt(m.srm.p_value, 4) + ": ",
-        m.srm.mismatch ? badge("critical", "mismatch") : badge("ok", "no mismatch")));
+      el("p", { id: "srm", "data-mismatch": String(m.srm.mismatch), "data-unit": unit },
+        "Configured treatment share " + t.treatment_traffic_pct + "%, observed " + observed + "; ",
+        m.srm.testable === false
+          ? [badge("", "not tested"), " " + (m.srm.note || "")]
+          : ["sample ratio mismatch test over " + unit + ", p = " + fmt(m.srm.p_value, 4) + ": ",
+             m.srm.mismatch ? badge("critical", "mismatch")
+               : m.srm.judged === false ? badge("", "not judged yet (fewer than 8 " + unit + " in an arm)") : badge("ok", "no mismatch")]));
     out.push(el("h2", { text: "Differences (treatment − control) with their intervals" }));
     var limits = { error_rate_diff: t.max_error_rate_increase, confidence_diff: t.min_confidence_improvement, inference_time_ms_diff: null };
     var labels = { error_rate_diff: "Error rate", confidence_diff: "Confidence", inference_time_ms_diff: "Inference time (ms)" };
@@ -376,7 +408,7 @@
       out.push(el("div", { class: "interval-row chart", "data-metric": key, "data-estimate": String(diff.estimate),
         "data-low": String(diff.ci[0]), "data-high": String(diff.ci[1]), role: "group", "aria-label": labels[key] + " difference" },
         el("div", {}, el("strong", { text: labels[key] }), el("div", { class: "interval-text mono",
-          text: signed(diff.estimate) + " [" + signed(diff.ci[0]) + ", " + signed(diff.ci[1]) + "]" }),
+          text: diff.estimate === null ? "– (an arm has no requests)" : signed(diff.estimate) + " [" + signed(diff.ci[0]) + ", " + signed(diff.ci[1]) + "]" }),
           el("div", { class: "muted", text: "p = " + pvalue(diff.p_value) + (limits[key] != null ? "; dashed: " + (key === "confidence_diff" ? "needed " : "allowed ") + signed(limits[key]) : "") })),
         canvas));
     });
@@ -414,7 +446,7 @@
   async function driftPage(modelType, version) {
     var d = await get("/drift/" + enc(modelType) + "/" + enc(version));
     document.title = "Drift " + modelType + " " + version + " - mlops";
-    var r = d.report, c = r.components || {};
+    var r = d.report, c = r.components || {}, last = d.last_check;
     var comps = ["statistical", "performance", "distribution"].map(function (k) {
       var v = c[k];
       var bar = el("div", { class: "bar" });
@@ -434,7 +466,13 @@
         el("div", { class: "card" }, el("div", { class: "muted", text: "7-day average" }), el("div", { class: "big", text: fmt(r.avg_drift_7d, 4) })),
         el("div", { class: "card" }, el("div", { class: "muted", text: "Samples" }),
           el("div", { text: r.n_reference + " reference, " + r.n_window + " in the window" }), el("div", { class: "muted", text: "KS p = " + pvalue(r.ks_pvalue) })),
-        el("div", { class: "card" }, el("div", { class: "muted", text: "Checked" }), el("div", { text: when(r.checked_at) }), el("div", { class: "muted", text: r.status }))),
+        el("div", { class: "card" },
+          el("div", { class: "muted", text: "Last recorded check" }),
+          el("div", { id: "last-check", "data-ts": last.checked_at || "" }, when(last.checked_at), last.stale ? [" ", badge("stale", "stale")] : null),
+          el("div", { class: "muted", text: last.checked_at ? "level " + last.level + ", score " + fmt(last.score, 4) + (last.stale ? "; stale: older than " + d.stale_after_s / 3600 + " h or samples arrived since" : "") : "no check recorded yet (mlops drift check)" }),
+          el("div", { class: "muted", text: "Figures above computed" }),
+          el("div", { id: "computed-at", "data-ts": r.checked_at }, when(r.checked_at)),
+          el("div", { class: "muted", text: (REPORT ? "when this report was written" : "when this page was drawn") + ", from the samples (" + r.status + "; not a recorded check)" }))),
       el("p", { class: "recommendation", text: r.recommendation }),
       el("h2", { text: "Components" }),
       table(["Component", "#Value", "#Weight", "Share of full drift"], comps),
