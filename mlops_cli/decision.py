@@ -234,7 +234,10 @@ class UserTotals:
             mask &= named
             if not mask.any():
                 continue
-            unique, inverse = np.unique(ids[mask], return_inverse=True)
+            named_ids = ids[mask]
+            if named_ids.dtype == object:  # `7` and `"7"` in one column: compared as text
+                named_ids = named_ids.astype(str)
+            unique, inverse = np.unique(named_ids, return_inverse=True)
             arm = self._arms[name]
             rows = np.asarray(arm.rows(str(u) for u in unique.tolist()))[inverse.ravel()]
             for k in range(len(_COLUMNS)):

@@ -404,3 +404,14 @@ def test_analysis_arms_follow_the_data() -> None:
     assert isinstance(control, UserArm) and treatment.n == 1
     totals.add("treatment", None, 100.0, 0.5)
     assert analysis_arms(*moments, totals) == moments
+
+
+def test_columns_mixing_numeric_and_text_ids_with_anonymous_requests() -> None:
+    # One column holding "a", 7, "7" and None: ids compare as text, so 7 and "7" are one user.
+    totals = UserTotals()
+    totals.add_columns(
+        ["control"] * 4, ["a", 7, "7", None], [1.0, 2.0, 4.0, 8.0], [0.5] * 4, [False] * 4
+    )
+    assert totals.users("control") == 2 and totals.anonymous["control"] == 1
+    n, time_sum, *_ = totals.ratio_sums("control", "inference_time_ms")
+    assert (n, time_sum) == (2, 1.0 + 2.0 + 4.0)

@@ -352,3 +352,20 @@ def test_list_and_status_count_each_arm(running: Project) -> None:
     running.ab.finalize_test("t", "rollback")
     status = reopen(running).ab.status("t")
     assert status.test.status == "rolled_back" and sum(status.requests.values()) == 500
+
+
+def test_numeric_text_and_missing_user_ids_in_one_log_are_read(running: Project) -> None:
+    """Ids may be numbers; mixed with text ids and anonymous requests, every view and the
+    decision still read the log (per request: an anonymous request makes requests the unit)."""
+    rows = [{**r, "ts": STAMP} for r in requests_rows(300, seed=8, users=50)]
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row["user_id"] = i  # a number
+        elif i % 3 == 1:
+            del row["user_id"]
+    running.ab.record_batch("t", jsonl(rows))
+    treated = sum(r["variant"] == "treatment" for r in rows)
+    for view in (running, reopen(running)):
+        assert view.ab.status("t").requests == {"control": 300 - treated, "treatment": treated}
+        evaluation = view.ab.evaluate_test("t")
+        assert evaluation.requests == 300 and evaluation.unit == "request"
