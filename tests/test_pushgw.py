@@ -176,6 +176,34 @@ def test_cli_bad_push_url_is_one_error_line(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("server", ["ok"], indirect=True)
+def test_cli_textfile_and_push_url_together_do_both(server: _Server, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlops_cli import Project
+    from mlops_cli.cli import app
+
+    project = Project.init(tmp_path / "p")
+    target = tmp_path / "mlops.prom"
+    result = CliRunner().invoke(
+        app,
+        [
+            "-C",
+            str(project.root),
+            "metrics",
+            "export",
+            "--textfile",
+            str(target),
+            "--push-url",
+            server.url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert [line for line, _ in server.requests] == ["PUT /metrics/job/mlops HTTP/1.1"]
+    assert server.requests[0][1] == target.read_bytes()
+    assert "wrote" in result.stderr and "pushed to" in result.stderr
+
+
 @pytest.mark.service
 def test_push_to_a_real_pushgateway(tmp_path: Path) -> None:
     import shutil

@@ -406,14 +406,16 @@ def metrics_export(
 
     def action() -> str:
         project = open_project(ctx)
+        done = []
         if textfile is not None:
             size = prometheus.write_textfile(project, textfile)
-            return f"wrote {size} bytes to {textfile}"
-        if push_url is not None:
+            done.append(f"wrote {size} bytes to {textfile}")
+        if push_url is not None:  # both given: both done
             prometheus.push(project, push_url, job)
-            return f"pushed to {push_url} (job {job})"
-        sys.stdout.write(prometheus.exposition(project).decode())
-        return ""
+            done.append(f"pushed to {push_url} (job {job})")
+        if not done:
+            sys.stdout.write(prometheus.exposition(project).decode())
+        return "; ".join(done)
 
     run(ctx, False, action, lambda msg: say(msg, err=True) if msg else None)
 
