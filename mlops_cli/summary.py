@@ -21,6 +21,7 @@ from .moments import Moments
 
 if TYPE_CHECKING:
     from .decision import UserTotals
+    from .tail import TailSums
 
 
 @dataclass
@@ -297,3 +298,58 @@ def _save_cache(log: Path, summary: Summary, st: os.stat_result, until: str | No
     # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.
     with contextlib.suppress(OSError, MlopsError):
         safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)
+
+
+def tail_counts(
+    log: Path, threshold_ms: float, keys: tuple[str, ...], until: str | None = None
+) -> dict[str, TailSums]:
+    """Per key (A/B variant): requests, requests slower than `threshold_ms` (strictly above),
+    and over named users the ratio sums of M_u = slow, D_u = requests (the tail-latency
+    guardrail, tail.py). Its own pass over the log, a numpy grouping per block; a line that
+    is not a request is left out here (the summary of the same log names or counts it).
+    With `until`, only records whose `ts` is not later."""
+    import numpy as np
+
+    from .tail import EMPTY, sums_from_users
+
+    slow_anon = dict.fromkeys(keys, 0)
+    anon = dict.fromkeys(keys, 0)
+    per_user: dict[str, dict[str, Any]] = {k: {} for k in keys}  # id -> [slow, requests]
+    if not log.exists():
+        return dict.fromkeys(keys, EMPTY)
+    for chunk in jsonl.read_chunks(log, 0, 1, skip_invalid=True):
+        records = [
+            r
+            for r in chunk.records
+            if _is_request(r, "variant", keys) and (until is None or not _later(r, until))
+        ]
+        if not records:
+            continue
+        variant = np.array([r["variant"] for r in records])
+        slow = np.array([r["inference_time_ms"] for r in records], dtype=float) > threshold_ms
+        ids = [r.get("user_id") for r in records]
+        named = np.fromiter((u is not None for u in ids), bool, len(ids))
+        user = np.array(["" if u is None else str(u) for u in ids])
+        for key in keys:
+            mask = variant == key
+            anonymous = mask & ~named
+            anon[key] += int(anonymous.sum())
+            slow_anon[key] += int((slow & anonymous).sum())
+            mask &= named
+            if not mask.any():
+                continue
+            unique, inverse = np.unique(user[mask], return_inverse=True)
+            counts = np.bincount(inverse.ravel(), minlength=len(unique))
+            slows = np.bincount(inverse.ravel(), slow[mask], minlength=len(unique))
+            table = per_user[key]
+            for uid, s, n in zip(unique.tolist(), slows.tolist(), counts.tolist(), strict=True):
+                row = table.get(uid)
+                if row is None:
+                    table[uid] = [s, n]
+                else:
+                    row[0] += s
+                    row[1] += n
+    return {
+        key: sums_from_users(list(per_user[key].values()), (slow_anon[key], anon[key]))
+        for key in keys
+    }

@@ -60,6 +60,8 @@ START_FLAGS = {
     "method": "--method",
     "max_confidence_drop": "--max-confidence-drop",
     "max_latency_increase_ms": "--max-latency-increase-ms",
+    "tail_latency": "--tail-latency",
+    "max_tail_latency_increase": "--max-tail-latency-increase",
 }
 
 
@@ -96,6 +98,18 @@ def start(
         "--max-latency-increase-ms",
         help="Guardrail: roll back when inference time rises by more (off unless set).",
     ),
+    tail_latency: bool | None = typer.Option(
+        None,
+        "--tail-latency/--no-tail-latency",
+        help="Guardrail: roll back when the share of requests slower than the control's p95 "
+        "rises (on by default).",
+    ),
+    max_tail_latency_increase: float | None = typer.Option(
+        None,
+        "--max-tail-latency-increase",
+        help="Promotion margin of that share (absolute, e.g. 0.02 = 2 points; default: none, "
+        "the guardrail only rolls back).",
+    ),
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
     ),
@@ -116,6 +130,8 @@ def start(
         "method": method,
         "max_confidence_drop": max_confidence_drop,
         "max_latency_increase_ms": max_latency_increase_ms,
+        "tail_latency": tail_latency,
+        "max_tail_latency_increase": max_tail_latency_increase,
     }
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
