@@ -178,3 +178,46 @@ def test_a_test_recorded_before_the_guardrail_keeps_it_off() -> None:
     doc = AB_TEST(old, "ab_tests.t")
     assert doc["tail_latency"] is False and doc["tail_latency_ms"] is None
     assert AB_TEST({**doc, "tail_latency": True}, "ab_tests.t")["tail_latency"] is True
+
+
+def test_the_cli_sets_it_and_evaluate_json_reports_it(cli: Any, project: Any) -> None:
+    from mlops_cli import ModelVersion
+
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    off = cli("ab", "start", "a", "--model-type", "gnn", "--treatment", "1.1.0",
+              "--no-tail-latency", "--json").json()
+    assert off["tail_latency"] is False and off["max_tail_latency_increase"] is None
+    assert cli("ab", "finalize", "a", "rollback").exit_code == 0
+    on = cli("ab", "start", "b", "--model-type", "gnn", "--treatment", "1.2.0",
+             "--max-tail-latency-increase", "0.02", "--json").json()
+    assert on["tail_latency"] is True and on["max_tail_latency_increase"] == 0.02
+    assert on["tail_latency_ms"] is None and on["tail_latency_source"] is None
+    evaluation = cli("ab", "evaluate", "b", "--json").json()
+    entry = evaluation["metrics"]["guardrails"]["tail_latency"]
+    assert entry["status"] == "pending" and entry["margin"] == 0.02
+    bad = cli("ab", "start", "c", "--model-type", "gnn", "--treatment", "1.2.0",
+              "--max-tail-latency-increase", "2")
+    assert bad.exit_code == 1 and bad.stderr.startswith("error:")
+
+
+def test_a_running_test_from_an_older_version_keeps_it_off(tmp_path: Path) -> None:
+    import yaml
+
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.init(tmp_path / "p")
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
+    registry = project.root / "registry.yaml"
+    doc = yaml.safe_load(registry.read_text())
+    for key in ("tail_latency", "max_tail_latency_increase", "tail_latency_ms",
+                "tail_latency_source", "tail_latency_requests"):
+        del doc["ab_tests"]["t"][key]  # as an mlops without the guardrail wrote it
+    registry.write_text(yaml.safe_dump(doc))
+    reopened = Project.open(project.root)
+    assert reopened.ab.get_test("t").tail_latency is False
+    for i in range(30):
+        reopened.ab.record_result("t", "control", 10.0 * i, 0.8, user_id=f"u{i}")
+    assert "tail_latency" not in reopened.ab.evaluate_test("t").metrics["guardrails"]
