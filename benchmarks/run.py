@@ -289,7 +289,16 @@ def drift(tmp: Path, repeat: int, scale: int) -> list[Case]:
 
 def ab(tmp: Path, repeat: int, scale: int) -> list[Case]:
     root = project(tmp / "ab")
+    # The champion's serving history: enough requests that `ab start` freezes the
+    # tail-latency threshold, so every evaluation below also counts the slow requests.
+    served = root / "logs" / "metrics" / "gnn" / "1.0.0.jsonl"
+    served.parent.mkdir(parents=True, exist_ok=True)
+    history = requests(5000, seed=3)
+    for arm in (b'"variant":"control",', b'"variant":"treatment",'):
+        history = history.replace(arm, b"")
+    served.write_bytes(history)
     mlops(root, "ab", "start", "t", "--model-type", "gnn", "--treatment", "1.1.0")
+    assert b"tail_latency_ms: 1" in (root / "registry.yaml").read_bytes(), "no tau frozen"
     log = root / "logs" / "ab" / "t.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     n = 1_000_000 // scale

@@ -300,56 +300,144 @@ def _save_cache(log: Path, summary: Summary, st: os.stat_result, until: str | No
         safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)
 
 
+
+def _tail_cache_path(log: Path) -> Path:
+    return log.with_name(f".{log.name}.tail.json")
+
+
+@dataclass
+class _TailCounts:
+    """The tail pass's running counts, per key, and the bytes of the log they cover."""
+
+    offset: int = 0
+    lines: int = 0
+    users: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # id -> [slow, n]
+    anonymous: dict[str, list[int]] = field(default_factory=dict)  # [slow, n]
+
+
+def _load_tail_cache(
+    log: Path, st: os.stat_result, threshold_ms: float, keys: tuple[str, ...], until: str | None
+) -> _TailCounts:
+    fresh = _TailCounts(
+        users={k: {} for k in keys}, anonymous={k: [0, 0] for k in keys}
+    )
+    try:
+        doc = jsonl.loads(safefs.read_file(_tail_cache_path(log)))
+        found = _TailCounts(
+            offset=int(doc["offset"]),
+            lines=int(doc["lines"]),
+            users={k: {str(u): [float(a), float(b)] for u, a, b in doc["users"][k]} for k in keys},
+            anonymous={k: [int(doc["anonymous"][k][0]), int(doc["anonymous"][k][1])] for k in keys},
+        )
+        if (
+            doc["threshold_ms"] != threshold_ms
+            or doc["until"] != until
+            or doc["keys"] != list(keys)
+            or doc["inode"] != st.st_ino
+            or found.offset > st.st_size
+            or (doc["size"] == st.st_size and doc["mtime_ns"] != st.st_mtime_ns)
+            or doc["tail"] != _covered_tail(log, found.offset)
+        ):
+            return fresh
+    except (OSError, MlopsError, KeyError, TypeError, ValueError, AttributeError):
+        return fresh
+    return found
+
+
+def _save_tail_cache(
+    log: Path,
+    counts: _TailCounts,
+    st: os.stat_result,
+    threshold_ms: float,
+    keys: tuple[str, ...],
+    until: str | None,
+) -> None:
+    doc = {
+        "threshold_ms": threshold_ms,
+        "until": until,
+        "keys": list(keys),
+        "offset": counts.offset,
+        "lines": counts.lines,
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "users": {k: [[u, *v] for u, v in counts.users[k].items()] for k in keys},
+        "anonymous": counts.anonymous,
+    }
+    try:
+        doc["tail"] = _covered_tail(log, counts.offset)
+    except (OSError, MlopsError):
+        return
+    path = _tail_cache_path(log)
+    with contextlib.suppress(OSError, MlopsError):  # derived data, as the summary cache
+        safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)
+
+
+def _fold_tail(
+    counts: _TailCounts, records: list[dict[str, Any]], threshold_ms: float
+) -> None:
+    """Add records (valid requests of the keys) to the slow counts; named users grouped in
+    numpy, anonymous requests counted in Python (no numpy import for them)."""
+    named = [r for r in records if r.get("user_id") is not None]
+    for r in records:
+        if r.get("user_id") is None:
+            anon = counts.anonymous[r["variant"]]
+            anon[0] += r["inference_time_ms"] > threshold_ms
+            anon[1] += 1
+    if not named:
+        return
+    import numpy as np
+
+    variant = np.array([r["variant"] for r in named])
+    slow = np.array([r["inference_time_ms"] for r in named], dtype=float) > threshold_ms
+    user = np.array([str(r["user_id"]) for r in named])
+    for key, table in counts.users.items():
+        mask = variant == key
+        if not mask.any():
+            continue
+        unique, inverse = np.unique(user[mask], return_inverse=True)
+        n = np.bincount(inverse.ravel(), minlength=len(unique))
+        m = np.bincount(inverse.ravel(), slow[mask], minlength=len(unique))
+        for uid, s, c in zip(unique.tolist(), m.tolist(), n.tolist(), strict=True):
+            row = table.get(uid)
+            if row is None:
+                table[uid] = [s, float(c)]
+            else:
+                row[0] += s
+                row[1] += c
+
+
 def tail_counts(
     log: Path, threshold_ms: float, keys: tuple[str, ...], until: str | None = None
 ) -> dict[str, TailSums]:
     """Per key (A/B variant): requests, requests slower than `threshold_ms` (strictly above),
     and over named users the ratio sums of M_u = slow, D_u = requests (the tail-latency
-    guardrail, tail.py). Its own pass over the log, a numpy grouping per block; a line that
-    is not a request is left out here (the summary of the same log names or counts it).
-    With `until`, only records whose `ts` is not later."""
-    import numpy as np
-
+    guardrail, tail.py). Its own pass over the log, incremental as `summarize`: the counts are
+    cached beside the log with the offset they cover (per threshold and `until`), so an
+    evaluation reads only what is new. A line that is not a request is left out here (the
+    summary of the same log names or counts it). With `until`, only records whose `ts` is
+    not later."""
     from .tail import EMPTY, sums_from_users
 
-    slow_anon = dict.fromkeys(keys, 0)
-    anon = dict.fromkeys(keys, 0)
-    per_user: dict[str, dict[str, Any]] = {k: {} for k in keys}  # id -> [slow, requests]
-    if not log.exists():
+    try:
+        st = os.stat(log)
+    except FileNotFoundError:
         return dict.fromkeys(keys, EMPTY)
-    for chunk in jsonl.read_chunks(log, 0, 1, skip_invalid=True):
+    counts = _load_tail_cache(log, st, threshold_ms, keys, until)
+    start = counts.offset
+    for chunk in jsonl.read_chunks(log, counts.offset, counts.lines + 1, skip_invalid=True):
         records = [
             r
             for r in chunk.records
             if _is_request(r, "variant", keys) and (until is None or not _later(r, until))
         ]
-        if not records:
-            continue
-        variant = np.array([r["variant"] for r in records])
-        slow = np.array([r["inference_time_ms"] for r in records], dtype=float) > threshold_ms
-        ids = [r.get("user_id") for r in records]
-        named = np.fromiter((u is not None for u in ids), bool, len(ids))
-        user = np.array(["" if u is None else str(u) for u in ids])
-        for key in keys:
-            mask = variant == key
-            anonymous = mask & ~named
-            anon[key] += int(anonymous.sum())
-            slow_anon[key] += int((slow & anonymous).sum())
-            mask &= named
-            if not mask.any():
-                continue
-            unique, inverse = np.unique(user[mask], return_inverse=True)
-            counts = np.bincount(inverse.ravel(), minlength=len(unique))
-            slows = np.bincount(inverse.ravel(), slow[mask], minlength=len(unique))
-            table = per_user[key]
-            for uid, s, n in zip(unique.tolist(), slows.tolist(), counts.tolist(), strict=True):
-                row = table.get(uid)
-                if row is None:
-                    table[uid] = [s, n]
-                else:
-                    row[0] += s
-                    row[1] += n
+        if records:
+            _fold_tail(counts, records, threshold_ms)
+        counts.offset = chunk.end
+        counts.lines += chunk.lines
+    if counts.offset > start:
+        _save_tail_cache(log, counts, st, threshold_ms, keys, until)
     return {
-        key: sums_from_users(list(per_user[key].values()), (slow_anon[key], anon[key]))
+        key: sums_from_users(list(counts.users[key].values()), tuple(counts.anonymous[key]))
         for key in keys
     }

@@ -23,6 +23,7 @@ arm and user), so any engine can compute it. Pure: nothing here reads a file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -87,17 +88,26 @@ class TailSums(NamedTuple):
 EMPTY = TailSums(0, 0, 0, RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0))
 
 
-def sums_from_users(per_user: Any, anonymous: tuple[int, int] = (0, 0)) -> TailSums:
+def sums_from_users(per_user: Any, anonymous: tuple[int, ...] = (0, 0)) -> TailSums:
     """TailSums from per-user (slow, requests) pairs and the anonymous (slow, requests)."""
-    import numpy as np
+    if len(per_user) > 10_000:  # many users: numpy's dot products
+        import numpy as np
 
-    pairs = np.asarray(per_user, dtype=float).reshape(-1, 2)
-    m, d = pairs[:, 0], pairs[:, 1]
-    users = RatioSums(
-        len(pairs), float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d)
-    )
+        pairs = np.asarray(per_user, dtype=float).reshape(-1, 2)
+        m, d = pairs[:, 0], pairs[:, 1]
+        sums = (float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d))
+    else:  # few (or none): no numpy import for an anonymous-only test
+        few = [(float(m), float(d)) for m, d in per_user]
+        sums = (
+            math.fsum(m for m, _ in few),
+            math.fsum(m * m for m, _ in few),
+            math.fsum(d for _, d in few),
+            math.fsum(d * d for _, d in few),
+            math.fsum(m * d for m, d in few),
+        )
+    users = RatioSums(len(per_user), *sums)
     return TailSums(
-        int(d.sum()) + anonymous[1], int(m.sum()) + anonymous[0], anonymous[1], users
+        int(sums[2]) + anonymous[1], int(sums[0]) + anonymous[0], anonymous[1], users
     )
 
 

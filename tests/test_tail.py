@@ -221,3 +221,26 @@ def test_a_running_test_from_an_older_version_keeps_it_off(tmp_path: Path) -> No
     for i in range(30):
         reopened.ab.record_result("t", "control", 10.0 * i, 0.8, user_id=f"u{i}")
     assert "tail_latency" not in reopened.ab.evaluate_test("t").metrics["guardrails"]
+
+
+def test_the_counts_are_cached_and_read_only_what_is_new(tmp_path: Path) -> None:
+    log = tmp_path / "ab.jsonl"
+    keys = ("control", "treatment")
+
+    def rows(times: list[float], user: str | None) -> list[dict[str, Any]]:
+        extra = {"user_id": user} if user else {}
+        return [{"variant": "control", "inference_time_ms": t, "confidence": 0.5,
+                 "ts": "2026-11-01T00:00:00.000000Z", **extra} for t in times]
+
+    write_log(log, rows([50.0, 150.0], "a"))
+    assert tail_counts(log, 100.0, keys)["control"].slow == 1
+    cache = tmp_path / ".ab.jsonl.tail.json"
+    assert cache.exists()
+    with log.open("ab") as f:
+        f.write(b"".join(orjson.dumps(r) + b"\n" for r in rows([300.0, 20.0], None)))
+    again = tail_counts(log, 100.0, keys)["control"]
+    # a (1 of 2) and the anonymous requests (1 of 2)
+    assert (again.requests, again.slow, again.anonymous, again.users.users) == (4, 2, 2, 1)
+    assert tail_counts(log, 10.0, keys)["control"].slow == 4  # another tau: not the cache
+    write_log(log, rows([150.0, 150.0], "a"))  # rewritten at the same size: recounted
+    assert tail_counts(log, 100.0, keys)["control"].slow == 2
