@@ -126,3 +126,41 @@ def test_off_at_start_means_not_judged(project: Project, clock: Clock) -> None:
     assert not test.tail_latency and test.tail_latency_ms is None
     clock.now = T0 + timedelta(days=2)
     assert "tail_latency" not in project.ab.evaluate_test("t").metrics["guardrails"]
+
+
+def test_a_test_started_before_the_guardrail_keeps_it_off(
+    project: Project, clock: Clock, is_postgres: bool
+) -> None:
+    """Directory: the record lacks the keys. PostgreSQL: the row as schema 4 held it, upgraded
+    by the shipped 0005 migration (its default: off)."""
+    from importlib import resources
+
+    import psycopg
+    import yaml
+
+    serve(project, [float(i) for i in range(1, 2001)])
+    project.ab.start_test(config())
+    columns = ("tail_latency", "max_tail_latency_increase", "tail_latency_ms",
+               "tail_latency_source", "tail_latency_requests")
+    if is_postgres:
+        project.store.close()
+        sql = (
+            resources.files("mlops_cli.store.postgres")
+            .joinpath("migrations", "0005_tail_latency.sql")
+            .read_text()
+        )
+        with psycopg.connect(project.store.location, autocommit=True) as conn:
+            for column in columns:
+                conn.execute(f"ALTER TABLE ab_tests DROP COLUMN {column}")
+            conn.execute(sql)
+    else:
+        registry = project.root / "registry.yaml"
+        doc = yaml.safe_load(registry.read_text())
+        for column in columns:
+            del doc["ab_tests"]["t"][column]
+        registry.write_text(yaml.safe_dump(doc))
+    old = reopen(project, clock)
+    assert old.ab.get_test("t").tail_latency is False
+    record(old, "control", "u", 5000.0, 0.1)
+    clock.now = T0 + timedelta(days=2)
+    assert "tail_latency" not in old.ab.evaluate_test("t").metrics["guardrails"]
