@@ -21,6 +21,7 @@ from .state import ABTest
 from .store.base import BatchResult, Store, Summary, ab_stream, metrics_stream
 from .tail import (
     FIRST_DAY,
+    HISTORY_MAX_REQUESTS,
     MIN_FIRST_DAY_REQUESTS,
     TailInput,
     Threshold,
@@ -323,12 +324,8 @@ class ABTestManager:
         if control is None:
             return None
         stream = metrics_stream(config.model_type, control)
-        times = [
-            r["inference_time_ms"]
-            for chunk in self.store.scan(stream, skip_invalid=True)
-            for r in chunk
-        ]
-        found = from_history(times)
+        served = self.store.history(stream, limit=HISTORY_MAX_REQUESTS, skip_invalid=True)
+        found = from_history([r["inference_time_ms"] for r in served])
         return (control, found) if found is not None else None
 
     @staticmethod

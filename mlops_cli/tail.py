@@ -4,8 +4,9 @@ Tau is the control's 95th percentile of `inference_time_ms` (`p95`: numpy's `qua
 `method="linear"`, Hyndman and Fan's type 7, which PostgreSQL's `percentile_cont` also
 computes), taken once and recorded in the test:
 
-- from the champion's serving history (its metrics stream) when that holds at least
-  `MIN_HISTORY_REQUESTS` requests, at `ab start`: at 2,000 requests the share of the
+- from the champion's serving history (its metrics stream, the latest
+  `HISTORY_MAX_REQUESTS` requests) when that holds at least `MIN_HISTORY_REQUESTS`, at
+  `ab start`: at 2,000 requests the share of the
   champion's latency distribution above the estimated p95 has a standard deviation of
   sqrt(0.05 * 0.95 / 2000) = 0.49 points, so the guardrail watches the 5% +- 1 point tail;
 - else from exactly the control requests of the test's first day (`ts` before `started_at`
@@ -32,6 +33,7 @@ from .stats import Difference, RatioSums, compare_rates, compare_ratio
 QUANTILE = 0.95
 QUANTILE_METHOD: Literal["linear"] = "linear"  # numpy; percentile_cont in SQL
 MIN_HISTORY_REQUESTS = 2000
+HISTORY_MAX_REQUESTS = 100_000  # the champion's latest requests, so an old history is bounded
 MIN_FIRST_DAY_REQUESTS = 20
 SOURCES = ("champion_history", "first_day")
 FIRST_DAY = 1.0  # days after the start whose control requests set tau

@@ -164,3 +164,16 @@ def test_a_test_started_before_the_guardrail_keeps_it_off(
     record(old, "control", "u", 5000.0, 0.1)
     clock.now = T0 + timedelta(days=2)
     assert "tail_latency" not in old.ab.evaluate_test("t").metrics["guardrails"]
+
+
+def test_the_history_is_the_champions_latest_requests(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlops_cli.ab_testing
+
+    monkeypatch.setattr(mlops_cli.ab_testing, "HISTORY_MAX_REQUESTS", 2000)  # 100,000 shipped
+    serve(project, [9000.0] * 500)  # older requests, beyond the window
+    serve(project, [float(i) for i in range(1, 2001)])
+    test = project.ab.start_test(config())
+    assert test.tail_latency_ms == pytest.approx(1900.05, abs=1e-9)
+    assert test.tail_latency_requests == 2000
