@@ -196,6 +196,8 @@ def test_the_cli_sets_it_and_evaluate_json_reports_it(cli: Any, project: Any) ->
     evaluation = cli("ab", "evaluate", "b", "--json").json()
     entry = evaluation["metrics"]["guardrails"]["tail_latency"]
     assert entry["status"] == "pending" and entry["margin"] == 0.02
+    text = cli("ab", "evaluate", "b").stdout
+    assert "tail latency: pending (set from the first day's control requests, 1.0 days left)" in text
     bad = cli("ab", "start", "c", "--model-type", "gnn", "--treatment", "1.2.0",
               "--max-tail-latency-increase", "2")
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
@@ -244,3 +246,15 @@ def test_the_counts_are_cached_and_read_only_what_is_new(tmp_path: Path) -> None
     assert tail_counts(log, 10.0, keys)["control"].slow == 4  # another tau: not the cache
     write_log(log, rows([150.0, 150.0], "a"))  # rewritten at the same size: recounted
     assert tail_counts(log, 100.0, keys)["control"].slow == 2
+
+
+def test_evaluate_says_which_threshold_and_source_it_used() -> None:
+    from mlops_cli.cli.ab_cmds import tail_line
+
+    entry = {"threshold_ms": 131.25, "source": "first_day", "threshold_requests": 1332,
+             "share": {"control": 0.05, "treatment": 0.129}, "ci": [0.05, 0.11],
+             "alpha": 0.05 / 3, "status": "judged", "note": None}
+    assert tail_line(entry) == (
+        "tail latency: requests over 131.2 ms (control p95 from day one, 1,332 requests): "
+        "control 5.00%, treatment 12.90%, difference [+0.0500, +0.1100] at alpha 0.0167"
+    )

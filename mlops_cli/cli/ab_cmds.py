@@ -301,6 +301,20 @@ class batch_progress:
             self.bar.stop()
 
 
+def tail_line(t: dict[str, Any]) -> str:
+    """The tail-latency guardrail in one line: its threshold, where it came from, the shares."""
+    if t["threshold_ms"] is None:
+        return f"tail latency: {t['status']} ({t['note']})"
+    source = {"champion_history": "the champion's serving history", "first_day": "day one"}
+    share = t["share"]
+    return (
+        f"tail latency: requests over {t['threshold_ms']:.1f} ms (control p95 from "
+        f"{source.get(t['source'], t['source'])}, {t['threshold_requests']:,} requests): "
+        f"control {share['control']:.2%}, treatment {share['treatment']:.2%}, difference "
+        f"[{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] at alpha {t['alpha']:.3g}"
+    )
+
+
 def render_evaluation(e: Evaluation) -> None:
     m = e.metrics
     colour = {"promote": "green", "rollback": "red", "continue": "yellow"}[e.decision]
@@ -339,6 +353,9 @@ def render_evaluation(e: Evaluation) -> None:
     )
     for reason in e.reasons:
         say(f"  - {reason}")
+    tail = m.get("guardrails", {}).get("tail_latency")
+    if tail is not None:
+        say(tail_line(tail))
     srm = m["srm"]
     split = (
         f"sample ratio p={srm['p_value']:.3g} over {srm.get('unit', 'request')}s"
