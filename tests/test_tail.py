@@ -258,3 +258,17 @@ def test_evaluate_says_which_threshold_and_source_it_used() -> None:
         "tail latency: requests over 131.2 ms (control p95 from day one, 1,332 requests): "
         "control 5.00%, treatment 12.90%, difference [+0.0500, +0.1100] at alpha 0.0167"
     )
+
+
+def test_the_ab_defaults_turn_it_off_or_give_a_margin(tmp_path: Path) -> None:
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.init(tmp_path / "p")
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    assert project.ab.start_test(ABTestConfig("a", "gnn", treatment_version="1.1.0")).tail_latency
+    project.ab.finalize_test("a", "rollback")
+    project.set_setting("ab.defaults.tail_latency", "false")
+    project.set_setting("ab.defaults.max_tail_latency_increase", "0.02")
+    test = project.ab.start_test(ABTestConfig("b", "gnn", treatment_version="1.2.0"))
+    assert (test.tail_latency, test.max_tail_latency_increase) == (False, 0.02)
