@@ -301,6 +301,21 @@ def _save_cache(log: Path, summary: Summary, st: os.stat_result, until: str | No
 
 
 
+def _all_requests(records: list[dict[str, Any]], keys: tuple[str, ...]) -> bool:
+    """Whether every record is a request of the keys (as `_is_request`), checked a field at
+    a time over the block, so the common case costs no call per record."""
+    number = {int, float}
+    try:
+        return (
+            {r["variant"] for r in records} <= set(keys)
+            and {type(r["inference_time_ms"]) for r in records} <= number
+            and {type(r["confidence"]) for r in records} <= number
+            and {type(r.get("error", False)) for r in records} <= {bool}
+        )
+    except (KeyError, TypeError):  # a missing field; an unhashable variant
+        return False
+
+
 def _tail_cache_path(log: Path) -> Path:
     return log.with_name(f".{log.name}.tail.json")
 
@@ -378,14 +393,19 @@ def _fold_tail(
 ) -> None:
     """Add records (valid requests of the keys) to the slow counts; named users grouped in
     numpy, anonymous requests counted in Python (no numpy import for them)."""
+    if not any("user_id" in r for r in records):  # all anonymous: counted without numpy
+        pairs = Counter((r["variant"], r["inference_time_ms"] > threshold_ms) for r in records)
+        for (key, is_slow), count in pairs.items():
+            anon = counts.anonymous[key]
+            anon[0] += count if is_slow else 0
+            anon[1] += count
+        return
     named = [r for r in records if r.get("user_id") is not None]
     for r in records:
         if r.get("user_id") is None:
             anon = counts.anonymous[r["variant"]]
             anon[0] += r["inference_time_ms"] > threshold_ms
             anon[1] += 1
-    if not named:
-        return
     import numpy as np
 
     variant = np.array([r["variant"] for r in named])
@@ -426,11 +446,13 @@ def tail_counts(
     counts = _load_tail_cache(log, st, threshold_ms, keys, until)
     start = counts.offset
     for chunk in jsonl.read_chunks(log, counts.offset, counts.lines + 1, skip_invalid=True):
-        records = [
-            r
-            for r in chunk.records
-            if _is_request(r, "variant", keys) and (until is None or not _later(r, until))
-        ]
+        records = chunk.records
+        if until is not None or not _all_requests(records, keys):
+            records = [
+                r
+                for r in records
+                if _is_request(r, "variant", keys) and (until is None or not _later(r, until))
+            ]
         if records:
             _fold_tail(counts, records, threshold_ms)
         counts.offset = chunk.end
