@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from .batch import Source
@@ -17,7 +19,16 @@ from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
 from .schema import AB_FIELDS
 from .state import ABTest
-from .store.base import BatchResult, Store, Summary, ab_stream
+from .store.base import BatchResult, Store, Summary, ab_stream, metrics_stream
+from .tail import (
+    FIRST_DAY,
+    HISTORY_MAX_REQUESTS,
+    MIN_FIRST_DAY_REQUESTS,
+    TailInput,
+    Threshold,
+    from_first_day,
+    from_history,
+)
 from .timeutil import days_between, format_ts, parse_ts, stamp, stamp_now
 
 __all__ = [
@@ -62,6 +73,8 @@ class ABTestConfig:
     sequential_tuning: int | None = None
     max_confidence_drop: float | None = None
     max_latency_increase_ms: float | None = None
+    tail_latency: bool | None = None
+    max_tail_latency_increase: float | None = None
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ABTestConfig:
@@ -250,6 +263,7 @@ class ABTestManager:
         validate_version(config.treatment_version)
         if config.control_version is not None:
             validate_version(config.control_version)
+        history = self._history_threshold(config)
         with self.store.transaction() as txn:
             state = txn.state
             cfg = config.resolved(state.settings.ab_defaults)
@@ -294,6 +308,8 @@ class ABTestManager:
                 started_at=format_ts(self.store.clock()),
                 finalized_at=None,
             )
+            if test.tail_latency and history is not None and history[0] == control:
+                self._freeze(test, history[1])
             state.ab_tests[cfg.name] = test
             model.split_traffic(control, cfg.treatment_version, test.treatment_traffic_pct)
             txn.event(
@@ -305,6 +321,94 @@ class ABTestManager:
                 traffic_pct=test.treatment_traffic_pct,
             )
         return test
+
+    # -- the tail-latency threshold (tail.py) --------------------------------------------------
+
+    def _history_threshold(self, config: ABTestConfig) -> tuple[str, Threshold] | None:
+        """(the control version, tau from its serving history) when the test will have the
+        tail-latency guardrail and that history holds enough requests; read before the
+        registry is locked (`start_test` keeps it only for the control it settles on)."""
+        state = self.store.read()
+        model = state.models.get(config.model_type)
+        on = config.tail_latency
+        if on is None:
+            on = bool(state.settings.ab_defaults.get("tail_latency"))
+        if model is None or not on:
+            return None
+        try:
+            control = (
+                model.canonical(config.control_version)
+                if config.control_version
+                else model.champion
+            )
+        except MlopsError:
+            return None
+        if control is None:
+            return None
+        stream = metrics_stream(config.model_type, control)
+        served = self.store.history(stream, limit=HISTORY_MAX_REQUESTS, skip_invalid=True)
+        found = from_history([r["inference_time_ms"] for r in served])
+        return (control, found) if found is not None else None
+
+    @staticmethod
+    def _freeze(test: ABTest, threshold: Threshold) -> None:
+        test.tail_latency_ms = threshold.ms
+        test.tail_latency_source = threshold.source
+        test.tail_latency_requests = threshold.requests
+
+    def tail_input(self, test: ABTest, end: datetime, until: str | None) -> TailInput:
+        """The tail-latency guardrail's threshold and slow counts for an evaluation at
+        `end`. A threshold not recorded at the start comes from exactly the control
+        requests of the test's first day, once that day is over, and is then recorded in the
+        running test (so later data never moves it)."""
+        threshold = None
+        if test.tail_latency_ms is not None and test.tail_latency_source is not None:
+            threshold = Threshold(
+                test.tail_latency_ms, test.tail_latency_source, test.tail_latency_requests or 0
+            )
+        else:
+            started = parse_ts(test.started_at)
+            left = FIRST_DAY - days_between(test.started_at, end)
+            if left > 0:
+                return TailInput(
+                    None,
+                    pending=f"set from the first day's control requests, {left:.1f} days left",
+                )
+            limit = started + timedelta(days=FIRST_DAY)
+            times = [
+                r["inference_time_ms"]
+                for chunk in self.store.scan(ab_stream(test.name), skip_invalid=True)
+                for r in chunk
+                if r.get("variant") == "control" and _before(r.get("ts"), limit)
+            ]
+            threshold = from_first_day(times)
+            if threshold is None:
+                return TailInput(
+                    None,
+                    pending=f"the first day had {len(times)} control requests, too few for a "
+                    f"p95 (needs {MIN_FIRST_DAY_REQUESTS}): the guardrail is off for this test",
+                    unavailable=True,
+                )
+            if test.running:
+                self._record_threshold(test.name, threshold)
+        sums = self.store.tail_sums(ab_stream(test.name), threshold.ms, VARIANTS, until)
+        return TailInput(threshold, sums["control"], sums["treatment"])
+
+    def _record_threshold(self, name: str, threshold: Threshold) -> None:
+        """Record a first-day threshold in the running test, unless one is there already. A
+        store that cannot be written (read-only) recomputes the same value next time."""
+        with contextlib.suppress(MlopsError, OSError), self.store.transaction() as txn:
+            test = txn.state.ab_tests.get(name)
+            if test is None or not test.running or test.tail_latency_ms is not None:
+                return
+            self._freeze(test, threshold)
+            txn.event(
+                "ab_tail_threshold",
+                test=name,
+                threshold_ms=threshold.ms,
+                source=threshold.source,
+                requests=threshold.requests,
+            )
 
     def assign_variant(self, model_type: str, user_id: str) -> Assignment:
         """Deterministic, sticky assignment: {"name", "version", "model"}, routed by this
@@ -385,7 +489,8 @@ class ABTestManager:
         control, treatment = analysis_arms(
             summary.arm("control"), summary.arm("treatment"), summary.users
         )
-        result = decide(test_name, test.config(), control, treatment, days)
+        tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+        result = decide(test_name, test.config(), control, treatment, days, tail)
         result.status = test.status
         result.skipped_lines = len(summary.skipped)
         result.torn_bytes = summary.torn_bytes
@@ -581,3 +686,15 @@ class ABTestManager:
             return self.plan(days=days, from_test=past, power=power, **config)
         except MlopsError:
             return None  # too little to plan from: the plan is advice, never a failure
+
+def _until(test: ABTest) -> str | None:
+    return stamp(parse_ts(test.finalized_at)) if test.finalized_at else None
+
+
+def _before(ts: Any, limit: datetime) -> bool:
+    """Whether a record's `ts` (text, or a datetime from a database) is before `limit`."""
+    try:
+        moment = ts if isinstance(ts, datetime) else parse_ts(ts)
+    except (ValueError, TypeError):
+        return False
+    return moment < limit

@@ -41,6 +41,9 @@ from .stats import (
     compare_ratio,
     sample_ratio_mismatch,
 )
+from .tail import TailInput  # tail-latency guardrail
+from .tail import difference as tail_difference  # tail-latency guardrail
+from .tail import entry as tail_entry  # tail-latency guardrail
 
 VARIANTS = ("control", "treatment")
 DECISIONS = ("promote", "rollback", "continue")
@@ -347,6 +350,8 @@ class Rules(NamedTuple):
     max_latency_increase_ms: float | None = None
     control_version: str = ""
     treatment_version: str = ""
+    tail_latency: bool = False  # tail-latency guardrail (off for a test recorded without it)
+    max_tail_latency_increase: float | None = None  # tail-latency promotion margin
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Rules:
@@ -364,6 +369,8 @@ class Rules(NamedTuple):
             max_latency_increase_ms=config.get("max_latency_increase_ms"),
             control_version=config.get("control_version") or "",
             treatment_version=config.get("treatment_version") or "",
+            tail_latency=bool(config.get("tail_latency", False)),  # tail-latency guardrail
+            max_tail_latency_increase=config.get("max_tail_latency_increase"),  # tail latency
         )
 
     @property
@@ -371,6 +378,7 @@ class Rules(NamedTuple):
         """Deterioration tests sharing the error budget: error rate plus each set guardrail."""
         return (
             1 + (self.max_confidence_drop is not None) + (self.max_latency_increase_ms is not None)
+            + self.tail_latency  # tail-latency guardrail: counted while its tau is pending too
         )
 
     @property
@@ -471,11 +479,14 @@ def decide(
     control: Arm,
     treatment: Arm,
     days_elapsed: float,
+    tail: TailInput | None = None,
 ) -> Evaluation:
     """Apply the decision rules, in order, to the arms' sufficient statistics (no I/O).
 
     `control` and `treatment` are both per request (`Moments`) or both per user (`UserArm`,
-    e.g. `UserTotals.arm("control")`); the latter makes users the unit of analysis.
+    e.g. `UserTotals.arm("control")`); the latter makes users the unit of analysis. `tail`:
+    the tail-latency guardrail's threshold and slow counts (`tail.TailInput`), judged when the
+    test has the guardrail on (`Rules.tail_latency`).
     """
     rules = config if isinstance(config, Rules) else Rules.from_config(config)
     alpha, method, tuning = rules.alpha, rules.method, rules.sequential_tuning
@@ -524,6 +535,26 @@ def decide(
             )
         )
 
+    # -- tail-latency guardrail (tail.py): harm when the slow share's interval lies above 0
+    tail_doc: dict[str, Any] | None = None
+    if rules.tail_latency:
+        tail = tail or TailInput(None, pending="no threshold given")
+        margin = rules.max_tail_latency_increase
+        if tail.threshold is None:
+            tail_doc = tail_entry(tail, None, None, margin, harm_alpha, False, None)
+        else:
+            t_harm = tail_difference(
+                tail.control, tail.treatment, per_user, harm_alpha, method, tuning
+            )
+            t_main = tail_difference(tail.control, tail.treatment, per_user, alpha, method, tuning)
+            t_ok = None if margin is None else t_main.ci[1] <= margin
+            t_harmed = t_harm.ci[0] > 0
+            guardrails.append(
+                _Guardrail("tail_latency", t_harm, margin or 0.0, harm_alpha, t_harmed, t_ok)
+            )
+            tail_doc = tail_entry(tail, t_harm, t_main, margin, harm_alpha, t_harmed, t_ok)
+    # -- end of the tail-latency guardrail
+
     srm = _sample_ratio(control, treatment, rules.treatment_traffic_pct / 100)
     verdict = _rules(name, rules, control, treatment, days_elapsed, main, guardrails, srm)
     requests = control.n + treatment.n
@@ -536,6 +567,10 @@ def decide(
         "srm": srm,
         "guardrails": {g.name: g.to_dict() for g in guardrails},
     }
+    if tail_doc is not None:  # tail-latency guardrail
+        metrics["guardrails"]["tail_latency"] = tail_doc
+        if tail_doc["status"] == "pending" and rules.max_tail_latency_increase is not None:
+            _tail_pending(verdict, tail_doc)
     if not (control.n and treatment.n):
         _no_differences(metrics)
     return Evaluation(
@@ -676,6 +711,11 @@ def _harm_reason(g: _Guardrail) -> str:
             f"error rate {g.harm_interval.estimate:+.4f} exceeds the allowed +{g.margin:.4f}, "
             f"{level} wholly above 0"
         )
+    if g.name == "tail_latency":  # tail-latency guardrail
+        return (
+            f"the share of requests slower than the control's p95 rose by "
+            f"{g.harm_interval.estimate:+.4f}, {level} wholly above 0"
+        )
     if g.name == "confidence":
         return (
             f"confidence {g.harm_interval.estimate:+.3f} is worse than the allowed drop "
@@ -688,6 +728,11 @@ def _harm_reason(g: _Guardrail) -> str:
 
 
 def _inferiority_reason(g: _Guardrail, main: Differences) -> str:
+    if g.name == "tail_latency":  # tail-latency guardrail
+        return (
+            f"the share of slow requests may rise by more than the allowed +{g.margin:g} "
+            "(tail latency)"
+        )
     if g.name == "confidence":
         return f"confidence may drop by {_fmt(main.confidence.ci[0])}, allowed -{g.margin:.3f}"
     return (
@@ -724,3 +769,12 @@ def _figures(version: str, arm: Arm) -> ArmFigures:
         )
     n = arm.n
     return ArmFigures(version, n, arm.errors / n, arm.confidence_sum / n, arm.time_sum / n)
+
+
+def _tail_pending(verdict: _Verdict, doc: dict[str, Any]) -> None:
+    """A promotion that needs the tail-latency margin waits for the threshold."""
+    if verdict.decision != "promote":
+        return
+    verdict.decision = "continue"
+    verdict.reasons = [f"tail-latency threshold not known yet: {doc['note']}"]
+    verdict.recommendation = f"Keep the test running: {verdict.reasons[0]}."

@@ -45,6 +45,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "sequential_tuning": 5000,
             "max_confidence_drop": 0.02,
             "max_latency_increase_ms": None,
+            "tail_latency": True,
+            "max_tail_latency_increase": None,
         }
     },
 }
@@ -244,6 +246,8 @@ AB_FIELDS: dict[str, Check] = {
     "sequential_tuning": integer(1, int(limits.SEQUENTIAL_TUNING.high)),
     "max_confidence_drop": optional(number(0, 1)),
     "max_latency_increase_ms": optional(number(0)),
+    "tail_latency": boolean,
+    "max_tail_latency_increase": optional(number(0, 1)),
 }
 
 LEVELS = tuple(level.value for level in Level.alerting())
@@ -302,7 +306,7 @@ MODEL = record(
     }
 )
 
-AB_TEST = record(
+_AB_TEST = record(
     {
         "model_type": name_of("model type"),
         "control_version": version_str,
@@ -312,8 +316,28 @@ AB_TEST = record(
         "started_at": timestamp,
         "finalized_at": optional(timestamp),
         "end_reason": optional(text(2 * limits.TEXT_MAX_BYTES)),  # a reason and its context
+        "tail_latency_ms": optional(number(0)),
+        "tail_latency_source": optional(choice("champion_history", "first_day")),
+        "tail_latency_requests": optional(integer(1)),
     }
 )
+# Written before the tail-latency guardrail: its keys absent. Such a test keeps the rules it
+# started with (the guardrail off), read without a schema step, so no other value moves.
+_BEFORE_TAIL = {
+    "tail_latency": False,
+    "max_tail_latency_increase": None,
+    "tail_latency_ms": None,
+    "tail_latency_source": None,
+    "tail_latency_requests": None,
+}
+
+
+def AB_TEST(value: Any, key: str) -> dict[str, Any]:
+    """An A/B test record; one written before the tail-latency guardrail has it off."""
+    if isinstance(value, dict) and "tail_latency" not in value:
+        value = {**value, **{k: v for k, v in _BEFORE_TAIL.items() if k not in value}}
+    return _AB_TEST(value, key)  # type: ignore[no-any-return]
+
 
 STATE = record(
     {

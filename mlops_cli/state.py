@@ -26,7 +26,11 @@ AB_CONFIG_FIELDS = (
     "sequential_tuning",
     "max_confidence_drop",
     "max_latency_increase_ms",
+    "tail_latency",
+    "max_tail_latency_increase",
 )
+# The tail-latency threshold a test recorded (tail.py): tau in ms, its source, its requests.
+TAIL_FIELDS = ("tail_latency_ms", "tail_latency_source", "tail_latency_requests")
 TEST_STATUSES = ("running", "promoted", "rolled_back", "aborted")
 
 
@@ -150,6 +154,11 @@ class ABTest(MappingResult):
     sequential_tuning: int
     max_confidence_drop: float | None = None
     max_latency_increase_ms: float | None = None
+    tail_latency: bool = False  # off for a test recorded before the guardrail existed
+    max_tail_latency_increase: float | None = None
+    tail_latency_ms: float | None = None  # tau, once known (recorded, never moved)
+    tail_latency_source: str | None = None  # champion_history or first_day
+    tail_latency_requests: int | None = None  # the requests tau was computed from
     status: str = "running"
     started_at: str = ""
     finalized_at: str | None = None
@@ -168,6 +177,7 @@ class ABTest(MappingResult):
             "control_version": self.control_version,
             "treatment_version": self.treatment_version,
             **{k: getattr(self, k) for k in AB_CONFIG_FIELDS},
+            **{k: getattr(self, k) for k in TAIL_FIELDS},
         }
 
     def to_doc(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from .moments import Moments
 
 if TYPE_CHECKING:
     from .decision import UserTotals
+    from .tail import TailSums
 
 
 @dataclass
@@ -297,3 +298,168 @@ def _save_cache(log: Path, summary: Summary, st: os.stat_result, until: str | No
     # Derived data: a lost (or refused: a link planted there) cache is recomputed; no fsync.
     with contextlib.suppress(OSError, MlopsError):
         safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)
+
+
+
+def _all_requests(records: list[dict[str, Any]], keys: tuple[str, ...]) -> bool:
+    """Whether every record is a request of the keys (as `_is_request`), checked a field at
+    a time over the block, so the common case costs no call per record."""
+    number = {int, float}
+    try:
+        return (
+            {r["variant"] for r in records} <= set(keys)
+            and {type(r["inference_time_ms"]) for r in records} <= number
+            and {type(r["confidence"]) for r in records} <= number
+            and {type(r.get("error", False)) for r in records} <= {bool}
+        )
+    except (KeyError, TypeError):  # a missing field; an unhashable variant
+        return False
+
+
+def _tail_cache_path(log: Path) -> Path:
+    return log.with_name(f".{log.name}.tail.json")
+
+
+@dataclass
+class _TailCounts:
+    """The tail pass's running counts, per key, and the bytes of the log they cover."""
+
+    offset: int = 0
+    lines: int = 0
+    users: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # id -> [slow, n]
+    anonymous: dict[str, list[int]] = field(default_factory=dict)  # [slow, n]
+
+
+def _load_tail_cache(
+    log: Path, st: os.stat_result, threshold_ms: float, keys: tuple[str, ...], until: str | None
+) -> _TailCounts:
+    fresh = _TailCounts(
+        users={k: {} for k in keys}, anonymous={k: [0, 0] for k in keys}
+    )
+    try:
+        doc = jsonl.loads(safefs.read_file(_tail_cache_path(log)))
+        found = _TailCounts(
+            offset=int(doc["offset"]),
+            lines=int(doc["lines"]),
+            users={k: {str(u): [float(a), float(b)] for u, a, b in doc["users"][k]} for k in keys},
+            anonymous={k: [int(doc["anonymous"][k][0]), int(doc["anonymous"][k][1])] for k in keys},
+        )
+        if (
+            doc["threshold_ms"] != threshold_ms
+            or doc["until"] != until
+            or doc["keys"] != list(keys)
+            or doc["inode"] != st.st_ino
+            or found.offset > st.st_size
+            or (doc["size"] == st.st_size and doc["mtime_ns"] != st.st_mtime_ns)
+            or doc["tail"] != _covered_tail(log, found.offset)
+        ):
+            return fresh
+    except (OSError, MlopsError, KeyError, TypeError, ValueError, AttributeError):
+        return fresh
+    return found
+
+
+def _save_tail_cache(
+    log: Path,
+    counts: _TailCounts,
+    st: os.stat_result,
+    threshold_ms: float,
+    keys: tuple[str, ...],
+    until: str | None,
+) -> None:
+    doc = {
+        "threshold_ms": threshold_ms,
+        "until": until,
+        "keys": list(keys),
+        "offset": counts.offset,
+        "lines": counts.lines,
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "users": {k: [[u, *v] for u, v in counts.users[k].items()] for k in keys},
+        "anonymous": counts.anonymous,
+    }
+    try:
+        doc["tail"] = _covered_tail(log, counts.offset)
+    except (OSError, MlopsError):
+        return
+    path = _tail_cache_path(log)
+    with contextlib.suppress(OSError, MlopsError):  # derived data, as the summary cache
+        safefs.atomic_replace(path.parent, path.name, jsonl.dumps(doc), durable=False)
+
+
+def _fold_tail(
+    counts: _TailCounts, records: list[dict[str, Any]], threshold_ms: float
+) -> None:
+    """Add records (valid requests of the keys) to the slow counts; named users grouped in
+    numpy, anonymous requests counted in Python (no numpy import for them)."""
+    if not any("user_id" in r for r in records):  # all anonymous: counted without numpy
+        pairs = Counter((r["variant"], r["inference_time_ms"] > threshold_ms) for r in records)
+        for (key, is_slow), count in pairs.items():
+            anon = counts.anonymous[key]
+            anon[0] += count if is_slow else 0
+            anon[1] += count
+        return
+    named = [r for r in records if r.get("user_id") is not None]
+    for r in records:
+        if r.get("user_id") is None:
+            anon = counts.anonymous[r["variant"]]
+            anon[0] += r["inference_time_ms"] > threshold_ms
+            anon[1] += 1
+    import numpy as np
+
+    variant = np.array([r["variant"] for r in named])
+    slow = np.array([r["inference_time_ms"] for r in named], dtype=float) > threshold_ms
+    user = np.array([str(r["user_id"]) for r in named])
+    for key, table in counts.users.items():
+        mask = variant == key
+        if not mask.any():
+            continue
+        unique, inverse = np.unique(user[mask], return_inverse=True)
+        n = np.bincount(inverse.ravel(), minlength=len(unique))
+        m = np.bincount(inverse.ravel(), slow[mask], minlength=len(unique))
+        for uid, s, c in zip(unique.tolist(), m.tolist(), n.tolist(), strict=True):
+            row = table.get(uid)
+            if row is None:
+                table[uid] = [s, float(c)]
+            else:
+                row[0] += s
+                row[1] += c
+
+
+def tail_counts(
+    log: Path, threshold_ms: float, keys: tuple[str, ...], until: str | None = None
+) -> dict[str, TailSums]:
+    """Per key (A/B variant): requests, requests slower than `threshold_ms` (strictly above),
+    and over named users the ratio sums of M_u = slow, D_u = requests (the tail-latency
+    guardrail, tail.py). Its own pass over the log, incremental as `summarize`: the counts are
+    cached beside the log with the offset they cover (per threshold and `until`), so an
+    evaluation reads only what is new. A line that is not a request is left out here (the
+    summary of the same log names or counts it). With `until`, only records whose `ts` is
+    not later."""
+    from .tail import EMPTY, sums_from_users
+
+    try:
+        st = os.stat(log)
+    except FileNotFoundError:
+        return dict.fromkeys(keys, EMPTY)
+    counts = _load_tail_cache(log, st, threshold_ms, keys, until)
+    start = counts.offset
+    for chunk in jsonl.read_chunks(log, counts.offset, counts.lines + 1, skip_invalid=True):
+        records = chunk.records
+        if until is not None or not _all_requests(records, keys):
+            records = [
+                r
+                for r in records
+                if _is_request(r, "variant", keys) and (until is None or not _later(r, until))
+            ]
+        if records:
+            _fold_tail(counts, records, threshold_ms)
+        counts.offset = chunk.end
+        counts.lines += chunk.lines
+    if counts.offset > start:
+        _save_tail_cache(log, counts, st, threshold_ms, keys, until)
+    return {
+        key: sums_from_users(list(counts.users[key].values()), tuple(counts.anonymous[key]))
+        for key in keys
+    }

@@ -61,6 +61,8 @@ START_FLAGS = {
     "method": "--method",
     "max_confidence_drop": "--max-confidence-drop",
     "max_latency_increase_ms": "--max-latency-increase-ms",
+    "tail_latency": "--tail-latency",
+    "max_tail_latency_increase": "--max-tail-latency-increase",
 }
 
 
@@ -97,6 +99,18 @@ def start(
         "--max-latency-increase-ms",
         help="Guardrail: roll back when inference time rises by more (off unless set).",
     ),
+    tail_latency: bool | None = typer.Option(
+        None,
+        "--tail-latency/--no-tail-latency",
+        help="Guardrail: roll back when the share of requests slower than the control's p95 "
+        "rises (on by default).",
+    ),
+    max_tail_latency_increase: float | None = typer.Option(
+        None,
+        "--max-tail-latency-increase",
+        help="Promotion margin of that share (absolute, e.g. 0.02 = 2 points; default: none, "
+        "the guardrail only rolls back).",
+    ),
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
     ),
@@ -117,6 +131,8 @@ def start(
         "method": method,
         "max_confidence_drop": max_confidence_drop,
         "max_latency_increase_ms": max_latency_increase_ms,
+        "tail_latency": tail_latency,
+        "max_tail_latency_increase": max_tail_latency_increase,
     }
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
@@ -290,6 +306,20 @@ class batch_progress:
             self.bar.stop()
 
 
+def tail_line(t: dict[str, Any]) -> str:
+    """The tail-latency guardrail in one line: its threshold, where it came from, the shares."""
+    if t["threshold_ms"] is None:
+        return f"tail latency: {t['status']} ({t['note']})"
+    source = {"champion_history": "the champion's serving history", "first_day": "day one"}
+    share = t["share"]
+    return (
+        f"tail latency: requests over {t['threshold_ms']:.1f} ms (control p95 from "
+        f"{source.get(t['source'], t['source'])}, {t['threshold_requests']:,} requests): "
+        f"control {share['control']:.2%}, treatment {share['treatment']:.2%}, difference "
+        f"[{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] at alpha {t['alpha']:.3g}"
+    )
+
+
 def render_evaluation(e: Evaluation) -> None:
     m = e.metrics
     colour = {"promote": "green", "rollback": "red", "continue": "yellow"}[e.decision]
@@ -328,6 +358,9 @@ def render_evaluation(e: Evaluation) -> None:
     )
     for reason in e.reasons:
         say(f"  - {reason}")
+    tail = m.get("guardrails", {}).get("tail_latency")
+    if tail is not None:
+        say(tail_line(tail))
     srm = m["srm"]
     split = (
         f"sample ratio p={srm['p_value']:.3g} over {srm.get('unit', 'request')}s"

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from ..decision import UserTotals
     from ..moments import Moments
+    from ..tail import TailSums
 
 EVENTS = "events"
 DRIFT_KINDS = ("reference", "production", "checks")
@@ -308,6 +309,19 @@ class Store(Protocol):
         short) is never counted: its size is in `torn_bytes`. PostgreSQL holds only validated,
         whole rows, so there `skipped` is empty and `torn_bytes` 0. Concurrency: counts every
         record appended before the call (by this store object, or flushed by others)."""
+
+    def tail_sums(
+        self,
+        stream: str,
+        threshold_ms: float,
+        keys: tuple[str, ...],
+        until: str | None = None,
+    ) -> dict[str, TailSums]:
+        """Per key (A/B variant) of a request stream: requests, requests whose
+        `inference_time_ms` is strictly above `threshold_ms`, and over named users the ratio
+        sums of M_u = slow, D_u = requests (tail.py); `until` as in `summary`. Sums only, so
+        any engine computes them; a record that is not a request is left out (its summary
+        names or counts it)."""
 
     def samples(
         self, stream: str, last: int | None = None, first: int | None = None,

@@ -71,6 +71,7 @@ from .base import (
 
 if TYPE_CHECKING:
     from ..batch import Source
+    from ..tail import TailSums
 
 REGISTRY_FILE = "registry.yaml"
 LOCK_FILE = ".mlops.lock"
@@ -616,6 +617,17 @@ class FileStore:
             self.path(stream), key_field, skip_invalid, keys, per_user, until
         )
         return Summary(found.arms, found.torn_bytes, found.skipped, found.users)
+
+    def tail_sums(
+        self,
+        stream: str,
+        threshold_ms: float,
+        keys: tuple[str, ...],
+        until: str | None = None,
+    ) -> dict[str, TailSums]:
+        from .. import summary
+
+        return summary.tail_counts(self.path(stream), threshold_ms, keys, until)
 
     def samples(
         self,

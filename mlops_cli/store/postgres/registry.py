@@ -12,7 +12,7 @@ from ...errors import (
     StateError,
 )
 from ...schema import SCHEMA_VERSION
-from ...state import AB_CONFIG_FIELDS
+from ...state import AB_CONFIG_FIELDS, TAIL_FIELDS
 from .rows import dumps
 
 _VERSION_COLS = (
@@ -32,6 +32,7 @@ TEST_COLS = (
     "control_version",
     "treatment_version",
     *AB_CONFIG_FIELDS,
+    *TAIL_FIELDS,
     "status",
     "started_at",
     "finalized_at",
@@ -46,6 +47,8 @@ _FLOATS = {
     "alpha",
     "max_confidence_drop",
     "max_latency_increase_ms",
+    "max_tail_latency_increase",
+    "tail_latency_ms",
 }
 
 # One statement, so one snapshot: the whole registry as JSON arrays in insertion order.

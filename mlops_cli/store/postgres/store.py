@@ -31,6 +31,8 @@ from ...moments import Moments
 from ...naming import validate_name
 from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
 from ...state import ABTest, RegistryState
+from ...stats import RatioSums
+from ...tail import EMPTY, TailSums
 from ...timeutil import Clock, parse_ts
 from .. import snapshot as snapshots
 from ..base import (
@@ -538,6 +540,49 @@ class PostgresStore:
         for variant, user, n, errors, c, t in rows:
             totals.add_user(str(variant), user, int(n), int(errors), float(c), float(t))
         return totals
+
+    def tail_sums(
+        self,
+        stream: str,
+        threshold_ms: float,
+        keys: tuple[str, ...],
+        until: str | None = None,
+    ) -> dict[str, TailSums]:
+        """Slow counts per user by one GROUP BY, summed per arm (named users and the
+        anonymous requests apart) by the query around it."""
+        table, stream_keys = route(stream)
+        if table is not REQUESTS:
+            raise ValueError(f"{stream} holds no A/B requests")
+        inner = (
+            "SELECT variant, user_id, count(*)::float8 AS d, "
+            "(count(*) FILTER (WHERE inference_time_ms > %s))::float8 AS m "
+            f"FROM {table.name} WHERE {table.where()} AND variant = ANY(%s)"
+        )
+        params: list[Any] = [threshold_ms, *stream_keys, list(keys)]
+        if until is not None:
+            inner += " AND ts <= %s"
+            params.append(parse_ts(until))
+        inner += " GROUP BY 1, 2"
+        sql = (
+            "SELECT variant, user_id IS NULL, count(*), sum(m), sum(m * m), sum(d), "
+            f"sum(d * d), sum(m * d) FROM ({inner}) per_user GROUP BY 1, 2"
+        )
+        with self._lock, self._translated(f"counting slow requests of {stream}"):
+            self._flush_locked(stream)
+            rows = self.conn.execute(sql, params).fetchall()
+        out = dict.fromkeys(keys, EMPTY)
+        for variant, anonymous, users, m, m2, d, d2, md in rows:
+            old = out[str(variant)]
+            if anonymous:
+                out[str(variant)] = TailSums(
+                    old.requests + int(d), old.slow + int(m), int(d), old.users
+                )
+            else:
+                sums = RatioSums(int(users), float(m), float(m2), float(d), float(d2), float(md))
+                out[str(variant)] = TailSums(
+                    old.requests + int(d), old.slow + int(m), old.anonymous, sums
+                )
+        return out
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Every record, oldest first, a page at a time (keyset pages by id: a record that
