@@ -354,9 +354,7 @@ class Dashboard:
         self.settings = settings
         self.access_log = bool(os.environ.get("MLOPS_UI_LOG"))
 
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         request = Request(self.settings, environ)
         try:
             request.answer()

@@ -12,6 +12,7 @@ would lock every newcomer out).
 
 from __future__ import annotations
 
+import heapq
 import socket
 import threading
 import time
@@ -47,6 +48,7 @@ class Connection(Protocol):
     opened_at: float
     last_activity: float
     requests: list[Any]  # whole requests queued or being answered
+    total_outbufs_len: int  # bytes of an answer not sent yet
     request: Any  # the request being read (None between requests)
 
 
@@ -66,11 +68,12 @@ def overdue(conn: Connection, now: float, limits: Limits) -> bool:
     return now - started > limits.header_timeout_s + limits.body_timeout_s
 
 
-def oldest_idle(conns: Iterable[Connection]) -> Connection | None:
-    """The connection to close for room: of those not being answered, the one whose last
-    byte came longest ago (None when every one is being answered)."""
-    idle = [c for c in conns if not c.requests]
-    return min(idle, key=lambda c: c.last_activity) if idle else None
+def oldest_idle(conns: Iterable[Connection], count: int = 1) -> list[Connection]:
+    """The connections to close for room: of those neither being answered nor sending an
+    answer, the `count` whose last byte came longest ago, oldest first (fewer when the
+    others are busy)."""
+    idle = [c for c in conns if not c.requests and not c.total_outbufs_len]
+    return heapq.nsmallest(count, idle, key=lambda c: c.last_activity)
 
 
 class _Parser(HTTPRequestParser):  # type: ignore[misc]
@@ -112,14 +115,34 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
                 channel.will_close = True  # closed by the loop on its next turn
 
     def handle_accept(self) -> None:
-        """Accept, then make room: past the cap, close the oldest idle connection (the
-        new one last: it is the youngest)."""
-        super().handle_accept()
-        while len(self.active_channels) > self.limits.max_connections:
-            victim: Any = oldest_idle(self.active_channels.values())
-            if victim is None:
-                break
-            victim.handle_close()
+        """Accept every connection waiting (not one a turn of the loop: a flood would queue
+        a normal request behind it), then make room: past the cap, close the oldest idle
+        connections, a tenth of the cap at once so a flood costs one sort per tenth."""
+        for _ in range(self.limits.backlog):
+            before = len(self.active_channels)
+            super().handle_accept()
+            if len(self.active_channels) == before:
+                break  # nothing more waiting (or a connection gone before its accept)
+        over = len(self.active_channels) - self.limits.max_connections
+        if over > 0:
+            room = over + max(0, self.limits.max_connections // 10 - 1)
+            victim: Any
+            for victim in oldest_idle(self.active_channels.values(), room):
+                victim.handle_close()
+
+
+def allow_descriptors(needed: int) -> None:
+    """Raise this process's soft limit on open files towards `needed` (as far as the hard
+    limit allows): the cap on connections is the one that should bind, not a default 1,024."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Served:
@@ -159,8 +182,7 @@ class Served:
             backlog=limits.backlog,
             # waitress's own cap above ours (ours closes the oldest idle one instead)
             connection_limit=limits.max_connections + 64,
-            channel_timeout=limits.idle_timeout_s + limits.header_timeout_s
-            + limits.body_timeout_s,
+            channel_timeout=limits.idle_timeout_s + limits.header_timeout_s + limits.body_timeout_s,
             cleanup_interval=limits.check_every_s,
             max_request_header_size=limits.max_header_bytes,
             max_request_body_size=limits.max_body_bytes,
@@ -169,6 +191,7 @@ class Served:
             expose_tracebacks=False,
         )
         self.server_address = (str(self.server.effective_host), int(self.server.effective_port))
+        allow_descriptors(limits.max_connections + 256)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
@@ -177,8 +200,9 @@ class Served:
         self._stopped.clear()
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=self.server.adj.cleanup_interval, map=self._map,
-                               use_poll=True, count=1)
+                wasyncore.loop(
+                    timeout=self.server.adj.cleanup_interval, map=self._map, use_poll=True, count=1
+                )
         finally:
             self._stopped.set()
 
