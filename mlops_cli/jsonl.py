@@ -808,6 +808,55 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
     return out
 
 
+def lines_backwards(
+    path: Path, end: int, block: int = _BLOCK
+) -> Iterator[tuple[int, bytes]]:
+    """The whole lines of a log before byte `end`, newest first, each with the offset it
+    starts at (a torn line ending at `end` left out). Reads backwards only: memory stays
+    bounded by the block and LINE_MAX_BYTES (a longer line comes as OVERLONG_LINE)."""
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
+        return
+    try:
+        end = min(end, os.fstat(fd).st_size)
+        pos = end
+        while pos > 0:  # the newline ending the last whole line
+            low = max(0, pos - block)
+            cut = os.pread(fd, pos - low, low).rfind(b"\n")
+            if cut >= 0:
+                pos = low + cut
+                break
+            pos = low
+        else:
+            return  # no whole line
+        carry: list[bytes] = []  # the current line's end, read so far (newest piece first)
+        carried, overlong = 0, False
+        while pos > 0:
+            low = max(0, pos - block)
+            data = os.pread(fd, pos - low, low)
+            if len(data) < pos - low:
+                return  # cut short meanwhile (a replaced log): what was read stands
+            right = len(data)
+            while (nl := data.rfind(b"\n", 0, right)) >= 0:
+                piece = data[nl + 1 : right]
+                if overlong or carried + len(piece) > LINE_MAX_BYTES:
+                    yield low + nl + 1, OVERLONG_LINE
+                else:
+                    yield low + nl + 1, b"".join([piece, *reversed(carry)])
+                carry, carried, overlong = [], 0, False
+                right = nl
+            carried += right
+            if overlong or carried > LINE_MAX_BYTES:
+                carry, overlong = [], True
+            elif right:
+                carry.append(data[:right])
+            pos = low
+        yield 0, OVERLONG_LINE if overlong else b"".join(reversed(carry))
+    finally:
+        os.close(fd)
+
+
 def lines_before(path: Path, offset: int) -> int:
     with os.fdopen(safefs.open_file_for_read(path), "rb") as f:
         return sum(data.count(b"\n") for data in _reads(f, 1 << 20, offset))

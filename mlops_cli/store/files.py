@@ -49,6 +49,7 @@ from ..errors import (
     MlopsError,
     ProjectNotFoundError,
     StateError,
+    ValidationError,
 )
 from ..naming import validate_name, validate_version
 from ..records import validate_sample
@@ -60,6 +61,7 @@ from .base import (
     DRIFT_KINDS,
     EVENTS,
     BatchResult,
+    Page,
     Progress,
     Rows,
     Samples,
@@ -667,6 +669,56 @@ class FileStore:
                 return _rows(rows[-limit:] if limit else rows, read)
             count *= 4
 
+    def page(
+        self,
+        stream: str,
+        limit: int,
+        before: int | None = None,
+        match: dict[str, tuple[str, ...]] | None = None,
+        skip_invalid: bool = False,
+    ) -> Page:
+        """Read backwards from `before` (a byte offset that starts a line) or from the end of
+        the committed lines; one record past the page tells whether an older one matches."""
+        path = self.path(stream)
+        size = self._committed_end(path, "events") if stream == EVENTS else None
+        if size is None:
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                size = 0
+        end = size
+        if before is not None:
+            if not 0 <= before <= size or (before and not self._starts_line(path, before)):
+                raise ValidationError(f"{before} is no position in {path.name}")
+            end = before
+        records: list[dict[str, Any]] = []
+        skipped, next_at, previous = 0, None, end
+        wanted = list((match or {}).items())
+        for start, line in jsonl.lines_backwards(path, end):
+            record = None if line == jsonl.OVERLONG_LINE else _record(line)
+            if record is None:
+                if not skip_invalid:
+                    raise StateError(
+                        f"{path}: the line at byte {start} is not a JSON object; {SKIP_INVALID}"
+                    )
+                skipped += 1
+                continue
+            if any(record.get(k) not in v for k, v in wanted):
+                continue
+            if len(records) == max(1, limit):
+                next_at = previous  # an older record matches: the next page ends here
+                break
+            records.append(record)
+            previous = start
+        return Page(records, next_at, skipped)
+
+    def _starts_line(self, path: Path, offset: int) -> bool:
+        fd = safefs.open_file_for_read(path)
+        try:
+            return os.pread(fd, 1, offset - 1) == b"\n"
+        finally:
+            os.close(fd)
+
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         path = self.path(stream)
         end = self._committed_end(path, "events") if stream == EVENTS else None
@@ -753,6 +805,15 @@ def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
     rows = Rows(read.records if records is None else records)
     rows.skipped = len(read.skipped)
     return rows
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A log line as a record (None: not a JSON object)."""
+    try:
+        record = jsonl.loads(line)
+    except ValueError:  # orjson.JSONDecodeError
+        return None
+    return record if type(record) is dict else None
 
 
 def _when(row: dict[str, Any]) -> datetime:

@@ -110,8 +110,31 @@ def redacted(target: str) -> str:
     return urlunsplit((url.scheme, url.netloc, url.path, "&".join(pairs), url.fragment))
 
 
-class Answered(Exception):
-    """Raised to end a request once its answer is made."""
+class BadRequest(Exception):
+    """A query parameter out of its bounds: 400."""
+
+
+def whole_number(
+    query: dict[str, list[str]],
+    name: str,
+    default: int | None,
+    low: int,
+    high: int | None = None,
+) -> int | None:
+    """A whole-number query parameter in [low, high] (BadRequest otherwise)."""
+    given = query.get(name, [""])[0]
+    if not given:
+        return default
+    if (
+        not given.isascii()
+        or not given.isdigit()
+        or len(given) > 18  # a position fits in 63 bits
+        or int(given) < low
+        or (high is not None and int(given) > high)
+    ):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"{name} must be a whole number {bounds}, not {given!r}")
+    return int(given)
 
 
 class Request:
@@ -231,6 +254,8 @@ class Request:
                 self.page(parts, extra)
             else:
                 raise NotFoundError(f"no page at {url.path}")
+        except BadRequest as exc:
+            self.send_error_doc(400, "ValidationError", str(exc))
         except NotFoundError as exc:
             self.send_error_doc(404, exc.type, str(exc))
         except ValidationError as exc:
@@ -254,9 +279,18 @@ class Request:
             case ["drift", model_type, version]:
                 return data.drift(where, model_type, version)
             case ["events"]:
-                return data.events(
-                    where, query.get("model_type", [""])[0], query.get("kind", [""])[0]
-                )
+                before = whole_number(query, "before", None, 0)
+                limit = whole_number(query, "limit", data.EVENTS_PAGE, 1, data.MAX_EVENTS_PAGE)
+                try:
+                    return data.events(
+                        where,
+                        query.get("model_type", [""])[0],
+                        query.get("kind", [""])[0],
+                        before,
+                        int(limit or data.EVENTS_PAGE),
+                    )
+                except ValidationError as exc:  # a cursor that is no position in the log
+                    raise BadRequest(str(exc)) from None
             case ["session"]:
                 return {
                     "allow_actions": self.settings.allow_actions,
