@@ -111,7 +111,9 @@ def test_a_page_reads_from_the_end_not_the_whole_log(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < size / 10, (peak, size)
+    # a block of lines parsed at a time (about 0.6 MB of records); the whole log parsed would
+    # be several times its size
+    assert peak < size / 2, (peak, size)
 
 
 def test_a_cursor_that_is_no_position_is_refused(big: tuple[Path, list[dict[str, Any]]]) -> None:

@@ -692,25 +692,31 @@ class FileStore:
                 raise ValidationError(f"{before} is no position in {path.name}")
             end = before
         records: list[dict[str, Any]] = []
-        skipped, next_at, previous = 0, None, end
+        skipped, previous = 0, end
         wanted = list((match or {}).items())
-        for start, line in jsonl.lines_backwards(path, end):
-            record = None if line == jsonl.OVERLONG_LINE else _record(line)
-            if record is None:
-                if not skip_invalid:
-                    raise StateError(
-                        f"{path}: the line at byte {start} is not a JSON object; {SKIP_INVALID}"
-                    )
-                skipped += 1
-                continue
-            if any(record.get(k) not in v for k, v in wanted):
-                continue
-            if len(records) == max(1, limit):
-                next_at = previous  # an older record matches: the next page ends here
-                break
-            records.append(record)
-            previous = start
-        return Page(records, next_at, skipped)
+        for run_start, run in jsonl.blocks_backwards(path, end):
+            lines = run.split(b"\n")[:-1]
+            parsed = _records(lines)  # every line passed over is checked, matching or not
+            starts = [run_start]
+            for line in lines[:-1]:
+                starts.append(starts[-1] + len(line) + 1)
+            for i in range(len(lines) - 1, -1, -1):
+                record = parsed[i]
+                if record is None:
+                    if not skip_invalid:
+                        raise StateError(
+                            f"{path}: the line at byte {starts[i]} is not a JSON object; "
+                            f"{SKIP_INVALID}"
+                        )
+                    skipped += 1
+                    continue
+                if wanted and any(record.get(k) not in v for k, v in wanted):
+                    continue
+                if len(records) == max(1, limit):
+                    return Page(records, previous, skipped)  # an older record matches
+                records.append(record)
+                previous = starts[i]
+        return Page(records, None, skipped)
 
     def _starts_line(self, path: Path, offset: int) -> bool:
         fd = safefs.open_file_for_read(path)
@@ -805,6 +811,18 @@ def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
     rows = Rows(read.records if records is None else records)
     rows.skipped = len(read.skipped)
     return rows
+
+
+def _records(lines: list[bytes]) -> list[dict[str, Any] | None]:
+    """Log lines as records (None for a line that is not a JSON object), all at once where
+    every line is one (the common case, at orjson's speed)."""
+    import orjson
+
+    try:
+        records: list[Any] = [orjson.loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        records = [_record(line) for line in lines]
+    return [r if type(r) is dict else None for r in records]
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
