@@ -176,6 +176,16 @@ def test_every_answer_of_the_server_itself_carries_the_security_headers(serve: A
     assert b"X-Content-Type-Options: nosniff" in answer
 
 
+def test_requests_waiting_for_a_worker_print_nothing(serve: Any) -> None:
+    """Waitress warns "Task queue depth is N" whenever a whole request waits for a worker:
+    the normal case under load, kept off the terminal."""
+    import logging
+
+    serve()
+    assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("waitress").isEnabledFor(logging.WARNING)  # errors still shown
+
+
 # -- malformed requests -----------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ would lock every newcomer out).
 from __future__ import annotations
 
 import heapq
+import logging
 import socket
 import threading
 import time
@@ -189,7 +190,11 @@ class Served:
             asyncore_use_poll=True,  # select() stops at 1,024 descriptors
             ident="mlops-ui",
             expose_tracebacks=False,
+            log_socket_errors=False,  # a client that resets is no error of the server's
         )
+        # "Task queue depth is N" on every request that waits for a worker: the queue is the
+        # design (whole requests wait their turn), not a warning for the terminal.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.server_address = (str(self.server.effective_host), int(self.server.effective_port))
         allow_descriptors(limits.max_connections + 256)
         self._stop = threading.Event()
