@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -184,6 +185,18 @@ def test_requests_waiting_for_a_worker_print_nothing(serve: Any) -> None:
     serve()
     assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING)
     assert logging.getLogger("waitress").isEnabledFor(logging.WARNING)  # errors still shown
+
+
+def test_a_port_in_use_leaves_no_descriptor_open(serve: Any, project: Path) -> None:
+    from mlops_cli.errors import ServiceError
+
+    taken = serve().server_address[1]
+    make_server(str(project), "127.0.0.1", 0).server_close()  # imports and caches warmed
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(ServiceError, match=f"cannot serve on 127.0.0.1:{taken}"):
+            make_server(str(project), "127.0.0.1", taken)
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 # -- malformed requests -----------------------------------------------------------------------

@@ -172,7 +172,24 @@ class Served:
             },
         )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.server = server_class(
+        try:
+            self.server = self._bind(server_class, app, host, port, family, limits)
+        except OSError:
+            wasyncore.close_all(self._map)  # the wake-up pipe waitress made before binding
+            raise
+        self.server_address = (str(self.server.effective_host), int(self.server.effective_port))
+        allow_descriptors(limits.max_connections + 256)
+        # "Task queue depth is N" on every request that waits for a worker: the queue is the
+        # design (whole requests wait their turn), not a warning for the terminal.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    def _bind(
+        self, server_class: type, app: Any, host: str, port: int, family: int, limits: Limits
+    ) -> Any:
+        return server_class(
             app,
             map=self._map,
             host=host,
@@ -192,14 +209,6 @@ class Served:
             expose_tracebacks=False,
             log_socket_errors=False,  # a client that resets is no error of the server's
         )
-        # "Task queue depth is N" on every request that waits for a worker: the queue is the
-        # design (whole requests wait their turn), not a warning for the terminal.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self.server_address = (str(self.server.effective_host), int(self.server.effective_port))
-        allow_descriptors(limits.max_connections + 256)
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-        self._stopped.set()
 
     def serve_forever(self) -> None:
         self._stopped.clear()
