@@ -808,6 +808,70 @@ def tail(path: Path, count: int, skip_invalid: bool = False) -> Chunk:
     return out
 
 
+def blocks_backwards(path: Path, end: int, block: int = _BLOCK) -> Iterator[tuple[int, bytes]]:
+    """Runs of whole lines of a log before byte `end`, newest run first, each with the offset
+    it starts at (a torn line ending at `end` left out). Reads backwards only: memory stays
+    bounded by the block and LINE_MAX_BYTES. A line longer than that comes as OVERLONG_LINE
+    (always the last line of its run, so the offsets of the lines before it hold)."""
+    block = min(block, LINE_MAX_BYTES)
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
+        return
+    try:
+        end = min(end, os.fstat(fd).st_size)
+        pos = end
+        while pos > 0:  # past the newline ending the last whole line
+            low = max(0, pos - block)
+            cut = os.pread(fd, pos - low, low).rfind(b"\n")
+            if cut >= 0:
+                pos = low + cut + 1
+                break
+            pos = low
+        # The bytes from `pos` of a line that starts before it (the piece read first first):
+        # none at first, as `pos` follows a newline.
+        carry: list[bytes] = []
+        carried, overlong = 0, False
+        while pos > 0:
+            low = max(0, pos - block)
+            data = os.pread(fd, pos - low, low)
+            if len(data) < pos - low:
+                return  # cut short meanwhile (a replaced log): what was read stands
+            first = -1 if low == 0 else data.find(b"\n")  # lines start after it
+            if low > 0 and first < 0:  # the whole read lies inside one line
+                carried += len(data)
+                overlong = overlong or carried > LINE_MAX_BYTES
+                if overlong:
+                    carry = []
+                else:
+                    carry.append(data)
+                pos = low
+                continue
+            last = data.rfind(b"\n")
+            if overlong or len(data) - last - 1 + carried > LINE_MAX_BYTES:
+                joined = OVERLONG_LINE + b"\n"
+            else:
+                joined = b"".join([data[last + 1 :], *reversed(carry)])
+            run = data[first + 1 : last + 1] + joined
+            if run:
+                yield low + first + 1, run
+            carry, carried, overlong = [data[: first + 1]], first + 1, False
+            pos = low
+    finally:
+        os.close(fd)
+
+
+def lines_backwards(path: Path, end: int, block: int = _BLOCK) -> Iterator[tuple[int, bytes]]:
+    """The whole lines of a log before byte `end`, newest first, each with the offset it
+    starts at (see blocks_backwards)."""
+    for start, text in blocks_backwards(path, end, block):
+        lines = text.split(b"\n")[:-1]
+        starts = [start]
+        for line in lines[:-1]:
+            starts.append(starts[-1] + len(line) + 1)
+        yield from zip(reversed(starts), reversed(lines), strict=True)
+
+
 def lines_before(path: Path, offset: int) -> int:
     with os.fdopen(safefs.open_file_for_read(path), "rb") as f:
         return sum(data.count(b"\n") for data in _reads(f, 1 << 20, offset))

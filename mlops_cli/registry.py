@@ -269,6 +269,29 @@ class ModelRegistry:
         kept.skipped = skipped_of(rows)
         return kept
 
+    def history_page(
+        self,
+        model_type: str | None = None,
+        kind: str | tuple[str, ...] | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Events:
+        """A page of audit events, newest first: the `limit` newest (of one model type, of one
+        kind or any of several, or all) before the position `before` (a previous page's
+        `next`), read from the end of the log: its cost does not grow with the events before
+        the page."""
+        match: dict[str, tuple[str, ...]] = {}
+        if model_type is not None:
+            self.store.read().model(model_type)
+            match["model_type"] = (model_type,)
+        if kind is not None:
+            match["event"] = (kind,) if isinstance(kind, str) else kind
+        page = self.store.page(EVENTS, limit, before, match, skip_invalid=skip_invalid)
+        events = Events(Event(e) for e in page.records)
+        events.skipped, events.next = page.skipped, page.next
+        return events
+
     # -- changing ----------------------------------------------------------------------------
 
     def register_version(

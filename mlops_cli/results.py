@@ -63,6 +63,8 @@ class Event(MappingResult):
 
 class Events(list[Event]):
     """Audit events, with how many malformed lines of the log were skipped to read them (a
-    view reads with `skip_invalid`)."""
+    view reads with `skip_invalid`). A page of them (`history_page`, newest first) also has
+    `next`: the `before` of the next, older page (None: no older event matches)."""
 
     skipped: int = 0
+    next: int | None = None

@@ -438,3 +438,50 @@ def test_a_refused_action_shows_the_cli_error_in_the_dialog(
     assert cli_text(demo, "champion", "ranker") == "1.0.0"
     page.page.keyboard.press("Escape")
     assert page.page.locator("dialog#confirm").count() == 0
+
+
+def test_the_audit_log_pages_to_older_events_and_back(
+    dashboard: Any, open_page: Any, demo: Path, tmp_path: Path
+) -> None:
+    every = [
+        (e["event"], e.get("version") or "\u2013")
+        for e in reversed(Project.open(demo).registry.history())
+    ]
+    assert len(every) > 6
+    ui = dashboard()
+    page = open_page(ui.host)
+
+    def shown() -> list[tuple[str, str]]:
+        rows = page.page.locator("tbody tr").evaluate_all(
+            "rows => rows.map(r => [r.dataset.kind, r.cells[3].textContent])"
+        )
+        return [(kind, version) for kind, version in rows]
+
+    def follow(link: str) -> None:
+        page.page.click(link)
+        page.page.wait_for_selector("body[data-ready='1']", timeout=120_000)  # (hangs only)
+
+    page.open(ui.url + "/events?limit=3")
+    assert shown() == every[:3]
+    assert page.page.locator("#newest-events").count() == 0
+    follow("#older-events")
+    assert "before=" in page.page.url and shown() == every[3:6]
+    follow("#newest-events")
+    assert shown() == every[:3]
+    page.open(ui.url + "/model/gnn")
+    assert page.page.locator("#model-events tbody tr").count() == min(
+        data.MODEL_EVENTS, sum(1 for e in Project.open(demo).registry.history("gnn"))
+    )
+    out = tmp_path / "report.html"
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(demo), "report", "--html", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    report = open_page(None)
+    report.open(out.as_uri() + "#/events")
+    count = report.page.locator("#event-count").inner_text()
+    assert "keeps the newest 1000 events of the audit log" in count
+    assert report.page.locator("#older-events").count() == 0
+    assert page.errors == [] and report.errors == []

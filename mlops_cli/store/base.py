@@ -175,6 +175,17 @@ def skipped_of(rows: list[dict[str, Any]]) -> int:
 
 
 @dataclass
+class Page:
+    """Records of a stream newest first, at most a page of them, and where the next (older)
+    page starts: pass `next` as `before` (None: no older record matches). A position is
+    opaque (a byte offset in a log, a row id in a database) and only this store's."""
+
+    records: list[dict[str, Any]]
+    next: int | None
+    skipped: int = 0  # malformed lines left out to read this page (`skip_invalid`)
+
+
+@dataclass
 class BatchResult:
     """What a batch append did: records it appended and records an earlier try had appended."""
 
@@ -342,6 +353,25 @@ class Store(Protocol):
         and of those the last `limit` (at least 1). A malformed record is an error naming it
         (StateError), or skipped with `skip_invalid`. Records come back as appended; a store
         may spell a `ts` differently for the same instant."""
+
+    def page(
+        self,
+        stream: str,
+        limit: int,
+        before: int | None = None,
+        match: dict[str, tuple[str, ...]] | None = None,
+        skip_invalid: bool = False,
+    ) -> Page:
+        """The newest `limit` (at least 1) records of a stream before position `before`
+        (None: the end), of those whose fields each hold one of the values `match` gives
+        them (the events stream: `event` and `model_type`), read from the end: cost and
+        memory grow with the page and the records passed over to fill it, never with the
+        stream's history before it.
+
+        Raises ValidationError for a `before` that is no position of this stream (a cursor
+        from elsewhere, or tampered with); a malformed record raises and skips as `history`.
+        Concurrency: records appended after the first page never appear in later pages (a
+        page reads what is older than its `before`)."""
 
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Every record of a stream, oldest first, a bounded chunk at a time. Raises and skips

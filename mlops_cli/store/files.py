@@ -49,6 +49,7 @@ from ..errors import (
     MlopsError,
     ProjectNotFoundError,
     StateError,
+    ValidationError,
 )
 from ..naming import validate_name, validate_version
 from ..records import validate_sample
@@ -60,6 +61,7 @@ from .base import (
     DRIFT_KINDS,
     EVENTS,
     BatchResult,
+    Page,
     Progress,
     Rows,
     Samples,
@@ -679,6 +681,62 @@ class FileStore:
                 return _rows(rows[-limit:] if limit else rows, read)
             count *= 4
 
+    def page(
+        self,
+        stream: str,
+        limit: int,
+        before: int | None = None,
+        match: dict[str, tuple[str, ...]] | None = None,
+        skip_invalid: bool = False,
+    ) -> Page:
+        """Read backwards from `before` (a byte offset that starts a line) or from the end of
+        the committed lines; one record past the page tells whether an older one matches."""
+        path = self.path(stream)
+        size = self._committed_end(path, "events") if stream == EVENTS else None
+        if size is None:
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                size = 0
+        end = size
+        if before is not None:
+            if not 0 <= before <= size or (before and not self._starts_line(path, before)):
+                raise ValidationError(f"{before} is no position in {path.name}")
+            end = before
+        records: list[dict[str, Any]] = []
+        skipped, previous = 0, end
+        wanted = list((match or {}).items())
+        for run_start, run in jsonl.blocks_backwards(path, end):
+            lines = run.split(b"\n")[:-1]
+            parsed = _records(lines)  # every line passed over is checked, matching or not
+            starts = [run_start]
+            for line in lines[:-1]:
+                starts.append(starts[-1] + len(line) + 1)
+            for i in range(len(lines) - 1, -1, -1):
+                record = parsed[i]
+                if record is None:
+                    if not skip_invalid:
+                        raise StateError(
+                            f"{path}: the line at byte {starts[i]} is not a JSON object; "
+                            f"{SKIP_INVALID}"
+                        )
+                    skipped += 1
+                    continue
+                if wanted and any(record.get(k) not in v for k, v in wanted):
+                    continue
+                if len(records) == max(1, limit):
+                    return Page(records, previous, skipped)  # an older record matches
+                records.append(record)
+                previous = starts[i]
+        return Page(records, None, skipped)
+
+    def _starts_line(self, path: Path, offset: int) -> bool:
+        fd = safefs.open_file_for_read(path)
+        try:
+            return os.pread(fd, 1, offset - 1) == b"\n"
+        finally:
+            os.close(fd)
+
     def scan(self, stream: str, skip_invalid: bool = False) -> Iterator[list[dict[str, Any]]]:
         path = self.path(stream)
         end = self._committed_end(path, "events") if stream == EVENTS else None
@@ -765,6 +823,27 @@ def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
     rows = Rows(read.records if records is None else records)
     rows.skipped = len(read.skipped)
     return rows
+
+
+def _records(lines: list[bytes]) -> list[dict[str, Any] | None]:
+    """Log lines as records (None for a line that is not a JSON object), all at once where
+    every line is one (the common case, at orjson's speed)."""
+    import orjson
+
+    try:
+        records: list[Any] = [orjson.loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        records = [_record(line) for line in lines]
+    return [r if type(r) is dict else None for r in records]
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A log line as a record (None: not a JSON object)."""
+    try:
+        record = jsonl.loads(line)
+    except ValueError:  # orjson.JSONDecodeError
+        return None
+    return record if type(record) is dict else None
 
 
 def _when(row: dict[str, Any]) -> datetime:

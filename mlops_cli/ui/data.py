@@ -34,6 +34,16 @@ NARROWING_POINTS = 12
 HISTOGRAM_BINS = 30
 ACTIONS = ("promote", "rollback", "deprecate", "finalize")
 CHAMPION_EVENTS = ("promoted", "rolled_back", "ab_finalized")
+# The audit log is served a page at a time, newest first, read from the end of the log.
+EVENTS_PAGE = 100  # events a page of /api/events holds unless asked otherwise
+MAX_EVENTS_PAGE = 500  # the most one request may ask for
+MODEL_EVENTS = 20  # the newest events of its type a model page shows
+TIMELINE_CHANGES = 200  # champion changes behind a model page's timeline (the newest)
+REPORT_EVENTS = 1000  # the newest events `report --html` keeps
+EVENT_KINDS = (
+    "registered", "promoted", "rolled_back", "deprecated", "ab_started", "ab_finalized",
+    "ab_aborted", "monitored", "unmonitored", "setting_changed",
+)  # fmt: skip
 
 
 def _open(location: Location) -> Project:
@@ -223,18 +233,21 @@ def overview(location: Location) -> dict[str, Any]:
 
 
 def model(location: Location, model_type: str) -> dict[str, Any]:
-    """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline.
+    """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline;
+    its newest events (a page of the audit log, with the cursor of the next).
 
-    Library calls: registry.list_versions(type), registry.history(type), ab.list_tests(), and
-    each version's last drift check.
+    Library calls: registry.list_versions(type), registry.history_page(type),
+    ab.list_tests(), and each version's last drift check.
     """
     project = _open(location)
     now = _now()
     skipped = Skipped()
     versions = project.registry.list_versions(model_type)  # NotFoundError when unknown
-    history = project.registry.history(model_type, skip_invalid=True)
-    skipped.add(EVENTS, history.skipped)
-    events = [e.to_dict() for e in history]
+    recent = project.registry.history_page(model_type, limit=MODEL_EVENTS, skip_invalid=True)
+    changes = project.registry.history_page(
+        model_type, CHAMPION_EVENTS, limit=TIMELINE_CHANGES, skip_invalid=True
+    )
+    skipped.add(EVENTS, max(recent.skipped, changes.skipped))
     rows = []
     for v in versions:
         skipped.add(metrics_stream(model_type, v.version), v.skipped_lines)
@@ -257,8 +270,11 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
         "champion": champion,
         "versions": rows,
         "tests": tests,
-        "timeline": champion_timeline(events, champion, now),
-        "events": events,
+        "timeline": champion_timeline([e.to_dict() for e in reversed(changes)], champion, now),
+        # the timeline starts at the oldest of the newest TIMELINE_CHANGES champion changes
+        "timeline_complete": changes.next is None,
+        "events": [e.to_dict() for e in recent],  # newest first
+        "events_next": recent.next,  # `before` of the audit log's next page (None: no more)
         "skipped": skipped.doc(),
     }
     return _finite_doc(doc)
@@ -484,26 +500,36 @@ def drift_versions(location: Location) -> list[dict[str, str]]:
 
 
 def events(
-    location: Location, model_type: str | None = None, kind: str | None = None
+    location: Location,
+    model_type: str | None = None,
+    kind: str | None = None,
+    before: int | None = None,
+    limit: int = EVENTS_PAGE,
 ) -> dict[str, Any]:
-    """Audit events, newest first, optionally of one model type and one kind.
+    """A page of audit events, newest first, optionally of one model type and one kind:
+    the `limit` newest before the cursor `before` (the `next` of the page before it; None:
+    from the newest). Read from the end of the log: memory grows with the page only.
 
-    Library call: registry.history(type).
+    Library call: registry.history_page(type, kind, limit, before).
     """
     project = _open(location)
-    history = project.registry.history(model_type or None, skip_invalid=True)
+    page = project.registry.history_page(
+        model_type or None, kind or None, limit, before, skip_invalid=True
+    )
     skipped = Skipped()
-    skipped.add(EVENTS, history.skipped)
-    rows = [e.to_dict() for e in history]
-    kinds = sorted({str(e.get("event")) for e in rows})
-    if kind:
-        rows = [e for e in rows if e.get("event") == kind]
+    skipped.add(EVENTS, page.skipped)
+    rows = [e.to_dict() for e in page]
     doc: dict[str, Any] = {
         "model_type": model_type or None,
         "kind": kind or None,
-        "kinds": kinds,
+        "kinds": sorted(
+            {*EVENT_KINDS, *(str(e.get("event")) for e in rows), *([kind] if kind else [])}
+        ),
         "model_types": _model_types(project),
-        "events": list(reversed(rows)),
+        "events": rows,
+        "limit": limit,
+        "before": before,
+        "next": page.next,
         "skipped": skipped.doc(),
     }
     return _finite_doc(doc)
@@ -619,5 +645,6 @@ def bundle(
         if d["model_type"] in types:
             path = page_path("drift", d["model_type"], d["model_version"])
             docs[path] = drift(location, d["model_type"], d["model_version"])
-    docs["/events"] = events(location, model_type)
+    docs["/events"] = events(location, model_type, limit=REPORT_EVENTS)
+    docs["/events"]["kept"] = REPORT_EVENTS  # a report keeps the newest events, no more
     return docs

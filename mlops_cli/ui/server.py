@@ -1,9 +1,15 @@
-"""`mlops ui`: the dashboard on the standard library's HTTP server.
+"""`mlops ui`: the dashboard, a WSGI application served by waitress.
 
 JSON under /api/ (answered by `data`), the single-page app for every page path, the static
 files under /static/. Every response carries a Content-Security-Policy that allows only this
 server. Read-only unless `allow_actions`; then a POST must carry the per-session token that the
 page embeds. With an access `token` (required off loopback) every request must present it.
+
+The front end is waitress (one thread reads every connection; a request reaches the
+application only once it is whole), configured by `Limits`: a listen backlog, a deadline for a
+request's header and one for its body, an idle timeout, and a cap on connections that closes
+the oldest idle one to make room. A client that opens connections and sends half a request
+(or nothing) therefore holds no thread and cannot keep a normal request waiting.
 """
 
 from __future__ import annotations
@@ -14,21 +20,22 @@ import html
 import ipaddress
 import os
 import secrets
-import socket
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
 from ..errors import MlopsError, NotFoundError, ServiceError, ValidationError
 from . import data
+from .transport import Limits, Served
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -79,13 +86,78 @@ class Settings:
     action_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "mlops-ui"
-    settings: Settings  # set on the subclass made by make_server
+ACCESS_TOKEN_PARAM = "token"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if os.environ.get("MLOPS_UI_LOG"):
-            super().log_message(format, *args)
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of what a client sent with a secret; any text compares (a
+    header or parameter may hold characters no token has: they simply do not match)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def redacted(target: str) -> str:
+    """A request target as the access log shows it: the access token's value hidden."""
+    url = urlsplit(target)
+    if not url.query:
+        return target
+    pairs = [
+        f"{key}=[redacted]" if unquote_plus(key) == ACCESS_TOKEN_PARAM else pair
+        for pair in url.query.split("&")
+        for key in [pair.split("=", 1)[0]]
+    ]
+    return urlunsplit((url.scheme, url.netloc, url.path, "&".join(pairs), url.fragment))
+
+
+class BadRequest(Exception):
+    """A query parameter out of its bounds: 400."""
+
+
+def whole_number(
+    query: dict[str, list[str]],
+    name: str,
+    default: int | None,
+    low: int,
+    high: int | None = None,
+) -> int | None:
+    """A whole-number query parameter in [low, high] (BadRequest otherwise)."""
+    given = query.get(name, [""])[0]
+    if not given:
+        return default
+    if (
+        not given.isascii()
+        or not given.isdigit()
+        or len(given) > 18  # a position fits in 63 bits
+        or int(given) < low
+        or (high is not None and int(given) > high)
+    ):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"{name} must be a whole number {bounds}, not {given!r}")
+    return int(given)
+
+
+class Request:
+    """One request to the dashboard: what the WSGI environment says, and its answer."""
+
+    def __init__(self, settings: Settings, environ: dict[str, Any]) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.command = str(environ.get("REQUEST_METHOD", "GET"))
+        # The target as sent (percent-escapes kept): a segment may hold an escaped '/'.
+        target = str(environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
+        self.path = target
+        self.status = 500
+        self.response_headers: list[tuple[str, str]] = []
+        self.body = b""
+
+    def header(self, name: str) -> str:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if name.lower() == "content-length":
+            key = "CONTENT_LENGTH"
+        # WSGI hands header bytes over as Latin-1 text: back to the UTF-8 the client meant.
+        raw = str(self.environ.get(key, ""))
+        return raw.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -96,18 +168,14 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Security-Policy", CSP)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Cache-Control", "no-store")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.status = status
+        self.response_headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            *SECURITY_HEADERS,
+            *(headers or {}).items(),
+        ]
+        self.body = b"" if self.command == "HEAD" else body
 
     def send_json(self, status: int, doc: Any) -> None:
         self.send(status, orjson.dumps(doc), "application/json")
@@ -118,6 +186,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send(status, error_page(status, message), "text/html; charset=utf-8")
 
+    def log_error(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"mlops ui: {format % args}\n")
+
     # -- access ------------------------------------------------------------------------------
 
     def host_allowed(self) -> bool:
@@ -125,7 +196,7 @@ class Handler(BaseHTTPRequestHandler):
         name was rebound to 127.0.0.1 (DNS rebinding) must not read or change the registry."""
         if not self.settings.loopback_only:
             return True
-        host = self.headers.get("Host", "")
+        host = self.header("Host")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return name.strip("[]") in ("localhost", "127.0.0.1", "::1") or is_loopback(
             name.strip("[]")
@@ -134,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
     def refused(self, authorized: bool) -> bool:
         """Answer 403 for a foreign Host header, 401 without the access token."""
         if not self.host_allowed():
-            host = self.headers.get("Host", "")
+            host = self.header("Host")
             self.send_error_doc(403, "Forbidden", f"this dashboard is not served as {host!r}")
             return True
         if not authorized:
@@ -148,21 +219,22 @@ class Handler(BaseHTTPRequestHandler):
         token = self.settings.token
         if not token:
             return True, {}
-        given = query.get("token", [""])[0]
-        if given and hmac.compare_digest(given, token):
-            return True, {"Set-Cookie": f"mlops_token={token}; HttpOnly; SameSite=Strict; Path=/"}
-        header = self.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
+        given = query.get(ACCESS_TOKEN_PARAM, [""])[0]
+        if given and same_secret(given, token):
+            value = quote(token, safe="")
+            return True, {"Set-Cookie": f"mlops_token={value}; HttpOnly; SameSite=Strict; Path=/"}
+        header = self.header("Authorization")
+        if header.startswith("Bearer ") and same_secret(header[7:], token):
             return True, {}
-        cookie = SimpleCookie(self.headers.get("Cookie", ""))
-        if "mlops_token" in cookie and hmac.compare_digest(cookie["mlops_token"].value, token):
+        try:
+            cookies = SimpleCookie(self.header("Cookie"))
+        except CookieError:
+            return False, {}
+        if "mlops_token" in cookies and same_secret(unquote(cookies["mlops_token"].value), token):
             return True, {}
         return False, {}
 
     # -- GET ---------------------------------------------------------------------------------
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -172,6 +244,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
+            if any("\x00" in p for p in parts):
+                raise NotFoundError(f"no page at {url.path}")
             if parts[:1] == ["api"]:
                 self.send_json(200, self.api(parts[1:], query))
             elif parts[:1] == ["static"]:
@@ -180,6 +254,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.page(parts, extra)
             else:
                 raise NotFoundError(f"no page at {url.path}")
+        except BadRequest as exc:
+            self.send_error_doc(400, "ValidationError", str(exc))
         except NotFoundError as exc:
             self.send_error_doc(404, exc.type, str(exc))
         except ValidationError as exc:
@@ -187,8 +263,6 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_doc(404, exc.type, str(exc))
         except MlopsError as exc:
             self.send_error_doc(409 if exc.type == "ConflictError" else 500, exc.type, str(exc))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         except Exception as exc:  # a bug: say so without a traceback in the page
             self.log_error("unexpected %s: %s", type(exc).__name__, exc)
             self.send_error_doc(500, "InternalError", f"unexpected {type(exc).__name__}")
@@ -205,9 +279,18 @@ class Handler(BaseHTTPRequestHandler):
             case ["drift", model_type, version]:
                 return data.drift(where, model_type, version)
             case ["events"]:
-                return data.events(
-                    where, query.get("model_type", [""])[0], query.get("kind", [""])[0]
-                )
+                before = whole_number(query, "before", None, 0)
+                limit = whole_number(query, "limit", data.EVENTS_PAGE, 1, data.MAX_EVENTS_PAGE)
+                try:
+                    return data.events(
+                        where,
+                        query.get("model_type", [""])[0],
+                        query.get("kind", [""])[0],
+                        before,
+                        int(limit or data.EVENTS_PAGE),
+                    )
+                except ValidationError as exc:  # a cursor that is no position in the log
+                    raise BadRequest(str(exc)) from None
             case ["session"]:
                 return {
                     "allow_actions": self.settings.allow_actions,
@@ -250,8 +333,8 @@ class Handler(BaseHTTPRequestHandler):
                 403, "Forbidden", "this dashboard is read-only; start it with --allow-actions"
             )
             return
-        given = self.headers.get("X-Mlops-Session", "")
-        if not hmac.compare_digest(given, self.settings.session):
+        given = self.header("X-Mlops-Session")
+        if not same_secret(given, self.settings.session):
             self.send_error_doc(403, "Forbidden", "missing or wrong session token")
             return
         parts = [unquote(p) for p in url.path.split("/") if p]
@@ -259,10 +342,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_doc(404, "NotFoundError", f"no action at {url.path}")
             return
         try:
-            length = int(self.headers.get("Content-Length", "0"))
+            length = int(self.header("Content-Length") or "0")  # checked by waitress
             if not 0 < length <= MAX_BODY:
                 raise ValidationError("an action needs a JSON body of at most 64 KiB")
-            args = orjson.loads(self.rfile.read(length))
+            args = orjson.loads(self.environ["wsgi.input"].read(length))
             if not isinstance(args, dict):
                 raise ValidationError("an action's body must be a JSON object")
             with self.settings.action_lock:
@@ -281,13 +364,45 @@ class Handler(BaseHTTPRequestHandler):
             self.log_error("unexpected %s: %s", type(exc).__name__, exc)
             self.send_json(500, {"error": {"type": "InternalError", "message": type(exc).__name__}})
 
+    def answer(self) -> None:
+        if self.command in ("GET", "HEAD"):
+            self.do_GET()
+        elif self.command == "POST":
+            self.do_POST()
+        else:
+            self.send_error_doc(405, "MethodNotAllowed", f"{self.command} is not answered here")
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
 
 
-class Server6(Server):
-    address_family = socket.AF_INET6
+class Dashboard:
+    """The WSGI application: one `Request` per call, answered whole (no streaming)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.access_log = bool(os.environ.get("MLOPS_UI_LOG"))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        request = Request(self.settings, environ)
+        try:
+            request.answer()
+        except Exception as exc:  # a bug: say so without a traceback in the page
+            request.log_error("unexpected %s: %s", type(exc).__name__, exc)
+            request.send_error_doc(500, "InternalError", f"unexpected {type(exc).__name__}")
+        if self.access_log:
+            client = environ.get("REMOTE_ADDR", "-")
+            sys.stderr.write(
+                f'{client} "{request.command} {redacted(request.path)}" {request.status}\n'
+            )
+        phrase = HTTPStatus(request.status).phrase
+        start_response(f"{request.status} {phrase}", request.response_headers)
+        return [request.body]
 
 
 def error_page(status: int, message: str) -> bytes:
@@ -306,7 +421,8 @@ def make_server(
     port: int = 0,
     allow_actions: bool = False,
     token: str | None = None,
-) -> ThreadingHTTPServer:
+    limits: Limits | None = None,
+) -> Served:
     """A server bound to (host, port) (port 0: a free one), not yet serving."""
     check_bind(host, token)
     data.project_root(project)  # fail now, not on the first page, when there is no project
@@ -323,17 +439,17 @@ def make_server(
         token=token,
         loopback_only=is_loopback(host),
     )
-    handler = type("BoundHandler", (Handler,), {"settings": settings})
-    server_class = Server6 if ":" in host else Server
     try:
-        return server_class((host, port), handler)
+        return Served(Dashboard(settings), host, port, limits or Limits(), list(SECURITY_HEADERS))
     except OSError as exc:
         raise ServiceError(
             f"cannot serve on {host}:{port}: {exc.strerror or exc} (choose another --port)"
         ) from exc
 
 
-def url_of(server: ThreadingHTTPServer, token: str | None = None) -> str:
+def url_of(server: Served, token: str | None = None) -> str:
+    """The dashboard's address, with the access token percent-encoded (a base64 token's
+    `+`, `/` and `=` would otherwise reach the server changed)."""
     host, port = str(server.server_address[0]), int(server.server_address[1])
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")

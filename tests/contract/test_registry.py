@@ -4,6 +4,7 @@ deprecation, routing and serving metrics, each change with its audit event."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,3 +162,34 @@ def test_history_filters_by_model_type_and_keeps_the_last(project: Project) -> N
     ]
     assert len(project.registry.history()) == 6
     assert {e["ts"] for e in project.registry.history()} == {STAMP}
+
+
+def test_history_pages_walk_the_log_newest_first_with_a_cursor(project: Project) -> None:
+    """Pages of 3, of every event and of one kind of one model type, join up to the whole
+    history (read in full, oldest first, then reversed: an independent path)."""
+    registry = project.registry
+    registry.register_version(ModelVersion("rag", "1.0.0", model_path="m.pt"))
+    for _ in range(3):
+        registry.promote_to_champion("gnn", "1.1.0")
+        registry.rollback("gnn", reason="again")
+    every = [e.to_dict() for e in reversed(registry.history())]
+
+    def walk(**match: Any) -> list[dict[str, Any]]:
+        got, before = [], None
+        while True:
+            page = registry.history_page(limit=3, before=before, **match)
+            assert len(page) <= 3
+            got += [e.to_dict() for e in page]
+            if page.next is None:
+                return got
+            before = page.next
+
+    assert walk() == every
+    gnn_rollbacks = [e for e in every if e["model_type"] == "gnn" and e["event"] == "rolled_back"]
+    assert walk(model_type="gnn", kind="rolled_back") == gnn_rollbacks
+    assert len(gnn_rollbacks) == 3 and registry.history_page("gnn", "rolled_back", 3).next is None
+    changes = walk(model_type="gnn", kind=("promoted", "rolled_back"))
+    assert [e["event"] for e in changes] == ["rolled_back", "promoted"] * 3 + ["promoted"]
+    assert walk(model_type="rag") == [e for e in every if e["model_type"] == "rag"]
+    with pytest.raises(NotFoundError):
+        registry.history_page("nope")

@@ -25,6 +25,7 @@ from ...errors import (
     ProjectNotFoundError,
     ServiceError,
     StateError,
+    ValidationError,
 )
 from ...limits import LOCK_TIMEOUT_S
 from ...moments import Moments
@@ -38,6 +39,7 @@ from .. import snapshot as snapshots
 from ..base import (
     EVENTS,
     BatchResult,
+    Page,
     Progress,
     Samples,
     Store,
@@ -713,6 +715,42 @@ class PostgresStore:
         if limit is not None:
             rows.reverse()
         return [from_row(table, row) for row in rows]
+
+    def page(
+        self,
+        stream: str,
+        limit: int,
+        before: int | None = None,
+        match: dict[str, tuple[str, ...]] | None = None,
+        skip_invalid: bool = False,  # rows were validated on the way in
+    ) -> Page:
+        """Keyset pages by id, newest first; `match` on the columns the fields are kept in
+        (an event's `event` is the column `kind`)."""
+        table, keys = route(stream)
+        sql = f"SELECT id, {table.selected()} FROM {table.name} WHERE {table.where()}"
+        params: list[Any] = list(keys)
+        if before is not None:
+            if before < 1:
+                raise ValidationError(f"{before} is no position in {stream}")
+            sql += " AND id < %s"
+            params.append(before)
+        renamed = {"event": "kind"} if table is EVENT_TABLE else {}
+        for key, value in (match or {}).items():
+            column = renamed.get(key, key)
+            if column not in table.values or column in ("doc", "ts"):
+                raise ValueError(f"{stream} records cannot be matched on {key!r}")
+            sql += f" AND {column} = ANY(%s)"
+            params.append(list(value))
+        sql += " ORDER BY id DESC LIMIT %s"
+        params.append(max(1, limit) + 1)
+        with self._lock, self._translated(f"reading {stream}"):
+            self._flush_locked(stream)
+            rows = self.conn.execute(sql, params).fetchall()
+        more = len(rows) > max(1, limit)
+        rows = rows[: max(1, limit)]
+        return Page(
+            [from_row(table, row[1:]) for row in rows], int(rows[-1][0]) if more else None
+        )
 
     def claim(self, key: str, ttl_s: float) -> bool:
         with self._lock, self._translated(f"claiming {key}"):

@@ -326,7 +326,17 @@
         return el("tr", {}, td(link("/test/" + enc(t.name), t.name)), td(badge(t.status, t.status)), td(t.control + " vs " + t.treatment));
       })));
     }
-    out.push(el("p", {}, link("/events?model_type=" + enc(modelType), "Audit log of " + modelType)));
+    if (!d.timeline_complete) {
+      out.splice(out.indexOf(box), 0, el("p", { class: "muted", id: "timeline-note", text: "The timeline starts at the oldest of the newest champion changes kept for it; the audit log has them all." }));
+    }
+    out.push(el("h2", { text: "Recent events" }),
+      eventsTable(d.events, "model-events"),
+      el("p", { class: "pager" },
+        d.events_next != null && !REPORT
+          ? link("/events?model_type=" + enc(modelType) + "&before=" + d.events_next, "Older events of " + modelType, { id: "older-events" })
+          : null,
+        d.events_next != null && !REPORT ? " · " : null,
+        link("/events?model_type=" + enc(modelType), "Audit log of " + modelType)));
     return { nodes: out, after: function () { timelineChart(box, d); } };
   }
 
@@ -528,13 +538,24 @@
     }, [xs, ref, win]);
   }
 
+  // Audit events as a table, newest first (the events page and a model page's recent ones).
+  function eventsTable(events, id) {
+    var skip = { ts: 1, event: 1, model_type: 1, version: 1, actor: 1, reason: 1 };
+    var body = events.map(function (e) {
+      var details = Object.keys(e).filter(function (k) { return !skip[k] && e[k] != null; }).map(function (k) { return k + "=" + (typeof e[k] === "object" ? JSON.stringify(e[k]) : e[k]); }).join(", ");
+      return el("tr", { "data-kind": e.event }, td(when(e.ts)), td(e.event), td(e.model_type || "–"), td(e.version || "–"), td(e.actor || "–"), td(e.reason || ""), td(el("span", { class: "muted", text: details })));
+    });
+    var t = table(["Time", "Kind", "Model type", "Version", "Actor", "Reason", "Details"], body);
+    if (id) t.id = id;
+    return t;
+  }
+
   async function eventsPage(params) {
     var q = [];
-    if (params.get("model_type")) q.push("model_type=" + enc(params.get("model_type")));
-    if (params.get("kind")) q.push("kind=" + enc(params.get("kind")));
+    ["model_type", "kind", "before", "limit"].forEach(function (k) { if (params.get(k)) q.push(k + "=" + enc(params.get(k))); });
     var d = await get("/events" + (q.length ? "?" + q.join("&") : ""));
     document.title = "Audit log - mlops";
-    var rows = d.events.filter(function (e) {  // the report holds every event: filter here too
+    var rows = d.events.filter(function (e) {  // the report holds one list of events: filter here too
       return (!params.get("model_type") || e.model_type === params.get("model_type")) && (!params.get("kind") || e.event === params.get("kind"));
     });
     function select(id, label, options, value) {
@@ -547,21 +568,28 @@
       select("model_type", "Model type", d.model_types, params.get("model_type") || ""),
       select("kind", "Kind", d.kinds, params.get("kind") || ""),
       el("button", { type: "submit", text: "Filter" }));
-    form.addEventListener("submit", function (ev) {
-      ev.preventDefault();
+    function eventsPath(before) {
       var p = new URLSearchParams();
       ["model_type", "kind"].forEach(function (k) { var v = form.elements[k].value; if (v) p.set(k, v); });
-      var path = "/events" + (p.toString() ? "?" + p.toString() : "");
+      if (before != null) p.set("before", before);
+      if (params.get("limit")) p.set("limit", params.get("limit"));
+      return "/events" + (p.toString() ? "?" + p.toString() : "");
+    }
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var path = eventsPath(null);
       if (REPORT) location.hash = path; else { history.pushState(null, "", path); route(); }
     });
-    var skip = { ts: 1, event: 1, model_type: 1, version: 1, actor: 1, reason: 1 };
-    var body = rows.map(function (e) {
-      var details = Object.keys(e).filter(function (k) { return !skip[k] && e[k] != null; }).map(function (k) { return k + "=" + (typeof e[k] === "object" ? JSON.stringify(e[k]) : e[k]); }).join(", ");
-      return el("tr", { "data-kind": e.event }, td(when(e.ts)), td(e.event), td(e.model_type || "–"), td(e.version || "–"), td(e.actor || "–"), td(e.reason || ""), td(el("span", { class: "muted", text: details })));
-    });
+    var count = REPORT
+      ? rows.length + " events, newest first. This report keeps the newest " + d.kept + " events of the audit log; `mlops history` shows them all."
+      : rows.length + " events, newest first" + (params.get("before") ? ", older than the newest page" : "") + ".";
+    var pager = REPORT ? null : el("p", { class: "pager" },
+      params.get("before") ? link(eventsPath(null), "Newest events", { id: "newest-events" }) : null,
+      params.get("before") && d.next != null ? " · " : null,
+      d.next != null ? link(eventsPath(d.next), "Older events", { id: "older-events" }) : null);
     return [el("h1", { text: "Audit log" }), form,
-      el("p", { class: "muted", id: "event-count", text: rows.length + " events, newest first" }),
-      table(["Time", "Kind", "Model type", "Version", "Actor", "Reason", "Details"], body)];
+      el("p", { class: "muted", id: "event-count", text: count }),
+      eventsTable(rows, null), pager];
   }
 
   // -- routing ------------------------------------------------------------------------------
