@@ -210,31 +210,8 @@ def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:
     lowest, highest = min(x.min() for x in diffs), max(x.max() for x in diffs)
     d = float(max(np.clip(-lowest, 0, 1), highest))
     if max(n1, n2) <= KS_EXACT_MAX_N:
-        if n1 == n2:
-            h = int(np.round(d * n1))  # the lattice step the exact distribution lives on
-            exact = (0.0, 1.0) if h == 0 else (h / n1, _prob_outside_square(n1, h))
-        else:
-            exact = ks_two_sample_exact_pvalue(n1, n2, d)
-        if 0 <= exact[1] <= 1:
-            return exact
+        return ks_two_sample_exact_pvalue(n1, n2, d)
     return d, ks_two_sample_asymp_pvalue(n1, n2, d)
-
-
-def _prob_outside_square(n: int, h: int) -> float:
-    """P(D_{n,n} >= h/n): 2 * sum_k (-1)^(k-1) binom(2n, n-kh) / binom(2n, n), in Horner form.
-
-    Each term is divided by binom(2n, n) and common factors are pulled out, which avoids the
-    subtractive cancellation of the plain sum (the formulation scipy uses).
-    """
-    total = 0.0
-    k = n // h
-    while k >= 0:
-        term = 1.0
-        for j in range(h):
-            term = (n - k * h - j) * term / (n + k * h + j + 1)
-        total = term * (1.0 - total)
-        k -= 1
-    return 2 * total
 
 
 class RatioSums(NamedTuple):
