@@ -50,6 +50,22 @@ class Components:
     performance: float
     distribution: float
     ks_pvalue: float
+    # The effects and p-values behind the component alarms (see `alarms`).
+    wasserstein: float = 0.0  # Wasserstein-1 distance of the predictions / reference sd
+    confidence_fall: float = 0.0  # (mean conf_r - mean conf_p) / mean conf_r
+    confidence_pvalue: float = 1.0  # one-sided: the window's mean confidence is lower
+    spread_log_ratio: float = 0.0  # |ln(sd_p / sd_r)| of the predictions
+    spread_pvalue: float = 1.0  # Brown-Forsythe: absolute deviations from each median
+
+
+ALARM_FLOORS = {
+    "predictions": 0.1,  # Wasserstein-1 / reference sd: Evidently's default drift threshold
+    "confidence": 0.03,  # relative fall of the mean confidence
+    "spread": math.log(1.25),  # |ln(sd ratio)|: a quarter more spread, or a fifth less
+}
+"""The effect a component's alarm needs besides its p-value below `drift.alarm_alpha`."""
+ALARMS = tuple(ALARM_FLOORS)
+SPREAD_EFFECT_MAX = 700.0  # |ln(sd ratio)| when one side is constant and the other not
 
 
 def components(
@@ -60,14 +76,18 @@ def components(
     performance_scale: float = 0.2,
     distribution_scale: float = 1.0,
 ) -> Components:
-    """The three score components (pure: arrays in, numbers out)."""
+    """The three score components and the alarms' effects and p-values (pure: arrays in,
+    numbers out)."""
     import numpy as np
 
-    from .stats import ks_two_sample
+    from .ks import ecdf_distances, ks_two_sample_pvalue
 
-    statistic, pvalue = ks_two_sample(ref_pred, win_pred)
+    ref_sorted, win_sorted = np.sort(ref_pred), np.sort(win_pred)
+    statistic, distance = ecdf_distances(ref_sorted, win_sorted)
+    statistic, pvalue = ks_two_sample_pvalue(len(ref_sorted), len(win_sorted), statistic)
     conf_r, conf_p = float(np.mean(ref_conf)), float(np.mean(win_conf))
-    performance = (conf_r - conf_p) / conf_r / performance_scale if conf_r > 0 else 0.0
+    fall = (conf_r - conf_p) / conf_r if conf_r > 0 else 0.0
+    performance = fall / performance_scale
     mean_r, mean_p = float(np.mean(ref_pred)), float(np.mean(win_pred))
     sd_r, sd_p = _sd(ref_pred), _sd(win_pred)
     if sd_r > 0:
@@ -76,12 +96,79 @@ def components(
     else:  # a constant reference: any change at all is full drift
         shift = 0.0 if mean_p == mean_r else 1.0
         spread = 0.0 if sd_p == 0 else 1.0
+    if sd_r > 0 and sd_p > 0:
+        log_ratio = abs(math.log(sd_p / sd_r))
+    else:
+        log_ratio = 0.0 if sd_r == sd_p else SPREAD_EFFECT_MAX
     return Components(
         statistical=statistic,
         performance=_clip(performance),
         distribution=_clip(max(shift, spread)),
         ks_pvalue=pvalue,
+        wasserstein=distance / sd_r if sd_r > 0 else distance,
+        confidence_fall=fall,
+        confidence_pvalue=_z_pvalue(conf_r, conf_p, ref_conf, win_conf, one_sided=True),
+        spread_log_ratio=log_ratio,
+        spread_pvalue=_spread_pvalue(ref_sorted, win_sorted),
     )
+
+
+def _z_pvalue(mean_r: float, mean_p: float, ref: Any, win: Any, one_sided: bool) -> float:
+    """The large-sample (Welch) z test of mean_r - mean_p: one-sided for a fall of the
+    window's mean, else two-sided. Both sides hold at least `drift.min_samples` (100)."""
+    se = math.sqrt(_var(ref) / len(ref) + _var(win) / len(win))
+    diff = mean_r - mean_p
+    if se == 0:
+        return 1.0 if (diff <= 0 if one_sided else diff == 0) else 0.0
+    z = diff / se
+    return 0.5 * math.erfc(z / math.sqrt(2)) if one_sided else math.erfc(abs(z) / math.sqrt(2))
+
+
+def _spread_pvalue(ref_sorted: Any, win_sorted: Any) -> float:
+    """Brown and Forsythe's (1974) test of equal spread, robust to heavy tails: the z test of
+    the mean absolute deviation from each sample's own median (two-sided)."""
+    import numpy as np
+
+    dev_r = np.abs(ref_sorted - _median(ref_sorted))
+    dev_p = np.abs(win_sorted - _median(win_sorted))
+    return _z_pvalue(float(np.mean(dev_r)), float(np.mean(dev_p)), dev_r, dev_p, one_sided=False)
+
+
+def _median(sorted_values: Any) -> float:
+    n = len(sorted_values)
+    return float(sorted_values[n // 2] + sorted_values[(n - 1) // 2]) / 2
+
+
+def _var(x: Any) -> float:
+    import numpy as np
+
+    return float(np.var(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def alarms(c: Components | None, alpha: float) -> dict[str, dict[str, Any]]:
+    """Each component's alarm: its p-value below `alpha` and its effect at or above its floor
+    (`ALARM_FLOORS`). The keys are pinned: `alarm`, `effect`, `p_value`, `floor`; without
+    figures (too few samples) effect and p-value are None and no alarm fires."""
+    figures = {
+        "predictions": (c.wasserstein, c.ks_pvalue) if c else None,
+        "confidence": (c.confidence_fall, c.confidence_pvalue) if c else None,
+        "spread": (c.spread_log_ratio, c.spread_pvalue) if c else None,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, floor in ALARM_FLOORS.items():
+        pair = figures[name]
+        if pair is None:
+            out[name] = {"alarm": False, "effect": None, "p_value": None, "floor": floor}
+            continue
+        effect, p_value = pair
+        fired = p_value < alpha and effect >= floor
+        out[name] = {"alarm": fired, "effect": effect, "p_value": p_value, "floor": floor}
+    return out
+
+
+def fired(alarm_figures: dict[str, dict[str, Any]] | None) -> list[str]:
+    """The names of the alarms that fired."""
+    return [k for k, v in (alarm_figures or {}).items() if v.get("alarm")]
 
 
 def _sd(x: np.ndarray) -> float:
@@ -105,6 +192,13 @@ def combine(c: Components, weights: dict[str, float]) -> float:
 def level_of(score: float, thresholds: dict[str, float]) -> str:
     """The level name of a score (see state.Level.of)."""
     return Level.of(score, thresholds).value
+
+
+def level_with_alarms(level: str, alarm_figures: dict[str, dict[str, Any]]) -> str:
+    """The score's level, raised to at least `retrain` when a component's alarm fired."""
+    if fired(alarm_figures) and Level(level) < Level.RETRAIN:
+        return Level.RETRAIN.value
+    return level
 
 
 RECOMMENDATIONS = {
@@ -149,6 +243,8 @@ class DriftReport(MappingResult):
     skipped_lines: int = 0
     torn_bytes: int = 0
     hooks: list[HookOutcome] = field(default_factory=list)
+    # Per component (predictions, confidence, spread): alarm, effect, p_value, floor.
+    alarms: dict[str, dict[str, Any]] = field(default_factory=lambda: alarms(None, 0.0))
 
     @property
     def active(self) -> bool:
@@ -306,6 +402,7 @@ class DriftDetector:
             "score": 0.0,
             "level": INSUFFICIENT,
             "components": None,
+            "alarms": alarms(None, 0.0),
             "ks_pvalue": None,
             "n_reference": n_ref,
             "n_window": n_win,
@@ -333,13 +430,20 @@ class DriftDetector:
                     "performance": parts.performance,
                     "distribution": parts.distribution,
                     "ks_pvalue": parts.ks_pvalue,
+                    "wasserstein": parts.wasserstein,
+                    "confidence_fall": parts.confidence_fall,
+                    "confidence_pvalue": parts.confidence_pvalue,
+                    "spread_log_ratio": parts.spread_log_ratio,
+                    "spread_pvalue": parts.spread_pvalue,
                 },
                 f"the reference and window of {self.model_type} {self.model_version}",
             )
+            figures = alarms(parts, float(drift["alarm_alpha"]))
             row.update(
                 status="active",
                 score=score,
-                level=level_of(score, drift["thresholds"]),
+                level=level_with_alarms(level_of(score, drift["thresholds"]), figures),
+                alarms=figures,
                 ks_pvalue=parts.ks_pvalue,
                 components={
                     "statistical": parts.statistical,
@@ -418,7 +522,9 @@ class DriftDetector:
             status=row["status"],
             current_drift_score=score,
             avg_drift_7d=_mean_score(recent),
-            alert_triggered=bool(active and score > drift["thresholds"]["retrain"]),
+            alert_triggered=bool(
+                active and (score > drift["thresholds"]["retrain"] or fired(row.get("alarms")))
+            ),
             level=row["level"] or INSUFFICIENT,
             recommendation=recommendation,
             components=row["components"]
@@ -429,6 +535,7 @@ class DriftDetector:
             checked_at=row["ts"],
             skipped_lines=row.get("skipped_lines", 0),
             torn_bytes=row.get("torn_bytes", 0),
+            alarms=row.get("alarms") or alarms(None, 0.0),
         )
 
     def history(self, days: float | None = None, skip_invalid: bool = False) -> Rows:

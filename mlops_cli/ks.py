@@ -35,6 +35,30 @@ _STEP_DOWN = math.ldexp(1.0, -_STEP_BITS)
 # -- two samples -----------------------------------------------------------------------------
 
 
+KS_EXACT_MAX_N = 10000  # scipy's `method="auto"`: exact p-values up to this sample size
+
+
+def ecdf_distances(a_sorted: Any, b_sorted: Any) -> tuple[float, float]:
+    """The Kolmogorov-Smirnov statistic D (the largest gap between the two ECDFs) and the
+    Wasserstein-1 distance (the area between them) of two sorted, non-empty samples, from one
+    pass over the merged values."""
+    merged = np.sort(np.concatenate((a_sorted, b_sorted)), kind="stable")  # two sorted runs
+    gaps = np.searchsorted(a_sorted, merged, side="right") / len(a_sorted)
+    gaps -= np.searchsorted(b_sorted, merged, side="right") / len(b_sorted)
+    d = float(max(min(max(-float(gaps.min()), 0.0), 1.0), float(gaps.max())))
+    area = float(np.dot(np.abs(gaps[:-1]), np.diff(merged)))
+    return d, area
+
+
+def ks_two_sample_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:
+    """(D, two-sided p-value) as scipy's `ks_2samp(method="auto")`: exact when neither sample
+    exceeds 10,000 (D then rounded to its lattice), else asymptotic."""
+    if max(n1, n2) <= KS_EXACT_MAX_N:
+        return ks_two_sample_exact_pvalue(n1, n2, d)
+    return d, ks_two_sample_asymp_pvalue(n1, n2, d)
+
+
+
 def ks_two_sample_exact_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:
     """The exact two-sided (D, p-value) of two samples of sizes n1 and n2, for any sizes.
 

@@ -12,8 +12,8 @@ import pytest
 import scipy.stats
 
 from mlops_cli import ks
-from mlops_cli.ks import kolmogorov_sf, smirnov_sf
-from mlops_cli.stats import KS_EXACT_MAX_N, ks_two_sample
+from mlops_cli.ks import KS_EXACT_MAX_N, kolmogorov_sf, smirnov_sf
+from mlops_cli.stats import ks_two_sample
 
 SIZES = (100, 1000, 10000, 100000, 1000000)
 PAIRS = [*itertools.combinations(SIZES, 2), (137, 9999), (9999, 137), (101, 103), (4999, 5003)]
