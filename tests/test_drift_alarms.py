@@ -4,6 +4,7 @@ what an alarm does to a check (level, alert, JSON, export)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,8 @@ from mlops_cli.drift import (
     level_with_alarms,
 )
 from mlops_cli.ks import ecdf_distances
+
+from .conftest import Run
 
 ALPHA = 0.001
 QUIET = Components(
@@ -129,14 +132,30 @@ def lines(pred: np.ndarray, conf: np.ndarray) -> bytes:
     ).encode()
 
 
-def test_a_confidence_collapse_alone_alerts(project: Project) -> None:
-    """Predictions unchanged and confidence 10% lower: the score stays below 0.3 (P is at most
-    0.3 of it), yet the confidence alarm raises the level and sets the alert."""
+def collapsed(project: Project) -> None:
+    """A version whose window keeps the predictions and loses 10% of its confidence."""
     project.registry.register_version(ModelVersion("gnn", "v1.0.0", model_path="/m"))
     detector = project.drift_detector("gnn", "v1.0.0")
     rng = np.random.default_rng(3)
     detector.set_reference(lines(rng.normal(size=2000), rng.beta(8, 2, 2000)))
     detector.record_batch(lines(rng.normal(size=2000), rng.beta(8, 2, 2000) * 0.9))
+
+
+def test_check_names_the_alarm_and_gates_on_it(project: Project, cli: Callable[..., Run]) -> None:
+    collapsed(project)
+    out = cli("drift", "check", "gnn", "v1.0.0", "--fail-on", "retrain")
+    assert out.exit_code == 3
+    assert "ALERT" in out.stdout and "confidence alarm: effect 0.1" in out.stdout
+    assert "predictions alarm" not in out.stdout and "spread alarm" not in out.stdout
+    doc = cli("drift", "report", "gnn", "v1.0.0", "--json").json()
+    assert [k for k, v in doc["alarms"].items() if v["alarm"]] == ["confidence"]
+
+
+def test_a_confidence_collapse_alone_alerts(project: Project) -> None:
+    """Predictions unchanged and confidence 10% lower: the score stays below 0.3 (P is at most
+    0.3 of it), yet the confidence alarm raises the level and sets the alert."""
+    collapsed(project)
+    detector = project.drift_detector("gnn", "v1.0.0")
     report = detector.check()
     assert report.current_drift_score <= 0.3
     assert report.level == "retrain" and report.alert_triggered
