@@ -46,7 +46,7 @@ def ecdf_distances(a_sorted: Any, b_sorted: Any) -> tuple[float, float]:
     gaps = np.searchsorted(a_sorted, merged, side="right") / len(a_sorted)
     gaps -= np.searchsorted(b_sorted, merged, side="right") / len(b_sorted)
     d = float(max(min(max(-float(gaps.min()), 0.0), 1.0), float(gaps.max())))
-    area = float(np.dot(np.abs(gaps[:-1]), np.diff(merged)))
+    area = float(np.sum(np.abs(gaps[:-1]) * np.diff(merged)))
     return d, area
 
 

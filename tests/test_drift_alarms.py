@@ -112,8 +112,17 @@ def test_effects_and_p_values_against_scipy() -> None:
     ratio = abs(math.log(np.std(win, ddof=1) / np.std(ref, ddof=1)))
     assert c.spread_log_ratio == pytest.approx(ratio, rel=1e-12)
     dev_r, dev_w = np.abs(ref - np.median(ref)), np.abs(win - np.median(win))
-    t = scipy.stats.ttest_ind(dev_r, dev_w, equal_var=False).statistic
-    assert c.spread_pvalue == pytest.approx(2 * scipy.stats.norm.sf(abs(t)), rel=1e-9)
+    want = scipy.stats.mannwhitneyu(dev_r, dev_w, use_continuity=False, method="asymptotic")
+    assert c.spread_pvalue == pytest.approx(want.pvalue, rel=1e-9)
+
+
+def test_spread_p_value_with_ties_against_scipy() -> None:
+    rng = np.random.default_rng(8)
+    ref, win = np.round(rng.normal(0, 1, 1001), 1), np.round(rng.normal(0, 1.3, 400), 1)
+    c = components(ref, np.ones(1001), win, np.ones(400))
+    dev_r, dev_w = np.abs(ref - np.median(ref)), np.abs(win - np.median(win))
+    want = scipy.stats.mannwhitneyu(dev_r, dev_w, use_continuity=False, method="asymptotic")
+    assert c.spread_pvalue == pytest.approx(want.pvalue, rel=1e-9)
 
 
 @pytest.mark.parametrize(("m", "n"), [(1, 2), (5, 3), (1000, 333), (2000, 2000)])
