@@ -55,7 +55,7 @@ class Components:
     confidence_fall: float = 0.0  # (mean conf_r - mean conf_p) / mean conf_r
     confidence_pvalue: float = 1.0  # one-sided: the window's mean confidence is lower
     spread_log_ratio: float = 0.0  # |ln(sd_p / sd_r)| of the predictions
-    spread_pvalue: float = 1.0  # rank test of the absolute deviations from each median
+    spread_pvalue: float = 1.0  # rank test of the absolute deviations from the joint median
 
 
 ALARM_FLOORS = {
@@ -125,21 +125,26 @@ def _z_pvalue(mean_r: float, mean_p: float, ref: Any, win: Any, one_sided: bool)
 
 
 def _spread_pvalue(ref_sorted: Any, win_sorted: Any) -> float:
-    """A rank test of equal spread that heavy tails cannot fool: the Mann-Whitney-Wilcoxon
-    test (normal approximation, ties corrected, two-sided) of the absolute deviations from
-    each sample's own median, as Fligner and Killeen (1976) rank absolute deviations. Centring
-    at the median keeps a skewed shape from looking like a change of spread (Brown and
-    Forsythe 1974); ranks keep a few extreme values from doing so."""
+    """A distribution-free test of equal spread: the Mann-Whitney-Wilcoxon test (normal
+    approximation, ties corrected, two-sided) of the absolute deviations from the median of
+    both samples together (Fligner and Killeen 1976). Without drift all the values are
+    exchangeable and so are their deviations from a centre that depends on all of them alike:
+    the test holds its level whatever the shape, heavy tails and skew included. (Deviations
+    from each sample's own median are not exchangeable on a skewed distribution: that test
+    fires 3% of no-drift checks at p < 0.001 on lognormal data.) A shift of the mean alone
+    also moves these deviations; the alarm's floor on the sd ratio keeps it to spread."""
     import numpy as np
 
-    dev_r, dev_p = _sorted_deviations(ref_sorted), _sorted_deviations(win_sorted)
+    merged = np.sort(np.concatenate((ref_sorted, win_sorted)), kind="stable")  # two runs
+    centre = _median(merged)
+    dev_r, dev_p = _sorted_deviations(ref_sorted, centre), _sorted_deviations(win_sorted, centre)
     n1, n2 = len(dev_r), len(dev_p)
     below = np.searchsorted(dev_p, dev_r, side="left").sum()
     not_above = np.searchsorted(dev_p, dev_r, side="right").sum()
     u = (float(below) + float(not_above)) / 2  # pairs where the reference's is larger
     total = n1 + n2
-    merged = np.sort(np.concatenate((dev_r, dev_p)), kind="stable")
-    starts = np.flatnonzero(np.concatenate(([True], merged[1:] != merged[:-1], [True])))
+    pooled = np.sort(np.concatenate((dev_r, dev_p)), kind="stable")
+    starts = np.flatnonzero(np.concatenate(([True], pooled[1:] != pooled[:-1], [True])))
     runs = np.diff(starts).astype(np.float64)
     ties = float(np.sum(runs**3 - runs))
     variance = n1 * n2 / 12.0 * ((total + 1) - ties / (total * (total - 1)))
@@ -149,14 +154,13 @@ def _spread_pvalue(ref_sorted: Any, win_sorted: Any) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def _sorted_deviations(sorted_values: Any) -> Any:
-    """|x - median| in ascending order, from sorted x: two sorted runs, merged."""
+def _sorted_deviations(sorted_values: Any, centre: float) -> Any:
+    """|x - centre| in ascending order, from sorted x: two sorted runs, merged."""
     import numpy as np
 
-    median = _median(sorted_values)
-    cut = int(np.searchsorted(sorted_values, median, side="left"))
-    below = median - sorted_values[:cut][::-1]
-    above = sorted_values[cut:] - median
+    cut = int(np.searchsorted(sorted_values, centre, side="left"))
+    below = centre - sorted_values[:cut][::-1]
+    above = sorted_values[cut:] - centre
     return np.sort(np.concatenate((below, above)), kind="stable")
 
 
