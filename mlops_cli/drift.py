@@ -603,7 +603,8 @@ class DriftDetector:
 
     def detect_drift(self) -> float:
         """Check now (recorded, hooks run) and return the score: 0.0 while data is
-        insufficient, so the seed's `if drift_score > 0.3` always works."""
+        insufficient, so the seed's `if drift_score > 0.3` always works. The score does not
+        show component alarms: read `alert_triggered` (or the level) of `check()` for them."""
         return self.check().current_drift_score
 
     def has_reference(self) -> bool:
