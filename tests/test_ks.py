@@ -97,13 +97,16 @@ def test_edges() -> None:
     )
 
 
-def test_unequal_sizes_import_no_scipy() -> None:
+def test_the_drift_statistics_import_no_scipy() -> None:
     code = (
         "import sys, numpy as np\n"
         "from mlops_cli.stats import ks_two_sample\n"
         "rng = np.random.default_rng(0)\n"
         "ks_two_sample(rng.normal(size=3000), rng.normal(size=70000))\n"
         "ks_two_sample(rng.normal(size=20000), rng.normal(size=20000))\n"
+        "from mlops_cli.drift import components\n"
+        "for n in (300, 5000, 30000):\n"
+        "    components(rng.normal(size=n), rng.random(n), rng.normal(size=700), rng.random(700))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
