@@ -1,56 +1,164 @@
-"""Survival function of the two-sided one-sample Kolmogorov-Smirnov statistic, without scipy.
+"""Kolmogorov-Smirnov p-values without scipy.stats: written for this project from the papers.
 
-`kolmogorov_sf(n, d)` is P(D_n >= d), what `scipy.stats.kstwo.sf(d, n)` returns; the
-two-sample test's asymptotic p-value (`ks_2samp(method="asymp")`) is it at n = round(m n/(m+n)).
-It follows Simard & L'Ecuyer (2011), "Computing the Two-Sided Kolmogorov-Smirnov Distribution",
-J. Stat. Software 39(11), which picks per (n, d) among:
-- Ruben & Gambino (1982): closed forms for d <= 1/n and d >= 1 - 1/n;
-- Durbin (1968) matrix algorithm, evaluated as Marsaglia, Tsang & Wang (2003);
-- Pomeranz (1974) recursion (Algorithm 487);
-- Pelz & Good (1976) asymptotic series;
-- twice the one-sided Smirnov tail (Birnbaum & Tingey 1951), exact for d >= 1/2.
-The selection thresholds and the three algorithms are ported from scipy's
-`scipy/stats/_ksstats.py` (BSD-3-Clause, Copyright (c) 2001-2002 Enthought, Inc. and
-2003-2024 SciPy Developers). The Smirnov tail is summed here with Loader's (2000) saddle-point
-binomial terms ("Fast and Accurate Computation of Binomial Probabilities") instead of scipy's
-double-double arithmetic.
+Two-sample, two-sided, as `scipy.stats.ks_2samp(method="auto")` defines them:
+- exact (neither sample above 10,000): the share of the C(m+n, m) equally likely merge orders
+  of the two samples whose ECDF gap stays below D (Hodges 1958), counted row by row on the
+  lattice; equal sizes in the closed form of Gnedenko and Korolyuk (1951);
+- asymptotic: the one-sample distribution of D_k at k = round(m n / (m + n)).
+
+The one-sample tail P(D_k >= d) follows the method selection of Simard and L'Ecuyer (2011),
+"Computing the Two-Sided Kolmogorov-Smirnov Distribution", J. Stat. Software 39(11), section 4:
+the Ruben-Gambino closed forms near the ends, Durbin's matrix formula as Marsaglia, Tsang and
+Wang (2003) evaluate it, the Pelz-Good (1976) asymptotic series, and twice the one-sided
+Smirnov tail (Birnbaum and Tingey 1951; Miller 1956) in the far tail. The Smirnov tail is summed
+with Loader's (2000) saddle-point binomial terms ("Fast and Accurate Computation of Binomial
+Probabilities"). Durbin's formula stands in for Pomeranz's recursion where the paper picks the
+latter (n <= 140, 0.754693 < n d^2 <= 4): both are exact, Durbin's is the simpler to state.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-_E128 = 128
-_EP128 = math.ldexp(1.0, _E128)
-_EM128 = math.ldexp(1.0, -_E128)
-_SQRT2PI = math.sqrt(2 * math.pi)
 _LOG_2PI = math.log(2 * math.pi)
-_MIN_LOG = -708
 _MINLOG = -708.3964185322641  # log of the smallest normal double
-_SMIRNOV_MAX_COMPUTE_N = 1000000  # above it scipy approximates the one-sided tail
-# B_{2j} / (2j) / (2j - 1) for j = 8, ..., 1: Stirling's series for log n!.
-_STIRLING_COEFFS = (
-    -2.955065359477124183e-2,
-    6.4102564102564102564e-3,
-    -1.9175269175269175269e-3,
-    8.4175084175084175084e-4,
-    -5.952380952380952381e-4,
-    7.9365079365079365079e-4,
-    -2.7777777777777777778e-3,
-    8.3333333333333333333e-2,
-)
+_SMIRNOV_MAX_COMPUTE_N = 1000000  # above it the one-sided tail is Miller's approximation
+_SCALE_BITS = 512  # matrix powers are rescaled by 2**-512 past 2**512
+_TOP = math.ldexp(1.0, 960)  # lattice counts are rescaled by 2**-60 past 2**960
+_STEP_BITS = 60
+_STEP_DOWN = math.ldexp(1.0, -_STEP_BITS)
+
+
+# -- two samples -----------------------------------------------------------------------------
+
+
+KS_EXACT_MAX_N = 10000  # scipy's `method="auto"`: exact p-values up to this sample size
+
+
+def ecdf_distances(a_sorted: Any, b_sorted: Any) -> tuple[float, float]:
+    """The Kolmogorov-Smirnov statistic D (the largest gap between the two ECDFs) and the
+    Wasserstein-1 distance (the area between them) of two sorted, non-empty samples, from one
+    pass over the merged values."""
+    merged = np.sort(np.concatenate((a_sorted, b_sorted)), kind="stable")  # two sorted runs
+    gaps = np.searchsorted(a_sorted, merged, side="right") / len(a_sorted)
+    gaps -= np.searchsorted(b_sorted, merged, side="right") / len(b_sorted)
+    d = float(max(min(max(-float(gaps.min()), 0.0), 1.0), float(gaps.max())))
+    area = float(np.sum(np.abs(gaps[:-1]) * np.diff(merged)))
+    return d, area
+
+
+def ks_two_sample_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:
+    """(D, two-sided p-value) as scipy's `ks_2samp(method="auto")`: exact when neither sample
+    exceeds 10,000 (D then rounded to its lattice), else asymptotic."""
+    if max(n1, n2) <= KS_EXACT_MAX_N:
+        return ks_two_sample_exact_pvalue(n1, n2, d)
+    return d, ks_two_sample_asymp_pvalue(n1, n2, d)
+
+
+
+def ks_two_sample_exact_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:
+    """The exact two-sided (D, p-value) of two samples of sizes n1 and n2, for any sizes.
+
+    D takes values on the lattice of steps 1/lcm(n1, n2) and is rounded to it first.
+    """
+    lcm = n1 // math.gcd(n1, n2) * n2
+    h = round(d * lcm)
+    if h == 0:
+        return 0.0, 1.0
+    if n1 == n2:
+        return h / lcm, _equal_sizes_tail(n1, h)
+    tail = _clip(1.0 - _inside_share(n1, n2, h))
+    return h / lcm, min(tail, _gap_tail_bound(n1, n2, h / lcm))
+
+
+def _equal_sizes_tail(n: int, h: int) -> float:
+    """P(D_{n,n} >= h/n) = 2 sum_{k >= 1} (-1)^(k-1) C(2n, n - k h) / C(2n, n) (Gnedenko and
+    Korolyuk 1951, by reflection). C(2n, n - r) / C(2n, n) is the product over j < r of
+    (n - j) / (n + 1 + j); the terms fall at least geometrically, so the sum cancels nothing."""
+    j = np.arange(n, dtype=np.float64)
+    ratios = np.cumprod((n - j) / (n + 1.0 + j))  # ratios[r - 1] = C(2n, n - r) / C(2n, n)
+    terms = ratios[h - 1 :: h]
+    signs = np.where(np.arange(terms.size) % 2 == 0, 1.0, -1.0)
+    return _clip(2.0 * float(np.sum(terms[::-1] * signs[::-1])))
+
+
+def _inside_share(n1: int, n2: int, h: int) -> float:
+    """The share of merge orders whose ECDF gap stays below h / lcm all the way.
+
+    A merge order is a lattice path from (0, 0) to (n1, n2) in unit steps: i elements of the
+    first sample and j of the second seen so far. The gap there is |i a - j b| / lcm with
+    a = lcm / n1, b = lcm / n2, so in row i the allowed columns form one interval [lo_i, hi_i],
+    and both ends only move right as i grows. Paths reaching (i, j) come from (i - 1, j) or
+    (i, j - 1), so a row's counts are the running sum of the previous row's over the interval.
+    Counts are scaled by powers of two (exact) and divided by C(n1 + n2, n1) at the end.
+
+    Counts grow by up to a factor 2 a column along a row, so a wide band spans more than a
+    double's range; cells beyond the gap `_negligible_gap` carry less than 1e-40 of all paths,
+    so the band is cut there (the share then errs by under 1e-40) and keeps the cells near the
+    diagonal, which carry the answer, within 1,500 bits of the row's largest count.
+    """
+    if n1 > n2:  # rows along the smaller sample: fewer numpy calls
+        n1, n2 = n2, n1
+    lcm = n1 // math.gcd(n1, n2) * n2
+    a, b = lcm // n1, lcm // n2
+    h = min(h, math.ceil(_negligible_gap(n1, n2) * lcm))
+    rows = np.arange(n1 + 1, dtype=np.int64)
+    los = np.maximum(0, (rows * a - h) // b + 1)
+    his = np.minimum(n2, -((-(rows * a + h)) // b) - 1)
+    if np.any(los > np.minimum(his, np.concatenate(([n2], his[:-1])))):
+        return 0.0  # some row holds no cell that a path from the row above can reach
+    row = np.zeros(n2 + 1)
+    row[: int(his[0]) + 1] = 1.0
+    exponent = 0
+    # Columns left of a row's band are never read again, and those right of it were never
+    # written, so each row is one running sum in place.
+    for lo, hi in zip(los[1:].tolist(), his[1:].tolist(), strict=True):
+        band = row[lo : hi + 1]
+        np.cumsum(band, out=band)
+        # The running sums end at the row's largest count, which never falls down the rows:
+        # keep it between 2^900 and 2^972, so the diagonal's counts stay normal doubles.
+        if band[-1] > _TOP:
+            band *= _STEP_DOWN
+            exponent += _STEP_BITS
+    count = float(row[n2])
+    if his[-1] < n2 or count == 0.0:
+        return 0.0
+    total = math.comb(n1 + n2, n1)
+    shift = max(total.bit_length() - 64, 0)
+    return _clip(math.ldexp(count / float(total >> shift), exponent - shift))
+
+
+def _negligible_gap(n1: int, n2: int) -> float:
+    """A gap that the ECDFs of two equal distributions exceed anywhere with probability under
+    1e-40: after k of N = n1 + n2 merged elements, the count i from the first sample is
+    hypergeometric, and Hoeffding's (1963, theorems 1 and 4) bound P(|i - k n1/N| >= s) <=
+    2 exp(-2 s^2 / min(k, N - k)) with the gap x = s N / (n1 n2), summed over k, gives
+    P(max gap >= x) <= 2 N exp(-4 x^2 n1^2 n2^2 / N^3)."""
+    total = n1 + n2
+    return math.sqrt((math.log(2.0 * total) + 40 * math.log(10.0)) * total**3 / 4.0) / (n1 * n2)
+
+
+def _gap_tail_bound(n1: int, n2: int, d: float) -> float:
+    """The bound of `_negligible_gap` at gap d: P(D >= d) <= 2 N exp(-4 d^2 n1^2 n2^2 / N^3)."""
+    total = n1 + n2
+    return 2.0 * total * math.exp(-4.0 * d * d * (n1 * n2) ** 2 / total**3)
 
 
 def ks_two_sample_asymp_pvalue(n1: int, n2: int, d: float) -> float:
-    """scipy's `ks_2samp(method="asymp")` two-sided p-value: kstwo.sf(d, round(m n / (m + n)))."""
-    m, n = sorted((float(n1), float(n2)), reverse=True)
+    """The asymptotic two-sided p-value: P(D_k >= d) at k = round(m n / (m + n))."""
+    m, n = float(n1), float(n2)
     return kolmogorov_sf(round(m * n / (m + n)), d)
 
 
+# -- one sample ------------------------------------------------------------------------------
+
+
 def kolmogorov_sf(n: int, d: float) -> float:
-    """P(D_n >= d) for the two-sided one-sample statistic of a sample of size n."""
+    """P(D_n >= d) for the two-sided one-sample statistic of a sample of size n, the method
+    picked per (n, d) as Simard and L'Ecuyer (2011, section 4) do."""
     if n <= 0:
         return math.nan
     if d >= 1.0:
@@ -58,34 +166,125 @@ def kolmogorov_sf(n: int, d: float) -> float:
     if d <= 0.0:
         return 1.0
     t = n * d
-    if t <= 1.0:  # Ruben-Gambino: 1/(2n) <= d <= 1/n
-        if t <= 0.5:
-            return 1.0
-        if n <= 140:
-            cdf = 1.0
-            for i in range(1, n + 1):
-                cdf *= i / n * (2 * t - 1)
-        else:
-            cdf = math.exp(_log_nfactorial_div_n_pow_n(n) + n * math.log(2 * t - 1))
-        return _clip(1.0 - cdf)
-    if t >= n - 1:  # Ruben-Gambino
-        return _clip(2 * (1.0 - d) ** n)
-    if d >= 0.5:  # exact: the one-sided tails are disjoint
-        return _clip(2 * smirnov_sf(n, d))
+    if t <= 0.5:
+        return 1.0  # D_n >= 1/(2n) always
+    if t <= 1.0:  # Ruben and Gambino (1982): P(D_n < d) = n! / n^n (2 n d - 1)^n
+        return _clip(1.0 - math.exp(_log_factorial_over_power(n) + n * math.log(2 * t - 1)))
+    if t >= n - 1:  # Ruben and Gambino: P(D_n >= d) = 2 (1 - d)^n
+        return _clip(2.0 * (1.0 - d) ** n)
+    if d >= 0.5:  # the two one-sided tails cannot both be reached: exactly twice one
+        return _clip(2.0 * smirnov_sf(n, d))
     nd2 = t * d
     if n <= 140:
-        if nd2 <= 0.754693:
+        if nd2 <= 4.0:
             return _clip(1.0 - _durbin_cdf(n, d))
-        if nd2 <= 4:
-            return _clip(1.0 - _pomeranz_cdf(n, d))
-        return _clip(2 * smirnov_sf(n, d))  # Miller's approximation
+        return _clip(2.0 * smirnov_sf(n, d))
     if nd2 >= 370.0:
         return 0.0
     if nd2 >= 2.2:
-        return _clip(2 * smirnov_sf(n, d))
+        return _clip(2.0 * smirnov_sf(n, d))
     if n <= 100000 and n * d**1.5 <= 1.4:
         return _clip(1.0 - _durbin_cdf(n, d))
     return _clip(1.0 - _pelz_good_cdf(n, d))
+
+
+def _log_factorial_over_power(n: int) -> float:
+    """log(n! / n^n), by Stirling's series past n = 20 (no n log n to cancel)."""
+    if n < 20:
+        return math.lgamma(n + 1.0) - n * math.log(n)
+    r = 1.0 / n
+    r2 = r * r
+    series = r * (1 / 12 - r2 * (1 / 360 - r2 * (1 / 1260 - r2 * (1 / 1680 - r2 / 1188))))
+    return -n + 0.5 * (_LOG_2PI + math.log(n)) + series
+
+
+def _durbin_cdf(n: int, d: float) -> float:
+    """P(D_n < d) = n!/n^n (H^n)_{kk} (Durbin 1973), H of order 2k - 1 as in Marsaglia, Tsang
+    and Wang (2003): k = floor(n d) + 1, h = k - n d, H_ij = 1/(i - j + 1)! where i - j + 1 >= 0,
+    the first column and last row reduced by h^r / r!, the corner raised by (2h - 1)_+^m / m!."""
+    k = math.floor(n * d) + 1
+    h = k - n * d
+    m = 2 * k - 1
+    inv_fact = np.concatenate(([1.0], np.cumprod(1.0 / np.arange(1, m + 1))))  # 1/r!
+    order = np.arange(m)
+    lag = order[:, None] - order[None, :] + 1
+    matrix = np.where(lag >= 0, inv_fact[np.clip(lag, 0, m)], 0.0)
+    h_powers = h ** np.arange(1, m + 1, dtype=np.float64)  # h^1 .. h^m
+    matrix[:, 0] -= h_powers * inv_fact[1 : m + 1]
+    matrix[m - 1, :] -= h_powers[::-1] * inv_fact[m:0:-1]
+    matrix[m - 1, 0] += max(0.0, 2 * h - 1) ** m * inv_fact[m]
+    power, exponent = _matrix_power(matrix, n)
+    entry = float(power[k - 1, k - 1])
+    if entry <= 0.0:
+        return 0.0
+    log_cdf = math.log(entry) + exponent * math.log(2.0) + _log_factorial_over_power(n)
+    return math.exp(min(log_cdf, 0.0))
+
+
+def _matrix_power(matrix: Any, n: int) -> tuple[Any, int]:
+    """matrix^n as (M, e) with matrix^n = M 2^e: square and multiply, rescaled by powers of two
+    whenever an entry passes 2^512, so nothing overflows."""
+    big = math.ldexp(1.0, _SCALE_BITS)
+    result, result_exp = None, 0
+    base, base_exp = matrix, 0
+    while True:
+        if n & 1:
+            if result is None:
+                result, result_exp = base.copy(), base_exp
+            else:
+                result = result @ base
+                result_exp += base_exp
+                if np.abs(result).max() > big:
+                    result *= 1.0 / big
+                    result_exp += _SCALE_BITS
+        n >>= 1
+        if not n:
+            return result, result_exp
+        base = base @ base
+        base_exp *= 2
+        if np.abs(base).max() > big:
+            base *= 1.0 / big
+            base_exp += _SCALE_BITS
+
+
+def _pelz_good_cdf(n: int, d: float) -> float:
+    """P(D_n <= d) ~ K0 + K1/sqrt(n) + K2/n + K3/n^(3/2), z = d sqrt(n): the Pelz-Good (1976)
+    series as Simard and L'Ecuyer (2011, eq. 7) write it, with u_k = pi^2 (k - 1/2)^2 (the
+    sums over all integers folded onto k >= 1)."""
+    z = d * math.sqrt(n)
+    z2 = z * z
+    if math.pi**2 / (8 * z2) > -_MINLOG:
+        return 0.0
+    terms = max(3, int(5.0 * z) + 5)  # exp(-pi^2 (k - 1/2)^2 / (2 z^2)) is negligible beyond
+    k = np.arange(1, terms + 1, dtype=np.float64)
+    u = (math.pi * (k - 0.5)) ** 2
+    e_odd = np.exp(-u / (2 * z2))
+    v = (math.pi * k) ** 2
+    e_even = np.exp(-v / (2 * z2))
+    z4, z6 = z2 * z2, z2 * z2 * z2
+    s = math.sqrt(2 * math.pi)
+    k0 = s / z * float(np.sum(e_odd))
+    k1 = s / (6 * z4) * float(np.sum((u - z2) * e_odd))
+    k2 = s / (72 * z6 * z) * float(
+        np.sum((6 * z6 + 2 * z4 + (2 * z4 - 5 * z2) * u + (1 - 2 * z2) * u * u) * e_odd)
+    ) - s / (36 * z2 * z) * float(np.sum(v * e_even))
+    k3 = s / (6480 * z6 * z4) * float(
+        np.sum(
+            (
+                -30 * z6
+                - 90 * z6 * z2
+                + (135 * z4 - 96 * z6) * u
+                + (212 * z4 - 60 * z2) * u * u
+                + (5 - 30 * z2) * u**3
+            )
+            * e_odd
+        )
+    ) + s / (216 * z6) * float(np.sum((3 * z2 - v) * v * e_even))
+    root = math.sqrt(n)
+    return k0 + k1 / root + k2 / n + k3 / (n * root)
+
+
+# -- the one-sided tail ----------------------------------------------------------------------
 
 
 def smirnov_sf(n: int, d: float) -> float:
@@ -114,20 +313,8 @@ def smirnov_sf(n: int, d: float) -> float:
     return float(first + np.sum(terms))
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
 def _clip(p: float) -> float:
     return min(max(float(p), 0.0), 1.0)
-
-
-def _log_nfactorial_div_n_pow_n(n: int) -> float:
-    """log(n! / n^n) by Stirling's series, with n log n taken out to avoid cancellation."""
-    rn = 1.0 / n
-    series = 0.0
-    for c in _STIRLING_COEFFS:
-        series = series * (rn / n) + c
-    return math.log(n) / 2 - n + _LOG_2PI / 2 + rn * series
 
 
 def _stirlerr(k: np.ndarray) -> np.ndarray:
@@ -174,206 +361,3 @@ def _binomial_pmf(v: np.ndarray, n: int, p: np.ndarray, q: np.ndarray) -> np.nda
     lf = _LOG_2PI + np.log(v) + np.log1p(-v / nf)
     result: np.ndarray = np.exp(lc - 0.5 * lf)
     return result
-
-
-def _durbin_cdf(n: int, d: float) -> float:
-    """P(D_n <= d): Durbin's matrix, the k-th diagonal entry of H^n, as Marsaglia-Tsang-Wang."""
-    nd = n * d
-    if nd <= 0.5:
-        return 0.0
-    k = math.ceil(nd)
-    h = k - nd
-    m = 2 * k - 1
-    powers = np.arange(1, m + 1)
-    v = 1.0 - h**powers
-    w = np.empty(m)
-    fac = 1.0
-    for j in range(1, m + 1):
-        w[j - 1] = fac
-        fac /= j  # may underflow harmlessly
-        v[j - 1] *= fac
-    v[-1] = (1.0 + max(2 * h - 1.0, 0) ** m - 2 * h**m) * fac
-    big = np.zeros((m, m))
-    for i in range(1, m):
-        big[i - 1 :, i] = w[: m - i + 1]
-    big[:, 0] = v
-    big[-1, :] = v[::-1]
-
-    result = np.eye(m)
-    exponent = 0  # result is scaled by 2**-exponent
-    big_exponent = 0
-    remaining = n
-    while remaining > 0:
-        if remaining % 2:
-            result = result @ big
-            exponent += big_exponent
-        big = big @ big
-        big_exponent *= 2
-        if abs(big[k - 1, k - 1]) > _EP128:
-            big /= _EP128
-            big_exponent += _E128
-        remaining //= 2
-    p = float(result[k - 1, k - 1])
-    if p <= 0.0:
-        return 0.0
-    # Multiply by n!/n^n in logs: the product of n factors underflows for large n.
-    if n < 256:
-        log_scale = math.lgamma(n + 1.0) - n * math.log(n)
-    else:
-        log_scale = _log_nfactorial_div_n_pow_n(n)
-    return math.exp(math.log(p) + exponent * math.log(2.0) + log_scale)
-
-
-def _pomeranz_bounds(i: int, n: int, ll: int, ceilf: int, roundf: int) -> tuple[int, int]:
-    """The interval of row i of Pomeranz's recursion that can be non-zero."""
-    if i == 0:
-        j1, j2 = -ll - ceilf - 1, ll + ceilf - 1
-    else:
-        half, odd = divmod(i + 1, 2)
-        if odd == 0:  # i is odd
-            if half == n + 1:
-                j1, j2 = n - ll - ceilf - 1, n + ll + ceilf - 1
-            else:
-                j1, j2 = half - 1 - ll - roundf - 1, half + ll - 1 + ceilf - 1
-        else:
-            j1, j2 = half - 1 - ll - 1, half + ll + roundf - 1
-    return max(j1 + 2, 0), min(j2, n)
-
-
-def _pomeranz_cdf(n: int, d: float) -> float:
-    """P(D_n <= d) by Pomeranz's recursion: rows are convolutions with Poisson-like weights."""
-    t = n * d
-    ll = math.floor(t)
-    f = t - ll
-    g = min(f, 1.0 - f)
-    ceilf = 1 if f > 0 else 0
-    roundf = 1 if f > 0.5 else 0
-    size = 2 * (ll + 1)
-    gpower, twogpower, onem2gpower = np.empty(size), np.empty(size), np.empty(size)
-    gpower[0] = twogpower[0] = onem2gpower[0] = 1.0
-    for j in range(1, size):
-        gpower[j] = gpower[j - 1] * (g / n) / j
-        twogpower[j] = twogpower[j - 1] * (2 * g / n) / j
-        onem2gpower[j] = onem2gpower[j - 1] * ((1 - 2 * g) / n) / j
-
-    row0, row1 = np.zeros(size), np.zeros(size)
-    row1[0] = 1.0
-    start0 = start1 = 0
-    exponent = 0
-    j1, _j2 = _pomeranz_bounds(0, n, ll, ceilf, roundf)
-    for i in range(1, 2 * n + 2):
-        k1 = j1
-        row0, row1 = row1, row0
-        start0, start1 = start1, start0
-        row1.fill(0.0)
-        j1, j2 = _pomeranz_bounds(i, n, ll, ceilf, roundf)
-        # The first and last rows convolve with (g/n)^j/j!, odd rows (2g/n)^j/j!, even (1-2g)/n.
-        weights = gpower if i in (1, 2 * n + 1) else twogpower if i % 2 else onem2gpower
-        length = j2 - k1 + 1
-        if length > 0:
-            conv = np.convolve(row0[k1 - start0 : k1 - start0 + length], weights[:length])
-            count = j2 - j1 + 1
-            row1[:count] = conv[j1 - k1 : j1 - k1 + count]
-            if 0 < np.max(row1) < _EM128:  # rescale before underflow
-                row1 *= _EP128
-                exponent -= _E128
-            start1 = start0 + j1 - k1
-    answer = float(row1[n - start1])
-    for j in range(1, n + 1):  # times n!
-        if abs(answer) > _EP128:
-            answer *= _EM128
-            exponent += _E128
-        answer *= j
-    return math.ldexp(answer, exponent)
-
-
-def _pelz_good_cdf(n: int, d: float) -> float:
-    """P(D_n <= d) by the Pelz-Good series (Li-Chien/Korolyuk terms in Jacobi theta form)."""
-    if d <= 0.0:
-        return 0.0
-    if d >= 1.0:
-        return 1.0
-    pi2, pi4, pi6 = math.pi**2, math.pi**4, math.pi**6
-    z = math.sqrt(n) * d
-    z2, z3, z4, z6 = z**2, z**3, z**4, z**6
-    qlog = -pi2 / 8 / z2
-    if qlog < _MIN_LOG:
-        return 0.0
-    q = math.exp(qlog)
-    k1a, k1b = -z2, pi2 / 4
-    k2a = 6 * z6 + 2 * z4
-    k2b = (2 * z4 - 5 * z2) * pi2 / 4
-    k2c = pi4 * (1 - 2 * z2) / 16
-    k3d = pi6 * (5 - 30 * z2) / 64
-    k3c = pi4 * (-60 * z2 + 212 * z4) / 16
-    k3b = pi2 * (135 * z4 - 96 * z6) / 4
-    k3a = -30 * z6 - 90 * z**8
-
-    terms = [0.0, 0.0, 0.0, 0.0]
-    maxk = math.ceil(16 * z / math.pi)
-    for k in range(maxk, 0, -1):  # Horner scheme in q over the odd integers m = 2k - 1
-        m = 2 * k - 1
-        m2, m4, m6 = m**2, m**4, m**6
-        qpower = q ** (8 * k)
-        coeffs = (
-            1.0,
-            k1a + k1b * m2,
-            k2a + k2b * m2 + k2c * m4,
-            k3a + k3b * m2 + k3c * m4 + k3d * m6,
-        )
-        terms = [t * qpower + c for t, c in zip(terms, coeffs, strict=True)]
-    scale = (z, 6 * z4, 72 * z**7, 6480 * z**10)
-    terms = [t * q * _SQRT2PI / s for t, s in zip(terms, scale, strict=True)]
-
-    # The sums over all integers k in K_2 and K_3.
-    q = math.exp(-pi2 / 2 / z2)
-    ks = np.arange(maxk, 0, -1, dtype=np.float64)
-    k2s = ks**2
-    qpowers = q**k2s
-    terms[2] += float(np.sum(k2s * qpowers)) * pi2 * _SQRT2PI / (-36 * z3)
-    sqrt3z, kspi = math.sqrt(3) * z, math.pi * ks
-    terms[3] += float(np.sum((sqrt3z + kspi) * (sqrt3z - kspi) * k2s * qpowers)) * (
-        pi2 * _SQRT2PI / (216 * z6)
-    )
-    return float(sum(t / float(n) ** (i / 2.0) for i, t in enumerate(terms)))
-
-
-def ks_two_sample_exact_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:
-    """scipy's `ks_2samp(method="exact")` two-sided (D, p-value), for any two sizes.
-
-    D lives on the lattice of steps 1/lcm(n1, n2) (rounded to it as scipy does). Under the null
-    every merge order of the two samples is equally likely: walk the merge as a path from
-    (0, 0) to (n1, n2), one step per element, carrying the probability of each cell reached
-    while the ECDF difference |i/n1 - j/n2| stayed below D. The p-value is the probability that
-    leaves the band, summed where it leaves: positive terms only, so it stays accurate when tiny
-    (no 1 - inside/total cancellation; the aim of Viehmann 2021, arXiv:2102.08037). One numpy
-    pass per anti-diagonal over the cells inside the band: O((n1 + n2) x band width).
-    """
-    g = math.gcd(n1, n2)
-    lcm = n1 // g * n2
-    a, b = lcm // n1, lcm // n2  # the cell (i, j) is inside when |i a - j b| < h
-    h = round(d * lcm)
-    if h == 0:
-        return 0.0, 1.0
-    total = n1 + n2
-    lo = 0  # i of the first cell held on the current anti-diagonal i + j = k
-    mass = np.ones(1)
-    outside = 0.0
-    for k in range(total):
-        i = np.arange(lo, lo + mass.size)
-        j = k - i
-        left = total - k
-        to_1 = mass * ((n1 - i) / left)  # the next element is from sample 1: (i + 1, j)
-        to_2 = mass * ((n2 - j) / left)  # from sample 2: (i, j + 1)
-        in_1 = np.abs((i + 1) * a - j * b) < h
-        in_2 = np.abs(i * a - (j + 1) * b) < h
-        outside += float(to_1[~in_1].sum() + to_2[~in_2].sum())
-        step = np.zeros(mass.size + 1)
-        step[1:] += np.where(in_1, to_1, 0.0)
-        step[:-1] += np.where(in_2, to_2, 0.0)
-        held = np.flatnonzero(step)
-        if held.size == 0:
-            break
-        mass = step[held[0] : held[-1] + 1]
-        lo += int(held[0])
-    return h / lcm, _clip(outside)

@@ -66,6 +66,12 @@ class ProjectCollector:
             "Unix time of the latest recorded drift check (alert when it grows old)",
             labels=labels,
         )
+        alarm = GaugeMetricFamily(
+            "model_drift_alarm",
+            "1 when the latest drift check's component alarm fired (predictions, confidence, "
+            "spread): p-value below drift.alarm_alpha and the effect at its floor or above",
+            labels=[*labels, "component"],
+        )
         # What a view does with a malformed line: leave it out, and say so (here, per stream).
         skipped = GaugeMetricFamily(
             "mlops_skipped_lines",
@@ -101,7 +107,10 @@ class ProjectCollector:
             if last and last.get("status") == "active":
                 score.add_metric(key, last["score"])
                 level.add_metric(key, Level(last["level"]).rank)
+                for component, figures in (last.get("alarms") or {}).items():
+                    alarm.add_metric([*key, component], 1 if figures.get("alarm") else 0)
         yield from (champion, requests, error_rate, confidence, latency, score, level, checked)
+        yield alarm
 
         ab_labels = ["test", "variant"]
         ab_requests = CounterMetricFamily(

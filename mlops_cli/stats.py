@@ -184,57 +184,16 @@ def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: flo
     return SampleRatio(p_value, judged and p_value < SRM_THRESHOLD, judged)
 
 
-KS_EXACT_MAX_N = 10000  # scipy's `method="auto"`: exact p-values up to this sample size
-
-
 def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:
-    """Two-sided two-sample Kolmogorov-Smirnov statistic D and p-value, as scipy.stats.ks_2samp.
-
-    As scipy's default `method="auto"`: the exact p-value when neither sample exceeds 10,000
-    (Hodges 1958; equal sizes in closed form), the asymptotic one otherwise. All of it is
-    computed here and in `ks.py`, so no check pays the 0.5 s import of scipy.stats.
-    """
+    """Two-sided two-sample Kolmogorov-Smirnov statistic D and p-value, as scipy.stats.ks_2samp
+    (`method="auto"`), computed in `ks.py`: no check pays the 0.5 s import of scipy.stats."""
     import numpy as np
 
-    from .ks import ks_two_sample_asymp_pvalue, ks_two_sample_exact_pvalue
+    from .ks import ecdf_distances, ks_two_sample_pvalue
 
-    n1, n2 = len(a), len(b)
     a, b = np.sort(a), np.sort(b)
-    # The CDFs' difference at every observation; each set of points searched on its own, in
-    # order, which keeps numpy's binary searches short.
-    diffs = [
-        np.searchsorted(a, at, side="right") / n1 - np.searchsorted(b, at, side="right") / n2
-        for at in (a, b)
-        if len(at)
-    ]
-    lowest, highest = min(x.min() for x in diffs), max(x.max() for x in diffs)
-    d = float(max(np.clip(-lowest, 0, 1), highest))
-    if max(n1, n2) <= KS_EXACT_MAX_N:
-        if n1 == n2:
-            h = int(np.round(d * n1))  # the lattice step the exact distribution lives on
-            exact = (0.0, 1.0) if h == 0 else (h / n1, _prob_outside_square(n1, h))
-        else:
-            exact = ks_two_sample_exact_pvalue(n1, n2, d)
-        if 0 <= exact[1] <= 1:
-            return exact
-    return d, ks_two_sample_asymp_pvalue(n1, n2, d)
-
-
-def _prob_outside_square(n: int, h: int) -> float:
-    """P(D_{n,n} >= h/n): 2 * sum_k (-1)^(k-1) binom(2n, n-kh) / binom(2n, n), in Horner form.
-
-    Each term is divided by binom(2n, n) and common factors are pulled out, which avoids the
-    subtractive cancellation of the plain sum (the formulation scipy uses).
-    """
-    total = 0.0
-    k = n // h
-    while k >= 0:
-        term = 1.0
-        for j in range(h):
-            term = (n - k * h - j) * term / (n + k * h + j + 1)
-        total = term * (1.0 - total)
-        k -= 1
-    return 2 * total
+    d, _area = ecdf_distances(a, b)
+    return ks_two_sample_pvalue(len(a), len(b), d)
 
 
 class RatioSums(NamedTuple):

@@ -31,6 +31,9 @@ def test_demo_leaves_a_promoted_champion_and_a_drift_alert(tmp_path: Path) -> No
     assert 'model_drift_score{model_type="gnn",model_version="v2.2.0"}' in exported
     assert "retrain gnn v2.2.0" in (root / "retrain-requests.log").read_text()
     assert f"mlops -C {root} drift report gnn v2.2.0" in run.stdout
+    # the day's line names the alarms behind the alert
+    fired = [k for k, v in report["alarms"].items() if v["alarm"]]
+    assert fired and f"({', '.join(fired)} alarm" in run.stdout
 
 
 def test_demo_refuses_a_non_empty_directory(tmp_path: Path) -> None:

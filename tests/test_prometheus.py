@@ -320,3 +320,17 @@ def test_push_function_reports_http_errors(populated: Project, services: tuple[s
 
     with pytest.raises(MlopsError, match="could not push"):
         push(populated, gateway + "/nonexistent-prefix", "job")
+
+
+def test_drift_alarm_gauge_says_which_component_fired(populated: Project) -> None:
+    """gnn v2.1.0's window moved 2 sd and lost a quarter of its confidence; rag's did not."""
+    got = series(exposition(populated).decode())
+    gnn = (("model_type", "gnn"), ("model_version", "v2.1.0"))
+    rag = (("model_type", "rag"), ("model_version", "1.0.0"))
+    for key, want in (
+        (gnn, {"predictions": 1, "confidence": 1, "spread": 0}),
+        (rag, {"predictions": 0, "confidence": 0, "spread": 0}),
+    ):
+        for component, value in want.items():
+            labels = tuple(sorted((*key, ("component", component))))
+            assert got[("model_drift_alarm", labels)] == value, (key, component)

@@ -371,7 +371,7 @@ def test_the_drift_endpoint_agrees_with_drift_report(serve: Any, demo: Path) -> 
     doc = json.loads(serve().request("/api/drift/gnn/v2.2.0")[2])
     cli = cli_json(demo, "drift", "report", "gnn", "v2.2.0")
     # both compute the current figures read-only (checked_at is when each computed them)
-    for key in ("current_drift_score", "level", "components", "n_window"):
+    for key in ("current_drift_score", "level", "components", "alarms", "n_window"):
         assert doc["report"][key] == cli[key], key
     checks = Project.open(demo).drift_detector("gnn", "v2.2.0").history()
     assert checks == recorded  # reads record no check

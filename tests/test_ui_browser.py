@@ -273,6 +273,9 @@ def test_drift_page_latest_score_equals_drift_report(
     for name, value in report["components"].items():
         row = page.page.locator(f"tr[data-component={name}]")
         assert f"{value:.4f}" in row.inner_text()
+    fired = [k for k, v in report["alarms"].items() if v["alarm"]]
+    assert fired  # the demo's window drifts until an alert
+    assert page.page.locator("#drift-alarms").inner_text() == "alarm: " + ", ".join(fired)
     assert page.chart_count() == 3 and page.blank_canvases() == []
 
 

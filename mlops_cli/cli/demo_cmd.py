@@ -73,9 +73,12 @@ def render(out: Any, step: str, d: dict[str, Any]) -> None:
         r = d["report"]
         alert: list[str | Styled] = [" ", ("ALERT", "red")] if r["alert_triggered"] else []
         hooks = "".join(f"; hook {h['level']} ran" for h in r["hooks"])
+        fired = [k for k, v in (r.get("alarms") or {}).items() if v.get("alarm")]
+        alarms = f" ({', '.join(fired)} alarm{'s' if len(fired) > 1 else ''})" if fired else ""
         say(
             f"  day {d['day']}: drift score {r['current_drift_score']:.3f} ({r['level']})",
             *alert,
+            alarms,
             hooks,
             to=out,
         )

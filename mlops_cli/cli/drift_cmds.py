@@ -150,6 +150,12 @@ def render_reports(reports: list[DriftReport]) -> None:
         colour = LEVEL_COLOURS.get(r["level"] or "", "white")
         alert = " ALERT" if r["alert_triggered"] else ""
         say((f"{r['model_type']} {r['model_version']}{alert}:", colour), f" {r['recommendation']}")
+        for name, figures in (r.get("alarms") or {}).items():
+            if figures.get("alarm"):
+                say(
+                    f"  {name} alarm: effect {figures['effect']:.3g} >= {figures['floor']:.3g}, "
+                    f"p = {figures['p_value']:.2g}"
+                )
         if r.get("torn_bytes"):
             torn_note(
                 f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]

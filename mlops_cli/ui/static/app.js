@@ -453,6 +453,11 @@
 
   var LEVEL_COLOURS = { ok: "rgba(26,127,55,0.10)", monitor: "rgba(154,103,0,0.12)", retrain: "rgba(188,76,0,0.14)", critical: "rgba(207,34,46,0.14)" };
 
+  // The components whose alarm fired (p-value below drift.alarm_alpha, effect at its floor).
+  function firedAlarms(alarms) {
+    return Object.keys(alarms || {}).filter(function (k) { return alarms[k] && alarms[k].alarm; });
+  }
+
   async function driftPage(modelType, version) {
     var d = await get("/drift/" + enc(modelType) + "/" + enc(version));
     document.title = "Drift " + modelType + " " + version + " - mlops";
@@ -472,7 +477,8 @@
       el("div", { class: "cards" },
         el("div", { class: "card" }, el("div", { class: "muted", text: "Current drift score" }),
           el("div", { class: "big", id: "drift-score", "data-score": String(r.current_drift_score), text: fmt(r.current_drift_score, 4) }),
-          badge(r.level, r.level), r.alert_triggered ? [" ", badge("critical", "alert")] : null),
+          badge(r.level, r.level), r.alert_triggered ? [" ", badge("critical", "alert")] : null,
+          firedAlarms(r.alarms).length ? el("div", { class: "muted", id: "drift-alarms", text: "alarm: " + firedAlarms(r.alarms).join(", ") }) : null),
         el("div", { class: "card" }, el("div", { class: "muted", text: "7-day average" }), el("div", { class: "big", text: fmt(r.avg_drift_7d, 4) })),
         el("div", { class: "card" }, el("div", { class: "muted", text: "Samples" }),
           el("div", { text: r.n_reference + " reference, " + r.n_window + " in the window" }), el("div", { class: "muted", text: "KS p = " + pvalue(r.ks_pvalue) })),
