@@ -26,6 +26,9 @@ AB_CONFIG_FIELDS = (
     "sequential_tuning",
     "max_confidence_drop",
     "max_latency_increase_ms",
+    "max_latency_increase",
+    "harm_tolerance",
+    "decision_rules",
 )
 TEST_STATUSES = ("running", "promoted", "rolled_back", "aborted")
 
@@ -150,6 +153,9 @@ class ABTest(MappingResult):
     sequential_tuning: int
     max_confidence_drop: float | None = None
     max_latency_increase_ms: float | None = None
+    max_latency_increase: float | None = None  # relative to the control's mean (0.1 = 10%)
+    harm_tolerance: dict[str, float] = field(default_factory=dict)  # missing: 0
+    decision_rules: int = 2  # schema.DECISION_RULES; 1 for tests started before schema 4
     status: str = "running"
     started_at: str = ""
     finalized_at: str | None = None
@@ -195,6 +201,10 @@ class Settings:
     @property
     def ab_defaults(self) -> dict[str, Any]:
         return self.data["ab"]["defaults"]  # type: ignore[no-any-return]
+
+    @property
+    def harm_tolerance(self) -> dict[str, float]:
+        return self.data["ab"]["harm_tolerance"]  # type: ignore[no-any-return]
 
     def get(self, key: str) -> Any:
         """A setting by dotted key (`drift.thresholds.retrain`)."""
