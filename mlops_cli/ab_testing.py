@@ -80,8 +80,8 @@ class ABTestConfig:
         """
         if self.max_latency_increase is not None and self.max_latency_increase_ms is not None:
             raise ValidationError(
-                "give the latency margin once: max_latency_increase (relative, e.g. 10%) or "
-                "max_latency_increase_ms (absolute), not both",
+                "give one latency margin: max_latency_increase (relative, e.g. 10%) or the "
+                "absolute one in ms, not both",
                 field="max_latency_increase",
             )
         values = {}

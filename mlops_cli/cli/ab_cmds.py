@@ -60,6 +60,7 @@ START_FLAGS = {
     "method": "--method",
     "max_confidence_drop": "--max-confidence-drop",
     "max_latency_increase_ms": "--max-latency-increase-ms",
+    "max_latency_increase": "--max-latency-increase",
 }
 
 
@@ -74,7 +75,7 @@ def start(
     duration_days: float | None = typer.Option(None, "--duration-days", help="Minimum days."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Both arms together."),
     max_error_rate_increase: float | None = typer.Option(
-        None, "--max-error-rate-increase", help="Absolute, e.g. 0.05 = 5 points."
+        None, "--max-error-rate-increase", help="Promotion margin, absolute: 0.05 = 5 points."
     ),
     min_confidence_improvement: float | None = typer.Option(
         None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."
@@ -89,12 +90,17 @@ def start(
     max_confidence_drop: float | None = typer.Option(
         None,
         "--max-confidence-drop",
-        help="Guardrail: roll back when confidence falls by more (absolute; default 0.02).",
+        help="Confidence margin for promotion (absolute; default 0.02).",
     ),
     max_latency_increase_ms: float | None = typer.Option(
         None,
         "--max-latency-increase-ms",
-        help="Guardrail: roll back when inference time rises by more (off unless set).",
+        help="Latency margin in ms (absolute; replaces the relative default).",
+    ),
+    max_latency_increase: str | None = typer.Option(
+        None,
+        "--max-latency-increase",
+        help="Latency margin relative to the control's mean, e.g. 10% (the default).",
     ),
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
@@ -116,6 +122,7 @@ def start(
         "method": method,
         "max_confidence_drop": max_confidence_drop,
         "max_latency_increase_ms": max_latency_increase_ms,
+        "max_latency_increase": max_latency_increase,
     }
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
