@@ -820,11 +820,11 @@ def _bound(x: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return f"{x:+.1%}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
+    return f"{x:+.1%}" if math.isfinite(x) else f"{x:+}"  # +inf, -inf
 
 
 def _fmt(x: float) -> str:
-    return f"{x:+.3f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
+    return f"{x:+.3f}"  # +inf, -inf as such
 
 
 def _figures(version: str, arm: Arm) -> ArmFigures:

@@ -116,7 +116,8 @@ def _sequential_interval(
     log_evalue = rho * rho * (estimate * estimate * n * n / s2) / (2 * nr2p1) - 0.5 * math.log(
         nr2p1
     )
-    p_value = 1.0 if log_evalue <= 0 else math.exp(-log_evalue)
+    # log_evalue >= -ln(N rho^2 + 1) / 2, so the exponential never overflows.
+    p_value = min(1.0, math.exp(-log_evalue))
     return Difference(estimate, (estimate - half, estimate + half), p_value)
 
 
@@ -147,7 +148,7 @@ def compare_relative(
     variance = treatment.variance / (treatment.n * mc * mc) + mt * mt * control.variance / (
         control.n * mc**4
     )
-    if not 0 < variance < math.inf:
+    if variance <= 0:  # no variation in either arm: the ratio is exact
         return _degenerate(estimate, variance)
     if method == "fixed":
         return _fixed_interval(estimate, variance, dof, alpha)
@@ -178,7 +179,8 @@ def compare_rates(
 
 
 def _testable(control: ArmStats, treatment: ArmStats, variance: float) -> bool:
-    return 0 < variance < math.inf
+    """A variance to build an interval on: finite (each arm has 2 units) and not zero."""
+    return math.isfinite(variance) and variance > 0
 
 
 def _degenerate(estimate: float, variance: float) -> Difference:
