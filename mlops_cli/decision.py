@@ -5,15 +5,19 @@ per request (`moments.Moments`) or per user (`UserArm`, from
 `UserTotals`), and returns the `Evaluation` that `mlops ab evaluate` prints. Rules, in the
 order of DESIGN section 5:
 
-1. rollback, cause `harm`: the error rate is above `max_error_rate_increase` with its interval
-   wholly above 0, or a guardrail's interval lies wholly beyond its margin (confidence below
-   `-max_confidence_drop`, latency above `max_latency_increase_ms`). These deterioration tests
-   share one error budget: each is judged at alpha / k for k tests (Bonferroni), so together
-   they keep the A/A false-rollback rate at alpha whatever the number of guardrails.
+1. rollback, cause `harm`: a guardrail shows a clear deterioration: its interval at alpha / k
+   lies wholly on the harmful side of zero (errors above 0, confidence below 0, latency above
+   0), widened by the test's `harm_tolerance`. The k deterioration tests in force share one
+   error budget (Bonferroni), so together they keep the A/A false-rollback rate at alpha. A
+   test recorded with `decision_rules` 1 (started before registry schema 4) keeps the old
+   rule: errors above `max_error_rate_increase` with the interval above 0, a guardrail's
+   interval wholly beyond its margin.
 2. promote: enough requests and days, no sample ratio mismatch, the confidence gain at least
    `min_confidence_improvement` with its interval above 0, the error-rate interval below its
    allowance and each set guardrail non-inferior (interval within its margin, at level alpha:
    non-inferiority conditions need no correction; Schultzberg, Ankargren, Frånberg 2024).
+   Latency's margin is relative to the control's mean (`max_latency_increase`, delta method)
+   unless an absolute `max_latency_increase_ms` is set.
 3. rollback, cause `futility`: the confidence interval's upper end is below
    `min_confidence_improvement`, so the gain cannot reach it.
 4. continue, naming every unmet condition.
