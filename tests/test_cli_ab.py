@@ -97,6 +97,12 @@ def test_latency_margin_relative_by_default_absolute_when_given(
     doc = started("d", "v2.2.0", "--config-file", str(cfg))
     assert doc["harm_tolerance"] == {"error_rate": 0.01, "confidence": 0.0, "inference_time_ms": 0.05}
     assert doc["max_latency_increase"] == 0.15
+    # the default margin is a setting too; null turns the latency guardrail off
+    assert cli("config", "set", "ab.defaults.max_latency_increase", "null").exit_code == 0
+    doc = started("f", "v2.4.0")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, None)
+    assert cli("config", "set", "ab.defaults.max_latency_increase", "15%").exit_code == 0
+    assert started("g", "v2.2.0")["max_latency_increase"] == 0.15
     cfg.write_text("harm_tolerance:\n  latency: 0.05\n")
     before = snapshot(project.root)
     run = cli(*start[:2], "e", *start[2:4], "--treatment", "v2.3.0", "--config-file", str(cfg))
