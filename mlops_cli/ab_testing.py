@@ -74,9 +74,10 @@ class ABTestConfig:
         """A copy with every unset field taken from `defaults` (and the harm tolerances from
         `harm_tolerance`, the `ab.harm_tolerance` setting), each value validated.
 
-        The latency guardrail has one margin: an absolute `max_latency_increase_ms` when one
-        is set (given, or the project's default), else the relative `max_latency_increase`
-        (default 10% of the control's mean). Giving both is an error.
+        The latency guardrail has one margin: the relative `max_latency_increase` when given;
+        else an absolute `max_latency_increase_ms` when one is set (given, or the project's
+        default); else the default relative one (10% of the control's mean). Giving both is
+        an error.
         """
         if self.max_latency_increase is not None and self.max_latency_increase_ms is not None:
             raise ValidationError(
@@ -92,8 +93,10 @@ class ABTestConfig:
                 values[key] = check(value, key)
             except ValueError as exc:
                 raise ValidationError(str(exc), field=key) from None
-        if self.max_latency_increase is None and values["max_latency_increase_ms"] is not None:
-            values["max_latency_increase"] = None  # the absolute margin wins
+        if self.max_latency_increase is not None:
+            values["max_latency_increase_ms"] = None  # given: the relative margin, alone
+        elif values["max_latency_increase_ms"] is not None:
+            values["max_latency_increase"] = None  # an absolute margin replaces the default
         tolerance = {**(harm_tolerance or {}), **(self.harm_tolerance or {})}
         try:
             values["harm_tolerance"] = TEST_RULES["harm_tolerance"](

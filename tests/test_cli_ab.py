@@ -103,6 +103,12 @@ def test_latency_margin_relative_by_default_absolute_when_given(
     assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, None)
     assert cli("config", "set", "ab.defaults.max_latency_increase", "15%").exit_code == 0
     assert started("g", "v2.2.0")["max_latency_increase"] == 0.15
+    # a project default in ms replaces the relative default, not a relative margin given
+    assert cli("config", "set", "ab.defaults.max_latency_increase_ms", "30").exit_code == 0
+    doc = started("h", "v2.3.0")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, 30.0)
+    doc = started("i", "v2.4.0", "--max-latency-increase", "5%")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (0.05, None)
     cfg.write_text("harm_tolerance:\n  latency: 0.05\n")
     before = snapshot(project.root)
     run = cli(*start[:2], "e", *start[2:4], "--treatment", "v2.3.0", "--config-file", str(cfg))
