@@ -17,7 +17,7 @@ from .plan import Plan, PlanInputs, inputs_from_arms, make_plan
 from .records import VARIANTS, plain_number, validate_request
 from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
-from .schema import AB_FIELDS
+from .schema import AB_FIELDS, DECISION_RULES, HARM_GUARDRAILS, TEST_RULES
 from .state import ABTest
 from .store.base import BatchResult, Store, Summary, ab_stream, metrics_stream
 from .tail import (
@@ -75,6 +75,8 @@ class ABTestConfig:
     max_latency_increase_ms: float | None = None
     tail_latency: bool | None = None
     max_tail_latency_increase: float | None = None
+    max_latency_increase: float | str | None = None  # a share of the control's mean: 0.1, "10%"
+    harm_tolerance: dict[str, float] | None = None  # per guardrail; unset keys from settings
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ABTestConfig:
@@ -101,8 +103,23 @@ class ABTestConfig:
                 raise ValidationError(f"{flag} is required (or {key} in --config-file)")
         return cls.from_dict(doc)
 
-    def resolved(self, defaults: dict[str, Any]) -> ABTestConfig:
-        """A copy with every unset field taken from `defaults`, each value validated."""
+    def resolved(
+        self, defaults: dict[str, Any], harm_tolerance: dict[str, float] | None = None
+    ) -> ABTestConfig:
+        """A copy with every unset field taken from `defaults` (and the harm tolerances from
+        `harm_tolerance`, the `ab.harm_tolerance` setting), each value validated.
+
+        The latency guardrail has one margin: the relative `max_latency_increase` when given;
+        else an absolute `max_latency_increase_ms` when one is set (given, or the project's
+        default); else the default relative one (10% of the control's mean). Giving both is
+        an error.
+        """
+        if self.max_latency_increase is not None and self.max_latency_increase_ms is not None:
+            raise ValidationError(
+                "give one latency margin: max_latency_increase (relative, e.g. 10%) or the "
+                "absolute one in ms, not both",
+                field="max_latency_increase",
+            )
         values = {}
         for key, check in AB_FIELDS.items():
             value = getattr(self, key)
@@ -111,6 +128,17 @@ class ABTestConfig:
                 values[key] = check(value, key)
             except ValueError as exc:
                 raise ValidationError(str(exc), field=key) from None
+        if self.max_latency_increase is not None:
+            values["max_latency_increase_ms"] = None  # given: the relative margin, alone
+        elif values["max_latency_increase_ms"] is not None:
+            values["max_latency_increase"] = None  # an absolute margin replaces the default
+        tolerance = {**(harm_tolerance or {}), **(self.harm_tolerance or {})}
+        try:
+            values["harm_tolerance"] = TEST_RULES["harm_tolerance"](
+                {k: tolerance.get(k, 0.0) for k in HARM_GUARDRAILS} | tolerance, "harm_tolerance"
+            )
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="harm_tolerance") from None
         pct = values["treatment_traffic_pct"]
         if not 0 < pct < 100 or abs(pct * 100 - round(pct * 100)) > 1e-9:
             raise ValidationError(
@@ -266,7 +294,7 @@ class ABTestManager:
         history = self._history_threshold(config)
         with self.store.transaction() as txn:
             state = txn.state
-            cfg = config.resolved(state.settings.ab_defaults)
+            cfg = config.resolved(state.settings.ab_defaults, state.settings.harm_tolerance)
             if cfg.name in state.ab_tests:
                 raise ConflictError(f"A/B test {cfg.name} already exists; choose another name")
             ended = self.store.archived_test(cfg.name)
@@ -304,6 +332,8 @@ class ABTestManager:
                 control_version=control,
                 treatment_version=cfg.treatment_version,
                 **{k: getattr(cfg, k) for k in AB_FIELDS},
+                harm_tolerance=dict(cfg.harm_tolerance or {}),
+                decision_rules=DECISION_RULES,
                 status="running",
                 started_at=format_ts(self.store.clock()),
                 finalized_at=None,

@@ -5,15 +5,19 @@ per request (`moments.Moments`) or per user (`UserArm`, from
 `UserTotals`), and returns the `Evaluation` that `mlops ab evaluate` prints. Rules, in the
 order of DESIGN section 5:
 
-1. rollback, cause `harm`: the error rate is above `max_error_rate_increase` with its interval
-   wholly above 0, or a guardrail's interval lies wholly beyond its margin (confidence below
-   `-max_confidence_drop`, latency above `max_latency_increase_ms`). These deterioration tests
-   share one error budget: each is judged at alpha / k for k tests (Bonferroni), so together
-   they keep the A/A false-rollback rate at alpha whatever the number of guardrails.
+1. rollback, cause `harm`: a guardrail shows a clear deterioration: its interval at alpha / k
+   lies wholly on the harmful side of zero (errors above 0, confidence below 0, latency above
+   0), widened by the test's `harm_tolerance`. The k deterioration tests in force share one
+   error budget (Bonferroni), so together they keep the A/A false-rollback rate at alpha. A
+   test recorded with `decision_rules` 1 (started before registry schema 4) keeps the old
+   rule: errors above `max_error_rate_increase` with the interval above 0, a guardrail's
+   interval wholly beyond its margin.
 2. promote: enough requests and days, no sample ratio mismatch, the confidence gain at least
    `min_confidence_improvement` with its interval above 0, the error-rate interval below its
    allowance and each set guardrail non-inferior (interval within its margin, at level alpha:
    non-inferiority conditions need no correction; Schultzberg, Ankargren, Frånberg 2024).
+   Latency's margin is relative to the control's mean (`max_latency_increase`, delta method)
+   unless an absolute `max_latency_increase_ms` is set.
 3. rollback, cause `futility`: the confidence interval's upper end is below
    `min_confidence_improvement`, so the gain cannot reach it.
 4. continue, naming every unmet condition.
@@ -32,6 +36,8 @@ from typing import Any, NamedTuple
 
 from .moments import Moments
 from .results import MappingResult
+from .schema import DECISION_RULES as CURRENT_RULES
+from .schema import LEGACY_RULES
 from .stats import (
     ArmStats,
     Difference,
@@ -39,6 +45,7 @@ from .stats import (
     compare,
     compare_rates,
     compare_ratio,
+    compare_relative,
     sample_ratio_mismatch,
 )
 from .tail import TailInput  # tail-latency guardrail
@@ -49,6 +56,7 @@ VARIANTS = ("control", "treatment")
 DECISIONS = ("promote", "rollback", "continue")
 ROLLBACK_CAUSES = ("harm", "futility")
 DEFAULT_MAX_CONFIDENCE_DROP = 0.02
+DEFAULT_MAX_LATENCY_INCREASE = 0.10  # of the control's mean latency
 # Fewest units a arm before any interval is acted on: 2 requests (a variance), or 8 users,
 # since the delta method's variance from fewer users is too unstable to roll back on.
 MIN_USERS_PER_ARM = 8
@@ -350,12 +358,20 @@ class Rules(NamedTuple):
     max_latency_increase_ms: float | None = None
     control_version: str = ""
     treatment_version: str = ""
+    max_latency_increase: float | None = DEFAULT_MAX_LATENCY_INCREASE
+    harm_tolerance: Mapping[str, float] = {}
+    decision_rules: int = CURRENT_RULES
     tail_latency: bool = False  # tail-latency guardrail (off for a test recorded without it)
     max_tail_latency_increase: float | None = None  # tail-latency promotion margin
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Rules:
-        """From a test's record; the guardrail fields take their defaults when absent."""
+        """From a test's record; the guardrail fields take their defaults when absent (the
+        relative latency margin only when no absolute one is set), the rules the current."""
+        absolute = config.get("max_latency_increase_ms")
+        relative = config.get(
+            "max_latency_increase", DEFAULT_MAX_LATENCY_INCREASE if absolute is None else None
+        )
         return cls(
             alpha=config["alpha"],
             method=config["method"],
@@ -366,24 +382,36 @@ class Rules(NamedTuple):
             max_error_rate_increase=config["max_error_rate_increase"],
             min_confidence_improvement=config["min_confidence_improvement"],
             max_confidence_drop=config.get("max_confidence_drop", DEFAULT_MAX_CONFIDENCE_DROP),
-            max_latency_increase_ms=config.get("max_latency_increase_ms"),
+            max_latency_increase_ms=absolute,
             control_version=config.get("control_version") or "",
             treatment_version=config.get("treatment_version") or "",
+            max_latency_increase=None if absolute is not None else relative,
+            harm_tolerance=dict(config.get("harm_tolerance") or {}),
+            decision_rules=config.get("decision_rules", CURRENT_RULES),
             tail_latency=bool(config.get("tail_latency", False)),  # tail-latency guardrail
             max_tail_latency_increase=config.get("max_tail_latency_increase"),  # tail latency
         )
 
     @property
+    def latency_guarded(self) -> bool:
+        return self.max_latency_increase_ms is not None or self.max_latency_increase is not None
+
+    @property
     def harm_tests(self) -> int:
         """Deterioration tests sharing the error budget: error rate plus each set guardrail."""
         return (
-            1 + (self.max_confidence_drop is not None) + (self.max_latency_increase_ms is not None)
+            1
+            + (self.max_confidence_drop is not None)
+            + self.latency_guarded
             + self.tail_latency  # tail-latency guardrail: counted while its tau is pending too
         )
 
     @property
     def harm_alpha(self) -> float:
         return self.alpha / self.harm_tests
+
+    def tolerance(self, guardrail: str) -> float:
+        return float(self.harm_tolerance.get(guardrail, 0.0))
 
 
 @dataclass
@@ -393,6 +421,8 @@ class Differences:
     errors: Difference
     confidence: Difference
     inference_time_ms: Difference
+    # treatment / control - 1 of the mean latency (delta method), for a relative margin
+    inference_time_relative: Difference | None = None
 
 
 def differences(
@@ -436,11 +466,14 @@ def differences(
         )
     lo, hi = error.ci
     error = Difference(error.estimate, (max(lo, -1.0), min(hi, 1.0)), error.p_value)
-    return Differences(error, confidence, latency)
+    relative = compare_relative(
+        _latency_stats(control), _latency_stats(treatment), alpha, method, tuning
+    )
+    return Differences(error, confidence, latency, relative)
 
 
 @dataclass
-class _Guardrail:
+class Guardrail:
     """A deterioration test at the shared harm level, and its non-inferiority at alpha."""
 
     name: str
@@ -450,6 +483,9 @@ class _Guardrail:
     harm: bool
     non_inferior: bool | None = None
     rule: str = ""
+    scale: str = "absolute"  # "relative": estimate, interval and margin as shares of control
+    tolerance: float = 0.0  # harm needs the interval wholly beyond this (rules 2)
+    main: Difference | None = None  # the interval at alpha, for non-inferiority
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -459,14 +495,129 @@ class _Guardrail:
             "alpha": self.alpha,
             "harm": self.harm,
             "rule": self.rule,
+            "scale": self.scale,
+            "tolerance": self.tolerance,
         }
         if self.non_inferior is not None:
             out["non_inferior"] = self.non_inferior
         return out
 
 
+def _latency_stats(arm: Arm) -> ArmStats:
+    if isinstance(arm, UserArm):
+        return arm.inference_time_ms.arm_stats()
+    return ArmStats.from_sums(arm.n, arm.time_sum, arm.time_sum_squares)
+
+
+def guardrails(
+    rules: Rules, main: Differences, at_harm: Differences, control_latency: float
+) -> list[Guardrail]:
+    """The harm tests in force (at alpha/k) and their non-inferiority (at alpha).
+
+    Rules 2 (tests started since schema 4): harm is an interval wholly on the harmful side of
+    zero, widened by the guardrail's tolerance; margins only decide non-inferiority. Rules 1
+    (older tests, kept as they started): harm on errors needs the estimate above
+    `max_error_rate_increase` and the interval above 0; a guardrail harms beyond its margin.
+    """
+    harm_alpha = rules.harm_alpha
+    legacy = rules.decision_rules == LEGACY_RULES
+    max_err = rules.max_error_rate_increase
+    errors = at_harm.errors
+    if legacy:
+        error_harm = errors.estimate > max_err and errors.ci[0] > 0
+        error_rule = "harm when the estimate exceeds the margin and the interval lies above 0"
+    else:
+        error_harm = errors.ci[0] > rules.tolerance("error_rate")
+        error_rule = (
+            "harm when the interval at alpha/k lies wholly above 0 (plus the tolerance); "
+            "promotion needs error_rate_diff's upper end within the margin"
+        )
+    out = [
+        Guardrail(
+            "error_rate",
+            errors,
+            max_err,
+            harm_alpha,
+            error_harm,
+            rule=error_rule,
+            tolerance=0.0 if legacy else rules.tolerance("error_rate"),
+        )
+    ]
+    if rules.max_confidence_drop is not None:
+        drop = rules.max_confidence_drop
+        tolerance = drop if legacy else rules.tolerance("confidence")
+        out.append(
+            Guardrail(
+                "confidence",
+                at_harm.confidence,
+                drop,
+                harm_alpha,
+                at_harm.confidence.ci[1] < -tolerance,
+                main.confidence.ci[0] >= -drop,
+                rule=(
+                    "harm when the interval lies below -margin"
+                    if legacy
+                    else "harm when the interval at alpha/k lies wholly below 0 (minus the "
+                    "tolerance)"
+                )
+                + "; non-inferior at alpha when confidence_diff's interval lies above -margin",
+                tolerance=0.0 if legacy else tolerance,
+                main=main.confidence,
+            )
+        )
+    if rules.max_latency_increase_ms is not None:
+        rise = rules.max_latency_increase_ms
+        if legacy:
+            bound, tolerance = rise, 0.0
+        else:
+            tolerance = rules.tolerance("inference_time_ms")
+            bound = tolerance * control_latency
+        out.append(
+            Guardrail(
+                "inference_time_ms",
+                at_harm.inference_time_ms,
+                rise,
+                harm_alpha,
+                at_harm.inference_time_ms.ci[0] > bound,
+                main.inference_time_ms.ci[1] <= rise,
+                rule=(
+                    "harm when the interval lies above +margin"
+                    if legacy
+                    else "harm when the interval at alpha/k lies wholly above 0 (plus the "
+                    "tolerance, a share of the control's mean)"
+                )
+                + "; non-inferior at alpha when inference_time_ms_diff's interval lies below "
+                "+margin",
+                tolerance=tolerance,
+                main=main.inference_time_ms,
+            )
+        )
+    elif rules.max_latency_increase is not None:
+        share = rules.max_latency_increase
+        tolerance = rules.tolerance("inference_time_ms")
+        relative_main, relative_harm = main.inference_time_relative, at_harm.inference_time_relative
+        assert relative_main is not None and relative_harm is not None
+        out.append(
+            Guardrail(
+                "inference_time_ms",
+                relative_harm,
+                share,
+                harm_alpha,
+                relative_harm.ci[0] > tolerance,
+                relative_main.ci[1] <= share,
+                rule="relative to the control's mean (delta method): harm when the interval at "
+                "alpha/k lies wholly above 0 (plus the tolerance); non-inferior at alpha when "
+                "the interval at alpha lies below +margin",
+                scale="relative",
+                tolerance=tolerance,
+                main=relative_main,
+            )
+        )
+    return out
+
+
 @dataclass
-class _Verdict:
+class Verdict:
     decision: str = "continue"
     cause: str | None = None
     reasons: list[str] = field(default_factory=list)
@@ -492,48 +643,8 @@ def decide(
     alpha, method, tuning = rules.alpha, rules.method, rules.sequential_tuning
     per_user = isinstance(control, UserArm) and isinstance(treatment, UserArm)
     main = differences(control, treatment, alpha, method, tuning)
-    harm_alpha = rules.harm_alpha
-    at_harm = differences(control, treatment, harm_alpha, method, tuning)
-    max_err = rules.max_error_rate_increase
-
-    guardrails = [
-        _Guardrail(
-            "error_rate",
-            at_harm.errors,
-            max_err,
-            harm_alpha,
-            at_harm.errors.estimate > max_err and at_harm.errors.ci[0] > 0,
-            rule="harm when the estimate exceeds the margin and the interval lies above 0",
-        )
-    ]
-    if rules.max_confidence_drop is not None:
-        drop = rules.max_confidence_drop
-        guardrails.append(
-            _Guardrail(
-                "confidence",
-                at_harm.confidence,
-                drop,
-                harm_alpha,
-                at_harm.confidence.ci[1] < -drop,
-                main.confidence.ci[0] >= -drop,
-                rule="harm when the interval lies below -margin; non-inferior at alpha when "
-                "confidence_diff's interval lies above -margin",
-            )
-        )
-    if rules.max_latency_increase_ms is not None:
-        rise = rules.max_latency_increase_ms
-        guardrails.append(
-            _Guardrail(
-                "inference_time_ms",
-                at_harm.inference_time_ms,
-                rise,
-                harm_alpha,
-                at_harm.inference_time_ms.ci[0] > rise,
-                main.inference_time_ms.ci[1] <= rise,
-                rule="harm when the interval lies above +margin; non-inferior at alpha when "
-                "inference_time_ms_diff's interval lies below +margin",
-            )
-        )
+    at_harm = differences(control, treatment, rules.harm_alpha, method, tuning)
+    guards = guardrails(rules, main, at_harm, _latency_stats(control).mean)
 
     # -- tail-latency guardrail (tail.py): harm when the slow share's interval lies above 0
     tail_doc: dict[str, Any] | None = None
@@ -541,22 +652,34 @@ def decide(
         tail = tail or TailInput(None, pending="no threshold given")
         margin = rules.max_tail_latency_increase
         if tail.threshold is None:
-            tail_doc = tail_entry(tail, None, None, margin, harm_alpha, False, None)
+            tail_doc = tail_entry(tail, None, None, margin, rules.harm_alpha, False, None)
         else:
             t_harm = tail_difference(
-                tail.control, tail.treatment, per_user, harm_alpha, method, tuning
+                tail.control, tail.treatment, per_user, rules.harm_alpha, method, tuning
             )
             t_main = tail_difference(tail.control, tail.treatment, per_user, alpha, method, tuning)
             t_ok = None if margin is None else t_main.ci[1] <= margin
-            t_harmed = t_harm.ci[0] > 0
-            guardrails.append(
-                _Guardrail("tail_latency", t_harm, margin or 0.0, harm_alpha, t_harmed, t_ok)
+            t_tolerance = rules.tolerance("tail_latency")
+            t_harmed = t_harm.ci[0] > t_tolerance
+            guards.append(
+                Guardrail(
+                    "tail_latency",
+                    t_harm,
+                    margin or 0.0,
+                    rules.harm_alpha,
+                    t_harmed,
+                    t_ok,
+                    tolerance=t_tolerance,
+                    main=t_main,
+                )
             )
-            tail_doc = tail_entry(tail, t_harm, t_main, margin, harm_alpha, t_harmed, t_ok)
+            tail_doc = tail_entry(
+                tail, t_harm, t_main, margin, rules.harm_alpha, t_harmed, t_ok
+            )
     # -- end of the tail-latency guardrail
 
     srm = _sample_ratio(control, treatment, rules.treatment_traffic_pct / 100)
-    verdict = _rules(name, rules, control, treatment, days_elapsed, main, guardrails, srm)
+    verdict = judge(name, rules, control, treatment, days_elapsed, main, guards, srm)
     requests = control.n + treatment.n
     metrics = {
         "control": asdict(_figures(rules.control_version, control)),
@@ -565,9 +688,10 @@ def decide(
         "confidence_diff": main.confidence.to_dict(),
         "inference_time_ms_diff": main.inference_time_ms.to_dict(),
         "srm": srm,
-        "guardrails": {g.name: g.to_dict() for g in guardrails},
+        "guardrails": {g.name: g.to_dict() for g in guards},
     }
     if tail_doc is not None:  # tail-latency guardrail
+        tail_doc.setdefault("tolerance", rules.tolerance("tail_latency"))
         metrics["guardrails"]["tail_latency"] = tail_doc
         if tail_doc["status"] == "pending" and rules.max_tail_latency_increase is not None:
             _tail_pending(verdict, tail_doc)
@@ -588,20 +712,22 @@ def decide(
     )
 
 
-def _rules(
+def judge(
     name: str,
     rules: Rules,
     control: Arm,
     treatment: Arm,
     days_elapsed: float,
     main: Differences,
-    guardrails: list[_Guardrail],
+    guards: list[Guardrail],
     srm: dict[str, Any],
-) -> _Verdict:
+) -> Verdict:
+    """The decision from the differences and guardrails (rules 1-4 in order): a pure function,
+    so each rule's boundary is tested on intervals given by hand."""
     treatment_v = rules.treatment_version
     max_err, min_conf = rules.max_error_rate_increase, rules.min_confidence_improvement
     confidence, error = main.confidence, main.errors
-    verdict = _Verdict()
+    verdict = Verdict()
 
     per_user = isinstance(control, UserArm)
     unit, least = ("users", MIN_USERS_PER_ARM) if per_user else ("requests", MIN_REQUESTS_PER_ARM)
@@ -612,11 +738,11 @@ def _rules(
     empty = [f"{arm} arm has {n} {unit}, too few to compare" for arm, n in sizes if n < least]
 
     # 1. harm, acted on at once
-    harmed = [g for g in guardrails if g.harm]
+    harmed = [g for g in guards if g.harm]
     if harmed and not empty:
         verdict.decision, verdict.cause = "rollback", "harm"
         for g in harmed:
-            verdict.reasons.append(_harm_reason(g))
+            verdict.reasons.append(_harm_reason(g, rules.decision_rules == LEGACY_RULES))
         verdict.recommendation = (
             f"Roll back {treatment_v}: {verdict.reasons[0]}; run "
             f"`mlops ab finalize {name} rollback`."
@@ -647,9 +773,9 @@ def _rules(
             reasons.append(
                 f"error rate may rise by up to {_fmt(error.ci[1])}, allowed +{max_err:.3f}"
             )
-        for g in guardrails:
+        for g in guards:
             if g.non_inferior is False:
-                reasons.append(_inferiority_reason(g, main))
+                reasons.append(_inferiority_reason(g))
     if not reasons:
         verdict.decision = "promote"
         reasons.append(
@@ -703,46 +829,73 @@ def _sample_ratio(control: Arm, treatment: Arm, share: float) -> dict[str, Any]:
     }
 
 
-def _harm_reason(g: _Guardrail) -> str:
+def _harm_reason(g: Guardrail, legacy: bool) -> str:
     lo, hi = _fmt(g.harm_interval.ci[0]), _fmt(g.harm_interval.ci[1])
     level = f"interval [{lo}, {hi}] at alpha {g.alpha:.3g}"
+    estimate = g.harm_interval.estimate
+    if legacy:
+        if g.name == "error_rate":
+            return (
+                f"error rate {estimate:+.4f} exceeds the allowed +{g.margin:.4f}, "
+                f"{level} wholly above 0"
+            )
+        if g.name == "confidence":
+            return (
+                f"confidence {estimate:+.3f} is worse than the allowed drop -{g.margin:.3f}, "
+                f"{level}"
+            )
+        return (
+            f"inference time {estimate:+.1f} ms is worse than the allowed +{g.margin:g} ms, "
+            f"{level}"
+        )
     if g.name == "error_rate":
-        return (
-            f"error rate {g.harm_interval.estimate:+.4f} exceeds the allowed +{g.margin:.4f}, "
-            f"{level} wholly above 0"
-        )
+        return f"error rate up {estimate:+.4f}, {level} wholly above {_bound(g.tolerance)}"
     if g.name == "tail_latency":  # tail-latency guardrail
         return (
-            f"the share of requests slower than the control's p95 rose by "
-            f"{g.harm_interval.estimate:+.4f}, {level} wholly above 0"
+            f"the share of requests slower than the control's p95 up {estimate:+.4f}, {level} "
+            f"wholly above {_bound(g.tolerance)}"
         )
     if g.name == "confidence":
+        return f"confidence down {estimate:+.3f}, {level} wholly below {_bound(-g.tolerance)}"
+    if g.scale == "relative":
+        lo, hi = _pct(g.harm_interval.ci[0]), _pct(g.harm_interval.ci[1])
         return (
-            f"confidence {g.harm_interval.estimate:+.3f} is worse than the allowed drop "
-            f"-{g.margin:.3f}, {level}"
+            f"inference time up {estimate:+.1%} of the control's mean, interval [{lo}, {hi}] "
+            f"at alpha {g.alpha:.3g} wholly above {_bound(100 * g.tolerance)}%"
         )
     return (
-        f"inference time {g.harm_interval.estimate:+.1f} ms is worse than the allowed "
-        f"+{g.margin:g} ms, {level}"
+        f"inference time up {estimate:+.1f} ms, {level} wholly above "
+        f"{_bound(100 * g.tolerance)}% of the control's mean"
     )
 
 
-def _inferiority_reason(g: _Guardrail, main: Differences) -> str:
+def _inferiority_reason(g: Guardrail) -> str:
+    assert g.main is not None
     if g.name == "tail_latency":  # tail-latency guardrail
         return (
-            f"the share of slow requests may rise by more than the allowed +{g.margin:g} "
-            "(tail latency)"
+            f"the share of slow requests may rise by up to {_fmt(g.main.ci[1])}, allowed "
+            f"+{g.margin:g} (tail latency)"
         )
     if g.name == "confidence":
-        return f"confidence may drop by {_fmt(main.confidence.ci[0])}, allowed -{g.margin:.3f}"
-    return (
-        f"inference time may rise by up to {_fmt(main.inference_time_ms.ci[1])} ms, allowed "
-        f"+{g.margin:g} ms"
-    )
+        return f"confidence may drop by {_fmt(g.main.ci[0])}, allowed -{g.margin:.3f}"
+    if g.scale == "relative":
+        return (
+            f"inference time may rise by up to {_pct(g.main.ci[1])} of the control's mean, "
+            f"allowed +{g.margin:.0%}"
+        )
+    return f"inference time may rise by up to {_fmt(g.main.ci[1])} ms, allowed +{g.margin:g} ms"
+
+
+def _bound(x: float) -> str:
+    return f"{x:g}" if x else "0"
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.1%}" if math.isfinite(x) else f"{x:+}"  # +inf, -inf
 
 
 def _fmt(x: float) -> str:
-    return f"{x:+.3f}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
+    return f"{x:+.3f}"  # +inf, -inf as such
 
 
 def _no_differences(metrics: dict[str, Any]) -> None:
@@ -771,7 +924,7 @@ def _figures(version: str, arm: Arm) -> ArmFigures:
     return ArmFigures(version, n, arm.errors / n, arm.confidence_sum / n, arm.time_sum / n)
 
 
-def _tail_pending(verdict: _Verdict, doc: dict[str, Any]) -> None:
+def _tail_pending(verdict: Verdict, doc: dict[str, Any]) -> None:
     """A promotion that needs the tail-latency margin waits for the threshold."""
     if verdict.decision != "promote":
         return

@@ -12,7 +12,7 @@ from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 HEADER = (
     "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
@@ -46,11 +46,27 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "sequential_tuning": 5000,
             "max_confidence_drop": 0.02,
             "max_latency_increase_ms": None,
+            "max_latency_increase": 0.10,
             "tail_latency": True,
             "max_tail_latency_increase": None,
-        }
+        },
+        "harm_tolerance": {
+            "error_rate": 0.0,
+            "confidence": 0.0,
+            "inference_time_ms": 0.0,
+            "tail_latency": 0.0,
+        },
     },
 }
+
+# The decision rules a test is judged by, recorded when it starts (a running test keeps the
+# rules it started with): 1, those of schema 1-3 (harm on errors needs the estimate above
+# max_error_rate_increase; a guardrail harms beyond its margin; no default latency
+# guardrail); 2, harm is any clear deterioration (an interval at alpha/k wholly on the harmful
+# side of zero, widened by ab.harm_tolerance) and the latency guardrail is on by default.
+DECISION_RULES = 2
+LEGACY_RULES = 1
+HARM_GUARDRAILS = ("error_rate", "confidence", "inference_time_ms", "tail_latency")
 
 Check = Callable[[Any, str], Any]
 
@@ -223,6 +239,22 @@ def each(key_check: Check, value_check: Check) -> Check:
     return check
 
 
+def share(value: Any, key: str) -> float:
+    """A share in [0, 1], as a number (0.1) or a percentage string ("10%")."""
+    number_value = value
+    if isinstance(value, str):
+        body = value.strip()
+        try:
+            number_value = float(body[:-1]) / 100 if body.endswith("%") else float(body)
+        except ValueError:
+            raise ValueError(f"{key} must be a share such as 10% or 0.1, not {value!r}") from None
+    if not _is_number(number_value) or not 0 <= number_value <= 1:
+        raise ValueError(
+            f"{key} must be a share between 0 and 1 (0% to 100%, e.g. 10% or 0.1), not {value!r}"
+        )
+    return float(number_value)
+
+
 def list_of(inner: Check) -> Check:
     def check(value: Any, key: str) -> list[Any]:
         if not isinstance(value, list):
@@ -249,6 +281,13 @@ AB_FIELDS: dict[str, Check] = {
     "max_latency_increase_ms": optional(number(0)),
     "tail_latency": boolean,
     "max_tail_latency_increase": optional(number(0, 1)),
+    "max_latency_increase": optional(share),
+}
+HARM_TOLERANCE = record({k: number(0, 1) for k in HARM_GUARDRAILS}, required=False)
+# Recorded with each test besides the AB_FIELDS: its harm tolerances and the rules it keeps.
+TEST_RULES: dict[str, Check] = {
+    "harm_tolerance": record({k: number(0, 1) for k in HARM_GUARDRAILS}, required=False),
+    "decision_rules": integer(LEGACY_RULES, DECISION_RULES),
 }
 
 LEVELS = tuple(level.value for level in Level.alerting())
@@ -280,7 +319,10 @@ SETTINGS = record(
             },
             required=False,
         ),
-        "ab": record({"defaults": record(AB_FIELDS, required=False)}, required=False),
+        "ab": record(
+            {"defaults": record(AB_FIELDS, required=False), "harm_tolerance": HARM_TOLERANCE},
+            required=False,
+        ),
     },
     required=False,
 )
@@ -314,6 +356,7 @@ _AB_TEST = record(
         "control_version": version_str,
         "treatment_version": version_str,
         **{k: v for k, v in AB_FIELDS.items()},
+        **TEST_RULES,
         "status": choice("running", "promoted", "rolled_back", "aborted"),
         "started_at": timestamp,
         "finalized_at": optional(timestamp),
@@ -404,7 +447,26 @@ def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+def legacy_test(test: dict[str, Any]) -> dict[str, Any]:
+    """A test recorded before schema 4, given the rules it started with: the latency guardrail
+    as it was (absolute, or off), no harm tolerance, decision rules 1. A test that has the
+    fields is left as it is."""
+    test.setdefault("max_latency_increase", None)
+    test.setdefault("harm_tolerance", dict.fromkeys(HARM_GUARDRAILS, 0.0))
+    test.setdefault("decision_rules", LEGACY_RULES)
+    return test
+
+
+def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
+    """Tests record the rules they are judged by (a relative latency margin, harm tolerances,
+    the rules' version); a test started before keeps its old rules (`legacy_test`). Tests in
+    the archive are read the same way (FileStore)."""
+    for test in (doc.get("ab_tests") or {}).values():
+        legacy_test(test)
+    return doc
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:

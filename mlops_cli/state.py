@@ -28,6 +28,9 @@ AB_CONFIG_FIELDS = (
     "max_latency_increase_ms",
     "tail_latency",
     "max_tail_latency_increase",
+    "max_latency_increase",
+    "harm_tolerance",
+    "decision_rules",
 )
 # The tail-latency threshold a test recorded (tail.py): tau in ms, its source, its requests.
 TAIL_FIELDS = ("tail_latency_ms", "tail_latency_source", "tail_latency_requests")
@@ -154,6 +157,9 @@ class ABTest(MappingResult):
     sequential_tuning: int
     max_confidence_drop: float | None = None
     max_latency_increase_ms: float | None = None
+    max_latency_increase: float | None = None  # relative to the control's mean (0.1 = 10%)
+    harm_tolerance: dict[str, float] = field(default_factory=dict)  # missing: 0
+    decision_rules: int = 2  # schema.DECISION_RULES; 1 for tests started before schema 4
     tail_latency: bool = False  # off for a test recorded before the guardrail existed
     max_tail_latency_increase: float | None = None
     tail_latency_ms: float | None = None  # tau, once known (recorded, never moved)
@@ -205,6 +211,10 @@ class Settings:
     @property
     def ab_defaults(self) -> dict[str, Any]:
         return self.data["ab"]["defaults"]  # type: ignore[no-any-return]
+
+    @property
+    def harm_tolerance(self) -> dict[str, float]:
+        return self.data["ab"]["harm_tolerance"]  # type: ignore[no-any-return]
 
     def get(self, key: str) -> Any:
         """A setting by dotted key (`drift.thresholds.retrain`)."""

@@ -72,11 +72,15 @@ def welch(control: ArmStats, treatment: ArmStats) -> tuple[float, float, float]:
 
 def fixed_test(control: ArmStats, treatment: ArmStats, alpha: float) -> Difference:
     """Welch's two-sided t test and the t interval at level 1 - alpha."""
-    from scipy.special import stdtr, stdtrit
-
     estimate, variance, dof = welch(control, treatment)
     if not _testable(control, treatment, variance):
         return _degenerate(estimate, variance)
+    return _fixed_interval(estimate, variance, dof, alpha)
+
+
+def _fixed_interval(estimate: float, variance: float, dof: float, alpha: float) -> Difference:
+    from scipy.special import stdtr, stdtrit
+
     se = math.sqrt(variance)
     half = float(stdtrit(dof, 1 - alpha / 2)) * se
     # 2 * (1 - cdf) as gbstats computes it (so tiny p-values round to 0.0 as there).
@@ -96,7 +100,12 @@ def sequential_test(
     estimate, variance, _dof = welch(control, treatment)
     if not _testable(control, treatment, variance):
         return _degenerate(estimate, variance)
-    n = control.n + treatment.n
+    return _sequential_interval(estimate, variance, control.n + treatment.n, alpha, tuning)
+
+
+def _sequential_interval(
+    estimate: float, variance: float, n: int, alpha: float, tuning: float
+) -> Difference:
     rho = sequential_rho(alpha, tuning)
     nr2p1 = n * rho * rho + 1
     s2 = variance * n
@@ -107,7 +116,8 @@ def sequential_test(
     log_evalue = rho * rho * (estimate * estimate * n * n / s2) / (2 * nr2p1) - 0.5 * math.log(
         nr2p1
     )
-    p_value = 1.0 if log_evalue <= 0 else math.exp(-log_evalue)
+    # log_evalue >= -ln(N rho^2 + 1) / 2, so the exponential never overflows.
+    p_value = min(1.0, math.exp(-log_evalue))
     return Difference(estimate, (estimate - half, estimate + half), p_value)
 
 
@@ -117,6 +127,32 @@ def compare(
     if method == "fixed":
         return fixed_test(control, treatment, alpha)
     return sequential_test(control, treatment, alpha, tuning)
+
+
+def compare_relative(
+    control: ArmStats, treatment: ArmStats, alpha: float, method: str, tuning: float
+) -> Difference:
+    """Relative difference treatment / control - 1 of two means, by the delta method.
+
+    Var = var_t / (n_t mu_c^2) + mu_t^2 var_c / (n_c mu_c^4), the first-order expansion of
+    mu_t / mu_c (Deng, Knoblich, Lu 2018, "Applying the Delta Method in Metric Analytics",
+    KDD, section 3; the form gbstats uses for relative effects); the interval is the same
+    t interval or confidence sequence as the absolute difference's, on this variance (the
+    fixed method keeps the absolute difference's Welch degrees of freedom).
+    """
+    _estimate, _variance, dof = welch(control, treatment)
+    mc, mt = control.mean, treatment.mean
+    if control.n < 2 or treatment.n < 2 or mc <= 0:
+        return Difference(mt / mc - 1 if mc > 0 else 0.0, (-math.inf, math.inf), 1.0)
+    estimate = mt / mc - 1
+    variance = treatment.variance / (treatment.n * mc * mc) + mt * mt * control.variance / (
+        control.n * mc**4
+    )
+    if variance <= 0:  # no variation in either arm: the ratio is exact
+        return _degenerate(estimate, variance)
+    if method == "fixed":
+        return _fixed_interval(estimate, variance, dof, alpha)
+    return _sequential_interval(estimate, variance, control.n + treatment.n, alpha, tuning)
 
 
 def compare_rates(
@@ -143,7 +179,8 @@ def compare_rates(
 
 
 def _testable(control: ArmStats, treatment: ArmStats, variance: float) -> bool:
-    return 0 < variance < math.inf
+    """A variance to build an interval on: finite (each arm has 2 units) and not zero."""
+    return math.isfinite(variance) and variance > 0
 
 
 def _degenerate(estimate: float, variance: float) -> Difference:
@@ -247,3 +284,4 @@ def compare_ratio(
 ) -> Difference:
     """Difference of ratio metrics, users as units (sequential N = users of both arms)."""
     return compare(control.arm_stats(), treatment.arm_stats(), alpha, method, tuning)
+

@@ -70,6 +70,52 @@ def test_start_from_config_file_with_flags_winning(cli: Cli, tmp_path: Path) -> 
     assert doc["control_version"] == "v2.1.0"
 
 
+def test_latency_margin_relative_by_default_absolute_when_given(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    for v in ("v2.1.0", "v2.2.0", "v2.3.0", "v2.4.0"):
+        cli("register", "gnn", v, "--path", "/m")
+    start = ("ab", "start", "--model-type", "gnn", "--json")
+
+    def started(name: str, treatment: str, *more: str) -> dict[str, object]:
+        doc = cli(*start[:2], name, *start[2:], "--treatment", treatment, *more).json()
+        cli("ab", "finalize", name, "rollback")
+        return dict(doc)
+
+    doc = started("a", "v2.2.0")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (0.1, None)
+    assert doc["decision_rules"] == 2
+    assert doc["harm_tolerance"] == {"error_rate": 0.0, "confidence": 0.0, "inference_time_ms": 0.0}
+    doc = started("b", "v2.3.0", "--max-latency-increase", "25%")
+    assert doc["max_latency_increase"] == 0.25
+    doc = started("c", "v2.4.0", "--max-latency-increase-ms", "20")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, 20.0)
+    # ab.harm_tolerance sets the tolerances of new tests; a config file's win per guardrail
+    assert cli("config", "set", "ab.harm_tolerance.error_rate", "0.01").exit_code == 0
+    cfg = tmp_path / "ab.yaml"
+    cfg.write_text("harm_tolerance:\n  inference_time_ms: 0.05\nmax_latency_increase: 15%\n")
+    doc = started("d", "v2.2.0", "--config-file", str(cfg))
+    assert doc["harm_tolerance"] == {"error_rate": 0.01, "confidence": 0.0, "inference_time_ms": 0.05}
+    assert doc["max_latency_increase"] == 0.15
+    # the default margin is a setting too; null turns the latency guardrail off
+    assert cli("config", "set", "ab.defaults.max_latency_increase", "null").exit_code == 0
+    doc = started("f", "v2.4.0")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, None)
+    assert cli("config", "set", "ab.defaults.max_latency_increase", "15%").exit_code == 0
+    assert started("g", "v2.2.0")["max_latency_increase"] == 0.15
+    # a project default in ms replaces the relative default, not a relative margin given
+    assert cli("config", "set", "ab.defaults.max_latency_increase_ms", "30").exit_code == 0
+    doc = started("h", "v2.3.0")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, 30.0)
+    doc = started("i", "v2.4.0", "--max-latency-increase", "5%")
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (0.05, None)
+    cfg.write_text("harm_tolerance:\n  latency: 0.05\n")
+    before = snapshot(project.root)
+    run = cli(*start[:2], "e", *start[2:4], "--treatment", "v2.3.0", "--config-file", str(cfg))
+    assert_one_error_line(run, "harm_tolerance: unknown key 'harm_tolerance.latency'")
+    assert snapshot(project.root) == before
+
+
 def test_evaluate_json_contract_and_promote(started: Cli, project: Project, tmp_path: Path) -> None:
     f = tmp_path / "b.jsonl"
     f.write_text(batch(2000, conf=(0.80, 0.85), err=(0.01, 0.01)))
@@ -166,6 +212,7 @@ def test_assign_list_status(started: Cli) -> None:
     assert status["status"] == "running" and status["requests"] == {"control": 0, "treatment": 0}
 
 
+RAG_START = ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.2.0"]
 BAD = [
     (
         [
@@ -243,6 +290,18 @@ BAD = [
     (["ab", "start", "t2", "--model-type", "rag", "--treatment", "9.0.0"], ["unknown version"]),
     (["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.0.0"], ["deprecated"]),
     (["ab", "finalize", "t1", "promote"], ["not promote", "pass --force to promote"]),
+    (
+        [*RAG_START, "--max-latency-increase", "10"],
+        ["--max-latency-increase must be a share between 0 and 1", "'10'"],
+    ),
+    (
+        [*RAG_START, "--max-latency-increase", "ten%"],
+        ["--max-latency-increase must be a share such as 10% or 0.1"],
+    ),
+    (
+        [*RAG_START, "--max-latency-increase", "10%", "--max-latency-increase-ms", "20"],
+        ["give one latency margin", "not both"],
+    ),
 ]
 
 

@@ -62,85 +62,197 @@ def t_half(se: float, dof: float, alpha: float) -> float:
 
 
 # -- 1. harm -----------------------------------------------------------------------------------
+# At the defaults three harm tests share alpha: error rate, confidence (max_confidence_drop
+# 0.02) and latency (max_latency_increase 10%), each judged at alpha / 3.
+HARM_ALPHA = 0.05 / 3
+
+
+def rates_half(nc: int, ec: int, nt: int, et: int, alpha: float) -> tuple[float, float]:
+    """Agresti-Caffo Welch interval of the error-rate difference, by hand: (centre, half)."""
+    pc, pt = (ec + 1) / (nc + 2), (et + 1) / (nt + 2)
+    va, vb = pc * (1 - pc) / (nc + 2), pt * (1 - pt) / (nt + 2)
+    dof = (va + vb) ** 2 / (va**2 / (nc + 1) + vb**2 / (nt + 1))
+    return pt - pc, t_half(math.sqrt(va + vb), dof, alpha)
 
 
 def test_error_rate_harm_rolls_back_at_once_with_the_shared_budget() -> None:
     # 2% vs 12% errors in 1000 requests each, on day 1 of 7: harm overrides duration.
     got = decide("t", cfg(), arm(1000, 20), arm(1000, 120), 1.0)
     assert (got.decision, got.rollback_cause) == ("rollback", "harm")
-    assert got.reasons[0].startswith("error rate +0.1000 exceeds the allowed +0.0500")
     guard = got.metrics["guardrails"]["error_rate"]
-    # Two harm tests (errors, confidence drop): each at alpha / 2, Agresti-Caffo by hand.
-    assert guard["alpha"] == 0.025 and guard["harm"] is True
-    pc, pt = 21 / 1002, 121 / 1002
-    va, vb = pc * (1 - pc) / 1002, pt * (1 - pt) / 1002
-    dof = (va + vb) ** 2 / (va**2 / 1001 + vb**2 / 1001)
-    half = t_half(math.sqrt(va + vb), dof, 0.025)
-    assert guard["ci"] == pytest.approx([pt - pc - half, pt - pc + half], rel=1e-9)
+    assert guard["alpha"] == pytest.approx(HARM_ALPHA) and guard["harm"] is True
+    centre, half = rates_half(1000, 20, 1000, 120, HARM_ALPHA)
+    assert guard["ci"] == pytest.approx([centre - half, centre + half], rel=1e-9)
     assert guard["estimate"] == pytest.approx(0.10)
+    assert got.reasons[0] == (
+        f"error rate up +0.1000, interval [{centre - half:+.3f}, {centre + half:+.3f}] at "
+        "alpha 0.0167 wholly above 0"
+    )
     # The reported error_rate_diff stays at level alpha (narrower).
     reported = got.metrics["error_rate_diff"]["ci"]
     assert reported[0] > guard["ci"][0] and reported[1] < guard["ci"][1]
 
 
+def test_any_clear_error_increase_is_harm_though_under_the_promotion_margin() -> None:
+    # 2% -> 6% (+0.04, inside max_error_rate_increase 0.05), 2000 requests a arm.
+    control, treatment = arm(2000, 40), arm(2000, 120)
+    centre, half = rates_half(2000, 40, 2000, 120, HARM_ALPHA)
+    assert centre - half > 0.02  # the hand-computed lower end at alpha / 3: about +0.025
+    got = decide("t", cfg(), control, treatment, 8.0)
+    assert (got.decision, got.rollback_cause) == ("rollback", "harm")
+    # A tolerance below the lower end still rolls back; one above it does not.
+    tol = cfg(harm_tolerance={"error_rate": 0.02})
+    assert decide("t", tol, control, treatment, 8.0).rollback_cause == "harm"
+    wide = decide("t", cfg(harm_tolerance={"error_rate": 0.03}), control, treatment, 8.0)
+    assert wide.rollback_cause != "harm"
+    assert wide.metrics["guardrails"]["error_rate"]["tolerance"] == 0.03
+    # A test started under the old rules keeps them: harm needed the estimate above 0.05.
+    legacy = cfg(decision_rules=1, max_latency_increase=None)
+    assert decide("t", legacy, control, treatment, 8.0).rollback_cause != "harm"
+    old_harm = decide("t", legacy, arm(1000, 20), arm(1000, 120), 1.0)
+    assert old_harm.reasons[0].startswith("error rate +0.1000 exceeds the allowed +0.0500")
+
+
 def test_harm_budget_is_split_across_the_set_guardrails() -> None:
-    assert Rules.from_config(cfg()).harm_alpha == 0.025
-    assert Rules.from_config(cfg(max_latency_increase_ms=20)).harm_alpha == pytest.approx(0.05 / 3)
-    assert Rules.from_config(cfg(max_confidence_drop=None)).harm_alpha == 0.05
+    assert Rules.from_config(cfg()).harm_alpha == pytest.approx(0.05 / 3)
+    assert Rules.from_config(cfg(max_latency_increase=None)).harm_alpha == 0.025
+    absolute = Rules.from_config(cfg(max_latency_increase_ms=20))
+    assert absolute.harm_alpha == pytest.approx(0.05 / 3)
+    assert absolute.max_latency_increase is None  # the absolute margin replaces the relative
+    bare = cfg(max_confidence_drop=None, max_latency_increase=None)
+    assert Rules.from_config(bare).harm_alpha == 0.05
 
 
-def test_confidence_drop_guardrail_rolls_back() -> None:
-    got = decide("t", cfg(), arm(2000, conf=0.80), arm(2000, conf=0.70), 0.5)
+def test_a_clear_confidence_drop_is_harm_though_within_its_margin() -> None:
+    # -0.01 (inside max_confidence_drop 0.02), se 0.00316: the interval at alpha / 3 lies
+    # wholly below 0.
+    got = decide("t", cfg(), arm(2000, conf=0.80), arm(2000, conf=0.79), 0.5)
     assert (got.decision, got.rollback_cause) == ("rollback", "harm")
     guard = got.metrics["guardrails"]["confidence"]
-    se = math.sqrt(0.01 / 2000 * 2)
-    half = t_half(se, 3998, 0.025)
-    assert guard["ci"] == pytest.approx([-0.1 - half, -0.1 + half], rel=1e-9)
-    assert guard["margin"] == 0.02 and guard["ci"][1] < -0.02
-    assert "confidence -0.100 is worse than the allowed drop -0.020" in got.reasons[0]
+    half = t_half(math.sqrt(0.01 / 2000 * 2), 3998, HARM_ALPHA)
+    assert guard["ci"] == pytest.approx([-0.01 - half, -0.01 + half], rel=1e-9)
+    assert guard["ci"][1] < 0 and guard["margin"] == 0.02
+    assert got.reasons[0].startswith("confidence down -0.010, interval [")
+    assert got.reasons[0].endswith("at alpha 0.0167 wholly below 0")
+    legacy = cfg(decision_rules=1, max_latency_increase=None)
+    old = decide("t", legacy, arm(2000, conf=0.80), arm(2000, conf=0.79), 0.5)
+    assert (old.decision, old.rollback_cause) == ("rollback", "futility")
 
 
-def test_latency_guardrail_rolls_back_only_when_set() -> None:
+def relative_interval(
+    nc: int, mc: float, sc: float, nt: int, mt: float, st: float, alpha: float
+) -> tuple[float, float]:
+    """Delta-method interval of mt / mc - 1 by hand (fixed: Welch's dof of the means)."""
+    va, vb = sc * sc / nc, st * st / nt
+    dof = (va + vb) ** 2 / (va**2 / (nc - 1) + vb**2 / (nt - 1))
+    se = math.sqrt(vb / mc**2 + mt**2 * va / mc**4)
+    half = t_half(se, dof, alpha)
+    return mt / mc - 1 - half, mt / mc - 1 + half
+
+
+def test_latency_guardrail_is_on_by_default_with_a_relative_margin() -> None:
     control, treatment = arm(500, ms=100, ms_sd=30), arm(500, ms=160, ms_sd=30)
-    off = decide("t", cfg(), control, treatment, 8.0)
+    got = decide("t", cfg(), control, treatment, 8.0)
+    assert (got.decision, got.rollback_cause) == ("rollback", "harm")
+    guard = got.metrics["guardrails"]["inference_time_ms"]
+    assert (guard["scale"], guard["margin"], guard["harm"]) == ("relative", 0.1, True)
+    want = relative_interval(500, 100, 30, 500, 160, 30, HARM_ALPHA)
+    assert guard["ci"] == pytest.approx(list(want), rel=1e-9)
+    assert guard["estimate"] == pytest.approx(0.6)
+    assert "inference time up +60.0% of the control's mean" in got.reasons[0]
+    off = decide("t", cfg(max_latency_increase=None), control, treatment, 8.0)
     assert "inference_time_ms" not in off.metrics["guardrails"]
     assert off.rollback_cause != "harm"
+
+
+def test_relative_latency_sequential_interval_by_hand() -> None:
+    control, treatment = arm(400, ms=100, ms_sd=30), arm(600, ms=104, ms_sd=40)
+    got = decide("t", cfg(method="sequential"), control, treatment, 8.0)
+    guard = got.metrics["guardrails"]["inference_time_ms"]
+    # eq. 9 of Waudby-Smith et al. on the delta-method variance, N = 1000 requests
+    var = 1600 / 600 / 100**2 + 104**2 * 900 / 400 / 100**4
+    n, alpha = 1000, HARM_ALPHA
+    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / 5000
+    half = math.sqrt(var * n) * math.sqrt(
+        2 * (n * rho2 + 1) * math.log(math.sqrt(n * rho2 + 1) / alpha) / (n * n * rho2)
+    )
+    assert guard["ci"] == pytest.approx([0.04 - half, 0.04 + half], rel=1e-9)
+
+
+def test_relative_latency_interval_covers_at_its_level() -> None:
+    # 2,000 simulated A/A-like tests with a true +5% (lognormal latency): the fixed 95%
+    # delta-method interval covers the true ratio in 93-97% of them.
+    rng = np.random.default_rng(11)
+    covered = 0
+    runs = 2000
+    for _ in range(runs):
+        a = rng.lognormal(math.log(100), 0.4, 300)
+        b = rng.lognormal(math.log(105), 0.4, 300)
+        got = differences(
+            Moments(300, 0, 0.0, 0.0, float(a.sum()), float(a @ a)),
+            Moments(300, 0, 0.0, 0.0, float(b.sum()), float(b @ b)),
+            0.05,
+            "fixed",
+            5000,
+        ).inference_time_relative
+        assert got is not None
+        covered += got.ci[0] <= 0.05 <= got.ci[1]
+    assert 0.93 <= covered / runs <= 0.97
+
+
+def test_absolute_latency_margin_replaces_the_relative_one() -> None:
+    control, treatment = arm(500, ms=100, ms_sd=30), arm(500, ms=160, ms_sd=30)
     on = decide("t", cfg(max_latency_increase_ms=20), control, treatment, 8.0)
     assert (on.decision, on.rollback_cause) == ("rollback", "harm")
     guard = on.metrics["guardrails"]["inference_time_ms"]
-    half = t_half(math.sqrt(900 / 500 * 2), 998, 0.05 / 3)
+    half = t_half(math.sqrt(900 / 500 * 2), 998, HARM_ALPHA)
     assert guard["ci"] == pytest.approx([60 - half, 60 + half], rel=1e-9)
-    assert guard["alpha"] == pytest.approx(0.05 / 3) and guard["non_inferior"] is False
+    assert guard["scale"] == "absolute" and guard["non_inferior"] is False
 
 
-def test_a_guardrail_beyond_its_margin_at_alpha_but_not_at_the_shared_level_does_not_roll_back() -> (
-    None
-):
+def test_under_the_old_rules_a_guardrail_harms_only_beyond_its_margin() -> None:
     # Latency +26 ms, se 2.83: the interval at alpha (half 5.55) lies above the 20 ms margin,
     # at alpha / 3 (half 6.75) it does not.
     control, treatment = arm(100, ms=100, ms_sd=20), arm(100, ms=126, ms_sd=20)
-    rules = cfg(max_latency_increase_ms=20)
+    rules = cfg(max_latency_increase_ms=20, decision_rules=1)
     main = differences(control, treatment, 0.05, "fixed", 5000).inference_time_ms
     assert main.ci[0] > 20
     got = decide("t", rules, control, treatment, 8.0)
     assert got.metrics["guardrails"]["inference_time_ms"]["ci"][0] < 20
     assert got.rollback_cause != "harm"
+    # the current rules: the interval lies wholly above 0, harm
+    assert decide("t", cfg(max_latency_increase_ms=20), control, treatment, 8.0).rollback_cause == (
+        "harm"
+    )
 
 
 # -- 2. promote --------------------------------------------------------------------------------
 
 
 def test_promote_needs_every_set_guardrail_non_inferior() -> None:
+    # +3% latency on 100 requests a arm: no clear harm, but the interval at alpha reaches past
+    # the 10% margin, so not yet non-inferior.
+    control = arm(100, conf=0.80, ms=100, ms_sd=30)
+    treatment = arm(100, conf=0.85, ms=103, ms_sd=30)
+    rules = cfg(min_requests=0)
+    got = decide("t", rules, control, treatment, 8.0)
+    high = relative_interval(100, 100, 30, 100, 103, 30, 0.05)[1]
+    assert high > 0.1
+    assert (got.decision, got.rollback_cause) == ("continue", None)
+    assert got.reasons == [
+        f"inference time may rise by up to {high:+.1%} of the control's mean, allowed +10%"
+    ]
+    loose = cfg(min_requests=0, max_latency_increase=0.2)
+    assert decide("t", loose, control, treatment, 8.0).decision == "promote"
+    # the absolute margin under the old rules
     control = arm(2000, conf=0.80, ms=100, ms_sd=30)
     treatment = arm(2000, conf=0.85, ms=119, ms_sd=30)
-    assert decide("t", cfg(), control, treatment, 8.0).decision == "promote"
-    # +19 ms with the interval reaching past the 20 ms margin: not yet non-inferior.
-    got = decide("t", cfg(max_latency_increase_ms=20), control, treatment, 8.0)
+    legacy = {"decision_rules": 1, "max_latency_increase": None}
     half = t_half(math.sqrt(900 / 2000 * 2), 3998, 0.05)
+    got = decide("t", cfg(max_latency_increase_ms=20, **legacy), control, treatment, 8.0)
     assert got.metrics["inference_time_ms_diff"]["ci"][1] == pytest.approx(19 + half)
-    assert (got.decision, got.rollback_cause) == ("continue", None)
     assert got.reasons == [f"inference time may rise by up to +{19 + half:.3f} ms, allowed +20 ms"]
-    assert decide("t", cfg(max_latency_increase_ms=25), control, treatment, 8.0).decision == (
+    assert decide("t", cfg(max_latency_increase_ms=25, **legacy), control, treatment, 8.0).decision == (
         "promote"
     )
 

@@ -3,6 +3,7 @@ and keeps every value it held."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 import yaml
 
 from mlops_cli import Project, StateError
+from mlops_cli.decision import decide
 from mlops_cli.schema import MIGRATIONS, SCHEMA_VERSION
+
+from . import pg_server as fixtures
 
 DATA = Path(__file__).parent / "data"
 V1 = DATA / "registry-v1.yaml"  # written by mlops 0.1.0 (schema 1): the demo, then `ab start t2`
@@ -68,3 +72,112 @@ def test_a_newer_schema_is_refused_and_left_alone(v1_project: Path) -> None:
     with pytest.raises(StateError, match=r"unknown schema_version 99.*upgrade mlops"):
         Project.open(v1_project)
     assert path.read_bytes() == before
+
+
+ZERO_TOLERANCE = {"error_rate": 0.0, "confidence": 0.0, "inference_time_ms": 0.0}
+
+
+@pytest.fixture
+def v3_project(tmp_path: Path) -> Path:
+    """A project as schema 3 wrote it: test t2 running with that version's guardrails, and
+    a test it had archived (a line without the fields schema 4 added)."""
+    doc = yaml.safe_load(V1.read_text())
+    for version in (1, 2):
+        doc = MIGRATIONS[version](doc)
+    doc["schema_version"] = 3
+    doc["ab_tests"]["t2"]["max_confidence_drop"] = 0.02  # schema 3's default
+    old = {"name": "gnn_v2.2_test", **doc["ab_tests"].pop("gnn_v2.2_test")}
+    root = tmp_path / "p"
+    (root / "archive").mkdir(parents=True)
+    (root / "registry.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (root / "archive" / "ab_tests.jsonl").write_text(json.dumps(old, separators=(",", ":")) + "\n")
+    return root
+
+
+def requests_jsonl(n: int, control_errors: int, treatment_errors: int, slower: float) -> bytes:
+    """n requests a arm, no user ids; the treatment `slower` ms slower on 100 +- 10 ms."""
+    lines = []
+    arms = (("control", control_errors, 100.0), ("treatment", treatment_errors, 100.0 + slower))
+    for arm, errors, ms in arms:
+        for i in range(n):
+            doc = {
+                "variant": arm,
+                "inference_time_ms": ms + (10.0 if i % 2 else -10.0),
+                "confidence": 0.8 + (0.1 if i % 2 else -0.1),
+                "error": i < errors,
+            }
+            lines.append(json.dumps(doc))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_running_test_from_schema_3_keeps_the_rules_it_started_with(v3_project: Path) -> None:
+    project = Project.open(v3_project)
+    stored = yaml.safe_load((v3_project / "registry.yaml").read_text())
+    assert stored["schema_version"] == SCHEMA_VERSION == 4
+    t2 = stored["ab_tests"]["t2"]
+    assert (t2["decision_rules"], t2["max_latency_increase"], t2["harm_tolerance"]) == (
+        1,
+        None,
+        ZERO_TOLERANCE,
+    )
+    assert (t2["max_confidence_drop"], t2["max_latency_increase_ms"]) == (0.02, None)
+    archived = project.ab.get_test("gnn_v2.2_test")
+    assert (archived.decision_rules, archived.max_latency_increase) == (1, None)
+    assert archived.status == "promoted"
+    # 2% -> 6% errors and +20 ms on 100: no harm under the rules t2 started with (the error
+    # estimate +0.04 is under the 0.05 allowance; no latency guardrail) ...
+    project.ab.record_batch("t2", requests_jsonl(3000, 60, 180, 20.0))
+    old_rules = project.ab.evaluate_test("t2")
+    assert old_rules.rollback_cause != "harm"
+    assert set(old_rules.metrics["guardrails"]) == {"error_rate", "confidence"}
+    # ... and a clear harm under the current ones, on the same requests.
+    summary = project.ab.requests("t2")
+    config = {**project.ab.get_test("t2").config(), "decision_rules": 2}
+    now = decide("t2", config, summary.arm("control"), summary.arm("treatment"), 1.0)
+    assert now.rollback_cause == "harm"
+    config["max_latency_increase"] = 0.1
+    now = decide("t2", config, summary.arm("control"), summary.arm("treatment"), 1.0)
+    assert now.metrics["guardrails"]["inference_time_ms"]["harm"] is True
+    # New tests get the current rules and the default relative latency margin.
+    project.ab.finalize_test("t2", "rollback")
+    from mlops_cli import ABTestConfig
+
+    fresh = project.ab.start_test(ABTestConfig("t3", "gnn", treatment_version="v2.1.0"))
+    assert (fresh.decision_rules, fresh.max_latency_increase) == (2, 0.1)
+
+
+pg_server = fixtures.pg_server
+pg_url = fixtures.pg_url
+
+
+@pytest.mark.postgres
+def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url: str) -> None:
+    import psycopg
+
+    from mlops_cli import ABTestConfig, ModelVersion
+    from mlops_cli.store import postgres
+
+    project = Project.init(pg_url)
+    for version in ("v1.0.0", "v1.1.0"):
+        project.registry.register_version(ModelVersion("gnn", version, model_path="/m"))
+    project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="v1.1.0"))
+    project.store.close()
+    # The store as the schema before decision rules left it: the columns and the version gone.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
+            "DROP COLUMN decision_rules"
+        )
+        conn.execute("DELETE FROM schema_version WHERE version = %s", [postgres.LATEST])
+    assert postgres.upgrade(pg_url) == (postgres.LATEST - 1, postgres.LATEST)
+    project = Project.open(pg_url)
+    test = project.ab.get_test("t")
+    assert test.running and test.max_confidence_drop == 0.02
+    assert (test.decision_rules, test.max_latency_increase, test.harm_tolerance) == (
+        1,
+        None,
+        ZERO_TOLERANCE,
+    )
+    project.ab.finalize_test("t", "rollback")  # the archive row reads back the same
+    assert project.ab.get_test("t").decision_rules == 1
+    project.store.close()

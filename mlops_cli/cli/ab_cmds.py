@@ -63,6 +63,7 @@ START_FLAGS = {
     "max_latency_increase_ms": "--max-latency-increase-ms",
     "tail_latency": "--tail-latency",
     "max_tail_latency_increase": "--max-tail-latency-increase",
+    "max_latency_increase": "--max-latency-increase",
 }
 
 
@@ -77,7 +78,7 @@ def start(
     duration_days: float | None = typer.Option(None, "--duration-days", help="Minimum days."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Both arms together."),
     max_error_rate_increase: float | None = typer.Option(
-        None, "--max-error-rate-increase", help="Absolute, e.g. 0.05 = 5 points."
+        None, "--max-error-rate-increase", help="Promotion margin, absolute: 0.05 = 5 points."
     ),
     min_confidence_improvement: float | None = typer.Option(
         None, "--min-confidence-improvement", help="Absolute, e.g. 0.02."
@@ -92,12 +93,17 @@ def start(
     max_confidence_drop: float | None = typer.Option(
         None,
         "--max-confidence-drop",
-        help="Guardrail: roll back when confidence falls by more (absolute; default 0.02).",
+        help="Confidence margin for promotion (absolute; default 0.02).",
     ),
     max_latency_increase_ms: float | None = typer.Option(
         None,
         "--max-latency-increase-ms",
-        help="Guardrail: roll back when inference time rises by more (off unless set).",
+        help="Latency margin in ms (absolute; replaces the relative default).",
+    ),
+    max_latency_increase: str | None = typer.Option(
+        None,
+        "--max-latency-increase",
+        help="Latency margin relative to the control's mean, e.g. 10% (the default).",
     ),
     tail_latency: bool | None = typer.Option(
         None,
@@ -133,6 +139,7 @@ def start(
         "max_latency_increase_ms": max_latency_increase_ms,
         "tail_latency": tail_latency,
         "max_tail_latency_increase": max_tail_latency_increase,
+        "max_latency_increase": max_latency_increase,
     }
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}

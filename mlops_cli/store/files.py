@@ -1,6 +1,6 @@
 """The directory store: registry.yaml under a project lock, JSONL streams under logs/.
 
-    registry.yaml                                      the registry state (schema_version 3)
+    registry.yaml                                      the registry state (schema_version 4)
     events.jsonl                                       stream `events`
     archive/ab_tests.jsonl                             finalized A/B tests, one JSON line each
     logs/ab/<test>.jsonl                               stream `ab/<test>`
@@ -53,7 +53,14 @@ from ..errors import (
 )
 from ..naming import validate_name, validate_version
 from ..records import validate_sample
-from ..schema import AB_TEST, DEFAULT_SETTINGS, dump_document, load_document, new_document
+from ..schema import (
+    AB_TEST,
+    DEFAULT_SETTINGS,
+    dump_document,
+    legacy_test,
+    load_document,
+    new_document,
+)
 from ..state import ABTest, RegistryState
 from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
 from . import snapshot as snapshots
@@ -460,7 +467,9 @@ class FileStore:
             raise StateError(f"{where}: not an archived A/B test")
         name = row["name"]
         try:
-            doc = AB_TEST({k: v for k, v in row.items() if k != "name"}, f"ab_tests.{name}")
+            # a line archived before schema 4 lacks the rules' fields: it had the old rules
+            fields = legacy_test({k: v for k, v in row.items() if k != "name"})
+            doc = AB_TEST(fields, f"ab_tests.{name}")
         except ValueError as exc:
             raise StateError(f"{where}: {exc}") from None
         return ABTest(name=name, **doc)

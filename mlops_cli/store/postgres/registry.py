@@ -49,6 +49,7 @@ _FLOATS = {
     "max_latency_increase_ms",
     "max_tail_latency_increase",
     "tail_latency_ms",
+    "max_latency_increase",
 }
 
 # One statement, so one snapshot: the whole registry as JSON arrays in insertion order.
@@ -95,6 +96,11 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
         "ab_tests": ab_tests,
         "committed": {},
     }
+
+
+def test_params(test: dict[str, Any]) -> list[Any]:
+    """A test's column values (its harm tolerances as jsonb)."""
+    return [Json(test[c], dumps) if c == "harm_tolerance" else test[c] for c in TEST_COLS]
 
 
 def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[Any]:
@@ -160,12 +166,12 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
             cur.execute(
                 f"INSERT INTO ab_tests (name, {', '.join(TEST_COLS)}) "
                 f"VALUES ({', '.join(['%s'] * (1 + len(TEST_COLS)))})",
-                [name, *(test[c] for c in TEST_COLS)],
+                [name, *test_params(test)],
             )
         elif old_tests[name] != test:
             cur.execute(
                 f"UPDATE ab_tests SET {', '.join(f'{c} = %s' for c in TEST_COLS)} WHERE name = %s",
-                [*(test[c] for c in TEST_COLS), name],
+                [*test_params(test), name],
             )
 
 
@@ -181,7 +187,7 @@ def archive_finished(
             f"INSERT INTO ab_tests (name, {', '.join(TEST_COLS)}) "
             f"VALUES ({', '.join(['%s'] * (1 + len(TEST_COLS)))}) ON CONFLICT (name) DO UPDATE "
             f"SET {', '.join(f'{c} = excluded.{c}' for c in TEST_COLS)}",
-            [name, *(test[c] for c in TEST_COLS)],
+            [name, *test_params(test)],
         )
         del after["ab_tests"][name]
         before["ab_tests"].pop(name, None)
