@@ -85,7 +85,12 @@ def test_latency_margin_relative_by_default_absolute_when_given(
     doc = started("a", "v2.2.0")
     assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (0.1, None)
     assert doc["decision_rules"] == 2
-    assert doc["harm_tolerance"] == {"error_rate": 0.0, "confidence": 0.0, "inference_time_ms": 0.0}
+    assert doc["harm_tolerance"] == {
+        "error_rate": 0.0,
+        "confidence": 0.0,
+        "inference_time_ms": 0.0,
+        "tail_latency": 0.0,
+    }
     doc = started("b", "v2.3.0", "--max-latency-increase", "25%")
     assert doc["max_latency_increase"] == 0.25
     doc = started("c", "v2.4.0", "--max-latency-increase-ms", "20")
@@ -95,7 +100,12 @@ def test_latency_margin_relative_by_default_absolute_when_given(
     cfg = tmp_path / "ab.yaml"
     cfg.write_text("harm_tolerance:\n  inference_time_ms: 0.05\nmax_latency_increase: 15%\n")
     doc = started("d", "v2.2.0", "--config-file", str(cfg))
-    assert doc["harm_tolerance"] == {"error_rate": 0.01, "confidence": 0.0, "inference_time_ms": 0.05}
+    assert doc["harm_tolerance"] == {
+        "error_rate": 0.01,
+        "confidence": 0.0,
+        "inference_time_ms": 0.05,
+        "tail_latency": 0.0,
+    }
     assert doc["max_latency_increase"] == 0.15
     # the default margin is a setting too; null turns the latency guardrail off
     assert cli("config", "set", "ab.defaults.max_latency_increase", "null").exit_code == 0

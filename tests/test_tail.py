@@ -15,7 +15,7 @@ import pytest
 from mlops_cli import tail
 from mlops_cli.decision import Rules, decide
 from mlops_cli.moments import Moments
-from mlops_cli.schema import AB_TEST
+from mlops_cli.schema import AB_TEST, legacy_test
 from mlops_cli.summary import tail_counts
 from mlops_cli.tail import TailInput, TailSums, Threshold
 
@@ -85,10 +85,10 @@ def rules(**kw: Any) -> Rules:
 
 
 def test_k_counts_the_tail_guardrail_while_it_is_on() -> None:
-    assert rules(tail_latency=False).harm_tests == 2  # errors, confidence
-    assert rules().harm_tests == 3
-    assert rules().harm_alpha == pytest.approx(0.05 / 3)
-    assert Rules.from_config({**rules()._asdict(), "tail_latency": None}).harm_tests == 2
+    assert rules(tail_latency=False).harm_tests == 3  # errors, confidence, latency (10%)
+    assert rules().harm_tests == 4
+    assert rules().harm_alpha == pytest.approx(0.05 / 4)
+    assert Rules.from_config({**rules()._asdict(), "tail_latency": None}).harm_tests == 3
     old = {k: v for k, v in rules()._asdict().items() if k != "tail_latency"}
     assert Rules.from_config(old).tail_latency is False  # a config without the key: off
 
@@ -116,7 +116,7 @@ def per_request(slow: int, n: int) -> TailSums:
 
 
 def test_harm_exactly_when_the_interval_at_alpha_over_k_clears_zero() -> None:
-    n, s_c, alpha = 4000, 200, 0.05 / 3  # 5% slow in control; k = 3 harm tests
+    n, s_c, alpha = 4000, 200, 0.05 / 4  # 5% slow; k = 4: errors, confidence, latency, tail
     # the least treatment slow count whose lower end is above 0, found independently
     s_t = next(s for s in range(s_c, n) if seq_lower(n, s_c, n, s, alpha, 5000) > 0)
     assert seq_lower(n, s_c, n, s_t - 1, alpha, 5000) <= 0
@@ -175,7 +175,7 @@ def test_a_test_recorded_before_the_guardrail_keeps_it_off() -> None:
         "max_latency_increase_ms": None, "status": "running",
         "started_at": "2026-11-01T00:00:00Z", "finalized_at": None, "end_reason": None,
     }
-    doc = AB_TEST(old, "ab_tests.t")
+    doc = AB_TEST(legacy_test(old), "ab_tests.t")  # as the schema 3 -> 4 migration reads it
     assert doc["tail_latency"] is False and doc["tail_latency_ms"] is None
     assert AB_TEST({**doc, "tail_latency": True}, "ab_tests.t")["tail_latency"] is True
 
