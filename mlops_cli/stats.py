@@ -142,8 +142,11 @@ def compare_relative(
     """
     _estimate, _variance, dof = welch(control, treatment)
     mc, mt = control.mean, treatment.mean
-    if control.n < 2 or treatment.n < 2 or mc <= 0:
+    if control.n < 2 or treatment.n < 2:
         return Difference(mt / mc - 1 if mc > 0 else 0.0, (-math.inf, math.inf), 1.0)
+    if mc <= 0:  # a control that never took any time: only "no time either" is no rise
+        exact = mt <= 0 and control.variance == 0 and treatment.variance == 0
+        return _degenerate(0.0, 0.0 if exact else math.inf)
     estimate = mt / mc - 1
     variance = treatment.variance / (treatment.n * mc * mc) + mt * mt * control.variance / (
         control.n * mc**4
@@ -184,9 +187,11 @@ def _testable(control: ArmStats, treatment: ArmStats, variance: float) -> bool:
 
 
 def _degenerate(estimate: float, variance: float) -> Difference:
-    """Too little data (or no variation): an unbounded interval that no rule can act on."""
-    if variance == 0 and estimate != 0:  # no variation at all: the difference is exact
-        return Difference(estimate, (estimate, estimate), 0.0)
+    """Too little data (an arm under 2 units: an unbounded interval that no rule can act on),
+    or no variation in either arm of at least 2 units: the difference is exact (a constant
+    latency in both arms is no rise, and does not hold a promotion back forever)."""
+    if variance == 0:
+        return Difference(estimate, (estimate, estimate), 0.0 if estimate else 1.0)
     return Difference(estimate, (-math.inf, math.inf), 1.0)
 
 

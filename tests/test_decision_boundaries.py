@@ -287,9 +287,14 @@ def test_arms_without_variation_give_the_exact_difference(method: str) -> None:
     assert got == Difference(-0.25, (-0.25, -0.25), 0.0)
     ratio = compare_relative(c, t, 0.05, method, 5000)
     assert ratio.ci == (ratio.estimate, ratio.estimate) and ratio.estimate == pytest.approx(-1 / 3)
-    # the same value in both arms: nothing to act on
+    # the same value in both arms: exactly no difference (no harm, and within any margin:
+    # a constant latency must not hold a promotion back forever), p-value 1
     same = compare(c, c, 0.05, method, 5000)
-    assert same.ci == (-math.inf, math.inf) and same.p_value == 1.0
+    assert same == Difference(0.0, (0.0, 0.0), 1.0)
+    assert compare_relative(c, c, 0.05, method, 5000) == Difference(0.0, (0.0, 0.0), 1.0)
+    zero = ArmStats.from_sums(5, 0.0, 0.0)  # a latency never measured: 0 ms every time
+    assert compare_relative(zero, zero, 0.05, method, 5000) == Difference(0.0, (0.0, 0.0), 1.0)
+    assert compare_relative(zero, c, 0.05, method, 5000).ci == (-math.inf, math.inf)
 
 
 def test_one_user_a_arm_has_no_interval() -> None:
