@@ -192,11 +192,14 @@ def test_a_port_in_use_leaves_no_descriptor_open(serve: Any, project: Path) -> N
 
     taken = serve().server_address[1]
     make_server(str(project), "127.0.0.1", 0).server_close()  # imports and caches warmed
+    # Other threads of the test process (earlier tests' flushers, the server under test) may
+    # hold a descriptor or two more or less at any moment: a leak of one per refused start
+    # shows as 30 after 30 starts.
     before = len(os.listdir("/proc/self/fd"))
-    for _ in range(3):
+    for _ in range(30):
         with pytest.raises(ServiceError, match=f"cannot serve on 127.0.0.1:{taken}"):
             make_server(str(project), "127.0.0.1", taken)
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir("/proc/self/fd")) - before < 10
 
 
 # -- malformed requests -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mlops_cli import ABTestConfig, ModelVersion, Project, StateError
 from mlops_cli.cli import app
+from mlops_cli.schema import SCHEMA_VERSION
 
 from ..conftest import snapshot
 from .helpers import whole_lines
@@ -147,7 +148,7 @@ def test_a_schema_2_registry_moves_its_finalized_tests_to_the_archive_on_open(
     project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
     text = project.registry_path.read_text()
     old = (
-        text.replace("schema_version: 3", "schema_version: 2")
+        text.replace(f"schema_version: {SCHEMA_VERSION}", "schema_version: 2")
         .replace("status: running", "status: rolled_back")
         .replace("finalized_at: null", "finalized_at: '2026-11-02T00:00:00Z'")
     )
