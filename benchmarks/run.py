@@ -257,8 +257,8 @@ def drift(tmp: Path, repeat: int, scale: int) -> list[Case]:
             ours,
             evidently,
             "Evidently DataDriftPreset (pandas read)",
-            "<= 0.1 (10x faster)",
-            ours / evidently <= 0.1,
+            "<= 0.05 (20x faster)",
+            ours / evidently <= 0.05,
         ),
         Case(
             f"peak memory: drift check, window {win_n:,}",
