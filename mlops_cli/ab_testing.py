@@ -46,6 +46,11 @@ NO_USER_IDS = (
     "variance a plan needs"
 )
 GIVE_NUMBERS = "give user_sd, requests_per_user and users_per_day"
+LATENCY_MARGINS = (
+    ("max_latency_increase", "max_latency_increase_ms"),
+    ("max_latency_increase_ms", "max_latency_increase"),
+)
+MIN_PLAN_DAYS = 1.0  # of a test's traffic, to take its users per day from
 PLAN_FLAGS = {
     "user_sd": "--user-sd",
     "requests_per_user": "--requests-per-user",
@@ -96,7 +101,11 @@ class ABTestConfig:
         from .schema import load_yaml_mapping
 
         doc: dict[str, Any] = load_yaml_mapping(config_file) if config_file else {}
-        doc.update({k: v for k, v in flags.items() if v is not None})
+        given = {k: v for k, v in flags.items() if v is not None}
+        for one, other in LATENCY_MARGINS:  # a flag's latency margin replaces the file's
+            if one in given and other not in given:
+                doc.pop(other, None)
+        doc.update(given)
         doc["name"] = name
         for key, flag in (("model_type", "--model-type"), ("treatment_version", "--treatment")):
             if not doc.get(key):
@@ -114,6 +123,12 @@ class ABTestConfig:
         default); else the default relative one (10% of the control's mean). Giving both is
         an error.
         """
+        if self.max_tail_latency_increase is not None and self.tail_latency is False:
+            raise ValidationError(
+                "max_tail_latency_increase is a margin of the tail-latency guardrail, which is "
+                "turned off here: give one or the other",
+                field="max_tail_latency_increase",
+            )
         if self.max_latency_increase is not None and self.max_latency_increase_ms is not None:
             raise ValidationError(
                 "give one latency margin: max_latency_increase (relative, e.g. 10%) or the "
@@ -604,6 +619,14 @@ class ABTestManager:
         request_sd = (max(squares, 0.0) / (n - 2)) ** 0.5 if n > 2 else None
         end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
         days = days_between(test.started_at, end)
+        if days < MIN_PLAN_DAYS:  # minutes of traffic said millions of users a day
+            raise ValidationError(
+                f"A/B test {test_name} has run {int(days * 100) / 100:.2f} days; users per day "
+                f"are taken from "
+                f"at least {MIN_PLAN_DAYS:g} day of a test's traffic (its daily cycle): plan "
+                f"from an older test, or {GIVE_NUMBERS}",
+                cli=PLAN_FLAGS,
+            )
         arms = [totals.ratio_sums(v, "confidence") for v in VARIANTS]
         return inputs_from_arms(arms, request_sd, days, f"A/B test {test_name}")
 

@@ -435,3 +435,35 @@ def test_torn_tail_is_reported_and_left_out(started: Cli, project: Project) -> N
     )
     doc = started("ab", "evaluate", "t1", "--json").json()
     assert doc["requests"] == 6 and doc["torn_bytes"] == len(b'{"variant": "control", "inference_')
+
+
+def test_a_latency_flag_replaces_the_config_files_other_latency_margin(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    for v in ("v2.1.0", "v2.2.0", "v2.3.0"):
+        cli("register", "gnn", v, "--path", "/m")
+    cfg = tmp_path / "ab.yaml"
+    cfg.write_text("max_latency_increase_ms: 5\n")
+    base = ("ab", "start", "x", "--model-type", "gnn", "--treatment", "v2.2.0", "--json")
+    doc = cli(*base, "--config-file", str(cfg), "--max-latency-increase", "20%").json()
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (0.2, None)
+    cli("ab", "finalize", "x", "rollback")
+    cfg.write_text("max_latency_increase: 20%\n")
+    base = ("ab", "start", "y", "--model-type", "gnn", "--treatment", "v2.3.0", "--json")
+    doc = cli(*base, "--config-file", str(cfg), "--max-latency-increase-ms", "5").json()
+    assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, 5.0)
+
+
+def test_a_tail_margin_with_the_tail_guardrail_off_is_refused(
+    cli: Cli, project: Project
+) -> None:
+    cli("register", "gnn", "v2.1.0", "--path", "/m")
+    cli("register", "gnn", "v2.2.0", "--path", "/m")
+    before = (project.root / "registry.yaml").read_bytes()
+    found = cli(
+        "ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0",
+        "--no-tail-latency", "--max-tail-latency-increase", "0.02",
+    )
+    assert found.exit_code == 1
+    assert found.stderr.startswith("error: --max-tail-latency-increase is a margin of the tail")
+    assert (project.root / "registry.yaml").read_bytes() == before

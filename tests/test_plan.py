@@ -433,3 +433,22 @@ def test_dashboard_shows_progress_against_the_plan(tmp_path: Path) -> None:
     clock.now += timedelta(days=1)
     assert project.ab.plan(days=7, from_test="new").users > 0
     assert data.ab_test(root, "old")["plan"] is None
+
+
+def test_a_plan_takes_users_per_day_from_at_least_a_day_of_a_test(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    clock = past_test(root)
+    project = Project.open(root, clock=clock)
+    project.ab.start_test(ABTestConfig("new", "gnn", treatment_version="v3.0.0"))
+    rows = [
+        {"ts": "2026-01-05T00:00:00Z", "variant": "control", "inference_time_ms": 100.0,
+         "confidence": 0.5 + u / 100, "user_id": f"w{u}"}
+        for u in range(30)
+    ]
+    project.ab.record_batch("new", b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    clock.now += timedelta(days=1) - timedelta(seconds=1)  # just short of a day
+    with pytest.raises(ValidationError, match=r"A/B test new has run 0\.99 days; .* at least 1 day"):
+        project.ab.plan_inputs("new")
+    assert project.ab.plan_for_test("new") is not None  # from the older test, as before
+    clock.now += timedelta(seconds=1)  # a day exactly: 30 users a day
+    assert project.ab.plan_inputs("new").users_per_day == pytest.approx(30.0)
