@@ -865,7 +865,7 @@ def _harm_reason(g: Guardrail, legacy: bool) -> str:
         )
     return (
         f"inference time up {estimate:+.1f} ms, {level} wholly above "
-        f"{_bound(100 * g.tolerance)}% of the control's mean"
+        + (f"{_bound(100 * g.tolerance)}% of the control's mean" if g.tolerance else "0 ms")
     )
 
 

@@ -160,6 +160,9 @@ def test_latency_guardrail_is_on_by_default_with_a_relative_margin() -> None:
     assert guard["ci"] == pytest.approx(list(want), rel=1e-9)
     assert guard["estimate"] == pytest.approx(0.6)
     assert "inference time up +60.0% of the control's mean" in got.reasons[0]
+    absolute = decide("t", cfg(max_latency_increase_ms=20.0), control, treatment, 8.0)
+    assert absolute.reasons[0].startswith("inference time up +60.0 ms, interval [")
+    assert absolute.reasons[0].endswith("wholly above 0 ms")  # the units of its interval
     off = decide("t", cfg(max_latency_increase=None), control, treatment, 8.0)
     assert "inference_time_ms" not in off.metrics["guardrails"]
     assert off.rollback_cause != "harm"
