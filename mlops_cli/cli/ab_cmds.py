@@ -74,7 +74,9 @@ def start(
     model_type: str | None = typer.Option(None, "--model-type", help="Model type under test."),
     control: str | None = typer.Option(None, "--control", help="Control (default: champion)."),
     treatment: str | None = typer.Option(None, "--treatment", help="Version to test."),
-    traffic: float | None = typer.Option(None, "--traffic", help="Treatment share in %, above 0 and below 100."),
+    traffic: float | None = typer.Option(
+        None, "--traffic", help="Treatment share in % (0 < x < 100)."
+    ),
     duration_days: float | None = typer.Option(None, "--duration-days", help="Minimum days."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Both arms together."),
     max_error_rate_increase: float | None = typer.Option(
@@ -532,7 +534,9 @@ def plan(
     users_per_day: float | None = typer.Option(
         None, "--users-per-day", help="Users entering the test a day (both arms)."
     ),
-    traffic: float | None = typer.Option(None, "--traffic", help="Treatment share in %, above 0 and below 100."),
+    traffic: float | None = typer.Option(
+        None, "--traffic", help="Treatment share in % (0 < x < 100)."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="Error level, e.g. 0.05."),
     power: float = typer.Option(0.8, "--power", help="Chance of promoting the effect."),
     json_output: bool = JsonOpt,
