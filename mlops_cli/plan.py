@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ValidationError
 from .results import MappingResult
-from .stats import RatioSums, sequential_rho
+from .stats import RatioSums, sequential_critical_value
 
 if TYPE_CHECKING:
     from statistics import NormalDist
@@ -103,11 +103,8 @@ def _normal() -> NormalDist:
     return NormalDist()
 
 
-def critical_value(users: float, alpha: float, tuning: float) -> float:
-    """c(N): the confidence sequence's half-width in standard errors at N users in all."""
-    rho2 = sequential_rho(alpha, tuning) ** 2
-    nr2p1 = users * rho2 + 1
-    return math.sqrt(2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (users * rho2))
+# c(N) at N users in all: the project's sequential interval is the estimate +- c(N) se(N).
+critical_value = sequential_critical_value
 
 
 def standard_error(users: float, user_sd: float, share: float) -> float:
@@ -125,9 +122,17 @@ def power_at(
     min_effect: float = 0.0,
 ) -> float:
     """The chance that a look at `users` users promotes a true gain `effect`."""
-    se = standard_error(users, user_sd, share)
-    bar = max(critical_value(users, alpha, tuning) * se, min_effect)
+    se, bar = _promotion_bar(users, user_sd, share, alpha, tuning, min_effect)
     return _normal().cdf((effect - bar) / se)
+
+
+def _promotion_bar(
+    users: float, user_sd: float, share: float, alpha: float, tuning: float, min_effect: float
+) -> tuple[float, float]:
+    """(se(N), the least estimate a look at N users promotes: above the interval's half-width
+    and at least `min_effect`)."""
+    se = standard_error(users, user_sd, share)
+    return se, max(critical_value(users, alpha, tuning) * se, min_effect)
 
 
 def smallest_users(share: float) -> int:
@@ -184,8 +189,7 @@ def detectable_effect(
     min_effect: float = 0.0,
 ) -> float:
     """The true gain a look at `users` users promotes with probability `power`."""
-    se = standard_error(users, user_sd, share)
-    bar = max(critical_value(users, alpha, tuning) * se, min_effect)
+    se, bar = _promotion_bar(users, user_sd, share, alpha, tuning, min_effect)
     return bar + _normal().inv_cdf(power) * se
 
 

@@ -103,15 +103,21 @@ def sequential_test(
     return _sequential_interval(estimate, variance, control.n + treatment.n, alpha, tuning)
 
 
+def sequential_critical_value(n: float, alpha: float, tuning: float) -> float:
+    """c(N): the confidence sequence's half-width in standard errors after N units (eq. 9
+    with eq. 161's rho); the interval is the estimate +- c(N) se."""
+    rho2 = sequential_rho(alpha, tuning) ** 2
+    nr2p1 = n * rho2 + 1
+    return math.sqrt(2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (n * rho2))
+
+
 def _sequential_interval(
     estimate: float, variance: float, n: int, alpha: float, tuning: float
 ) -> Difference:
     rho = sequential_rho(alpha, tuning)
     nr2p1 = n * rho * rho + 1
     s2 = variance * n
-    half = math.sqrt(s2) * math.sqrt(
-        2 * nr2p1 * math.log(math.sqrt(nr2p1) / alpha) / (n * rho) ** 2
-    )
+    half = math.sqrt(variance) * sequential_critical_value(n, alpha, tuning)
     # p = min(1, 1 / e-value), computed in logs so large effects do not overflow.
     log_evalue = rho * rho * (estimate * estimate * n * n / s2) / (2 * nr2p1) - 0.5 * math.log(
         nr2p1
