@@ -29,19 +29,8 @@ from mlops_cli.stats import (
     compare_relative,
     sample_ratio_mismatch,
 )
+from tests.test_decision import BASE  # the same test configuration
 
-BASE: dict[str, Any] = {
-    "alpha": 0.05,
-    "method": "fixed",
-    "sequential_tuning": 5000,
-    "treatment_traffic_pct": 50,
-    "min_requests": 1000,
-    "duration_days": 7,
-    "max_error_rate_increase": 0.05,
-    "min_confidence_improvement": 0.02,
-    "control_version": "1.0.0",
-    "treatment_version": "1.1.0",
-}
 LEGACY = {"decision_rules": 1, "max_latency_increase": None}
 NO_SRM = {"mismatch": False, "p_value": 1.0}
 
