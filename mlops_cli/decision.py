@@ -165,13 +165,9 @@ class _ArmUsers:
 
     def ratio_sums(self, metric: int) -> RatioSums:
         n = len(self.index)
-        if not n:
-            return RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        d = self.columns[0, :n]
-        m = self.columns[metric, :n]
-        return RatioSums(
-            n, float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d)
-        )
+        if not n:  # no named user: no columns (numpy is imported with the first)
+            return RatioSums.of((), ())
+        return RatioSums.of(self.columns[metric, :n], self.columns[0, :n])
 
 
 class UserTotals:

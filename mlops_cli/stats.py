@@ -258,6 +258,15 @@ class RatioSums(NamedTuple):
     d_sum_squares: float
     m_d_sum_of_products: float
 
+    @classmethod
+    def of(cls, m: Any, d: Any) -> RatioSums:
+        """The sums of per-user numpy arrays M and D (the same length; none: all zero)."""
+        if not len(m):
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(
+            len(m), float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d)
+        )
+
     def arm_stats(self) -> ArmStats:
         """sum(M)/sum(D) with its delta-method variance per unit, as gbstats computes them.
 

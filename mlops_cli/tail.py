@@ -24,7 +24,6 @@ arm and user), so any engine can compute it. Pure: nothing here reads a file.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -92,24 +91,15 @@ EMPTY = TailSums(0, 0, 0, RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0))
 
 def sums_from_users(per_user: Any, anonymous: tuple[int, ...] = (0, 0)) -> TailSums:
     """TailSums from per-user (slow, requests) pairs and the anonymous (slow, requests)."""
-    if len(per_user) > 10_000:  # many users: numpy's dot products
+    if len(per_user):
         import numpy as np
 
         pairs = np.asarray(per_user, dtype=float).reshape(-1, 2)
-        m, d = pairs[:, 0], pairs[:, 1]
-        sums = (float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d))
-    else:  # few (or none): no numpy import for an anonymous-only test
-        few = [(float(m), float(d)) for m, d in per_user]
-        sums = (
-            math.fsum(m for m, _ in few),
-            math.fsum(m * m for m, _ in few),
-            math.fsum(d for _, d in few),
-            math.fsum(d * d for _, d in few),
-            math.fsum(m * d for m, d in few),
-        )
-    users = RatioSums(len(per_user), *sums)
+        users = RatioSums.of(pairs[:, 0], pairs[:, 1])
+    else:  # anonymous requests only: numpy is not needed
+        users = RatioSums.of((), ())
     return TailSums(
-        int(sums[2]) + anonymous[1], int(sums[0]) + anonymous[0], anonymous[1], users
+        int(users.d_sum) + anonymous[1], int(users.m_sum) + anonymous[0], anonymous[1], users
     )
 
 
