@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from mlops_cli import ABTestConfig, ModelVersion, Project
+from mlops_cli.errors import ValidationError
 from mlops_cli.ui import data
 from mlops_cli.ui.server import check_bind, make_server, url_of
 
@@ -272,6 +273,23 @@ def test_a_non_loopback_address_needs_a_token(demo: Path) -> None:
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         check_bind(host, None)
     check_bind("0.0.0.0", "s3cret")
+
+
+@pytest.mark.parametrize("token", ["", " ", "two words", "tab\there", "nl\n"])
+def test_a_blank_or_spaced_token_is_refused(demo: Path, token: str) -> None:
+    """A token of spaces would be 'given' yet guard nothing a client could reliably send."""
+    with pytest.raises(ValidationError, match="--token must be non-empty"):
+        check_bind("0.0.0.0", token)
+    with pytest.raises(ValidationError, match="--token must be non-empty"):
+        check_bind("127.0.0.1", token)
+    run = subprocess.run(
+        [str(MLOPS_BIN), "-C", str(demo), "ui", "--port", "0", "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert run.stderr.startswith("error: --token must be non-empty")
 
 
 def test_on_loopback_a_foreign_host_header_is_refused(serve: Any, demo: Path) -> None:

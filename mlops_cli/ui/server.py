@@ -69,6 +69,11 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse a non-loopback address without an access token (anyone on the network could
     read the registry, or change it with --allow-actions)."""
+    if token is not None and (not token or any(c.isspace() or not c.isprintable() for c in token)):
+        raise ValidationError(
+            "--token must be non-empty, without spaces or control characters "
+            "(it travels in URLs and headers)"
+        )
     if not is_loopback(host) and not token:
         raise ValidationError(
             f"refusing to serve on {host} without --token: only loopback addresses "
