@@ -883,7 +883,8 @@ def read_columns(
         if not block.data:
             break
         found = sample_columns(block.data)
-        if found is None:
+        if found is None or not _in_bounds(*found):
+            # Line by line: names a bad line, or a value out of bounds (or skips them).
             p, c, bad = _parse_samples(path, block, skip_invalid)
             skipped += bad
         else:
@@ -916,7 +917,7 @@ def _parse_samples(
     try:
         p: list[Any] = [r["prediction"] for r in rows]
         c: list[Any] = [r["confidence"] for r in rows]
-        if _all_numbers(p, c):
+        if _all_numbers(p, c) and _in_bounds(p, c):
             return p, c, len(bad)
     except (KeyError, TypeError):
         pass
@@ -932,6 +933,17 @@ def _parse_samples(
                 ) from None
     skipped = len(bad) + len(rows) - len(good)
     return [r["prediction"] for r in good], [r["confidence"] for r in good], skipped
+
+
+def _in_bounds(p: Any, c: Any) -> bool:
+    """Whether every prediction lies within +-PREDICTION_ABS_MAX and every confidence in
+    [0, 1] (numbers parsed from JSON are finite), checked over the arrays at once."""
+    import numpy as np
+
+    from ..limits import PREDICTION_ABS_MAX
+
+    p, c = np.asarray(p, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    return bool((np.abs(p) <= PREDICTION_ABS_MAX).all() and ((c >= 0) & (c <= 1)).all())
 
 
 def _all_numbers(p: list[Any], c: list[Any]) -> bool:
