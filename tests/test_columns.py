@@ -278,3 +278,39 @@ def test_a_value_out_of_bounds_is_named_by_its_line(tmp_path: Path) -> None:
     log.write_bytes(b"".join(rows))
     pred, conf, skipped = read_columns(log, 0, None, 1 << 40)
     assert skipped == 0 and pred[26_000] == -1e12 and conf[25_000] == 1
+
+
+def test_sample_blocks_are_whole_lines_through_long_lines_and_a_torn_tail(tmp_path: Path) -> None:
+    """read_columns' blocks: each read once and cut at its last newline; a line longer than a
+    block (and what follows it) goes on through jsonl.read_blocks, which reports a torn tail."""
+    from mlops_cli.store.files import _sample_blocks
+
+    rows = [line(0.5 * i, 0.5, 0) for i in range(40)]
+    rows[7] = line(1.0, 0.5, 0, ts="t" * 300)  # longer than the 64-byte blocks below
+    whole = b"".join(rows)
+    log = tmp_path / "production.jsonl"
+    log.write_bytes(whole + b'{"ts":"x","predic')  # a torn tail
+    blocks = list(_sample_blocks(log, 0, None, 64))
+    data = [b for b in blocks if b.data]
+    assert b"".join(b.data for b in data) == whole
+    assert all(b.data.endswith(b"\n") and b.end - b.start == len(b.data) for b in data)
+    assert [b.start for b in data[1:]] == [b.end for b in data[:-1]]
+    assert blocks[-1].data == b"" and blocks[-1].torn_bytes == len(b'{"ts":"x","predic')
+    start, stop = len(b"".join(rows[:3])), len(b"".join(rows[:30]))
+    assert b"".join(b.data for b in _sample_blocks(log, start, stop, 64)) == whole[start:stop]
+    assert list(_sample_blocks(tmp_path / "none.jsonl", 0, None, 64)) == []
+    pred, _, _ = read_columns(log, 0, None, 1 << 40)
+    assert pred.tolist() == [1.0 if i == 7 else 0.5 * i for i in range(40)]
+
+
+def test_tail_span_counts_lines_back_through_large_blocks(tmp_path: Path) -> None:
+    """The window's start, found reading backwards in blocks up to 1 MB (counted by numpy
+    past 256 KB): the byte after the newline `count` lines before the end."""
+    from mlops_cli.jsonl import tail_span
+
+    rows = [line(float(i), 0.5, 0) for i in range(60_000)]  # about 4.5 MB
+    log = tmp_path / "production.jsonl"
+    log.write_bytes(b"".join(rows) + b"{torn")
+    for count in (1, 1000, 45_000, 59_999, 60_000, 70_000):
+        start, end, torn = tail_span(log, count)
+        assert (start, end, torn) == (len(b"".join(rows[:-count])), len(b"".join(rows)), 5)

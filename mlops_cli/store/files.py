@@ -879,7 +879,7 @@ def read_columns(
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)
     n = skipped = 0
-    for block in jsonl.read_blocks(path, start, 1 << 20, stop):  # (fits the CPU's caches)
+    for block in _sample_blocks(path, start, stop, 1 << 20):  # (fits the CPU's caches)
         if not block.data:
             break
         found = sample_columns(block.data)
@@ -899,6 +899,32 @@ def read_columns(
         if n >= limit:
             break
     return pred[:n], conf[:n], skipped
+
+
+def _sample_blocks(path: Path, start: int, stop: int | None, size: int) -> Iterator[jsonl.Block]:
+    """The whole lines from `start` to `stop` (or the size at opening), a block at a time:
+    each block read once and cut at its last newline, the cut-off line read again with the
+    next (no joining). From a block without a newline on (a line longer than a block, or a
+    torn tail) jsonl.read_blocks goes on, which bounds over-long lines and reports the tail."""
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
+        return
+    pos = start
+    try:
+        end = os.fstat(fd).st_size if stop is None else stop
+        while pos < end:
+            chunk = os.pread(fd, min(size, end - pos), pos)
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                break
+            yield jsonl.Block(chunk if cut == len(chunk) else chunk[:cut], pos, pos + cut)
+            pos += cut
+        else:
+            return
+    finally:
+        os.close(fd)
+    yield from jsonl.read_blocks(path, pos, size, stop)
 
 
 def _parse_samples(
