@@ -92,7 +92,7 @@ def writer_columns(data: bytes) -> tuple[Any, Any] | None:
     """(predictions, confidences) of a block of whole lines each exactly
     `{"ts":"T","prediction":P,"confidence":C}` (the two keys in either order, compact or
     spaced as json.dumps spaces them), T a string with no escape, control character or
-    non-ASCII byte; else None. Line positions come from two numpy scans (newlines, commas),
+    non-ASCII byte; else None. Line positions come from one numpy scan (newlines and commas),
     the keys are compared as 8-byte words at the commas, everything but the numbers is
     blanked and orjson parses what is left as one array of numbers."""
     import numpy as np
@@ -100,41 +100,47 @@ def writer_columns(data: bytes) -> tuple[Any, Any] | None:
     if b"\\" in data or b"[" in data or not data.isascii():
         return None
     raw = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(raw == 10)
-    lines = len(ends)
-    if not lines or ends[-1] != len(raw) - 1:
+    # Each line's two commas and its newline, in that order, and no other comma or newline.
+    found = np.flatnonzero((raw == 10) | (raw == 44))
+    lines = len(found) // 3
+    if not lines or len(found) != 3 * lines or found[-1] != len(raw) - 1:
         return None
-    commas = np.flatnonzero(raw == 44)
-    if len(commas) != 2 * lines:
+    marks = found.reshape(lines, 3)
+    first, second, ends = marks[:, 0], marks[:, 1], marks[:, 2]
+    if not ((raw[ends] == 10) & (raw[first] == 44) & (raw[second] == 44)).all():
         return None
     starts = np.empty(lines, np.int64)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
-    first, second = commas[0::2], commas[1::2]
-    # Each line holds its two commas (and so exactly two), ends with `}`, has no control
-    # character but its newline and no quote but the eight of its keys and ts.
-    if not ((first > starts).all() and (second < ends).all()):
-        return None
+    # Each line ends with `}`, has no control character but its newline and no quote but the
+    # eight of its keys and ts (bytes below 35 are controls, the space, `!` and the quote).
     if not (raw[ends - 1] == 125).all() or not (raw[first - 1] == 34).all():
         return None
-    if np.count_nonzero(raw < 32) != lines or np.count_nonzero(raw == 34) != 8 * lines:
+    if np.count_nonzero(raw < 35) != 9 * lines and (
+        np.count_nonzero(raw < 32) != lines or np.count_nonzero(raw == 34) != 8 * lines
+    ):
         return None
     words = np.ndarray((len(raw) - 7,), "<u8", data, strides=(1,))
     top = len(words) - 1
     if not ((words[np.minimum(starts, top)] & _HEAD_MASK) == _word(_HEAD)).all():
         return None
-    kinds, widths = [], []
-    for at in (first, second):
-        w0, w6, w8 = (words[np.minimum(at + k, top)] for k in (0, 6, 8))
-        pred_compact = (w0 == _COMPACT[b"prediction"][0]) & (w6 == _COMPACT[b"prediction"][1])
-        pred_spaced = (w0 == _SPACED[b"prediction"][0]) & (w8 == _SPACED[b"prediction"][1])
-        conf_compact = (w0 == _COMPACT[b"confidence"][0]) & (w6 == _COMPACT[b"confidence"][1])
+    both = marks[:, :2]
+    w0, w6 = words[np.minimum(both, top)], words[np.minimum(both + 6, top)]
+    kind = (w0 == _COMPACT[b"prediction"][0]) & (w6 == _COMPACT[b"prediction"][1])
+    conf = (w0 == _COMPACT[b"confidence"][0]) & (w6 == _COMPACT[b"confidence"][1])
+    if (kind | conf).all():  # compact, as orjson writes
+        kinds: list[Any] = [kind[:, 0], kind[:, 1]]
+        widths: list[Any] = [np.int64(14), np.int64(14)]
+    else:
+        w8 = words[np.minimum(both + 8, top)]
+        spaced = (w0 == _SPACED[b"prediction"][0]) & (w8 == _SPACED[b"prediction"][1])
+        kind |= spaced
         conf_spaced = (w0 == _SPACED[b"confidence"][0]) & (w8 == _SPACED[b"confidence"][1])
-        spaced = pred_spaced | conf_spaced
-        if not (pred_compact | pred_spaced | conf_compact | conf_spaced).all():
+        spaced |= conf_spaced
+        if not (kind | conf | conf_spaced).all():
             return None
-        kinds.append(pred_compact | pred_spaced)
-        widths.append(np.where(spaced, 16, 14))
+        width = np.where(spaced, 16, 14)
+        kinds, widths = [kind[:, 0], kind[:, 1]], [width[:, 0], width[:, 1]]
     pred_first = kinds[0]
     if not (pred_first != kinds[1]).all():  # one of each
         return None
@@ -168,6 +174,7 @@ def _blank(out: Any, at: Any, widths: Any) -> None:
     """Spaces over `out[at[i] : at[i] + widths[i]]` for each i, one numpy call per width."""
     import numpy as np
 
+    widths = np.broadcast_to(widths, at.shape)
     low, high = int(widths.min()), int(widths.max())
     for width in [low] if low == high else np.unique(widths).tolist():
         where = at if low == high else at[widths == width]
