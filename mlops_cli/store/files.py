@@ -874,15 +874,10 @@ def read_columns(
     """
     import numpy as np
 
-    from ..columns import sample_columns
-
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)
     n = skipped = 0
-    for block in _sample_blocks(path, start, stop, 1 << 20):  # (fits the CPU's caches)
-        if not block.data:
-            break
-        found = sample_columns(block.data)
+    for block, found in _parsed_blocks(path, start, stop):
         if found is None or not _in_bounds(*found):
             # Line by line: names a bad line, or a value out of bounds (or skips them).
             p, c, bad = _parse_samples(path, block, skip_invalid)
@@ -899,6 +894,45 @@ def read_columns(
         if n >= limit:
             break
     return pred[:n], conf[:n], skipped
+
+
+_PARSE_AHEAD = 3  # blocks parsed ahead in a second thread: numpy's passes leave the GIL
+
+
+def _parsed_blocks(
+    path: Path, start: int, stop: int | None
+) -> Iterator[tuple[jsonl.Block, tuple[Any, Any] | None]]:
+    """The blocks of sample lines from `start` to `stop` (1 MB: they fit the CPU's caches),
+    in order, each with what sample_columns makes of it. Over a span of several blocks two
+    threads parse them, a bounded few ahead (the arrays are the same either way)."""
+    from ..columns import sample_columns
+
+    blocks = (b for b in _sample_blocks(path, start, stop, 1 << 20) if b.data)
+    try:
+        end = os.stat(path).st_size if stop is None else stop
+    except FileNotFoundError:
+        end = start
+    if end - start <= 4 << 20:
+        for block in blocks:
+            yield block, sample_columns(block.data)
+        return
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        ahead: deque[tuple[jsonl.Block, Future[tuple[Any, Any] | None]]] = deque()
+        try:
+            for block in blocks:
+                ahead.append((block, pool.submit(sample_columns, block.data)))
+                if len(ahead) > _PARSE_AHEAD:
+                    done, future = ahead.popleft()
+                    yield done, future.result()
+            while ahead:
+                done, future = ahead.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
 
 
 def _sample_blocks(path: Path, start: int, stop: int | None, size: int) -> Iterator[jsonl.Block]:
