@@ -878,7 +878,7 @@ def read_columns(
     pred, conf = np.empty(size), np.empty(size)
     n = skipped = 0
     for block, found in _parsed_blocks(path, start, stop):
-        if found is None or not _in_bounds(*found):
+        if found is None:
             # Line by line: names a bad line, or a value out of bounds (or skips them).
             p, c, bad = _parse_samples(path, block, skip_invalid)
             skipped += bad
@@ -903,10 +903,8 @@ def _parsed_blocks(
     path: Path, start: int, stop: int | None
 ) -> Iterator[tuple[jsonl.Block, tuple[Any, Any] | None]]:
     """The blocks of sample lines from `start` to `stop` (1 MB: they fit the CPU's caches),
-    in order, each with what sample_columns makes of it. Over a span of several blocks two
+    in order, each with what _block_columns makes of it. Over a span of several blocks two
     threads parse them, a bounded few ahead (the arrays are the same either way)."""
-    from ..columns import sample_columns
-
     blocks = (b for b in _sample_blocks(path, start, stop, 1 << 20) if b.data)
     try:
         end = os.stat(path).st_size if stop is None else stop
@@ -914,7 +912,7 @@ def _parsed_blocks(
         end = start
     if end - start <= 4 << 20:
         for block in blocks:
-            yield block, sample_columns(block.data)
+            yield block, _block_columns(block.data)
         return
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -923,7 +921,7 @@ def _parsed_blocks(
         ahead: deque[tuple[jsonl.Block, Future[tuple[Any, Any] | None]]] = deque()
         try:
             for block in blocks:
-                ahead.append((block, pool.submit(sample_columns, block.data)))
+                ahead.append((block, pool.submit(_block_columns, block.data)))
                 if len(ahead) > _PARSE_AHEAD:
                     done, future = ahead.popleft()
                     yield done, future.result()
@@ -933,6 +931,15 @@ def _parsed_blocks(
         finally:
             for _, future in ahead:
                 future.cancel()
+
+
+def _block_columns(data: bytes) -> tuple[Any, Any] | None:
+    """A block's arrays by sample_columns, or None when it leaves the block to the line-by-line
+    parse or a value lies out of bounds (which that parse names)."""
+    from ..columns import sample_columns
+
+    found = sample_columns(data)
+    return found if found is not None and _in_bounds(*found) else None
 
 
 def _sample_blocks(path: Path, start: int, stop: int | None, size: int) -> Iterator[jsonl.Block]:
