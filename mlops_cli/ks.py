@@ -42,12 +42,46 @@ def ecdf_distances(a_sorted: Any, b_sorted: Any) -> tuple[float, float]:
     """The Kolmogorov-Smirnov statistic D (the largest gap between the two ECDFs) and the
     Wasserstein-1 distance (the area between them) of two sorted, non-empty samples, from one
     pass over the merged values."""
-    merged = np.sort(np.concatenate((a_sorted, b_sorted)), kind="stable")  # two sorted runs
-    gaps = np.searchsorted(a_sorted, merged, side="right") / len(a_sorted)
-    gaps -= np.searchsorted(b_sorted, merged, side="right") / len(b_sorted)
-    d = float(max(min(max(-float(gaps.min()), 0.0), 1.0), float(gaps.max())))
+    merged, from_a = merge_sorted(a_sorted, b_sorted)
+    return merged_ecdf_distances(merged, from_a)
+
+
+def merge_sorted(a_sorted: Any, b_sorted: Any) -> tuple[Any, Any]:
+    """The values of two sorted samples in one sorted array, as a stable sort of the two
+    concatenated would order them (at a tie the first sample's first), and which came from
+    the first. Each value's place is its rank in its own sample plus the count of the other
+    sample's values before it: one binary search per value of the smaller sample."""
+    n1, n2 = len(a_sorted), len(b_sorted)
+    merged = np.empty(n1 + n2, dtype=np.result_type(a_sorted, b_sorted))
+    from_a = np.zeros(n1 + n2, dtype=bool)
+    if n1 <= n2:
+        places = np.arange(n1) + np.searchsorted(b_sorted, a_sorted, side="left")
+        from_a[places] = True
+        merged[places] = a_sorted
+        merged[~from_a] = b_sorted
+    else:
+        places = np.arange(n2) + np.searchsorted(a_sorted, b_sorted, side="right")
+        from_a[:] = True
+        from_a[places] = False
+        merged[places] = b_sorted
+        merged[from_a] = a_sorted
+    return merged, from_a
+
+
+def merged_ecdf_distances(merged: Any, from_a: Any) -> tuple[float, float]:
+    """ecdf_distances from the merge of the two samples (see merge_sorted): the ECDF gap
+    after each merged value is a running count; D is read where a run of equal values ends."""
+    n1 = int(np.count_nonzero(from_a))
+    n2 = len(merged) - n1
+    seen_a = np.cumsum(from_a)
+    gaps = seen_a / n1
+    gaps -= (np.arange(1, len(merged) + 1) - seen_a) / n2
+    run_ends = np.empty(len(merged), dtype=bool)
+    np.not_equal(merged[1:], merged[:-1], out=run_ends[:-1])
+    run_ends[-1] = True
+    d = float(np.max(np.abs(gaps[run_ends])))
     area = float(np.sum(np.abs(gaps[:-1]) * np.diff(merged)))
-    return d, area
+    return min(d, 1.0), area
 
 
 def ks_two_sample_pvalue(n1: int, n2: int, d: float) -> tuple[float, float]:

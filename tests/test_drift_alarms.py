@@ -20,7 +20,7 @@ from mlops_cli.drift import (
     fired,
     level_with_alarms,
 )
-from mlops_cli.ks import ecdf_distances
+from mlops_cli.ks import ecdf_distances, merge_sorted
 
 from .conftest import Run
 
@@ -134,6 +134,26 @@ def test_ecdf_distances_match_scipy(m: int, n: int) -> None:
     d, area = ecdf_distances(a, b)
     assert d == float(scipy.stats.ks_2samp(a, b, method="asymp").statistic)
     assert area == pytest.approx(scipy.stats.wasserstein_distance(a, b), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (3, 700), (700, 3), (1000, 1000), (5000, 40)])
+def test_ecdf_distances_with_ties_on_both_sides_match_scipy(m: int, n: int) -> None:
+    """D is read only where a run of equal values ends, whichever sample is the smaller."""
+    rng = np.random.default_rng(m * 7 + n)
+    a, b = np.sort(rng.integers(-4, 5, m)).astype(float), np.sort(rng.integers(-3, 6, n) * 1.0)
+    d, area = ecdf_distances(a, b)
+    assert d == float(scipy.stats.ks_2samp(a, b, method="asymp").statistic)
+    assert area == pytest.approx(scipy.stats.wasserstein_distance(a, b), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 9), (9, 1), (400, 50), (50, 400)])
+def test_merge_sorted_is_a_stable_sort_of_the_two(m: int, n: int) -> None:
+    rng = np.random.default_rng(m + 3 * n)
+    a, b = np.sort(rng.integers(0, 20, m) / 4), np.sort(rng.integers(0, 20, n) / 4)
+    merged, from_a = merge_sorted(a, b)
+    order = np.argsort(np.concatenate((a, b)), kind="stable")
+    assert merged.tolist() == np.concatenate((a, b))[order].tolist()
+    assert from_a.tolist() == (order < m).tolist()
 
 
 def lines(pred: np.ndarray, conf: np.ndarray) -> bytes:

@@ -101,3 +101,12 @@ def test_the_collector_is_off_for_the_start_up_only(project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "collector enabled: True" in done.stderr
+
+
+def test_drift_commands_do_not_load_the_ab_tests(project: Path) -> None:
+    """`drift check` on a large window is timed against Evidently with its start-up: the drift
+    commands share the batch input helpers (cli/batch_io.py), not the A/B modules."""
+    done = mlops(project, "drift", "report", "T", "v1.0.0", "--json", importtime=True)
+    assert "mlops_cli.cli.drift_cmds" in done.stderr  # the log is read right
+    loaded = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert {"mlops_cli.cli.ab_cmds", "mlops_cli.ab_testing"} & loaded == set()

@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..ab_testing import GATES, ABTestConfig, Evaluation, Plan, TestStatus, gate, parse_gates
-from ..batch import file_id
 from ..errors import ValidationError
 from ..records import VARIANTS
 from ..state import ABTest
-from ..store.base import BatchResult
+from .batch_io import (
+    BATCH_ID_HELP,
+    batch_progress,
+    read_input,
+    recorded_text,
+    say_skipped,
+    torn_note,
+)
 from .common import (
     JSON_HELP,
-    console,
     figure,
     funnel,
     key_values,
     named_as_flags,
     one_of,
     open_project,
-    progress_wanted,
     run,
     say,
     table,
 )
-from .stdin import stdin_stream
 from .step_summary import write_step_summary
 
 if TYPE_CHECKING:
@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 
 ab_app = typer.Typer(help="A/B tests between the champion and a new version.", no_args_is_help=True)
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
-
-
-BATCH_ID_HELP = (
-    "Id making a retried batch count once (default for --file PATH: the file's hash; "
-    "stdin has none: never taken for a retry)."
-)
 
 
 # ABTestConfig fields and the `ab start` flags that set them.
@@ -238,83 +232,6 @@ def record(
     run(ctx, json_output, action, lambda r: say(f"recorded {recorded_text(r)} in {name}"))
 
 
-def recorded_text(result: dict[str, Any]) -> str:
-    """`1000`, or `0 (batch 3f2a... was already recorded: 1000 records)` on a retry."""
-    done = result.get("already_recorded", 0)
-    if not done:
-        return str(result["recorded"])
-    return f"{result['recorded']} (batch {result['batch_id']} was already recorded: {done} records)"
-
-
-@contextmanager
-def read_input(
-    file: str, batch_id: str | None = None
-) -> Iterator[tuple[BinaryIO, str | None, int]]:
-    """A batch to stream: (binary stream, batch id, size in bytes or -1 if unknown).
-
-    A file's id defaults to its content hash (computed first, streaming), so a retried step
-    re-sending the same file counts once; stdin has no default id: never taken for a retry.
-    """
-    if file == "-":
-        yield stdin_stream(), batch_id, -1
-        return
-    try:
-        stream = open(file, "rb")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
-    with stream:
-        try:
-            size = os.fstat(stream.fileno()).st_size
-            if batch_id is None:
-                batch_id = file_id(file)
-        except OSError as exc:
-            raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
-        yield stream, batch_id, size
-
-
-def say_skipped(result: BatchResult) -> None:
-    """On stderr (with --json too): a batch, or part of one, an earlier try had recorded."""
-    if not result.already_recorded:
-        return
-    if result.recorded:
-        say(
-            f"completed batch id {result.batch_id}: {result.already_recorded} records were "
-            f"already recorded by an earlier try, {result.recorded} added",
-            err=True,
-        )
-    else:
-        say(
-            f"already recorded: batch id {result.batch_id} ({result.already_recorded} records);"
-            " nothing added (give another --batch-id to record the same data again)",
-            err=True,
-        )
-
-
-class batch_progress:
-    """A progress bar on stderr for a large batch, when stderr is a terminal (never with --json)."""
-
-    def __init__(self, size: int, json_output: bool) -> None:
-        # size -1: unknown (stdin)
-        self.enabled = not json_output and progress_wanted() and (size < 0 or size > 8 << 20)
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True, console=console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task("validating", total=None)
-        return lambda lines: self.bar.update(
-            task, completed=lines, description=f"validated {lines:,} lines"
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def tail_line(t: dict[str, Any]) -> str:
     """The tail-latency guardrail in one line: its threshold, where it came from, the shares."""
     if t["threshold_ms"] is None:
@@ -397,15 +314,6 @@ def skipped_note(log: str, count: int) -> None:
             "ab evaluate and drift check refuse them unless --skip-invalid)",
             err=True,
         )
-
-
-def torn_note(log: str, size: int) -> None:
-    """Say that a log's incomplete last line was left out (readers skip it, writers cut it)."""
-    say(
-        f"note: the last line of {log} is incomplete ({size} bytes, a write was interrupted); "
-        "it was left out and the next write removes it",
-        err=True,
-    )
 
 
 @ab_app.command("evaluate")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import ValidationError
-from .ab_cmds import (
+from .batch_io import (
     BATCH_ID_HELP,
     batch_progress,
     read_input,

@@ -874,16 +874,12 @@ def read_columns(
     """
     import numpy as np
 
-    from ..columns import sample_columns
-
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)
     n = skipped = 0
-    for block in jsonl.read_blocks(path, start, 1 << 20, stop):  # (fits the CPU's caches)
-        if not block.data:
-            break
-        found = sample_columns(block.data)
+    for block, found in _parsed_blocks(path, start, stop):
         if found is None:
+            # Line by line: names a bad line, or a value out of bounds (or skips them).
             p, c, bad = _parse_samples(path, block, skip_invalid)
             skipped += bad
         else:
@@ -898,6 +894,78 @@ def read_columns(
         if n >= limit:
             break
     return pred[:n], conf[:n], skipped
+
+
+_PARSE_AHEAD = 3  # blocks parsed ahead in a second thread: numpy's passes leave the GIL
+
+
+def _parsed_blocks(
+    path: Path, start: int, stop: int | None
+) -> Iterator[tuple[jsonl.Block, tuple[Any, Any] | None]]:
+    """The blocks of sample lines from `start` to `stop` (1 MB: they fit the CPU's caches),
+    in order, each with what _block_columns makes of it. Over a span of several blocks two
+    threads parse them, a bounded few ahead (the arrays are the same either way)."""
+    blocks = (b for b in _sample_blocks(path, start, stop, 1 << 20) if b.data)
+    try:
+        end = os.stat(path).st_size if stop is None else stop
+    except FileNotFoundError:
+        end = start
+    if end - start <= 4 << 20:
+        for block in blocks:
+            yield block, _block_columns(block.data)
+        return
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        ahead: deque[tuple[jsonl.Block, Future[tuple[Any, Any] | None]]] = deque()
+        try:
+            for block in blocks:
+                ahead.append((block, pool.submit(_block_columns, block.data)))
+                if len(ahead) > _PARSE_AHEAD:
+                    done, future = ahead.popleft()
+                    yield done, future.result()
+            while ahead:
+                done, future = ahead.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+
+def _block_columns(data: bytes) -> tuple[Any, Any] | None:
+    """A block's arrays by sample_columns, or None when it leaves the block to the line-by-line
+    parse or a value lies out of bounds (which that parse names)."""
+    from ..columns import sample_columns
+
+    found = sample_columns(data)
+    return found if found is not None and _in_bounds(*found) else None
+
+
+def _sample_blocks(path: Path, start: int, stop: int | None, size: int) -> Iterator[jsonl.Block]:
+    """The whole lines from `start` to `stop` (or the size at opening), a block at a time:
+    each block read once and cut at its last newline, the cut-off line read again with the
+    next (no joining). From a block without a newline on (a line longer than a block, or a
+    torn tail) jsonl.read_blocks goes on, which bounds over-long lines and reports the tail."""
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
+        return
+    pos = start
+    try:
+        end = os.fstat(fd).st_size if stop is None else stop
+        while pos < end:
+            chunk = os.pread(fd, min(size, end - pos), pos)
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                break
+            yield jsonl.Block(chunk if cut == len(chunk) else chunk[:cut], pos, pos + cut)
+            pos += cut
+        else:
+            return
+    finally:
+        os.close(fd)
+    yield from jsonl.read_blocks(path, pos, size, stop)
 
 
 def _parse_samples(
@@ -916,7 +984,7 @@ def _parse_samples(
     try:
         p: list[Any] = [r["prediction"] for r in rows]
         c: list[Any] = [r["confidence"] for r in rows]
-        if _all_numbers(p, c):
+        if _all_numbers(p, c) and _in_bounds(p, c):
             return p, c, len(bad)
     except (KeyError, TypeError):
         pass
@@ -932,6 +1000,17 @@ def _parse_samples(
                 ) from None
     skipped = len(bad) + len(rows) - len(good)
     return [r["prediction"] for r in good], [r["confidence"] for r in good], skipped
+
+
+def _in_bounds(p: Any, c: Any) -> bool:
+    """Whether every prediction lies within +-PREDICTION_ABS_MAX and every confidence in
+    [0, 1] (numbers parsed from JSON are finite), checked over the arrays at once."""
+    import numpy as np
+
+    from ..limits import PREDICTION_ABS_MAX
+
+    p, c = np.asarray(p, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    return bool((np.abs(p) <= PREDICTION_ABS_MAX).all() and ((c >= 0) & (c <= 1)).all())
 
 
 def _all_numbers(p: list[Any], c: list[Any]) -> bool:
