@@ -16,6 +16,7 @@ import pytest
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project
 from mlops_cli.state import RegistryState
 from mlops_cli.store import snapshot as snapshots
+from mlops_cli.store.files import CHECK_EVERY_S
 from mlops_cli.store.snapshot import Snapshot
 
 from . import pg_server as fixtures
@@ -222,17 +223,49 @@ def test_a_test_started_elsewhere_is_recorded_into_at_once(location: str) -> Non
 # -- the directory store ----------------------------------------------------------------------
 
 
-def test_a_promote_in_another_process_routes_the_next_request(tmp_path: Path) -> None:
+def test_a_promote_in_another_process_routes_the_requests_after_the_next_check(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "proj"
     project = running_test(str(root))
     project.ab.finalize_test("t", "rollback", force=True)
     project.registry.register_version(ModelVersion("gnn", "v2.0.0", model_path="/m.pt"))
-    assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"
-    subprocess.run(
-        [str(MLOPS_BIN), "-C", str(root), "promote", "gnn", "v2.0.0"],
-        check=True, capture_output=True, timeout=120,
-    )
-    assert project.ab.assign_variant("gnn", "u").version == "v2.0.0"
+    clock = Clock()
+    _private_snapshot(project, clock=clock)  # the directory's default interval
+    try:
+        assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"
+        subprocess.run(
+            [str(MLOPS_BIN), "-C", str(root), "promote", "gnn", "v2.0.0"],
+            check=True, capture_output=True, timeout=120,
+        )
+        assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"  # not looked yet
+        clock.now += CHECK_EVERY_S
+        assert project.ab.assign_variant("gnn", "u").version == "v2.0.0"
+    finally:
+        snapshots.forget(("another process", project.location))
+
+
+def test_a_read_sees_a_change_elsewhere_at_once_whatever_the_interval(tmp_path: Path) -> None:
+    """`read()` (commands, transactions) compares the registry's generation on every call:
+    a transaction never starts from a state another process has changed since, and the
+    per-request calls see what it read."""
+    root = tmp_path / "proj"
+    admin = running_test(str(root))
+    service = Project.open(root)
+    _private_snapshot(service, check_every_s=3600.0, clock=Clock())
+    try:
+        assert service.ab.assign_variant("gnn", "u").test == "t"
+        admin.ab.finalize_test("t", "promote", force=True)
+        admin.registry.register_version(ModelVersion("gnn", "v2.0.0", model_path="/m.pt"))
+        assert service.ab.assign_variant("gnn", "u").test == "t"  # within the interval
+        service.registry.register_version(ModelVersion("gnn", "v3.0.0", model_path="/m.pt"))
+        assert sorted(Project.open(root).state().models["gnn"].versions) == [
+            "v1.0.0", "v1.1.0", "v2.0.0", "v3.0.0",
+        ]  # no update lost
+        assignment = service.ab.assign_variant("gnn", "u")  # the snapshot the read refreshed
+        assert (assignment.test, assignment.version) == (None, "v1.1.0")
+    finally:
+        snapshots.forget(("another process", service.location))
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -438,7 +471,7 @@ def test_a_registry_edited_in_place_or_replaced_is_read_again(tmp_path: Path) ->
     root = tmp_path / "proj"
     admin = running_test(str(root))
     service = Project.open(root)
-    snap = _private_snapshot(service)
+    snap = _private_snapshot(service, check_every_s=0.0)  # checked on every call
     try:
         service.ab.assign_variant("gnn", "u")
         loads = snap.loads
@@ -460,7 +493,7 @@ def test_beyond_the_files_held_a_snapshot_checks_the_path(
     monkeypatch.setattr(_Watched, "HELD", 1)
     first = running_test(str(tmp_path / "a"))
     service = Project.open(first.root)
-    _private_snapshot(service)
+    _private_snapshot(service, check_every_s=0.0)
     try:
         assert service.ab.assign_variant("gnn", "u").test == "t"
         Project.init(tmp_path / "b").state()  # holds its registry.yaml: the first is let go
