@@ -97,13 +97,12 @@ def default_project() -> Project:
     # Per request (the seed's names): only the environment is looked at again, and the cwd
     # when the location depends on it.
     key = _default_key
-    if (
-        key is not None
-        and _default is not None
-        and _project_dir_env() == key[0]
-        and (key[1] is None or key[1] == os.getcwd())
-    ):
-        return _default
+    if key is not None and _default is not None:
+        named_now = (
+            _ENVIRON.get(b"MLOPS_PROJECT_DIR") if _ENVIRON is not None else _project_dir_env()
+        )
+        if named_now == key[0] and (key[1] is None or key[1] == os.getcwd()):
+            return _default
     from .project import Project
 
     raw = _project_dir_env()
