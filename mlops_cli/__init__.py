@@ -135,16 +135,36 @@ class _Lazy:
 
 
 class _DefaultRegistry(_Lazy):
-    def update_metrics(self, *args: Any, **kwargs: Any) -> None:
-        default_project().registry.update_metrics(*args, **kwargs)
+    def update_metrics(
+        self,
+        model_type: str,
+        version: str,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+    ) -> None:
+        default_project().registry.update_metrics(
+            model_type, version, inference_time_ms, confidence, error
+        )
 
 
 class _DefaultABTests(_Lazy):
-    def assign_variant(self, *args: Any, **kwargs: Any) -> Any:
-        return default_project().ab.assign_variant(*args, **kwargs)
+    def assign_variant(self, model_type: str, user_id: str) -> Any:
+        return default_project().ab.assign_variant(model_type, user_id)
 
-    def record_result(self, *args: Any, **kwargs: Any) -> None:
-        default_project().ab.record_result(*args, **kwargs)
+    def record_result(
+        self,
+        test_name: str,
+        variant: str,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+        user_id: str | None = None,
+        ts: str | None = None,
+    ) -> None:
+        default_project().ab.record_result(
+            test_name, variant, inference_time_ms, confidence, error, user_id, ts
+        )
 
     @property
     def active_tests(self) -> Any:
