@@ -501,12 +501,12 @@ class ModelRegistry:
         call gives a new ModelVersion, as `build(..., lazy=True)` would, whose serving metrics
         are computed when first read."""
         fields = vars(self.build(model_type, version, model, lazy=True))
-        serving = fields.pop("_serving")
-        config, tags = fields.pop("config"), fields.pop("tags")
+        config, tags = fields["config"], fields["tags"]
 
         def served() -> ModelVersion:
             found = ModelVersion.__new__(ModelVersion)
-            found.__dict__.update(fields, config=dict(config), tags=dict(tags), _serving=serving)
+            found.__dict__.update(fields)  # (the metrics still to compute: `_serving`)
+            found.config, found.tags = dict(config), dict(tags)  # the caller's own
             return found
 
         return served

@@ -42,10 +42,19 @@ def bucket(key: str, user_id: str) -> int:
 
     Never Python's hash(): it differs between processes.
     """
+    digest = (_sha256 or _load_sha256())(f"{key}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10000
+
+
+_sha256: Any = None  # hashlib.sha256, imported on first use (3 ms a command need not pay)
+
+
+def _load_sha256() -> Any:
+    global _sha256
     import hashlib
 
-    digest = hashlib.sha256(f"{key}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 10000
+    _sha256 = hashlib.sha256
+    return _sha256
 
 
 class Router:
