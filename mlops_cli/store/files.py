@@ -156,8 +156,8 @@ class FileStore:
         self.lock_path = root / LOCK_FILE
         self.archive_path = root / TEST_ARCHIVE
         # One snapshot of the registry per project and process, checked by an fstat of the
-        # registry.yaml it was read from on every use (snapshot.py, _Watched): another
-        # process's change is seen at the next call.
+        # registry.yaml it was read from (snapshot.py, _Watched): on every `read`, and at most
+        # every CHECK_EVERY_S for the per-request calls (`snapshot`).
         self._snapshot_key: tuple[str, ...] = ("files", os.path.realpath(root))
         self._held: tuple[int, snapshots.Snapshot, tuple[str, ...]] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
