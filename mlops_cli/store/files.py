@@ -163,6 +163,7 @@ class FileStore:
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
         self._paths: dict[str, Path] = {}
         self._logs: dict[str, jsonl.AppendLog] = {}  # per-request appends: opened once
+        self._encode: Callable[[Any], bytes] = jsonl.dumps  # orjson.dumps once one is open
 
     def __repr__(self) -> str:
         return f"FileStore({self.location!r})"
@@ -513,8 +514,11 @@ class FileStore:
                 with self.transaction() as txn:
                     txn.events.append(record)
                 return
+            import orjson  # (not at start-up: a command that appends nothing never needs it)
+
+            self._encode = orjson.dumps
             log = self._logs[stream] = jsonl.WRITER.log(self.path(stream), self.root)
-        log.append(jsonl.dumps_line(record), self._lock_timeout)
+        log.append(self._encode(record) + b"\n", self._lock_timeout)
 
     def append_batch(
         self,
