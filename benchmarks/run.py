@@ -485,6 +485,12 @@ def service(quick: bool) -> list[Case]:
             )
         elif "seconds" in r:
             cases.append(Case(r["case"], r["seconds"], None, "-", r["target"], r["ok"]))
+        elif "cpu_us" in r:  # CPU time of a request against the floor's
+            cases.append(
+                Case(f"{r['case']}, 1,000 requests", r["cpu_us"] / 1000,
+                     r["floor_cpu_us"] / 1000, "sha256 + 4 locked appends (CPU)", "<= 3",
+                     r["ok"])
+            )
         elif "share" in r:  # a rate at least a share of the directory's
             cases.append(
                 Case(r["case"], r["requests_per_s"], r["directory_per_s"], "the directory",

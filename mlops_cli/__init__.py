@@ -11,6 +11,7 @@ current directory).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -69,35 +70,50 @@ __all__ = [
 
 _default: Project | None = None
 _default_at: str | None = None  # where it was located (a URL's `location` hides its password)
-# (MLOPS_PROJECT_DIR, the cwd it was relative to, or None) the default project was found for
-_default_key: tuple[str | None, str | None] | None = None
+# (MLOPS_PROJECT_DIR as read, the cwd it was relative to, or None) the default project was
+# found for
+_default_key: tuple[object, str | None] | None = None
+
+# os.environ's own store (bytes keys on POSIX; every change to os.environ writes through to
+# it): the seed's names look MLOPS_PROJECT_DIR up per request, and os.environ.get is five
+# Python calls.
+_ENVIRON: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+if not (isinstance(_ENVIRON, dict) and all(type(k) is bytes for k in _ENVIRON)):
+    _ENVIRON = None
+
+
+def _project_dir_env() -> object:
+    """MLOPS_PROJECT_DIR as os.environ holds it (compare for equality only), None if unset."""
+    if _ENVIRON is not None:
+        return _ENVIRON.get(b"MLOPS_PROJECT_DIR")
+    return os.environ.get("MLOPS_PROJECT_DIR")
 
 
 def default_project() -> Project:
     """The project the seed-style globals use: MLOPS_PROJECT_DIR, else the current directory.
     Opened once per location, so a service on PostgreSQL keeps one connection."""
     global _default, _default_at, _default_key
-    import os
 
     # Per request (the seed's names): only the environment is looked at again, and the cwd
     # when the location depends on it.
-    named = os.environ.get("MLOPS_PROJECT_DIR")
-    if (
-        _default is not None
-        and _default_key is not None
-        and named == _default_key[0]
-        and (_default_key[1] is None or _default_key[1] == os.getcwd())
-    ):
-        return _default
+    key = _default_key
+    if key is not None and _default is not None:
+        named_now = (
+            _ENVIRON.get(b"MLOPS_PROJECT_DIR") if _ENVIRON is not None else _project_dir_env()
+        )
+        if named_now == key[0] and (key[1] is None or key[1] == os.getcwd()):
+            return _default
     from .project import Project
 
+    raw = _project_dir_env()
+    named = os.environ.get("MLOPS_PROJECT_DIR")
     where = str(Project.locate())
     if _default is None or _default_at != where:
         _default = Project.open(where)
         _default_at = where
     absolute = named is not None and (os.path.isabs(named) or "://" in named)
     # Walking up for registry.yaml (nothing named): looked for again each time.
-    _default_key = (named, None if absolute else os.getcwd()) if named else None
+    _default_key = (raw, None if absolute else os.getcwd()) if named else None
     return _default
 
 
@@ -114,8 +130,51 @@ class _Lazy:
         return f"<mlops_cli.{self._attr} of the default project>"
 
 
-model_registry: ModelRegistry = _Lazy("registry")  # type: ignore[assignment]
-ab_test_manager: ABTestManager = _Lazy("ab")  # type: ignore[assignment]
+# The calls the seed makes per request are methods of the stand-ins, so they skip the failed
+# lookup `__getattr__` comes after (half a microsecond each).
+
+
+class _DefaultRegistry(_Lazy):
+    def update_metrics(
+        self,
+        model_type: str,
+        version: str,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+    ) -> None:
+        default_project().registry.update_metrics(
+            model_type, version, inference_time_ms, confidence, error
+        )
+
+
+class _DefaultABTests(_Lazy):
+    def assign_variant(self, model_type: str, user_id: str) -> Any:
+        return default_project().ab.assign_variant(model_type, user_id)
+
+    def record_result(
+        self,
+        test_name: str,
+        variant: str,
+        inference_time_ms: float,
+        confidence: float,
+        error: bool = False,
+        user_id: str | None = None,
+        ts: str | None = None,
+    ) -> None:
+        default_project().ab.record_result(
+            test_name, variant, inference_time_ms, confidence, error, user_id, ts
+        )
+
+    @property
+    def active_tests(self) -> Any:
+        return default_project().ab.active_tests
+
+    _active_tests = active_tests
+
+
+model_registry: ModelRegistry = _DefaultRegistry("registry")  # type: ignore[assignment]
+ab_test_manager: ABTestManager = _DefaultABTests("ab")  # type: ignore[assignment]
 
 
 def get_drift_detector(model_type: str, model_version: str) -> DriftDetector:

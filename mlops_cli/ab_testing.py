@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from .batch import Source
 from .decision import ArmFigures, Evaluation, analysis_arms, decide
@@ -14,12 +14,13 @@ from .errors import ConflictError, GateError, MlopsError, ValidationError
 from .limits import require_finite
 from .naming import validate_name, validate_version
 from .plan import Plan, PlanInputs, inputs_from_arms, make_plan
-from .records import VARIANTS, plain_number, validate_request
+from .records import VARIANTS, plain_number, plain_request, validate_request
 from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
 from .schema import AB_FIELDS, DECISION_RULES, HARM_GUARDRAILS, TEST_RULES
-from .state import ABTest
+from .state import ABTest, RegistryState, Router
 from .store.base import BatchResult, Store, Summary, ab_stream, metrics_stream
+from .store.snapshot import Bound
 from .tail import (
     FIRST_DAY,
     HISTORY_MAX_REQUESTS,
@@ -231,12 +232,23 @@ class TestStatus(MappingResult):
         return doc
 
 
+class _Route(NamedTuple):
+    """How a model type's requests are served in one registry state: who serves a user, and
+    the version each arm hands out."""
+
+    router: Router
+    models: dict[str, Callable[[], ModelVersion]]
+
+
 class ABTestManager:
     """Starts, routes, records and decides the A/B tests of a project."""
 
     def __init__(self, store: Store, registry: ModelRegistry) -> None:
         self.store = store
         self.registry = registry
+        # Worked out once per registry snapshot, for the per-request calls:
+        self._routes: Bound[str, _Route] = Bound()  # by model type
+        self._streams: Bound[str, str] = Bound()  # a running test's stream, by its name
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -457,14 +469,29 @@ class ABTestManager:
         process's snapshot of the registry; the model's serving metrics are computed when
         first read."""
         state = self.store.snapshot()
-        variant, version, test = state.route(model_type, user_id)
-        model = self.registry.build(model_type, version, state.models[model_type], lazy=True)
-        return Assignment(variant, version, model, test.name if test else None)
+        route = self._routes.of(state).get(model_type)
+        if route is None:
+            route = self._route(state, model_type)
+        variant, version, test = route.router.route(user_id)
+        return Assignment(variant, version, route.models[version](), test.name if test else None)
+
+    def _route(self, state: RegistryState, model_type: str) -> _Route:
+        """How a model type's requests are served in `state`, bound to it (or the error)."""
+        router = state.router(model_type)
+        model = state.models[model_type]
+        test = router.test
+        versions = (test.control_version, test.treatment_version) if test else (model.champion,)
+        route = _Route(
+            router,
+            {v: self.registry.served_version(model_type, v, model) for v in versions if v},
+        )
+        self._routes.of(state)[model_type] = route
+        return route
 
     # -- recording ---------------------------------------------------------------------------
 
-    def _running(self, name: str) -> ABTest:
-        test = self.store.snapshot().ab_tests.get(name)
+    def _running(self, name: str, state: RegistryState | None = None) -> ABTest:
+        test = (state or self.store.snapshot()).ab_tests.get(name)
         if test is not None and test.running:
             return test
         test = self.get_test(name)
@@ -485,18 +512,36 @@ class ABTestManager:
         ts: str | None = None,
     ) -> None:
         """Record one request of a running test (cheap: one appended line)."""
-        self._running(test_name)
+        store = self.store
+        state = store.snapshot()
+        stream = self._streams.of(state).get(test_name)
+        if stream is None:
+            stream = self._stream(state, test_name)
         doc: dict[str, Any] = {
-            "ts": ts or stamp_now(self.store.clock),
+            "ts": ts or stamp_now(store.clock),
             "variant": variant,
-            "inference_time_ms": plain_number(inference_time_ms),
-            "confidence": plain_number(confidence),
-            "error": plain_number(error),
+            "inference_time_ms": inference_time_ms,
+            "confidence": confidence,
+            "error": error,
         }
         if user_id is not None:
             doc["user_id"] = user_id
-        validate_request(doc, judge_ts=ts is not None)
-        self.store.append(ab_stream(test_name), doc)
+        if ts is not None or not plain_request(
+            variant, inference_time_ms, confidence, error, "" if user_id is None else user_id
+        ):
+            for key in ("inference_time_ms", "confidence", "error"):
+                doc[key] = plain_number(doc[key])  # a numpy scalar as its Python value
+            validate_request(doc, judge_ts=ts is not None)  # or says what is wrong
+        store.append(stream, doc)
+
+    def _stream(self, state: RegistryState, test_name: str) -> str:
+        """The stream of a running test, bound to the snapshot when it holds the test running
+        (one started elsewhere since is read fresh); a finalized test is an error."""
+        test = self._running(test_name, state)
+        stream = ab_stream(test_name)
+        if state.ab_tests.get(test_name) is test:
+            self._streams.of(state)[test_name] = stream
+        return stream
 
     def record_batch(
         self,

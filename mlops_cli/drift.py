@@ -30,9 +30,9 @@ from .errors import (
 )
 from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
-from .records import plain_number, validate_sample
+from .records import plain_number, plain_sample, validate_sample
 from .results import MappingResult
-from .state import Level
+from .state import Level, RegistryState
 from .store.base import BatchResult, Rows, Store, drift_stream, skipped_of
 from .timeutil import format_ts, stamp_now
 
@@ -305,6 +305,7 @@ class DriftDetector:
         self.reference = drift_stream(model_type, model_version, "reference")
         self.production = drift_stream(model_type, model_version, "production")
         self.checks = drift_stream(model_type, model_version, "checks")
+        self._registered_in: RegistryState | None = None  # a snapshot that holds the version
         self._warned_full = False
 
     def __repr__(self) -> str:
@@ -353,7 +354,18 @@ class DriftDetector:
         self, prediction: float, confidence: float, ts: str | None = None
     ) -> None:
         """Record one live prediction (cheap: one appended line)."""
-        self.store.append(self.production, self._sample(prediction, confidence, ts))
+        store = self.store
+        state = store.snapshot()
+        if state is not self._registered_in:  # checked once per snapshot
+            self._require_version()
+            self._registered_in = state
+        if ts is not None or not plain_sample(prediction, confidence):
+            store.append(self.production, self._sample(prediction, confidence, ts))
+            return
+        store.append(
+            self.production,
+            {"ts": stamp_now(store.clock), "prediction": prediction, "confidence": confidence},
+        )
 
     def set_reference(
         self,

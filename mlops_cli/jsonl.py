@@ -51,7 +51,9 @@ def loads(data: bytes | memoryview) -> Any:
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
-    return dumps(record) + b"\n"
+    import orjson  # (per request: not through `dumps`)
+
+    return orjson.dumps(record) + b"\n"
 
 
 @contextmanager
@@ -115,37 +117,116 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+_LOGS: weakref.WeakSet[AppendLog] = weakref.WeakSet()
+
+
+class AppendLog:
+    """One log kept open for appends: a per-request append is four system calls (flock,
+    fstat, write, unlock) on a descriptor opened once.
+
+    Each append checks, under the log's lock, what the write-safety rules need: a log replaced
+    or removed since it was opened (no links left) is reopened and the record goes to the new
+    file; one that gained a second hard link is refused; a torn last line another writer left
+    is cut (its last byte is read only when the log is not where this object's last append
+    left it). A forked child never uses its parent's descriptor (its flock would be the
+    parent's): it opens its own.
+    """
+
+    def __init__(self, path: Path, root: Path | None = None) -> None:
+        self.path = path
+        self.root = root  # the project directory: every directory from it down is checked
+        self._fd: int | None = None
+        self._end: int | None = None  # where this object's last append ended
+        # flock excludes other open files, not threads sharing this descriptor: they queue here.
+        self.mutex = threading.RLock()
+        _LOGS.add(self)
+
+    def fd(self) -> int:
+        """The descriptor, opened (never through a link) when none is held; under `mutex`."""
+        fd = self._fd
+        if fd is None:
+            fd = self._fd = safefs.open_append(self.path, self.root)
+            self._end = None
+        return fd
+
+    def close(self) -> None:
+        """Let the descriptor go (the next append opens the log again)."""
+        with self.mutex:
+            fd, self._fd, self._end = self._fd, None, None
+            if fd is not None:
+                os.close(fd)
+
+    def _forked(self) -> None:
+        self._fd = self._end = None  # the parent's descriptor stays the parent's
+        self.mutex = threading.RLock()
+
+    def append(
+        self,
+        data: bytes,
+        timeout: float | Callable[[], float],
+        fsync: bool = False,
+        precheck: Callable[[int], None] | None = None,
+    ) -> None:
+        """Append whole lines (`data` ends with a newline). `timeout`: seconds to wait for a
+        busy lock (a function is asked only when the lock is busy). `precheck(fd)` runs under
+        the lock, after a torn tail is cut, and may refuse by raising."""
+        with self.mutex:
+            for _attempt in range(3):
+                fd = self._fd
+                if fd is None:
+                    fd = self.fd()
+                try:
+                    fcntl.flock(fd, _LOCK_NOW)
+                except BlockingIOError:
+                    lock(fd, self.path, timeout() if callable(timeout) else timeout)
+                try:
+                    st = os.fstat(fd)
+                    if st.st_nlink == 1:
+                        size = st.st_size
+                        if size != self._end:
+                            size -= _truncate_torn_tail(fd, size)
+                        if precheck is not None:
+                            precheck(fd)
+                        self._end = None  # unknown until the write succeeds
+                        write_lines(fd, self.path, data, fsync, size)
+                        self._end = size + len(data)
+                        return
+                    if st.st_nlink > 1:
+                        safefs.check_single_link(fd, self.path, self.root)  # refused, named
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                self.close()  # replaced or removed since it was opened: open the new one
+        raise StateError(f"could not append to {self.path}: it keeps being replaced")
+
+
+_LOCK_NOW = fcntl.LOCK_EX | fcntl.LOCK_NB
+
+
 _WRITERS: weakref.WeakSet[LogWriter] = weakref.WeakSet()
 
 
 class LogWriter:
-    """Appends to logs, keeping each log's descriptor open so a per-request append is cheap."""
+    """The logs a process appends to, each kept open (AppendLog), by path."""
 
     def __init__(self) -> None:
-        self._fds: dict[Path, int] = {}
-        self._ends: dict[Path, int] = {}  # where this writer's last append to a log ended
-        # flock excludes other open files, not threads sharing this descriptor: they queue here.
-        self._mutex = threading.RLock()
+        self._logs: dict[Path, AppendLog] = {}
         _WRITERS.add(self)
 
     def _forked(self) -> None:
         """In a forked child: never share a lock-holding file description with the parent."""
-        self._fds = {}
-        self._ends = {}
-        self._mutex = threading.RLock()
+        self._logs = {}
 
-    def _fd(self, path: Path, root: Path | None = None) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
-            fd = safefs.open_append(path, root)  # never through a link, dirs checked
-            self._fds[path] = fd
-        return fd
+    def log(self, path: Path, root: Path | None = None) -> AppendLog:
+        """The log at `path`, kept open for appends by this writer."""
+        found = self._logs.get(path)
+        if found is None:
+            found = self._logs.setdefault(path, AppendLog(path, root))
+        return found
 
     def forget(self, path: Path) -> None:
-        self._ends.pop(path, None)
-        fd = self._fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+        found = self._logs.pop(path, None)
+        if found is not None:
+            found.close()
 
     def append(
         self,
@@ -156,36 +237,12 @@ class LogWriter:
         precheck: Callable[[int], None] | None = None,
         root: Path | None = None,
     ) -> None:
-        """Append whole lines (`data` ends with a newline) to the log at `path`.
+        """Append whole lines (`data` ends with a newline) to the log at `path` (AppendLog).
 
-        `precheck(fd)` runs under the lock, after a torn tail is cut, and may refuse by raising.
         `root` is the project directory: the log is opened with every directory from it down
         checked (see safefs.open_append).
         """
-        # Per request, so four system calls: flock, fstat, write, unlock. A log replaced or
-        # removed since it was opened has no links left (st_nlink 0): reopened. Its last byte
-        # is read only when the log is not where this writer's last append left it (another
-        # writer's tail may be torn; the end of our own append is a newline).
-        for _attempt in range(3):
-            fd = self._fd(path, root)
-            with self._mutex:
-                lock(fd, path, timeout)  # (not `flocked`: a context manager costs 4 calls)
-                try:
-                    st = safefs.check_single_link(fd, path, root)
-                    if st.st_nlink:  # not replaced since we opened it
-                        size = st.st_size
-                        if size != self._ends.get(path):
-                            size -= _truncate_torn_tail(fd, size)
-                        if precheck is not None:
-                            precheck(fd)
-                        self._ends.pop(path, None)  # unknown until the write succeeds
-                        write_lines(fd, path, data, fsync, size)
-                        self._ends[path] = size + len(data)
-                        return
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            self.forget(path)  # the log was replaced since we opened it: reopen
-        raise StateError(f"could not append to {path}: it keeps being replaced")
+        self.log(path, root).append(data, timeout, fsync, precheck)
 
     def append_batch(
         self,
@@ -223,21 +280,23 @@ class LogWriter:
         retry). With `room(fd)` -> (held, cap): a batch taking the log past `cap` appends
         nothing and raises Overflow once every chunk was read (for the count).
         """
+        log = self.log(path, root)
         for _attempt in range(3):
             new = _inode(path) == -1
-            fd = self._fd(path, root)
-            with self._mutex, flocked(fd, path, timeout):
-                if _inode(path) == safefs.check_single_link(fd, path, root).st_ino:
-                    _truncate_torn_tail(fd)
-                    try:
-                        return _append_chunks(fd, path, batch_id, chunks, root, room)
-                    except BaseException:
-                        if new and os.fstat(fd).st_size == 0:
-                            # Nothing recorded: no empty log left either (this descriptor,
-                            # kept, is found stale and reopened by the next append).
-                            os.unlink(path)
-                        raise
-            self.forget(path)  # the log was replaced since we opened it: reopen
+            with log.mutex:
+                fd = log.fd()
+                with flocked(fd, path, timeout):
+                    if _inode(path) == safefs.check_single_link(fd, path, root).st_ino:
+                        _truncate_torn_tail(fd)
+                        try:
+                            return _append_chunks(fd, path, batch_id, chunks, root, room)
+                        except BaseException:
+                            if new and os.fstat(fd).st_size == 0:
+                                # Nothing recorded: no empty log left either (this descriptor,
+                                # kept, is found stale and reopened by the next append).
+                                os.unlink(path)
+                            raise
+                log.close()  # the log was replaced since we opened it: reopen
         raise StateError(f"could not append to {path}: it keeps being replaced")
 
 
@@ -520,6 +579,8 @@ WRITER = LogWriter()
 def _after_fork() -> None:
     for writer in list(_WRITERS):
         writer._forked()
+    for log in list(_LOGS):
+        log._forked()
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -125,25 +125,56 @@ def _fast_user_id(value: Any) -> bool:
     return (type(value) is int and -(2**63) <= value < 2**64)
 
 
+_MS_HIGH = INFERENCE_TIME_MS.high
+
+
+def plain_request(
+    variant: Any, inference_time_ms: Any, confidence: Any, error: Any, user_id: Any = ""
+) -> bool:
+    """Whether a request's fields pass as they are (the common case, checked without building
+    any message; `user_id` "" when there is none). False sends the record to
+    validate_request, which takes numpy scalars and names what is wrong."""
+    t, c = inference_time_ms, confidence
+    return (
+        variant in VARIANTS
+        and type(t) in NUMBER
+        and 0 <= t <= _MS_HIGH
+        and type(c) in NUMBER
+        and 0 <= c <= 1
+        and type(error) is bool
+        and _fast_user_id(user_id)
+    )
+
+
+def plain_sample(prediction: Any, confidence: Any) -> bool:
+    """Whether a sample's fields pass as they are (as plain_request, for validate_sample)."""
+    p, c = prediction, confidence
+    return (
+        type(p) in NUMBER
+        and -PREDICTION_ABS_MAX <= p <= PREDICTION_ABS_MAX
+        and type(c) in NUMBER
+        and 0 <= c <= 1
+    )
+
+
 def validate_request(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict[str, Any]:
     """A recorded request with its fields checked; `where` prefixes messages (batch line).
     `judge_ts=False`: the `ts` is the tool's own stamp from the project's clock (which a
     simulation or a test may set anywhere) or one already stored, and is not judged."""
     ts = doc.get("ts", _NO_TS) if judge_ts and type(doc) is dict else _NO_TS
-    if type(doc) is dict and doc.keys() <= REQUEST_FIELDS and _fast_ts(ts):
-        # The common case, checked without building any message.
-        t: Any = doc.get("inference_time_ms")
-        c: Any = doc.get("confidence")
-        if (
-            doc.get("variant") in VARIANTS
-            and type(t) in NUMBER
-            and 0 <= t <= INFERENCE_TIME_MS.high
-            and type(c) in NUMBER
-            and 0 <= c <= 1
-            and type(doc.get("error", False)) is bool
-            and _fast_user_id(doc.get("user_id", ""))
-        ):
-            return doc
+    if (
+        type(doc) is dict
+        and doc.keys() <= REQUEST_FIELDS
+        and _fast_ts(ts)
+        and plain_request(
+            doc.get("variant"),
+            doc.get("inference_time_ms"),
+            doc.get("confidence"),
+            doc.get("error", False),
+            doc.get("user_id", ""),
+        )
+    ):
+        return doc
     if not isinstance(doc, dict):
         raise ValidationError(f"{where}expected a JSON object")
     unknown = set(doc) - REQUEST_FIELDS
@@ -172,17 +203,13 @@ def validate_sample(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict
     """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]
     (`judge_ts` as for validate_request)."""
     ts = doc.get("ts", _NO_TS) if judge_ts and type(doc) is dict else _NO_TS
-    if type(doc) is dict and doc.keys() <= SAMPLE_FIELDS and _fast_ts(ts):
-        # The common case, checked without building any message.
-        p: Any = doc.get("prediction")
-        c: Any = doc.get("confidence")
-        if (
-            type(p) in NUMBER
-            and -PREDICTION_ABS_MAX <= p <= PREDICTION_ABS_MAX
-            and type(c) in NUMBER
-            and 0 <= c <= 1
-        ):
-            return doc
+    if (
+        type(doc) is dict
+        and doc.keys() <= SAMPLE_FIELDS
+        and _fast_ts(ts)
+        and plain_sample(doc.get("prediction"), doc.get("confidence"))
+    ):
+        return doc
     if not isinstance(doc, dict):
         raise ValidationError(f"{where}expected a JSON object")
     unknown = set(doc) - SAMPLE_FIELDS

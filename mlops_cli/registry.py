@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from .records import check_finite
 from .results import Event, Events, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
 from .store.base import EVENTS, Store, metrics_stream, skipped_of
+from .store.snapshot import Bound
 from .timeutil import format_ts, stamp, stamp_now
 
 
@@ -146,6 +148,8 @@ def file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+_MS_HIGH = INFERENCE_TIME_MS.high
+
 __all__ = ["ModelRegistry", "ModelVersion", "Verification", "bucket", "file_digest"]
 
 
@@ -155,6 +159,7 @@ class ModelRegistry:
     def __init__(self, store: Store, model_root: Path) -> None:
         self.store = store
         self.model_root = model_root  # relative model paths are relative to it
+        self._metrics_streams: Bound[tuple[str, str], str] = Bound()  # per snapshot
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -459,19 +464,49 @@ class ModelRegistry:
         error: bool = False,
     ) -> None:
         """Record one served request; cheap enough to call per request from a service."""
-        state: RegistryState = self.store.snapshot()
-        model = state.models.get(model_type)
-        if model is None or version not in model.versions:  # `1.0.0` for `v1.0.0`, or new
-            version = self.store.read().canonical(model_type, version)  # or the precise error
-        self.store.append(
-            metrics_stream(model_type, version),
+        store = self.store
+        state = store.snapshot()
+        stream = self._metrics_streams.of(state).get((model_type, version))
+        if stream is None:
+            stream = self._metrics_stream(state, model_type, version)
+        t, c = inference_time_ms, confidence
+        if not (type(t) is float and 0 <= t <= _MS_HIGH and type(c) is float and 0 <= c <= 1):
+            t = check_finite("inference_time_ms", t, 0, _MS_HIGH)  # or says what is wrong
+            c = check_finite("confidence", c, 0, 1)
+        store.append(
+            stream,
             {
-                "ts": stamp_now(self.store.clock),
-                "inference_time_ms": check_finite(
-                    "inference_time_ms", inference_time_ms, 0, INFERENCE_TIME_MS.high
-                ),
-                "confidence": check_finite("confidence", confidence, 0, 1),
+                "ts": stamp_now(store.clock),
+                "inference_time_ms": t,
+                "confidence": c,
                 "error": bool(error),
             },
         )
 
+    def _metrics_stream(self, state: RegistryState, model_type: str, version: str) -> str:
+        """The metrics stream of a registered version; bound to the snapshot when it holds the
+        version as named (`1.0.0` for `v1.0.0`, or one registered since: read fresh)."""
+        model = state.models.get(model_type)
+        if model is None or version not in model.versions:
+            return metrics_stream(model_type, self.store.read().canonical(model_type, version))
+        stream = self._metrics_streams.of(state)[model_type, version] = metrics_stream(
+            model_type, version
+        )
+        return stream
+
+    def served_version(
+        self, model_type: str, version: str, model: ModelType
+    ) -> Callable[[], ModelVersion]:
+        """Hands out a registered version to requests (`assign_variant`), built once: each
+        call gives a new ModelVersion, as `build(..., lazy=True)` would, whose serving metrics
+        are computed when first read."""
+        fields = vars(self.build(model_type, version, model, lazy=True))
+        config, tags = fields["config"], fields["tags"]
+
+        def served() -> ModelVersion:
+            found = ModelVersion.__new__(ModelVersion)
+            found.__dict__.update(fields)  # (the metrics still to compute: `_serving`)
+            found.config, found.tags = dict(config), dict(tags)  # the caller's own
+            return found
+
+        return served

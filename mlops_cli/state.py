@@ -42,10 +42,43 @@ def bucket(key: str, user_id: str) -> int:
 
     Never Python's hash(): it differs between processes.
     """
+    digest = (_sha256 or _load_sha256())(f"{key}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10000
+
+
+_sha256: Any = None  # hashlib.sha256, imported on first use (3 ms a command need not pay)
+
+
+def _load_sha256() -> Any:
+    global _sha256
     import hashlib
 
-    digest = hashlib.sha256(f"{key}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 10000
+    _sha256 = hashlib.sha256
+    return _sha256
+
+
+class Router:
+    """Who serves a model type's users: the running test's arms by bucket, else the champion
+    (a state's `router`: with no test, there is a champion)."""
+
+    __slots__ = ("_champion", "_control", "_treatment", "cut", "test")
+
+    def __init__(self, test: ABTest | None, champion: str | None) -> None:
+        self.test = test
+        # A user is treated when bucket(test, user) < cut: treatment_traffic_pct of 10,000.
+        self.cut = round(test.treatment_traffic_pct * 100) if test is not None else 0
+        if test is not None:
+            self._control = ("control", test.control_version, test)
+            self._treatment = ("treatment", test.treatment_version, test)
+        if champion is not None:
+            self._champion: tuple[str, str, ABTest | None] = ("champion", champion, None)
+
+    def route(self, user_id: str) -> tuple[str, str, ABTest | None]:
+        """(variant, version, test) of one user; sticky."""
+        test = self.test
+        if test is None:
+            return self._champion
+        return self._treatment if bucket(test.name, str(user_id)) < self.cut else self._control
 
 
 @dataclass
@@ -301,18 +334,19 @@ class RegistryState:
     def route(self, model_type: str, user_id: str) -> tuple[str, str, ABTest | None]:
         """Who serves a user: (variant, version, test) while a test runs on the model type,
         else ("champion", champion, None). Sticky: the same user gets the same arm."""
+        return self.router(model_type).route(user_id)
+
+    def router(self, model_type: str) -> Router:
+        """How a model type's users are routed in this state (bound once: a service routes
+        every request of a snapshot with one)."""
         model = self.model(model_type)
         test = self.running_test(model_type)
-        if test is not None:
-            treated = bucket(test.name, str(user_id)) < round(test.treatment_traffic_pct * 100)
-            variant = "treatment" if treated else "control"
-            return variant, test.version_of(variant), test
-        if model.champion is None:
+        if test is None and model.champion is None:
             raise NotFoundError(
                 f"{model_type} has no champion; promote one with "
                 f"`mlops promote {model_type} VERSION`"
             )
-        return "champion", model.champion, None
+        return Router(test, model.champion)
 
     def running_tests(self) -> dict[str, ABTest]:
         return {name: t for name, t in self.ab_tests.items() if t.running}

@@ -41,9 +41,10 @@ def stamp_now(clock: Clock) -> str:
     if clock is not system_clock:
         return stamp(clock())
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    if _second[0] != seconds:
-        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-    return f"{_second[1]}.{micros:06d}Z"
+    second = _second
+    if second[0] != seconds:
+        second = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
+    return second[1] + str(1_000_000 + micros)[1:] + "Z"  # six digits, zero-padded
 
 
 def parse_ts(text: str) -> datetime:

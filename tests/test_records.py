@@ -120,3 +120,57 @@ def test_the_tools_own_stamp_is_not_judged_a_callers_ts_is(tmp_path: object) -> 
     assert validate_sample(
         {"prediction": 1.0, "confidence": 0.5, "ts": "9999-12-31T23:59:59Z"}, judge_ts=False
     )
+
+
+# The per-request check (plain_request, plain_sample) lets through exactly what passes as it
+# is: every value on its bound is taken, every value past it goes to the full validation.
+
+
+@pytest.mark.parametrize(
+    ("fields", "plain"),
+    [
+        (("control", 0, 0, False, ""), True),
+        (("treatment", 1e7, 1.0, True, "u" * 64), True),  # the bounds themselves (limits.py)
+        (("control", 10_000_000.001, 0.5, False, ""), False),
+        (("control", -0.000001, 0.5, False, ""), False),
+        (("control", 1.0, 1.000001, False, ""), False),
+        (("control", 1.0, -0.000001, False, ""), False),
+        (("control", float("nan"), 0.5, False, ""), False),
+        (("control", float("inf"), 0.5, False, ""), False),
+        (("control", True, 0.5, False, ""), False),  # a bool is no number here
+        (("control", 1.0, 0.5, 0, ""), False),  # nor a number an error flag
+        (("champion", 1.0, 0.5, False, ""), False),
+        (("control", 1.0, 0.5, False, "u" * 65), False),  # longer: its bytes are counted
+        (("control", 1.0, 0.5, False, "a\x00b"), False),
+        (("control", 1.0, 0.5, False, 2**64 - 1), True),
+        (("control", 1.0, 0.5, False, 2**64), False),
+        (("control", 1.0, 0.5, False, None), False),
+    ],
+)
+def test_the_per_request_check_of_a_request(fields: tuple[object, ...], plain: bool) -> None:
+    assert records.plain_request(*fields) is plain
+    if plain:
+        names = ("variant", "inference_time_ms", "confidence", "error", "user_id")
+        doc = dict(zip(names, fields, strict=True))
+        assert validate_request(doc) == doc
+
+
+@pytest.mark.parametrize(
+    ("prediction", "confidence", "plain"),
+    [
+        (0.0, 0.0, True),
+        (1e12, 1.0, True),
+        (-1e12, 1, True),
+        (1.000001e12, 0.5, False),
+        (-1.000001e12, 0.5, False),
+        (0.5, 1.000001, False),
+        (0.5, -0.000001, False),
+        (float("nan"), 0.5, False),
+        (False, 0.5, False),
+        ("0.5", 0.5, False),
+    ],
+)
+def test_the_per_request_check_of_a_sample(
+    prediction: object, confidence: object, plain: bool
+) -> None:
+    assert records.plain_sample(prediction, confidence) is plain

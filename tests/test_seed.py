@@ -141,3 +141,27 @@ def test_utilities(seed_project: Project, capsys: pytest.CaptureFixture[str]) ->
     run(snippet("for key, detector in _drift_detectors.items()"))
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == "('gnn', 'v2.2.0'): 0.000" and lines[0].startswith("('gnn', 'v2.1.0'): 0.")
+
+
+def test_the_module_level_names_follow_mlops_project_dir_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call looks at MLOPS_PROJECT_DIR again (and, with none set, at the current
+    directory): a change made through os.environ is followed by the next call."""
+    from mlops_cli import ab_test_manager, model_registry
+
+    monkeypatch.setattr(mlops_cli, "_default", None)
+    monkeypatch.setattr(mlops_cli, "_default_key", None)
+    a, b = Project.init(tmp_path / "a"), Project.init(tmp_path / "b")
+    for project, champion in ((a, "v1.0.0"), (b, "v2.0.0")):
+        project.registry.register_version(ModelVersion("gnn", champion, model_path="/m.pt"))  # the first: champion
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(a.root))
+    assert ab_test_manager.assign_variant("gnn", "u").version == "v1.0.0"
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(b.root))
+    assert ab_test_manager.assign_variant("gnn", "u").version == "v2.0.0"
+    model_registry.update_metrics("gnn", "v2.0.0", 10.0, 0.5)
+    monkeypatch.delenv("MLOPS_PROJECT_DIR")
+    monkeypatch.chdir(a.root)
+    assert ab_test_manager.assign_variant("gnn", "u").version == "v1.0.0"
+    assert b.store.count("metrics/gnn/v2.0.0") == 1
+    assert a.store.count("metrics/gnn/v1.0.0") == 0

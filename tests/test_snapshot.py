@@ -16,6 +16,7 @@ import pytest
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project
 from mlops_cli.state import RegistryState
 from mlops_cli.store import snapshot as snapshots
+from mlops_cli.store.files import CHECK_EVERY_S
 from mlops_cli.store.snapshot import Snapshot
 
 from . import pg_server as fixtures
@@ -222,17 +223,49 @@ def test_a_test_started_elsewhere_is_recorded_into_at_once(location: str) -> Non
 # -- the directory store ----------------------------------------------------------------------
 
 
-def test_a_promote_in_another_process_routes_the_next_request(tmp_path: Path) -> None:
+def test_a_promote_in_another_process_routes_the_requests_after_the_next_check(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "proj"
     project = running_test(str(root))
     project.ab.finalize_test("t", "rollback", force=True)
     project.registry.register_version(ModelVersion("gnn", "v2.0.0", model_path="/m.pt"))
-    assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"
-    subprocess.run(
-        [str(MLOPS_BIN), "-C", str(root), "promote", "gnn", "v2.0.0"],
-        check=True, capture_output=True, timeout=120,
-    )
-    assert project.ab.assign_variant("gnn", "u").version == "v2.0.0"
+    clock = Clock()
+    _private_snapshot(project, clock=clock)  # the directory's default interval
+    try:
+        assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"
+        subprocess.run(
+            [str(MLOPS_BIN), "-C", str(root), "promote", "gnn", "v2.0.0"],
+            check=True, capture_output=True, timeout=120,
+        )
+        assert project.ab.assign_variant("gnn", "u").version == "v1.0.0"  # not looked yet
+        clock.now += CHECK_EVERY_S
+        assert project.ab.assign_variant("gnn", "u").version == "v2.0.0"
+    finally:
+        snapshots.forget(("another process", project.location))
+
+
+def test_a_read_sees_a_change_elsewhere_at_once_whatever_the_interval(tmp_path: Path) -> None:
+    """`read()` (commands, transactions) compares the registry's generation on every call:
+    a transaction never starts from a state another process has changed since, and the
+    per-request calls see what it read."""
+    root = tmp_path / "proj"
+    admin = running_test(str(root))
+    service = Project.open(root)
+    _private_snapshot(service, check_every_s=3600.0, clock=Clock())
+    try:
+        assert service.ab.assign_variant("gnn", "u").test == "t"
+        admin.ab.finalize_test("t", "promote", force=True)
+        admin.registry.register_version(ModelVersion("gnn", "v2.0.0", model_path="/m.pt"))
+        assert service.ab.assign_variant("gnn", "u").test == "t"  # within the interval
+        service.registry.register_version(ModelVersion("gnn", "v3.0.0", model_path="/m.pt"))
+        assert sorted(Project.open(root).state().models["gnn"].versions) == [
+            "v1.0.0", "v1.1.0", "v2.0.0", "v3.0.0",
+        ]  # no update lost
+        assignment = service.ab.assign_variant("gnn", "u")  # the snapshot the read refreshed
+        assert (assignment.test, assignment.version) == (None, "v1.1.0")
+    finally:
+        snapshots.forget(("another process", service.location))
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -438,7 +471,7 @@ def test_a_registry_edited_in_place_or_replaced_is_read_again(tmp_path: Path) ->
     root = tmp_path / "proj"
     admin = running_test(str(root))
     service = Project.open(root)
-    snap = _private_snapshot(service)
+    snap = _private_snapshot(service, check_every_s=0.0)  # checked on every call
     try:
         service.ab.assign_variant("gnn", "u")
         loads = snap.loads
@@ -460,7 +493,7 @@ def test_beyond_the_files_held_a_snapshot_checks_the_path(
     monkeypatch.setattr(_Watched, "HELD", 1)
     first = running_test(str(tmp_path / "a"))
     service = Project.open(first.root)
-    _private_snapshot(service)
+    _private_snapshot(service, check_every_s=0.0)
     try:
         assert service.ab.assign_variant("gnn", "u").test == "t"
         Project.init(tmp_path / "b").state()  # holds its registry.yaml: the first is let go
@@ -487,3 +520,131 @@ def test_a_process_keeps_a_bounded_number_of_listeners(monkeypatch: pytest.Monke
     finally:
         for listener in listeners:
             listener.close()
+
+
+# -- the logs a service keeps open (jsonl.AppendLog) --------------------------------------------
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _record_each(project: Project, ms: float) -> None:
+    """One record into each per-request stream of version v1.0.0 and test t."""
+    project.ab.record_result("t", "control", ms, 0.8, False)
+    project.registry.update_metrics("gnn", "v1.0.0", ms, 0.8, False)
+    project.drift_detector("gnn", "v1.0.0").add_production_sample(ms, 0.8)
+
+
+PER_REQUEST_LOGS = (
+    ("logs/ab/t.jsonl", "inference_time_ms"),
+    ("logs/metrics/gnn/v1.0.0.jsonl", "inference_time_ms"),
+    ("logs/drift/gnn/v1.0.0/production.jsonl", "prediction"),
+)
+
+
+def test_a_log_removed_or_replaced_under_a_service_gets_its_next_record(tmp_path: Path) -> None:
+    """The descriptor a service keeps per log is checked under the lock on every append: a
+    log removed or replaced since is opened again, and the next record goes to the new file."""
+    root = tmp_path / "proj"
+    project = running_test(str(root))
+    _record_each(project, 10.0)  # every log open
+    for name, _ in PER_REQUEST_LOGS:
+        (root / name).unlink()
+    _record_each(project, 11.0)
+    for name, _ in PER_REQUEST_LOGS:  # replaced by a copy (a new file renamed over it)
+        copy = root / f"{name}.copy"
+        copy.write_bytes((root / name).read_bytes())
+        os.replace(copy, root / name)
+    _record_each(project, 12.0)
+    for name, key in PER_REQUEST_LOGS:
+        assert [r[key] for r in _lines(root / name)] == [11.0, 12.0], name
+
+
+def test_a_log_linked_or_torn_under_a_service(tmp_path: Path) -> None:
+    """A hard link made to an open log (a `cp -al` backup) refuses the next record and leaves
+    the backup as it was; a torn last line another writer left is cut before the next record."""
+    from mlops_cli import StateError
+
+    root = tmp_path / "proj"
+    project = running_test(str(root))
+    _record_each(project, 10.0)
+    log = root / "logs" / "ab" / "t.jsonl"
+    backup = tmp_path / "backup.jsonl"
+    os.link(log, backup)
+    before = backup.read_bytes()
+    with pytest.raises(StateError, match="2 hard links"):
+        project.ab.record_result("t", "control", 11.0, 0.8, False)
+    assert backup.read_bytes() == before
+    backup.unlink()
+    with open(log, "ab") as f:
+        f.write(b'{"ts": "2026-12-0')  # a writer that died mid-line
+    project.ab.record_result("t", "control", 12.0, 0.8, False)
+    assert [r["inference_time_ms"] for r in _lines(log)] == [10.0, 12.0]
+
+
+def test_a_forked_child_appends_through_its_own_descriptor(tmp_path: Path) -> None:
+    """A child never shares the parent's open log (an flock on a shared open file would not
+    exclude the parent): while the parent holds the log's lock, the child's append waits for
+    it and times out, recording nothing."""
+    import fcntl
+
+    from mlops_cli import jsonl
+
+    root = tmp_path / "proj"
+    project = running_test(str(root))
+    project.set_setting("lock_timeout_s", "0.2")
+    project.ab.record_result("t", "control", 10.0, 0.8, False)  # the log is open here
+    log = root / "logs" / "ab" / "t.jsonl"
+    fd = jsonl.WRITER.log(log, root).fd()  # the descriptor the process appends through
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    pid = os.fork()
+    if pid == 0:  # the child: 3 when its append timed out, 4 when it went through
+        code = 4
+        try:
+            project.ab.record_result("t", "control", 11.0, 0.8, False)
+        except Exception as exc:
+            code = 3 if type(exc).__name__ == "LockTimeoutError" else 5
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert [r["inference_time_ms"] for r in _lines(log)] == [10.0]
+
+
+# -- routing and the versions handed out, bound once per snapshot ------------------------------
+
+
+def test_the_bound_router_routes_by_the_documented_bucket(tmp_path: Path) -> None:
+    """treatment when the first 8 bytes of sha256("test:user"), big-endian, modulo 10,000 are
+    below treatment_traffic_pct x 100 (computed here from that definition)."""
+    import hashlib
+
+    project = running_test(str(tmp_path / "proj"))  # 10% treatment
+    treated = 0
+    for i in range(2000):
+        user = f"user-{i}"
+        digest = hashlib.sha256(f"t:{user}".encode()).digest()
+        expected = "treatment" if int.from_bytes(digest[:8], "big") % 10000 < 1000 else "control"
+        assignment = project.ab.assign_variant("gnn", user)
+        assert (assignment.name, assignment.test) == (expected, "t")
+        assert assignment.version == ("v1.1.0" if expected == "treatment" else "v1.0.0")
+        treated += expected == "treatment"
+    assert 0 < treated < 2000
+
+
+def test_each_request_gets_its_own_model_version(tmp_path: Path) -> None:
+    """The version handed out is built once per snapshot, but each request gets its own
+    object: a change a caller makes to one never reaches the next request or the registry."""
+    project = running_test(str(tmp_path / "proj"))
+    users = [f"u{i}" for i in range(40)]
+    first, second = (
+        next(a for a in map(lambda u: project.ab.assign_variant("gnn", u), users)
+             if a.name == "control")
+        for _ in range(2)
+    )
+    assert first.model is not second.model and first.model == second.model
+    first.model.config["changed"] = True
+    first.model.tags["changed"] = "yes"
+    assert second.model.config == {} and second.model.tags == {}
+    assert project.registry.get_version("gnn", "v1.0.0").config == {}

@@ -86,6 +86,9 @@ REGISTRY_FILE = "registry.yaml"
 LOCK_FILE = ".mlops.lock"
 EVENTS_FILE = "events.jsonl"
 TEST_ARCHIVE = "archive/ab_tests.jsonl"
+# A per-request call looks at registry.yaml at most this often (seconds): a change committed
+# by another process reaches a service within it; one committed in the process, at once.
+CHECK_EVERY_S = 0.001
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -153,12 +156,14 @@ class FileStore:
         self.lock_path = root / LOCK_FILE
         self.archive_path = root / TEST_ARCHIVE
         # One snapshot of the registry per project and process, checked by an fstat of the
-        # registry.yaml it was read from on every use (snapshot.py, _Watched): another
-        # process's change is seen at the next call.
+        # registry.yaml it was read from (snapshot.py, _Watched): on every `read`, and at most
+        # every CHECK_EVERY_S for the per-request calls (`snapshot`).
         self._snapshot_key: tuple[str, ...] = ("files", os.path.realpath(root))
         self._held: tuple[int, snapshots.Snapshot, tuple[str, ...]] | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
         self._paths: dict[str, Path] = {}
+        self._logs: dict[str, jsonl.AppendLog] = {}  # per-request appends: opened once
+        self._encode: Callable[[Any], bytes] = jsonl.dumps  # orjson.dumps once one is open
 
     def __repr__(self) -> str:
         return f"FileStore({self.location!r})"
@@ -269,11 +274,16 @@ class FileStore:
             return float(DEFAULT_SETTINGS["lock_timeout_s"])
 
     def read(self) -> RegistryState:
-        """The validated registry state, re-read only when the file changed (treat as read-only)."""
-        return self._snapshot().state()
+        """The validated registry state, re-read only when the file changed (treat as
+        read-only): checked on every call (an fstat), so it sees every commit."""
+        return self._snapshot().checked()
 
     def snapshot(self) -> RegistryState:
-        """The registry for per-request calls: the same check as `read` (an fstat)."""
+        """The registry for per-request calls, checked at most every CHECK_EVERY_S (a
+        commit in this process is seen at once)."""
+        held = self._held
+        if held is not None and held[0] == snapshots.forks and held[2] == self._snapshot_key:
+            return held[1].state()
         return self._snapshot().state()
 
     def _snapshot(self) -> snapshots.Snapshot:
@@ -286,12 +296,13 @@ class FileStore:
 
     def _new_snapshot(
         self,
-        check_every_s: float = 0.0,
+        check_every_s: float = CHECK_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         listen: bool = True,
     ) -> snapshots.Snapshot:
-        """A snapshot checking registry.yaml every `check_every_s` of `clock` (by default on
-        every use: an fstat of the file it was read from; `listen` has no meaning here)."""
+        """A snapshot checking registry.yaml (an fstat of the file it was read from) at most
+        every `check_every_s` of `clock` for per-request calls, and on every `read`
+        (`listen` has no meaning here)."""
         watched = _Watched(self.registry_path)
         snapshot = snapshots.Snapshot(
             lambda: self._load(watched), watched.generation, check_every_s, clock
@@ -496,17 +507,18 @@ class FileStore:
             return self.root / "logs" / "drift" / parts[1] / parts[2] / f"{parts[3]}.jsonl"
         raise ValueError(f"unknown stream {stream!r}")
 
-    def _append_bytes(self, stream: str, data: bytes, fsync: bool = False) -> None:
-        jsonl.WRITER.append(
-            self.path(stream), data, self._lock_timeout(), fsync=fsync, root=self.root
-        )
-
     def append(self, stream: str, record: dict[str, Any]) -> None:
-        if stream == EVENTS:  # events are committed with the registry (module docstring)
-            with self.transaction() as txn:
-                txn.events.append(record)
-            return
-        self._append_bytes(stream, jsonl.dumps_line(record))
+        log = self._logs.get(stream)
+        if log is None:
+            if stream == EVENTS:  # events are committed with the registry (module docstring)
+                with self.transaction() as txn:
+                    txn.events.append(record)
+                return
+            import orjson  # (not at start-up: a command that appends nothing never needs it)
+
+            self._encode = orjson.dumps
+            log = self._logs[stream] = jsonl.WRITER.log(self.path(stream), self.root)
+        log.append(self._encode(record) + b"\n", self._lock_timeout)
 
     def append_batch(
         self,

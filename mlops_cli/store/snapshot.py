@@ -23,10 +23,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from ..state import RegistryState
 
 Loader = Callable[[], tuple[Hashable, RegistryState]]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Snapshot:
@@ -72,6 +75,19 @@ class Snapshot:
                 return state
         return self._refresh()
 
+    def checked(self) -> RegistryState:
+        """The state, its generation compared now whatever `check_every_s`: for a read that
+        must see every change committed anywhere (a transaction's, a command's)."""
+        state = self._state
+        if (
+            state is None
+            or self._loaded_epoch != self._epoch
+            or self._generation() != self._seen
+        ):
+            self.invalidate()
+            state = self._refresh()
+        return state
+
     @property
     def generation(self) -> Hashable:
         """The generation the state held was loaded at."""
@@ -109,6 +125,24 @@ class Snapshot:
             self._loaded_epoch = epoch
             self._next_check = now + self.check_every_s
             return state
+
+
+class Bound(Generic[K, V]):
+    """Values a per-request call works out once from a registry state (a test's stream, a
+    model type's router, a version's existence) and reuses while the snapshot holds that
+    state: a change of the registry gives a new state, and they are worked out again."""
+
+    __slots__ = ("_bound",)
+
+    def __init__(self) -> None:
+        self._bound: tuple[RegistryState | None, dict[K, V]] = (None, {})
+
+    def of(self, state: RegistryState) -> dict[K, V]:
+        """The values bound to `state` (empty when it is not the state they were for)."""
+        bound = self._bound  # one attribute, so threads never pair a state with others' values
+        if bound[0] is not state:
+            bound = self._bound = (state, {})
+        return bound[1]
 
 
 _SHARED: dict[Hashable, Snapshot] = {}
