@@ -564,10 +564,11 @@ def hex_digest(value: Any, key: str) -> str:
     return value
 
 
-MODEL_FILE = record({"generation": integer(0), "blake2b": hex_digest})
+MODEL_FILE = record({"generation": integer(0), "blake2b": hex_digest, "versions": integer(0)})
 
 # registry.yaml of the directory store from schema 5 on: the index. Each model type lives in
-# models/<type>/<generation>.jsonl, the generation and the file's digest named here;
+# models/<type>/<generation>.jsonl, the generation, the file's digest and its number of
+# versions (paging reads only the types a page covers) named here;
 # `generation` is bumped by every commit (a commit writes a changed type's file under the new
 # generation, so a file never changes). A file whose bytes have the digest the index names is
 # the one a commit validated and wrote: it is parsed without checking each record again.

@@ -169,8 +169,10 @@ class Models(MutableMapping[str, "ModelType"]):
         loaded: Mapping[str, ModelType] | None = None,
         names: Iterable[str] = (),
         load: Callable[[str], ModelType] | None = None,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         self._names: dict[str, None] = dict.fromkeys(names)
+        self._sizes = dict(sizes or {})  # versions per type, as the store knows them unread
         self._loaded: dict[str, ModelType] = {}
         self._set: set[str] = set()  # given here, not read by `load`
         self._load = load
@@ -208,6 +210,12 @@ class Models(MutableMapping[str, "ModelType"]):
     def __len__(self) -> int:
         return len(self._names)
 
+    def size(self, name: str) -> int:
+        """How many versions a model type has (read only when the store does not say)."""
+        if name in self._loaded or name not in self._sizes:
+            return len(self[name].versions)
+        return self._sizes[name]
+
     def loaded(self) -> dict[str, ModelType]:
         """The model types read (or given) so far."""
         return dict(self._loaded)
@@ -231,19 +239,25 @@ class Models(MutableMapping[str, "ModelType"]):
             return NotImplemented
         if list(self) != list(other):
             return False
-        same_source = isinstance(other, Models) and other._load is self._load
-        for name in self:
-            held = name in self._loaded or (isinstance(other, Models) and name in other._loaded)
-            if (held or not same_source) and self[name] != other[name]:
-                return False
-        return True
+        if not (isinstance(other, Models) and other._load is self._load):
+            return all(self[name] == other[name] for name in self)
+        # one source: a type that neither side may have changed is the same file's
+        return all(
+            self[name] == other[name]
+            for name in self
+            if self._changeable(name) or other._changeable(name)
+        )
+
+    def _changeable(self, name: str) -> bool:
+        """Whether this mapping's type may differ from its source's (given, or a copy)."""
+        return name in self._set or (self._copy and name in self._loaded)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Models:
         """A copy to change: the types given here are copied, the ones read from the store
         are read again when used (the store's files and rows of one generation never change)."""
-        out = Models(names=self._names, load=self._load)
+        out = Models(names=self._names, load=self._load, sizes=self._sizes)
         out._copy = True
         for name in self._names:
             if name in self._loaded and (self._load is None or name in self._set):
@@ -369,10 +383,10 @@ class RegistryState:
     # The directory store's commit marks: bytes of events.jsonl and archive/ab_tests.jsonl that
     # this registry's writes committed (lines past them belong to a write that never happened).
     committed: dict[str, int] = field(default_factory=dict)
-    # The directory store's generation: bumped by every commit; and the generation and digest
-    # of each model type's file (models/<type>/<generation>.jsonl).
+    # The directory store's generation: bumped by every commit; and the generation, digest
+    # and number of versions of each model type's file (models/<type>/<generation>.jsonl).
     generation: int = field(default=0, compare=False)
-    model_files: dict[str, tuple[int, str]] = field(default_factory=dict, compare=False)
+    model_files: dict[str, tuple[int, str, int]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Models):

@@ -342,15 +342,17 @@ class FileStore:
 
     def _indexed(self, index: dict[str, Any]) -> RegistryState:
         """The state an index names: its model types read from their files on first use."""
-        files = {n: (f["generation"], f["blake2b"]) for n, f in index["models"].items()}
+        files = {
+            n: (f["generation"], f["blake2b"], f["versions"]) for n, f in index["models"].items()
+        }
 
         def load(name: str) -> ModelType:
-            return self._load_model(name, *files[name])
+            return self._load_model(name, *files[name][:2])
 
         return RegistryState(
             schema_version=index["schema_version"],
             settings=Settings(index["settings"]),
-            models=Models(names=files, load=load),
+            models=Models(names=files, load=load, sizes={n: f[2] for n, f in files.items()}),
             ab_tests={name: ABTest(name=name, **t) for name, t in index["ab_tests"].items()},
             committed=dict(index.get("committed") or {}),
             generation=index["generation"],
@@ -482,7 +484,7 @@ class FileStore:
                 relpath = model_file(name, generation)
                 safefs.atomic_replace(self.root, relpath, model_data)
                 written.append(relpath)
-                files[name] = (generation, digest(model_data))
+                files[name] = (generation, digest(model_data), len(changed[name]["versions"]))
             for key, path, records in (
                 ("archive", self.archive_path, [t.to_dict() for t in finished]),
                 ("events", self.root / EVENTS_FILE, events),
@@ -508,7 +510,7 @@ class FileStore:
         for name, parsed in checked.items():
             self._models[name] = (generation, *parsed)
         for name in models:
-            previous = on_disk.model_files.get(name, (generation, ""))[0]
+            previous = on_disk.model_files.get(name, (generation, "", 0))[0]
             self._remove_old_files(name, {generation, previous})
 
     def _remove_old_files(self, name: str, keep: set[int]) -> None:
@@ -989,7 +991,7 @@ def new_index() -> dict[str, Any]:
 
 
 def index_of(
-    state: RegistryState, generation: int, files: dict[str, tuple[int, str]]
+    state: RegistryState, generation: int, files: dict[str, tuple[int, str, int]]
 ) -> dict[str, Any]:
     """registry.yaml's document: the state without its model types, naming their files."""
     return {
@@ -997,7 +999,7 @@ def index_of(
         "generation": generation,
         "settings": state.settings.data,
         "models": {
-            name: {"generation": files[name][0], "blake2b": files[name][1]}
+            name: dict(zip(("generation", "blake2b", "versions"), files[name], strict=True))
             for name in state.models
         },
         "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
