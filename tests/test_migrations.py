@@ -176,14 +176,16 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
         project.registry.register_version(ModelVersion("gnn", version, model_path="/m"))
     project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="v1.1.0"))
     project.store.close()
-    # The store as the schema before decision rules left it: the columns and the version gone.
+    # The store as the schema before decision rules (5) left it: the columns, the index of
+    # versions by type and the versions since gone.
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
             "DROP COLUMN decision_rules"
         )
-        conn.execute("DELETE FROM schema_version WHERE version = %s", [postgres.LATEST])
-    assert postgres.upgrade(pg_url) == (postgres.LATEST - 1, postgres.LATEST)
+        conn.execute("DROP INDEX versions_type_ord")
+        conn.execute("DELETE FROM schema_version WHERE version > 5")
+    assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)
     test = project.ab.get_test("t")
     assert test.running and test.max_confidence_drop == 0.02

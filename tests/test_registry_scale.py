@@ -20,6 +20,8 @@ from mlops_cli import ABTestConfig, ModelVersion, Project, StateError
 from mlops_cli.cli import app
 from mlops_cli.state import Models, ModelType, VersionRecord
 
+from . import pg_server as fixtures
+
 STAMP = "2026-11-26T00:00:00.000000Z"
 
 
@@ -50,7 +52,7 @@ def type_file(root: Path, name: str) -> Path:
     return root / "models" / name / f"{files[name]['generation']}.jsonl"
 
 
-def cli(root: Path, *args: str) -> tuple[int, str, str]:
+def cli(root: Path | str, *args: str) -> tuple[int, str, str]:
     run = CliRunner().invoke(app, ["-C", str(root), *args])
     return run.exit_code, run.stdout, run.stderr
 
@@ -234,3 +236,39 @@ def test_a_copy_to_change_reads_its_own_types_and_says_which_changed() -> None:
     changed["c"] = ModelType("c")
     assert list(changed.changed(held)) == ["a", "c"]
     assert "b" not in reads  # never read: b is the same file on both sides
+
+
+pg_server = fixtures.pg_server
+pg_url = fixtures.pg_url
+
+
+@pytest.mark.postgres
+def test_a_command_on_one_type_reads_only_that_types_rows_in_postgresql(pg_url: str) -> None:
+    import psycopg
+
+    project = Project.init(pg_url)
+    for name in ("a", "b"):
+        for v in ("1.0.0", "1.1.0"):
+            project.registry.register_version(ModelVersion(name, v, model_path="/m"))
+    project.ab.start_test(ABTestConfig("t", "a", treatment_version="1.1.0"))
+    project.store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # b's rows: reading them fails
+        conn.execute("UPDATE versions SET traffic_percentage = 500 WHERE model_type = 'b'")
+    for args in (
+        ("champion", "a"),
+        ("register", "a", "2.0.0", "--path", "/m"),
+        ("ab", "assign", "a", "user-1"),
+        ("ab", "finalize", "t", "rollback"),
+        ("promote", "a", "2.0.0"),
+        ("list", "a"),
+    ):
+        code, _, err = cli(pg_url, *args)
+        assert code == 0, (args, err)
+    code, _, err = cli(pg_url, "champion", "b")
+    assert code == 1 and "models.b.versions" in err and "traffic_percentage" in err, err
+    again = Project.open(pg_url)
+    assert again.registry.get_champion("a").version == "2.0.0"
+    assert [v.version for v in again.registry.list_versions("a", limit=2, offset=1)] == [
+        "1.1.0", "2.0.0",
+    ]
+    again.store.close()

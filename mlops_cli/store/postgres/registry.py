@@ -64,6 +64,23 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
      '[]') FROM ab_tests WHERE status = 'running')
 """
+# The index: settings, the model types' names and the running tests (a command on one type
+# then reads that type alone: TYPE_SQL).
+INDEX_SQL = f"""
+SELECT (SELECT doc FROM settings WHERE id = 1),
+  (SELECT coalesce(json_agg(name ORDER BY ord), '[]') FROM model_types),
+  (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
+     '[]') FROM ab_tests WHERE status = 'running')
+"""
+# One model type, in one statement (one snapshot): its champion, its versions in insertion
+# order (the versions_type_ord index), its champion history.
+TYPE_SQL = f"""
+SELECT (SELECT champion FROM model_types WHERE name = %(name)s),
+  (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)})
+     ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
+  (SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
+     WHERE model_type = %(name)s)
+"""
 # The archive: finalized tests are the rows of ab_tests whose status is not running.
 ARCHIVED_SQL = f"SELECT name, {', '.join(TEST_COLS)} FROM ab_tests WHERE status <> 'running'"
 
@@ -95,6 +112,32 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
         "models": models,
         "ab_tests": ab_tests,
         "committed": {},
+    }
+
+
+def index_doc(row: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
+    """The registry document without its model types, and the types' names."""
+    settings, names, tests = row
+    if settings is None:
+        raise StateError("the store holds no registry: run `mlops -C URL init` first")
+    ab_tests = {name: typed(TEST_COLS, values) for name, *values in tests}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "models": {},
+        "ab_tests": ab_tests,
+        "committed": {},
+    }
+    return doc, list(names)
+
+
+def model_doc(row: Sequence[Any]) -> dict[str, Any]:
+    """One model type's document from TYPE_SQL's row."""
+    champion, versions, history = row
+    return {
+        "champion": champion,
+        "champion_history": list(history),
+        "versions": {version: typed(_VERSION_COLS, values) for version, *values in versions},
     }
 
 

@@ -31,7 +31,7 @@ from ...limits import LOCK_TIMEOUT_S
 from ...moments import Moments
 from ...naming import validate_name
 from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
-from ...state import ABTest, RegistryState
+from ...state import ABTest, Models, ModelType, RegistryState, Settings, model_from_doc
 from ...stats import RatioSums
 from ...tail import EMPTY, TailSums
 from ...timeutil import Clock, parse_ts
@@ -53,10 +53,12 @@ from .connection import LATEST, connect, redact, schema_version, translated, upg
 from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
 from .registry import (
     ARCHIVED_SQL,
-    READ_SQL,
+    INDEX_SQL,
     TEST_COLS,
+    TYPE_SQL,
     archive_finished,
-    registry_doc,
+    index_doc,
+    model_doc,
     typed,
     write_diff,
 )
@@ -286,10 +288,45 @@ class PostgresStore:
     # -- registry ----------------------------------------------------------------------------
 
     def read(self) -> RegistryState:
+        """The registry: its index now, each model type read when first used (as of then)."""
         with self._lock, self._translated("reading the registry"):
-            row = self.conn.execute(READ_SQL).fetchone()
+            return self._state(self.conn.cursor())
+
+    def _state(self, cur: psycopg.Cursor[Any]) -> RegistryState:
+        """The index through `cur`, with the types of running tests (validated with them);
+        every other type is read through `cur` when first used (TYPE_SQL: its rows alone)."""
+        row = cur.execute(INDEX_SQL).fetchone()
         assert row is not None
-        return RegistryState.from_doc(validate_state(registry_doc(row), self._shown))
+        doc, names = index_doc(row)
+        for test in doc["ab_tests"].values():
+            if test["model_type"] in names:
+                doc["models"][test["model_type"]] = self._model_doc(cur, test["model_type"])
+        doc = validate_state(doc, self._shown)
+
+        def load(name: str) -> ModelType:
+            with self._lock, self._translated("reading the registry"):
+                now = cur if not cur.closed else self.conn.cursor()  # (its transaction ended)
+                found = validate_state(
+                    {**doc, "ab_tests": {}, "models": {name: self._model_doc(now, name)}},
+                    self._shown,
+                )
+            return model_from_doc(name, found["models"][name])
+
+        given = {name: model_from_doc(name, m) for name, m in doc["models"].items()}
+        models = Models(names=names, load=load)
+        for name, model in given.items():
+            models[name] = model
+        return RegistryState(
+            schema_version=doc["schema_version"],
+            settings=Settings(doc["settings"]),
+            models=models,
+            ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
+        )
+
+    def _model_doc(self, cur: psycopg.Cursor[Any], name: str) -> dict[str, Any]:
+        row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
+        assert row is not None
+        return model_doc(row)
 
     def snapshot(self) -> RegistryState:
         """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
@@ -337,18 +374,16 @@ class PostgresStore:
                 locked = cur.fetchone()
                 if locked is None:
                     raise StateError(f"{self._shown} holds no registry: run `mlops init` first")
-                row = cur.execute(READ_SQL).fetchone()
-                assert row is not None
-                doc = validate_state(registry_doc(row), self._shown)
-                before = copy.deepcopy(doc)
+                held = self._state(cur)  # types read through this transaction's cursor
                 actor = self._actor or current_actor()
-                txn = Transaction(RegistryState.from_doc(doc), actor, self.clock)
+                txn = Transaction(copy.deepcopy(held), actor, self.clock)
                 self._local.now = locked[0]
                 try:
                     yield txn
                 finally:
                     self._local.now = None
-                after = validate_state(txn.state.to_doc(), self._shown)
+                before, after = _changed_docs(held, txn.state)
+                after = validate_state(after, self._shown)
                 archive_finished(cur, before, after)
                 write_diff(cur, before, after)
                 if txn.events:
@@ -783,3 +818,28 @@ if TYPE_CHECKING:
 
     def _is_a_store(store: PostgresStore) -> Store:
         return store  # mypy checks PostgresStore against the Store protocol
+
+
+def _changed_docs(
+    held: RegistryState, state: RegistryState
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The registry before and after a transaction, holding only the model types it changed,
+    removed or the running tests name (write_diff then touches only those)."""
+    if not isinstance(state.models, Models):
+        state.models = Models(state.models)
+    changed = state.models.changed(held.models)
+    removed = [name for name in held.models if name not in state.models]
+    tested = {t.model_type for t in (*held.ab_tests.values(), *state.ab_tests.values())}
+    before_names = [n for n in held.models if n in changed or n in removed or n in tested]
+    after_names = [n for n in state.models if n in changed or n in tested]
+    return _doc(held, before_names), _doc(state, after_names)
+
+
+def _doc(state: RegistryState, names: list[str]) -> dict[str, Any]:
+    return {
+        "schema_version": state.schema_version,
+        "settings": copy.deepcopy(state.settings.data),
+        "models": {n: state.models[n].to_doc() for n in names},
+        "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
+        "committed": dict(state.committed),
+    }
