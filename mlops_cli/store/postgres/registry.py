@@ -131,14 +131,9 @@ def index_doc(row: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
     return doc, list(names)
 
 
-def model_doc(row: Sequence[Any]) -> dict[str, Any]:
-    """One model type's document from TYPE_SQL's row."""
-    champion, versions, history = row
-    return {
-        "champion": champion,
-        "champion_history": list(history),
-        "versions": {version: typed(_VERSION_COLS, values) for version, *values in versions},
-    }
+def version_record(values: Sequence[Any]) -> dict[str, Any]:
+    """A version's record from its column values (TYPE_SQL's order)."""
+    return typed(_VERSION_COLS, values)
 
 
 def test_params(test: dict[str, Any]) -> list[Any]:

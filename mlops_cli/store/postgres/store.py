@@ -30,8 +30,16 @@ from ...errors import (
 from ...limits import LOCK_TIMEOUT_S
 from ...moments import Moments
 from ...naming import validate_name
-from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
-from ...state import ABTest, Models, ModelType, RegistryState, Settings, model_from_doc
+from ...schema import (
+    AB_TEST,
+    DEFAULT_SETTINGS,
+    MODEL_HEAD,
+    VERSION,
+    check_references,
+    validate_state,
+    version_str,
+)
+from ...state import ABTest, Models, ModelType, RegistryState, Settings, VersionRecord
 from ...stats import RatioSums
 from ...tail import EMPTY, TailSums
 from ...timeutil import Clock, parse_ts
@@ -58,8 +66,8 @@ from .registry import (
     TYPE_SQL,
     archive_finished,
     index_doc,
-    model_doc,
     typed,
+    version_record,
     write_diff,
 )
 from .rows import (
@@ -101,6 +109,8 @@ class PostgresStore:
         self._shown = redact(url)
         self._actor = actor
         self._lock = threading.RLock()  # the connection
+        # name -> the version rows of the model type read last, with their checked records
+        self._rows: dict[str, dict[bytes, tuple[str, dict[str, Any]]]] = {}
         self._conn = connect(url)
         self._local = threading.local()
         self._buffer_options: dict[str, Any] = {
@@ -298,35 +308,66 @@ class PostgresStore:
         row = cur.execute(INDEX_SQL).fetchone()
         assert row is not None
         doc, names = index_doc(row)
-        for test in doc["ab_tests"].values():
-            if test["model_type"] in names:
-                doc["models"][test["model_type"]] = self._model_doc(cur, test["model_type"])
-        doc = validate_state(doc, self._shown)
+        settings = validate_state({**doc, "ab_tests": {}}, self._shown)["settings"]
+        try:
+            tests = {n: AB_TEST(t, f"ab_tests.{n}") for n, t in doc["ab_tests"].items()}
+            given = {
+                t["model_type"]: self._model(cur, t["model_type"])
+                for t in tests.values()
+                if t["model_type"] in names
+            }
+            check_references(
+                {"models": {n: m.to_doc() for n, m in given.items()}, "ab_tests": tests}
+            )
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
 
         def load(name: str) -> ModelType:
             with self._lock, self._translated("reading the registry"):
                 now = cur if not cur.closed else self.conn.cursor()  # (its transaction ended)
-                found = validate_state(
-                    {**doc, "ab_tests": {}, "models": {name: self._model_doc(now, name)}},
-                    self._shown,
-                )
-            return model_from_doc(name, found["models"][name])
+                return self._model(now, name)
 
-        given = {name: model_from_doc(name, m) for name, m in doc["models"].items()}
         models = Models(names=names, load=load)
         for name, model in given.items():
             models[name] = model
         return RegistryState(
             schema_version=doc["schema_version"],
-            settings=Settings(doc["settings"]),
+            settings=Settings(settings),
             models=models,
-            ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
+            ab_tests={name: ABTest(name=name, **t) for name, t in tests.items()},
         )
 
-    def _model_doc(self, cur: psycopg.Cursor[Any], name: str) -> dict[str, Any]:
+    def _model(self, cur: psycopg.Cursor[Any], name: str) -> ModelType:
+        """One model type's rows, validated: a version row equal to one this store read
+        last time is taken as checked then (a promote changes two rows of thousands)."""
+        import orjson
+
         row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
         assert row is not None
-        return model_doc(row)
+        champion, entries, history = row
+        known = self._rows.get(name, {})
+        seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
+        versions: dict[str, VersionRecord] = {}
+        try:
+            head = MODEL_HEAD(
+                {"champion": champion, "champion_history": history}, f"models.{name}"
+            )
+            for entry in entries:
+                key = orjson.dumps(entry)
+                found = known.get(key)
+                if found is None:
+                    version = version_str(entry[0], f"models.{name}.versions")
+                    rec = VERSION(version_record(entry[1:]), f"models.{name}.versions.{version}")
+                    found = (version, rec)
+                seen[key] = found
+                versions[found[0]] = VersionRecord(**found[1])
+            for version in (head["champion"], *head["champion_history"]):
+                if version is not None and version not in versions:
+                    raise ValueError(f"models.{name}: champion {version!r} is not a version")
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
+        self._rows[name] = seen
+        return ModelType(name, head["champion"], list(head["champion_history"]), versions)
 
     def snapshot(self) -> RegistryState:
         """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
