@@ -111,6 +111,7 @@ class PostgresStore:
         self._lock = threading.RLock()  # the connection
         # name -> the version rows of the model type read last, with their checked records
         self._rows: dict[str, dict[bytes, tuple[str, dict[str, Any]]]] = {}
+        self._types: dict[str, tuple[str, ModelType]] = {}  # name -> (its row's xmin, type)
         self._conn = connect(url)
         self._local = threading.local()
         self._buffer_options: dict[str, Any] = {
@@ -307,12 +308,12 @@ class PostgresStore:
         every other type is read through `cur` when first used (TYPE_SQL: its rows alone)."""
         row = cur.execute(INDEX_SQL).fetchone()
         assert row is not None
-        doc, names = index_doc(row)
+        doc, names = index_doc(row)  # name -> its row's version
         settings = validate_state({**doc, "ab_tests": {}}, self._shown)["settings"]
         try:
             tests = {n: AB_TEST(t, f"ab_tests.{n}") for n, t in doc["ab_tests"].items()}
             given = {
-                t["model_type"]: self._model(cur, t["model_type"])
+                t["model_type"]: self._model(cur, t["model_type"], names[t["model_type"]])
                 for t in tests.values()
                 if t["model_type"] in names
             }
@@ -325,7 +326,7 @@ class PostgresStore:
         def load(name: str) -> ModelType:
             with self._lock, self._translated("reading the registry"):
                 now = cur if not cur.closed else self.conn.cursor()  # (its transaction ended)
-                return self._model(now, name)
+                return self._model(now, name, names[name])
 
         models = Models(names=names, load=load)
         for name, model in given.items():
@@ -337,14 +338,18 @@ class PostgresStore:
             ab_tests={name: ABTest(name=name, **t) for name, t in tests.items()},
         )
 
-    def _model(self, cur: psycopg.Cursor[Any], name: str) -> ModelType:
-        """One model type's rows, validated: a version row equal to one this store read
-        last time is taken as checked then (a promote changes two rows of thousands)."""
+    def _model(self, cur: psycopg.Cursor[Any], name: str, xmin: str) -> ModelType:
+        """One model type's rows, validated; the one read last when its row's version is
+        still `xmin` (no query: a change of the type updates its row). A version row equal
+        to one read last time is taken as checked then (a promote changes two of thousands)."""
         import orjson
 
+        held = self._types.get(name)
+        if held is not None and held[0] == xmin:
+            return held[1]
         row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
         assert row is not None
-        champion, entries, history = row
+        (read_xmin, champion), entries, history = row[0] or (None, None), row[1], row[2]
         known = self._rows.get(name, {})
         seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
         versions: dict[str, VersionRecord] = {}
@@ -367,7 +372,10 @@ class PostgresStore:
         except ValueError as exc:
             raise StateError(f"{self._shown}: {exc}") from None
         self._rows[name] = seen
-        return ModelType(name, head["champion"], list(head["champion_history"]), versions)
+        model = ModelType(name, head["champion"], list(head["champion_history"]), versions)
+        if read_xmin is not None:
+            self._types[name] = (read_xmin, model)  # (treated as read-only: a change copies)
+        return model
 
     def snapshot(self) -> RegistryState:
         """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
