@@ -469,6 +469,30 @@ def load(quick: bool) -> list[Case]:
     ]
 
 
+def registry(quick: bool) -> list[Case]:
+    """Registry commands at 100,000 versions against a fresh project
+    (benchmarks/registry_scale.py; --quick: 10,000)."""
+    out = subprocess.run(
+        [PY, str(HERE / "registry_scale.py"), "--json", *(["--quick"] if quick else [])],
+        capture_output=True,
+        text=True,
+    )
+    if not out.stdout.strip():
+        raise RuntimeError(f"registry_scale.py failed: {out.stderr[-2000:]}")
+    r = json.loads(out.stdout)
+    size = f"{r['versions']:,} versions in {r['model_types']} types"
+    cases = [
+        Case(f"{key} at {size}", r["large"][key], r["fresh"][key], "a fresh project", "<= 2",
+             ratio <= 2)
+        for key, ratio in r["ratio"].items()
+    ]
+    peak = r["large"]["champion peak MB"]
+    cases.append(
+        Case(f"champion's peak memory at {size}", peak, None, "-", "< 100 MB", peak < 100, "MB")
+    )
+    return cases
+
+
 def service(quick: bool) -> list[Case]:
     """The seed's four-call request against the floor (benchmarks/service.py)."""
     out = subprocess.run(
@@ -609,7 +633,9 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
-    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load"]
+    groups = [
+        "startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load", "registry",
+    ]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
@@ -636,6 +662,8 @@ def main() -> None:
             cases += load(args.quick)
         if "service" in chosen:
             cases += service(args.quick)
+        if "registry" in chosen:
+            cases += registry(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:

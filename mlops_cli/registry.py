@@ -248,15 +248,33 @@ class ModelRegistry:
         _, version, _ = state.route(model_type, user_id)
         return self.build(model_type, version, state.models[model_type], lazy=True)
 
-    def list_versions(self, model_type: str | None = None) -> list[ModelVersion]:
-        """Every version (of one model type, or of all), in SemVer order."""
+    def list_versions(
+        self, model_type: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[ModelVersion]:
+        """Every version (of one model type, or of all: by type name, then SemVer), or a page
+        of them: `limit` versions after the first `offset`. A page reads only the model types
+        it covers (the store knows each type's number of versions)."""
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
         state = self.store.read()
+        if model_type is not None:
+            state.model(model_type)  # an unknown one: NotFoundError
         types = [model_type] if model_type is not None else sorted(state.models)
-        out = []
+        out: list[ModelVersion] = []
+        skip = offset
         for name in types:
+            if limit is not None and len(out) >= limit:
+                break
+            size = state.models.size(name)
+            if skip >= size:
+                skip -= size
+                continue
             model = state.model(name)
-            for version in model.sorted_versions():
-                out.append(self.build(name, version, model))
+            wanted = model.sorted_versions()[skip:]
+            skip = 0
+            if limit is not None:
+                wanted = wanted[: limit - len(out)]
+            out += [self.build(name, version, model) for version in wanted]
         return out
 
     def history(

@@ -12,7 +12,7 @@ from .errors import StateError, ValidationError
 from .naming import NAME_RE, SEMVER_RE
 from .state import Level
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 HEADER = (
     "# mlops registry: written by the `mlops` tool. Change it with mlops commands\n"
@@ -466,7 +466,19 @@ def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(doc: dict[str, Any]) -> dict[str, Any]:
+    """The directory store keeps each model type in its own file, named in registry.yaml (the
+    index; see `INDEX`). The document does not change: the store splits it when it writes the
+    migrated project (FileStore), as it moves finished tests to the archive."""
+    return doc
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def migrate(data: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
@@ -540,13 +552,145 @@ def validate_state(data: Any, source: str) -> dict[str, Any]:
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
         check_thresholds(state["settings"])
         check_weights(state["settings"])
-        _check_references(state)
+        check_references(state)
     except ValueError as exc:
         raise StateError(f"{source}: {exc}") from None
     return state
 
 
-def _check_references(state: dict[str, Any]) -> None:
+def hex_digest(value: Any, key: str) -> str:
+    if not isinstance(value, str) or len(value) != 32 or value.strip("0123456789abcdef"):
+        raise ValueError(f"{key}: {value!r} is not a digest (32 hexadecimal digits)")
+    return value
+
+
+MODEL_FILE = record({"generation": integer(0), "blake2b": hex_digest, "versions": integer(0)})
+
+# registry.yaml of the directory store from schema 5 on: the index. Each model type lives in
+# models/<type>/<generation>.jsonl, the generation, the file's digest and its number of
+# versions (paging reads only the types a page covers) named here;
+# `generation` is bumped by every commit (a commit writes a changed type's file under the new
+# generation, so a file never changes). A file whose bytes have the digest the index names is
+# the one a commit validated and wrote: it is parsed without checking each record again.
+INDEX = record(
+    {
+        "schema_version": integer(0),
+        "generation": integer(0),
+        "settings": SETTINGS,
+        "models": each(name_of("model type"), MODEL_FILE),
+        "ab_tests": each(name_of("A/B test name"), AB_TEST),
+        "committed": record({"events": integer(0), "archive": integer(0)}, required=False),
+    }
+)
+
+
+def digest(data: bytes) -> str:
+    """A model type file's digest, as the index names it (blake2b, 16 bytes, hex)."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def is_index(doc: Any) -> bool:
+    """Whether a parsed registry.yaml is a schema-5 index (else a whole, older document)."""
+    return isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
+
+
+def load_registry(data: bytes, source: str) -> tuple[dict[str, Any], bool]:
+    """registry.yaml's bytes: (the validated index, False), or for a project written by an
+    older mlops (the whole registry in one file) (the validated, migrated document, True)."""
+    from .yamlsafe import load_yaml
+
+    doc = load_yaml(data, source, error=StateError, hint="; fix the file or restore it from backup")
+    if not is_index(doc):
+        if not isinstance(doc, dict):
+            raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
+        doc, _ = migrate(doc, source)
+        return validate_state(doc, source), True
+    try:
+        index: dict[str, Any] = INDEX(doc, "")
+        index["settings"] = merged(DEFAULT_SETTINGS, index["settings"])
+        check_thresholds(index["settings"])
+        check_weights(index["settings"])
+        for name, test in index["ab_tests"].items():
+            if test["model_type"] not in index["models"]:
+                raise ValueError(f"ab_tests.{name}.model_type: {test['model_type']!r} is unknown")
+    except ValueError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    return index, False
+
+
+def dump_index(doc: dict[str, Any]) -> bytes:
+    """registry.yaml's bytes from an index document (see INDEX)."""
+    return dump_document(doc)
+
+
+MODEL_HEAD = record(
+    {"champion": optional(version_str), "champion_history": list_of(version_str)}
+)
+
+
+def _json(doc: Any) -> bytes:
+    import orjson
+
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # a config holding a mapping with keys that are not strings
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+
+
+def dump_model(doc: dict[str, Any]) -> bytes:
+    """A model type's file (models/<type>/<generation>.jsonl) from its document (MODEL): a
+    first line with the champion and its history, then one JSON line per version. A reader
+    that held the type's previous file parses and checks only the lines that changed (a
+    promote changes two of thousands); see docs/architecture.md."""
+    head = {"champion": doc["champion"], "champion_history": doc["champion_history"]}
+    lines = [_json(head)]
+    lines += [_json({"version": v, **rec}) for v, rec in doc["versions"].items()]
+    return b"\n".join(lines) + b"\n"
+
+
+def model_lines(data: bytes, source: str) -> tuple[bytes, list[bytes]]:
+    """A model type file's head line and version lines (a file cut short is an error)."""
+    lines = data.split(b"\n")
+    if len(lines) < 2 or lines[-1]:
+        raise StateError(f"{source}: not a whole model type file; restore it from backup")
+    return lines[0], lines[1:-1]
+
+
+def load_model_head(line: bytes, name: str, source: str) -> dict[str, Any]:
+    """The head line of a model type's file: champion and champion_history, validated."""
+    try:
+        head: dict[str, Any] = MODEL_HEAD(_parse_line(line, source), f"models.{name}")
+    except ValueError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    return head
+
+
+def load_model_version(line: bytes, name: str, source: str) -> tuple[str, dict[str, Any]]:
+    """One version line of a model type's file: (version, its validated record)."""
+    row = _parse_line(line, source)
+    try:
+        if not isinstance(row, dict) or "version" not in row:
+            raise ValueError(f"models.{name}: a line without a version")
+        version = version_str(row["version"], f"models.{name}.versions")
+        key = f"models.{name}.versions.{version}"
+        rec: dict[str, Any] = VERSION({k: v for k, v in row.items() if k != "version"}, key)
+    except ValueError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    return version, rec
+
+
+def _parse_line(line: bytes, source: str) -> Any:
+    import orjson
+
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{source}: a line is not JSON ({exc}); restore it from backup") from None
+
+
+def check_references(state: dict[str, Any]) -> None:
     for model_type, model in state["models"].items():
         for version in [model["champion"], *model["champion_history"]]:
             if version is not None and version not in model["versions"]:

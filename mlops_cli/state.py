@@ -7,6 +7,8 @@ document the file holds, key for key in the order it has always been written.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
@@ -99,6 +101,11 @@ class VersionRecord:
     def to_doc(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def copy(self) -> VersionRecord:
+        return VersionRecord(
+            **{**self.__dict__, "config": dict(self.config), "tags": dict(self.tags)}
+        )
+
 
 @dataclass
 class ModelType:
@@ -164,12 +171,135 @@ class ModelType:
         for name, record in self.versions.items():
             record.traffic_percentage = 100.0 if name == version else 0.0
 
+    def copy(self) -> ModelType:
+        """A copy to change (the versions' records copied, and their configs and tags)."""
+        return ModelType(
+            self.name,
+            self.champion,
+            list(self.champion_history),
+            {v: rec.copy() for v, rec in self.versions.items()},
+        )
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "champion": self.champion,
             "champion_history": list(self.champion_history),
             "versions": {v: rec.to_doc() for v, rec in self.versions.items()},
         }
+
+
+class Models(MutableMapping[str, "ModelType"]):
+    """The model types of a registry by name, each read on first use.
+
+    A store that keeps each model type apart (the directory store's `models/` files, the
+    database's rows) names them all up front and gives `load`, which reads one; a command on
+    one model type then reads only that type. Without `load`, every type is held (a document
+    read whole). Iterating the names reads nothing; values and items read every type.
+    """
+
+    def __init__(
+        self,
+        loaded: Mapping[str, ModelType] | None = None,
+        names: Iterable[str] = (),
+        load: Callable[[str], ModelType] | None = None,
+        sizes: Mapping[str, int] | None = None,
+    ) -> None:
+        self._names: dict[str, None] = dict.fromkeys(names)
+        self._sizes = dict(sizes or {})  # versions per type, as the store knows them unread
+        self._loaded: dict[str, ModelType] = {}
+        self._set: set[str] = set()  # given here, not read by `load`
+        self._load = load
+        self._copy = False  # a copy to change: a type read is copied from what `load` gives
+        for name, model in (loaded or {}).items():
+            self[name] = model
+
+    def __getitem__(self, name: str) -> ModelType:
+        found = self._loaded.get(name)
+        if found is None:
+            if name not in self._names or self._load is None:
+                raise KeyError(name)
+            found = self._load(name)
+            if self._copy:
+                found = found.copy()
+            self._loaded[name] = found
+        return found
+
+    def __setitem__(self, name: str, model: ModelType) -> None:
+        self._names[name] = None
+        self._loaded[name] = model
+        self._set.add(name)
+
+    def __delitem__(self, name: str) -> None:
+        del self._names[name]
+        self._loaded.pop(name, None)
+        self._set.discard(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def size(self, name: str) -> int:
+        """How many versions a model type has (read only when the store does not say)."""
+        if name in self._loaded or name not in self._sizes:
+            return len(self[name].versions)
+        return self._sizes[name]
+
+    def loaded(self) -> dict[str, ModelType]:
+        """The model types read (or given) so far."""
+        return dict(self._loaded)
+
+    def changed(self, before: Models) -> dict[str, ModelType]:
+        """The model types that differ from `before`'s (a copy of it changed): new ones, and
+        the ones read or given here that are not equal to `before`'s. Types neither read nor
+        given are the same, when both read from one source; else every type is read."""
+        same = before._load is not None and before._load is self._load
+        out = {}
+        for name in self:
+            if same and name in before and name not in self._loaded:
+                continue
+            model = self[name]
+            if name not in before or model != before[name]:
+                out[name] = model
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if list(self) != list(other):
+            return False
+        if not (isinstance(other, Models) and other._load is self._load):
+            return all(self[name] == other[name] for name in self)
+        # one source: a type that neither side may have changed is the same file's
+        return all(
+            self[name] == other[name]
+            for name in self
+            if self._changeable(name) or other._changeable(name)
+        )
+
+    def _changeable(self, name: str) -> bool:
+        """Whether this mapping's type may differ from its source's (given, or a copy)."""
+        return name in self._set or (self._copy and name in self._loaded)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Models:
+        """A copy to change: the types given here are copied, the ones read from the store
+        are read again when used (the store's files and rows of one generation never change)."""
+        out = Models(names=self._names, load=self._load, sizes=self._sizes)
+        out._copy = True
+        for name in self._names:
+            if name in self._loaded and (self._load is None or name in self._set):
+                out[name] = copy.deepcopy(self._loaded[name], memo)
+        out._set &= set(self._set if self._load is not None else self._names)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Models({list(self._names)!r}, loaded={list(self._loaded)!r})"
 
 
 @dataclass(eq=True)
@@ -281,11 +411,19 @@ class RegistryState:
 
     schema_version: int
     settings: Settings
-    models: dict[str, ModelType] = field(default_factory=dict)
+    models: Models = field(default_factory=Models)
     ab_tests: dict[str, ABTest] = field(default_factory=dict)
     # The directory store's commit marks: bytes of events.jsonl and archive/ab_tests.jsonl that
     # this registry's writes committed (lines past them belong to a write that never happened).
     committed: dict[str, int] = field(default_factory=dict)
+    # The directory store's generation: bumped by every commit; and the generation, digest
+    # and number of versions of each model type's file (models/<type>/<generation>.jsonl).
+    generation: int = field(default=0, compare=False)
+    model_files: dict[str, tuple[int, str, int]] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.models, Models):
+            self.models = Models(self.models)
 
     def model(self, model_type: str) -> ModelType:
         """A model type; an unknown one is a NotFoundError listing the known ones."""
@@ -373,18 +511,20 @@ class RegistryState:
         return cls(
             schema_version=doc["schema_version"],
             settings=Settings(doc["settings"]),
-            models={
-                name: ModelType(
-                    name=name,
-                    champion=m["champion"],
-                    champion_history=list(m["champion_history"]),
-                    versions={v: VersionRecord(**rec) for v, rec in m["versions"].items()},
-                )
-                for name, m in doc["models"].items()
-            },
+            models=Models({name: model_from_doc(name, m) for name, m in doc["models"].items()}),
             ab_tests={name: ABTest(name=name, **t) for name, t in doc["ab_tests"].items()},
             committed=dict(doc.get("committed") or {}),
         )
+
+
+def model_from_doc(name: str, doc: dict[str, Any]) -> ModelType:
+    """A model type from its validated document (schema.MODEL)."""
+    return ModelType(
+        name=name,
+        champion=doc["champion"],
+        champion_history=list(doc["champion_history"]),
+        versions={v: VersionRecord(**rec) for v, rec in doc["versions"].items()},
+    )
 
 
 class Level(str, Enum):

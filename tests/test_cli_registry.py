@@ -359,13 +359,14 @@ def test_invalid_dates_in_config_and_registry_are_one_clean_line(
     run = cli("register", "gnn", "1.0.0", "--path", "/m.pt", "--config", "d=2026-13-01", "--json")
     assert run.exit_code == 0, run.stderr
     assert run.json()["config"] == {"d": "2026-13-01"}
-    registry = project.root / "registry.yaml"
-    text = registry.read_text()
-    stamp = text.split("registered_at: ", 1)[1].split("\n", 1)[0]
-    registry.write_text(text.replace(f"registered_at: {stamp}", "registered_at: 2026-13-45"))
-    lines = registry.read_text().splitlines()
-    line = next(i for i, t in enumerate(lines, 1) if t.strip() == "registered_at: 2026-13-45")
-    assert_one_error_line(cli("list"), "registry.yaml", f"'2026-13-45' at line {line}")
+    (model_file,) = (project.root / "models" / "gnn").glob("*.jsonl")  # the type's file
+    text = model_file.read_text()
+    stamp = text.split('"registered_at":', 1)[1].split(",", 1)[0]
+    model_file.write_text(text.replace(f'"registered_at":{stamp}', '"registered_at":"2026-13-45"'))
+    # a file of one generation never changes: a process reads it once (a hand edit is read
+    # by the next process; here, once the project's stores are closed)
+    project.close()
+    assert_one_error_line(cli("list"), str(model_file), "registered_at", "'2026-13-45'")
 
 
 def test_a_negative_setting_value_is_passed_as_is_or_after_a_double_dash(

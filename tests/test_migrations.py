@@ -30,6 +30,18 @@ def v1_project(tmp_path: Path) -> Path:
     return root
 
 
+def stored_models(root: Path) -> dict[str, dict[str, object]]:
+    """The model types as the directory stores them: each in the file registry.yaml names."""
+    index = yaml.safe_load((root / "registry.yaml").read_text())
+    out = {}
+    for name, file in index["models"].items():
+        path = root / "models" / name / f"{file['generation']}.jsonl"
+        head, *lines = (json.loads(line) for line in path.read_text().splitlines())
+        head["versions"] = {row.pop("version"): row for row in lines}
+        out[name] = head
+    return out
+
+
 def test_every_old_schema_has_an_upgrade() -> None:
     assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION))
 
@@ -40,11 +52,13 @@ def test_a_version_1_project_opens_upgraded_with_every_value_kept(v1_project: Pa
     new = yaml.safe_load((v1_project / "registry.yaml").read_text())
     assert new["schema_version"] == SCHEMA_VERSION
     assert stat.S_IMODE((v1_project / "registry.yaml").stat().st_mode) == 0o600
+    models = stored_models(v1_project)
+    assert sorted(models) == sorted(old["models"])
     for name, model in old["models"].items():
-        assert new["models"][name]["champion"] == model["champion"]
-        assert new["models"][name]["champion_history"] == model["champion_history"]
+        assert models[name]["champion"] == model["champion"]
+        assert models[name]["champion_history"] == model["champion_history"]
         for version, record in model["versions"].items():
-            assert new["models"][name]["versions"][version] == {**record, "monitored": False}
+            assert models[name]["versions"][version] == {**record, "monitored": False}
     for key, value in old["settings"]["drift"].items():
         assert new["settings"]["drift"][key] == value
     # tests keep their settings; guardrails stay off for tests started before them
@@ -113,7 +127,7 @@ def requests_jsonl(n: int, control_errors: int, treatment_errors: int, slower: f
 def test_a_running_test_from_schema_3_keeps_the_rules_it_started_with(v3_project: Path) -> None:
     project = Project.open(v3_project)
     stored = yaml.safe_load((v3_project / "registry.yaml").read_text())
-    assert stored["schema_version"] == SCHEMA_VERSION == 4
+    assert stored["schema_version"] == SCHEMA_VERSION == 5
     t2 = stored["ab_tests"]["t2"]
     assert (t2["decision_rules"], t2["max_latency_increase"], t2["harm_tolerance"]) == (
         1,
@@ -162,14 +176,16 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
         project.registry.register_version(ModelVersion("gnn", version, model_path="/m"))
     project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="v1.1.0"))
     project.store.close()
-    # The store as the schema before decision rules left it: the columns and the version gone.
+    # The store as the schema before decision rules (5) left it: the columns, the index of
+    # versions by type and the versions since gone.
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
             "DROP COLUMN decision_rules"
         )
-        conn.execute("DELETE FROM schema_version WHERE version = %s", [postgres.LATEST])
-    assert postgres.upgrade(pg_url) == (postgres.LATEST - 1, postgres.LATEST)
+        conn.execute("DROP INDEX versions_type_ord")
+        conn.execute("DELETE FROM schema_version WHERE version > 5")
+    assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)
     test = project.ab.get_test("t")
     assert test.running and test.max_confidence_drop == 0.02

@@ -156,11 +156,15 @@ def register(
 def list_cmd(
     ctx: typer.Context,
     model_type: str | None = typer.Argument(None, help="Only this model type."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=0, help="At most this many versions (a page)."
+    ),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many versions first."),
     json_output: bool = JsonOpt,
 ) -> None:
-    """List registered versions with their serving metrics."""
+    """List registered versions with their serving metrics (by type, then SemVer)."""
     def action() -> list[ModelVersion]:
-        versions = open_project(ctx).registry.list_versions(model_type)
+        versions = open_project(ctx).registry.list_versions(model_type, limit, offset)
         metrics_notes(versions)
         return versions
 

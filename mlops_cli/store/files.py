@@ -56,12 +56,19 @@ from ..records import validate_sample
 from ..schema import (
     AB_TEST,
     DEFAULT_SETTINGS,
-    dump_document,
+    SCHEMA_VERSION,
+    check_references,
+    digest,
+    dump_index,
+    dump_model,
     legacy_test,
-    load_document,
+    load_model_head,
+    load_model_version,
+    load_registry,
+    model_lines,
     new_document,
 )
-from ..state import ABTest, RegistryState
+from ..state import ABTest, Models, ModelType, RegistryState, Settings, VersionRecord
 from ..timeutil import Clock, format_ts, parse_ts, stamp, system_clock
 from . import snapshot as snapshots
 from .base import (
@@ -83,6 +90,7 @@ if TYPE_CHECKING:
     from ..tail import TailSums
 
 REGISTRY_FILE = "registry.yaml"
+MODELS_DIR = "models"
 LOCK_FILE = ".mlops.lock"
 EVENTS_FILE = "events.jsonl"
 TEST_ARCHIVE = "archive/ab_tests.jsonl"
@@ -164,6 +172,11 @@ class FileStore:
         self._paths: dict[str, Path] = {}
         self._logs: dict[str, jsonl.AppendLog] = {}  # per-request appends: opened once
         self._encode: Callable[[Any], bytes] = jsonl.dumps  # orjson.dumps once one is open
+        # name -> (generation, the type, its version lines) of the model types read last: a
+        # type's file of one generation never changes; the next is read against it
+        self._models: dict[
+            str, tuple[int, ModelType, dict[bytes, tuple[str, VersionRecord]]]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"FileStore({self.location!r})"
@@ -196,7 +209,7 @@ class FileStore:
                     cli={"force=True": "--force"},
                 )
             store._put_away_records(old_logs)
-            safefs.atomic_replace(root, REGISTRY_FILE, dump_document(new_document()))
+            safefs.atomic_replace(root, REGISTRY_FILE, dump_index(new_index()))
             snapshots.invalidate(store._snapshot_key)
         return store
 
@@ -206,7 +219,12 @@ class FileStore:
 
         held = [
             p
-            for p in (self.root / EVENTS_FILE, self.root / "logs", self.archive_path)
+            for p in (
+                self.root / EVENTS_FILE,
+                self.root / "logs",
+                self.archive_path,
+                self.root / MODELS_DIR,
+            )
             if p.exists()
         ]
         if not held:
@@ -311,7 +329,8 @@ class FileStore:
         return snapshot
 
     def _load(self, watched: _Watched) -> tuple[Hashable, RegistryState]:
-        """Read and validate registry.yaml (migrating it once): (its generation, the state)."""
+        """Read and validate registry.yaml (upgrading an older project once): (its generation,
+        the state). Model types are read from their files when first used (`_load_model`)."""
         if not os.path.lexists(self.registry_path):  # no project here (or no directory)
             raise self._missing()
         try:
@@ -321,15 +340,105 @@ class FileStore:
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read()  # a FIFO or link planted there: a clean error, not a hang
         key = watched.hold(fd)
-        doc, migrated = load_document(data, str(self.registry_path))
-        state = RegistryState.from_doc(doc)
-        if migrated:  # upgrade the file once, under the lock, unless another process did
+        doc, older = load_registry(data, str(self.registry_path))
+        if older:  # upgrade the file once, under the lock, unless another process did
+            state = RegistryState.from_doc(doc)
             with self.lock(state.settings.lock_timeout_s):
                 if safefs.read_file(self.registry_path) == data:
                     upgraded = copy.deepcopy(state)
+                    upgraded.schema_version = SCHEMA_VERSION
                     self._commit(state, upgraded, upgraded.take_finalized_tests(), [])
             return self._load(watched)
-        return key, state
+        return key, self._indexed(doc)
+
+    def _indexed(self, index: dict[str, Any]) -> RegistryState:
+        """The state an index names: its model types read from their files on first use."""
+        files = {
+            n: (f["generation"], f["blake2b"], f["versions"]) for n, f in index["models"].items()
+        }
+
+        def load(name: str) -> ModelType:
+            return self._load_model(name, *files[name][:2])
+
+        return RegistryState(
+            schema_version=index["schema_version"],
+            settings=Settings(index["settings"]),
+            models=Models(names=files, load=load, sizes={n: f[2] for n, f in files.items()}),
+            ab_tests={name: ABTest(name=name, **t) for name, t in index["ab_tests"].items()},
+            committed=dict(index.get("committed") or {}),
+            generation=index["generation"],
+            model_files=files,
+        )
+
+    def _load_model(self, name: str, generation: int, expected: str) -> ModelType:
+        """A model type from its file (treat as read-only: a transaction changes a copy). A
+        file two commits old may be gone (a commit keeps the one it replaces, for readers a
+        commit behind): the type is then read as it is now."""
+        held = self._models.get(name)
+        if held is not None and held[0] == generation:
+            return held[1]
+        relpath = model_file(name, generation)
+        try:
+            data = self._read_file(relpath)
+        except FileNotFoundError:
+            now, older = load_registry(safefs.read_file(self.registry_path), REGISTRY_FILE)
+            current = None if older else now["models"].get(name)
+            if current is None or current["generation"] == generation:
+                raise StateError(
+                    f"{self.root / relpath}: missing (model type {name} of registry.yaml); "
+                    "restore it from backup"
+                ) from None
+            generation, expected = current["generation"], current["blake2b"]
+            relpath = model_file(name, generation)
+            data = self._read_file(relpath)
+        parsed = self._parse_model(name, data, relpath, expected)
+        self._models[name] = (generation, *parsed)
+        return parsed[0]
+
+    def _parse_model(
+        self, name: str, data: bytes, relpath: str, expected: str | None = None
+    ) -> tuple[ModelType, dict[bytes, tuple[str, VersionRecord]]]:
+        """A model type from its file's bytes, and its version lines with their records: a
+        line the type's last file read also held is taken as it was read then (files are
+        machine-written, one line per version), so only changed lines are parsed. When many
+        lines are new and the bytes have the digest the index names (`expected`: a commit
+        validated them), they are parsed without checking each record again; otherwise each
+        new line is checked."""
+        source = str(self.root / relpath)
+        held = self._models.get(name)
+        known = held[2] if held is not None else {}
+        head_line, lines = model_lines(data, source)
+        trusted = False
+        if expected is not None and len(lines) > _CHECKED_LINES:
+            new = sum(1 for line in lines if line not in known)
+            trusted = new > _CHECKED_LINES and digest(data) == expected
+        head = jsonl.loads(head_line) if trusted else load_model_head(head_line, name, source)
+        versions: dict[str, VersionRecord] = {}
+        seen: dict[bytes, tuple[str, VersionRecord]] = {}
+        for line in lines:
+            found = known.get(line)
+            if found is None and trusted:
+                row = jsonl.loads(line)
+                found = (row.pop("version"), VersionRecord(**row))
+            elif found is None:
+                version, rec = load_model_version(line, name, source)
+                found = (version, VersionRecord(**rec))
+            if found[0] in versions:
+                raise StateError(f"{source}: version {found[0]} is listed twice")
+            versions[found[0]] = found[1]
+            seen[line] = found
+        for version in (head["champion"], *head["champion_history"]):
+            if version is not None and version not in versions:
+                raise StateError(f"{source}: champion {version!r} is not a version")
+        return ModelType(name, head["champion"], head["champion_history"], versions), seen
+
+    def _read_file(self, relpath: str) -> bytes:
+        try:
+            fd = safefs.open_read(self.root, relpath)
+        except PermissionError as exc:
+            raise StateError(f"cannot read {self.root / relpath}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -349,14 +458,44 @@ class FileStore:
         finished: list[ABTest],
         events: list[dict[str, Any]],
     ) -> None:
-        """Write one change as one unit under the project lock: archive lines and events
-        first, then registry.yaml naming their committed lengths (see the module docstring)."""
+        """Write one change as one unit under the project lock: the changed model types'
+        files (new names: models/<type>/<generation>.json), archive lines and events first,
+        then registry.yaml naming them and the committed lengths (see the module docstring);
+        last, the files two commits old are removed."""
         timeout = on_disk.settings.lock_timeout_s
-        load_document(dump_document(state.to_doc()), str(self.registry_path))  # validate first
+        generation = on_disk.generation + 1
+        files = {n: on_disk.model_files[n] for n in state.models if n in on_disk.model_files}
+        if not isinstance(state.models, Models):  # a plain mapping put in its place
+            state.models = Models(state.models)
+        on_disk_models = on_disk.models if on_disk.model_files else Models()
+        changed = {n: m.to_doc() for n, m in state.models.changed(on_disk_models).items()}
+        loaded = state.models.loaded()
+        models = {name: dump_model(doc) for name, doc in changed.items()}
+        checked = {  # validate first, as the files will be read
+            name: self._parse_model(name, data, model_file(name, generation))
+            for name, data in models.items()
+        }
+        try:
+            check_references(
+                {
+                    "models": {n: m.to_doc() for n, m in loaded.items()},
+                    "ab_tests": {
+                        n: t.to_doc() for n, t in state.ab_tests.items() if t.model_type in loaded
+                    },
+                }
+            )
+        except ValueError as exc:
+            raise StateError(f"{self.registry_path}: {exc}") from None
         ends = dict(on_disk.committed)
         appended: list[tuple[Path, int]] = []
+        written: list[str] = []
         data = b""
         try:
+            for name, model_data in models.items():
+                relpath = model_file(name, generation)
+                safefs.atomic_replace(self.root, relpath, model_data)
+                written.append(relpath)
+                files[name] = (generation, digest(model_data), len(changed[name]["versions"]))
             for key, path, records in (
                 ("archive", self.archive_path, [t.to_dict() for t in finished]),
                 ("events", self.root / EVENTS_FILE, events),
@@ -367,14 +506,34 @@ class FileStore:
                 if records:
                     appended.append((path, start))
             state.committed = ends
-            data = dump_document(state.to_doc())
+            data = dump_index(index_of(state, generation, files))
+            load_registry(data, str(self.registry_path))  # validate
             safefs.atomic_replace(self.root, REGISTRY_FILE, data)
         except BaseException:
             if not (data and self._registry_holds(data)):  # not done: take the lines back
                 for path, start in appended:
                     self._cut(path, start, timeout)
+                for relpath in written:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.root / relpath)
                 raise
         snapshots.invalidate(self._snapshot_key)  # seen at once by every store of it here
+        for name, parsed in checked.items():
+            self._models[name] = (generation, *parsed)
+        for name in models:
+            previous = on_disk.model_files.get(name, (generation, "", 0))[0]
+            self._remove_old_files(name, {generation, previous})
+
+    def _remove_old_files(self, name: str, keep: set[int]) -> None:
+        """Remove a model type's files but `keep` (best effort: a file left is never read)."""
+        with (
+            contextlib.suppress(OSError, MlopsError),
+            safefs.dir_in(self.root, f"{MODELS_DIR}/{name}", create=False) as dir_fd,
+        ):
+            for entry in os.listdir(dir_fd):
+                stem, _, ext = entry.partition(".")
+                if ext == "jsonl" and stem.isdigit() and int(stem) not in keep:
+                    os.unlink(entry, dir_fd=dir_fd)
 
     def _append_committing(
         self, path: Path, committed: int | None, data: bytes, timeout: float
@@ -827,6 +986,37 @@ class FileStore:
 
 
 _ENDS = 4096  # bytes of each end of a log that its position covers
+
+
+_CHECKED_LINES = 64  # new lines of a model type's file checked one by one, beyond: its digest
+
+
+def model_file(name: str, generation: int) -> str:
+    """Where a model type's file of a generation lies, relative to the project."""
+    return f"{MODELS_DIR}/{name}/{generation}.jsonl"
+
+
+def new_index() -> dict[str, Any]:
+    """registry.yaml of a new, empty project."""
+    doc = new_document()
+    return {"schema_version": doc["schema_version"], "generation": 0, **doc}
+
+
+def index_of(
+    state: RegistryState, generation: int, files: dict[str, tuple[int, str, int]]
+) -> dict[str, Any]:
+    """registry.yaml's document: the state without its model types, naming their files."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generation": generation,
+        "settings": state.settings.data,
+        "models": {
+            name: dict(zip(("generation", "blake2b", "versions"), files[name], strict=True))
+            for name in state.models
+        },
+        "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
+        "committed": dict(state.committed),
+    }
 
 
 def _valid_stream(parts: tuple[str, ...]) -> bool:

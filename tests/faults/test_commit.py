@@ -7,16 +7,15 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mlops_cli import ABTestConfig, ModelVersion, Project, StateError
 from mlops_cli.cli import app
-from mlops_cli.schema import SCHEMA_VERSION
 
 from ..conftest import snapshot
 from .helpers import whole_lines
@@ -75,8 +74,8 @@ def test_a_rename_done_before_a_failed_directory_fsync_is_reported_done(
     project = two_versions(tmp_path / "p")
     real = os.fsync
 
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+    def fsync(fd: int) -> None:  # the project directory's, after registry.yaml's rename
+        if os.path.samestat(os.fstat(fd), os.stat(project.root)):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(fd)
 
@@ -146,13 +145,11 @@ def test_a_schema_2_registry_moves_its_finalized_tests_to_the_archive_on_open(
 ) -> None:
     project = two_versions(tmp_path / "p")
     project.ab.start_test(ABTestConfig("t", "gnn", treatment_version="1.1.0"))
-    text = project.registry_path.read_text()
-    old = (
-        text.replace(f"schema_version: {SCHEMA_VERSION}", "schema_version: 2")
-        .replace("status: running", "status: rolled_back")
-        .replace("finalized_at: null", "finalized_at: '2026-11-02T00:00:00Z'")
-    )
-    old = old[: old.index("committed:")]
+    doc = project.store.read().to_doc()  # the whole registry in one file, as schema 2 kept it
+    del doc["committed"]
+    doc["schema_version"] = 2
+    doc["ab_tests"]["t"].update(status="rolled_back", finalized_at="2026-11-02T00:00:00Z")
+    old = yaml.safe_dump(doc, sort_keys=False)
     assert "status: rolled_back" in old and "finalized_at: '2026" in old
     project.registry_path.write_text(old)
     reopened = Project.open(project.root)

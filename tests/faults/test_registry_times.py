@@ -1,4 +1,4 @@
-"""Times in registry.yaml are checked when it loads (issue 12 item 10)."""
+"""Times in registry.yaml and the model type files are checked when they load."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def test_a_bad_started_at_is_a_state_error_naming_file_and_key(
 def test_a_registered_at_without_a_zone_is_a_state_error(tmp_path: Path) -> None:
     project = Project.init(tmp_path / "p")
     project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="/m"))
-    path = project.registry_path
+    (path,) = (project.root / "models" / "gnn").glob("*.jsonl")  # the type's file
     stamp = project.registry.get_version("gnn", "1.0.0").registered_at
     assert stamp is not None
     path.write_text(path.read_text().replace(stamp, "2026-01-31 12:00:00"))
+    project.close()  # (a file of one generation is read once per process)
     with pytest.raises(StateError, match=r"models\.gnn\.versions\.1\.0\.0\.registered_at"):
-        Project.open(project.root)
+        Project.open(project.root).registry.get_version("gnn", "1.0.0")

@@ -64,6 +64,25 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
      '[]') FROM ab_tests WHERE status = 'running')
 """
+# The index: settings, the model types' names and the running tests (a command on one type
+# then reads that type alone: TYPE_SQL).
+INDEX_SQL = f"""
+SELECT (SELECT doc FROM settings WHERE id = 1),
+  (SELECT coalesce(json_agg(json_build_array(name, xmin::text) ORDER BY ord), '[]')
+     FROM model_types),
+  (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
+     '[]') FROM ab_tests WHERE status = 'running')
+"""
+# One model type, in one statement (one snapshot): its row's version (xmin: every change of
+# the type updates its row, write_diff), its champion, its versions in insertion order (the
+# versions_type_ord index), its champion history.
+TYPE_SQL = f"""
+SELECT (SELECT json_build_array(xmin::text, champion) FROM model_types WHERE name = %(name)s),
+  (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)})
+     ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
+  (SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
+     WHERE model_type = %(name)s)
+"""
 # The archive: finalized tests are the rows of ab_tests whose status is not running.
 ARCHIVED_SQL = f"SELECT name, {', '.join(TEST_COLS)} FROM ab_tests WHERE status <> 'running'"
 
@@ -96,6 +115,28 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
         "ab_tests": ab_tests,
         "committed": {},
     }
+
+
+def index_doc(row: Sequence[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The registry document without its model types, and the types' names with their rows'
+    versions (xmin)."""
+    settings, types, tests = row
+    if settings is None:
+        raise StateError("the store holds no registry: run `mlops -C URL init` first")
+    ab_tests = {name: typed(TEST_COLS, values) for name, *values in tests}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "models": {},
+        "ab_tests": ab_tests,
+        "committed": {},
+    }
+    return doc, {name: xmin for name, xmin in types}
+
+
+def version_record(values: Sequence[Any]) -> dict[str, Any]:
+    """A version's record from its column values (TYPE_SQL's order)."""
+    return typed(_VERSION_COLS, values)
 
 
 def test_params(test: dict[str, Any]) -> list[Any]:
@@ -136,7 +177,7 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
                 [name, model["champion"]],
             )
             old = {"champion": model["champion"], "champion_history": [], "versions": {}}
-        elif old["champion"] != model["champion"]:
+        else:  # (also when only its versions changed: the row's xmin marks the type changed)
             cur.execute(
                 "UPDATE model_types SET champion = %s WHERE name = %s", [model["champion"], name]
             )

@@ -30,8 +30,16 @@ from ...errors import (
 from ...limits import LOCK_TIMEOUT_S
 from ...moments import Moments
 from ...naming import validate_name
-from ...schema import AB_TEST, DEFAULT_SETTINGS, validate_state
-from ...state import ABTest, RegistryState
+from ...schema import (
+    AB_TEST,
+    DEFAULT_SETTINGS,
+    MODEL_HEAD,
+    VERSION,
+    check_references,
+    validate_state,
+    version_str,
+)
+from ...state import ABTest, Models, ModelType, RegistryState, Settings, VersionRecord
 from ...stats import RatioSums
 from ...tail import EMPTY, TailSums
 from ...timeutil import Clock, parse_ts
@@ -53,11 +61,13 @@ from .connection import LATEST, connect, redact, schema_version, translated, upg
 from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
 from .registry import (
     ARCHIVED_SQL,
-    READ_SQL,
+    INDEX_SQL,
     TEST_COLS,
+    TYPE_SQL,
     archive_finished,
-    registry_doc,
+    index_doc,
     typed,
+    version_record,
     write_diff,
 )
 from .rows import (
@@ -99,6 +109,9 @@ class PostgresStore:
         self._shown = redact(url)
         self._actor = actor
         self._lock = threading.RLock()  # the connection
+        # name -> the version rows of the model type read last, with their checked records
+        self._rows: dict[str, dict[bytes, tuple[str, dict[str, Any]]]] = {}
+        self._types: dict[str, tuple[str, ModelType]] = {}  # name -> (its row's xmin, type)
         self._conn = connect(url)
         self._local = threading.local()
         self._buffer_options: dict[str, Any] = {
@@ -286,10 +299,83 @@ class PostgresStore:
     # -- registry ----------------------------------------------------------------------------
 
     def read(self) -> RegistryState:
+        """The registry: its index now, each model type read when first used (as of then)."""
         with self._lock, self._translated("reading the registry"):
-            row = self.conn.execute(READ_SQL).fetchone()
+            return self._state(self.conn.cursor())
+
+    def _state(self, cur: psycopg.Cursor[Any]) -> RegistryState:
+        """The index through `cur`, with the types of running tests (validated with them);
+        every other type is read through `cur` when first used (TYPE_SQL: its rows alone)."""
+        row = cur.execute(INDEX_SQL).fetchone()
         assert row is not None
-        return RegistryState.from_doc(validate_state(registry_doc(row), self._shown))
+        doc, names = index_doc(row)  # name -> its row's version
+        settings = validate_state({**doc, "ab_tests": {}}, self._shown)["settings"]
+        try:
+            tests = {n: AB_TEST(t, f"ab_tests.{n}") for n, t in doc["ab_tests"].items()}
+            given = {
+                t["model_type"]: self._model(cur, t["model_type"], names[t["model_type"]])
+                for t in tests.values()
+                if t["model_type"] in names
+            }
+            check_references(
+                {"models": {n: m.to_doc() for n, m in given.items()}, "ab_tests": tests}
+            )
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
+
+        def load(name: str) -> ModelType:
+            with self._lock, self._translated("reading the registry"):
+                now = cur if not cur.closed else self.conn.cursor()  # (its transaction ended)
+                return self._model(now, name, names[name])
+
+        models = Models(names=names, load=load)
+        for name, model in given.items():
+            models[name] = model
+        return RegistryState(
+            schema_version=doc["schema_version"],
+            settings=Settings(settings),
+            models=models,
+            ab_tests={name: ABTest(name=name, **t) for name, t in tests.items()},
+        )
+
+    def _model(self, cur: psycopg.Cursor[Any], name: str, xmin: str) -> ModelType:
+        """One model type's rows, validated; the one read last when its row's version is
+        still `xmin` (no query: a change of the type updates its row). A version row equal
+        to one read last time is taken as checked then (a promote changes two of thousands)."""
+        import orjson
+
+        held = self._types.get(name)
+        if held is not None and held[0] == xmin:
+            return held[1]
+        row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
+        assert row is not None
+        (read_xmin, champion), entries, history = row[0] or (None, None), row[1], row[2]
+        known = self._rows.get(name, {})
+        seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
+        versions: dict[str, VersionRecord] = {}
+        try:
+            head = MODEL_HEAD(
+                {"champion": champion, "champion_history": history}, f"models.{name}"
+            )
+            for entry in entries:
+                key = orjson.dumps(entry)
+                found = known.get(key)
+                if found is None:
+                    version = version_str(entry[0], f"models.{name}.versions")
+                    rec = VERSION(version_record(entry[1:]), f"models.{name}.versions.{version}")
+                    found = (version, rec)
+                seen[key] = found
+                versions[found[0]] = VersionRecord(**found[1])
+            for version in (head["champion"], *head["champion_history"]):
+                if version is not None and version not in versions:
+                    raise ValueError(f"models.{name}: champion {version!r} is not a version")
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
+        self._rows[name] = seen
+        model = ModelType(name, head["champion"], list(head["champion_history"]), versions)
+        if read_xmin is not None:
+            self._types[name] = (read_xmin, model)  # (treated as read-only: a change copies)
+        return model
 
     def snapshot(self) -> RegistryState:
         """The registry as of this process's snapshot (notify.py: NOTIFY, else a poll)."""
@@ -337,18 +423,16 @@ class PostgresStore:
                 locked = cur.fetchone()
                 if locked is None:
                     raise StateError(f"{self._shown} holds no registry: run `mlops init` first")
-                row = cur.execute(READ_SQL).fetchone()
-                assert row is not None
-                doc = validate_state(registry_doc(row), self._shown)
-                before = copy.deepcopy(doc)
+                held = self._state(cur)  # types read through this transaction's cursor
                 actor = self._actor or current_actor()
-                txn = Transaction(RegistryState.from_doc(doc), actor, self.clock)
+                txn = Transaction(copy.deepcopy(held), actor, self.clock)
                 self._local.now = locked[0]
                 try:
                     yield txn
                 finally:
                     self._local.now = None
-                after = validate_state(txn.state.to_doc(), self._shown)
+                before, after = _changed_docs(held, txn.state)
+                after = validate_state(after, self._shown)
                 archive_finished(cur, before, after)
                 write_diff(cur, before, after)
                 if txn.events:
@@ -783,3 +867,28 @@ if TYPE_CHECKING:
 
     def _is_a_store(store: PostgresStore) -> Store:
         return store  # mypy checks PostgresStore against the Store protocol
+
+
+def _changed_docs(
+    held: RegistryState, state: RegistryState
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The registry before and after a transaction, holding only the model types it changed,
+    removed or the running tests name (write_diff then touches only those)."""
+    if not isinstance(state.models, Models):
+        state.models = Models(state.models)
+    changed = state.models.changed(held.models)
+    removed = [name for name in held.models if name not in state.models]
+    tested = {t.model_type for t in (*held.ab_tests.values(), *state.ab_tests.values())}
+    before_names = [n for n in held.models if n in changed or n in removed or n in tested]
+    after_names = [n for n in state.models if n in changed or n in tested]
+    return _doc(held, before_names), _doc(state, after_names)
+
+
+def _doc(state: RegistryState, names: list[str]) -> dict[str, Any]:
+    return {
+        "schema_version": state.schema_version,
+        "settings": copy.deepcopy(state.settings.data),
+        "models": {n: state.models[n].to_doc() for n in names},
+        "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
+        "committed": dict(state.committed),
+    }
