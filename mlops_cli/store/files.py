@@ -656,6 +656,42 @@ class FileStore:
         pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
         return Samples(pred, conf, skipped, torn)
 
+    def features(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> list[dict[str, Any] | None]:
+        path = self.path(stream)
+        if last is not None:
+            start, end, _ = jsonl.tail_span(path, last)
+        else:
+            start, end = 0, None
+        limit = last if last is not None else first if first is not None else 1 << 62
+        out: list[dict[str, Any] | None] = []
+        for chunk in jsonl.read_span(path, start, end, skip_invalid):
+            out += [_features_of(r) for r in chunk.records]
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def load_profile(self, stream: str) -> dict[str, Any] | None:
+        try:
+            data = safefs.read_file(_profile_path(self.path(stream)))
+        except FileNotFoundError:
+            return None
+        try:
+            doc = jsonl.loads(data)
+        except ValueError:
+            return None  # a derived cache: a damaged one is computed again
+        return doc if type(doc) is dict else None
+
+    def save_profile(self, stream: str, doc: dict[str, Any]) -> None:
+        path = _profile_path(self.path(stream))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, jsonl.dumps(doc))
+
     def history(
         self,
         stream: str,
@@ -825,6 +861,16 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
         return True
     validate_version(parts[2])
     return kind == "metrics" or parts[3] in DRIFT_KINDS
+
+
+def _features_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    found = record.get("features")
+    return found if type(found) is dict else None
+
+
+def _profile_path(log: Path) -> Path:
+    """The reference's feature profile, beside its log (a derived cache, never a stream)."""
+    return log.with_name(log.stem + ".profile.json")
 
 
 def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
