@@ -546,6 +546,10 @@ class DriftDetector:
             "drifted": found["drifted"],
             "drifted_share": found["drifted_share"],
             "tested": len(found["features"]),
+            # per feature [score, alarm]: what the export reads (capped there)
+            "scores": {
+                name: [f["score"], int(f["alarm"])] for name, f in found["features"].items()
+            },
         }
         row[FEATURE_FIGURES] = found
         if row["status"] == "active" and found["drifted"] and Level(row["level"]) < Level.RETRAIN:
