@@ -103,15 +103,66 @@ def profile(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     return {"version": PROFILE_VERSION, "rows": n, "features": features}
 
 
+class Split:
+    """One feature's values taken apart: the numbers (an array), the missing count, and the
+    other values as counts per (kind, category)."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        import numpy as np
+
+        types = set(map(type, values))
+        self.others: Counter[tuple[str, str]] = Counter()
+        if types <= _NUMERIC_OR_NONE:  # the common case, converted in C (None is NaN)
+            x = np.array(values, dtype=np.float64)
+            if type(None) in types:
+                gap = np.isnan(x)
+                self.missing = int(np.count_nonzero(gap))
+                x = x[~gap]
+            else:
+                self.missing = 0
+            self.numbers = x
+            return
+        self.missing = 0
+        numbers: list[Any] = []
+        for (t, v), count in Counter(zip(map(type, values), values, strict=True)).items():
+            if v is None:
+                self.missing += count
+            elif t is int or t is float:
+                numbers += [v] * count
+            else:
+                self.others[(kind_of(v) or "", category_of(v))] += count
+        self.numbers = np.array(numbers, dtype=np.float64)
+
+    def kinds(self) -> set[str]:
+        found = {k for k, _ in self.others}
+        return found | {"number"} if len(self.numbers) else found
+
+    def categories(self) -> Counter[str]:
+        """Every value present as a category (numbers by their repr)."""
+        out: Counter[str] = Counter()
+        for (_, name), count in self.others.items():
+            out[name] += count
+        if len(self.numbers):
+            import numpy as np
+
+            distinct, counts = np.unique(self.numbers, return_counts=True)
+            for v, c in zip(distinct.tolist(), counts.tolist(), strict=True):
+                out[repr(v)] += c
+        return out
+
+
+_NUMERIC_OR_NONE = {int, float, type(None)}
+
+
 def _profile_feature(values: list[Any], n: int) -> dict[str, Any]:
     import numpy as np
 
-    kinds = Counter(kind_of(v) for v in values)
-    missing = kinds.pop(None, 0)
-    present = [v for v in values if v is not None]
+    split = Split(values)
+    kinds = split.kinds()
+    missing = split.missing
     base: dict[str, Any] = {"rows": n, "missing": missing, "kinds": sorted(kinds)}
-    if kinds and set(kinds) == {"number"}:
-        x = np.sort(np.asarray(present, dtype=np.float64))
+    if kinds == {"number"}:
+        x = np.sort(split.numbers)
         base.update(kind="numeric", count=len(x), mean=float(np.mean(x)), sd=_sd(x))
         base["min"], base["max"] = float(x[0]), float(x[-1])
         distinct, counts = np.unique(x, return_counts=True)
@@ -121,11 +172,11 @@ def _profile_feature(values: list[Any], n: int) -> dict[str, Any]:
             ranks = np.round(np.arange(SKETCH_K + 1) * (len(x) - 1) / SKETCH_K).astype(np.int64)
             base["sketch"] = {"exact": False, "quantiles": x[ranks].tolist()}
         return base
-    counts_by = Counter(category_of(v) for v in present)
+    counts_by = split.categories()
+    count = sum(counts_by.values())
     kept = dict(sorted(counts_by.items(), key=lambda kv: (-kv[1], kv[0]))[:CATEGORIES_MAX])
     base.update(
-        kind="categorical", count=len(present), categories=kept,
-        other=len(present) - sum(kept.values()),
+        kind="categorical", count=count, categories=kept, other=count - sum(kept.values())
     )
     return base
 
@@ -289,19 +340,16 @@ def _check_one(
 
     numeric = ref["kind"] == "numeric"
     ref_kinds = set(ref["kinds"])
-    missing = 0
-    changed = 0
-    good: list[Any] = []
-    for v in values:
-        k = kind_of(v)
-        if k is None:
-            missing += 1
-        elif k in ref_kinds:
-            good.append(v)
-        else:
-            changed += 1
-            if not numeric:
-                good.append(v)  # a new type is still a category (and counted as new)
+    split = Split(values)
+    missing = split.missing
+    if numeric:  # a value that is no number is a type change, left out of the test
+        changed = sum(split.others.values())
+        n_good = len(split.numbers)
+    else:  # a value of a kind the reference never held is still a category (and new)
+        changed = sum(c for (k, _), c in split.others.items() if k not in ref_kinds)
+        if "number" not in ref_kinds:
+            changed += len(split.numbers)
+        n_good = len(values) - missing
     quality: dict[str, Any] = {
         "missing_share": missing / n if n else 0.0,
         "missing_share_reference": ref["missing"] / ref["rows"] if ref["rows"] else 0.0,
@@ -310,16 +358,16 @@ def _check_one(
         "new_categories": [],
         "new_category_share": None,
     }
-    result: dict[str, Any] = {"kind": ref["kind"], "n_window": len(good), "quality": quality}
+    result: dict[str, Any] = {"kind": ref["kind"], "n_window": n_good, "quality": quality}
     rows_ok = n >= min_samples and ref["rows"] >= min_samples
     miss_p = _rise_pvalue(ref["missing"], ref["rows"], missing, n) if rows_ok else None
     miss_rise = quality["missing_share"] - quality["missing_share_reference"] if rows_ok else None
     type_p = _rise_pvalue(0, ref["rows"], changed, n) if rows_ok else None
-    enough = rows_ok and len(good) >= min_samples and ref["count"] >= min_samples
+    enough = rows_ok and n_good >= min_samples and ref["count"] >= min_samples
     effect = p_value = None
     if numeric:
         floor = FLOORS["drift_numeric"]
-        x = np.sort(np.asarray(good, dtype=np.float64)) if good else np.empty(0)
+        x = np.sort(split.numbers)
         if len(x):
             quality["out_of_range_share"] = float(
                 (np.searchsorted(x, ref["min"], "left") + len(x)
@@ -333,7 +381,7 @@ def _check_one(
             result["ks_statistic"] = d
     else:
         floor = FLOORS["drift_categorical"]
-        counts = Counter(category_of(v) for v in good)
+        counts = split.categories()
         known: dict[str, int] = ref["categories"]
         other = int(ref.get("other", 0))
         new = {c: k for c, k in counts.items() if c not in known}
@@ -343,7 +391,7 @@ def _check_one(
         quality["new_categories"] = sorted(new_shown, key=lambda c: (-new_shown[c], c))[
             :NEW_CATEGORIES_SHOWN
         ]
-        quality["new_category_share"] = sum(new_shown.values()) / len(good) if good else 0.0
+        quality["new_category_share"] = sum(new_shown.values()) / n_good if n_good else 0.0
         if enough:
             names = list(known)
             ref_c = [known[c] for c in names] + [other] + [0] * len(new_shown)

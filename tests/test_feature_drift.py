@@ -270,3 +270,14 @@ def test_ranked_and_capped() -> None:
     }
     assert fd.ranked(feats) == ["m", "z", "a", "b"]
     assert fd.capped(["c", "a", "b"], 2) == ["a", "b"]
+
+
+def test_values_are_split_by_type_never_merged_by_equality() -> None:
+    # True == 1 == 1.0 in Python: each keeps its kind
+    split = fd.Split([True, 1, 1.0, None, "a", "a", False])
+    assert split.numbers.tolist() == [1.0, 1.0] and split.missing == 1
+    assert split.others == {("bool", "true"): 1, ("bool", "false"): 1, ("string", "a"): 2}
+    assert split.kinds() == {"bool", "number", "string"}
+    assert split.categories() == {"true": 1, "false": 1, "a": 2, "1.0": 2}
+    fast = fd.Split([1, 2.5, None, None])
+    assert fast.numbers.tolist() == [1.0, 2.5] and fast.missing == 2 and not fast.others

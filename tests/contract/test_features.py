@@ -126,7 +126,10 @@ def test_feature_alarms_raise_the_level_and_name_the_features(
     assert bare.features == {} and bare.drifted_features == [] and bare.level == "ok"
     recorded = project.drift_detector("gnn", "1.0.0").last_check()
     assert recorded is not None
-    assert recorded["features"] == {"drifted": ["age"], "drifted_share": 1 / 3, "tested": 3}
+    scores = {name: [f["score"], int(f["alarm"])] for name, f in report.features.items()}
+    assert recorded["features"] == {
+        "drifted": ["age"], "drifted_share": 1 / 3, "tested": 3, "scores": scores
+    }
 
 
 def test_the_report_is_read_only_with_features(
