@@ -417,14 +417,17 @@ class DriftDetector:
     def feature_profile(self) -> dict[str, Any]:
         """The reference's feature profile (feature_drift.profile), kept beside the reference
         and computed again only when the reference changed since (a derived cache)."""
-        from .feature_drift import profile
+        from .feature_drift import profile_chunks
 
         position = self.store.position(self.reference)
         kept = self.store.load_profile(self.reference)
         if kept is not None and kept.get("position") == position:
             return kept
-        rows = self.store.features(self.reference, first=int(self._drift["reference_size"]))
-        doc = {"position": position, **profile(rows)}
+        first = int(self._drift["reference_size"])
+        doc = {
+            "position": position,
+            **profile_chunks(self.store.feature_chunks(self.reference, first=first)),
+        }
         self.store.save_profile(self.reference, doc)
         return doc
 
@@ -535,12 +538,14 @@ class DriftDetector:
         prof = self.feature_profile()
         if not prof["features"]:
             return
-        from .feature_drift import check_features
+        from .feature_drift import check_chunks
 
         drift = self._drift
-        window_rows = self.store.features(self.production, last=size)
-        found = check_features(
-            prof, window_rows, float(drift["alarm_alpha"]), int(drift["min_samples"])
+        found = check_chunks(
+            prof,
+            self.store.feature_chunks(self.production, last=size),
+            float(drift["alarm_alpha"]),
+            int(drift["min_samples"]),
         )
         row["features"] = {
             "drifted": found["drifted"],

@@ -97,10 +97,36 @@ def columns(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, list[Any]]:
 
 def profile(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     """The reference's profile: per feature its kind, missing share and sketch (JSON-ready)."""
-    cols = columns(rows)
-    n = len(rows)
-    features = {name: _profile_feature(values, n) for name, values in sorted(cols.items())}
+    return profile_chunks([rows])
+
+
+def profile_chunks(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> dict[str, Any]:
+    """`profile` of the rows of every chunk (each chunk's objects dropped once taken apart)."""
+    splits, n = gather(chunks)
+    features = {name: _profile_feature(split, n) for name, split in sorted(splits.items())}
     return {"version": PROFILE_VERSION, "rows": n, "features": features}
+
+
+def gather(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> tuple[dict[str, Split], int]:
+    """Per feature its values taken apart (`Split`), over chunks of samples' features, and the
+    number of samples; a feature a sample lacks is missing in it."""
+    splits: dict[str, Split] = {}
+    n = 0
+    for rows in chunks:
+        cols = columns(rows)
+        for name, values in cols.items():
+            part = Split(values)
+            have = splits.get(name)
+            if have is None:
+                part.missing += n  # the samples before lacked it
+                splits[name] = part
+            else:
+                have.add(part)
+        for name, have in splits.items():
+            if name not in cols:
+                have.missing += len(rows)
+        n += len(rows)
+    return splits, n
 
 
 class Split:
@@ -133,6 +159,15 @@ class Split:
                 self.others[(kind_of(v) or "", category_of(v))] += count
         self.numbers = np.array(numbers, dtype=np.float64)
 
+    def add(self, other: Split) -> None:
+        """Fold another chunk's values of the same feature in."""
+        import numpy as np
+
+        self.missing += other.missing
+        self.others.update(other.others)
+        if len(other.numbers):
+            self.numbers = np.concatenate((self.numbers, other.numbers))
+
     def kinds(self) -> set[str]:
         found = {k for k, _ in self.others}
         return found | {"number"} if len(self.numbers) else found
@@ -154,10 +189,9 @@ class Split:
 _NUMERIC_OR_NONE = {int, float, type(None)}
 
 
-def _profile_feature(values: list[Any], n: int) -> dict[str, Any]:
+def _profile_feature(split: Split, n: int) -> dict[str, Any]:
     import numpy as np
 
-    split = Split(values)
     kinds = split.kinds()
     missing = split.missing
     base: dict[str, Any] = {"rows": n, "missing": missing, "kinds": sorted(kinds)}
@@ -311,36 +345,51 @@ def check_features(
 ) -> dict[str, Any]:
     """Per feature of the reference's profile: the drift test, data quality and the alarms,
     at the Bonferroni level alpha / (3 m); features the window adds are listed, not tested."""
+    return check_chunks(prof, [window_rows], alpha, min_samples)
+
+
+def check_chunks(
+    prof: Mapping[str, Any],
+    chunks: Iterable[Sequence[Mapping[str, Any] | None]],
+    alpha: float,
+    min_samples: int,
+) -> dict[str, Any]:
+    """`check_features` of the window's samples read in chunks."""
+    splits, n = gather(chunks)
+    return check_gathered(prof, splits, n, alpha, min_samples)
+
+
+def check_gathered(
+    prof: Mapping[str, Any], splits: Mapping[str, Split], n: int, alpha: float, min_samples: int
+) -> dict[str, Any]:
+    """`check_features` of a window already taken apart (`gather`)."""
     from .ks import ks_two_sample_pvalue
 
     feats: Mapping[str, Any] = prof["features"]
     m = len(feats)
     level = alpha / (TESTS_PER_FEATURE * m) if m else alpha
-    cols = columns(window_rows)
-    n = len(window_rows)
     out: dict[str, Any] = {}
     for name, ref in feats.items():
-        out[name] = _check_one(ref, cols.get(name) or [None] * n, n, level, min_samples,
-                               ks_two_sample_pvalue)
+        split = splits.get(name) or Split([None] * n)
+        out[name] = _check_one(ref, split, n, level, min_samples, ks_two_sample_pvalue)
     drifted = sorted(k for k, v in out.items() if v["alarm"])
     return {
         "features": out,
         "drifted": drifted,
         "drifted_share": len(drifted) / m if m else 0.0,
-        "new_features": sorted(set(cols) - set(feats)),
+        "new_features": sorted(set(splits) - set(feats)),
         "alpha_per_test": level,
         "tests": TESTS_PER_FEATURE * m,
     }
 
 
 def _check_one(
-    ref: Mapping[str, Any], values: list[Any], n: int, level: float, min_samples: int, ks: Any
+    ref: Mapping[str, Any], split: Split, n: int, level: float, min_samples: int, ks: Any
 ) -> dict[str, Any]:
     import numpy as np
 
     numeric = ref["kind"] == "numeric"
     ref_kinds = set(ref["kinds"])
-    split = Split(values)
     missing = split.missing
     if numeric:  # a value that is no number is a type change, left out of the test
         changed = sum(split.others.values())
@@ -349,7 +398,7 @@ def _check_one(
         changed = sum(c for (k, _), c in split.others.items() if k not in ref_kinds)
         if "number" not in ref_kinds:
             changed += len(split.numbers)
-        n_good = len(values) - missing
+        n_good = n - missing
     quality: dict[str, Any] = {
         "missing_share": missing / n if n else 0.0,
         "missing_share_reference": ref["missing"] / ref["rows"] if ref["rows"] else 0.0,

@@ -281,3 +281,20 @@ def test_values_are_split_by_type_never_merged_by_equality() -> None:
     assert split.categories() == {"true": 1, "false": 1, "a": 2, "1.0": 2}
     fast = fd.Split([1, 2.5, None, None])
     assert fast.numbers.tolist() == [1.0, 2.5] and fast.missing == 2 and not fast.others
+
+
+def test_chunks_give_what_one_read_gives() -> None:
+    rng = np.random.default_rng(9)
+    rows: list[dict[str, Any] | None] = []
+    for i in range(3000):
+        row: dict[str, Any] = {"a": float(rng.normal())}
+        if i >= 1000:  # a feature that starts part way, and samples without features
+            row["b"] = str(rng.choice(["x", "y"]))
+        rows.append(None if i % 7 == 0 else row)
+    chunks = [rows[:500], rows[500:1700], rows[1700:]]
+    assert fd.profile_chunks(chunks) == fd.profile(rows)
+    assert fd.profile(rows)["features"]["b"]["missing"] == 1000 + sum(
+        1 for i in range(1000, 3000) if i % 7 == 0
+    )
+    prof = fd.profile(rows[:1500])
+    assert fd.check_chunks(prof, chunks, 0.001, 100) == fd.check_features(prof, rows, 0.001, 100)

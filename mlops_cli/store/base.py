@@ -342,17 +342,17 @@ class Store(Protocol):
         that does not grow with the stream's history; empty arrays for a stream never
         written. Raises and skips as `summary`."""
 
-    def features(
+    def feature_chunks(
         self,
         stream: str,
         last: int | None = None,
         first: int | None = None,
         skip_invalid: bool = False,
-    ) -> list[dict[str, Any] | None]:
+    ) -> Iterator[list[dict[str, Any] | None]]:
         """The input features of the last `last` (or first `first`) samples of a sample
-        stream, in order, one per sample (None for a sample without): the samples `samples`
-        reads (with `skip_invalid`, a line that is no JSON object is skipped here too). Raises
-        as `samples`."""
+        stream, in order, in chunks of bounded size: one per sample (None for a sample
+        without), of the samples `samples` reads (with `skip_invalid`, a line that is no JSON
+        object is skipped here too). Raises as `samples`."""
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         """The feature profile last saved for a sample stream (`save_profile`), or None. A

@@ -656,25 +656,26 @@ class FileStore:
         pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
         return Samples(pred, conf, skipped, torn)
 
-    def features(
+    def feature_chunks(
         self,
         stream: str,
         last: int | None = None,
         first: int | None = None,
         skip_invalid: bool = False,
-    ) -> list[dict[str, Any] | None]:
+    ) -> Iterator[list[dict[str, Any] | None]]:
         path = self.path(stream)
         if last is not None:
             start, end, _ = jsonl.tail_span(path, last)
         else:
             start, end = 0, None
-        limit = last if last is not None else first if first is not None else 1 << 62
-        out: list[dict[str, Any] | None] = []
+        todo = last if last is not None else first if first is not None else 1 << 62
         for chunk in jsonl.read_span(path, start, end, skip_invalid):
-            out += [_features_of(r) for r in chunk.records]
-            if len(out) >= limit:
+            if todo <= 0:
                 break
-        return out[:limit]
+            rows = [_features_of(r) for r in chunk.records[:todo]]
+            todo -= len(rows)
+            if rows:
+                yield rows
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         try:

@@ -691,33 +691,36 @@ class PostgresStore:
             confidence=np.ascontiguousarray(values[:, 1]),
         )
 
-    def features(
+    def feature_chunks(
         self,
         stream: str,
         last: int | None = None,
         first: int | None = None,
         skip_invalid: bool = False,  # rows were validated on the way in
-    ) -> list[dict[str, Any] | None]:
-        """The features of the last (or first) samples, by the same index as `samples`."""
+    ) -> Iterator[list[dict[str, Any] | None]]:
+        """The features of the last (or first) samples, by the same index as `samples`,
+        fetched a page at a time."""
         table, keys = route(stream)
         if table is not SAMPLES:
             raise ValueError(f"{stream} holds no samples")
-        sql = f"SELECT features FROM drift_samples WHERE {table.where()}"
+        sql = f"SELECT id, features FROM drift_samples WHERE {table.where()}"
         params: list[Any] = list(keys)
         if last is not None:
-            sql += " ORDER BY id DESC LIMIT %s"
+            sql = f"SELECT features FROM ({sql} ORDER BY id DESC LIMIT %s) AS w ORDER BY id"
             params.append(last)
-        elif first is not None:
-            sql += " ORDER BY id LIMIT %s"
-            params.append(first)
         else:
-            sql += " ORDER BY id"
+            sql = f"SELECT features FROM ({sql}) AS w ORDER BY id"
+            if first is not None:
+                sql += " LIMIT %s"
+                params.append(first)
         with self._lock, self._translated(f"reading {stream}"):
             self._flush_locked(stream)
             with self.conn.cursor(binary=True) as cur:
-                rows = cur.execute(sql, params).fetchall()
-        out = [r[0] for r in rows]
-        return out[::-1] if last is not None else out
+                cur.execute(sql, params)
+                pages = []
+                while page := cur.fetchmany(SCAN_PAGE):
+                    pages.append([r[0] for r in page])
+        yield from pages
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         table, keys = route(stream)
