@@ -102,7 +102,11 @@ def profile(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
 
 def profile_chunks(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> dict[str, Any]:
     """`profile` of the rows of every chunk (each chunk's objects dropped once taken apart)."""
-    splits, n = gather(chunks)
+    return profile_splits(*gather(chunks))
+
+
+def profile_splits(splits: Mapping[str, Split], n: int) -> dict[str, Any]:
+    """`profile` of n samples' features already taken apart (`gather`)."""
     features = {name: _profile_feature(split, n) for name, split in sorted(splits.items())}
     return {"version": PROFILE_VERSION, "rows": n, "features": features}
 
@@ -363,15 +367,13 @@ def check_gathered(
     prof: Mapping[str, Any], splits: Mapping[str, Split], n: int, alpha: float, min_samples: int
 ) -> dict[str, Any]:
     """`check_features` of a window already taken apart (`gather`)."""
-    from .ks import ks_two_sample_pvalue
-
     feats: Mapping[str, Any] = prof["features"]
     m = len(feats)
     level = alpha / (TESTS_PER_FEATURE * m) if m else alpha
     out: dict[str, Any] = {}
     for name, ref in feats.items():
         split = splits.get(name) or Split([None] * n)
-        out[name] = _check_one(ref, split, n, level, min_samples, ks_two_sample_pvalue)
+        out[name] = _check_one(ref, split, n, level, min_samples, ks_pvalue)
     drifted = sorted(k for k, v in out.items() if v["alarm"])
     return {
         "features": out,
@@ -381,6 +383,24 @@ def check_gathered(
         "alpha_per_test": level,
         "tests": TESTS_PER_FEATURE * m,
     }
+
+
+EXACT_KS_MAX = 1000  # the smaller sample's size up to which the KS p-value is exact
+
+
+def ks_pvalue(n_ref: int, n_win: int, d: float) -> float:
+    """The two-sided KS p-value of D: exact (`ks.ks_two_sample_pvalue`, as scipy's
+    `method="auto"`) where that is cheap (equal sizes, or the smaller sample at most
+    EXACT_KS_MAX and neither above 10,000), else the asymptotic Kolmogorov distribution (as
+    scipy's `method="asymp"`): the exact lattice for two unequal samples of 10,000 costs about
+    50 ms, a check of 50 features would spend seconds on it."""
+    from .ks import KS_EXACT_MAX_N, ks_two_sample_asymp_pvalue, ks_two_sample_pvalue
+
+    if max(n_ref, n_win) <= KS_EXACT_MAX_N and (
+        n_ref == n_win or min(n_ref, n_win) <= EXACT_KS_MAX
+    ):
+        return ks_two_sample_pvalue(n_ref, n_win, d)[1]
+    return ks_two_sample_asymp_pvalue(n_ref, n_win, d)
 
 
 def _check_one(
@@ -426,7 +446,7 @@ def _check_one(
             d, area = numeric_distances(ref["sketch"], x)
             sd = float(ref["sd"])
             effect = area / sd if sd > 0 else (0.0 if area == 0 else math.inf)
-            _, p_value = ks(int(ref["count"]), len(x), d)
+            p_value = ks(int(ref["count"]), len(x), d)
             result["ks_statistic"] = d
     else:
         floor = FLOORS["drift_categorical"]

@@ -298,3 +298,16 @@ def test_chunks_give_what_one_read_gives() -> None:
     )
     prof = fd.profile(rows[:1500])
     assert fd.check_chunks(prof, chunks, 0.001, 100) == fd.check_features(prof, rows, 0.001, 100)
+
+
+@pytest.mark.parametrize(
+    ("n_ref", "n_win", "method"),
+    [(800, 800, "exact"), (10_000, 1_000, "exact"), (10_000, 9_000, "asymp"), (50_000, 500, "asymp")],
+)
+def test_ks_pvalue_exact_where_cheap_else_asymptotic(n_ref: int, n_win: int, method: str) -> None:
+    rng = np.random.default_rng(n_ref + n_win)
+    ref, win = rng.normal(size=n_ref), rng.normal(0.08, 1, size=n_win)
+    expected = scipy.stats.ks_2samp(ref, win, method=method)
+    assert fd.ks_pvalue(n_ref, n_win, expected.statistic) == pytest.approx(
+        expected.pvalue, rel=1e-6
+    )
