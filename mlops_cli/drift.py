@@ -431,6 +431,21 @@ class DriftDetector:
         self.store.save_profile(self.reference, doc)
         return doc
 
+    def feature_histograms(self, window: int | None = None) -> dict[str, dict[str, Any]]:
+        """Each input feature's reference (from its profile) and window distributions
+        (feature_drift.histogram), for the dashboard; empty without features."""
+        from .feature_drift import Split, gather, histogram
+
+        prof = self.feature_profile()
+        if not prof["features"]:
+            return {}
+        size = int(self._drift["window_size"]) if window is None else window
+        splits, n = gather(self.store.feature_chunks(self.production, last=size))
+        return {
+            name: histogram(ref, splits.get(name) or Split([None] * n))
+            for name, ref in prof["features"].items()
+        }
+
     def record_batch(
         self,
         data: Source,

@@ -491,3 +491,54 @@ def ranked(features: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def capped(names: Iterable[str], cap: int) -> list[str]:
     """At most `cap` feature names, picked stably: the first by name."""
     return sorted(names)[:cap]
+
+
+HISTOGRAM_BINS = 20
+CATEGORIES_SHOWN = 20
+
+
+def histogram(ref: Mapping[str, Any], split: Split, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """One feature's reference (from its profile) and window distributions, as shares:
+    numeric on shared bins over both ranges (the reference's shares from its sketch's CDF at
+    the edges), categorical per category (the most frequent of both, the rest as `other`)."""
+    import numpy as np
+
+    if ref["kind"] == "numeric":
+        x = split.numbers
+        low = min(float(ref["min"]), float(x.min()) if len(x) else math.inf)
+        high = max(float(ref["max"]), float(x.max()) if len(x) else -math.inf)
+        if high <= low:
+            high = low + 1.0
+        edges = np.linspace(low, high, bins + 1)
+        # Bins closed on the left, the last on both sides, as np.histogram's: the share
+        # below each lower edge, then all of it.
+        below = sketch_cdf(ref["sketch"], edges[:-1], left=True)
+        ref_shares = np.diff(np.append(below, 1.0))
+        counts = np.histogram(x, edges)[0] if len(x) else np.zeros(bins)
+        total = int(counts.sum())
+        return {
+            "kind": "numeric",
+            "edges": [round(float(e), 6) for e in edges],
+            "reference": [round(float(s), 6) for s in ref_shares],
+            "window": [round(float(c) / total, 6) if total else 0.0 for c in counts],
+        }
+    ref_counts: Mapping[str, int] = ref["categories"]
+    win_counts = split.categories()
+    n_ref = sum(ref_counts.values()) + int(ref.get("other", 0))
+    n_win = sum(win_counts.values())
+    both = Counter(
+        {c: k / n_ref for c, k in ref_counts.items()} if n_ref else {}
+    ) + Counter({c: k / n_win for c, k in win_counts.items()} if n_win else {})
+    shown = [c for c, _ in sorted(both.items(), key=lambda kv: (-kv[1], kv[0]))]
+    shown = shown[:CATEGORIES_SHOWN]
+
+    def shares(counts: Mapping[str, int], n: int) -> list[float]:
+        out = [round(counts.get(c, 0) / n, 6) if n else 0.0 for c in shown]
+        return [*out, round(1 - sum(out), 6) if n else 0.0]
+
+    return {
+        "kind": "categorical",
+        "categories": [*shown, "other"],
+        "reference": shares(ref_counts, n_ref),
+        "window": shares(win_counts, n_win),
+    }

@@ -311,3 +311,26 @@ def test_ks_pvalue_exact_where_cheap_else_asymptotic(n_ref: int, n_win: int, met
     assert fd.ks_pvalue(n_ref, n_win, expected.statistic) == pytest.approx(
         expected.pvalue, rel=1e-6
     )
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_histogram_of_the_reference_from_its_profile_matches_numpy(exact: bool) -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 30, 5000).astype(float) if exact else rng.normal(size=20_000)
+    win = ref[:3000] + 0.5
+    prof = fd.profile([{"x": float(v)} for v in ref])["features"]["x"]
+    got = fd.histogram(prof, fd.Split(win.tolist()), bins=10)
+    edges = np.linspace(min(ref.min(), win.min()), max(ref.max(), win.max()), 11)
+    assert got["edges"] == pytest.approx(edges, abs=1e-6)
+    want_ref = np.histogram(ref, edges)[0] / len(ref)
+    tolerance = 1e-6 if exact else 2 / fd.SKETCH_K + 2 / len(ref)
+    assert np.abs(np.array(got["reference"]) - want_ref).max() <= tolerance
+    assert got["window"] == pytest.approx(np.histogram(win, edges)[0] / len(win), abs=1e-6)
+
+
+def test_histogram_of_a_categorical_feature() -> None:
+    prof = fd.profile([{"c": v} for v in ["a"] * 60 + ["b"] * 40])["features"]["c"]
+    got = fd.histogram(prof, fd.Split(["a"] * 50 + ["new"] * 50))
+    assert got["categories"] == ["a", "new", "b", "other"]
+    assert got["reference"] == [0.6, 0.0, 0.4, 0.0]
+    assert got["window"] == [0.5, 0.5, 0.0, 0.0]
