@@ -248,7 +248,7 @@ for _ in range(int(sys.argv[2])):
     prof = d.feature_profile()
     check_chunks(prof, d.store.feature_chunks(d.production, last=10_000), 0.001, 100)
     times.append(time.perf_counter() - start)
-print(sorted(times)[len(times) // 2])
+print(min(times))
 """
 
 
@@ -301,15 +301,20 @@ def speed(tmp: Path, rows: int, large: int, repeat: int) -> list[tuple[str, floa
     jsonl_rows(10_000, 3, small_ref)
     jsonl_rows(large, 4, big_ref)
     jsonl_rows(10_000, 5, window)
-    medians = []
+    roots = []
     for name, path, n in (("small", small_ref, 10_000), ("big", big_ref, large)):
-        where_root = tmp / name
-        project(where_root, path, window, n, 10_000)
-        got = subprocess.run(
-            [PY, "-c", FEATURE_CHECK, str(where_root), str(repeat)],
-            check=True, capture_output=True, text=True,
-        )
-        medians.append(float(got.stdout.split()[0]))
+        roots.append(tmp / name)
+        project(roots[-1], path, window, n, 10_000)
+    # Alternated, the best of each: the machine's other load falls on both alike.
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, where_root in enumerate(roots):
+            got = subprocess.run(
+                [PY, "-c", FEATURE_CHECK, str(where_root), "3"],
+                check=True, capture_output=True, text=True,
+            )
+            best[i] = min(best[i], float(got.stdout.split()[0]))
+    medians = best
     ratio = medians[1] / medians[0]
     out.append(
         (

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 SKETCH_K = 2048
@@ -76,10 +77,14 @@ def columns(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, list[Any]]:
     if not present:
         return {}
     n = len(rows)
-    names = tuple(present[0])
-    if len(present) == n and all(tuple(r) == names for r in present):
-        values = zip(*(r.values() for r in present), strict=True)
-        return {name: list(col) for name, col in zip(names, values, strict=True)}
+    names = list(present[0])
+    if len(present) == n and set(map(len, present)) == {len(names)}:
+        # Every sample has as many features as the first: if each has each of its names,
+        # they have the same names, and a column is one C-level lookup per sample.
+        try:
+            return {name: list(map(itemgetter(name), present)) for name in names}
+        except KeyError:
+            pass
     out: dict[str, list[Any]] = {}
     for i, row in enumerate(rows):
         if not row:
@@ -153,6 +158,10 @@ class Split:
             self.numbers = x
             return
         self.missing = 0
+        if types == {str}:  # a categorical feature without gaps: counted in C
+            self.numbers = np.empty(0)
+            self.others = Counter({("string", k): c for k, c in Counter(values).items()})
+            return
         numbers: list[Any] = []
         for (t, v), count in Counter(zip(map(type, values), values, strict=True)).items():
             if v is None:
@@ -302,8 +311,6 @@ def _rise_pvalue(ref_hits: int, ref_n: int, win_hits: int, win_n: int) -> float:
 def chi_square(ref_counts: Sequence[int], win_counts: Sequence[int]) -> tuple[float, float]:
     """Pearson's chi-square test of homogeneity of a 2 x k table: (statistic, p-value); the
     columns empty on both sides dropped, k - 1 degrees of freedom."""
-    from scipy.special import chdtrc
-
     pairs = [(r, w) for r, w in zip(ref_counts, win_counts, strict=True) if r or w]
     n_r, n_w = sum(r for r, _ in pairs), sum(w for _, w in pairs)
     if len(pairs) < 2 or not n_r or not n_w:
@@ -314,7 +321,43 @@ def chi_square(ref_counts: Sequence[int], win_counts: Sequence[int]) -> tuple[fl
         col = r + w
         e_r, e_w = n_r * col / total, n_w * col / total
         stat += (r - e_r) ** 2 / e_r + (w - e_w) ** 2 / e_w
-    return stat, float(chdtrc(len(pairs) - 1, stat))
+    return stat, chi2_sf(stat, len(pairs) - 1)
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X chi-square with `dof` degrees of freedom: the regularised upper
+    incomplete gamma function Q(dof / 2, x / 2), by its power series below a + 1 and its
+    continued fraction (modified Lentz) above (Abramowitz and Stegun 6.5.29 and 6.5.31);
+    written here so a check does not import scipy.special (about 0.3 s)."""
+    if x <= 0:
+        return 1.0
+    a, z = dof / 2.0, x / 2.0
+    log_front = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1:  # P(a, z) = z^a e^-z / Gamma(a + 1) * sum z^n / ((a + 1)...(a + n))
+        term = total = 1.0 / a
+        k = a
+        while abs(term) > abs(total) * 1e-16:
+            k += 1
+            term *= z / k
+            total += term
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b = z + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        step = d * c
+        h *= step
+        if abs(step - 1) < 1e-16:
+            break
+    return math.exp(log_front) * h
 
 
 def jensen_shannon(ref_counts: Sequence[int], win_counts: Sequence[int]) -> float:

@@ -82,3 +82,23 @@ def _value(name: str, item: Any, where: str) -> Any:
     if kind is int and not _INT_LOW <= item < _INT_HIGH:
         raise ValidationError(f"{where}feature {name!r} must fit 64 bits as a whole number")
     return item
+
+
+_FEATURES_KEY = b',"features":{'
+
+
+def without_features(data: bytes) -> bytes | None:
+    """A block of sample lines with each line's trailing `"features"` object cut off, for the
+    output's fast column reader (columns.sample_columns), which knows only the seed's shape;
+    None when the block holds no features. A line whose features object is not the last
+    value, or is spelled otherwise, keeps it, and the reader then parses the block line by
+    line. The features are not parsed here: the feature check parses them (and names a bad
+    line), and the reference's were parsed when it was profiled."""
+    if _FEATURES_KEY not in data:
+        return None
+    out = []
+    for line in data.split(b"\n")[:-1]:
+        cut = line.find(_FEATURES_KEY)
+        out.append(line if cut < 0 or not line.endswith(b"}}") else line[:cut] + b"}")
+    out.append(b"")
+    return b"\n".join(out)

@@ -334,3 +334,37 @@ def test_histogram_of_a_categorical_feature() -> None:
     assert got["categories"] == ["a", "new", "b", "other"]
     assert got["reference"] == [0.6, 0.0, 0.4, 0.0]
     assert got["window"] == [0.5, 0.5, 0.0, 0.0]
+
+
+def test_without_features_leaves_the_outputs_as_the_seeds_lines() -> None:
+    from mlops_cli.columns import sample_columns
+    from mlops_cli.features import without_features
+
+    lines = [
+        b'{"ts":"2026-01-01T00:00:00Z","prediction":0.5,"confidence":0.25,"features":{"a":{}}}',
+        b'{"ts":"2026-01-01T00:00:00Z","prediction":-1.5,"confidence":1}',
+        b'{"ts":"2026-01-01T00:00:00Z","prediction":2,"confidence":0.5,"features":{"b":"}"}}',
+    ]
+    stripped = without_features(b"\n".join(lines) + b"\n")
+    assert stripped is not None
+    found = sample_columns(stripped)
+    assert found is not None
+    assert found[0].tolist() == [0.5, -1.5, 2.0] and found[1].tolist() == [0.25, 1.0, 0.5]
+    assert without_features(lines[1] + b"\n") is None  # no features: the block as it is
+    # features not last, or spelled with a space: kept, so the fast reader refuses the block
+    first = b'{"features":{"a":1},"ts":"2026-01-01T00:00:00Z","prediction":1,"confidence":1}\n'
+    spaced = b'{"ts":"2026-01-01T00:00:00Z","prediction":1,"confidence":1,"features": {}}\n'
+    for block in (first, spaced):
+        assert sample_columns(without_features(block) or block) is None
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 7, 20, 150, 999])
+@pytest.mark.parametrize("quantile", [1e-6, 0.01, 0.3, 0.5, 0.9, 0.999, 1 - 1e-9])
+def test_chi2_sf_matches_scipy(dof: int, quantile: float) -> None:
+    x = scipy.stats.chi2.ppf(quantile, dof)
+    assert fd.chi2_sf(x, dof) == pytest.approx(scipy.stats.chi2.sf(x, dof), rel=1e-9, abs=1e-300)
+
+
+def test_chi2_sf_far_tail_and_zero() -> None:
+    assert fd.chi2_sf(0.0, 3) == 1.0
+    assert fd.chi2_sf(2000.0, 5) == pytest.approx(scipy.stats.chi2.sf(2000.0, 5), rel=1e-9)

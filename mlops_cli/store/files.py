@@ -922,6 +922,7 @@ def read_columns(
     import numpy as np
 
     from ..columns import sample_columns
+    from ..features import without_features
 
     size = min(limit, 1 << 20)
     pred, conf = np.empty(size), np.empty(size)
@@ -929,7 +930,9 @@ def read_columns(
     for block in jsonl.read_blocks(path, start, 1 << 20, stop):  # (fits the CPU's caches)
         if not block.data:
             break
-        found = sample_columns(block.data)
+        # Samples with input features: their outputs read without them.
+        stripped = without_features(block.data)
+        found = sample_columns(block.data if stripped is None else stripped)
         if found is None:
             p, c, bad = _parse_samples(path, block, skip_invalid)
             skipped += bad
