@@ -252,6 +252,26 @@ print(min(times))
 """
 
 
+PHASES = """
+import sys, time
+from mlops_cli import Project
+from mlops_cli.feature_drift import check_gathered, gather
+d = Project.open(sys.argv[1]).drift_detector("gnn", "1.0.0")
+rows = int(sys.argv[2])
+def timed(label, call):
+    start = time.perf_counter()
+    out = call()
+    print(f"  {label}: {time.perf_counter() - start:.2f} s")
+    return out
+timed("reference outputs", lambda: d.store.samples(d.reference, first=rows))
+timed("window outputs", lambda: d.store.samples(d.production, last=rows))
+prof = timed("the reference's feature profile (read)", d.feature_profile)
+splits, n = timed("window features: read, parse, take apart",
+                  lambda: gather(d.store.feature_chunks(d.production, last=rows)))
+timed("feature tests", lambda: check_gathered(prof, splits, n, 0.001, 100))
+"""
+
+
 def project(root: Path, ref: Path, win: Path, ref_n: int, win_n: int) -> None:
     subprocess.run([MLOPS, "-C", str(root), "init"], check=True, stdout=subprocess.DEVNULL)
     mlops(root, "register", "gnn", "1.0.0", "--path", "/m")
@@ -272,6 +292,10 @@ def speed_figures(tmp: Path, rows: int, large: int, repeat: int) -> dict[str, An
     runs = [timed(check) for _ in range(repeat)]
     ours = statistics.median(t for t, _ in runs)
     rss = max(r for _, r in runs)
+    phases = subprocess.run(
+        [PY, "-c", PHASES, str(root), str(rows)], check=True, capture_output=True, text=True
+    ).stdout
+    print(f"where our check's time goes ({rows:,} rows, in one process):", phases, sep="\n")
     parquet_for_peer(ref, tmp / "ref.parquet")
     parquet_for_peer(win, tmp / "win.parquet")
     peer = peers_python()
