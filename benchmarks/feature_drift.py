@@ -355,13 +355,40 @@ def speed(tmp: Path, rows: int, large: int, repeat: int) -> list[tuple[str, floa
     ]
 
 
+def service_cost(tmp: Path, calls: int = 3000) -> tuple[float, float]:
+    """Microseconds of one `add_production_sample` on a directory project, without features
+    and with the 60 (the service path's cost per request, and so per feature)."""
+    from mlops_cli import ModelVersion, Project
+
+    project_ = Project.init(tmp / "service")
+    project_.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="/m"))
+    detector = project_.drift_detector("gnn", "1.0.0")
+    cols = columns(np.random.default_rng(7), calls)
+    rows = [
+        dict(zip(cols, values, strict=True))
+        for values in zip(
+            *(c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()), strict=True
+        )
+    ]
+    out = []
+    for with_features in (False, True):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for row in rows:
+                detector.add_production_sample(0.5, 0.8, features=row if with_features else None)
+            best = min(best, (time.perf_counter() - start) / calls * 1e6)
+        out.append(best)
+    return out[0], out[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--only", nargs="*", choices=["simulation", "speed"])
+    parser.add_argument("--only", nargs="*", choices=["simulation", "speed", "service"])
     args = parser.parse_args()
     chosen = args.only or ["simulation", "speed"]
     results: list[tuple[str, float, str, bool]] = []
@@ -375,6 +402,12 @@ def main() -> None:
                 results += speed(Path(tmp), 10_000, 100_000, 3)
             else:
                 results += speed(Path(tmp), 100_000, 1_000_000, 3)
+    if "service" in chosen:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain, featured = service_cost(Path(tmp))
+        per = (featured - plain) / (NUMERIC + CATEGORICAL)
+        print(f"add_production_sample: {plain:.0f} us without features, {featured:.0f} us with "
+              f"60: {per:.2f} us per feature")
     for label, value, target, ok in results:
         print(f"{label}: {value:.4g}  [{target}] {'ok' if ok else 'MISSED'}")
     sys.exit(0 if all(ok for *_, ok in results) else 1)
