@@ -205,6 +205,7 @@ if len(sys.argv) > 3:
     by_module = {}
     for (file, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():
         key = file.split("site-packages/")[-1].split("/")[0] if "site-packages" in file else file
+        key = "built-in functions (called from all of them)" if key == "~" else key
         by_module[key] = by_module.get(key, 0.0) + tt
     total = sum(by_module.values())
     for key, tt in sorted(by_module.items(), key=lambda kv: -kv[1])[:6]:
