@@ -25,7 +25,6 @@ and 10 categorical (3 to 21 categories with fixed uneven shares).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -227,15 +226,24 @@ def mlops(root: Path, *args: str) -> None:
     subprocess.run([MLOPS, "-C", str(root), *args], check=True, stdout=subprocess.DEVNULL)
 
 
+MEASURED = """
+import os, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+elapsed = time.perf_counter() - start
+if code.returncode not in (0, 3):
+    sys.exit(code.stderr.decode()[-500:])
+print(elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
 def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 3):
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
-    return elapsed, usage.ru_maxrss * 1024
+    """Wall time and peak RSS (bytes) of one command, run by a fresh small process: a child
+    forked from this one (which holds the generated data) would start with its pages counted
+    in its peak."""
+    out = subprocess.run([PY, "-c", MEASURED, *cmd], check=True, capture_output=True, text=True)
+    seconds, rss = out.stdout.split()
+    return float(seconds), int(rss)
 
 
 FEATURE_CHECK = """
