@@ -627,6 +627,43 @@ def render(cases: list[Case]) -> str:
     return "\n".join(lines)
 
 
+def features(tmp: Path, quick: bool) -> list[Case]:
+    """60 input features (benchmarks/feature_drift.py): a check against Evidently's
+    DataDriftPreset, its memory, and a window against a large reference."""
+    import feature_drift
+
+    rows, large = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    (tmp / "features").mkdir()
+    f = feature_drift.speed_figures(tmp / "features", rows, large, 3)
+    return [
+        Case(
+            f"feature drift check, 60 features, {rows:,} reference and window rows",
+            f["ours_s"],
+            f["evidently_s"],
+            "Evidently DataDriftPreset (Report.run on DataFrames)",
+            "<= 0.1 (10x faster)",
+            f["ours_s"] / f["evidently_s"] <= 0.1,
+        ),
+        Case(
+            "peak memory: feature drift check",
+            f["rss"] / 1e6,
+            None,
+            "-",
+            "<= 300 MB",
+            f["rss"] <= 300e6,
+            "MB",
+        ),
+        Case(
+            f"feature check, window 10,000, reference {large:,}",
+            f["large_s"],
+            f["small_s"],
+            "the same with a reference of 10,000",
+            "<= 1.5",
+            f["large_s"] / f["small_s"] <= 1.5,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -634,7 +671,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
     groups = [
-        "startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load", "registry",
+        "startup", "drift", "features", "ab", "api", "dashboard", "postgres", "service", "load",
+        "registry",
     ]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
@@ -650,6 +688,8 @@ def main() -> None:
             cases += startup(tmp, 4 * repeat)
         if "drift" in chosen:
             cases += drift(tmp, repeat, scale)
+        if "features" in chosen:
+            cases += features(tmp, args.quick)
         if "ab" in chosen:
             cases += ab(tmp, repeat, scale)
         if "api" in chosen:

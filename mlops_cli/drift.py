@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 LEVELS = tuple(level.value for level in Level)
 INSUFFICIENT = "insufficient_data"
 OUTPUT_TAIL = 2000  # characters of a hook's output kept in the report
+FEATURE_FIGURES = "_feature_figures"  # a measured row's full feature figures (not recorded)
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,14 @@ class DriftReport(MappingResult):
     hooks: list[HookOutcome] = field(default_factory=list)
     # Per component (predictions, confidence, spread): alarm, effect, p_value, floor.
     alarms: dict[str, dict[str, Any]] = field(default_factory=lambda: alarms(None, 0.0))
+    # Per input feature (feature_drift.check_features): kind, alarm, score, drift, missing,
+    # type_change (each alarm, effect, p_value, floor) and quality; the features whose alarm
+    # fired (they raise the level to at least retrain; the score stays the output's).
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drifted_features: list[str] = field(default_factory=list)
+    drifted_feature_share: float | None = None
+    new_features: list[str] = field(default_factory=list)
+    feature_alpha: float | None = None  # each feature test's level: alarm_alpha / tests
 
     @property
     def active(self) -> bool:
@@ -322,21 +331,34 @@ class DriftDetector:
 
     # -- samples -----------------------------------------------------------------------------
 
-    def _sample(self, prediction: float, confidence: float, ts: str | None) -> dict[str, Any]:
+    def _sample(
+        self,
+        prediction: float,
+        confidence: float,
+        ts: str | None,
+        features: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         self._require_version()
-        doc = {
+        doc: dict[str, Any] = {
             "ts": ts or stamp_now(self.store.clock),
             "prediction": plain_number(prediction),
             "confidence": plain_number(confidence),
         }
+        if features is not None:
+            doc["features"] = features
         return validate_sample(doc, judge_ts=ts is not None)
 
     def add_reference_sample(
-        self, prediction: float, confidence: float, ts: str | None = None
+        self,
+        prediction: float,
+        confidence: float,
+        ts: str | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> None:
-        """Add one sample to the reference set; once it holds `reference_size`, the sample is
-        ignored with one warning per detector (the seed fills "the first 10k samples")."""
-        doc = self._sample(prediction, confidence, ts)
+        """Add one sample (with its input features, if given) to the reference set; once it
+        holds `reference_size`, the sample is ignored with one warning per detector (the seed
+        fills "the first 10k samples")."""
+        doc = self._sample(prediction, confidence, ts, features)
         cap = int(self._drift["reference_size"])
         if self.store.count(self.reference) >= cap:
             if not self._warned_full:
@@ -351,16 +373,21 @@ class DriftDetector:
         self.store.append(self.reference, doc)
 
     def add_production_sample(
-        self, prediction: float, confidence: float, ts: str | None = None
+        self,
+        prediction: float,
+        confidence: float,
+        ts: str | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record one live prediction (cheap: one appended line)."""
+        """Record one live prediction, with the input features the model read if given
+        (cheap: one appended line)."""
         store = self.store
         state = store.snapshot()
         if state is not self._registered_in:  # checked once per snapshot
             self._require_version()
             self._registered_in = state
-        if ts is not None or not plain_sample(prediction, confidence):
-            store.append(self.production, self._sample(prediction, confidence, ts))
+        if ts is not None or features is not None or not plain_sample(prediction, confidence):
+            store.append(self.production, self._sample(prediction, confidence, ts, features))
             return
         store.append(
             self.production,
@@ -393,15 +420,50 @@ class DriftDetector:
         try:
             if replace:
                 count = self.store.replace(self.reference, data, validate_sample, cap=cap)
-                return BatchResult(batch_id or "", count, 0)
-            return self.store.append_batch(
-                self.reference, data, validate_sample, batch_id, progress, cap=cap
-            )
+                result = BatchResult(batch_id or "", count, 0)
+            else:
+                result = self.store.append_batch(
+                    self.reference, data, validate_sample, batch_id, progress, cap=cap
+                )
         except CapError as exc:
             raise ValidationError(
                 self._cap_message(exc.held, exc.adding, cap, replace=replace),
                 cli={"replace=True": "--replace"},
             ) from None
+        self.feature_profile()  # profiled once, when the reference is set
+        return result
+
+    def feature_profile(self) -> dict[str, Any]:
+        """The reference's feature profile (feature_drift.profile), kept beside the reference
+        and computed again only when the reference changed since (a derived cache)."""
+        from .feature_drift import profile_chunks
+
+        position = self.store.position(self.reference)
+        kept = self.store.load_profile(self.reference)
+        if kept is not None and kept.get("position") == position:
+            return kept
+        first = int(self._drift["reference_size"])
+        doc = {
+            "position": position,
+            **profile_chunks(self.store.feature_chunks(self.reference, first=first)),
+        }
+        self.store.save_profile(self.reference, doc)
+        return doc
+
+    def feature_histograms(self, window: int | None = None) -> dict[str, dict[str, Any]]:
+        """Each input feature's reference (from its profile) and window distributions
+        (feature_drift.histogram), for the dashboard; empty without features."""
+        from .feature_drift import Split, gather, histogram
+
+        prof = self.feature_profile()
+        if not prof["features"]:
+            return {}
+        size = int(self._drift["window_size"]) if window is None else window
+        splits, n = gather(self.store.feature_chunks(self.production, last=size))
+        return {
+            name: histogram(ref, splits.get(name) or Split([None] * n))
+            for name, ref in prof["features"].items()
+        }
 
     def record_batch(
         self,
@@ -500,7 +562,37 @@ class DriftDetector:
                     "distribution": parts.distribution,
                 },
             )
+        self._measure_features(row, size)
         return row
+
+    def _measure_features(self, row: dict[str, Any], size: int) -> None:
+        """The input features' figures (feature_drift.check_features) of the window against
+        the reference's profile, into the row: their alarms raise an active check's level to
+        at least `retrain`; the score stays the output's."""
+        prof = self.feature_profile()
+        if not prof["features"]:
+            return
+        from .feature_drift import check_chunks
+
+        drift = self._drift
+        found = check_chunks(
+            prof,
+            self.store.feature_chunks(self.production, last=size),
+            float(drift["alarm_alpha"]),
+            int(drift["min_samples"]),
+        )
+        row["features"] = {
+            "drifted": found["drifted"],
+            "drifted_share": found["drifted_share"],
+            "tested": len(found["features"]),
+            # per feature [score, alarm]: what the export reads (capped there)
+            "scores": {
+                name: [f["score"], int(f["alarm"])] for name, f in found["features"].items()
+            },
+        }
+        row[FEATURE_FIGURES] = found
+        if row["status"] == "active" and found["drifted"] and Level(row["level"]) < Level.RETRAIN:
+            row["level"] = Level.RETRAIN.value
 
     def check(self, window: int | None = None, skip_invalid: bool = False) -> DriftReport:
         """Score the window against the reference, record the check, then run the hooks of
@@ -517,7 +609,7 @@ class DriftDetector:
             row["entries"] = entries_of(Level(row["level"]), previous)
         elif previous and previous.get("entries"):
             row["entries"] = previous["entries"]  # too few samples to say it left a level
-        self.store.append(self.checks, row)
+        self.store.append(self.checks, {k: v for k, v in row.items() if k != FEATURE_FIGURES})
         report = self._report(row, [*recent, row])
         report.skipped_lines += recent.skipped  # (the row keeps the samples' count)
         if row["status"] == "active" and self._drift["hooks"]:
@@ -547,6 +639,7 @@ class DriftDetector:
                 "MLOPS_MODEL_VERSION": self.model_version,
                 "MLOPS_DRIFT_SCORE": f"{row['score']:.6f}",
                 "MLOPS_DRIFT_LEVEL": row["level"],
+                "MLOPS_DRIFTED_FEATURES": ",".join((row.get("features") or {}).get("drifted", [])),
                 "MLOPS_PROJECT_DIR": self.store.location,
             }
             outcome = call_hook(command, env, float(drift["hook_timeout_s"]), self.store.location)
@@ -558,8 +651,16 @@ class DriftDetector:
         active = row["status"] == "active"
         score = float(row["score"] or 0.0)
         drift = self._drift
+        feature_figures: dict[str, Any] = row.get(FEATURE_FIGURES) or {}
         if active:
             recommendation = RECOMMENDATIONS[row["level"]]
+            if feature_figures.get("drifted"):
+                recommendation += (
+                    " Input features drifted: " + ", ".join(feature_figures["drifted"][:10])
+                    + (" and more" if len(feature_figures["drifted"]) > 10 else "")
+                    + " (the score covers prediction and confidence; feature alarms raise "
+                    "the level)."
+                )
         else:
             recommendation = (
                 f"Collect more samples: {row['n_reference']} reference and "
@@ -572,7 +673,12 @@ class DriftDetector:
             current_drift_score=score,
             avg_drift_7d=_mean_score(recent),
             alert_triggered=bool(
-                active and (score > drift["thresholds"]["retrain"] or fired(row.get("alarms")))
+                active
+                and (
+                    score > drift["thresholds"]["retrain"]
+                    or fired(row.get("alarms"))
+                    or feature_figures.get("drifted")
+                )
             ),
             level=row["level"] or INSUFFICIENT,
             recommendation=recommendation,
@@ -585,6 +691,11 @@ class DriftDetector:
             skipped_lines=row.get("skipped_lines", 0),
             torn_bytes=row.get("torn_bytes", 0),
             alarms=row.get("alarms") or alarms(None, 0.0),
+            features=feature_figures.get("features", {}),
+            drifted_features=feature_figures.get("drifted", []),
+            drifted_feature_share=feature_figures.get("drifted_share"),
+            new_features=feature_figures.get("new_features", []),
+            feature_alpha=feature_figures.get("alpha_per_test"),
         )
 
     def history(self, days: float | None = None, skip_invalid: bool = False) -> Rows:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from .ab_testing import ABTestManager
 from .drift import DriftMonitor
 from .errors import ValidationError
+from .feature_drift import capped
 from .records import VARIANTS
 from .registry import ModelRegistry
 from .state import Level
@@ -72,6 +73,24 @@ class ProjectCollector:
             "spread): p-value below drift.alarm_alpha and the effect at its floor or above",
             labels=[*labels, "component"],
         )
+        feature_score = GaugeMetricFamily(
+            "model_feature_drift_score",
+            "Latest drift check's effect of an input feature over its alarm floor (1: at the "
+            "floor); at most drift.max_feature_series features per version, the first by name",
+            labels=[*labels, "feature"],
+        )
+        feature_alarm = GaugeMetricFamily(
+            "model_feature_drift_alarm",
+            "1 when the latest drift check's alarm of an input feature fired (drift, missing "
+            "share or type change); the same features as model_feature_drift_score",
+            labels=[*labels, "feature"],
+        )
+        drifted_share = GaugeMetricFamily(
+            "model_feature_drifted_share",
+            "Share of a version's input features whose alarm fired in the latest drift check",
+            labels=labels,
+        )
+        cap = int(self.project.drift.store.read().settings.drift["max_feature_series"])
         # What a view does with a malformed line: leave it out, and say so (here, per stream).
         skipped = GaugeMetricFamily(
             "mlops_skipped_lines",
@@ -109,8 +128,16 @@ class ProjectCollector:
                 level.add_metric(key, Level(last["level"]).rank)
                 for component, figures in (last.get("alarms") or {}).items():
                     alarm.add_metric([*key, component], 1 if figures.get("alarm") else 0)
+                features = last.get("features")
+                if isinstance(features, dict) and isinstance(features.get("scores"), dict):
+                    drifted_share.add_metric(key, float(features.get("drifted_share") or 0.0))
+                    scores = features["scores"]
+                    for name in capped(scores, cap):
+                        value, fired = scores[name]
+                        feature_score.add_metric([*key, name], float(value))
+                        feature_alarm.add_metric([*key, name], int(fired))
         yield from (champion, requests, error_rate, confidence, latency, score, level, checked)
-        yield alarm
+        yield from (alarm, feature_score, feature_alarm, drifted_share)
 
         ab_labels = ["test", "variant"]
         ab_requests = CounterMetricFamily(

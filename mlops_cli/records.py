@@ -25,7 +25,8 @@ from .timeutil import parse_ts
 
 VARIANTS = ("control", "treatment")
 REQUEST_FIELDS = {"variant", "inference_time_ms", "confidence", "error", "user_id", "ts"}
-SAMPLE_FIELDS = {"prediction", "confidence", "ts"}
+SAMPLE_FIELDS = {"prediction", "confidence", "ts", "features"}
+_PLAIN_SAMPLE_FIELDS = {"prediction", "confidence", "ts"}  # the seed's: the fast path
 NUMBER = (int, float)
 
 
@@ -200,12 +201,12 @@ def validate_request(doc: Any, where: str = "", *, judge_ts: bool = True) -> dic
 
 
 def validate_sample(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict[str, Any]:
-    """A sample {prediction, confidence[, ts]}: both finite, confidence in [0, 1]
-    (`judge_ts` as for validate_request)."""
+    """A sample {prediction, confidence[, ts][, features]}: both finite, confidence in [0, 1],
+    features as `features.validate_features` (`judge_ts` as for validate_request)."""
     ts = doc.get("ts", _NO_TS) if judge_ts and type(doc) is dict else _NO_TS
     if (
         type(doc) is dict
-        and doc.keys() <= SAMPLE_FIELDS
+        and doc.keys() <= _PLAIN_SAMPLE_FIELDS
         and _fast_ts(ts)
         and plain_sample(doc.get("prediction"), doc.get("confidence"))
     ):
@@ -222,4 +223,8 @@ def validate_sample(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict
     check_finite(f"{where}confidence", doc["confidence"], 0, 1)
     if "ts" in doc and judge_ts:
         check_ts(doc["ts"], where)
+    if "features" in doc:
+        from .features import validate_features
+
+        doc["features"] = validate_features(doc["features"], where)
     return doc

@@ -184,6 +184,8 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
             "DROP COLUMN decision_rules"
         )
         conn.execute("DROP INDEX versions_type_ord")
+        conn.execute("ALTER TABLE drift_samples DROP COLUMN features")
+        conn.execute("DROP TABLE feature_profiles")
         conn.execute("DELETE FROM schema_version WHERE version > 5")
     assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)

@@ -632,8 +632,13 @@ def test_the_service_role_appends_and_reads_but_cannot_change_the_registry(
     db = store.location.rsplit("/", 1)[1]
     service = PostgresStore(pg_server.url(db, "mlops_service"))
     service.append("drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5})
+    service.append(  # a sample with its input features
+        "drift/m/1.0.0/production", {"prediction": 1.0, "confidence": 0.5, "features": {"a": 1}}
+    )
     service.append_batch("ab/t", requests_jsonl(random_requests(3)), validate_request, None)
     service.flush()
+    with pytest.raises(ServiceError, match="permission denied for table feature_profiles"):
+        service.save_profile("drift/m/1.0.0/reference", {"position": 1, "features": {}})
     assert service.read().models["m"].champion is None
     with pytest.raises(ServiceError, match="permission denied"), service.transaction() as txn:
         txn.state.models["m"].make_champion("1.0.0")
@@ -642,6 +647,13 @@ def test_the_service_role_appends_and_reads_but_cannot_change_the_registry(
     pipeline = PostgresStore(pg_server.url(db, "mlops_pipeline"))
     with pipeline.transaction() as txn:
         txn.state.models["m"].make_champion("1.0.0")
+    pipeline.save_profile("drift/m/1.0.0/reference", {"position": 1, "features": {}})
+    pipeline.save_profile("drift/m/1.0.0/reference", {"position": 2, "features": {}})
+    assert pipeline.load_profile("drift/m/1.0.0/reference") == {"position": 2, "features": {}}
+    assert [r for c in pipeline.feature_chunks("drift/m/1.0.0/production") for r in c] == [
+        None,
+        {"a": 1},
+    ]
     pipeline.close()
     assert store.read().models["m"].champion == "1.0.0"
 

@@ -45,7 +45,10 @@ def reference(
     model_type: str = typer.Argument(..., help="Model type."),
     version: str = typer.Argument(..., help="Version."),
     file: str = typer.Option(
-        ..., "--file", help="JSONL samples, or - for stdin: prediction, confidence, optionally ts."
+        ...,
+        "--file",
+        help="JSONL samples, or - for stdin: prediction, confidence, optionally ts and "
+        "features (an object of name: value).",
     ),
     replace: bool = typer.Option(False, "--replace", help="Start a new reference set."),
     batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
@@ -90,7 +93,8 @@ def record(
     file: str | None = typer.Option(
         None,
         "--file",
-        help="JSONL batch, or - for stdin: prediction, confidence, optionally ts.",
+        help="JSONL batch, or - for stdin: prediction, confidence, optionally ts and features "
+        "(an object of name: value).",
     ),
     batch_id: str | None = typer.Option(None, "--batch-id", help=BATCH_ID_HELP),
     json_output: bool = JsonOpt,
@@ -156,6 +160,7 @@ def render_reports(reports: list[DriftReport]) -> None:
                     f"  {name} alarm: effect {figures['effect']:.3g} >= {figures['floor']:.3g}, "
                     f"p = {figures['p_value']:.2g}"
                 )
+        render_features(r)
         if r.get("torn_bytes"):
             torn_note(
                 f"the production log of {r['model_type']} {r['model_version']}", r["torn_bytes"]
@@ -169,6 +174,53 @@ def render_reports(reports: list[DriftReport]) -> None:
                 what = "timed out" if hook.timed_out else f"failed with exit code {hook.exit_code}"
                 tail = hook.output.strip().splitlines()[-1:]
                 say((f"  hook {hook.level} {what}", "red"), *(f": {t}" for t in tail))
+
+
+FEATURES_SHOWN = 20
+
+
+def render_features(r: DriftReport) -> None:
+    """The input features' table, most drifted first (all of them in --json)."""
+    from ..feature_drift import ranked
+
+    features = r.features
+    if not features:
+        return
+
+    def num(x: Any, spec: str = ".3f") -> str:
+        return "-" if x is None else format(x, spec)
+
+    names = ranked(features)
+    rows = []
+    for name in names[:FEATURES_SHOWN]:
+        f = features[name]
+        q = f["quality"]
+        fired = [k for k in ("drift", "missing", "type_change") if f[k]["alarm"]]
+        rows.append(
+            [
+                name,
+                f["kind"],
+                f"{num(f['drift']['effect'])} / {f['drift']['floor']:g}",
+                num(f["drift"]["p_value"], ".2g"),
+                f"{q['missing_share_reference']:.1%} -> {q['missing_share']:.1%}",
+                num(q["out_of_range_share"], ".1%"),
+                ", ".join(q["new_categories"][:3]) or "-",
+                ", ".join(fired) or "-",
+            ]
+        )
+    table(
+        f"input features of {r.model_type} {r.model_version}: "
+        f"{len(r.drifted_features)} of {len(features)} drifted",
+        ["feature", "kind", "effect / floor", "p", "missing", "out of range", "new", "alarm"],
+        rows,
+    )
+    if len(names) > FEATURES_SHOWN:
+        say(f"  and {len(names) - FEATURES_SHOWN} more features (--json shows all)")
+    say(
+        "  the score covers prediction and confidence; a feature alarm raises the level to at "
+        f"least retrain (each test at p < {num(r.feature_alpha, '.2g')}: drift.alarm_alpha "
+        "over all feature tests)"
+    )
 
 
 @drift_app.command("check")

@@ -342,6 +342,26 @@ class Store(Protocol):
         that does not grow with the stream's history; empty arrays for a stream never
         written. Raises and skips as `summary`."""
 
+    def feature_chunks(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Iterator[list[dict[str, Any] | None]]:
+        """The input features of the last `last` (or first `first`) samples of a sample
+        stream, in order, in chunks of bounded size: one per sample (None for a sample
+        without), of the samples `samples` reads (with `skip_invalid`, a line that is no JSON
+        object is skipped here too). Raises as `samples`."""
+
+    def load_profile(self, stream: str) -> dict[str, Any] | None:
+        """The feature profile last saved for a sample stream (`save_profile`), or None. A
+        derived cache: one that cannot be read is None, and is computed again."""
+
+    def save_profile(self, stream: str, doc: dict[str, Any]) -> None:
+        """Keep the feature profile of a sample stream (a JSON-ready dict) beside it,
+        replacing the one before, atomically. Not part of a copy: it is derived."""
+
     def history(
         self,
         stream: str,

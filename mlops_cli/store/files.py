@@ -827,6 +827,43 @@ class FileStore:
         pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
         return Samples(pred, conf, skipped, torn)
 
+    def feature_chunks(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,
+    ) -> Iterator[list[dict[str, Any] | None]]:
+        path = self.path(stream)
+        if last is not None:
+            start, end, _ = jsonl.tail_span(path, last)
+        else:
+            start, end = 0, None
+        todo = last if last is not None else first if first is not None else 1 << 62
+        for chunk in jsonl.read_span(path, start, end, skip_invalid):
+            if todo <= 0:
+                break
+            rows = [_features_of(r) for r in chunk.records[:todo]]
+            todo -= len(rows)
+            if rows:
+                yield rows
+
+    def load_profile(self, stream: str) -> dict[str, Any] | None:
+        try:
+            data = safefs.read_file(_profile_path(self.path(stream)))
+        except FileNotFoundError:
+            return None
+        try:
+            doc = jsonl.loads(data)
+        except ValueError:
+            return None  # a derived cache: a damaged one is computed again
+        return doc if type(doc) is dict else None
+
+    def save_profile(self, stream: str, doc: dict[str, Any]) -> None:
+        path = _profile_path(self.path(stream))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, jsonl.dumps(doc))
+
     def history(
         self,
         stream: str,
@@ -1029,6 +1066,16 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
     return kind == "metrics" or parts[3] in DRIFT_KINDS
 
 
+def _features_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    found = record.get("features")
+    return found if type(found) is dict else None
+
+
+def _profile_path(log: Path) -> Path:
+    """The reference's feature profile, beside its log (a derived cache, never a stream)."""
+    return log.with_name(log.stem + ".profile.json")
+
+
 def _rows(records: list[dict[str, Any]] | None, read: jsonl.Chunk) -> Rows:
     """`records` (default: all `read` holds) with the count of lines skipped to read them."""
     rows = Rows(read.records if records is None else records)
@@ -1139,8 +1186,10 @@ def _block_columns(data: bytes) -> tuple[Any, Any] | None:
     """A block's arrays by sample_columns, or None when it leaves the block to the line-by-line
     parse or a value lies out of bounds (which that parse names)."""
     from ..columns import sample_columns
+    from ..features import without_features
 
-    found = sample_columns(data)
+    stripped = without_features(data)  # samples with input features: outputs read without them
+    found = sample_columns(data if stripped is None else stripped)
     return found if found is not None and _in_bounds(*found) else None
 
 

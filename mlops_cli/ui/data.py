@@ -414,6 +414,8 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
     require(location, "drift", model_type, version)
     project = _open(location)
     detector = project.drift_detector(model_type, version)
+    from ..feature_drift import ranked
+
     report = detector.get_drift_report(skip_invalid=True)
     settings = project.settings.drift
     checks = detector.history(skip_invalid=True)
@@ -443,6 +445,9 @@ def drift(location: Location, model_type: str, version: str) -> dict[str, Any]:
             "weights": dict(settings["weights"]),
             "history": history,
             "histograms": _histograms(detector, settings, skipped),
+            # Input features most drifted first, each with its reference vs window shares.
+            "feature_order": ranked(report.features),
+            "feature_histograms": detector.feature_histograms(),
             "skipped": skipped.doc(),
         }
     )

@@ -118,7 +118,9 @@ def text_lines(table: Table, prefix: str, records: list[dict[str, Any]], now: st
                 f"{'t' if r.get('error') else 'f'}\t{ts}\n"
             )
         else:
-            add(f"{prefix}{r['prediction']!r}\t{r['confidence']!r}\t{ts}\n")
+            features = r.get("features")
+            doc = "\\N" if features is None else _escape(orjson.dumps(features).decode())
+            add(f"{prefix}{r['prediction']!r}\t{r['confidence']!r}\t{doc}\t{ts}\n")
     return "".join(out)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from psycopg.types.json import Json
+from psycopg.types.json import Json, Jsonb
 
 from ...timeutil import parse_ts
 from ..base import (
@@ -61,8 +61,8 @@ METRICS = Table(
 SAMPLES = Table(
     "drift_samples",
     ("model_type", "version", "kind"),
-    ("prediction", "confidence", "ts"),
-    ("text", "text", "text", "float8", "float8", "timestamptz"),
+    ("prediction", "confidence", "features", "ts"),
+    ("text", "text", "text", "float8", "float8", "jsonb", "timestamptz"),
 )
 CHECKS = Table(
     "checks",
@@ -124,7 +124,13 @@ def to_row(table: Table, record: dict[str, Any], default_ts: datetime) -> tuple[
             ts,
         )
     if table is SAMPLES:
-        return (float(record["prediction"]), float(record["confidence"]), ts)
+        features = record.get("features")
+        return (
+            float(record["prediction"]),
+            float(record["confidence"]),
+            None if features is None else Jsonb(features, dumps),
+            ts,
+        )
     if table is CHECKS:
         score = record.get("score")
         return (Json(record, dumps), score, record.get("level"), ts)
@@ -145,5 +151,8 @@ def from_row(table: Table, row: Sequence[Any]) -> dict[str, Any]:
     if table is METRICS:
         t, c, error, ts = row
         return {"ts": ts, "inference_time_ms": t, "confidence": c, "error": error}
-    prediction, confidence, ts = row
-    return {"ts": ts, "prediction": prediction, "confidence": confidence}
+    prediction, confidence, features, ts = row
+    out = {"ts": ts, "prediction": prediction, "confidence": confidence}
+    if features is not None:
+        out["features"] = features
+    return out

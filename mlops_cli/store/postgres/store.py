@@ -775,6 +775,63 @@ class PostgresStore:
             confidence=np.ascontiguousarray(values[:, 1]),
         )
 
+    def feature_chunks(
+        self,
+        stream: str,
+        last: int | None = None,
+        first: int | None = None,
+        skip_invalid: bool = False,  # rows were validated on the way in
+    ) -> Iterator[list[dict[str, Any] | None]]:
+        """The features of the last (or first) samples, by the same index as `samples`,
+        fetched a page at a time."""
+        table, keys = route(stream)
+        if table is not SAMPLES:
+            raise ValueError(f"{stream} holds no samples")
+        sql = f"SELECT id, features FROM drift_samples WHERE {table.where()}"
+        params: list[Any] = list(keys)
+        if last is not None:
+            sql = f"SELECT features FROM ({sql} ORDER BY id DESC LIMIT %s) AS w ORDER BY id"
+            params.append(last)
+        else:
+            sql = f"SELECT features FROM ({sql}) AS w ORDER BY id"
+            if first is not None:
+                sql += " LIMIT %s"
+                params.append(first)
+        with self._lock, self._translated(f"reading {stream}"):
+            self._flush_locked(stream)
+            with self.conn.cursor(binary=True) as cur:
+                cur.execute(sql, params)
+                pages = []
+                while page := cur.fetchmany(SCAN_PAGE):
+                    pages.append([r[0] for r in page])
+        yield from pages
+
+    def load_profile(self, stream: str) -> dict[str, Any] | None:
+        table, keys = route(stream)
+        if table is not SAMPLES:
+            raise ValueError(f"{stream} holds no samples")
+        with self._lock, self._translated(f"reading the profile of {stream}"):
+            row = self.conn.execute(
+                "SELECT doc FROM feature_profiles WHERE model_type = %s AND version = %s "
+                "AND kind = %s",
+                list(keys),
+            ).fetchone()
+        return row[0] if row and type(row[0]) is dict else None
+
+    def save_profile(self, stream: str, doc: dict[str, Any]) -> None:
+        from psycopg.types.json import Jsonb
+
+        table, keys = route(stream)
+        if table is not SAMPLES:
+            raise ValueError(f"{stream} holds no samples")
+        with self._lock, self._translated(f"saving the profile of {stream}"):
+            self.conn.execute(
+                "INSERT INTO feature_profiles (model_type, version, kind, doc) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (model_type, version, kind) "
+                "DO UPDATE SET doc = excluded.doc",
+                [*keys, Jsonb(doc)],
+            )
+
     def history(
         self,
         stream: str,

@@ -498,11 +498,54 @@
       el("p", {}, el("span", { class: "legend-swatch swatch-ref" }), "reference", el("span", { class: "legend-swatch swatch-win" }), "window"),
       predBox, confBox
     ];
+    var features = featuresSection(d);
+    out = out.concat(features.nodes);
     return { nodes: out, after: function () {
       historyChart(historyBox, d);
       histogram(predBox, d.histograms.prediction);
       histogram(confBox, d.histograms.confidence);
+      features.after();
     } };
+  }
+
+  // Input features, most drifted first, and one feature's reference vs window distribution.
+  function featuresSection(d) {
+    var r = d.report, order = d.feature_order || [];
+    if (!order.length) return { nodes: [], after: function () {} };
+    var rows = order.map(function (name) {
+      var f = r.features[name], q = f.quality;
+      var fired = ["drift", "missing", "type_change"].filter(function (k) { return f[k].alarm; });
+      return el("tr", { "data-feature": name, "data-alarm": String(f.alarm) },
+        td(el("span", { class: "mono", text: name })), td(f.kind),
+        td(fmt(f.drift.effect, 3) + " / " + f.drift.floor, "num"), td(pvalue(f.drift.p_value), "num"),
+        td(pct(q.missing_share_reference) + " → " + pct(q.missing_share), "num"),
+        td(pct(q.out_of_range_share), "num"),
+        td((q.new_categories || []).slice(0, 3).join(", ") || "–"),
+        td(fired.length ? badge("critical", fired.join(", ")) : "–"));
+    });
+    var select = el("select", { id: "feature-select", "aria-label": "Feature shown" },
+      order.map(function (name) { return el("option", { value: name, text: name }); }));
+    var box = chartBox("A feature: reference vs window (share per bin or category)", "feature-chart");
+    var nodes = [
+      el("h2", { text: "Input features" }),
+      el("p", { class: "muted", id: "features-summary", text: r.drifted_features.length + " of " + order.length +
+        " features drifted" + (r.drifted_features.length ? ": " + r.drifted_features.join(", ") : "") +
+        ". The score covers prediction and confidence; a feature alarm raises the level to at least retrain (each test at p < " +
+        pvalue(r.feature_alpha) + ", drift.alarm_alpha over all feature tests)." }),
+      table(["Feature", "Kind", "#Effect / floor", "#p", "#Missing", "#Out of range", "New categories", "Alarm"], rows),
+      el("p", {}, "Show ", select), box
+    ];
+    function draw() {
+      var h = d.feature_histograms[select.value];
+      while (box.lastChild && box.lastChild.tagName !== "FIGCAPTION") box.removeChild(box.lastChild);
+      box.setAttribute("data-feature", select.value);
+      if (h.kind === "numeric") { histogram(box, h); return; }
+      var t = h.categories.map(function (c, i) {
+        return el("tr", {}, td(c), td(pct(h.reference[i]), "num"), td(pct(h.window[i]), "num"));
+      });
+      add(box, table(["Category", "#Reference", "#Window"], t));
+    }
+    return { nodes: nodes, after: function () { select.addEventListener("change", draw); draw(); } };
   }
 
   function historyChart(box, d) {
