@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"errors", "naming", "timeutil", "results", "limits", "safefs", "yamlsafe", "hooks", "pushgw",
      "textsafe", "moments"},
     {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail"},
-    {"store", "jsonl", "summary", "batch"},
+    {"store", "jsonl", "summary", "batch", "sources"},
     {"registry", "ab_testing", "drift", "prometheus", "report", "simulation"},
     {"project", "__init__"},
     {"cli", "ui", "demo", "entry", "__main__"},

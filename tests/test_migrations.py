@@ -166,10 +166,10 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
-            "DROP COLUMN decision_rules"
+            "DROP COLUMN decision_rules, DROP COLUMN source"
         )
-        conn.execute("DELETE FROM schema_version WHERE version = %s", [postgres.LATEST])
-    assert postgres.upgrade(pg_url) == (postgres.LATEST - 1, postgres.LATEST)
+        conn.execute("DELETE FROM schema_version WHERE version >= 6")  # 0006_decision_rules
+    assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)
     test = project.ab.get_test("t")
     assert test.running and test.max_confidence_drop == 0.02

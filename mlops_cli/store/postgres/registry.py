@@ -37,6 +37,7 @@ TEST_COLS = (
     "started_at",
     "finalized_at",
     "end_reason",
+    "source",
 )
 _FLOATS = {
     "traffic_percentage",
@@ -100,7 +101,12 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
 
 def test_params(test: dict[str, Any]) -> list[Any]:
     """A test's column values (its harm tolerances as jsonb)."""
-    return [Json(test[c], dumps) if c == "harm_tolerance" else test[c] for c in TEST_COLS]
+    return [
+        Json(test[c], dumps)
+        if c == "harm_tolerance" or (c == "source" and test.get(c) is not None)
+        else test.get(c)
+        for c in TEST_COLS
+    ]
 
 
 def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[Any]:

@@ -1,0 +1,69 @@
+"""DuckDB over Parquet paths, in this process (the `duckdb` extra)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...errors import MissingExtraError, ServiceError, ValidationError
+from ..queries import DUCKDB, Query
+from ..spec import Source
+
+EXTRA = "pip install 'mlops-cli[duckdb]'"
+
+
+class DuckDBEngine:
+    """One in-memory DuckDB connection reading the source's Parquet files."""
+
+    dialect = DUCKDB
+
+    def __init__(self, source: Source) -> None:
+        try:
+            import duckdb
+            import pyarrow  # noqa: F401  (the drift samples come back as Arrow columns)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"source engine duckdb needs the {exc.name} package: {EXTRA}"
+            ) from None
+        self._duckdb = duckdb
+        path = source.path or ""
+        self._files = os.path.join(path, "**", "*.parquet") if os.path.isdir(path) else path
+        self.where = source.describe()
+        config: dict[str, Any] = {}
+        if source.threads is not None:
+            config["threads"] = source.threads
+        if source.memory_limit is not None:
+            config["memory_limit"] = source.memory_limit
+        try:
+            self._con = duckdb.connect(":memory:", config=config)
+            self._con.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error as exc:
+            raise ValidationError(f"source {self.where}: {_first_line(exc)}") from None
+        self.relation = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
+
+    def _run(self, query: Query) -> Any:
+        try:
+            return self._con.execute(query.sql, {**query.params, "files": self._files})
+        except self._duckdb.IOException as exc:
+            raise ServiceError(f"source {self.where}: {_first_line(exc)}") from None
+        except self._duckdb.Error as exc:
+            raise ValidationError(f"source {self.where}: {_first_line(exc)}") from None
+
+    def schema(self) -> dict[str, str]:
+        rows = self._run(Query(f"DESCRIBE SELECT * FROM {self.relation}", {})).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def rows(self, query: Query) -> list[tuple[Any, ...]]:
+        return list(self._run(query).fetchall())
+
+    def columns(self, query: Query) -> dict[str, Any]:
+        table = self._run(query).fetch_arrow_table()
+        return {name: table.column(name).to_numpy() for name in table.column_names}
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

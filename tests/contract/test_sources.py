@@ -1,0 +1,49 @@
+"""A test whose requests come from a source, on each store: the source kept on the test's
+record (reopened, finalized into the archive), recording into it refused, and the decision
+the same as the store's own log of the same requests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mlops_cli import ABTestConfig, Project
+from mlops_cli.errors import ConflictError
+from mlops_cli.registry import ModelVersion
+from mlops_cli.sources import Source
+
+from ..sources_data import T0 as DATA_T0
+from ..sources_data import jsonl, requests, same_numbers, write_parquet
+from .conftest import Clock, reopen
+
+
+def test_source_kept_with_the_test_and_same_decision(
+    project: Project, clock: Clock, tmp_path: Path
+) -> None:
+    cols = requests(n=3000, users=300)
+    path = write_parquet(cols, tmp_path / "lake" / "r.parquet")
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("other", v, model_path="m.pt"))
+    clock.now = DATA_T0
+    common = dict(treatment_version="1.1.0", treatment_traffic_pct=50.0, duration_days=1.0)
+    project.ab.start_test(ABTestConfig(name="own", model_type="gnn", **common))  # type: ignore[arg-type]
+    project.ab.record_batch("own", jsonl(cols))
+    source = Source("duckdb", path=str(path))
+    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **common), source)  # type: ignore[arg-type]
+    with pytest.raises(ConflictError, match="reads its requests from a source"):
+        project.ab.record_result("lake", "control", 1.0, 0.5)
+    clock.now = DATA_T0 + timedelta(days=3)
+    project.flush()
+    own = project.ab.evaluate_test("own").to_dict()
+    lake = project.ab.evaluate_test("lake").to_dict()
+    own.pop("test"), lake.pop("test")
+    lake["recommendation"] = lake["recommendation"].replace("lake", "own")
+    assert same_numbers(own, lake) == []
+    again = reopen(project, clock)
+    assert again.ab.get_test("lake").source == source.to_doc()
+    assert again.ab.get_test("own").source is None
+    again.ab.finalize_test("lake", "rollback", force=True)
+    archived = reopen(project, clock).ab.get_test("lake")
+    assert archived.status == "rolled_back" and archived.source == source.to_doc()

@@ -1,0 +1,265 @@
+"""Sources through DuckDB: the declaration, the one-query sums, decisions equal to the
+project's own log (1e-9), and clean errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_cli import Project
+from mlops_cli.ab_testing import ABTestConfig
+from mlops_cli.errors import ConflictError, ValidationError
+from mlops_cli.registry import ModelVersion
+from mlops_cli.sources import Source, ab_sums_of, load
+
+from .conftest import Run, assert_one_error_line, snapshot
+from .sources_data import T0, close, expected_sums, jsonl, requests, same_numbers, write_parquet
+
+Cli = Callable[..., Run]
+
+
+def _yaml(tmp_path: Path, text: str, name: str = "source.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# -- the declaration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("engine: sqlite\npath: x.parquet\n", ["engine must be duckdb or spark"]),
+        ("engine: duckdb\n", ["exactly one of `path` and `table`"]),
+        ("engine: duckdb\npath: a\ntable: b\n", ["exactly one of"]),
+        ("engine: duckdb\ntable: db.t\n", ["`table` needs engine spark"]),
+        ("engine: duckdb\npath: a\nmaster: local[2]\n", ["`master` is a spark setting"]),
+        ("engine: spark\ntable: 'x; DROP TABLE y'\n", ["table must be a name"]),
+        ("engine: duckdb\npath: a\nwhere: x = 1\n", ["unknown key 'where'"]),
+        ("engine: duckdb\npath: a\ncolumns: {colour: c}\n", ["unknown name 'colour'"]),
+        ("engine: duckdb\npath: a\nfilter: {arm: [1, 2]}\n", ["filter.arm must be a text"]),
+        ("engine: duckdb\npath: a\npath: b\n", ["duplicate key"]),
+        ("engine: duckdb\npath: a\nthreads: 0\n", ["threads must be"]),
+        ("engine: duckdb\npath: a\nmemory_limit: lots\n", ["memory_limit must be"]),
+    ],
+)
+def test_a_bad_declaration_is_one_error_line(
+    cli: Cli, project: Project, tmp_path: Path, text: str, words: list[str]
+) -> None:
+    before = snapshot(project.root)
+    assert_one_error_line(cli("source", "check", str(_yaml(tmp_path, text))), *words)
+    assert snapshot(project.root) == before
+
+
+def test_alias_expansion_is_bounded(cli: Cli, tmp_path: Path) -> None:
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    assert_one_error_line(cli("source", "check", str(_yaml(tmp_path, laughs))), "alias")
+
+
+def test_relative_path_is_resolved_beside_the_file_and_kept_as_plain_data(tmp_path: Path) -> None:
+    source = load(_yaml(tmp_path, "engine: duckdb\npath: lake/*.parquet\nfilter: {exp: 3}\n"))
+    assert source.path == str(tmp_path / "lake" / "*.parquet")
+    assert Source.from_doc(source.to_doc()) == source
+
+
+def test_source_check_reports_rows_columns_and_time_range(cli: Cli, tmp_path: Path) -> None:
+    cols = requests(n=500)
+    write_parquet(cols, tmp_path / "lake" / "r.parquet", rename={"variant": "arm"})
+    text = "engine: duckdb\npath: lake/r.parquet\ncolumns: {variant: arm}\n"
+    doc = cli("source", "check", str(_yaml(tmp_path, text)), "--json").json()
+    assert doc["rows"] == 500 and doc["ab_ready"] and not doc["drift_ready"]
+    assert doc["mapped"]["variant"] == "arm" and doc["mapped"]["seq"] == "seq"
+    assert {"name": "arm", "type": "VARCHAR"} in doc["columns"]
+    assert doc["ts_min"].startswith(min(cols["ts"]).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert doc["ts_max"].startswith(max(cols["ts"]).strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_filter_values_are_bound_never_spliced(tmp_path: Path) -> None:
+    cols = requests(n=300)
+    cols["experiment"] = ["a' OR '1'='1"] * 100 + ["b"] * 200
+    write_parquet(cols, tmp_path / "r.parquet")
+    hostile = Source("duckdb", path=str(tmp_path / "r.parquet"), filter={"experiment": "a' OR '1'='1"})
+    sums = ab_sums_of(hostile, None)
+    assert sum(a.moments.n for a in sums.arms.values()) == 100  # the literal value, matched
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"columns": {"variant": "arm"}}, ["no column 'arm'", "columns.variant"]),
+        ({"filter": {"nothere": 1}}, ["no column 'nothere' to filter on"]),
+        ({"columns": {"confidence": "variant"}}, ["'variant' (confidence) is VARCHAR", "number"]),
+        ({"path": "/nonexistent/*.parquet"}, ["/nonexistent"]),
+    ],
+)
+def test_missing_column_wrong_type_or_no_files_is_one_error_line(
+    cli: Cli, project: Project, tmp_path: Path, change: dict[str, Any], words: list[str]
+) -> None:
+    write_parquet(requests(n=100), tmp_path / "r.parquet")
+    doc = {"engine": "duckdb", "path": str(tmp_path / "r.parquet"), **change}
+    import yaml
+
+    file = _yaml(tmp_path, yaml.safe_dump(doc))
+    before = snapshot(project.root)
+    assert_one_error_line(cli("source", "check", str(file)), *words)
+    assert snapshot(project.root) == before
+
+
+def test_missing_extra_is_one_error_line(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # as if not installed
+    file = _yaml(tmp_path, f"engine: duckdb\npath: {tmp_path}/r.parquet\n")
+    assert_one_error_line(cli("source", "check", str(file)), "needs the duckdb package", "[duckdb]")
+
+
+def test_invalid_rows_are_an_error_with_their_count(tmp_path: Path) -> None:
+    cols = requests(n=200)
+    cols["confidence"][:3] = 1.5
+    cols["variant"][10] = "other"
+    write_parquet(cols, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match="4 rows are not valid requests"):
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
+
+
+# -- the sums, against numpy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_one_query_gives_the_sums_numpy_gives(tmp_path: Path, anonymous: bool) -> None:
+    cols = requests(anonymous=anonymous)
+    write_parquet(cols, tmp_path / "r.parquet")
+    tau = 120.0
+    sums = ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), tau)
+    want = expected_sums(cols, tau)
+    assert sums.unit == ("request" if anonymous else "user")
+    for arm in ("control", "treatment"):
+        got, w = sums.arms[arm], want[arm]
+        m = got.moments
+        for name, value in (
+            ("n", m.n), ("errors", m.errors), ("confidence_sum", m.confidence_sum),
+            ("confidence_sum_squares", m.confidence_sum_squares), ("time_sum", m.time_sum),
+            ("time_sum_squares", m.time_sum_squares), ("slow", got.tail.slow),
+        ):
+            assert close(value, w[name]), (arm, name, value, w[name])
+        if anonymous:
+            continue
+        assert got.confidence.users == w["users"] and got.tail.users.users == w["users"]
+        for ratio, key in (
+            (got.errors, "errors"), (got.confidence, "confidence"),
+            (got.inference_time_ms, "time"), (got.tail.users, "slow"),
+        ):
+            assert close(ratio.m_sum_squares, w[f"{key}_m2"]), (arm, key)
+            assert close(ratio.m_d_sum_of_products, w[f"{key}_md"]), (arm, key)
+            assert close(ratio.d_sum_squares, w["d_sum_squares"]), (arm, key)
+
+
+# -- A/B tests: the project's log and the same requests as Parquet -----------------------------
+
+
+def _project(tmp_path: Path, now: list[Any]) -> Project:
+    Project.init(tmp_path / "proj")
+    project = Project.open(tmp_path / "proj", clock=lambda: now[0])
+    for model_type in ("gnn", "lake"):
+        for v in ("1.0.0", "1.1.0"):
+            project.registry.register_version(ModelVersion(model_type, v, model_path="m.pt"))
+    return project
+
+
+def _config(name: str, model_type: str = "gnn") -> ABTestConfig:
+    return ABTestConfig(
+        name=name, model_type=model_type, treatment_version="1.1.0",
+        treatment_traffic_pct=50.0, duration_days=2.0, min_requests=1000,
+    )
+
+
+def same_decision(project: Project, logged: str, lake: str) -> dict[str, Any]:
+    own = project.ab.evaluate_test(logged).to_dict()
+    theirs = project.ab.evaluate_test(lake).to_dict()
+    own.pop("test"), theirs.pop("test")
+    theirs["recommendation"] = theirs["recommendation"].replace(lake, logged)
+    assert same_numbers(own, theirs) == []
+    return theirs
+
+
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_parquet_source_gives_the_same_decision_as_the_project_log(
+    tmp_path: Path, anonymous: bool
+) -> None:
+    cols = requests(anonymous=anonymous)
+    path = write_parquet(cols, tmp_path / "lake" / "r.parquet")
+    now = [T0]
+    project = _project(tmp_path, now)
+    project.ab.start_test(_config("logged"))
+    project.ab.record_batch("logged", jsonl(cols))
+    project.ab.start_test(_config("from_lake", "lake"), Source("duckdb", path=str(path)))
+    pending = same_decision(project, "logged", "from_lake")  # tau pending on day one
+    assert pending["metrics"]["guardrails"]["tail_latency"]["status"] == "pending"
+    now[0] = T0 + timedelta(days=3)  # tau from the first day's control requests, then judged
+    doc = same_decision(project, "logged", "from_lake")
+    tail = doc["metrics"]["guardrails"]["tail_latency"]
+    assert tail["status"] == "judged" and tail["source"] == "first_day"
+    assert doc["unit"] == ("request" if anonymous else "user")
+    assert doc["requests"] == 6000
+    assert doc["decision"] == "rollback" and doc["rollback_cause"] == "harm"  # the slower tail
+    logged, lake = project.ab.get_test("logged"), project.ab.get_test("from_lake")
+    assert lake.tail_latency_ms == logged.tail_latency_ms  # recorded in both tests
+    assert lake.source == {"engine": "duckdb", "path": str(path)}
+    reopened = Project.open(tmp_path / "proj").ab.get_test("from_lake")
+    assert reopened.source == lake.source  # kept in registry.yaml
+
+
+def test_record_result_into_a_source_test_is_refused(tmp_path: Path) -> None:
+    path = write_parquet(requests(n=100), tmp_path / "r.parquet")
+    now = [T0]
+    project = _project(tmp_path, now)
+    project.ab.start_test(_config("lake"), Source("duckdb", path=str(path)))
+    with pytest.raises(ConflictError, match="reads its requests from a source"):
+        project.ab.record_result("lake", "control", 10.0, 0.5, user_id="u1")
+    with pytest.raises(ConflictError, match="reads its requests from a source"):
+        project.ab.record_batch("lake", b'{"variant": "control", "inference_time_ms": 1, "confidence": 0.5}\n')
+    assert project.store.count("ab/lake") == 0
+
+
+def test_cli_ab_start_with_source_then_evaluate_and_record_refused(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    cols = requests(n=2000, users=200)
+    write_parquet(cols, tmp_path / "lake" / "r.parquet", rename={"user_id": "uid"})
+    file = _yaml(tmp_path, "engine: duckdb\npath: lake/r.parquet\ncolumns: {user_id: uid}\n")
+    for v in ("1.0.0", "1.1.0"):
+        assert cli("register", "gnn", v, "--path", "/m").exit_code == 0
+    run = cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "1.1.0",
+              "--source", str(file), "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["source"]["columns"] == {"user_id": "uid"}
+    doc = cli("ab", "evaluate", "t", "--json").json()
+    assert doc["requests"] == 2000 and doc["unit"] == "user"
+    before = snapshot(project.root)
+    refused = cli("ab", "record", "t", "--variant", "control", "--inference-time-ms", "1",
+                  "--confidence", "0.5")
+    assert_one_error_line(refused, "reads its requests from a source")
+    assert snapshot(project.root) == before
+
+
+def test_cli_ab_start_with_a_bad_source_starts_nothing(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    write_parquet(requests(n=100), tmp_path / "r.parquet", rename={"variant": "arm"})
+    file = _yaml(tmp_path, f"engine: duckdb\npath: {tmp_path}/r.parquet\n")
+    for v in ("1.0.0", "1.1.0"):
+        assert cli("register", "gnn", v, "--path", "/m").exit_code == 0
+    before = snapshot(project.root)
+    run = cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "1.1.0", "--source", str(file))
+    assert_one_error_line(run, "no column 'variant'")
+    assert snapshot(project.root) == before
