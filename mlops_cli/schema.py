@@ -327,7 +327,7 @@ SETTINGS = record(
     required=False,
 )
 
-VERSION = record(
+_VERSION = record(
     {
         "model_path": text(),
         "config": config_mapping,
@@ -339,8 +339,16 @@ VERSION = record(
         "size_bytes": optional(integer(0)),
         "deprecated": boolean,
         "monitored": boolean,
+        "drift_source": optional(config_mapping),  # checked in full by sources.Source
     }
 )
+
+
+def VERSION(value: Any, key: str) -> dict[str, Any]:
+    """A version record; one without a drift source reads its samples from the project."""
+    if isinstance(value, dict) and "drift_source" not in value:
+        value = {**value, "drift_source": None}
+    return _VERSION(value, key)  # type: ignore[no-any-return]
 
 MODEL = record(
     {

@@ -62,9 +62,15 @@ class VersionRecord:
     size_bytes: int | None
     deprecated: bool
     monitored: bool = False  # drift-checked and exported even when it serves no traffic
+    drift_source: dict[str, Any] | None = None  # where its drift samples live (sources.Source)
 
     def to_doc(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The registry's record (`drift_source` only when the version has one)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not (f.name == "drift_source" and self.drift_source is None)
+        }
 
 
 @dataclass

@@ -121,3 +121,26 @@ def same_numbers(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
         return [] if close(a, float(b)) else [f"{path}: {a!r} != {b!r}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def drift_rows(reference: int = 2000, production: int = 5000, seed: int = 3) -> dict[str, Any]:
+    """Reference then production samples (a shifted window), several samples per second so
+    `ts` ties, with `stream` naming each set and `seq` their order within it."""
+    rng = np.random.default_rng(seed)
+    pred = np.concatenate([rng.normal(0, 1, reference), rng.normal(0.3, 1.2, production)])
+    conf = np.concatenate([rng.beta(8, 2, reference), rng.beta(7, 2, production)])
+    n = reference + production
+    ts = [T0 + timedelta(seconds=i // 4) for i in range(n)]
+    stream = ["drift/gnn/1.0.0/reference"] * reference + ["drift/gnn/1.0.0/production"] * production
+    seq = np.concatenate([np.arange(reference), np.arange(production)])
+    return {"stream": stream, "prediction": pred, "confidence": conf, "ts": ts, "seq": seq}
+
+
+def sample_lines(cols: dict[str, Any], which: str) -> bytes:
+    import orjson
+
+    return b"".join(
+        orjson.dumps({"prediction": float(p), "confidence": float(c), "ts": iso(t)}) + b"\n"
+        for s, p, c, t in zip(cols["stream"], cols["prediction"], cols["confidence"], cols["ts"], strict=True)
+        if s.endswith(which)
+    )

@@ -168,6 +168,9 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
             "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
             "DROP COLUMN decision_rules, DROP COLUMN source"
         )
+        conn.execute(
+            "ALTER TABLE versions DROP COLUMN drift_source"
+        )
         conn.execute("DELETE FROM schema_version WHERE version >= 6")  # 0006_decision_rules
     assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)

@@ -8,16 +8,27 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlops_cli import Project
 from mlops_cli.ab_testing import ABTestConfig
 from mlops_cli.errors import ConflictError, ValidationError
 from mlops_cli.registry import ModelVersion
-from mlops_cli.sources import Source, ab_sums_of, load
+from mlops_cli.sources import Source, ab_sums_of, drift_samples, load
 
 from .conftest import Run, assert_one_error_line, snapshot
-from .sources_data import T0, close, expected_sums, jsonl, requests, same_numbers, write_parquet
+from .sources_data import (
+    T0,
+    close,
+    drift_rows,
+    expected_sums,
+    jsonl,
+    requests,
+    same_numbers,
+    sample_lines,
+    write_parquet,
+)
 
 Cli = Callable[..., Run]
 
@@ -263,3 +274,79 @@ def test_cli_ab_start_with_a_bad_source_starts_nothing(
     run = cli("ab", "start", "t", "--model-type", "gnn", "--treatment", "1.1.0", "--source", str(file))
     assert_one_error_line(run, "no column 'variant'")
     assert snapshot(project.root) == before
+
+
+# -- drift -------------------------------------------------------------------------------------
+
+
+def _drift_project(tmp_path: Path, cols: dict[str, Any]) -> Project:
+    project = Project.init(tmp_path / "proj")
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    own = project.drift_detector("gnn", "1.0.0")
+    own.add_reference(sample_lines(cols, "reference"))
+    own.record_batch(sample_lines(cols, "production"))
+    return project
+
+
+def _report(project: Project, version: str, window: int) -> dict[str, Any]:
+    doc = project.drift_detector("gnn", version).check(window=window).to_dict()
+    for key in ("model_version", "checked_at", "hooks"):
+        doc.pop(key, None)
+    return doc
+
+
+@pytest.mark.parametrize("window", [1000, 1001, 1003])  # the window's start splits a second
+def test_drift_window_from_a_source_gives_the_project_logs_numbers(
+    tmp_path: Path, window: int
+) -> None:
+    cols = drift_rows()
+    path = write_parquet(cols, tmp_path / "lake" / "d.parquet")
+    project = _drift_project(tmp_path, cols)
+    source = Source(
+        "duckdb", path=str(path), filter={"stream": "drift/gnn/1.0.0/production"},
+        reference={"stream": "drift/gnn/1.0.0/reference"},
+    )
+    project.drift_detector("gnn", "1.1.0").set_source(source)
+    own, lake = _report(project, "1.0.0", window), _report(project, "1.1.0", window)
+    assert lake["n_window"] == window and lake["n_reference"] == 2000
+    assert lake["status"] == "active" and lake["level"] != "ok"
+    assert same_numbers(own, lake) == []
+
+
+def test_drift_source_without_reference_uses_the_projects_reference(tmp_path: Path) -> None:
+    cols = drift_rows()
+    path = write_parquet(cols, tmp_path / "d.parquet")
+    project = _drift_project(tmp_path, cols)
+    project.drift_detector("gnn", "1.1.0").add_reference(sample_lines(cols, "reference"))
+    source = Source("duckdb", path=str(path), filter={"stream": "drift/gnn/1.0.0/production"})
+    project.drift_detector("gnn", "1.1.0").set_source(source)
+    assert same_numbers(_report(project, "1.0.0", 500), _report(project, "1.1.0", 500)) == []
+
+
+def test_drift_ties_are_broken_by_seq_not_by_value(tmp_path: Path) -> None:
+    # four samples in one second: the last two by seq are 3 and 4, whatever their values
+    cols = {
+        "prediction": np.array([9.0, 8.0, 1.0, 2.0]), "confidence": np.full(4, 0.5),
+        "ts": [T0] * 4, "seq": np.arange(1, 5),
+    }
+    path = write_parquet(cols, tmp_path / "d.parquet")
+    _, window = drift_samples(Source("duckdb", path=str(path)), None, 2)
+    assert sorted(window["prediction"].tolist()) == [1.0, 2.0]
+
+
+def test_drift_source_refuses_production_samples_and_off_restores(cli: Cli, project: Project, tmp_path: Path) -> None:
+    cols = drift_rows(reference=200, production=300)
+    write_parquet(cols, tmp_path / "d.parquet")
+    file = _yaml(tmp_path, "engine: duckdb\npath: d.parquet\nfilter: {stream: drift/gnn/1.0.0/production}\n")
+    assert cli("register", "gnn", "1.0.0", "--path", "/m").exit_code == 0
+    run = cli("drift", "source", "gnn", "1.0.0", str(file), "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["source"]["filter"] == {"stream": "drift/gnn/1.0.0/production"}
+    before = snapshot(project.root)
+    refused = cli("drift", "record", "gnn", "1.0.0", "--prediction", "1", "--confidence", "0.5")
+    assert_one_error_line(refused, "reads its production samples from a source")
+    assert snapshot(project.root) == before
+    assert cli("drift", "source", "gnn", "1.0.0", "--off").exit_code == 0
+    assert cli("drift", "record", "gnn", "1.0.0", "--prediction", "1", "--confidence", "0.5").exit_code == 0
+    assert_one_error_line(cli("drift", "source", "gnn", "1.0.0"), "give a source FILE, or --off")

@@ -36,6 +36,7 @@ __all__ = [
     "SourceSums",
     "ab_sums_of",
     "check_ab",
+    "check_drift",
     "describe",
     "drift_samples",
     "first_day_p95",
@@ -209,6 +210,16 @@ def check_ab(source: Source) -> dict[str, str]:
     engine = open_engine(source)
     try:
         return resolve(source, engine.schema(), AB_REQUIRED, AB_OPTIONAL, source.filter)
+    finally:
+        engine.close()
+
+
+def check_drift(source: Source) -> dict[str, str]:
+    """As `check_ab`, for drift samples (and the reference filter's columns)."""
+    engine = open_engine(source)
+    try:
+        keys = [*source.filter, *(source.reference or {})]
+        return resolve(source, engine.schema(), DRIFT_REQUIRED, DRIFT_OPTIONAL, keys)
     finally:
         engine.close()
 

@@ -47,3 +47,32 @@ def test_source_kept_with_the_test_and_same_decision(
     again.ab.finalize_test("lake", "rollback", force=True)
     archived = reopen(project, clock).ab.get_test("lake")
     assert archived.status == "rolled_back" and archived.source == source.to_doc()
+
+
+def test_drift_source_kept_on_the_version_and_same_check(
+    project: Project, clock: Clock, tmp_path: Path
+) -> None:
+    from ..sources_data import drift_rows, sample_lines
+
+    cols = drift_rows(reference=500, production=1500)
+    path = write_parquet(cols, tmp_path / "d.parquet")
+    own = project.drift_detector("gnn", "1.0.0")
+    own.add_reference(sample_lines(cols, "reference"))
+    own.record_batch(sample_lines(cols, "production"))
+    source = Source(
+        "duckdb", path=str(path), filter={"stream": "drift/gnn/1.0.0/production"},
+        reference={"stream": "drift/gnn/1.0.0/reference"},
+    )
+    project.drift_detector("gnn", "1.1.0").set_source(source)
+    project.flush()
+    again = reopen(project, clock)
+    assert again.store.read().version("gnn", "1.1.0").drift_source == source.to_doc()
+    assert again.store.read().version("gnn", "1.0.0").drift_source is None
+    a = again.drift_detector("gnn", "1.0.0").check(window=700).to_dict()
+    b = again.drift_detector("gnn", "1.1.0").check(window=700).to_dict()
+    for doc in (a, b):
+        for key in ("model_version", "checked_at", "hooks"):
+            doc.pop(key, None)
+    assert same_numbers(a, b) == []
+    again.drift_detector("gnn", "1.1.0").set_source(None)
+    assert reopen(project, clock).store.read().version("gnn", "1.1.0").drift_source is None

@@ -41,9 +41,12 @@ class DuckDBEngine:
             raise ValidationError(f"source {self.where}: {_first_line(exc)}") from None
         self.relation = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
 
-    def _run(self, query: Query) -> Any:
+    def _run(self, query: Query, relation: bool = False) -> Any:
+        params = {**query.params, "files": self._files}
         try:
-            return self._con.execute(query.sql, {**query.params, "files": self._files})
+            if relation:  # a relation hands its rows to Arrow without a copy
+                return self._con.sql(query.sql, params=params)
+            return self._con.execute(query.sql, params)
         except self._duckdb.IOException as exc:
             raise ServiceError(f"source {self.where}: {_first_line(exc)}") from None
         except self._duckdb.Error as exc:
@@ -57,7 +60,12 @@ class DuckDBEngine:
         return list(self._run(query).fetchall())
 
     def columns(self, query: Query) -> dict[str, Any]:
-        table = self._run(query).fetch_arrow_table()
+        result = self._run(query, relation=True)
+        try:
+            fetch = getattr(result, "to_arrow_table", None) or result.arrow  # 2.x, 1.x
+            table = fetch()
+        except self._duckdb.Error as exc:
+            raise ValidationError(f"source {self.where}: {_first_line(exc)}") from None
         return {name: table.column(name).to_numpy() for name in table.column_names}
 
     def close(self) -> None:

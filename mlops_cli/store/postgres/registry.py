@@ -26,6 +26,7 @@ _VERSION_COLS = (
     "size_bytes",
     "deprecated",
     "monitored",
+    "drift_source",
 )
 TEST_COLS = (
     "model_type",
@@ -110,7 +111,12 @@ def test_params(test: dict[str, Any]) -> list[Any]:
 
 
 def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[Any]:
-    values = [Json(rec[c], dumps) if c in ("config", "tags") else rec[c] for c in _VERSION_COLS]
+    values = [
+        Json(rec[c], dumps)
+        if c in ("config", "tags") or (c == "drift_source" and rec.get(c) is not None)
+        else rec.get(c)
+        for c in _VERSION_COLS
+    ]
     return [model_type, version, *values]
 
 
