@@ -350,3 +350,36 @@ def test_drift_source_refuses_production_samples_and_off_restores(cli: Cli, proj
     assert cli("drift", "source", "gnn", "1.0.0", "--off").exit_code == 0
     assert cli("drift", "record", "gnn", "1.0.0", "--prediction", "1", "--confidence", "0.5").exit_code == 0
     assert_one_error_line(cli("drift", "source", "gnn", "1.0.0"), "give a source FILE, or --off")
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def test_export_encodes_stream_names_and_refuses_a_used_folder(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    import duckdb
+
+    assert cli("register", "gnn", "1.0.0+build.5", "--path", "/m").exit_code == 0
+    for ms in (10.0, 20.0):
+        project.registry.update_metrics("gnn", "1.0.0+build.5", ms, 0.9)
+    project.flush()
+    out = tmp_path / "lake"
+    run = cli("store", "export", "--parquet", str(out), "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["records"]["metrics/gnn/1.0.0+build.5"] == 2
+    folder = out / "stream=metrics%2Fgnn%2F1.0.0%2Bbuild.5"
+    assert folder.is_dir() and len(list(folder.glob("day=*/part-0.parquet"))) == 1
+    rows = duckdb.sql(
+        f"SELECT stream, seq, inference_time_ms FROM read_parquet('{folder}/*/*.parquet', "
+        "hive_partitioning = false) ORDER BY seq"
+    ).fetchall()
+    assert rows == [("metrics/gnn/1.0.0+build.5", 0, 10.0), ("metrics/gnn/1.0.0+build.5", 1, 20.0)]
+    events = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{out}/stream=events/*/*.parquet', hive_partitioning = false) "
+        "WHERE record LIKE '%registered%'"
+    ).fetchall()
+    assert events == [(1,)]
+    before = snapshot(tmp_path)
+    assert_one_error_line(cli("store", "export", "--parquet", str(out)), "not an empty folder")
+    assert snapshot(tmp_path) == before

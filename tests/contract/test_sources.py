@@ -13,6 +13,7 @@ from mlops_cli import ABTestConfig, Project
 from mlops_cli.errors import ConflictError
 from mlops_cli.registry import ModelVersion
 from mlops_cli.sources import Source
+from mlops_cli.sources.export import export_parquet
 
 from ..sources_data import T0 as DATA_T0
 from ..sources_data import jsonl, requests, same_numbers, write_parquet
@@ -76,3 +77,38 @@ def test_drift_source_kept_on_the_version_and_same_check(
     assert same_numbers(a, b) == []
     again.drift_detector("gnn", "1.1.0").set_source(None)
     assert reopen(project, clock).store.read().version("gnn", "1.1.0").drift_source is None
+
+
+def test_export_then_declare_as_source_gives_the_same_decision(
+    project: Project, clock: Clock, tmp_path: Path
+) -> None:
+    import duckdb
+
+    cols = requests(n=3000, users=300)
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("other", v, model_path="m.pt"))
+    clock.now = DATA_T0
+    common = dict(treatment_version="1.1.0", treatment_traffic_pct=50.0, duration_days=1.0)
+    project.ab.start_test(ABTestConfig(name="own", model_type="gnn", **common))  # type: ignore[arg-type]
+    project.ab.record_batch("own", jsonl(cols))
+    project.flush()
+    out = tmp_path / "lake"
+    done = export_parquet(project.store, out)
+    assert done.records["ab/own"] == 3000
+    # one folder per stream and day, the name encoded as one segment
+    assert sorted(p.name for p in (out / "stream=ab%2Fown").iterdir()) == [
+        "day=2026-03-02", "day=2026-03-03", "day=2026-03-04", "day=2026-03-05"
+    ]
+    source = Source("duckdb", path=str(out), filter={"stream": "ab/own"})
+    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **common), source)  # type: ignore[arg-type]
+    clock.now = DATA_T0 + timedelta(days=3)
+    own = project.ab.evaluate_test("own").to_dict()
+    lake = project.ab.evaluate_test("lake").to_dict()
+    own.pop("test"), lake.pop("test")
+    lake["recommendation"] = lake["recommendation"].replace("lake", "own")
+    assert same_numbers(own, lake) == []
+    seqs = duckdb.sql(
+        f"SELECT min(seq), max(seq), count(DISTINCT seq) FROM read_parquet('{out}/**/*.parquet', "
+        "hive_partitioning = false) WHERE stream = 'ab/own'"
+    ).fetchall()
+    assert seqs == [(0, 2999, 3000)]
