@@ -131,7 +131,7 @@ def test_missing_extra_is_one_error_line(cli: Cli, tmp_path: Path, monkeypatch: 
 
     monkeypatch.setitem(sys.modules, "duckdb", None)  # as if not installed
     file = _yaml(tmp_path, f"engine: duckdb\npath: {tmp_path}/r.parquet\n")
-    assert_one_error_line(cli("source", "check", str(file)), "needs the duckdb package", "[duckdb]")
+    assert_one_error_line(cli("source", "check", str(file)), "needs the duckdb package", ".[duckdb]")
 
 
 def test_invalid_rows_are_an_error_with_their_count(tmp_path: Path) -> None:

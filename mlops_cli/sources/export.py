@@ -66,7 +66,7 @@ def export_parquet(store: Store, target: str | Path) -> Exported:
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingExtraError(
-            "store export --parquet needs pyarrow: pip install 'mlops-cli[duckdb]'"
+            "store export --parquet needs pyarrow: pip install '.[duckdb]' in a checkout of mlops"
         ) from None
     out = Path(target)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

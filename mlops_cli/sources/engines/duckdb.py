@@ -9,7 +9,7 @@ from ...errors import MissingExtraError, ServiceError, ValidationError
 from ..queries import DUCKDB, Query
 from ..spec import Source
 
-EXTRA = "pip install 'mlops-cli[duckdb]'"
+EXTRA = "pip install '.[duckdb]' in a checkout of mlops (see docs/engines.md)"
 
 
 class DuckDBEngine:

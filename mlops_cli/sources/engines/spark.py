@@ -13,7 +13,7 @@ from ...errors import MissingExtraError, ServiceError, ValidationError
 from ..queries import SPARK, Query
 from ..spec import Source
 
-EXTRA = "pip install 'mlops-cli[spark]' (and Java 17 or 21)"
+EXTRA = "pip install '.[spark]' in a checkout of mlops, and Java 17 or 21 (docs/engines.md)"
 _session: Any = None
 
 
@@ -67,8 +67,12 @@ class SparkEngine:
         view = "mlops_source_" + hashlib.sha256(path.encode()).hexdigest()[:16]
         try:
             reader = self._spark.read
-            if "*" not in path:  # a folder of partitions: files only, no inferred columns
-                reader = reader.option("recursiveFileLookup", "true")
+            if "*" not in path:  # a folder of partitions: its Parquet files, no inferred columns
+                reader = (
+                    reader.option("recursiveFileLookup", "true")
+                    .option("pathGlobFilter", "*.parquet")
+                    .option("mergeSchema", "true")
+                )
             reader.parquet(path).createOrReplaceTempView(view)
         except Exception as exc:
             raise ServiceError(f"source {self.where}: {_first_line(exc)}") from None
@@ -104,5 +108,8 @@ class SparkEngine:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The line that says what went wrong (a Java error's own message, not the call's)."""
+    lines = [line.strip(" :") for line in str(exc).strip().splitlines() if line.strip(" :")]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):
+        return lines[1]
+    return lines[0] if lines else type(exc).__name__
