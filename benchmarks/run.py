@@ -597,13 +597,34 @@ def render(cases: list[Case]) -> str:
     return "\n".join(lines)
 
 
+def sources(quick: bool) -> list[Case]:
+    """Sources against their bare engines (benchmarks/sources.py)."""
+    out = subprocess.run(
+        [PY, str(HERE / "sources.py"), "--json", *(["--quick"] if quick else [])],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode not in (0, 1):  # 1: a target missed, still reported
+        raise RuntimeError(f"benchmarks/sources.py failed: {out.stderr[-800:]}")
+    return [
+        Case(
+            f"sources: {r['case']}", r["ours_s"], r["theirs_s"],
+            r.get("compared_with", "bare engine query"), r["target"], r["ok"],
+            r.get("unit", "s"),
+        )
+        for r in json.loads(out.stdout)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
-    groups = ["startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load"]
+    groups = [
+        "startup", "drift", "ab", "api", "dashboard", "postgres", "service", "load", "sources",
+    ]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
     scale, repeat = (10, 3) if args.quick else (1, 7)
@@ -630,6 +651,8 @@ def main() -> None:
             cases += load(args.quick)
         if "service" in chosen:
             cases += service(args.quick)
+        if "sources" in chosen:
+            cases += sources(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:
