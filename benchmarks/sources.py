@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 MLOPS = str(Path(PY).with_name("mlops"))
 THREADS = 2
-MEMORY = "200MB"
+MEMORY = "128MB"  # the DuckDB memory_limit of both sides
 
 # The bare query: the sums the decision needs, per user then per arm (written here
 # independently of mlops_cli/sources/queries.py).

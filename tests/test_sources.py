@@ -139,7 +139,22 @@ def test_invalid_rows_are_an_error_with_their_count(tmp_path: Path) -> None:
     cols["confidence"][:3] = 1.5
     cols["variant"][10] = "other"
     write_parquet(cols, tmp_path / "r.parquet")
-    with pytest.raises(ValidationError, match="4 rows are not valid requests"):
+    with pytest.raises(ValidationError, match="not valid requests") as caught:
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
+    assert "1 rows of variant 'other'" in str(caught.value)
+    assert "confidence from" in str(caught.value) and "to 1.5" in str(caught.value)
+
+
+def test_a_missing_value_is_not_a_valid_request(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(write_parquet(requests(n=100), tmp_path / "r.parquet"))
+    times = table.column("inference_time_ms").to_pylist()
+    times[5] = None
+    table = table.set_column(3, "inference_time_ms", pa.array(times, pa.float64()))
+    pq.write_table(table, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match="inference_time_ms from missing"):
         ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
 
 

@@ -164,19 +164,40 @@ def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> S
     finally:
         engine.close()
     arms = {v: _empty_arm() for v in VARIANTS}
-    invalid = 0
+    wrong = []
     for row in rows:
         doc = dict(zip(AB_FIELDS, row, strict=True))
-        invalid += int(doc["invalid"] or 0)
-        if doc["variant"] in VARIANTS:
-            arms[doc["variant"]] = _arm(doc)
-    if invalid:
+        if doc["variant"] not in VARIANTS:
+            wrong.append(f"{int(doc['n']):,} rows of variant {doc['variant']!r}")
+            continue
+        wrong += _out_of_range(doc)
+        arms[doc["variant"]] = _arm(doc)
+    if wrong:
         raise ValidationError(
-            f"source {source.describe()}: {invalid:,} rows are not valid requests (variant "
-            "control or treatment, confidence in [0, 1], inference_time_ms in [0, 1e7], "
-            "error 0/1, ts set); fix them or narrow the filter"
+            f"source {source.describe()}: rows that are not valid requests: "
+            f"{'; '.join(wrong[:4])} (variant control or treatment, confidence in [0, 1], "
+            "inference_time_ms in [0, 1e7], error 0 or 1, none missing); fix them or narrow "
+            "the filter"
         )
     return SourceSums(arms)
+
+
+def _out_of_range(doc: dict[str, Any]) -> list[str]:
+    """An arm's values outside their bounds (NaN and missing values included)."""
+    from ..limits import CONFIDENCE, INFERENCE_TIME_MS
+
+    out = []
+    for name, lo, hi, bound in (
+        ("confidence", "c_lo", "c_hi", CONFIDENCE),
+        ("inference_time_ms", "t_lo", "t_hi", INFERENCE_TIME_MS),
+        ("error", "e_lo", "e_hi", None),
+    ):
+        low, high = float(doc[lo]), float(doc[hi])
+        floor, ceiling = (bound.low, bound.high) if bound is not None else (0, 1)
+        if not (floor <= low and high <= ceiling):  # NaN fails too
+            shown = "missing" if low == -1.0 else f"{low:g}"
+            out.append(f"{doc['variant']} {name} from {shown} to {high:g}")
+    return out
 
 
 def _arm(doc: dict[str, Any]) -> ArmSums:

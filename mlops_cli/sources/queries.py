@@ -4,15 +4,15 @@ Every identifier comes from the source's declaration and is quoted by the engine
 (after it was found in the engine's schema); every value is a named parameter. The A/B query
 returns one row per arm: the request moments, and over users the ratio sums (M_u, D_u) of
 errors, confidence, inference time and slow requests (time above the tail threshold), so the
-engine groups per user and then per arm and only a few numbers come back.
+engine groups per user and then per arm and only a few numbers come back; with each arm's
+least and greatest values (a missing value as -1), so rows out of range are found without a
+per-row test (which cost DuckDB half again the query's time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
-
-from ..limits import CONFIDENCE, INFERENCE_TIME_MS
 
 
 class Dialect(NamedTuple):
@@ -60,14 +60,15 @@ _PER_USER = """
   SELECT variant, user_id, count(*) AS d, sum(err) AS e, sum(conf) AS c,
     sum(conf * conf) AS cc, sum(t) AS t, sum(t * t) AS tt,
     count(*) FILTER (WHERE t > {tau}) AS s,
-    count(*) FILTER (WHERE NOT coalesce({valid}, false)) AS bad
+    min(coalesce(conf, -1.0)) AS c_lo, max(conf) AS c_hi, min(coalesce(t, -1.0)) AS t_lo,
+    max(t) AS t_hi, min(coalesce(err, 0)) AS e_lo, max(coalesce(err, 0)) AS e_hi
   FROM base GROUP BY variant, user_id"""
 
 AB_FIELDS = (
     "variant", "n", "errors", "confidence_sum", "confidence_sum_squares", "time_sum",
-    "time_sum_squares", "slow", "invalid", "anonymous", "anonymous_slow", "users", "d_sum",
+    "time_sum_squares", "slow", "anonymous", "anonymous_slow", "users", "d_sum",
     "d_sum_squares", "e_sq", "e_d", "c_sq", "c_d", "t_sq", "t_d", "s_sq", "s_d", "e_sum",
-    "c_sum", "t_sum",
+    "c_sum", "t_sum", "c_lo", "c_hi", "t_lo", "t_hi", "e_lo", "e_hi",
 )
 
 
@@ -88,30 +89,25 @@ def ab_sums(
     clause, fparams = where(dialect, filters, extra)
     params.update(fparams)
     params["tau"] = float(tau) if tau is not None else 0.0
-    valid = (
-        f"variant IN ('control', 'treatment') AND conf BETWEEN {CONFIDENCE.low} AND "
-        f"{CONFIDENCE.high} AND t BETWEEN {INFERENCE_TIME_MS.low} AND "
-        f"{INFERENCE_TIME_MS.high:.0f} AND err IN (0, 1) AND has_ts"
-    )
     named = "FILTER (WHERE user_id IS NOT NULL)"
     anonymous = "FILTER (WHERE user_id IS NULL)"
     sql = f"""
 WITH base AS (
   SELECT CAST({q(cols['variant'])} AS STRING) AS variant, {user} AS user_id,
     CAST({q(cols['confidence'])} AS DOUBLE) AS conf,
-    CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err,
-    {q(cols['ts'])} IS NOT NULL AS has_ts
+    CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err
   FROM {relation} {clause}
-), per_user AS ({_PER_USER.format(tau=dialect.param('tau'), valid=valid)}
+), per_user AS ({_PER_USER.format(tau=dialect.param('tau'))}
 )
-SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s), sum(bad),
+SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s),
   coalesce(sum(d) {anonymous}, 0), coalesce(sum(s) {anonymous}, 0),
   count(*) {named}, coalesce(sum(d) {named}, 0), coalesce(sum(d * d) {named}, 0),
   coalesce(sum(e * e) {named}, 0), coalesce(sum(e * d) {named}, 0),
   coalesce(sum(c * c) {named}, 0), coalesce(sum(c * d) {named}, 0),
   coalesce(sum(t * t) {named}, 0), coalesce(sum(t * d) {named}, 0),
   coalesce(sum(s * s) {named}, 0), coalesce(sum(s * d) {named}, 0),
-  coalesce(sum(e) {named}, 0), coalesce(sum(c) {named}, 0), coalesce(sum(t) {named}, 0)
+  coalesce(sum(e) {named}, 0), coalesce(sum(c) {named}, 0), coalesce(sum(t) {named}, 0),
+  min(c_lo), max(c_hi), min(t_lo), max(t_hi), min(e_lo), max(e_hi)
 FROM per_user GROUP BY variant ORDER BY variant"""
     return Query(sql, params)
 

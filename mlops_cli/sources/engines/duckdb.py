@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -20,11 +21,13 @@ class DuckDBEngine:
     def __init__(self, source: Source) -> None:
         try:
             import duckdb
-            import pyarrow  # noqa: F401  (the drift samples come back as Arrow columns)
         except ImportError as exc:
             raise MissingExtraError(
                 f"source engine duckdb needs the {exc.name} package: {EXTRA}"
             ) from None
+        # Drift windows come back as Arrow columns: found now, imported only then.
+        if importlib.util.find_spec("pyarrow") is None:
+            raise MissingExtraError(f"source engine duckdb needs the pyarrow package: {EXTRA}")
         self._duckdb = duckdb
         path = source.path or ""
         self._files = os.path.join(path, "**", "*.parquet") if os.path.isdir(path) else path
