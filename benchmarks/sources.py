@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 MLOPS = str(Path(PY).with_name("mlops"))
 THREADS = 2
-MEMORY = "128MB"  # the DuckDB memory_limit of both sides
+MEMORY = "160MB"  # DuckDB's memory_limit on both sides (our query fails at 128MB)
 
 # The bare query: the sums the decision needs, per user then per arm (written here
 # independently of mlops_cli/sources/queries.py).
@@ -54,13 +54,14 @@ FROM u GROUP BY variant
 
 def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall time and peak RSS (bytes) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 3):
-        assert proc.stderr is not None
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-800:]}")
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) not in (0, 3):  # --json errors go to stdout
+            out.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {out.read().decode()[-800:]}")
     return elapsed, usage.ru_maxrss * 1024
 
 

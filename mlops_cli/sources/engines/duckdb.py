@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from typing import Any
 
 from ...errors import MissingExtraError, ServiceError, ValidationError
@@ -35,8 +36,9 @@ class DuckDBEngine:
         config: dict[str, Any] = {}
         if source.threads is not None:
             config["threads"] = source.threads
-        if source.memory_limit is not None:
+        if source.memory_limit is not None:  # beyond it DuckDB spills to a temp folder
             config["memory_limit"] = source.memory_limit
+            config["temp_directory"] = os.path.join(tempfile.gettempdir(), "mlops-duckdb")
         try:
             self._con = duckdb.connect(":memory:", config=config)
             self._con.execute("SET TimeZone = 'UTC'")
