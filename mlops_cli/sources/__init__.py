@@ -157,9 +157,13 @@ def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> S
     missing) is an error with the count, never skipped."""
     engine = open_engine(source)
     try:
-        cols = resolve(source, engine.schema(), AB_REQUIRED, AB_OPTIONAL, source.filter)
+        schema = engine.schema()
+        cols = resolve(source, schema, AB_REQUIRED, AB_OPTIONAL, source.filter)
+        integer_error = "error" in cols and kind(schema[cols["error"]]) == "integer"
         rows = engine.rows(
-            ab_sums(cols, source.filter, engine.dialect, engine.relation, tau, until)
+            ab_sums(
+                cols, source.filter, engine.dialect, engine.relation, tau, until, integer_error
+            )
         )
     finally:
         engine.close()
@@ -183,20 +187,19 @@ def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> S
 
 
 def _out_of_range(doc: dict[str, Any]) -> list[str]:
-    """An arm's values outside their bounds (NaN and missing values included)."""
+    """An arm's columns with a value outside their bounds, missing, or NaN: the greatest
+    |value - middle| of each must be at most half the range (NaN compares false)."""
     from ..limits import CONFIDENCE, INFERENCE_TIME_MS
 
     out = []
-    for name, lo, hi, bound in (
-        ("confidence", "c_lo", "c_hi", CONFIDENCE),
-        ("inference_time_ms", "t_lo", "t_hi", INFERENCE_TIME_MS),
-        ("error", "e_lo", "e_hi", None),
+    for name, key, bound in (
+        ("confidence", "c_dev", (CONFIDENCE.low, CONFIDENCE.high)),
+        ("inference_time_ms", "t_dev", (INFERENCE_TIME_MS.low, INFERENCE_TIME_MS.high)),
+        ("error", "e_dev", (0, 1)),
     ):
-        low, high = float(doc[lo]), float(doc[hi])
-        floor, ceiling = (bound.low, bound.high) if bound is not None else (0, 1)
-        if not (floor <= low and high <= ceiling):  # NaN fails too
-            shown = "missing" if low == -1.0 else f"{low:g}"
-            out.append(f"{doc['variant']} {name} from {shown} to {high:g}")
+        half = (bound[1] - bound[0]) / 2
+        if not float(doc[key]) <= half:
+            out.append(f"a {doc['variant']} {name} outside [{bound[0]:g}, {bound[1]:g}] or missing")
     return out
 
 

@@ -5,8 +5,9 @@ Every identifier comes from the source's declaration and is quoted by the engine
 returns one row per arm: the request moments, and over users the ratio sums (M_u, D_u) of
 errors, confidence, inference time and slow requests (time above the tail threshold), so the
 engine groups per user and then per arm and only a few numbers come back; with each arm's
-least and greatest values (a missing value as -1), so rows out of range are found without a
-per-row test (which cost DuckDB half again the query's time).
+greatest distance of a value from the middle of its range (a missing value as -1, NaN the
+greatest), so a row out of range is found by one aggregate per column rather than a per-row
+test (which cost DuckDB half again the query's time).
 """
 
 from __future__ import annotations
@@ -60,21 +61,21 @@ _PER_USER = """
   SELECT variant, user_id, count(*) AS d, sum(err) AS e, sum(conf) AS c,
     sum(conf * conf) AS cc, sum(t) AS t, sum(t * t) AS tt,
     count(*) FILTER (WHERE t > {tau}) AS s,
-    min(coalesce(conf, -1.0)) AS c_lo, max(conf) AS c_hi, min(coalesce(t, -1.0)) AS t_lo,
-    max(t) AS t_hi, min(coalesce(err, 0)) AS e_lo, max(coalesce(err, 0)) AS e_hi
+    max(abs(coalesce(conf, -1.0) - 0.5)) AS c_dev,
+    max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev{err_dev}
   FROM base GROUP BY variant, user_id"""
 
 AB_FIELDS = (
     "variant", "n", "errors", "confidence_sum", "confidence_sum_squares", "time_sum",
     "time_sum_squares", "slow", "anonymous", "anonymous_slow", "users", "d_sum",
     "d_sum_squares", "e_sq", "e_d", "c_sq", "c_d", "t_sq", "t_d", "s_sq", "s_d", "e_sum",
-    "c_sum", "t_sum", "c_lo", "c_hi", "t_lo", "t_hi", "e_lo", "e_hi",
+    "c_sum", "t_sum", "c_dev", "t_dev", "e_dev",
 )
 
 
 def ab_sums(
     cols: dict[str, str], filters: dict[str, Any], dialect: Dialect, relation: str,
-    tau: float | None, until: str | None,
+    tau: float | None, until: str | None, integer_error: bool = False,
 ) -> Query:
     """One row per arm (AB_FIELDS): the sums every A/B decision needs. `cols` maps our names
     to the source's columns (resolved against its schema: optional ones only when present)."""
@@ -89,6 +90,8 @@ def ab_sums(
     clause, fparams = where(dialect, filters, extra)
     params.update(fparams)
     params["tau"] = float(tau) if tau is not None else 0.0
+    # A boolean error column cannot leave {0, 1}; an integer one is checked like the values.
+    err_dev = ",\n    max(abs(coalesce(err, 0) - 0.5)) AS e_dev" if integer_error else ""
     named = "FILTER (WHERE user_id IS NOT NULL)"
     anonymous = "FILTER (WHERE user_id IS NULL)"
     sql = f"""
@@ -97,7 +100,7 @@ WITH base AS (
     CAST({q(cols['confidence'])} AS DOUBLE) AS conf,
     CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err
   FROM {relation} {clause}
-), per_user AS ({_PER_USER.format(tau=dialect.param('tau'))}
+), per_user AS ({_PER_USER.format(tau=dialect.param('tau'), err_dev=err_dev)}
 )
 SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s),
   coalesce(sum(d) {anonymous}, 0), coalesce(sum(s) {anonymous}, 0),
@@ -107,7 +110,7 @@ SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s),
   coalesce(sum(t * t) {named}, 0), coalesce(sum(t * d) {named}, 0),
   coalesce(sum(s * s) {named}, 0), coalesce(sum(s * d) {named}, 0),
   coalesce(sum(e) {named}, 0), coalesce(sum(c) {named}, 0), coalesce(sum(t) {named}, 0),
-  min(c_lo), max(c_hi), min(t_lo), max(t_hi), min(e_lo), max(e_hi)
+  max(c_dev), max(t_dev), {"max(e_dev)" if integer_error else "0.5"}
 FROM per_user GROUP BY variant ORDER BY variant"""
     return Query(sql, params)
 
