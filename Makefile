@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The extras `make test` installs: CI adds spark (the Spark tests run there; locally they are
+# skipped without pyspark and Java, or deselected with -m 'not spark').
+EXTRAS ?= test
 
 .PHONY: demo test stress lint bench clean
 
@@ -18,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

@@ -664,6 +664,25 @@ def features(tmp: Path, quick: bool) -> list[Case]:
     ]
 
 
+def sources(quick: bool) -> list[Case]:
+    """Sources against their bare engines (benchmarks/sources.py)."""
+    out = subprocess.run(
+        [PY, str(HERE / "sources.py"), "--json", *(["--quick"] if quick else [])],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode not in (0, 1):  # 1: a target missed, still reported
+        raise RuntimeError(f"benchmarks/sources.py failed: {out.stderr[-800:]}")
+    return [
+        Case(
+            f"sources: {r['case']}", r["ours_s"], r["theirs_s"],
+            r.get("compared_with", "bare engine query"), r["target"], r["ok"],
+            r.get("unit", "s"),
+        )
+        for r in json.loads(out.stdout)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -672,7 +691,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     groups = [
         "startup", "drift", "features", "ab", "api", "dashboard", "postgres", "service", "load",
-        "registry",
+        "registry", "sources",
     ]
     parser.add_argument("--only", nargs="*", choices=groups)
     args = parser.parse_args()
@@ -704,6 +723,8 @@ def main() -> None:
             cases += service(args.quick)
         if "registry" in chosen:
             cases += registry(args.quick)
+        if "sources" in chosen:
+            cases += sources(args.quick)
     if args.json:
         print(json.dumps([{**asdict(c), "ratio": c.ratio} for c in cases], indent=2))
     else:

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from . import sources
 from .batch import Source
-from .decision import ArmFigures, Evaluation, analysis_arms, decide
+from .decision import ArmFigures, Evaluation, UserArm, analysis_arms, decide
 from .errors import ConflictError, GateError, MlopsError, ValidationError
 from .limits import require_finite
 from .naming import validate_name, validate_version
@@ -308,9 +309,15 @@ class ABTestManager:
 
     # -- starting and routing ----------------------------------------------------------------
 
-    def start_test(self, config: ABTestConfig) -> ABTest:
-        """Start a test: the treatment gets `treatment_traffic_pct`, the control the rest."""
+    def start_test(
+        self, config: ABTestConfig, source: sources.Source | None = None
+    ) -> ABTest:
+        """Start a test: the treatment gets `treatment_traffic_pct`, the control the rest.
+        With a `source`, its requests are read from there (checked now: its columns and
+        their types), never recorded into the project."""
         validate_name(config.name, "A/B test name")
+        if source is not None:
+            sources.check_ab(source)
         validate_name(config.model_type, "model type")
         validate_version(config.treatment_version)
         if config.control_version is not None:
@@ -361,6 +368,7 @@ class ABTestManager:
                 status="running",
                 started_at=format_ts(self.store.clock()),
                 finalized_at=None,
+                source=source.to_doc() if source is not None else None,
             )
             if test.tail_latency and history is not None and history[0] == control:
                 self._freeze(test, history[1])
@@ -501,6 +509,18 @@ class ABTestManager:
             )
         return test
 
+    def _recordable(self, name: str, state: RegistryState | None = None) -> ABTest:
+        """A running test that takes recorded requests (not one whose requests live in a
+        source)."""
+        test = self._running(name, state)
+        if test.source is not None:
+            where = sources.Source.from_doc(test.source).describe()
+            raise ConflictError(
+                f"A/B test {name} reads its requests from a source ({where}); requests are "
+                "not recorded into the project for it: write them to the source"
+            )
+        return test
+
     def record_result(
         self,
         test_name: str,
@@ -536,8 +556,9 @@ class ABTestManager:
 
     def _stream(self, state: RegistryState, test_name: str) -> str:
         """The stream of a running test, bound to the snapshot when it holds the test running
-        (one started elsewhere since is read fresh); a finalized test is an error."""
-        test = self._running(test_name, state)
+        (one started elsewhere since is read fresh); a finalized test, or one whose requests
+        live in a source, is an error."""
+        test = self._recordable(test_name, state)
         stream = ab_stream(test_name)
         if state.ab_tests.get(test_name) is test:
             self._streams.of(state)[test_name] = stream
@@ -552,7 +573,7 @@ class ABTestManager:
     ) -> BatchResult:
         """Record a JSONL batch (bytes, or a binary stream read a chunk at a time) all or
         nothing, exactly once per batch id (bytes default to their hash, a stream to none)."""
-        self._running(test_name)
+        self._recordable(test_name)
         return self.store.append_batch(
             ab_stream(test_name), data, validate_request, batch_id, progress
         )
@@ -567,20 +588,23 @@ class ABTestManager:
         A malformed line in the log is an error, or with `skip_invalid` skipped and counted.
         """
         test = self.get_test(test_name)
-        summary = self.requests(test_name, skip_invalid, test)
         end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
         days = days_between(test.started_at, end)
-        for arm in VARIANTS:  # never decide on sums that overflowed
-            for key, value in asdict(summary.arm(arm)).items():
-                require_finite(key, value, f"the {arm} requests of A/B test {test_name}")
-        control, treatment = analysis_arms(
-            summary.arm("control"), summary.arm("treatment"), summary.users
-        )
-        tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
-        result = decide(test_name, test.config(), control, treatment, days, tail)
+        if test.source is not None:
+            result = self._evaluate_source(test, end, days)
+        else:
+            summary = self.requests(test_name, skip_invalid, test)
+            for arm in VARIANTS:  # never decide on sums that overflowed
+                for key, value in asdict(summary.arm(arm)).items():
+                    require_finite(key, value, f"the {arm} requests of A/B test {test_name}")
+            control, treatment = analysis_arms(
+                summary.arm("control"), summary.arm("treatment"), summary.users
+            )
+            tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+            result = decide(test_name, test.config(), control, treatment, days, tail)
+            result.skipped_lines = len(summary.skipped)
+            result.torn_bytes = summary.torn_bytes
         result.status = test.status
-        result.skipped_lines = len(summary.skipped)
-        result.torn_bytes = summary.torn_bytes
         if apply and test.running and result.decision in ("promote", "rollback"):
             cause = f" ({result.rollback_cause})" if result.rollback_cause else ""
             self.finalize_test(
@@ -597,6 +621,58 @@ class ABTestManager:
                 + "); these are its final figures."
             )
         return result
+
+    def _evaluate_source(self, test: ABTest, end: datetime, days: float) -> Evaluation:
+        """The decision on a test whose requests live in a source: the engine returns each
+        arm's sums in one query (after a first-day threshold query, once, when tau is not
+        recorded yet) and the same `decide` judges them."""
+        source = sources.Source.from_doc(test.source, f"the source of A/B test {test.name}")
+        tail: TailInput | None = None
+        tau = None
+        if test.tail_latency:
+            tail = self._source_threshold(test, source, end)
+            tau = tail.threshold.ms if tail.threshold else None
+        until = _until(test)
+        sums = sources.ab_sums_of(source, tau, format_ts(parse_ts(until)) if until else None)
+        for arm in VARIANTS:  # never decide on sums that overflowed
+            for key, value in asdict(sums.arms[arm].moments).items():
+                require_finite(key, value, f"the {arm} requests of A/B test {test.name}")
+        arms = [sums.arms[v] for v in VARIANTS]
+        pair: list[Any] = [a.moments for a in arms]
+        if sums.unit == "user":
+            pair = [UserArm(a.errors, a.confidence, a.inference_time_ms) for a in arms]
+        if tail is not None and tail.threshold is not None:
+            tail = TailInput(tail.threshold, arms[0].tail, arms[1].tail)
+        return decide(test.name, test.config(), pair[0], pair[1], days, tail)
+
+    def _source_threshold(self, test: ABTest, source: sources.Source, end: datetime) -> TailInput:
+        """The tail threshold of a source's test (no counts yet): recorded, pending, or from
+        the source's first-day control requests (then recorded, as `tail_input` does)."""
+        if test.tail_latency_ms is not None and test.tail_latency_source is not None:
+            return TailInput(
+                Threshold(
+                    test.tail_latency_ms, test.tail_latency_source,
+                    test.tail_latency_requests or 0,
+                )
+            )
+        left = FIRST_DAY - days_between(test.started_at, end)
+        if left > 0:
+            return TailInput(
+                None, pending=f"set from the first day's control requests, {left:.1f} days left"
+            )
+        limit = parse_ts(test.started_at) + timedelta(days=FIRST_DAY)
+        count, p95 = sources.first_day_p95(source, format_ts(limit))
+        if count < MIN_FIRST_DAY_REQUESTS or p95 is None:
+            return TailInput(
+                None,
+                pending=f"the first day had {count} control requests, too few for a p95 "
+                f"(needs {MIN_FIRST_DAY_REQUESTS}): the guardrail is off for this test",
+                unavailable=True,
+            )
+        threshold = Threshold(p95, "first_day", count)
+        if test.running:
+            self._record_threshold(test.name, threshold)
+        return TailInput(threshold)
 
     def finalize_test(
         self, test_name: str, decision: str, force: bool = False, reason: str | None = None

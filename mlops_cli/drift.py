@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import sources
 from .batch import CapError, Source
 from .errors import (
     SKIP_INVALID,
@@ -33,7 +34,7 @@ from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, plain_sample, validate_sample
 from .results import MappingResult
 from .state import Level, RegistryState
-from .store.base import BatchResult, Rows, Store, drift_stream, skipped_of
+from .store.base import BatchResult, Rows, Samples, Store, drift_stream, skipped_of
 from .timeutil import format_ts, stamp_now
 
 if TYPE_CHECKING:
@@ -385,6 +386,7 @@ class DriftDetector:
         state = store.snapshot()
         if state is not self._registered_in:  # checked once per snapshot
             self._require_version()
+            self._refuse_if_sourced()
             self._registered_in = state
         if ts is not None or features is not None or not plain_sample(prediction, confidence):
             store.append(self.production, self._sample(prediction, confidence, ts, features))
@@ -473,9 +475,49 @@ class DriftDetector:
     ) -> BatchResult:
         """Record production samples all or nothing, exactly once per batch id (see batch.py)."""
         self._require_version()
+        self._refuse_if_sourced()
         return self.store.append_batch(
             self.production, data, validate_sample, batch_id, progress
         )
+
+    def source(self) -> sources.Source | None:
+        """Where this version's drift samples live, when not in the project (`set_source`)."""
+        model = self.store.snapshot().models.get(self.model_type)
+        rec = model.versions.get(self.model_version) if model else None
+        if rec is None:
+            rec = self.store.read().version(self.model_type, self.model_version)
+        if rec.drift_source is None:
+            return None
+        where = f"the drift source of {self.model_type} {self.model_version}"
+        return sources.Source.from_doc(rec.drift_source, where)
+
+    def _refuse_if_sourced(self) -> None:
+        found = self.source()
+        if found is not None:
+            raise ConflictError(
+                f"{self.model_type} {self.model_version} reads its production samples from a "
+                f"source ({found.describe()}); write them there, or `mlops drift source "
+                f"{self.model_type} {self.model_version} --off`"
+            )
+
+    def set_source(self, source: sources.Source | None) -> sources.Source | None:
+        """Read this version's production window (and its reference, when the source
+        declares a `reference` filter) from a source; None reads the project's samples
+        again. The source is checked first (columns and types); audited as `drift_source`."""
+        if source is not None:
+            sources.check_drift(source)
+        with self.store.transaction() as txn:
+            rec = txn.state.version(self.model_type, self.model_version)
+            doc = source.to_doc() if source is not None else None
+            if rec.drift_source != doc:
+                rec.drift_source = doc
+                txn.event(
+                    "drift_source",
+                    model_type=self.model_type,
+                    version=self.model_version,
+                    source=source.describe() if source is not None else None,
+                )
+        return source
 
     def _cap_message(self, held: int, adding: int, cap: int, replace: bool) -> str:
         if replace:
@@ -501,11 +543,8 @@ class DriftDetector:
                 f"window must be between 1 and {SIZE_MAX:,}, not {size}",
                 cli={"window must": "--window must"},
             )
-        ref = self.store.samples(
-            self.reference, first=int(drift["reference_size"]), skip_invalid=skip_invalid
-        )
         production_end = self.store.position(self.production)
-        win = self.store.samples(self.production, last=size, skip_invalid=skip_invalid)
+        ref, win = self._samples(int(drift["reference_size"]), size, skip_invalid)
         n_ref, n_win = len(ref), len(win)
         row: dict[str, Any] = {
             "ts": format_ts(self.store.clock()),
@@ -593,6 +632,26 @@ class DriftDetector:
         row[FEATURE_FIGURES] = found
         if row["status"] == "active" and found["drifted"] and Level(row["level"]) < Level.RETRAIN:
             row["level"] = Level.RETRAIN.value
+
+    def _samples(self, first: int, last: int, skip_invalid: bool) -> tuple[Samples, Samples]:
+        """The reference (its first `first` samples) and the window (the last `last`): from
+        the project's streams, or the window (and the reference, when declared) pulled from
+        the version's source as Arrow columns, the last by `ts` with ties by `seq`."""
+        found = self.source()
+        if found is None:
+            return (
+                self.store.samples(self.reference, first=first, skip_invalid=skip_invalid),
+                self.store.samples(self.production, last=last, skip_invalid=skip_invalid),
+            )
+        ref_cols, win_cols = sources.drift_samples(
+            found, first if found.reference is not None else None, last
+        )
+        win = Samples(win_cols["prediction"], win_cols["confidence"])
+        if ref_cols is None:
+            ref = self.store.samples(self.reference, first=first, skip_invalid=skip_invalid)
+        else:
+            ref = Samples(ref_cols["prediction"], ref_cols["confidence"])
+        return ref, win
 
     def check(self, window: int | None = None, skip_invalid: bool = False) -> DriftReport:
         """Score the window against the reference, record the check, then run the hooks of
@@ -738,7 +797,11 @@ class DriftDetector:
         return self.check().current_drift_score
 
     def has_reference(self) -> bool:
-        return self.store.count(self.reference) > 0
+        """A reference set in the project, or a source that declares one."""
+        if self.store.count(self.reference) > 0:
+            return True
+        found = self.source()
+        return found is not None and found.reference is not None
 
     def last_check(self, skip_invalid: bool = False) -> dict[str, Any] | None:
         """The latest recorded check row, if any."""

@@ -329,7 +329,7 @@ SETTINGS = record(
     required=False,
 )
 
-VERSION = record(
+_VERSION = record(
     {
         "model_path": text(),
         "config": config_mapping,
@@ -341,8 +341,16 @@ VERSION = record(
         "size_bytes": optional(integer(0)),
         "deprecated": boolean,
         "monitored": boolean,
+        "drift_source": optional(config_mapping),  # checked in full by sources.Source
     }
 )
+
+
+def VERSION(value: Any, key: str) -> dict[str, Any]:
+    """A version record; one without a drift source reads its samples from the project."""
+    if isinstance(value, dict) and "drift_source" not in value:
+        value = {**value, "drift_source": None}
+    return _VERSION(value, key)  # type: ignore[no-any-return]
 
 MODEL = record(
     {
@@ -366,6 +374,7 @@ _AB_TEST = record(
         "tail_latency_ms": optional(number(0)),
         "tail_latency_source": optional(choice("champion_history", "first_day")),
         "tail_latency_requests": optional(integer(1)),
+        "source": optional(config_mapping),  # checked in full by sources.Source.from_doc
     }
 )
 # Written before the tail-latency guardrail: its keys absent. Such a test keeps the rules it
@@ -383,6 +392,8 @@ def AB_TEST(value: Any, key: str) -> dict[str, Any]:
     """An A/B test record; one written before the tail-latency guardrail has it off."""
     if isinstance(value, dict) and "tail_latency" not in value:
         value = {**value, **{k: v for k, v in _BEFORE_TAIL.items() if k not in value}}
+    if isinstance(value, dict) and "source" not in value:  # requests in the project's log
+        value = {**value, "source": None}
     return _AB_TEST(value, key)  # type: ignore[no-any-return]
 
 

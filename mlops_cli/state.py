@@ -97,9 +97,15 @@ class VersionRecord:
     size_bytes: int | None
     deprecated: bool
     monitored: bool = False  # drift-checked and exported even when it serves no traffic
+    drift_source: dict[str, Any] | None = None  # where its drift samples live (sources.Source)
 
     def to_doc(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The registry's record (`drift_source` only when the version has one)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not (f.name == "drift_source" and self.drift_source is None)
+        }
 
     def copy(self) -> VersionRecord:
         return VersionRecord(
@@ -332,6 +338,7 @@ class ABTest(MappingResult):
     started_at: str = ""
     finalized_at: str | None = None
     end_reason: str | None = None  # why a test was aborted (promote --force)
+    source: dict[str, Any] | None = None  # where its requests live (sources.Source.to_doc)
 
     @property
     def running(self) -> bool:
@@ -350,7 +357,12 @@ class ABTest(MappingResult):
         }
 
     def to_doc(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+        """The registry's record (`source` only when the test has one)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "name" and not (f.name == "source" and self.source is None)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of a test: its name and every field the registry keeps."""

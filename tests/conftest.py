@@ -116,3 +116,38 @@ def env_with(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Any:
+    """One local Spark session for every Spark test (it takes ~20 s to start), handed to
+    mlops as the session its Spark sources use. Skipped without pyspark or Java, except
+    under CI=true, where that is a failure."""
+    from mlops_cli.sources import use_spark_session
+
+    missing = None
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        missing = "pyspark is not installed (pip install -e '.[spark]')"
+    if missing is None and shutil.which("java") is None:
+        missing = "no java on PATH (apt-get install openjdk-17-jre-headless)"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Spark tests under CI: {missing}")
+        pytest.skip(missing)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("mlops-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    use_spark_session(session)
+    yield session
+    use_spark_session(None)
+    session.stop()

@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
      "textsafe", "moments"},
     {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail",
      "features", "feature_drift"},
-    {"store", "jsonl", "summary", "batch"},
+    {"store", "jsonl", "summary", "batch", "sources"},
     {"registry", "ab_testing", "drift", "prometheus", "report", "simulation"},
     {"project", "__init__"},
     {"cli", "ui", "demo", "entry", "__main__"},

@@ -30,7 +30,7 @@ REGISTRY_COMMANDS = {
     "config",
     "metrics",
 }
-GROUPS = ("registry", "ab", "drift", "demo", "ui", "report", "db", "store")
+GROUPS = ("registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source")
 
 
 def _version(value: bool) -> None:
@@ -88,6 +88,10 @@ def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> ty
 
         app.add_typer(db_app, name="db")
         app.add_typer(store_app, name="store")
+    if "source" in groups:
+        from .source_cmds import source_app
+
+        app.add_typer(source_app, name="source")
     if "ui" in groups or "report" in groups:
         from .ui_cmds import register_ui_commands
 

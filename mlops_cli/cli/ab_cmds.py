@@ -116,6 +116,11 @@ def start(
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
     ),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        help="Source YAML: read the requests from Parquet (duckdb) or Spark (docs/engines.md).",
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Start an A/B test of a new version against the champion."""
@@ -144,8 +149,15 @@ def start(
 
     def action() -> ABTest:
         manager = open_project(ctx).ab
+        declared = None
+        if source is not None:
+            from ..sources import load
+
+            declared = load(source)
         with named_as_flags(given):  # from a flag, not from --config-file
-            test = manager.start_test(ABTestConfig.from_sources(name, config_file, **flags))
+            test = manager.start_test(
+                ABTestConfig.from_sources(name, config_file, **flags), declared
+            )
         plan = None if json_output else manager.plan_for_test(test.name)
         planned.extend([plan] if plan else [])
         return test

@@ -339,3 +339,37 @@ def monitor(
             f"{model_type} {version} is {'now' if r['monitored'] else 'no longer'} monitored"
         ),
     )
+
+
+@drift_app.command("source")
+def source(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    version: str = typer.Argument(..., help="Version."),
+    file: str | None = typer.Argument(None, help="Source YAML (docs/engines.md)."),
+    off: bool = typer.Option(False, "--off", help="Read the project's own samples again."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Read a version's production window (and reference, when declared) from a source."""
+
+    def action() -> dict[str, Any]:
+        from ..sources import load
+
+        if (file is None) == (not off):
+            raise ValidationError("give a source FILE, or --off (not both)")
+        declared = load(file) if file is not None else None
+        detector = open_project(ctx).drift_detector(model_type, version)
+        detector.set_source(declared)
+        return {
+            "model_type": model_type,
+            "model_version": detector.model_version,
+            "source": declared.to_doc() if declared is not None else None,
+            "from": declared.describe() if declared is not None else "the project",
+        }
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: say(f"{model_type} {r['model_version']}: drift samples from {r['from']}"),
+    )

@@ -9,7 +9,9 @@ import typer
 from .common import JSON_HELP, globals_of, run, say
 
 db_app = typer.Typer(help="The PostgreSQL store's schema.", no_args_is_help=True)
-store_app = typer.Typer(help="Move a project between stores.", no_args_is_help=True)
+store_app = typer.Typer(
+    help="Move a project between stores, or export its logs.", no_args_is_help=True
+)
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 
 
@@ -76,5 +78,33 @@ def copy(
             f"copied {r['source']} to {r['target']}: the registry, "
             f"{sum(r['records'].values())} records in {len(r['records'])} streams and "
             f"{r['batch_ids']} batch id{'' if r['batch_ids'] == 1 else 's'}"
+        ),
+    )
+
+
+@store_app.command("export")
+def export(
+    ctx: typer.Context,
+    parquet: str = typer.Option(
+        ..., "--parquet", help="A new folder: logs as Parquet by stream and day (with seq)."
+    ),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Export the project's logs (either store) as Parquet partitioned by stream and day, to
+    declare as a source (docs/engines.md)."""
+
+    def action() -> dict[str, Any]:
+        from ..sources.export import export_parquet
+        from .common import open_project
+
+        return export_parquet(open_project(ctx).store, parquet).to_dict()
+
+    run(
+        ctx,
+        json_output,
+        action,
+        lambda r: say(
+            f"exported {sum(r['records'].values()):,} records of {len(r['records'])} streams "
+            f"to {r['target']} ({r['files']} Parquet files)"
         ),
     )

@@ -26,6 +26,7 @@ _VERSION_COLS = (
     "size_bytes",
     "deprecated",
     "monitored",
+    "drift_source",
 )
 TEST_COLS = (
     "model_type",
@@ -37,6 +38,7 @@ TEST_COLS = (
     "started_at",
     "finalized_at",
     "end_reason",
+    "source",
 )
 _FLOATS = {
     "traffic_percentage",
@@ -141,11 +143,21 @@ def version_record(values: Sequence[Any]) -> dict[str, Any]:
 
 def test_params(test: dict[str, Any]) -> list[Any]:
     """A test's column values (its harm tolerances as jsonb)."""
-    return [Json(test[c], dumps) if c == "harm_tolerance" else test[c] for c in TEST_COLS]
+    return [
+        Json(test[c], dumps)
+        if c == "harm_tolerance" or (c == "source" and test.get(c) is not None)
+        else test.get(c)
+        for c in TEST_COLS
+    ]
 
 
 def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[Any]:
-    values = [Json(rec[c], dumps) if c in ("config", "tags") else rec[c] for c in _VERSION_COLS]
+    values = [
+        Json(rec[c], dumps)
+        if c in ("config", "tags") or (c == "drift_source" and rec.get(c) is not None)
+        else rec.get(c)
+        for c in _VERSION_COLS
+    ]
     return [model_type, version, *values]
 
 
