@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,6 +154,14 @@ class AppendLog:
         with self.mutex:
             fd, self._fd, self._end = self._fd, None, None
             if fd is not None:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        # A store dropped without close() (a Project not used as a context manager) must not
+        # leave its descriptors open for the life of the process.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with suppress(OSError):
                 os.close(fd)
 
     def _forked(self) -> None:

@@ -648,3 +648,21 @@ def test_each_request_gets_its_own_model_version(tmp_path: Path) -> None:
     first.model.tags["changed"] = "yes"
     assert second.model.config == {} and second.model.tags == {}
     assert project.registry.get_version("gnn", "v1.0.0").config == {}
+
+
+def test_a_log_dropped_without_close_lets_its_descriptor_go(tmp_path: Path) -> None:
+    """A store never closed (a Project not used as a context manager) must not keep its open
+    logs' descriptors for the life of the process."""
+    import gc
+
+    from mlops_cli.jsonl import AppendLog
+
+    log = AppendLog(tmp_path / "a.jsonl", tmp_path)
+    log.append(b'{"x":1}\n', 5.0)
+    fd = log.fd()
+    os.fstat(fd)  # open
+    del log
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert (tmp_path / "a.jsonl").read_bytes() == b'{"x":1}\n'
