@@ -435,9 +435,10 @@ class DriftDetector:
         self.feature_profile()  # profiled once, when the reference is set
         return result
 
-    def feature_profile(self) -> dict[str, Any]:
+    def feature_profile(self, skip_invalid: bool = False) -> dict[str, Any]:
         """The reference's feature profile (feature_drift.profile), kept beside the reference
-        and computed again only when the reference changed since (a derived cache)."""
+        and computed again only when the reference changed since (a derived cache).
+        `skip_invalid`: malformed reference lines are skipped (read-only views), not errors."""
         from .feature_drift import profile_chunks
 
         position = self.store.position(self.reference)
@@ -447,7 +448,9 @@ class DriftDetector:
         first = int(self._drift["reference_size"])
         doc = {
             "position": position,
-            **profile_chunks(self.store.feature_chunks(self.reference, first=first)),
+            **profile_chunks(
+                self.store.feature_chunks(self.reference, first=first, skip_invalid=skip_invalid)
+            ),
         }
         self.store.save_profile(self.reference, doc)
         return doc
@@ -457,11 +460,11 @@ class DriftDetector:
         (feature_drift.histogram), for the dashboard; empty without features."""
         from .feature_drift import Split, gather, histogram
 
-        prof = self.feature_profile()
+        prof = self.feature_profile(skip_invalid=True)  # a view: bad lines left out
         if not prof["features"]:
             return {}
         size = int(self._drift["window_size"]) if window is None else window
-        splits, n = gather(self.store.feature_chunks(self.production, last=size))
+        splits, n = gather(self.store.feature_chunks(self.production, last=size, skip_invalid=True))
         return {
             name: histogram(ref, splits.get(name) or Split([None] * n))
             for name, ref in prof["features"].items()
@@ -476,9 +479,7 @@ class DriftDetector:
         """Record production samples all or nothing, exactly once per batch id (see batch.py)."""
         self._require_version()
         self._refuse_if_sourced()
-        return self.store.append_batch(
-            self.production, data, validate_sample, batch_id, progress
-        )
+        return self.store.append_batch(self.production, data, validate_sample, batch_id, progress)
 
     def source(self) -> sources.Source | None:
         """Where this version's drift samples live, when not in the project (`set_source`)."""
@@ -601,14 +602,14 @@ class DriftDetector:
                     "distribution": parts.distribution,
                 },
             )
-        self._measure_features(row, size)
+        self._measure_features(row, size, skip_invalid)
         return row
 
-    def _measure_features(self, row: dict[str, Any], size: int) -> None:
+    def _measure_features(self, row: dict[str, Any], size: int, skip_invalid: bool) -> None:
         """The input features' figures (feature_drift.check_features) of the window against
         the reference's profile, into the row: their alarms raise an active check's level to
         at least `retrain`; the score stays the output's."""
-        prof = self.feature_profile()
+        prof = self.feature_profile(skip_invalid)
         if not prof["features"]:
             return
         from .feature_drift import check_chunks
@@ -616,7 +617,7 @@ class DriftDetector:
         drift = self._drift
         found = check_chunks(
             prof,
-            self.store.feature_chunks(self.production, last=size),
+            self.store.feature_chunks(self.production, last=size, skip_invalid=skip_invalid),
             float(drift["alarm_alpha"]),
             int(drift["min_samples"]),
         )
@@ -715,7 +716,8 @@ class DriftDetector:
             recommendation = RECOMMENDATIONS[row["level"]]
             if feature_figures.get("drifted"):
                 recommendation += (
-                    " Input features drifted: " + ", ".join(feature_figures["drifted"][:10])
+                    " Input features drifted: "
+                    + ", ".join(feature_figures["drifted"][:10])
                     + (" and more" if len(feature_figures["drifted"]) > 10 else "")
                     + " (the score covers prediction and confidence; feature alarms raise "
                     "the level)."
@@ -920,11 +922,7 @@ class DriftMonitor:
                 rec = model.versions[version]
                 if rec.deprecated:
                     continue
-                if (
-                    rec.monitored
-                    or version == model.champion
-                    or (model_type, version) in serving
-                ):
+                if rec.monitored or version == model.champion or (model_type, version) in serving:
                     out.append((model_type, version))
         return out
 

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -156,13 +156,16 @@ class AppendLog:
             if fd is not None:
                 os.close(fd)
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         # A store dropped without close() (a Project not used as a context manager) must not
-        # leave its descriptors open for the life of the process.
+        # leave its descriptors open for the life of the process. (`os.close` bound at
+        # definition: module globals may be gone when this runs at interpreter exit.)
         fd, self._fd = self._fd, None
         if fd is not None:
-            with suppress(OSError):
-                os.close(fd)
+            try:  # noqa: SIM105 (contextlib may be gone at interpreter exit)
+                _close(fd)
+            except OSError:
+                pass
 
     def _forked(self) -> None:
         self._fd = self._end = None  # the parent's descriptor stays the parent's

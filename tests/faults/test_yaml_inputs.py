@@ -62,11 +62,14 @@ def test_duplicate_key_in_registry_yaml_names_key_and_line(tmp_path: Path) -> No
     ab_project(root)
     registry = root / "registry.yaml"
     lines = registry.read_text().splitlines(keepends=True)
-    at = next(i for i, line in enumerate(lines) if line.strip() == "champion: 1.0.0")
-    lines.insert(at + 1, lines[at].replace("1.0.0", "1.2.0"))
+    # registry.yaml is the index (schema 5): its top-level keys, the schema version first
+    at = next(i for i, line in enumerate(lines) if line.startswith("schema_version:"))
+    lines.insert(at + 1, lines[at])
     registry.write_text("".join(lines))
     result = run(root, "champion", "gnn")
-    assert_one_error_line(result, "registry.yaml", f"duplicate key 'champion' at line {at + 2}")
+    assert_one_error_line(
+        result, "registry.yaml", f"duplicate key 'schema_version' at line {at + 2}"
+    )
 
 
 def test_alias_bomb_in_registry_yaml(tmp_path: Path) -> None:
