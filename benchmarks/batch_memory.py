@@ -83,12 +83,9 @@ def main() -> None:
     server: Any = None
     if args.postgres:
         sys.path.insert(0, str(ROOT / "tests"))
-        from pg_server import Server, _binaries
+        from pg_server import benchmark_server
 
-        bindir = _binaries()
-        if bindir is None:
-            sys.exit("no PostgreSQL binaries: apt-get install postgresql")
-        server = Server(bindir, fsync=True)
+        server = benchmark_server()
     try:
         rows = measure(args.sizes, server)
     finally:

@@ -239,12 +239,9 @@ def main() -> None:
             url = args.url
             if url is None:
                 sys.path.insert(0, str(ROOT / "tests"))
-                from pg_server import Server, _binaries
+                from pg_server import benchmark_server
 
-                bindir = _binaries()
-                if bindir is None:
-                    sys.exit("error: no PostgreSQL binaries (apt-get install postgresql)")
-                server = Server(bindir, fsync=True)
+                server = benchmark_server()
                 url = server.url(server.create_database())
             try:
                 results.append(

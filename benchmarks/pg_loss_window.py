@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.pg_server import Server, _binaries  # noqa: E402
+from tests.pg_server import benchmark_server  # noqa: E402
 
 CHILD = """
 import sys, time
@@ -75,10 +75,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    bindir = _binaries()
-    if bindir is None:
-        sys.exit("no PostgreSQL binaries in /usr/lib/postgresql/*/bin")
-    server = Server(bindir, fsync=True)
+    server = benchmark_server()
     os.environ.setdefault("MLOPS_SPOOL_DIR", str(Path(server.top) / "spool"))
     rng = random.Random(20261205)
     results: dict[str, list[tuple[int, int]]] = {}

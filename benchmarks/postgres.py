@@ -262,12 +262,9 @@ def main() -> None:
     url = args.url
     if url is None:
         sys.path.insert(0, str(ROOT / "tests"))
-        from pg_server import Server, _binaries
+        from pg_server import benchmark_server
 
-        bindir = _binaries()
-        if bindir is None:
-            sys.exit("no PostgreSQL binaries: apt-get install postgresql, or pass --url")
-        server = Server(bindir, fsync=True)
+        server = benchmark_server()  # or pass --url
         url = server.url(server.create_database())
     try:
         results = run(url, args.quick)

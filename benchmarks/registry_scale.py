@@ -148,12 +148,9 @@ def main() -> None:
         locations = [f"{tmp}/fresh", f"{tmp}/large"]
         if args.postgres:
             sys.path.insert(0, str(ROOT / "tests"))
-            from pg_server import Server, _binaries
+            from pg_server import benchmark_server
 
-            bindir = _binaries()
-            if bindir is None:
-                sys.exit("no PostgreSQL binaries: apt-get install postgresql")
-            server = Server(bindir, fsync=True)
+            server = benchmark_server()
             locations = [server.url(server.create_database()) for _ in range(2)]
         try:
             build(locations[0], 2).close()

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +27,15 @@ import pytest
 def _binaries() -> str | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     return os.path.dirname(found[-1]) if found else None
+
+
+def benchmark_server() -> Server:
+    """A server of its own for a benchmark script, with fsync on as in production; without the
+    binaries the script ends with a one-line hint."""
+    bindir = _binaries()
+    if bindir is None:
+        sys.exit("error: no PostgreSQL binaries (apt-get install postgresql)")
+    return Server(bindir, fsync=True)
 
 
 def _unavailable(reason: str) -> None:
