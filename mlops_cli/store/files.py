@@ -819,11 +819,7 @@ class FileStore:
         skip_invalid: bool = False,
     ) -> Samples:
         path = self.path(stream)
-        if last is not None:
-            start, end, torn = jsonl.tail_span(path, last)
-            limit = last
-        else:
-            start, end, torn, limit = 0, None, 0, first if first is not None else 1 << 62
+        start, end, torn, limit = _window(path, last, first)
         pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
         return Samples(pred, conf, skipped, torn)
 
@@ -835,11 +831,7 @@ class FileStore:
         skip_invalid: bool = False,
     ) -> Iterator[list[dict[str, Any] | None]]:
         path = self.path(stream)
-        if last is not None:
-            start, end, _ = jsonl.tail_span(path, last)
-        else:
-            start, end = 0, None
-        todo = last if last is not None else first if first is not None else 1 << 62
+        start, end, _, todo = _window(path, last, first)
         for chunk in jsonl.read_span(path, start, end, skip_invalid):
             if todo <= 0:
                 break
@@ -1064,6 +1056,16 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
         return True
     validate_version(parts[2])
     return kind == "metrics" or parts[3] in DRIFT_KINDS
+
+
+def _window(path: Path, last: int | None, first: int | None) -> tuple[int, int | None, int, int]:
+    """Where a sample window lies in its log: the byte span to read (start, end), the torn
+    bytes at the end left out, and how many lines to take: the last `last`, the first
+    `first`, or all."""
+    if last is not None:
+        start, end, torn = jsonl.tail_span(path, last)
+        return start, end, torn, last
+    return 0, None, 0, first if first is not None else 1 << 62
 
 
 def _features_of(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -749,20 +749,7 @@ class PostgresStore:
         """The last (or first) samples by the (stream, id) index, read from the end."""
         import numpy as np
 
-        table, keys = route(stream)
-        if table is not SAMPLES:
-            raise ValueError(f"{stream} holds no samples")
-        sql = f"SELECT prediction, confidence FROM drift_samples WHERE {table.where()}"
-        params: list[Any] = list(keys)
-        if last is not None:
-            # The primary key (model_type, version, kind, id) read backwards from the end.
-            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT %s) AS w"
-            params.append(last)
-        elif first is not None:
-            sql += " ORDER BY id LIMIT %s"
-            params.append(first)
-        else:
-            sql += " ORDER BY id"
+        sql, params = _window_sql(stream, "prediction, confidence", last, first)
         with self._lock, self._translated(f"reading {stream}"):
             self._flush_locked(stream)
             with self.conn.cursor(binary=True) as cur:
@@ -784,19 +771,8 @@ class PostgresStore:
     ) -> Iterator[list[dict[str, Any] | None]]:
         """The features of the last (or first) samples, by the same index as `samples`,
         fetched a page at a time."""
-        table, keys = route(stream)
-        if table is not SAMPLES:
-            raise ValueError(f"{stream} holds no samples")
-        sql = f"SELECT id, features FROM drift_samples WHERE {table.where()}"
-        params: list[Any] = list(keys)
-        if last is not None:
-            sql = f"SELECT features FROM ({sql} ORDER BY id DESC LIMIT %s) AS w ORDER BY id"
-            params.append(last)
-        else:
-            sql = f"SELECT features FROM ({sql}) AS w ORDER BY id"
-            if first is not None:
-                sql += " LIMIT %s"
-                params.append(first)
+        sql, params = _window_sql(stream, "id, features", last, first)
+        sql = f"SELECT features FROM ({sql}) AS w ORDER BY id"
         with self._lock, self._translated(f"reading {stream}"):
             self._flush_locked(stream)
             with self.conn.cursor(binary=True) as cur:
@@ -949,3 +925,20 @@ def _doc(state: RegistryState, names: list[str]) -> dict[str, Any]:
         "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
         "committed": dict(state.committed),
     }
+
+
+def _window_sql(
+    stream: str, columns: str, last: int | None, first: int | None
+) -> tuple[str, list[Any]]:
+    """The query of a sample window by the (stream, id) index: the last `last` (newest first:
+    the primary key read backwards from the end), the first `first`, or all in order."""
+    table, keys = route(stream)
+    if table is not SAMPLES:
+        raise ValueError(f"{stream} holds no samples")
+    sql = f"SELECT {columns} FROM drift_samples WHERE {table.where()}"
+    params: list[Any] = list(keys)
+    if last is not None:
+        return f"{sql} ORDER BY id DESC LIMIT %s", [*params, last]
+    if first is not None:
+        return f"{sql} ORDER BY id LIMIT %s", [*params, first]
+    return f"{sql} ORDER BY id", params
