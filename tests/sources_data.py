@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from mlops_cli import ModelVersion, Project
+
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 
@@ -144,3 +146,15 @@ def sample_lines(cols: dict[str, Any], which: str) -> bytes:
         for s, p, c, t in zip(cols["stream"], cols["prediction"], cols["confidence"], cols["ts"], strict=True)
         if s.endswith(which)
     )
+
+
+def drift_project(root: Path, cols: dict[str, Any]) -> Project:
+    """A project with gnn 1.0.0 and 1.1.0, the drift rows' reference and production samples
+    recorded on 1.0.0 (for comparing with 1.1.0 reading the same rows from a source)."""
+    project = Project.init(root)
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
+    own = project.drift_detector("gnn", "1.0.0")
+    own.add_reference(sample_lines(cols, "reference"))
+    own.record_batch(sample_lines(cols, "production"))
+    return project

@@ -21,6 +21,7 @@ from .conftest import Run, assert_one_error_line, snapshot
 from .sources_data import (
     T0,
     close,
+    drift_project,
     drift_rows,
     expected_sums,
     jsonl,
@@ -326,15 +327,6 @@ def test_cli_ab_start_with_a_bad_source_starts_nothing(
 # -- drift -------------------------------------------------------------------------------------
 
 
-def _drift_project(tmp_path: Path, cols: dict[str, Any]) -> Project:
-    project = Project.init(tmp_path / "proj")
-    for v in ("1.0.0", "1.1.0"):
-        project.registry.register_version(ModelVersion("gnn", v, model_path="m.pt"))
-    own = project.drift_detector("gnn", "1.0.0")
-    own.add_reference(sample_lines(cols, "reference"))
-    own.record_batch(sample_lines(cols, "production"))
-    return project
-
 
 def _report(project: Project, version: str, window: int) -> dict[str, Any]:
     doc = project.drift_detector("gnn", version).check(window=window).to_dict()
@@ -349,7 +341,7 @@ def test_drift_window_from_a_source_gives_the_project_logs_numbers(
 ) -> None:
     cols = drift_rows()
     path = write_parquet(cols, tmp_path / "lake" / "d.parquet")
-    project = _drift_project(tmp_path, cols)
+    project = drift_project(tmp_path / "proj", cols)
     source = Source(
         "duckdb", path=str(path), filter={"stream": "drift/gnn/1.0.0/production"},
         reference={"stream": "drift/gnn/1.0.0/reference"},
@@ -364,7 +356,7 @@ def test_drift_window_from_a_source_gives_the_project_logs_numbers(
 def test_drift_source_without_reference_uses_the_projects_reference(tmp_path: Path) -> None:
     cols = drift_rows()
     path = write_parquet(cols, tmp_path / "d.parquet")
-    project = _drift_project(tmp_path, cols)
+    project = drift_project(tmp_path / "proj", cols)
     project.drift_detector("gnn", "1.1.0").add_reference(sample_lines(cols, "reference"))
     source = Source("duckdb", path=str(path), filter={"stream": "drift/gnn/1.0.0/production"})
     project.drift_detector("gnn", "1.1.0").set_source(source)

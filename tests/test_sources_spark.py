@@ -14,7 +14,15 @@ from mlops_cli.errors import ValidationError
 from mlops_cli.registry import ModelVersion
 from mlops_cli.sources import Source, ab_sums_of
 
-from .sources_data import T0, drift_rows, jsonl, requests, same_numbers, sample_lines, write_parquet
+from .sources_data import (
+    T0,
+    drift_project,
+    drift_rows,
+    jsonl,
+    requests,
+    same_numbers,
+    write_parquet,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -59,12 +67,7 @@ def test_spark_table_drift_window_matches_the_project_log(
     cols = drift_rows(reference=1000, production=3000)
     path = write_parquet(cols, tmp_path / "d.parquet")
     spark_session.read.parquet(str(path)).createOrReplaceTempView("predictions")
-    project = Project.init(tmp_path / "proj")
-    for v in ("1.0.0", "1.1.0"):
-        project.registry.register_version(ModelVersion("gnn", v, model_path="m"))
-    own = project.drift_detector("gnn", "1.0.0")
-    own.add_reference(sample_lines(cols, "reference"))
-    own.record_batch(sample_lines(cols, "production"))
+    project = drift_project(tmp_path / "proj", cols)
     project.drift_detector("gnn", "1.1.0").set_source(
         Source(
             "spark", table="predictions", filter={"stream": "drift/gnn/1.0.0/production"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,20 +20,27 @@ from ..sources_data import T0 as DATA_T0
 from ..sources_data import jsonl, requests, same_numbers, write_parquet
 from .conftest import Clock, reopen
 
+COMMON = dict(treatment_version="1.1.0", treatment_traffic_pct=50.0, duration_days=1.0)
+
+
+def own_test(project: Project, clock: Clock, cols: dict[str, Any]) -> None:
+    """Test `own` on gnn with the requests in the project's log, started at DATA_T0; a second
+    model type `other` to start a sourced test on."""
+    for v in ("1.0.0", "1.1.0"):
+        project.registry.register_version(ModelVersion("other", v, model_path="m.pt"))
+    clock.now = DATA_T0
+    project.ab.start_test(ABTestConfig(name="own", model_type="gnn", **COMMON))  # type: ignore[arg-type]
+    project.ab.record_batch("own", jsonl(cols))
+
 
 def test_source_kept_with_the_test_and_same_decision(
     project: Project, clock: Clock, tmp_path: Path
 ) -> None:
     cols = requests(n=3000, users=300)
     path = write_parquet(cols, tmp_path / "lake" / "r.parquet")
-    for v in ("1.0.0", "1.1.0"):
-        project.registry.register_version(ModelVersion("other", v, model_path="m.pt"))
-    clock.now = DATA_T0
-    common = dict(treatment_version="1.1.0", treatment_traffic_pct=50.0, duration_days=1.0)
-    project.ab.start_test(ABTestConfig(name="own", model_type="gnn", **common))  # type: ignore[arg-type]
-    project.ab.record_batch("own", jsonl(cols))
+    own_test(project, clock, cols)
     source = Source("duckdb", path=str(path))
-    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **common), source)  # type: ignore[arg-type]
+    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **COMMON), source)  # type: ignore[arg-type]
     with pytest.raises(ConflictError, match="reads its requests from a source"):
         project.ab.record_result("lake", "control", 1.0, 0.5)
     clock.now = DATA_T0 + timedelta(days=3)
@@ -85,12 +93,7 @@ def test_export_then_declare_as_source_gives_the_same_decision(
     import duckdb
 
     cols = requests(n=3000, users=300)
-    for v in ("1.0.0", "1.1.0"):
-        project.registry.register_version(ModelVersion("other", v, model_path="m.pt"))
-    clock.now = DATA_T0
-    common = dict(treatment_version="1.1.0", treatment_traffic_pct=50.0, duration_days=1.0)
-    project.ab.start_test(ABTestConfig(name="own", model_type="gnn", **common))  # type: ignore[arg-type]
-    project.ab.record_batch("own", jsonl(cols))
+    own_test(project, clock, cols)
     project.flush()
     out = tmp_path / "lake"
     done = export_parquet(project.store, out)
@@ -100,7 +103,7 @@ def test_export_then_declare_as_source_gives_the_same_decision(
         "day=2026-03-02", "day=2026-03-03", "day=2026-03-04", "day=2026-03-05"
     ]
     source = Source("duckdb", path=str(out), filter={"stream": "ab/own"})
-    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **common), source)  # type: ignore[arg-type]
+    project.ab.start_test(ABTestConfig(name="lake", model_type="other", **COMMON), source)  # type: ignore[arg-type]
     clock.now = DATA_T0 + timedelta(days=3)
     own = project.ab.evaluate_test("own").to_dict()
     lake = project.ab.evaluate_test("lake").to_dict()
