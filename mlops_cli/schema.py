@@ -76,14 +76,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def number(low: float | None = None, high: float | None = None, low_open: bool = False) -> Check:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Check:
     def check(value: Any, key: str) -> float:
         if not _is_number(value):
             raise ValueError(f"{key} must be a number, not {value!r}")
         if low is not None and (value < low or (low_open and value == low)):
             raise ValueError(f"{key} must be {'>' if low_open else '>='} {low:g}, not {value!r}")
-        if high is not None and value > high:
-            raise ValueError(f"{key} must be <= {high:g}, not {value!r}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise ValueError(f"{key} must be {'<' if high_open else '<='} {high:g}, not {value!r}")
         return float(value)
 
     return check
@@ -270,7 +275,7 @@ def key_join(prefix: str, name: str) -> str:
 
 
 AB_FIELDS: dict[str, Check] = {
-    "treatment_traffic_pct": number(0, 100, low_open=True),
+    "treatment_traffic_pct": number(0, 100, low_open=True, high_open=True),
     "duration_days": number(0, limits.DURATION_DAYS.high),
     "min_requests": integer(0, int(limits.MIN_REQUESTS.high)),
     "max_error_rate_increase": number(0, 1),

@@ -380,5 +380,5 @@ def test_python_errors_name_python_arguments(gnn: Project, tmp_path: Path) -> No
         gnn.ab.finalize_test("gnn_v2.2_test", "promote")
     with pytest.raises(ConflictError, match="pass force=True to reset it"):
         Project.init(gnn.root)
-    with pytest.raises(ValidationError, match=r"^treatment_traffic_pct must be <= 100"):
+    with pytest.raises(ValidationError, match=r"^treatment_traffic_pct must be < 100"):
         gnn.ab.start_test(seed_config(name="t2", model_type="gnn", treatment_traffic_pct=150))

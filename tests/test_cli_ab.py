@@ -361,7 +361,9 @@ def test_a_traffic_from_a_config_file_is_named_as_its_key(started: Cli, tmp_path
     cfg.write_text("treatment_traffic_pct: 150\n")
     args = ("ab", "start", "t2", "--model-type", "gnn", "--treatment", "v2.3.0")
     assert_one_error_line(started(*args, "--config-file", str(cfg)), "treatment_traffic_pct must")
-    assert_one_error_line(started(*args, "--traffic", "150"), "--traffic must be <= 100")
+    assert_one_error_line(started(*args, "--traffic", "150"), "--traffic must be < 100")
+    # 100 is out by the same bound the message states (a test needs a control arm)
+    assert_one_error_line(started(*args, "--traffic", "100"), "--traffic must be < 100, not 100")
 
 
 def test_piped_messages_are_not_wrapped(started: Cli) -> None:
