@@ -81,6 +81,9 @@ def test_register_prints_the_version_object(cli: Cli, tmp_path: Path) -> None:
     }
     assert doc["config"] == {"hidden_dim": 256, "num_layers": 4}
     assert doc["is_champion"] is True and doc["traffic_percentage"] == 100.0
+    # the table shows a mapping as it is given on the command line, not as a Python dict
+    card = cli("show", "gnn", "v2.1.0").stdout
+    assert "hidden_dim=256, num_layers=4" in card and "{" not in card
 
 
 def test_list_show_champion(two_versions: Cli) -> None:
