@@ -246,6 +246,10 @@ RECOMMENDATIONS = {
     "retrain": "Retrain this model on recent data: drift is above the retrain threshold.",
     "critical": "Retrain now and consider rolling back: drift is critical.",
 }
+RAISED_BY_ALARM = (
+    "Retrain this model on recent data: a drift alarm fired, though the score is below the "
+    "retrain threshold."
+)
 
 
 @dataclass
@@ -714,6 +718,8 @@ class DriftDetector:
         feature_figures: dict[str, Any] = row.get(FEATURE_FIGURES) or {}
         if active:
             recommendation = RECOMMENDATIONS[row["level"]]
+            if row["level"] != level_of(score, drift["thresholds"]):  # raised by an alarm
+                recommendation = RAISED_BY_ALARM
             if feature_figures.get("drifted"):
                 recommendation += (
                     " Input features drifted: "

@@ -191,6 +191,9 @@ def test_a_confidence_collapse_alone_alerts(project: Project) -> None:
     assert report.current_drift_score <= 0.3
     assert report.level == "retrain" and report.alert_triggered
     assert fired(report.alarms) == ["confidence"]
+    # the advice says the alarm raised it: the score is not above the retrain threshold
+    assert "a drift alarm fired" in report.recommendation
+    assert "drift is above the retrain threshold" not in report.recommendation
     doc = report.to_dict()
     assert doc["alarms"]["confidence"]["alarm"] is True
     assert doc["alarms"]["confidence"]["effect"] == pytest.approx(0.1, abs=0.01)
