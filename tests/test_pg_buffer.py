@@ -53,11 +53,56 @@ def test_an_ignored_signal_stays_ignored_and_sigints_default_is_replaced(handler
     assert signal.getsignal(signal.SIGINT) is buffer._on_signal
 
 
-def test_a_signal_during_a_drain_waits_for_its_end(handlers: None) -> None:
+def test_a_signal_during_a_drain_waits_for_its_end(
+    handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(buffer, "_hooked", os.getpid())  # this process buffered records
     with pytest.raises(KeyboardInterrupt), buffer.draining():
         buffer._on_signal(signal.SIGINT, None)  # returns: the drain goes on
         assert buffer._signalled == signal.SIGINT
     assert buffer._signalled is None
+
+
+class _StuckOwner:
+    """An inherited store whose drain would never end (its lock held by a parent's thread)."""
+
+    def drain(self) -> None:
+        threading.Event().wait()
+
+    def forget_parent(self) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+
+def _idle(ready: Any) -> None:
+    ready.set()
+    threading.Event().wait()  # an idle pool worker, blocked until it is ended
+
+
+def test_a_forked_child_that_never_buffered_dies_of_sigterm_at_once(handlers: None) -> None:
+    """An idle pool worker inherits the handler and its parent's stores: SIGTERM ends it by the
+    default action without draining them (`with Pool()` would otherwise wait on it forever)."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    signal.signal(signal.SIGTERM, buffer._on_signal)
+    stuck = _StuckOwner()
+    buffer.OWNERS.add(stuck)
+    try:
+        ready = fork.Event()
+        child = fork.Process(target=_idle, args=(ready,))
+        child.start()
+        assert ready.wait(120)
+        child.terminate()
+        child.join(120)  # only catches a hang
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+        assert child.exitcode == -signal.SIGTERM
+    finally:
+        buffer.OWNERS.discard(stuck)
 
 
 def test_handlers_are_installed_only_from_the_main_thread(

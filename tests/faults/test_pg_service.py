@@ -104,19 +104,7 @@ def _pool_task(task: int) -> int:
     return PER_TASK
 
 
-@pytest.mark.parametrize(
-    "ending",
-    [
-        pytest.param(
-            "with",
-            marks=pytest.mark.skip(
-                reason="known defect: in the full suite a pool worker ended by `with Pool()`'s "
-                "SIGTERM stays blocked in the pool's queue lock (passes alone); open bug"
-            ),
-        ),
-        "close-join",
-    ],
-)
+@pytest.mark.parametrize("ending", ["with", "close-join"])
 def test_pool_workers_returning_normally_store_every_record(
     url: str, no_timed_flush: None, monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:

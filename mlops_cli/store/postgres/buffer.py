@@ -472,6 +472,11 @@ def install_signal_handlers() -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _signalled
+    if _hooked != os.getpid():
+        # A forked child that inherited the handler and never buffered a record (an idle
+        # pool worker): nothing of its own to write, and the stores it inherited are its
+        # parent's, so it ends at once, as by default, without touching them.
+        _die_of(signum)
     if _draining:  # a drain (at exit, a worker's end, close()) was interrupted: let it end
         _signalled = signum
         return
