@@ -352,13 +352,21 @@ def VERSION(value: Any, key: str) -> dict[str, Any]:
         value = {**value, "drift_source": None}
     return _VERSION(value, key)  # type: ignore[no-any-return]
 
-MODEL = record(
+_MODEL = record(
     {
         "champion": optional(version_str),
         "champion_history": list_of(version_str),
         "versions": each(version_str, VERSION),
+        "aliases": each(name_of("alias"), version_str),
     }
 )
+
+
+def MODEL(value: Any, key: str) -> dict[str, Any]:
+    """A model type; one written before aliases has none."""
+    if isinstance(value, dict) and "aliases" not in value:
+        value = {**value, "aliases": {}}
+    return _MODEL(value, key)  # type: ignore[no-any-return]
 
 _AB_TEST = record(
     {
@@ -638,9 +646,20 @@ def dump_index(doc: dict[str, Any]) -> bytes:
     return dump_document(doc)
 
 
-MODEL_HEAD = record(
-    {"champion": optional(version_str), "champion_history": list_of(version_str)}
+_MODEL_HEAD = record(
+    {
+        "champion": optional(version_str),
+        "champion_history": list_of(version_str),
+        "aliases": each(name_of("alias"), version_str),
+    }
 )
+
+
+def MODEL_HEAD(value: Any, key: str) -> dict[str, Any]:
+    """A model type's head: champion, its history and aliases (absent: none)."""
+    if isinstance(value, dict) and "aliases" not in value:
+        value = {**value, "aliases": {}}
+    return _MODEL_HEAD(value, key)  # type: ignore[no-any-return]
 
 
 def _json(doc: Any) -> bytes:
@@ -658,6 +677,8 @@ def dump_model(doc: dict[str, Any]) -> bytes:
     that held the type's previous file parses and checks only the lines that changed (a
     promote changes two of thousands); see docs/architecture.md."""
     head = {"champion": doc["champion"], "champion_history": doc["champion_history"]}
+    if doc.get("aliases"):  # (a type without aliases keeps the bytes it had before them)
+        head["aliases"] = doc["aliases"]
     lines = [_json(head)]
     lines += [_json({"version": v, **rec}) for v, rec in doc["versions"].items()]
     return b"\n".join(lines) + b"\n"
@@ -708,6 +729,10 @@ def check_references(state: dict[str, Any]) -> None:
         for version in [model["champion"], *model["champion_history"]]:
             if version is not None and version not in model["versions"]:
                 raise ValueError(f"models.{model_type}: champion {version!r} is not a version")
+        for alias, version in (model.get("aliases") or {}).items():
+            if version not in model["versions"]:
+                where = f"models.{model_type}.aliases.{alias}"
+                raise ValueError(f"{where}: {version!r} is not a version")
     for name, test in state["ab_tests"].items():
         versions = state["models"].get(test["model_type"], {}).get("versions", {})
         for role in ("control_version", "treatment_version"):

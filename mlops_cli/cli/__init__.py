@@ -29,6 +29,7 @@ REGISTRY_COMMANDS = {
     "history",
     "config",
     "metrics",
+    "alias",
 }
 GROUPS = ("registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source")
 

@@ -430,7 +430,12 @@ class FileStore:
         for version in (head["champion"], *head["champion_history"]):
             if version is not None and version not in versions:
                 raise StateError(f"{source}: champion {version!r} is not a version")
-        return ModelType(name, head["champion"], head["champion_history"], versions), seen
+        aliases = head.get("aliases") or {}
+        for alias, version in aliases.items():
+            if version not in versions:
+                raise StateError(f"{source}: alias {alias!r} names {version!r}, not a version")
+        model = ModelType(name, head["champion"], head["champion_history"], versions, aliases)
+        return model, seen
 
     def _read_file(self, relpath: str) -> bytes:
         try:

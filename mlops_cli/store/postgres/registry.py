@@ -83,6 +83,8 @@ SELECT (SELECT json_build_array(xmin::text, champion) FROM model_types WHERE nam
   (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)})
      ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
   (SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
+     WHERE model_type = %(name)s),
+  (SELECT coalesce(json_object_agg(alias, version), '{{}}') FROM aliases
      WHERE model_type = %(name)s)
 """
 # The archive: finalized tests are the rows of ab_tests whose status is not running.
@@ -203,6 +205,18 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
             elif old["versions"][version] != rec:
                 params = _version_params(name, version, rec)
                 cur.execute(update_version, [*params[2:], name, version])
+        old_aliases, aliases = old.get("aliases") or {}, model.get("aliases") or {}
+        for alias in old_aliases.keys() - aliases.keys():
+            cur.execute(
+                "DELETE FROM aliases WHERE model_type = %s AND alias = %s", [name, alias]
+            )
+        for alias, version in aliases.items():
+            if old_aliases.get(alias) != version:
+                cur.execute(
+                    "INSERT INTO aliases (model_type, alias, version) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (model_type, alias) DO UPDATE SET version = excluded.version",
+                    [name, alias, version],
+                )
         if old["champion_history"] != model["champion_history"]:
             cur.execute("DELETE FROM champion_history WHERE model_type = %s", [name])
             if model["champion_history"]:

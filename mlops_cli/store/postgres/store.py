@@ -350,12 +350,14 @@ class PostgresStore:
         row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
         assert row is not None
         (read_xmin, champion), entries, history = row[0] or (None, None), row[1], row[2]
+        aliases = row[3] or {}
         known = self._rows.get(name, {})
         seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
         versions: dict[str, VersionRecord] = {}
         try:
             head = MODEL_HEAD(
-                {"champion": champion, "champion_history": history}, f"models.{name}"
+                {"champion": champion, "champion_history": history, "aliases": aliases},
+                f"models.{name}",
             )
             for entry in entries:
                 key = orjson.dumps(entry)
@@ -372,7 +374,9 @@ class PostgresStore:
         except ValueError as exc:
             raise StateError(f"{self._shown}: {exc}") from None
         self._rows[name] = seen
-        model = ModelType(name, head["champion"], list(head["champion_history"]), versions)
+        model = ModelType(
+            name, head["champion"], list(head["champion_history"]), versions, head["aliases"]
+        )
         if read_xmin is not None:
             self._types[name] = (read_xmin, model)  # (treated as read-only: a change copies)
         return model
