@@ -58,6 +58,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "tail_latency": 0.0,
         },
     },
+    # Events out (docs/events.md): delivery attempts per event and endpoint before it is
+    # dead-lettered, the first retry's delay (doubling after), how long the process that made
+    # a change delivers before it returns (0: leave it to `mlops webhook deliver`), and the
+    # timeout of one HTTP request.
+    "webhooks": {"max_attempts": 8, "backoff_s": 10.0, "drain_s": 2.0, "timeout_s": 5.0},
 }
 
 # The decision rules a test is judged by, recorded when it starts (a running test keeps the
@@ -323,6 +328,15 @@ SETTINGS = record(
         ),
         "ab": record(
             {"defaults": record(AB_FIELDS, required=False), "harm_tolerance": HARM_TOLERANCE},
+            required=False,
+        ),
+        "webhooks": record(
+            {
+                "max_attempts": integer(1, 100),
+                "backoff_s": number(0, 86400),
+                "drain_s": number(0, 600),
+                "timeout_s": number(0, 600, low_open=True),
+            },
             required=False,
         ),
     },
@@ -593,16 +607,42 @@ MODEL_FILE = record({"generation": integer(0), "blake2b": hex_digest, "versions"
 # `generation` is bumped by every commit (a commit writes a changed type's file under the new
 # generation, so a file never changes). A file whose bytes have the digest the index names is
 # the one a commit validated and wrote: it is parsed without checking each record again.
-INDEX = record(
+# An HTTP endpoint events are delivered to (webhooks.py); its signing secret is kept apart.
+WEBHOOK = record(
+    {
+        "url": text(2048),
+        "events": list_of(string),  # event kinds, or "*"
+        "model_type": optional(name_of("model type")),
+        "created_at": timestamp,
+        "after": integer(0),  # the outbox entries it gets are those numbered above this
+    }
+)
+# The outbox's counters: entries written (`n`), and the last sequence number per model type
+# ("" for events of no model type).
+OUTBOX_COUNTERS = record({"n": integer(0), "seq": each(string, integer(0))})
+_INDEX = record(
     {
         "schema_version": integer(0),
         "generation": integer(0),
         "settings": SETTINGS,
         "models": each(name_of("model type"), MODEL_FILE),
         "ab_tests": each(name_of("A/B test name"), AB_TEST),
-        "committed": record({"events": integer(0), "archive": integer(0)}, required=False),
+        "committed": record(
+            {"events": integer(0), "archive": integer(0), "outbox": integer(0)}, required=False
+        ),
+        "webhooks": each(name_of("webhook id"), WEBHOOK),
+        "outbox": OUTBOX_COUNTERS,
     }
 )
+
+
+def INDEX(value: Any, key: str) -> dict[str, Any]:
+    """registry.yaml's index; one written before events out has no webhooks and no outbox."""
+    if isinstance(value, dict) and "webhooks" not in value:
+        value = {**value, "webhooks": {}}
+    if isinstance(value, dict) and "outbox" not in value:
+        value = {**value, "outbox": {"n": 0, "seq": {}}}
+    return _INDEX(value, key)  # type: ignore[no-any-return]
 
 
 def digest(data: bytes) -> str:

@@ -436,6 +436,12 @@ class RegistryState:
     # and number of versions of each model type's file (models/<type>/<generation>.jsonl).
     generation: int = field(default=0, compare=False)
     model_files: dict[str, tuple[int, str, int]] = field(default_factory=dict, compare=False)
+    # HTTP endpoints registry events are delivered to (id -> schema.WEBHOOK document; their
+    # secrets are kept apart, see webhooks.py), and the outbox's counters: entries written and
+    # the last sequence number per model type (the store assigns them at commit).
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox_n: int = field(default=0, compare=False)
+    outbox_seq: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Models):

@@ -73,7 +73,11 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(json_agg(json_build_array(name, xmin::text) ORDER BY ord), '[]')
      FROM model_types),
   (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
-     '[]') FROM ab_tests WHERE status = 'running')
+     '[]') FROM ab_tests WHERE status = 'running'),
+  (SELECT coalesce(json_object_agg(id, json_build_object('url', url, 'events', events,
+     'model_type', model_type, 'created_at', created_at, 'after', after)), '{{}}')
+     FROM webhooks),
+  (SELECT coalesce(max(n), 0) FROM outbox)
 """
 # One model type, in one statement (one snapshot): its row's version (xmin: every change of
 # the type updates its row, write_diff), its champion, its versions in insertion order (the
@@ -123,8 +127,8 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
 
 def index_doc(row: Sequence[Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The registry document without its model types, and the types' names with their rows'
-    versions (xmin)."""
-    settings, types, tests = row
+    versions (xmin). (The endpoints and the outbox's count: `row[3:]`.)"""
+    settings, types, tests = row[:3]
     if settings is None:
         raise StateError("the store holds no registry: run `mlops -C URL init` first")
     ab_tests = {name: typed(TEST_COLS, values) for name, *values in tests}
