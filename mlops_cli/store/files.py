@@ -529,11 +529,13 @@ class FileStore:
                 safefs.atomic_replace(self.root, relpath, model_data)
                 written.append(relpath)
                 files[name] = (generation, digest(model_data), len(changed[name]["versions"]))
-            for key, path, records in (
+            logs = [
                 ("archive", self.archive_path, [t.to_dict() for t in finished]),
                 ("events", self.root / EVENTS_FILE, events),
-                ("outbox", self.root / OUTBOX_FILE, outbox),
-            ):
+            ]
+            if outbox or "outbox" in ends:  # (a project that never had an endpoint: no mark)
+                logs.append(("outbox", self.root / OUTBOX_FILE, outbox))
+            for key, path, records in logs:
                 start, ends[key] = self._append_committing(
                     path, ends.get(key), jsonl.encode_batch(records), timeout
                 )
