@@ -674,11 +674,35 @@ class DriftDetector:
         elif previous and previous.get("entries"):
             row["entries"] = previous["entries"]  # too few samples to say it left a level
         self.store.append(self.checks, {k: v for k, v in row.items() if k != FEATURE_FIGURES})
+        if row["status"] == "active":
+            self._audit_entry(row, previous)
         report = self._report(row, [*recent, row])
         report.skipped_lines += recent.skipped  # (the row keeps the samples' count)
         if row["status"] == "active" and self._drift["hooks"]:
             report.hooks = self._fire_hooks(row)
         return report
+
+    def _audit_entry(self, row: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        """Audit a check that entered alerting levels (`drift_level_entered`, an event out):
+        once per entry across concurrent checkers (the entry's name, as for hooks, claimed
+        for ENTRY_CLAIM_S)."""
+        before = (previous or {}).get("entries") or {}
+        entered = [lv for lv, entry in row["entries"].items() if before.get(lv) != entry]
+        if not entered:
+            return
+        top = entered[-1]  # (alerting levels in order: the highest entered)
+        key = f"drift-level/{self.model_type}/{self.model_version}/{top}/{row['entries'][top]}"
+        if not self.store.claim(key, ENTRY_CLAIM_S):
+            return
+        with self.store.transaction() as txn:
+            txn.event(
+                "drift_level_entered",
+                model_type=self.model_type,
+                version=self.model_version,
+                level=row["level"],
+                entered=entered,
+                score=row["score"],
+            )
 
     def _fire_hooks(self, row: dict[str, Any]) -> list[HookOutcome]:
         """Run the hook of each level the check is at or above, once per entry into that level.
@@ -856,6 +880,10 @@ def _is_check(row: dict[str, Any]) -> bool:
 def _mean_score(rows: list[dict[str, Any]]) -> float | None:
     scores = [float(r["score"]) for r in rows if r["status"] == "active"]
     return sum(scores) / len(scores) if scores else None
+
+
+# An entry into a level is audited once: its claim outlives any checker that could see it.
+ENTRY_CLAIM_S = 10 * 365 * 86400.0
 
 
 def entries_of(level: Level, previous: dict[str, Any] | None) -> dict[str, str]:

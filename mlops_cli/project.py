@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .ab_testing import ABTestManager
     from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
+    from .webhooks import WebhookManager
 
 Location = str | os.PathLike[str]
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -70,6 +71,11 @@ class Project:
     def __init__(self, store: Store, root: Path) -> None:
         self.store = store
         self.root = root  # model paths are relative to it (the directory, or the cwd for a URL)
+        # The process that makes a change delivers the events it wrote, for a bounded time.
+        store.on_outbox = self._deliver_after_change
+
+    def _deliver_after_change(self) -> None:
+        self.webhooks.drain_after_change()
 
     def __repr__(self) -> str:
         return f"Project({self.location!r})"
@@ -163,6 +169,12 @@ class Project:
         from .ab_testing import ABTestManager
 
         return ABTestManager(self.store, self.registry)
+
+    @cached_property
+    def webhooks(self) -> WebhookManager:
+        from .webhooks import WebhookManager
+
+        return WebhookManager(self.store)
 
     @cached_property
     def drift(self) -> DriftMonitor:
@@ -313,6 +325,7 @@ def _write_copy(source: Project, target: Project) -> tuple[dict[str, int], int]:
     state = source.state()
     with target.store.transaction() as txn:
         txn.state = copy.deepcopy(state)
+        txn.state.webhooks = {}  # endpoints are not copied: their secrets stay where they are
         for test in source.store.archived_tests():  # finalized: archived again on commit
             txn.state.ab_tests.setdefault(test.name, test)
     copied: dict[str, int] = {}

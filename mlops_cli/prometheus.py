@@ -136,7 +136,15 @@ class ProjectCollector:
                         value, fired = scores[name]
                         feature_score.add_metric([*key, name], float(value))
                         feature_alarm.add_metric([*key, name], int(fired))
+        aliases = GaugeMetricFamily(
+            "model_alias_info",
+            "1 for the version each alias of a model type points at",
+            labels=["model_type", "alias", "version"],
+        )
+        for found in self.project.registry.aliases():
+            aliases.add_metric([found.model_type, found.alias, found.version], 1)
         yield from (champion, requests, error_rate, confidence, latency, score, level, checked)
+        yield aliases
         yield from (alarm, feature_score, feature_alarm, drifted_share)
 
         ab_labels = ["test", "variant"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from .errors import ConflictError, NotFoundError, StateError, ValidationError
 from .limits import INFERENCE_TIME_MS
 from .moments import Moments
-from .naming import validate_name, validate_version
+from .naming import SEMVER_RE, validate_name, validate_version
 from .records import check_finite
 from .results import Event, Events, MappingResult
 from .state import ModelType, RegistryState, VersionRecord, bucket
@@ -149,8 +150,42 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 
 _MS_HIGH = INFERENCE_TIME_MS.high
+# Names an alias cannot take: `champion` is the champion's own pointer.
+RESERVED_ALIASES = ("champion",)
+_VERSION_LIKE = re.compile(r"[vV]?[0-9].*")
 
-__all__ = ["ModelRegistry", "ModelVersion", "Verification", "bucket", "file_digest"]
+
+@dataclass
+class Alias(MappingResult):
+    """A named pointer to a version of a model type."""
+
+    model_type: str
+    alias: str
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_alias(alias: str) -> str:
+    """An alias is a name (1-64 of A-Z a-z 0-9 . _ -), neither a version (an alias that reads
+    as one would be mistaken for it) nor reserved."""
+    validate_name(alias, "alias")
+    if SEMVER_RE.fullmatch(alias) is not None or _VERSION_LIKE.fullmatch(alias) is not None:
+        raise ValidationError(
+            f"invalid alias {alias!r}: it reads as a version; start it with a letter (not v "
+            "and a digit)"
+        )
+    if alias in RESERVED_ALIASES:
+        raise ValidationError(f"invalid alias {alias!r}: the name is reserved")
+    return alias
+
+
+def _unknown_alias(model: ModelType, alias: str) -> str:
+    known = ", ".join(sorted(model.aliases)) or "none"
+    return f"unknown alias {alias!r} of {model.name} (aliases: {known})"
+
+__all__ = ["Alias", "ModelRegistry", "ModelVersion", "Verification", "bucket", "file_digest"]
 
 
 class ModelRegistry:
@@ -449,7 +484,78 @@ class ModelRegistry:
                 raise ConflictError(f"{model_type} {version} is in running A/B test {test.name}")
             rec.deprecated = True
             txn.event("deprecated", reason, model_type=model_type, version=version)
+            model = txn.state.models[model_type]
+            for alias in sorted(a for a, v in model.aliases.items() if v == version):
+                del model.aliases[alias]  # an alias never names a deprecated version
+                txn.event(
+                    "alias_deleted",
+                    "its version was deprecated",
+                    model_type=model_type,
+                    alias=alias,
+                    version=version,
+                )
         return self.get_version(model_type, version)
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def set_alias(
+        self, model_type: str, alias: str, version: str, reason: str | None = None
+    ) -> Alias:
+        """Point an alias (a name such as `shadow`) at a registered, non-deprecated version
+        of the model type, replacing where it pointed before."""
+        validate_alias(alias)
+        with self.store.transaction() as txn:
+            version = txn.state.canonical(model_type, version)
+            model = txn.state.models[model_type]
+            if model.versions[version].deprecated:
+                raise ConflictError(
+                    f"{model_type} {version} is deprecated: an alias cannot point at it"
+                )
+            previous = model.aliases.get(alias)
+            if previous == version:
+                raise ConflictError(f"alias {alias} of {model_type} already points at {version}")
+            model.aliases[alias] = version
+            txn.event(
+                "alias_set",
+                reason,
+                model_type=model_type,
+                alias=alias,
+                version=version,
+                previous=previous,
+            )
+        return Alias(model_type, alias, version)
+
+    def delete_alias(self, model_type: str, alias: str, reason: str | None = None) -> Alias:
+        """Remove an alias; an unknown one is a NotFoundError naming the type's aliases."""
+        validate_alias(alias)
+        with self.store.transaction() as txn:
+            model = txn.state.model(model_type)
+            version = model.aliases.pop(alias, None)
+            if version is None:
+                raise NotFoundError(_unknown_alias(model, alias))
+            txn.event(
+                "alias_deleted", reason, model_type=model_type, alias=alias, version=version
+            )
+        return Alias(model_type, alias, version)
+
+    def aliases(self, model_type: str | None = None) -> list[Alias]:
+        """Every alias (of one model type, or of all), by type then alias name."""
+        state = self.store.read()
+        names = [model_type] if model_type is not None else sorted(state.models)
+        found = []
+        for name in names:
+            model = state.model(name)
+            found += [Alias(name, a, v) for a, v in sorted(model.aliases.items())]
+        return found
+
+    def get_version_by_alias(self, model_type: str, alias: str) -> ModelVersion:
+        """The version an alias points at; an unknown alias is a NotFoundError."""
+        validate_alias(alias)
+        model = self.store.read().model(model_type)
+        version = model.aliases.get(alias)
+        if version is None:
+            raise NotFoundError(_unknown_alias(model, alias))
+        return self.build(model_type, version, model)
 
     def verify(self, model_type: str, version: str) -> Verification:
         """Recompute the model file's sha256 and size and compare with the registered ones."""

@@ -58,6 +58,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "tail_latency": 0.0,
         },
     },
+    # Events out (docs/events.md): delivery attempts per event and endpoint before it is
+    # dead-lettered, the first retry's delay (doubling after), how long the process that made
+    # a change delivers before it returns (0: leave it to `mlops webhook deliver`), and the
+    # timeout of one HTTP request.
+    "webhooks": {"max_attempts": 8, "backoff_s": 10.0, "drain_s": 2.0, "timeout_s": 5.0},
 }
 
 # The decision rules a test is judged by, recorded when it starts (a running test keeps the
@@ -330,6 +335,15 @@ SETTINGS = record(
             {"defaults": record(AB_FIELDS, required=False), "harm_tolerance": HARM_TOLERANCE},
             required=False,
         ),
+        "webhooks": record(
+            {
+                "max_attempts": integer(1, 100),
+                "backoff_s": number(0, 86400),
+                "drain_s": number(0, 600),
+                "timeout_s": number(0, 600, low_open=True),
+            },
+            required=False,
+        ),
     },
     required=False,
 )
@@ -357,13 +371,21 @@ def VERSION(value: Any, key: str) -> dict[str, Any]:
         value = {**value, "drift_source": None}
     return _VERSION(value, key)  # type: ignore[no-any-return]
 
-MODEL = record(
+_MODEL = record(
     {
         "champion": optional(version_str),
         "champion_history": list_of(version_str),
         "versions": each(version_str, VERSION),
+        "aliases": each(name_of("alias"), version_str),
     }
 )
+
+
+def MODEL(value: Any, key: str) -> dict[str, Any]:
+    """A model type; one written before aliases has none."""
+    if isinstance(value, dict) and "aliases" not in value:
+        value = {**value, "aliases": {}}
+    return _MODEL(value, key)  # type: ignore[no-any-return]
 
 _AB_TEST = record(
     {
@@ -590,16 +612,42 @@ MODEL_FILE = record({"generation": integer(0), "blake2b": hex_digest, "versions"
 # `generation` is bumped by every commit (a commit writes a changed type's file under the new
 # generation, so a file never changes). A file whose bytes have the digest the index names is
 # the one a commit validated and wrote: it is parsed without checking each record again.
-INDEX = record(
+# An HTTP endpoint events are delivered to (webhooks.py); its signing secret is kept apart.
+WEBHOOK = record(
+    {
+        "url": text(2048),
+        "events": list_of(string),  # event kinds, or "*"
+        "model_type": optional(name_of("model type")),
+        "created_at": timestamp,
+        "after": integer(0),  # the outbox entries it gets are those numbered above this
+    }
+)
+# The outbox's counters: entries written (`n`), and the last sequence number per model type
+# ("" for events of no model type).
+OUTBOX_COUNTERS = record({"n": integer(0), "seq": each(string, integer(0))})
+_INDEX = record(
     {
         "schema_version": integer(0),
         "generation": integer(0),
         "settings": SETTINGS,
         "models": each(name_of("model type"), MODEL_FILE),
         "ab_tests": each(name_of("A/B test name"), AB_TEST),
-        "committed": record({"events": integer(0), "archive": integer(0)}, required=False),
+        "committed": record(
+            {"events": integer(0), "archive": integer(0), "outbox": integer(0)}, required=False
+        ),
+        "webhooks": each(name_of("webhook id"), WEBHOOK),
+        "outbox": OUTBOX_COUNTERS,
     }
 )
+
+
+def INDEX(value: Any, key: str) -> dict[str, Any]:
+    """registry.yaml's index; one written before events out has no webhooks and no outbox."""
+    if isinstance(value, dict) and "webhooks" not in value:
+        value = {**value, "webhooks": {}}
+    if isinstance(value, dict) and "outbox" not in value:
+        value = {**value, "outbox": {"n": 0, "seq": {}}}
+    return _INDEX(value, key)  # type: ignore[no-any-return]
 
 
 def digest(data: bytes) -> str:
@@ -643,9 +691,20 @@ def dump_index(doc: dict[str, Any]) -> bytes:
     return dump_document(doc)
 
 
-MODEL_HEAD = record(
-    {"champion": optional(version_str), "champion_history": list_of(version_str)}
+_MODEL_HEAD = record(
+    {
+        "champion": optional(version_str),
+        "champion_history": list_of(version_str),
+        "aliases": each(name_of("alias"), version_str),
+    }
 )
+
+
+def MODEL_HEAD(value: Any, key: str) -> dict[str, Any]:
+    """A model type's head: champion, its history and aliases (absent: none)."""
+    if isinstance(value, dict) and "aliases" not in value:
+        value = {**value, "aliases": {}}
+    return _MODEL_HEAD(value, key)  # type: ignore[no-any-return]
 
 
 def _json(doc: Any) -> bytes:
@@ -663,6 +722,8 @@ def dump_model(doc: dict[str, Any]) -> bytes:
     that held the type's previous file parses and checks only the lines that changed (a
     promote changes two of thousands); see docs/architecture.md."""
     head = {"champion": doc["champion"], "champion_history": doc["champion_history"]}
+    if doc.get("aliases"):  # (a type without aliases keeps the bytes it had before them)
+        head["aliases"] = doc["aliases"]
     lines = [_json(head)]
     lines += [_json({"version": v, **rec}) for v, rec in doc["versions"].items()]
     return b"\n".join(lines) + b"\n"
@@ -713,6 +774,10 @@ def check_references(state: dict[str, Any]) -> None:
         for version in [model["champion"], *model["champion_history"]]:
             if version is not None and version not in model["versions"]:
                 raise ValueError(f"models.{model_type}: champion {version!r} is not a version")
+        for alias, version in (model.get("aliases") or {}).items():
+            if version not in model["versions"]:
+                where = f"models.{model_type}.aliases.{alias}"
+                raise ValueError(f"{where}: {version!r} is not a version")
     for name, test in state["ab_tests"].items():
         versions = state["models"].get(test["model_type"], {}).get("versions", {})
         for role in ("control_version", "treatment_version"):

@@ -121,6 +121,8 @@ class ModelType:
     champion: str | None = None
     champion_history: list[str] = field(default_factory=list)
     versions: dict[str, VersionRecord] = field(default_factory=dict)
+    # Named pointers to versions besides the champion (alias -> version; registry.set_alias)
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def version(self, version: str) -> VersionRecord:
         """Look a version up; an unknown one is a NotFoundError listing the registered ones."""
@@ -184,6 +186,7 @@ class ModelType:
             self.champion,
             list(self.champion_history),
             {v: rec.copy() for v, rec in self.versions.items()},
+            dict(self.aliases),
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -191,6 +194,7 @@ class ModelType:
             "champion": self.champion,
             "champion_history": list(self.champion_history),
             "versions": {v: rec.to_doc() for v, rec in self.versions.items()},
+            "aliases": dict(self.aliases),
         }
 
 
@@ -432,6 +436,12 @@ class RegistryState:
     # and number of versions of each model type's file (models/<type>/<generation>.jsonl).
     generation: int = field(default=0, compare=False)
     model_files: dict[str, tuple[int, str, int]] = field(default_factory=dict, compare=False)
+    # HTTP endpoints registry events are delivered to (id -> schema.WEBHOOK document; their
+    # secrets are kept apart, see webhooks.py), and the outbox's counters: entries written and
+    # the last sequence number per model type (the store assigns them at commit).
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox_n: int = field(default=0, compare=False)
+    outbox_seq: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Models):
@@ -536,6 +546,7 @@ def model_from_doc(name: str, doc: dict[str, Any]) -> ModelType:
         champion=doc["champion"],
         champion_history=list(doc["champion_history"]),
         versions={v: VersionRecord(**rec) for v, rec in doc["versions"].items()},
+        aliases=dict(doc.get("aliases") or {}),
     )
 
 

@@ -406,3 +406,27 @@ def test_a_terminal_console_wraps_and_a_piped_one_does_not(
     assert console().soft_wrap is False
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert console().soft_wrap is True
+
+
+def test_alias_commands(cli: Cli, project: Project) -> None:
+    assert cli("register", "gnn", "v2.1.0", "--path", "/a").exit_code == 0
+    assert cli("register", "gnn", "v2.2.0", "--path", "/b", "--no-champion").exit_code == 0
+    assert cli("alias", "set", "gnn", "shadow", "2.2.0").stdout == "gnn alias shadow -> v2.2.0\n"
+    assert cli("alias", "list", "--json").json() == [
+        {"model_type": "gnn", "alias": "shadow", "version": "v2.2.0"}
+    ]
+    assert "aliases: shadow" in cli("show", "gnn", "v2.2.0").stdout
+    assert "aliases:" not in cli("show", "gnn").stdout  # the champion has none
+    assert project.registry.get_version_by_alias("gnn", "shadow").version == "v2.2.0"
+    before = snapshot(project.root)
+    for args, words in (
+        (["alias", "set", "gnn", "v3", "v2.1.0"], ["alias", "version"]),
+        (["alias", "set", "gnn", "x", "v9.0.0"], ["unknown version"]),
+        (["alias", "set", "nope", "x", "v2.1.0"], ["unknown model type"]),
+        (["alias", "delete", "gnn", "canary"], ["unknown alias", "shadow"]),
+    ):
+        assert_one_error_line(cli(*args), *words)
+        assert snapshot(project.root) == before
+    run = cli("alias", "delete", "gnn", "shadow", "--json")
+    assert run.json() == {"model_type": "gnn", "alias": "shadow", "version": "v2.2.0"}
+    assert cli("alias", "list", "gnn", "--json").json() == []

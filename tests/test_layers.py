@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail",
      "features", "feature_drift"},
     {"store", "jsonl", "summary", "batch", "sources"},
-    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation"},
+    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation", "webhooks"},
     {"project", "__init__"},
     {"cli", "ui", "demo", "entry", "__main__"},
 ]

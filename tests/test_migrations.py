@@ -187,6 +187,11 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
         conn.execute("ALTER TABLE drift_samples DROP COLUMN features")
         conn.execute("DROP TABLE feature_profiles")
         conn.execute("ALTER TABLE versions DROP COLUMN drift_source")
+        conn.execute("DROP TABLE aliases")
+        conn.execute(
+            "DROP TABLE webhooks, outbox, webhook_delivery, webhook_deliveries, "
+            "mlops_private.webhook_secrets"
+        )
         conn.execute("DELETE FROM schema_version WHERE version > 5")
     assert postgres.upgrade(pg_url) == (5, postgres.LATEST)
     project = Project.open(pg_url)

@@ -286,3 +286,20 @@ def test_a_copy_into_a_directory_keeps_no_descriptor_of_it(tmp_path: Path) -> No
 
     assert held() == []
     assert Project.open(tmp_path / "target").store.count("ab/t") == BATCH + SINGLE
+
+
+@pytest.mark.parametrize("target_kind", ["dir", "pg"])
+def test_a_copy_carries_the_aliases(
+    target_kind: str, tmp_path: Path, pg_server: fixtures.Server
+) -> None:
+    source = tmp_path / "src"
+    with Project.init(source) as project:
+        from mlops_cli import ModelVersion
+
+        project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m.pt"))
+        project.registry.register_version(ModelVersion("gnn", "1.1.0", model_path="m.pt"))
+        project.registry.set_alias("gnn", "shadow", "1.1.0")
+    target = location(target_kind, tmp_path, pg_server, "dst")
+    assert mlops("store", "copy", str(source), target).returncode == 0
+    with Project.open(target) as copied:
+        assert copied.registry.get_version_by_alias("gnn", "shadow").version == "1.1.0"

@@ -924,3 +924,31 @@ def test_the_documented_upgrade_of_the_grants_lets_services_append_batches_again
             "confidence, ts) OVERRIDING SYSTEM VALUE VALUES "
             "(-1, 'm', '1.0.0', 'reference', 99, 0.01, now())"
         )
+
+
+def test_the_service_role_cannot_read_webhook_secrets(pg_server: Server, store: Any) -> None:
+    """The documented roles: the pipeline adds an endpoint and delivers (signing with the
+    secret); the service reads the registry and the outbox but not the secrets."""
+    from mlops_cli import ModelVersion, Project
+
+    from .webhook_receiver import receiver
+
+    _roles(store)
+    db = store.location.rsplit("/", 1)[1]
+    pipeline = Project.open(pg_server.url(db, "mlops_pipeline"))
+    service = Project.open(pg_server.url(db, "mlops_service"))
+    try:
+        with receiver() as got:
+            pipeline.registry.register_version(ModelVersion("m", "1.0.0", model_path="m.pt"))
+            hook = pipeline.webhooks.add(got.url, "*")
+            pipeline.registry.register_version(ModelVersion("m", "1.1.0", model_path="m.pt"))
+            pipeline.registry.set_alias("m", "shadow", "1.1.0")
+            assert [r.doc["event"] for r in got.accepted] == ["registered", "alias_set"]
+        assert pipeline.store.secret(hook.id) == hook.secret
+        assert [w.id for w in service.webhooks.endpoints()] == [hook.id]
+        assert len(service.store.outbox_read(0, 10)) == 2
+        with pytest.raises(ServiceError, match="permission denied for schema mlops_private"):
+            service.store.secret(hook.id)
+    finally:
+        pipeline.store.close()
+        service.store.close()

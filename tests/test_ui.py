@@ -508,3 +508,12 @@ def test_json_has_no_infinities(demo: Path) -> None:
     """The documents are strict JSON: an unbounded interval end is null, not Infinity."""
     for doc in data.bundle(demo).values():
         json.dumps(doc, allow_nan=False)
+
+
+def test_the_model_page_names_the_aliases(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="m.pt"))
+    project.registry.register_version(ModelVersion("gnn", "1.1.0", model_path="m.pt"))
+    project.registry.set_alias("gnn", "shadow", "1.1.0")
+    project.registry.set_alias("gnn", "canary", "1.1.0")
+    assert data.model(str(project.root), "gnn")["aliases"] == {"canary": "1.1.0", "shadow": "1.1.0"}

@@ -29,8 +29,11 @@ REGISTRY_COMMANDS = {
     "history",
     "config",
     "metrics",
+    "alias",
 }
-GROUPS = ("registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source")
+GROUPS = (
+    "registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source", "webhook"
+)
 
 
 def _version(value: bool) -> None:
@@ -92,6 +95,10 @@ def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> ty
         from .source_cmds import source_app
 
         app.add_typer(source_app, name="source")
+    if "webhook" in groups:
+        from .webhook_cmds import webhook_app
+
+        app.add_typer(webhook_app, name="webhook")
     if "ui" in groups or "report" in groups:
         from .ui_cmds import register_ui_commands
 

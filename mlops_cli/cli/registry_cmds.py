@@ -10,7 +10,7 @@ import typer
 
 from ..errors import ValidationError
 from ..project import Project
-from ..registry import ModelVersion
+from ..registry import Alias, ModelVersion
 from ..store.base import metrics_stream
 from .common import (
     JSON_HELP,
@@ -186,16 +186,22 @@ def show(
 ) -> None:
     """Show one version (the champion when no version is given)."""
 
-    def action() -> ModelVersion:
+    def action() -> tuple[ModelVersion, list[str]]:
         registry = open_project(ctx).registry
         if version is None:
             found = registry.require_champion(model_type)
         else:
             found = registry.get_version(model_type, version)
         metrics_notes([found])
-        return found
+        named = [a.alias for a in registry.aliases(model_type) if a.version == found.version]
+        return found, named
 
-    run(ctx, json_output, action, version_card, lambda v: v.to_dict())
+    def render(shown: tuple[ModelVersion, list[str]]) -> None:
+        version_card(shown[0])
+        if shown[1]:
+            say(f"aliases: {', '.join(shown[1])}")
+
+    run(ctx, json_output, action, render, lambda shown: shown[0].to_dict())
 
 
 def champion(
@@ -443,7 +449,69 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "verify": verify,
     "history": history,
 }
-GROUPS = {"config": config_app, "metrics": metrics_app}
+
+
+alias_app = typer.Typer(help="Aliases: named pointers to versions besides the champion.")
+
+
+def alias_rows(aliases: list[Alias]) -> None:
+    table(None, ["type", "alias", "version"], [[a.model_type, a.alias, a.version] for a in aliases])
+
+
+@alias_app.command("set")
+def alias_set(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    name: str = typer.Argument(..., help="Alias (e.g. shadow, canary)."),
+    version: str = typer.Argument(..., help="Version it points at (registered, not deprecated)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Point an alias at a version (moving it if it pointed elsewhere)."""
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).registry.set_alias(model_type, name, version, reason),
+        lambda a: say(f"{a.model_type} alias {a.alias} -> {a.version}"),
+        lambda a: a.to_dict(),
+    )
+
+
+@alias_app.command("list")
+def alias_list(
+    ctx: typer.Context,
+    model_type: str | None = typer.Argument(None, help="Only this model type."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """List aliases (of one model type, or all)."""
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).registry.aliases(model_type),
+        alias_rows,
+        lambda found: [a.to_dict() for a in found],
+    )
+
+
+@alias_app.command("delete")
+def alias_delete(
+    ctx: typer.Context,
+    model_type: str = typer.Argument(..., help="Model type."),
+    name: str = typer.Argument(..., help="Alias to remove."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Remove an alias."""
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).registry.delete_alias(model_type, name, reason),
+        lambda a: say(f"{a.model_type} alias {a.alias} removed (it pointed at {a.version})"),
+        lambda a: a.to_dict(),
+    )
+
+
+GROUPS = {"config": config_app, "metrics": metrics_app, "alias": alias_app}
 
 
 def register_commands(app: typer.Typer, only: str | None = None) -> None:

@@ -121,6 +121,9 @@ class Transaction:
     actor: str
     clock: Clock
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Webhook signing secrets to keep (None: remove), written with the change where the
+    # service role cannot read them (see webhooks.py).
+    secrets: dict[str, str | None] = field(default_factory=dict)
 
     def event(self, kind: str, reason: str | None = None, **fields: Any) -> None:
         """Add an audit event; a reason or actor over the text bound (or holding a NUL) is
@@ -132,6 +135,51 @@ class Transaction:
         check_text("the actor (MLOPS_ACTOR)", self.actor)
         record = {"ts": stamp(self.clock()), "event": kind, **fields}
         self.events.append({**record, "actor": self.actor, "reason": reason})
+
+
+# Audit events that are not registry events sent out (an endpoint's own bookkeeping).
+NOT_SENT = ("webhook_added", "webhook_removed")
+
+
+def outbox_entries(
+    events: list[dict[str, Any]], n: int, seq: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The outbox entries of a change's audit events, numbered after `n` (outbox-wide) and
+    after `seq` (per model type; "" for events of none), which it advances: call it under the
+    registry lock, so numbers follow the order changes commit in. Each entry carries a new id
+    (receivers deduplicate by it) and the audit event itself as `data`."""
+    import uuid
+
+    entries = []
+    for event in events:
+        if event.get("event") in NOT_SENT:
+            continue
+        model_type = event.get("model_type")
+        key = model_type if isinstance(model_type, str) else ""
+        seq[key] = seq.get(key, 0) + 1
+        n += 1
+        entries.append(
+            {
+                "n": n,
+                "id": uuid.uuid4().hex,
+                "model_type": model_type if key else None,
+                "seq": seq[key],
+                "event": event.get("event"),
+                "ts": event.get("ts"),
+                "data": event,
+            }
+        )
+    return entries
+
+
+@dataclass
+class DeliveryState:
+    """Where delivery of the outbox stands (webhooks.py reads and changes `doc`, a JSON
+    document) and the outcomes of delivery attempts to add to the deliveries log, held
+    under the store's delivery lock (`Store.delivery`)."""
+
+    doc: dict[str, Any]
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -200,6 +248,8 @@ class Store(Protocol):
 
     location: str  # what the user named: a directory path or a URL (for messages and hooks)
     clock: Clock
+    # Called after a commit that wrote outbox entries, with no lock held (Project sets it).
+    on_outbox: Callable[[], None] | None
 
     def read(self) -> RegistryState:
         """The current registry state, validated (treat it as read-only: it may be shared
@@ -423,6 +473,24 @@ class Store(Protocol):
         and (PostgreSQL) hosts; a claim granted starts a new time to live, and a `ttl_s` of 0
         has always passed. The time is the store's `clock` on a directory and the database's
         clock on PostgreSQL (so hosts agree)."""
+
+    def outbox_read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Committed outbox entries numbered above `after`, in order, at most `limit`, at a
+        cost that does not grow with the entries before them (base.outbox_entries gives
+        their form). Raises StateError for an entry that does not parse."""
+
+    def delivery(self) -> AbstractContextManager[DeliveryState]:
+        """Read and change where delivery stands, under a lock other deliverers (threads,
+        processes, hosts on PostgreSQL) wait for (bounded by `lock_timeout_s`): the document
+        is written back and the log records appended when the block ends without an error.
+        Hold it briefly (no HTTP inside): webhooks.py claims work under it, then delivers."""
+
+    def delivery_log(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` outcomes of delivery attempts, oldest first."""
+
+    def secret(self, webhook_id: str) -> str | None:
+        """The signing secret of an endpoint (None: none kept). Directory: a file of mode
+        0600 beside registry.yaml; PostgreSQL: a table the service role cannot read."""
 
     def flush(self, stream: str | None = None) -> None:
         """Write what this process buffered (of one stream, or all) before returning; a

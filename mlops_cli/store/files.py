@@ -75,6 +75,7 @@ from .base import (
     DRIFT_KINDS,
     EVENTS,
     BatchResult,
+    DeliveryState,
     Page,
     Progress,
     Rows,
@@ -83,6 +84,7 @@ from .base import (
     Transaction,
     Validator,
     current_actor,
+    outbox_entries,
 )
 
 if TYPE_CHECKING:
@@ -94,6 +96,11 @@ MODELS_DIR = "models"
 LOCK_FILE = ".mlops.lock"
 EVENTS_FILE = "events.jsonl"
 TEST_ARCHIVE = "archive/ab_tests.jsonl"
+OUTBOX_FILE = "outbox/events.jsonl"  # registry events to deliver, committed with the change
+OUTBOX_LANES = "outbox/lanes.json"  # where delivery to each endpoint and model type stands
+OUTBOX_LOG = "outbox/deliveries.jsonl"  # one line per delivery attempt's outcome
+OUTBOX_LOCK = "outbox/deliver.lock"  # held while delivery state is read and changed
+SECRETS_FILE = "webhook-secrets.json"  # mode 0600, beside registry.yaml, never inside it
 # A per-request call looks at registry.yaml at most this often (seconds): a change committed
 # by another process reaches a service within it; one committed in the process, at once.
 CHECK_EVERY_S = 0.001
@@ -171,6 +178,9 @@ class FileStore:
         self._counted: dict[str, tuple[int, int, int]] = {}  # stream -> (inode, offset, lines)
         self._paths: dict[str, Path] = {}
         self._logs: dict[str, jsonl.AppendLog] = {}  # per-request appends: opened once
+        # Called after a commit that wrote outbox entries, outside the lock (Project sets it:
+        # the process that made a change delivers its events for a bounded time).
+        self.on_outbox: Callable[[], None] | None = None
         self._encode: Callable[[Any], bytes] = jsonl.dumps  # orjson.dumps once one is open
         # name -> (generation, the type, its version lines) of the model types read last: a
         # type's file of one generation never changes; the next is read against it
@@ -224,6 +234,8 @@ class FileStore:
                 self.root / "logs",
                 self.archive_path,
                 self.root / MODELS_DIR,
+                self.root / "outbox",
+                self.root / SECRETS_FILE,
             )
             if p.exists()
         ]
@@ -368,6 +380,9 @@ class FileStore:
             committed=dict(index.get("committed") or {}),
             generation=index["generation"],
             model_files=files,
+            webhooks=copy.deepcopy(index["webhooks"]),
+            outbox_n=index["outbox"]["n"],
+            outbox_seq=dict(index["outbox"]["seq"]),
         )
 
     def _load_model(self, name: str, generation: int, expected: str) -> ModelType:
@@ -430,7 +445,12 @@ class FileStore:
         for version in (head["champion"], *head["champion_history"]):
             if version is not None and version not in versions:
                 raise StateError(f"{source}: champion {version!r} is not a version")
-        return ModelType(name, head["champion"], head["champion_history"], versions), seen
+        aliases = head.get("aliases") or {}
+        for alias, version in aliases.items():
+            if version not in versions:
+                raise StateError(f"{source}: alias {alias!r} names {version!r}, not a version")
+        model = ModelType(name, head["champion"], head["champion_history"], versions, aliases)
+        return model, seen
 
     def _read_file(self, relpath: str) -> bytes:
         try:
@@ -443,13 +463,16 @@ class FileStore:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Read-modify-write of registry.yaml under the project lock, validated and atomic."""
+        sent = 0
         with self.lock():
             before = self.read()
             txn = Transaction(copy.deepcopy(before), current_actor(), self.clock)
             yield txn
             finished = txn.state.take_finalized_tests()
             if txn.state != before or txn.events or finished:
-                self._commit(before, txn.state, finished, txn.events)
+                sent = self._commit(before, txn.state, finished, txn.events, txn.secrets)
+        if sent and self.on_outbox is not None:  # after the lock: delivery never holds it
+            self.on_outbox()
 
     def _commit(
         self,
@@ -457,11 +480,13 @@ class FileStore:
         state: RegistryState,
         finished: list[ABTest],
         events: list[dict[str, Any]],
-    ) -> None:
+        secrets: dict[str, str | None] | None = None,
+    ) -> int:
         """Write one change as one unit under the project lock: the changed model types'
-        files (new names: models/<type>/<generation>.json), archive lines and events first,
-        then registry.yaml naming them and the committed lengths (see the module docstring);
-        last, the files two commits old are removed."""
+        files (new names: models/<type>/<generation>.json), archive lines, events and outbox
+        entries first, then registry.yaml naming them and the committed lengths (see the
+        module docstring); last, the files two commits old are removed. Returns the number of
+        outbox entries written."""
         timeout = on_disk.settings.lock_timeout_s
         generation = on_disk.generation + 1
         files = {n: on_disk.model_files[n] for n in state.models if n in on_disk.model_files}
@@ -490,16 +515,27 @@ class FileStore:
         appended: list[tuple[Path, int]] = []
         written: list[str] = []
         data = b""
+        outbox: list[dict[str, Any]] = []
+        if state.webhooks:  # no endpoint, nothing to send: no outbox
+            state.outbox_seq = dict(on_disk.outbox_seq)
+            outbox = outbox_entries(events, on_disk.outbox_n, state.outbox_seq)
+            state.outbox_n = on_disk.outbox_n + len(outbox)
+        kept: dict[str, str | None] = {k: v for k, v in (secrets or {}).items() if v}
         try:
+            if kept:  # before the commit point: a secret of an endpoint never added is unread
+                self._write_secrets(kept)
             for name, model_data in models.items():
                 relpath = model_file(name, generation)
                 safefs.atomic_replace(self.root, relpath, model_data)
                 written.append(relpath)
                 files[name] = (generation, digest(model_data), len(changed[name]["versions"]))
-            for key, path, records in (
+            logs = [
                 ("archive", self.archive_path, [t.to_dict() for t in finished]),
                 ("events", self.root / EVENTS_FILE, events),
-            ):
+            ]
+            if outbox or "outbox" in ends:  # (a project that never had an endpoint: no mark)
+                logs.append(("outbox", self.root / OUTBOX_FILE, outbox))
+            for key, path, records in logs:
                 start, ends[key] = self._append_committing(
                     path, ends.get(key), jsonl.encode_batch(records), timeout
                 )
@@ -523,6 +559,11 @@ class FileStore:
         for name in models:
             previous = on_disk.model_files.get(name, (generation, "", 0))[0]
             self._remove_old_files(name, {generation, previous})
+        gone = [k for k, v in (secrets or {}).items() if v is None]
+        if gone:  # after the commit point: an endpoint still there keeps its secret
+            with contextlib.suppress(OSError, MlopsError):
+                self._write_secrets(dict.fromkeys(gone))
+        return len(outbox)
 
     def _remove_old_files(self, name: str, keep: set[int]) -> None:
         """Remove a model type's files but `keep` (best effort: a file left is never read)."""
@@ -551,6 +592,91 @@ class FileStore:
             jsonl.write_locked(fd, path, data)  # a torn tail cut; fsynced; all or nothing
             end = os.fstat(fd).st_size
         return end - len(data), end
+
+    # -- events out: the outbox, delivery state, signing secrets ---------------------------
+
+    def _write_secrets(self, changes: dict[str, str | None]) -> None:
+        """Keep (a string) or remove (None) signing secrets in SECRETS_FILE, mode 0600."""
+        import orjson
+
+        held = self._secrets()
+        for key, value in changes.items():
+            if value is None:
+                held.pop(key, None)
+            else:
+                held[key] = value
+        data = orjson.dumps(held, option=orjson.OPT_SORT_KEYS) + b"\n"
+        safefs.atomic_replace(self.root, SECRETS_FILE, data, mode=0o600)
+        fd = safefs.open_read(self.root, SECRETS_FILE)
+        try:
+            os.fchmod(fd, 0o600)  # (also one a person widened: a rewrite keeps the mode)
+        finally:
+            os.close(fd)
+
+    def _secrets(self) -> dict[str, str]:
+        try:
+            data = safefs.read_file(self.root / SECRETS_FILE)
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = jsonl.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+            raise StateError(f"{self.root / SECRETS_FILE}: not a JSON object of secrets")
+        return doc
+
+    def secret(self, webhook_id: str) -> str | None:
+        return self._secrets().get(webhook_id)
+
+    def outbox_read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        end = self.read().committed.get("outbox")
+        if not end:
+            return []
+        path = self.root / OUTBOX_FILE
+        found: list[dict[str, Any]] = []
+        with os.fdopen(safefs.open_read(self.root, OUTBOX_FILE), "rb") as f:
+            f.seek(_outbox_seek(f, after, end, path))
+            while f.tell() < end and len(found) < limit:
+                line = f.readline()
+                if not line.endswith(b"\n"):
+                    break
+                entry = _outbox_entry(line, path)
+                if entry["n"] > after:
+                    found.append(entry)
+        return found
+
+    @contextmanager
+    def delivery(self) -> Iterator[DeliveryState]:
+        """Under the flock of outbox/deliveries.jsonl: outbox/lanes.json read, then written
+        (atomically) with the log lines appended after it (fsynced)."""
+        import orjson
+
+        timeout = self._lock_timeout()
+        log = self.root / OUTBOX_LOG
+        with jsonl.locked_log(log, timeout, root=self.root) as fd:
+            try:
+                data = safefs.read_file(self.root / OUTBOX_LANES)
+            except FileNotFoundError:
+                data = b"{}"
+            try:
+                doc = jsonl.loads(data)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise StateError(f"{self.root / OUTBOX_LANES}: not a JSON object")
+            state = DeliveryState(copy.deepcopy(doc))
+            yield state
+            if state.log:  # first: a crash before the lanes are written delivers again
+                jsonl.write_locked(fd, log, jsonl.encode_batch(state.log))
+            if state.doc != doc:
+                safefs.atomic_replace(self.root, OUTBOX_LANES, orjson.dumps(state.doc))
+
+    def delivery_log(self, limit: int) -> list[dict[str, Any]]:
+        path = self.root / OUTBOX_LOG
+        if not path.exists():
+            return []
+        return list(jsonl.tail(path, limit, skip_invalid=True).records)
 
     def _cut(self, path: Path, start: int, timeout: float) -> None:
         """Take back lines appended by a commit that failed (best effort: if this fails too,
@@ -1045,7 +1171,40 @@ def index_of(
         },
         "ab_tests": {name: t.to_doc() for name, t in state.ab_tests.items()},
         "committed": dict(state.committed),
+        # (absent until used: a project without endpoints keeps the bytes it had before)
+        **({"webhooks": copy.deepcopy(state.webhooks)} if state.webhooks else {}),
+        **({"outbox": {"n": state.outbox_n, "seq": dict(state.outbox_seq)}}
+           if state.outbox_n else {}),
     }
+
+
+def _outbox_entry(line: bytes, path: Path) -> dict[str, Any]:
+    try:
+        entry = jsonl.loads(line)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or not isinstance(entry.get("n"), int):
+        raise StateError(f"{path}: a line is not an outbox entry; restore it from backup")
+    return entry
+
+
+def _outbox_seek(f: Any, after: int, end: int, path: Path) -> int:
+    """The offset of a line at or before the first entry numbered above `after`: a binary
+    search over the committed bytes (entries are written in number order), so a read costs
+    what it returns, not the outbox's history."""
+    lo, hi = 0, end  # lo: a line start at or before the answer; hi: at or after it
+    while hi - lo > 8192:
+        f.seek((lo + hi) // 2)
+        f.readline()  # to the next line start
+        start = f.tell()
+        if start >= hi:
+            break
+        line = f.readline()
+        if _outbox_entry(line, path)["n"] <= after:
+            lo = start + len(line)
+        else:
+            hi = start
+    return lo
 
 
 def _valid_stream(parts: tuple[str, ...]) -> bool:

@@ -236,8 +236,8 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
     """One model type: versions (SemVer order) with checksum, metrics, drift; champion timeline;
     its newest events (a page of the audit log, with the cursor of the next).
 
-    Library calls: registry.list_versions(type), registry.history_page(type),
-    ab.list_tests(), and each version's last drift check.
+    Library calls: registry.list_versions(type), registry.aliases(type),
+    registry.history_page(type), ab.list_tests(), and each version's last drift check.
     """
     project = _open(location)
     now = _now()
@@ -269,6 +269,7 @@ def model(location: Location, model_type: str) -> dict[str, Any]:
         "model_type": model_type,
         "champion": champion,
         "versions": rows,
+        "aliases": {a.alias: a.version for a in project.registry.aliases(model_type)},
         "tests": tests,
         "timeline": champion_timeline([e.to_dict() for e in reversed(changes)], champion, now),
         # the timeline starts at the oldest of the newest TIMELINE_CHANGES champion changes

@@ -217,6 +217,43 @@ def test_hooks_fire_once_per_entry_into_a_level(
     assert len(detector.history()) == 5
 
 
+def test_entering_a_level_is_audited_once_per_entry_and_sent_out(
+    project: Project, clock: Clock
+) -> None:
+    from ..webhook_receiver import receiver
+
+    project.set_setting("drift.window_size", "1000")
+    detector = project.drift_detector("gnn", "1.0.0")
+    detector.set_reference(samples_jsonl(1000, seed=30)[0])
+    seed = iter(range(31, 100))
+
+    def check_at(mean: float, conf: float = 0.5) -> None:
+        detector.record_batch(samples_jsonl(1000, seed=next(seed), mean=mean, conf=conf)[0])
+        clock.now += timedelta(minutes=10)
+        detector.check()
+
+    def entries() -> list[tuple[str, list[str]]]:
+        return [
+            (e["level"], e["entered"])
+            for e in project.registry.history("gnn")
+            if e.kind == "drift_level_entered"
+        ]
+
+    with receiver() as got:
+        project.webhooks.add(got.url, "drift_level_entered")
+        check_at(2.0, 0.3)
+        assert entries() == [("critical", ["monitor", "retrain", "critical"])]
+        check_at(2.0, 0.3)  # stays: nothing
+        reopen(project).drift_detector("gnn", "1.0.0").check()  # another checker: nothing
+        check_at(0.0)  # ok: left every level, which is not an entry
+        assert len(entries()) == 1
+        check_at(2.0, 0.3)  # re-entered
+        assert len(entries()) == 2
+    assert [(r.doc["event"], r.doc["seq"], r.doc["data"]["level"]) for r in got.accepted] == [
+        ("drift_level_entered", 1, "critical"), ("drift_level_entered", 2, "critical")
+    ]
+
+
 def test_with_no_cooldown_a_hook_fires_at_every_check_in_its_level(
     project: Project, tmp_path: Path
 ) -> None:
@@ -297,4 +334,6 @@ def test_check_all_covers_the_versions_that_serve_or_are_monitored(project: Proj
     project.registry.deprecate("gnn", "1.3.0")
     checked = [r.model_version for r in reopen(project).drift.check_all()]
     assert checked == ["1.0.0", "1.2.0"]
-    assert [e.kind for e in project.registry.history(limit=2)] == ["monitored", "deprecated"]
+    last = project.registry.history(limit=3)
+    assert [e.kind for e in last] == ["monitored", "deprecated", "drift_level_entered"]
+    assert last[-1]["version"] == "1.2.0"  # its first check; 1.0.0 was critical already

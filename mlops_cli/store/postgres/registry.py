@@ -73,7 +73,11 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(json_agg(json_build_array(name, xmin::text) ORDER BY ord), '[]')
      FROM model_types),
   (SELECT coalesce(json_agg(json_build_array(name, {", ".join(TEST_COLS)}) ORDER BY ord),
-     '[]') FROM ab_tests WHERE status = 'running')
+     '[]') FROM ab_tests WHERE status = 'running'),
+  (SELECT coalesce(json_object_agg(id, json_build_object('url', url, 'events', events,
+     'model_type', model_type, 'created_at', created_at, 'after', after)), '{{}}')
+     FROM webhooks),
+  (SELECT coalesce(max(n), 0) FROM outbox)
 """
 # One model type, in one statement (one snapshot): its row's version (xmin: every change of
 # the type updates its row, write_diff), its champion, its versions in insertion order (the
@@ -83,6 +87,8 @@ SELECT (SELECT json_build_array(xmin::text, champion) FROM model_types WHERE nam
   (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)})
      ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
   (SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
+     WHERE model_type = %(name)s),
+  (SELECT coalesce(json_object_agg(alias, version), '{{}}') FROM aliases
      WHERE model_type = %(name)s)
 """
 # The archive: finalized tests are the rows of ab_tests whose status is not running.
@@ -121,8 +127,8 @@ def registry_doc(row: Sequence[Any]) -> dict[str, Any]:
 
 def index_doc(row: Sequence[Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The registry document without its model types, and the types' names with their rows'
-    versions (xmin)."""
-    settings, types, tests = row
+    versions (xmin). (The endpoints and the outbox's count: `row[3:]`.)"""
+    settings, types, tests = row[:3]
     if settings is None:
         raise StateError("the store holds no registry: run `mlops -C URL init` first")
     ab_tests = {name: typed(TEST_COLS, values) for name, *values in tests}
@@ -203,6 +209,18 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
             elif old["versions"][version] != rec:
                 params = _version_params(name, version, rec)
                 cur.execute(update_version, [*params[2:], name, version])
+        old_aliases, aliases = old.get("aliases") or {}, model.get("aliases") or {}
+        for alias in old_aliases.keys() - aliases.keys():
+            cur.execute(
+                "DELETE FROM aliases WHERE model_type = %s AND alias = %s", [name, alias]
+            )
+        for alias, version in aliases.items():
+            if old_aliases.get(alias) != version:
+                cur.execute(
+                    "INSERT INTO aliases (model_type, alias, version) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (model_type, alias) DO UPDATE SET version = excluded.version",
+                    [name, alias, version],
+                )
         if old["champion_history"] != model["champion_history"]:
             cur.execute("DELETE FROM champion_history WHERE model_type = %s", [name])
             if model["champion_history"]:

@@ -35,6 +35,7 @@ from ...schema import (
     DEFAULT_SETTINGS,
     MODEL_HEAD,
     VERSION,
+    WEBHOOK,
     check_references,
     validate_state,
     version_str,
@@ -47,6 +48,7 @@ from .. import snapshot as snapshots
 from ..base import (
     EVENTS,
     BatchResult,
+    DeliveryState,
     Page,
     Progress,
     Samples,
@@ -55,6 +57,7 @@ from ..base import (
     Transaction,
     Validator,
     current_actor,
+    outbox_entries,
 )
 from . import buffer, notify
 from .connection import LATEST, connect, redact, schema_version, translated, upgrade
@@ -127,6 +130,7 @@ class PostgresStore:
         self.clock: Clock = self.database_clock  # settable, as the protocol asks
         self._routes: dict[str, tuple[Table, tuple[str, ...]]] = {}
         self._snapshot_key = ("postgres", url)  # one snapshot per database and process
+        self.on_outbox: Callable[[], None] | None = None  # (see Store.on_outbox)
         with self._translated("opening the store"), self._conn.cursor() as cur:
             version = schema_version(cur)
         if version != LATEST:
@@ -198,6 +202,11 @@ class PostgresStore:
                     )
                 cur.execute("DELETE FROM ab_tests")
                 cur.execute("DELETE FROM model_types")
+                # endpoints, outbox and delivery state belong to the registry reset
+                cur.execute("DELETE FROM webhooks")
+                cur.execute("DELETE FROM mlops_private.webhook_secrets")
+                cur.execute("TRUNCATE outbox, webhook_deliveries")
+                cur.execute("UPDATE webhook_delivery SET doc = '{}' WHERE id = 1")
                 cur.execute(
                     "UPDATE settings SET doc = %s, updated_at = now() WHERE id = 1",
                     [Json(DEFAULT_SETTINGS, dumps)],
@@ -331,11 +340,17 @@ class PostgresStore:
         models = Models(names=names, load=load)
         for name, model in given.items():
             models[name] = model
+        try:
+            webhooks = {i: WEBHOOK(d, f"webhooks.{i}") for i, d in (row[3] or {}).items()}
+        except ValueError as exc:
+            raise StateError(f"{self._shown}: {exc}") from None
         return RegistryState(
             schema_version=doc["schema_version"],
             settings=Settings(settings),
             models=models,
             ab_tests={name: ABTest(name=name, **t) for name, t in tests.items()},
+            webhooks=webhooks,
+            outbox_n=int(row[4] or 0),
         )
 
     def _model(self, cur: psycopg.Cursor[Any], name: str, xmin: str) -> ModelType:
@@ -350,12 +365,14 @@ class PostgresStore:
         row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
         assert row is not None
         (read_xmin, champion), entries, history = row[0] or (None, None), row[1], row[2]
+        aliases = row[3] or {}
         known = self._rows.get(name, {})
         seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
         versions: dict[str, VersionRecord] = {}
         try:
             head = MODEL_HEAD(
-                {"champion": champion, "champion_history": history}, f"models.{name}"
+                {"champion": champion, "champion_history": history, "aliases": aliases},
+                f"models.{name}",
             )
             for entry in entries:
                 key = orjson.dumps(entry)
@@ -372,7 +389,9 @@ class PostgresStore:
         except ValueError as exc:
             raise StateError(f"{self._shown}: {exc}") from None
         self._rows[name] = seen
-        model = ModelType(name, head["champion"], list(head["champion_history"]), versions)
+        model = ModelType(
+            name, head["champion"], list(head["champion_history"]), versions, head["aliases"]
+        )
         if read_xmin is not None:
             self._types[name] = (read_xmin, model)  # (treated as read-only: a change copies)
         return model
@@ -404,6 +423,7 @@ class PostgresStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
+        sent = 0
         with self._lock, self._translated("changing the registry"):
             conn = self.conn
             with conn.transaction(), conn.cursor() as cur:
@@ -440,10 +460,15 @@ class PostgresStore:
                         cur, EVENT_TABLE, [to_row(EVENT_TABLE, e, locked[0]) for e in txn.events]
                     )
                     cur.execute(COUNT_SQL, [EVENTS, len(txn.events), len(txn.events)])
+                _write_webhooks(cur, held.webhooks, txn.state.webhooks, txn.secrets)
+                if txn.state.webhooks and txn.events:
+                    sent = _write_outbox(cur, txn.events)
                 if before != after or txn.events:  # snapshots elsewhere: at this commit
                     cur.execute(notify.BUMP_SQL)
                     cur.execute(notify.NOTIFY_SQL)
         snapshots.invalidate(self._snapshot_key)  # this process: at once
+        if sent and self.on_outbox is not None:  # after the commit: delivery holds no lock
+            self.on_outbox()
 
     def _project_lock_timeout(self, cur: psycopg.Cursor[Any]) -> float:
         """The project's lock_timeout_s as committed now (a plain read: it waits on no lock),
@@ -879,6 +904,70 @@ class PostgresStore:
             ).fetchone()
         return row is not None
 
+    # -- events out ---------------------------------------------------------------------------
+
+    def outbox_read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        with self._lock, self._translated("reading the outbox"):
+            rows = self.conn.execute(
+                "SELECT n, id, model_type, seq, event, ts, data FROM outbox WHERE n > %s "
+                "ORDER BY n LIMIT %s",
+                [after, limit],
+            ).fetchall()
+        keys = ("n", "id", "model_type", "seq", "event", "ts", "data")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    @contextmanager
+    def delivery(self) -> Iterator[DeliveryState]:
+        """One transaction holding the row lock of `webhook_delivery` (FOR UPDATE, waiting at
+        most lock_timeout_s): the document read, then written with the log rows."""
+        with self._lock, self._translated("recording deliveries"):
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                wait_s = self._project_lock_timeout(cur)
+                cur.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    [f"{max(int(wait_s * 1000), 1)}ms"],
+                )
+                try:
+                    row = cur.execute(
+                        "SELECT doc FROM webhook_delivery WHERE id = 1 FOR UPDATE"
+                    ).fetchone()
+                except psycopg.errors.LockNotAvailable:
+                    raise LockTimeoutError(
+                        f"could not lock the delivery state in {self._shown} within "
+                        f"{wait_s:g} s; retry, or raise the setting lock_timeout_s"
+                    ) from None
+                doc = row[0] if row is not None else {}
+                state = DeliveryState(copy.deepcopy(doc))
+                yield state
+                if state.log:
+                    cur.executemany(
+                        "INSERT INTO webhook_deliveries (doc) VALUES (%s)",
+                        [[Json(r, dumps)] for r in state.log],
+                    )
+                if state.doc != doc:
+                    cur.execute(
+                        "UPDATE webhook_delivery SET doc = %s WHERE id = 1",
+                        [Json(state.doc, dumps)],
+                    )
+
+    def delivery_log(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock, self._translated("reading the deliveries"):
+            rows = self.conn.execute(
+                "SELECT doc FROM (SELECT id, doc FROM webhook_deliveries ORDER BY id DESC "
+                "LIMIT %s) newest ORDER BY id",
+                [limit],
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def secret(self, webhook_id: str) -> str | None:
+        with self._lock, self._translated("reading a webhook's secret"):
+            row = self.conn.execute(
+                "SELECT secret FROM mlops_private.webhook_secrets WHERE webhook = %s",
+                [webhook_id],
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def close(self) -> None:
         """Write what is buffered (or spool it when the server cannot be reached), stop the
         flusher and close the connection."""
@@ -942,3 +1031,57 @@ def _window_sql(
     if first is not None:
         return f"{sql} ORDER BY id LIMIT %s", [*params, first]
     return f"{sql} ORDER BY id", params
+
+
+def _write_webhooks(
+    cur: psycopg.Cursor[Any],
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    secrets: dict[str, str | None],
+) -> None:
+    """The endpoints a change added or removed, and their secrets (mlops_private)."""
+    for hook_id in before.keys() - after.keys():
+        cur.execute("DELETE FROM webhooks WHERE id = %s", [hook_id])
+    for hook_id in after.keys() - before.keys():
+        doc = after[hook_id]
+        cur.execute(
+            "INSERT INTO webhooks (id, url, events, model_type, created_at, after) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [hook_id, doc["url"], Json(doc["events"], dumps), doc["model_type"],
+             doc["created_at"], doc["after"]],
+        )
+    for hook_id, secret in secrets.items():
+        if secret is None:
+            cur.execute("DELETE FROM mlops_private.webhook_secrets WHERE webhook = %s", [hook_id])
+        else:
+            cur.execute(
+                "INSERT INTO mlops_private.webhook_secrets (webhook, secret) VALUES (%s, %s)",
+                [hook_id, secret],
+            )
+
+
+def _write_outbox(cur: psycopg.Cursor[Any], events: list[dict[str, Any]]) -> int:
+    """The change's outbox entries, numbered after the outbox's last (under the registry
+    lock the transaction holds, so in commit order)."""
+    kinds = sorted({e["model_type"] if isinstance(e.get("model_type"), str) else ""
+                    for e in events})
+    seq = dict(
+        cur.execute(
+            "SELECT coalesce(model_type, ''), max(seq) FROM outbox "
+            "WHERE coalesce(model_type, '') = ANY(%s) GROUP BY 1",
+            [kinds],
+        ).fetchall()
+    )
+    row = cur.execute("SELECT coalesce(max(n), 0) FROM outbox").fetchone()
+    entries = outbox_entries(events, int(row[0]) if row else 0, seq)
+    if entries:
+        cur.executemany(
+            "INSERT INTO outbox (n, id, model_type, seq, event, ts, data) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                [e["n"], e["id"], e["model_type"], e["seq"], e["event"], e["ts"],
+                 Json(e["data"], dumps)]
+                for e in entries
+            ],
+        )
+    return len(entries)

@@ -297,7 +297,8 @@
         ? link("/drift/" + enc(modelType) + "/" + enc(v.version), v.drift.level + " " + fmt(v.drift.score, 3), { class: "badge " + v.drift.level })
         : el("span", { class: "muted", text: "–" });
       return el("tr", { "data-version": v.version },
-        td([el("span", { class: "mono", text: v.version }), v.is_champion ? [" ", badge("ok", "champion")] : null, v.deprecated ? [" ", badge("", "deprecated")] : null]),
+        td([el("span", { class: "mono", text: v.version }), v.is_champion ? [" ", badge("ok", "champion")] : null, v.deprecated ? [" ", badge("", "deprecated")] : null,
+          Object.keys(d.aliases || {}).sort().filter(function (a) { return d.aliases[a] === v.version; }).map(function (a) { return [" ", el("span", { class: "badge alias", title: "alias", text: a })]; })]),
         td(String(v.traffic_percentage) + "%", "num"),
         td(el("code", { title: v.sha256 || "", text: v.sha256 ? v.sha256.slice(0, 12) + "…" : "–" })),
         td(v.size_bytes == null ? "–" : String(v.size_bytes), "num"),
