@@ -375,8 +375,16 @@ _AB_TEST = record(
         "tail_latency_source": optional(choice("champion_history", "first_day")),
         "tail_latency_requests": optional(integer(1)),
         "source": optional(config_mapping),  # checked in full by sources.Source.from_doc
+        "ramp": optional(lambda value, key: _ramp(value, key)),
     }
 )
+
+
+def _ramp(value: Any, key: str) -> dict[str, Any]:
+    from .ramp import check_ramp  # ramp imports the decision rules, which import this module
+
+    return check_ramp(value, key)
+
 # Written before the tail-latency guardrail: its keys absent. Such a test keeps the rules it
 # started with (the guardrail off), read without a schema step, so no other value moves.
 _BEFORE_TAIL = {
@@ -394,6 +402,8 @@ def AB_TEST(value: Any, key: str) -> dict[str, Any]:
         value = {**value, **{k: v for k, v in _BEFORE_TAIL.items() if k not in value}}
     if isinstance(value, dict) and "source" not in value:  # requests in the project's log
         value = {**value, "source": None}
+    if isinstance(value, dict) and "ramp" not in value:  # no ramp: one share throughout
+        value = {**value, "ramp": None}
     return _AB_TEST(value, key)  # type: ignore[no-any-return]
 
 
