@@ -15,7 +15,11 @@ from scipy import stats as scipy_stats
 from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, ValidationError
 from mlops_cli.ramp import Strata, judge_step, parse_steps, srm_threshold, step_status
 from mlops_cli.stats import RatioSums, compare_ratio, compare_relative, sequential_critical_value
+from tests import pg_server as fixtures
 from tests.conftest import Run, assert_one_error_line, snapshot
+
+pg_server = fixtures.pg_server  # the session's server
+pg_url = fixtures.pg_url  # a new database on it
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 SEQ = ("sequential", 5000)
@@ -426,3 +430,43 @@ def test_cli_start_with_a_ramp_and_a_bad_one(gnn: Project) -> None:
     assert "ramp: step 1 of 2 at 5%, next 50%; minimums not met (0 of 3" in status.stdout
     doc = mlops("ab", "evaluate", "r", "--json").json()
     assert doc["ramp"]["share"] == 5.0 and doc["ramp"]["minimums_met"] is False
+
+
+# -- on PostgreSQL -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_ramp_on_postgresql_keeps_its_steps_and_each_request_step(
+    pg_url: str, clock: Clock
+) -> None:
+    """The same flow on the database store: the ramp in its jsonb column (migration
+    0011_ramp), each request's step in `requests.step`, whether appended one at a time (the
+    buffer's COPY) or in a batch."""
+    project = Project.init(pg_url, clock=clock)
+    try:
+        for v in ("v1.0.0", "v2.0.0"):
+            project.registry.register_version(ModelVersion("gnn", v, model_path=f"/m/{v}.pt"))
+        project.ab.start_test(ramp_config())
+        project.ab.record_result("ramped", "control", 90.0, 0.8, user_id="u1")
+        project.ab.record_batch(
+            "ramped",
+            b'{"variant": "treatment", "inference_time_ms": 80, "confidence": 0.9, '
+            b'"user_id": "u2", "step": 1}\n',
+        )
+        clock.now += timedelta(hours=2)
+        project.ab.advance_ramp("ramped", 1)
+        project.ab.record_result("ramped", "treatment", 90.0, 0.8, user_id="u1")
+        project.flush()
+        records = [r for chunk in project.store.scan("ab/ramped") for r in chunk]
+        assert sorted(r["step"] for r in records) == [1, 1, 2]
+    finally:
+        project.close()
+    reopened = Project.open(pg_url, clock=clock)
+    try:
+        test = reopened.ab.get_test("ramped")
+        assert test.ramp is not None
+        assert (test.ramp["step"], test.treatment_traffic_pct) == (2, 10.0)
+        assert test.ramp["steps"] == [5.0, 10.0, 25.0, 50.0]
+        assert reopened.ab.status("ramped").ramp_status["users"] == 1  # type: ignore[index]
+    finally:
+        reopened.close()
