@@ -961,6 +961,31 @@ class ABTestManager:
             )
         return test
 
+    # -- delivery controllers ------------------------------------------------------------------
+
+    def controller_verdict(self, test_name: str) -> dict[str, Any]:
+        """What a delivery controller (Argo Rollouts' web metric, Flagger's webhooks) needs:
+        the test's current decision and whether it is safe to continue the rollout (read only:
+        nothing is applied)."""
+        evaluation = self.evaluate_test(test_name, skip_invalid=True)
+        safe, why = safe_to_continue(evaluation)
+        test = self.get_test(test_name)
+        doc: dict[str, Any] = {
+            "test": test_name,
+            "model_type": test.model_type,
+            "status": evaluation.status,
+            "decision": evaluation.decision,
+            "rollback_cause": evaluation.rollback_cause,
+            "safe_to_continue": safe,
+            "why": why,
+            "recommendation": evaluation.recommendation,
+            "reasons": list(evaluation.reasons),
+            "treatment_traffic_pct": test.treatment_traffic_pct,
+        }
+        if evaluation.ramp is not None:
+            doc["ramp"] = evaluation.ramp
+        return doc
+
     # -- planning ----------------------------------------------------------------------------
 
     def plan_inputs(self, test_name: str) -> PlanInputs:
@@ -1103,6 +1128,23 @@ class ABTestManager:
             return self.plan(days=days, from_test=past, power=power, **config)
         except MlopsError:
             return None  # too little to plan from: the plan is advice, never a failure
+
+def safe_to_continue(evaluation: Evaluation) -> tuple[bool, str]:
+    """Whether a rollout may go on, and why: not when the test was rolled back or aborted,
+    when its decision is a rollback (harm or futility), or when the split is a sample ratio
+    mismatch (the figures cannot be trusted); yes while it continues or promotes, and after
+    it was promoted."""
+    if evaluation.status in ("rolled_back", "aborted"):
+        return False, f"the test was finalized {evaluation.status}"
+    if evaluation.decision == "rollback":
+        return False, f"the decision is rollback ({evaluation.rollback_cause})"
+    srm = evaluation.metrics.get("srm") or {}
+    if srm.get("mismatch"):
+        return False, f"sample ratio mismatch p={srm['p_value']:.2g}"
+    if evaluation.status == "promoted":
+        return True, "the test was promoted"
+    return True, f"the decision is {evaluation.decision}"
+
 
 def _until(test: ABTest) -> str | None:
     return stamp(parse_ts(test.finalized_at)) if test.finalized_at else None
