@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .ab_testing import ABTestManager
     from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
+    from .watch import WatchMonitor
 
 Location = str | os.PathLike[str]
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -163,6 +164,13 @@ class Project:
         from .ab_testing import ABTestManager
 
         return ABTestManager(self.store, self.registry)
+
+    @cached_property
+    def watch(self) -> WatchMonitor:
+        """The watch after a promotion (watch.py)."""
+        from .watch import WatchMonitor
+
+        return WatchMonitor(self.store, self.registry)
 
     @cached_property
     def drift(self) -> DriftMonitor:

@@ -58,6 +58,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
             "tail_latency": 0.0,
         },
     },
+    # The watch after a promotion (watch.py): its window, and whether a breach rolls back.
+    "watch": {"hours": 24.0, "rollback": False},
 }
 
 # The decision rules a test is judged by, recorded when it starts (a running test keeps the
@@ -324,6 +326,9 @@ SETTINGS = record(
         "ab": record(
             {"defaults": record(AB_FIELDS, required=False), "harm_tolerance": HARM_TOLERANCE},
             required=False,
+        ),
+        "watch": record(
+            {"hours": number(0, 24 * 365, low_open=True), "rollback": boolean}, required=False
         ),
     },
     required=False,

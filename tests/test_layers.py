@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail", "ramp",
      "features", "feature_drift"},
     {"store", "jsonl", "summary", "batch", "sources"},
-    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation"},
+    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation", "watch"},
     {"project", "__init__"},
     {"cli", "ui", "demo", "entry", "__main__"},
 ]
