@@ -37,8 +37,9 @@ from .tail import HISTORY_MAX_REQUESTS
 from .timeutil import format_ts, parse_ts
 
 CAVEAT = (
-    "a historical comparison: the previous champion's requests before the promotion against "
-    "the new champion's after it, so anything else that changed at that time moves it too"
+    "a historical comparison, confounded by time: the previous champion's requests before the "
+    "promotion against the new champion's after it, so anything else that changed at that "
+    "time moves it too"
 )
 CHANGES = ("promoted", "ab_finalized", "rolled_back")
 
