@@ -15,6 +15,15 @@ from .errors import ConflictError, GateError, MlopsError, ValidationError
 from .limits import require_finite
 from .naming import validate_name, validate_version
 from .plan import Plan, PlanInputs, inputs_from_arms, make_plan
+from .ramp import (
+    DEFAULT_MIN_HOURS,
+    DEFAULT_MIN_USERS,
+    Strata,
+    judge_step,
+    new_ramp,
+    parse_steps,
+    step_status,
+)
 from .records import VARIANTS, plain_number, plain_request, validate_request
 from .registry import ModelRegistry, ModelVersion
 from .results import MappingResult
@@ -81,6 +90,9 @@ class ABTestConfig:
     max_tail_latency_increase: float | None = None
     max_latency_increase: float | str | None = None  # a share of the control's mean: 0.1, "10%"
     harm_tolerance: dict[str, float] | None = None  # per guardrail; unset keys from settings
+    ramp: str | list[float] | None = None  # treatment shares step by step: "5,10,25,50"
+    ramp_min_users: int | None = None  # treated users a step needs before the next
+    ramp_min_hours: float | None = None  # hours a step needs before the next
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ABTestConfig:
@@ -153,6 +165,13 @@ class ABTestConfig:
             )
         except ValueError as exc:
             raise ValidationError(str(exc), field="harm_tolerance") from None
+        if self.ramp is not None:
+            values.update(self._ramp_values(self.treatment_traffic_pct))
+        elif self.ramp_min_users is not None or self.ramp_min_hours is not None:
+            raise ValidationError(
+                "ramp_min_users and ramp_min_hours are minimums of a ramp's steps: give ramp too",
+                field="ramp",
+            )
         pct = values["treatment_traffic_pct"]
         if not 0 < pct < 100 or abs(pct * 100 - round(pct * 100)) > 1e-9:
             raise ValidationError(
@@ -161,6 +180,38 @@ class ABTestConfig:
                 field="treatment_traffic_pct",
             )
         return replace(self, **values)
+
+    def _ramp_values(self, given_pct: float | None) -> dict[str, Any]:
+        """The ramp's validated fields; its first step is the treatment's share."""
+        try:
+            steps = parse_steps(self.ramp or "")
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="ramp") from None
+        if given_pct is not None and float(given_pct) != steps[0]:
+            raise ValidationError(
+                "a ramp sets the treatment's share step by step: give the ramp or the "
+                "traffic share, not both",
+                field="ramp",
+            )
+        users = DEFAULT_MIN_USERS if self.ramp_min_users is None else self.ramp_min_users
+        hours = DEFAULT_MIN_HOURS if self.ramp_min_hours is None else self.ramp_min_hours
+        if isinstance(users, bool) or not isinstance(users, int) or users < 0:
+            raise ValidationError(
+                f"ramp_min_users must be a whole number >= 0, not {users!r}", field="ramp_min_users"
+            )
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not (
+            0 <= hours <= 24 * 365
+        ):
+            raise ValidationError(
+                f"ramp_min_hours must be hours from 0 to {24 * 365}, not {hours!r}",
+                field="ramp_min_hours",
+            )
+        return {
+            "ramp": steps,
+            "ramp_min_users": users,
+            "ramp_min_hours": float(hours),
+            "treatment_traffic_pct": steps[0],
+        }
 
 
 GATES = ("harm", "rollback", "continue", "promote")
@@ -202,6 +253,7 @@ class Assignment(MappingResult):
     version: str
     model: ModelVersion
     test: str | None
+    step: int | None = None  # the ramp step the user was routed at (record it with the request)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "model": self.model.to_dict()}
@@ -221,9 +273,12 @@ class TestStatus(MappingResult):
     days_elapsed: float | None = None
     torn_bytes: int | None = None
     skipped_lines: int = 0  # malformed log lines left out of `requests` (a view skips them)
+    ramp_status: dict[str, Any] | None = None  # a ramp test's step now (StepStatus.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         doc = self.test.to_dict()
+        if self.ramp_status is not None:
+            doc["ramp_status"] = self.ramp_status
         if self.days_elapsed is not None:
             doc["days_elapsed"] = self.days_elapsed
         doc["requests"] = self.requests
@@ -239,6 +294,7 @@ class _Route(NamedTuple):
 
     router: Router
     models: dict[str, Callable[[], ModelVersion]]
+    step: int | None  # the running test's ramp step
 
 
 class ABTestManager:
@@ -249,7 +305,8 @@ class ABTestManager:
         self.registry = registry
         # Worked out once per registry snapshot, for the per-request calls:
         self._routes: Bound[str, _Route] = Bound()  # by model type
-        self._streams: Bound[str, str] = Bound()  # a running test's stream, by its name
+        # a running test's stream and ramp step, by its name
+        self._streams: Bound[str, tuple[str, int | None]] = Bound()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -305,7 +362,20 @@ class ABTestManager:
             days_between(test.started_at, self.store.clock()),
             summary.torn_bytes,
             len(summary.skipped),
+            self.ramp_status(test, skip_invalid=True),
         )
+
+    def ramp_status(self, test: ABTest, skip_invalid: bool = False) -> dict[str, Any] | None:
+        """A ramp test's current step: its share, treated users and hours so far, and
+        whether its minimums are met (None without a ramp)."""
+        if test.ramp is None:
+            return None
+        strata = self.strata(test, None, skip_invalid)
+        step = test.ramp["step"]
+        end = parse_ts(test.finalized_at) if test.finalized_at else self.store.clock()
+        since = parse_ts(test.ramp["started"][step - 1])
+        hours = max((end - since).total_seconds(), 0.0) / 3600
+        return step_status(test.ramp, strata.users(step, True), hours).to_dict()
 
     # -- starting and routing ----------------------------------------------------------------
 
@@ -316,6 +386,11 @@ class ABTestManager:
         With a `source`, its requests are read from there (checked now: its columns and
         their types), never recorded into the project."""
         validate_name(config.name, "A/B test name")
+        if source is not None and config.ramp is not None:
+            raise ValidationError(
+                "a test whose requests live in a source cannot ramp: its requests carry no step",
+                field="ramp",
+            )
         if source is not None:
             sources.check_ab(source)
         validate_name(config.model_type, "model type")
@@ -370,10 +445,18 @@ class ABTestManager:
                 finalized_at=None,
                 source=source.to_doc() if source is not None else None,
             )
+            if cfg.ramp is not None:
+                test.ramp = new_ramp(
+                    parse_steps(cfg.ramp),
+                    int(cfg.ramp_min_users or 0),
+                    float(cfg.ramp_min_hours or 0),
+                    test.started_at,
+                )
             if test.tail_latency and history is not None and history[0] == control:
                 self._freeze(test, history[1])
             state.ab_tests[cfg.name] = test
             model.split_traffic(control, cfg.treatment_version, test.treatment_traffic_pct)
+            ramp = {"ramp": test.ramp["steps"]} if test.ramp else {}  # the key only with a ramp
             txn.event(
                 "ab_started",
                 test=cfg.name,
@@ -381,6 +464,7 @@ class ABTestManager:
                 control=control,
                 treatment=cfg.treatment_version,
                 traffic_pct=test.treatment_traffic_pct,
+                **ramp,
             )
         return test
 
@@ -481,7 +565,9 @@ class ABTestManager:
         if route is None:
             route = self._route(state, model_type)
         variant, version, test = route.router.route(user_id)
-        return Assignment(variant, version, route.models[version](), test.name if test else None)
+        if test is None:
+            return Assignment(variant, version, route.models[version](), None)
+        return Assignment(variant, version, route.models[version](), test.name, route.step)
 
     def _route(self, state: RegistryState, model_type: str) -> _Route:
         """How a model type's requests are served in `state`, bound to it (or the error)."""
@@ -492,6 +578,7 @@ class ABTestManager:
         route = _Route(
             router,
             {v: self.registry.served_version(model_type, v, model) for v in versions if v},
+            test.ramp_step if test else None,
         )
         self._routes.of(state)[model_type] = route
         return route
@@ -530,13 +617,16 @@ class ABTestManager:
         error: bool = False,
         user_id: str | None = None,
         ts: str | None = None,
+        step: int | None = None,
     ) -> None:
-        """Record one request of a running test (cheap: one appended line)."""
+        """Record one request of a running test (cheap: one appended line). A ramp test's
+        request carries its step: `step` (the assignment's), else the step now in force."""
         store = self.store
         state = store.snapshot()
-        stream = self._streams.of(state).get(test_name)
-        if stream is None:
-            stream = self._stream(state, test_name)
+        bound = self._streams.of(state).get(test_name)
+        if bound is None:
+            bound = self._stream(state, test_name)
+        stream, current = bound
         doc: dict[str, Any] = {
             "ts": ts or stamp_now(store.clock),
             "variant": variant,
@@ -546,7 +636,14 @@ class ABTestManager:
         }
         if user_id is not None:
             doc["user_id"] = user_id
-        if ts is not None or not plain_request(
+        if current is not None:
+            doc["step"] = current if step is None else step
+        elif step is not None:
+            raise ValidationError(
+                f"A/B test {test_name} has no ramp: a request's step belongs to a ramp test",
+                field="step",
+            )
+        if ts is not None or step is not None or not plain_request(
             variant, inference_time_ms, confidence, error, "" if user_id is None else user_id
         ):
             for key in ("inference_time_ms", "confidence", "error"):
@@ -554,15 +651,15 @@ class ABTestManager:
             validate_request(doc, judge_ts=ts is not None)  # or says what is wrong
         store.append(stream, doc)
 
-    def _stream(self, state: RegistryState, test_name: str) -> str:
+    def _stream(self, state: RegistryState, test_name: str) -> tuple[str, int | None]:
         """The stream of a running test, bound to the snapshot when it holds the test running
         (one started elsewhere since is read fresh); a finalized test, or one whose requests
         live in a source, is an error."""
         test = self._recordable(test_name, state)
-        stream = ab_stream(test_name)
+        bound = (ab_stream(test_name), test.ramp_step)
         if state.ab_tests.get(test_name) is test:
-            self._streams.of(state)[test_name] = stream
-        return stream
+            self._streams.of(state)[test_name] = bound
+        return bound
 
     def record_batch(
         self,
@@ -592,6 +689,8 @@ class ABTestManager:
         days = days_between(test.started_at, end)
         if test.source is not None:
             result = self._evaluate_source(test, end, days)
+        elif test.ramp is not None:
+            result = self._evaluate_ramp(test, end, days, skip_invalid)
         else:
             summary = self.requests(test_name, skip_invalid, test)
             for arm in VARIANTS:  # never decide on sums that overflowed
@@ -605,6 +704,15 @@ class ABTestManager:
             result.skipped_lines = len(summary.skipped)
             result.torn_bytes = summary.torn_bytes
         result.status = test.status
+        if apply and test.running and result.ramp is not None and result.ramp["advance"]:
+            self.advance_ramp(test_name, result.ramp["step"], reason="ab evaluate --apply: advance")
+            result.ramp["advanced"] = True
+            result.applied = True
+            result.recommendation = (
+                f"Applied: the ramp moved to step {result.ramp['step'] + 1} "
+                f"({result.ramp['next_share']:g}% treatment)."
+            )
+            return result
         if apply and test.running and result.decision in ("promote", "rollback"):
             cause = f" ({result.rollback_cause})" if result.rollback_cause else ""
             self.finalize_test(
@@ -621,6 +729,144 @@ class ABTestManager:
                 + "); these are its final figures."
             )
         return result
+
+    def _evaluate_ramp(
+        self, test: ABTest, end: datetime, days: float, skip_invalid: bool
+    ) -> Evaluation:
+        """The decision on a ramp test: the figures per arm as any test's, the differences and
+        the split stratified by step (ramp.py), and the ramp's own verdict before its last
+        step (advance, or wait)."""
+        assert test.ramp is not None
+        summary = self.requests(test.name, skip_invalid, test)
+        for arm in VARIANTS:  # never decide on sums that overflowed
+            for key, value in asdict(summary.arm(arm)).items():
+                require_finite(key, value, f"the {arm} requests of A/B test {test.name}")
+        control, treatment = analysis_arms(
+            summary.arm("control"), summary.arm("treatment"), summary.users
+        )
+        tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+        tau = tail.threshold.ms if tail is not None and tail.threshold is not None else None
+        strata = self.strata(test, tau, skip_invalid)
+        result = decide(test.name, test.config(), control, treatment, days, tail, strata)
+        result.skipped_lines = len(summary.skipped)
+        result.torn_bytes = summary.torn_bytes
+        step = test.ramp["step"]
+        since = parse_ts(test.ramp["started"][step - 1])
+        status = step_status(
+            test.ramp, strata.users(step, True), max((end - since).total_seconds(), 0.0) / 3600
+        )
+        before = result.decision
+        result.decision = judge_step(
+            status, result.decision, result.reasons, result.metrics, test.max_error_rate_increase
+        )
+        if status.advance:
+            result.recommendation = (
+                f"Advance the ramp to {status.next_share:g}% treatment: {result.reasons[0]}; run "
+                f"`mlops ab evaluate {test.name} --apply`."
+            )
+        elif result.decision == "continue" and before != "rollback":
+            result.recommendation = (
+                f"Keep the test at step {status.step} of {status.steps} ({status.share:g}% "
+                f"treatment): {result.reasons[0]}."
+            )
+        result.ramp = status.to_dict()
+        return result
+
+    def strata(self, test: ABTest, tau: float | None = None, skip_invalid: bool = False) -> Strata:
+        """A ramp test's requests grouped by step, arm and user (`ramp.Strata`). A request
+        without a `step` counts at the step in force at its `ts`; `tau` adds the slow counts
+        of the tail-latency guardrail. A finalized test's records after its end are left out
+        (as in its final figures)."""
+        import numpy as np
+
+        assert test.ramp is not None
+        starts = [parse_ts(t) for t in test.ramp["started"]]
+        limit = parse_ts(test.finalized_at) if test.finalized_at else None
+        steps: list[int] = []
+        treated: list[bool] = []
+        users: list[int] = []
+        errors: list[bool] = []
+        confidence: list[float] = []
+        times: list[float] = []
+        codes: dict[str, int] = {}
+        anonymous = False
+        for chunk in self.store.scan(ab_stream(test.name), skip_invalid=skip_invalid):
+            for r in chunk:
+                ts = r.get("ts")
+                moment = None
+                if ts is not None:
+                    moment = ts if isinstance(ts, datetime) else parse_ts(ts)
+                    if limit is not None and moment > limit:
+                        continue
+                step = r.get("step")
+                if step is None:
+                    step = sum(1 for s in starts if moment is None or s <= moment) or 1
+                if step > len(test.ramp["steps"]):
+                    raise ValidationError(
+                        f"a request of A/B test {test.name} names step {step}; its ramp has "
+                        f"{len(test.ramp['steps'])}"
+                    )
+                uid = r.get("user_id")
+                if uid is None:
+                    anonymous = True
+                    code = len(codes)
+                    codes[f"\0{code}"] = code
+                else:
+                    code = codes.setdefault(str(uid), len(codes))
+                steps.append(step)
+                treated.append(r["variant"] == "treatment")
+                users.append(code)
+                errors.append(bool(r.get("error", False)))
+                confidence.append(float(r["confidence"]))
+                times.append(float(r["inference_time_ms"]))
+        values: dict[str, Any] = {
+            "errors": errors, "confidence": confidence, "inference_time_ms": times
+        }
+        if tau is not None:
+            values["slow"] = np.asarray(times) > tau
+        return Strata.of(
+            steps, treated, users, values, test.ramp["steps"],
+            "request" if anonymous else "user",
+        )
+
+    def advance_ramp(self, test_name: str, step: int, reason: str | None = None) -> ABTest:
+        """Move a running ramp test from `step` to the next: the treatment's share rises to
+        the next step's (sticky buckets: only control users move). Refused when the test has
+        moved meanwhile (another process advanced it) or is at its last step."""
+        with self.store.transaction() as txn:
+            test = txn.state.test(test_name)
+            if not test.running or test.ramp is None:
+                raise ConflictError(f"A/B test {test_name} is not a running ramp test")
+            ramp = test.ramp
+            if ramp["step"] != step:
+                raise ConflictError(
+                    f"A/B test {test_name} is at step {ramp['step']}, not {step}: it moved "
+                    "meanwhile"
+                )
+            if step >= len(ramp["steps"]):
+                raise ConflictError(
+                    f"A/B test {test_name} is at the last step of its ramp: promote or roll back"
+                )
+            share = ramp["steps"][step]
+            test.ramp = {
+                **ramp,
+                "step": step + 1,
+                "started": [*ramp["started"], format_ts(self.store.clock())],
+            }
+            test.treatment_traffic_pct = share
+            txn.state.models[test.model_type].split_traffic(
+                test.control_version, test.treatment_version, share
+            )
+            txn.event(
+                "test_ramped",
+                reason or f"ab ramp: step {step + 1}",
+                test=test_name,
+                model_type=test.model_type,
+                step=step + 1,
+                traffic_pct=share,
+                previous_pct=ramp["steps"][step - 1],
+            )
+        return test
 
     def _evaluate_source(self, test: ABTest, end: datetime, days: float) -> Evaluation:
         """The decision on a test whose requests live in a source: the engine returns each
@@ -714,6 +960,31 @@ class ABTestManager:
                 forced=force or None,
             )
         return test
+
+    # -- delivery controllers ------------------------------------------------------------------
+
+    def controller_verdict(self, test_name: str) -> dict[str, Any]:
+        """What a delivery controller (Argo Rollouts' web metric, Flagger's webhooks) needs:
+        the test's current decision and whether it is safe to continue the rollout (read only:
+        nothing is applied)."""
+        evaluation = self.evaluate_test(test_name, skip_invalid=True)
+        safe, why = safe_to_continue(evaluation)
+        test = self.get_test(test_name)
+        doc: dict[str, Any] = {
+            "test": test_name,
+            "model_type": test.model_type,
+            "status": evaluation.status,
+            "decision": evaluation.decision,
+            "rollback_cause": evaluation.rollback_cause,
+            "safe_to_continue": safe,
+            "why": why,
+            "recommendation": evaluation.recommendation,
+            "reasons": list(evaluation.reasons),
+            "treatment_traffic_pct": test.treatment_traffic_pct,
+        }
+        if evaluation.ramp is not None:
+            doc["ramp"] = evaluation.ramp
+        return doc
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -857,6 +1128,23 @@ class ABTestManager:
             return self.plan(days=days, from_test=past, power=power, **config)
         except MlopsError:
             return None  # too little to plan from: the plan is advice, never a failure
+
+def safe_to_continue(evaluation: Evaluation) -> tuple[bool, str]:
+    """Whether a rollout may go on, and why: not when the test was rolled back or aborted,
+    when its decision is a rollback (harm or futility), or when the split is a sample ratio
+    mismatch (the figures cannot be trusted); yes while it continues or promotes, and after
+    it was promoted."""
+    if evaluation.status in ("rolled_back", "aborted"):
+        return False, f"the test was finalized {evaluation.status}"
+    if evaluation.decision == "rollback":
+        return False, f"the decision is rollback ({evaluation.rollback_cause})"
+    srm = evaluation.metrics.get("srm") or {}
+    if srm.get("mismatch"):
+        return False, f"sample ratio mismatch p={srm['p_value']:.2g}"
+    if evaluation.status == "promoted":
+        return True, "the test was promoted"
+    return True, f"the decision is {evaluation.decision}"
+
 
 def _until(test: ABTest) -> str | None:
     return stamp(parse_ts(test.finalized_at)) if test.finalized_at else None

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .moments import Moments
 from .results import MappingResult
@@ -51,6 +51,9 @@ from .stats import (
 from .tail import TailInput  # tail-latency guardrail
 from .tail import difference as tail_difference  # tail-latency guardrail
 from .tail import entry as tail_entry  # tail-latency guardrail
+
+if TYPE_CHECKING:
+    from .ramp import Strata
 
 VARIANTS = ("control", "treatment")
 DECISIONS = ("promote", "rollback", "continue")
@@ -122,9 +125,13 @@ class Evaluation(MappingResult):
     torn_bytes: int = 0  # an incomplete last line (a write cut short), ignored
     rollback_cause: str | None = None  # "harm" or "futility" when the decision is rollback
     unit: str = "request"  # "user" when records carry user ids
+    ramp: dict[str, Any] | None = None  # a ramp test's step (ramp.StepStatus.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.ramp is None:
+            del out["ramp"]  # only a ramp test's evaluation has the key
+        return out
 
 
 # -- per-user totals ---------------------------------------------------------------------------
@@ -627,8 +634,12 @@ def decide(
     treatment: Arm,
     days_elapsed: float,
     tail: TailInput | None = None,
+    strata: Strata | None = None,
 ) -> Evaluation:
     """Apply the decision rules, in order, to the arms' sufficient statistics (no I/O).
+
+    `strata`: a ramp test's requests by step (`ramp.Strata`); the differences and the split
+    are then the stratified ones (the arms still give the figures and the unit counts).
 
     `control` and `treatment` are both per request (`Moments`) or both per user (`UserArm`,
     e.g. `UserTotals.arm("control")`); the latter makes users the unit of analysis. `tail`:
@@ -638,8 +649,12 @@ def decide(
     rules = config if isinstance(config, Rules) else Rules.from_config(config)
     alpha, method, tuning = rules.alpha, rules.method, rules.sequential_tuning
     per_user = isinstance(control, UserArm) and isinstance(treatment, UserArm)
-    main = differences(control, treatment, alpha, method, tuning)
-    at_harm = differences(control, treatment, rules.harm_alpha, method, tuning)
+    if strata is not None:
+        main = strata.differences(alpha, method, tuning)
+        at_harm = strata.differences(rules.harm_alpha, method, tuning)
+    else:
+        main = differences(control, treatment, alpha, method, tuning)
+        at_harm = differences(control, treatment, rules.harm_alpha, method, tuning)
     guards = guardrails(rules, main, at_harm, _latency_stats(control).mean)
 
     # -- tail-latency guardrail (tail.py): harm when the slow share's interval lies above 0
@@ -649,11 +664,15 @@ def decide(
         margin = rules.max_tail_latency_increase
         if tail.threshold is None:
             tail_doc = tail_entry(tail, None, None, margin, rules.harm_alpha, False, None)
+        elif strata is not None:
+            t_harm = strata.clipped("slow", rules.harm_alpha, method, tuning)
+            t_main = strata.clipped("slow", alpha, method, tuning)
         else:
             t_harm = tail_difference(
                 tail.control, tail.treatment, per_user, rules.harm_alpha, method, tuning
             )
             t_main = tail_difference(tail.control, tail.treatment, per_user, alpha, method, tuning)
+        if tail.threshold is not None:
             t_ok = None if margin is None else t_main.ci[1] <= margin
             t_tolerance = rules.tolerance("tail_latency")
             t_harmed = t_harm.ci[0] > t_tolerance
@@ -674,7 +693,10 @@ def decide(
             )
     # -- end of the tail-latency guardrail
 
-    srm = _sample_ratio(control, treatment, rules.treatment_traffic_pct / 100)
+    if strata is not None:
+        srm = strata.srm()
+    else:
+        srm = _sample_ratio(control, treatment, rules.treatment_traffic_pct / 100)
     verdict = judge(name, rules, control, treatment, days_elapsed, main, guards, srm)
     requests = control.n + treatment.n
     metrics = {

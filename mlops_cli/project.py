@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .ab_testing import ABTestManager
     from .drift import DriftDetector, DriftMonitor
     from .registry import ModelRegistry
+    from .watch import WatchMonitor
     from .webhooks import WebhookManager
 
 Location = str | os.PathLike[str]
@@ -175,6 +176,13 @@ class Project:
         from .webhooks import WebhookManager
 
         return WebhookManager(self.store)
+
+    @cached_property
+    def watch(self) -> WatchMonitor:
+        """The watch after a promotion (watch.py)."""
+        from .watch import WatchMonitor
+
+        return WatchMonitor(self.store, self.registry)
 
     @cached_property
     def drift(self) -> DriftMonitor:

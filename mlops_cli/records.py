@@ -24,7 +24,8 @@ from .limits import (
 from .timeutil import parse_ts
 
 VARIANTS = ("control", "treatment")
-REQUEST_FIELDS = {"variant", "inference_time_ms", "confidence", "error", "user_id", "ts"}
+REQUEST_FIELDS = {"variant", "inference_time_ms", "confidence", "error", "user_id", "ts", "step"}
+MAX_RAMP_STEP = 20  # a ramp's steps (ramp.MAX_STEPS); a request's `step` is 1 to this
 SAMPLE_FIELDS = {"prediction", "confidence", "ts", "features"}
 _PLAIN_SAMPLE_FIELDS = {"prediction", "confidence", "ts"}  # the seed's: the fast path
 NUMBER = (int, float)
@@ -167,6 +168,7 @@ def validate_request(doc: Any, where: str = "", *, judge_ts: bool = True) -> dic
         type(doc) is dict
         and doc.keys() <= REQUEST_FIELDS
         and _fast_ts(ts)
+        and _fast_step(doc.get("step", 1))
         and plain_request(
             doc.get("variant"),
             doc.get("inference_time_ms"),
@@ -197,7 +199,17 @@ def validate_request(doc: Any, where: str = "", *, judge_ts: bool = True) -> dic
         check_user_id(doc["user_id"], where)
     if "ts" in doc and judge_ts:
         check_ts(doc["ts"], where)
+    if "step" in doc and not _fast_step(doc["step"]):
+        raise ValidationError(
+            f"{where}step must be a ramp step from 1 to {MAX_RAMP_STEP}, not {_shown(doc['step'])}",
+            field=f"{where}step",
+        )
     return doc
+
+
+def _fast_step(value: Any) -> bool:
+    """A request's ramp step: an int from 1 to MAX_RAMP_STEP."""
+    return type(value) is int and 1 <= value <= MAX_RAMP_STEP
 
 
 def validate_sample(doc: Any, where: str = "", *, judge_ts: bool = True) -> dict[str, Any]:

@@ -63,6 +63,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # a change delivers before it returns (0: leave it to `mlops webhook deliver`), and the
     # timeout of one HTTP request.
     "webhooks": {"max_attempts": 8, "backoff_s": 10.0, "drain_s": 2.0, "timeout_s": 5.0},
+    # The watch after a promotion (watch.py): its window, and whether a breach rolls back.
+    "watch": {"hours": 24.0, "rollback": False},
 }
 
 # The decision rules a test is judged by, recorded when it starts (a running test keeps the
@@ -344,6 +346,9 @@ SETTINGS = record(
             },
             required=False,
         ),
+        "watch": record(
+            {"hours": number(0, 24 * 365, low_open=True), "rollback": boolean}, required=False
+        ),
     },
     required=False,
 )
@@ -402,8 +407,16 @@ _AB_TEST = record(
         "tail_latency_source": optional(choice("champion_history", "first_day")),
         "tail_latency_requests": optional(integer(1)),
         "source": optional(config_mapping),  # checked in full by sources.Source.from_doc
+        "ramp": optional(lambda value, key: _ramp(value, key)),
     }
 )
+
+
+def _ramp(value: Any, key: str) -> dict[str, Any]:
+    from .ramp import check_ramp  # ramp imports the decision rules, which import this module
+
+    return check_ramp(value, key)
+
 # Written before the tail-latency guardrail: its keys absent. Such a test keeps the rules it
 # started with (the guardrail off), read without a schema step, so no other value moves.
 _BEFORE_TAIL = {
@@ -421,6 +434,8 @@ def AB_TEST(value: Any, key: str) -> dict[str, Any]:
         value = {**value, **{k: v for k, v in _BEFORE_TAIL.items() if k not in value}}
     if isinstance(value, dict) and "source" not in value:  # requests in the project's log
         value = {**value, "source": None}
+    if isinstance(value, dict) and "ramp" not in value:  # no ramp: one share throughout
+        value = {**value, "ramp": None}
     return _AB_TEST(value, key)  # type: ignore[no-any-return]
 
 

@@ -343,10 +343,16 @@ class ABTest(MappingResult):
     finalized_at: str | None = None
     end_reason: str | None = None  # why a test was aborted (promote --force)
     source: dict[str, Any] | None = None  # where its requests live (sources.Source.to_doc)
+    ramp: dict[str, Any] | None = None  # its traffic ramp (ramp.new_ramp), when it has one
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def ramp_step(self) -> int | None:
+        """The current step of its ramp (1-based), None without a ramp."""
+        return None if self.ramp is None else int(self.ramp["step"])
 
     def version_of(self, variant: str) -> str:
         return self.control_version if variant == "control" else self.treatment_version
@@ -361,11 +367,12 @@ class ABTest(MappingResult):
         }
 
     def to_doc(self) -> dict[str, Any]:
-        """The registry's record (`source` only when the test has one)."""
+        """The registry's record (`source` and `ramp` only when the test has one)."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "name" and not (f.name == "source" and self.source is None)
+            if f.name != "name"
+            and not (f.name in ("source", "ramp") and getattr(self, f.name) is None)
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -127,6 +127,26 @@ def _sequential_interval(
     return Difference(estimate, (estimate - half, estimate + half), p_value)
 
 
+def interval_of(
+    estimate: float,
+    variance: float,
+    n: int,
+    alpha: float,
+    method: str,
+    tuning: float,
+    parameters: int = 2,
+) -> Difference:
+    """The test's interval for an estimate with a given variance over n units: the
+    confidence sequence (sequential), or the t interval with n - `parameters` degrees of
+    freedom (fixed). An infinite variance (too few units) is an unbounded interval, a zero one
+    an exact difference."""
+    if not math.isfinite(variance) or variance <= 0 or n < 2:
+        return _degenerate(estimate, variance if n >= 2 else math.inf)
+    if method == "fixed":
+        return _fixed_interval(estimate, variance, max(n - parameters, 1), alpha)
+    return _sequential_interval(estimate, variance, n, alpha, tuning)
+
+
 def compare(
     control: ArmStats, treatment: ArmStats, alpha: float, method: str, tuning: float
 ) -> Difference:
@@ -216,8 +236,10 @@ SRM_THRESHOLD = 0.001
 SRM_MIN_PER_ARM = 8
 
 
-def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: float) -> SampleRatio:
-    """Chi-square (1 df) p-value of the observed split; p < 0.001 is a mismatch.
+def sample_ratio_mismatch(
+    n_control: int, n_treatment: int, treatment_share: float, threshold: float = SRM_THRESHOLD
+) -> SampleRatio:
+    """Chi-square (1 df) p-value of the observed split; p < `threshold` (0.001) is a mismatch.
 
     Not judged below 8 requests per arm, where the chi-square approximation is poor.
     """
@@ -229,7 +251,7 @@ def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: flo
     chi2 = (n_treatment - expected_t) ** 2 / expected_t + (n_control - expected_c) ** 2 / expected_c
     p_value = math.erfc(math.sqrt(chi2 / 2))  # the chi-square survival function at 1 df
     judged = min(n_control, n_treatment) >= SRM_MIN_PER_ARM
-    return SampleRatio(p_value, judged and p_value < SRM_THRESHOLD, judged)
+    return SampleRatio(p_value, judged and p_value < threshold, judged)
 
 
 def ks_two_sample(a: Any, b: Any) -> tuple[float, float]:

@@ -327,7 +327,8 @@ def test_the_console_script_routes_every_group(tmp_path: Path) -> None:
     )
     assert run("--traceback", "-C", str(tmp_path), "metrics", "export").returncode == 0
     drift = run("-C", str(tmp_path), "drift", "check", "--all", "--json")
-    assert json.loads(drift.stdout) == {"results": [], "without_reference": []}
+    assert json.loads(drift.stdout) == {"results": [], "without_reference": [], "watch": []}
+    assert json.loads(run("-C", str(tmp_path), "watch", "check", "--json").stdout) == []
     typo = run("-C", str(tmp_path), "lisst")
     assert typo.returncode == 2 and "No such command" in typo.stderr
 

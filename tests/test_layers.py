@@ -13,10 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlops_cli"
 LAYERS: list[set[str]] = [
     {"errors", "naming", "timeutil", "results", "limits", "safefs", "yamlsafe", "hooks", "pushgw",
      "textsafe", "moments"},
-    {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail",
+    {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail", "ramp",
      "features", "feature_drift"},
     {"store", "jsonl", "summary", "batch", "sources"},
-    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation", "webhooks"},
+    {"registry", "ab_testing", "drift", "prometheus", "report", "simulation", "webhooks", "watch"},
     {"project", "__init__"},
     {"cli", "ui", "demo", "entry", "__main__"},
 ]

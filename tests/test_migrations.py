@@ -181,8 +181,9 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "ALTER TABLE ab_tests DROP COLUMN max_latency_increase, DROP COLUMN harm_tolerance, "
-            "DROP COLUMN decision_rules, DROP COLUMN source"
+            "DROP COLUMN decision_rules, DROP COLUMN source, DROP COLUMN ramp"
         )
+        conn.execute("ALTER TABLE requests DROP COLUMN step")
         conn.execute("DROP INDEX versions_type_ord")
         conn.execute("ALTER TABLE drift_samples DROP COLUMN features")
         conn.execute("DROP TABLE feature_profiles")

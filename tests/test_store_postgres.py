@@ -572,7 +572,8 @@ def test_concurrent_upgrades_apply_each_migration_once(pg_url: str) -> None:
     assert sorted(results) == [(0, postgres.LATEST)] + [(postgres.LATEST, postgres.LATEST)] * 3
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute("SELECT version FROM schema_version").fetchall()
-    assert rows == [(v,) for v in range(1, postgres.LATEST + 1)]
+    shipped = Path(postgres.__file__).parent / "migrations"
+    assert rows == [(int(p.name[:4]),) for p in sorted(shipped.glob("*.sql"))]
 
 
 def test_an_unreachable_server_is_a_clean_error_within_5_s() -> None:

@@ -32,7 +32,8 @@ REGISTRY_COMMANDS = {
     "alias",
 }
 GROUPS = (
-    "registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source", "webhook"
+    "registry", "ab", "drift", "demo", "ui", "report", "db", "store", "source", "webhook",
+    "watch",
 )
 
 
@@ -82,6 +83,10 @@ def make_app(groups: tuple[str, ...] = GROUPS, command: str | None = None) -> ty
         from .drift_cmds import drift_app
 
         app.add_typer(drift_app, name="drift")
+    if "watch" in groups:
+        from .drift_cmds import watch_app
+
+        app.add_typer(watch_app, name="watch")
     if "demo" in groups:
         from .demo_cmd import demo
 

@@ -58,6 +58,9 @@ START_FLAGS = {
     "tail_latency": "--tail-latency",
     "max_tail_latency_increase": "--max-tail-latency-increase",
     "max_latency_increase": "--max-latency-increase",
+    "ramp": "--ramp",
+    "ramp_min_users": "--ramp-min-users",
+    "ramp_min_hours": "--ramp-min-hours",
 }
 
 
@@ -113,6 +116,18 @@ def start(
         help="Promotion margin of that share (absolute, e.g. 0.02 = 2 points; default: none, "
         "the guardrail only rolls back).",
     ),
+    ramp: str | None = typer.Option(
+        None,
+        "--ramp",
+        help="Treatment shares in % step by step, e.g. 5,10,25,50 (replaces --traffic); "
+        "`ab evaluate --apply` advances a step that met its minimums with no harm.",
+    ),
+    ramp_min_users: int | None = typer.Option(
+        None, "--ramp-min-users", help="Treated users a step needs before the next (100)."
+    ),
+    ramp_min_hours: float | None = typer.Option(
+        None, "--ramp-min-hours", help="Hours a step needs before the next (24)."
+    ),
     config_file: Path | None = typer.Option(
         None, "--config-file", help="YAML with ABTestConfig fields (flags win)."
     ),
@@ -141,6 +156,9 @@ def start(
         "tail_latency": tail_latency,
         "max_tail_latency_increase": max_tail_latency_increase,
         "max_latency_increase": max_latency_increase,
+        "ramp": ramp,
+        "ramp_min_users": ramp_min_users,
+        "ramp_min_hours": ramp_min_hours,
     }
 
     given = {k: flag for k, flag in START_FLAGS.items() if flags[k] is not None}
@@ -168,6 +186,12 @@ def start(
             f"{100 - t.treatment_traffic_pct:g}%) vs {t.treatment_version} (treatment, "
             f"{t.treatment_traffic_pct:g}%), {t.method} at alpha {t.alpha:g}"
         )
+        if t.ramp is not None:
+            r = t.ramp
+            say(
+                f"ramp: {', '.join(f'{x:g}%' for x in r['steps'])}; a step needs "
+                f"{r['min_users']} treated users and {r['min_hours']:g} hours"
+            )
         for p in planned:  # from an earlier test's traffic, when one had user ids
             say(f"plan: {p.summary()}")
 
@@ -299,6 +323,8 @@ def render_evaluation(e: Evaluation) -> None:
     tail = m.get("guardrails", {}).get("tail_latency")
     if tail is not None:
         say(tail_line(tail))
+    if e.ramp is not None:
+        say(ramp_line(e.ramp))
     srm = m["srm"]
     split = (
         f"sample ratio p={srm['p_value']:.3g} over {srm.get('unit', 'request')}s"
@@ -316,6 +342,17 @@ def render_evaluation(e: Evaluation) -> None:
         say(f"skipped {e.skipped_lines} malformed log line(s) (--skip-invalid)")
     if e.torn_bytes:
         torn_note(f"logs/ab/{e.test}.jsonl", e.torn_bytes)
+
+
+def ramp_line(r: dict[str, Any]) -> str:
+    """A ramp's step, share and minimums, one line."""
+    met = "met" if r["minimums_met"] else "not met"
+    nxt = f", next {r['next_share']:g}%" if r["next_share"] is not None else " (last step)"
+    return (
+        f"ramp: step {r['step']} of {r['steps']} at {r['share']:g}%{nxt}; minimums {met} "
+        f"({r['users']} of {r['min_users']} treated users, {r['hours']:.1f} of "
+        f"{r['min_hours']:g} hours)" + ("; advanced" if r.get("advanced") else "")
+    )
 
 
 def skipped_note(log: str, count: int) -> None:
@@ -426,7 +463,9 @@ def status(
 
 
 def render_status(s: TestStatus) -> None:
-    key_values(s.test.name, [(k, v) for k, v in s.items() if k != "name"])
+    key_values(s.test.name, [(k, v) for k, v in s.items() if k not in ("name", "ramp_status")])
+    if s.ramp_status is not None:
+        say(ramp_line(s.ramp_status))
     skipped_note(f"logs/ab/{s.test.name}.jsonl", s.skipped_lines)
 
 

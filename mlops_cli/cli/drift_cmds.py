@@ -257,6 +257,7 @@ def check(
     from ..drift import gate, parse_level
 
     unchecked: list[tuple[str, str]] = []
+    watches: list[Any] = []
 
     def action() -> tuple[list[DriftReport], Level | None]:
         level = parse_level(fail_on)
@@ -265,6 +266,7 @@ def check(
             if model_type or version:
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
             unchecked.extend(project.drift.without_reference())
+            watches.extend(w for w in project.watch.check() if w.status != "none")
             return project.drift.check_all(window, skip_invalid), level
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
@@ -277,6 +279,8 @@ def check(
                 f"not checked: {t} {v} serves or is monitored but has no reference set "
                 f"(add one: mlops drift reference {t} {v} --file ...)"
             )
+        for w in watches:
+            say(watch_line(w))
 
     reports, level = run(
         ctx,
@@ -286,6 +290,7 @@ def check(
         lambda r: {
             "results": r[0],
             "without_reference": [{"model_type": t, "model_version": v} for t, v in unchecked],
+            "watch": [w.to_dict() for w in watches],
         }
         if all_versions
         else r[0][0],
@@ -372,4 +377,43 @@ def source(
         json_output,
         action,
         lambda r: say(f"{model_type} {r['model_version']}: drift samples from {r['from']}"),
+    )
+
+
+watch_app = typer.Typer(
+    help="The watch after a promotion: the new champion against the previous one.",
+    no_args_is_help=True,
+)
+
+
+def watch_line(w: Any) -> str:
+    """One model type's watch, one line."""
+    if w.status == "none":
+        return f"{w.model_type}: no promotion to watch"
+    what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
+    head = (
+        f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
+    )
+    return head + "".join(f"; {r}" for r in w.reasons)
+
+
+def render_watches(ws: list[Any]) -> None:
+    for w in ws:
+        say(watch_line(w))
+
+
+@watch_app.command("check")
+def watch_check(
+    ctx: typer.Context,
+    model_type: str | None = typer.Argument(None, help="One model type (default: all)."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Compare each new champion with the previous one for watch.hours after its promotion;
+    a breach rolls back when watch.rollback is on (a cron step; drift check --all runs it)."""
+    run(
+        ctx,
+        json_output,
+        lambda: open_project(ctx).watch.check(model_type),
+        render_watches,
+        lambda ws: [w.to_dict() for w in ws],
     )

@@ -342,6 +342,14 @@ def ab_test(location: Location, name: str) -> dict[str, Any]:
     )
 
 
+def controller(location: Location, name: str) -> dict[str, Any]:
+    """A test's decision and `safe_to_continue` for delivery controllers (docs/controllers.md).
+
+    Library calls: ab.controller_verdict(name).
+    """
+    return _finite_doc(_open(location).ab.controller_verdict(name))
+
+
 def plan_progress(project: Project, name: str, evaluation: dict[str, Any]) -> dict[str, Any] | None:
     """The users the test has against those its plan needs for its `duration_days` (the plan
     from the latest earlier test of its model type with user ids; None without one).

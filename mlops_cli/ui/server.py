@@ -251,7 +251,9 @@ class Request:
         try:
             if any("\x00" in p for p in parts):
                 raise NotFoundError(f"no page at {url.path}")
-            if parts[:1] == ["api"]:
+            if len(parts) == 4 and parts[:2] == ["api", "controller"] and parts[3] == "gate":
+                self.gate(parts[2])
+            elif parts[:1] == ["api"]:
                 self.send_json(200, self.api(parts[1:], query))
             elif parts[:1] == ["static"]:
                 self.static(parts[1:])
@@ -281,6 +283,8 @@ class Request:
                 return data.model(where, model_type)
             case ["test", name]:
                 return data.ab_test(where, name)
+            case ["controller", name]:
+                return data.controller(where, name)
             case ["drift", model_type, version]:
                 return data.drift(where, model_type, version)
             case ["events"]:
@@ -302,6 +306,12 @@ class Request:
                     "actions": list(data.ACTIONS) if self.settings.allow_actions else [],
                 }
         raise NotFoundError(f"no API endpoint /api/{'/'.join(parts)}")
+
+    def gate(self, name: str) -> None:
+        """A delivery controller's gate: 200 with the verdict while the rollout may go on,
+        409 (non-2xx: Flagger halts, Argo's web metric fails) when it may not."""
+        verdict = data.controller(self.settings.project, name)
+        self.send_json(200 if verdict["safe_to_continue"] else 409, verdict)
 
     def page(self, parts: list[str], extra: dict[str, str]) -> None:
         """The app's page; an address naming an unknown model type or test answers 404."""
@@ -332,6 +342,10 @@ class Request:
         url = urlsplit(self.path)
         ok, _ = self.authorized(parse_qs(url.query))
         if self.refused(ok):
+            return
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        if len(parts) == 4 and parts[:2] == ["api", "controller"] and parts[3] == "gate":
+            self.controller_post(parts[2])  # read only: no session token, no --allow-actions
             return
         if not self.settings.allow_actions:
             self.send_error_doc(
@@ -368,6 +382,27 @@ class Request:
         except Exception as exc:
             self.log_error("unexpected %s: %s", type(exc).__name__, exc)
             self.send_json(500, {"error": {"type": "InternalError", "message": type(exc).__name__}})
+
+    def controller_post(self, name: str) -> None:
+        """Flagger's webhook POST (its payload names the canary; it is read and checked as a
+        JSON object, then the gate answers as on GET)."""
+        try:
+            length = int(self.header("Content-Length") or "0")
+            if not 0 <= length <= MAX_BODY:
+                raise ValidationError("a webhook body is at most 64 KiB")
+            if length:
+                body = orjson.loads(self.environ["wsgi.input"].read(length))
+                if not isinstance(body, dict):
+                    raise ValidationError("a webhook's body must be a JSON object")
+            self.gate(name)
+        except orjson.JSONDecodeError as exc:
+            self.send_error_doc(400, "ValidationError", str(exc))
+        except ValidationError as exc:
+            self.send_error_doc(400, exc.type, str(exc))
+        except NotFoundError as exc:
+            self.send_error_doc(404, exc.type, str(exc))
+        except MlopsError as exc:
+            self.send_error_doc(500, exc.type, str(exc))
 
     def answer(self) -> None:
         if self.command in ("GET", "HEAD"):

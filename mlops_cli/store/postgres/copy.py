@@ -108,9 +108,12 @@ def text_lines(table: Table, prefix: str, records: list[dict[str, Any]], now: st
                 uid = "\\N\tf"
             else:
                 uid = f"{_escape(str(user))}\tf"
+            step = r.get("step")
+            step_text = "\\N" if step is None else str(step)
             add(
                 f"{prefix}{r['variant']}\t{uid}\t{r['inference_time_ms']!r}\t"
-                f"{r['confidence']!r}\t{'t' if r.get('error') else 'f'}\t{ts}\n"
+                f"{r['confidence']!r}\t{'t' if r.get('error') else 'f'}\t{ts}\t"
+                f"{step_text}\n"
             )
         elif table is METRICS:
             add(

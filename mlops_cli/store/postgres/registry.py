@@ -39,6 +39,7 @@ TEST_COLS = (
     "finalized_at",
     "end_reason",
     "source",
+    "ramp",
 )
 _FLOATS = {
     "traffic_percentage",
@@ -151,7 +152,7 @@ def test_params(test: dict[str, Any]) -> list[Any]:
     """A test's column values (its harm tolerances as jsonb)."""
     return [
         Json(test[c], dumps)
-        if c == "harm_tolerance" or (c == "source" and test.get(c) is not None)
+        if c == "harm_tolerance" or (c in ("source", "ramp") and test.get(c) is not None)
         else test.get(c)
         for c in TEST_COLS
     ]

@@ -49,8 +49,11 @@ class Table:
 REQUESTS = Table(
     "requests",
     ("test",),
-    ("variant", "user_id", "user_id_is_int", "inference_time_ms", "confidence", "error", "ts"),
-    ("text", "text", "text", "bool", "float8", "float8", "bool", "timestamptz"),
+    (
+        "variant", "user_id", "user_id_is_int", "inference_time_ms", "confidence", "error", "ts",
+        "step",
+    ),
+    ("text", "text", "text", "bool", "float8", "float8", "bool", "timestamptz", "int2"),
 )
 METRICS = Table(
     "metrics",
@@ -115,6 +118,7 @@ def to_row(table: Table, record: dict[str, Any], default_ts: datetime) -> tuple[
             float(record["confidence"]),
             bool(record.get("error", False)),
             ts,
+            record.get("step"),
         )
     if table is METRICS:
         return (
@@ -143,11 +147,14 @@ def from_row(table: Table, row: Sequence[Any]) -> dict[str, Any]:
     if table in (CHECKS, EVENT_TABLE):
         return row[0]  # type: ignore[no-any-return]
     if table is REQUESTS:
-        variant, user, is_int, t, c, error, ts = row
+        variant, user, is_int, t, c, error, ts, step = row
         out: dict[str, Any] = {"ts": ts, "variant": variant}
         if user is not None:
             out["user_id"] = int(user) if is_int else user
-        return {**out, "inference_time_ms": t, "confidence": c, "error": error}
+        out.update(inference_time_ms=t, confidence=c, error=error)
+        if step is not None:
+            out["step"] = step
+        return out
     if table is METRICS:
         t, c, error, ts = row
         return {"ts": ts, "inference_time_ms": t, "confidence": c, "error": error}

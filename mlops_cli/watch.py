@@ -1,0 +1,184 @@
+"""The watch after a promotion: the new champion's serving metrics against the previous
+champion's from before the promotion, for `watch.hours` (default 24) after it.
+
+A promotion (`mlops promote`, `ab finalize promote`, `ab evaluate --apply`) opens the window:
+its audit event is the record of it, so no other state is kept. `mlops watch check` (a cron
+step; `drift check --all` runs it too) compares, per request (serving metrics carry no user
+ids), the new champion's requests since the promotion with the previous champion's latest
+requests before it (at most `HISTORY_MAX_REQUESTS`):
+
+- error rate: the difference of proportions (Agresti-Caffo), breach when its interval at
+  alpha / 2 lies wholly above 0;
+- mean latency, relative to the previous champion's: breach when its interval at alpha / 2
+  lies wholly above the latency margin (`ab.defaults.max_latency_increase`, 10%).
+
+Both intervals are the project's confidence sequences (stats.py), valid however often the
+watch is checked; the two tests share alpha (`ab.defaults.alpha`). **Caveat**: this is a
+historical comparison, confounded by time: traffic, inputs or load that changed at the
+promotion move the figures as a worse model would. The latency test's margin absorbs some of
+that; the error test has none. A breach is reported (`watch_breached` audit event) and, with
+`watch.rollback` on (default off), rolled back at once (`rolled_back`, its reason naming the
+breach, then `watch_rolled_back`). Each window breaches once: a breach already in the audit
+log is not reported again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .registry import ModelRegistry
+from .results import MappingResult
+from .stats import ArmStats, Difference, compare_rates, compare_relative
+from .store.base import EVENTS, Store, metrics_stream
+from .tail import HISTORY_MAX_REQUESTS
+from .timeutil import format_ts, parse_ts
+
+CAVEAT = (
+    "a historical comparison, confounded by time: the previous champion's requests before the "
+    "promotion against the new champion's after it, so anything else that changed at that "
+    "time moves it too"
+)
+CHANGES = ("promoted", "ab_finalized", "rolled_back")
+
+
+@dataclass
+class WatchResult(MappingResult):
+    """One model type's watch: its window, the comparisons, and what was done."""
+
+    model_type: str
+    status: str  # open, closed, none (no promotion to watch)
+    version: str | None = None
+    previous: str | None = None
+    promoted_at: str | None = None
+    ends_at: str | None = None
+    requests: dict[str, int] = field(default_factory=dict)
+    error_rate: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    breach: bool = False
+    reasons: list[str] = field(default_factory=list)
+    rolled_back: bool = False
+    caveat: str = CAVEAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _moments(records: list[dict[str, Any]]) -> tuple[int, int, ArmStats]:
+    n = len(records)
+    errors = sum(1 for r in records if r.get("error"))
+    times = [float(r["inference_time_ms"]) for r in records]
+    total = sum(times)
+    return n, errors, ArmStats.from_sums(n, total, sum(t * t for t in times))
+
+
+def judge(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    alpha: float,
+    tuning: float,
+    margin: float,
+) -> tuple[Difference, Difference, list[str]]:
+    """The two comparisons (after minus before) and the breaches they show (pure)."""
+    n_b, e_b, t_b = _moments(before)
+    n_a, e_a, t_a = _moments(after)
+    level = alpha / 2
+    errors = compare_rates(n_b, e_b, n_a, e_a, level, "sequential", tuning)
+    latency = compare_relative(t_b, t_a, level, "sequential", tuning)
+    reasons = []
+    if n_b >= 2 and n_a >= 2 and errors.ci[0] > 0:
+        reasons.append(
+            f"error rate up {errors.estimate:+.4f} on the previous champion's, interval "
+            f"[{errors.ci[0]:+.4f}, {errors.ci[1]:+.4f}] at alpha {level:g} wholly above 0"
+        )
+    if n_b >= 2 and n_a >= 2 and math.isfinite(latency.ci[0]) and latency.ci[0] > margin:
+        reasons.append(
+            f"latency up {latency.estimate:+.1%} on the previous champion's, interval "
+            f"[{latency.ci[0]:+.1%}, {latency.ci[1]:+.1%}] at alpha {level:g} wholly above "
+            f"+{margin:.0%}"
+        )
+    return errors, latency, reasons
+
+
+class WatchMonitor:
+    """Checks the watch window that a promotion opens (see the module's docstring)."""
+
+    def __init__(self, store: Store, registry: ModelRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    def check(self, model_type: str | None = None) -> list[WatchResult]:
+        """Every model type's watch (or one's); a breach rolls back with `watch.rollback`."""
+        state = self.store.read()
+        types = [model_type] if model_type is not None else sorted(state.models)
+        if model_type is not None:
+            state.model(model_type)  # NotFoundError for an unknown type
+        events = self.store.history(EVENTS)
+        return [self._check(t, events, state.settings.data) for t in types]
+
+    def _check(
+        self, model_type: str, events: list[dict[str, Any]], settings: dict[str, Any]
+    ) -> WatchResult:
+        mine = [e for e in events if e.get("model_type") == model_type]
+        change = next((e for e in reversed(mine) if e.get("event") in CHANGES
+                       and (e["event"] != "ab_finalized" or e.get("decision") == "promote")),
+                      None)
+        model = self.store.read().model(model_type)
+        if change is None or change["event"] == "rolled_back" or not model.champion_history:
+            return WatchResult(model_type, "none")
+        version, previous = model.champion, model.champion_history[-1]
+        if change.get("version") != version:
+            return WatchResult(model_type, "none")
+        watch = settings.get("watch", {})
+        start = parse_ts(change["ts"])
+        end = start + timedelta(hours=float(watch.get("hours", 24.0)))
+        now = self.store.clock()
+        result = WatchResult(
+            model_type, "open" if now < end else "closed", version, previous,
+            format_ts(start), format_ts(end),
+        )
+        assert version is not None
+        after = [
+            r for r in self.store.history(metrics_stream(model_type, version), since=start)
+            if _at(r) >= start and _at(r) < end
+        ]
+        before = [
+            r for r in self.store.history(
+                metrics_stream(model_type, previous), limit=HISTORY_MAX_REQUESTS
+            )
+            if _at(r) <= start  # served by it up to the promotion's instant
+        ]
+        ab = settings["ab"]["defaults"]
+        margin = ab.get("max_latency_increase") or 0.10
+        errors, latency, reasons = judge(
+            before, after, float(ab["alpha"]), float(ab["sequential_tuning"]), float(margin)
+        )
+        result.requests = {"previous": len(before), "champion": len(after)}
+        result.error_rate = errors.to_dict()
+        result.latency = {**latency.to_dict(), "margin": margin, "scale": "relative"}
+        result.reasons = reasons
+        breached_before = any(
+            e.get("event") == "watch_breached" and parse_ts(e["ts"]) >= start for e in mine
+        )
+        if not reasons or result.status != "open" or breached_before:
+            result.breach = bool(reasons) and result.status == "open"
+            return result
+        result.breach = True
+        why = "; ".join(reasons)
+        with self.store.transaction() as txn:
+            txn.event("watch_breached", why, model_type=model_type, version=version,
+                      previous=previous)
+        if watch.get("rollback"):
+            self.registry.rollback(model_type, reason=f"watch after promotion: {why}")
+            with self.store.transaction() as txn:
+                txn.event("watch_rolled_back", why, model_type=model_type, version=version,
+                          restored=previous)
+            result.rolled_back = True
+        return result
+
+
+def _at(record: dict[str, Any]) -> datetime:
+    ts = record.get("ts")
+    return ts if isinstance(ts, datetime) else parse_ts(str(ts))

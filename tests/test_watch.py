@@ -1,0 +1,116 @@
+"""The watch after a promotion: the new champion against the previous champion's figures from
+before the promotion, rolled back on a breach when watch.rollback is on."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops_cli import ModelVersion, Project
+from mlops_cli.watch import judge
+
+START = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def gnn(tmp_path: Path, clock: Clock) -> Project:
+    project = Project.init(tmp_path / "p", clock=clock)
+    for v in ("v1.0.0", "v2.0.0"):
+        project.registry.register_version(ModelVersion("gnn", v, model_path="/m"))
+    return project
+
+
+def serve(project: Project, clock: Clock, version: str, n: int, error: float, seed: int,
+          ms: float = 100.0) -> None:
+    """n requests over an hour, one every 3600 / n seconds."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        clock.now += timedelta(seconds=3600 / n)
+        project.registry.update_metrics(
+            "gnn", version, float(rng.normal(ms, 10)), 0.8, bool(rng.random() < error)
+        )
+
+
+def promoted_with(gnn: Project, clock: Clock, error: float, rollback: bool = True) -> None:
+    gnn.set_setting("watch.rollback", "true" if rollback else "false")
+    serve(gnn, clock, "v1.0.0", 2000, 0.02, seed=1)
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    serve(gnn, clock, "v2.0.0", 2000, error, seed=2)
+
+
+def test_an_error_spike_after_a_promotion_is_rolled_back_within_the_window(
+    gnn: Project, clock: Clock
+) -> None:
+    promoted_with(gnn, clock, error=0.10)
+    (result,) = gnn.watch.check()
+    assert result.status == "open" and result.breach and result.rolled_back
+    # the previous champion's last request is stamped at the promotion's instant: it counts
+    assert result.requests == {"previous": 2000, "champion": 2000}
+    assert gnn.registry.get_champion("gnn").version == "v1.0.0"
+    events = [e for e in gnn.registry.history("gnn") if e["event"] in (
+        "watch_breached", "rolled_back", "watch_rolled_back")]
+    assert [e["event"] for e in events] == ["watch_breached", "rolled_back", "watch_rolled_back"]
+    assert events[1]["reason"].startswith("watch after promotion: error rate up +0.0")
+    assert "wholly above 0" in events[1]["reason"]
+    (again,) = gnn.watch.check()
+    assert again.status == "none"  # the rollback ended the watch
+
+
+def test_no_spike_no_rollback(gnn: Project, clock: Clock) -> None:
+    promoted_with(gnn, clock, error=0.02)
+    (result,) = gnn.watch.check()
+    assert result.status == "open" and not result.breach and not result.rolled_back
+    assert result.error_rate is not None and result.error_rate["ci"][0] <= 0
+    assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+    assert result.caveat.startswith("a historical comparison, confounded by time")
+
+
+def test_a_breach_is_only_reported_with_rollback_off(gnn: Project, clock: Clock) -> None:
+    promoted_with(gnn, clock, error=0.10, rollback=False)
+    (result,) = gnn.watch.check()
+    assert result.breach and not result.rolled_back
+    assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+    gnn.watch.check()
+    kinds = [e["event"] for e in gnn.registry.history("gnn")]
+    assert kinds.count("watch_breached") == 1  # one window breaches once
+
+
+def test_the_window_closes_after_watch_hours(gnn: Project, clock: Clock) -> None:
+    gnn.set_setting("watch.hours", "1")
+    promoted_with(gnn, clock, error=0.10)  # its requests span exactly the hour
+    clock.now += timedelta(seconds=1)
+    (result,) = gnn.watch.check()
+    assert result.status == "closed" and not result.rolled_back
+    assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+
+
+def test_judge_boundaries() -> None:
+    """Errors: a breach needs the interval wholly above 0; latency: wholly above the margin."""
+    def rows(n: int, errors: int, ms: float) -> list[dict[str, object]]:
+        return [{"error": i < errors, "inference_time_ms": ms + (i % 2)} for i in range(n)]
+
+    same = judge(rows(1000, 20, 100), rows(1000, 20, 100), 0.05, 5000, 0.1)
+    assert same[2] == []
+    worse = judge(rows(1000, 20, 100), rows(1000, 200, 100), 0.05, 5000, 0.1)
+    assert worse[0].ci[0] > 0 and len(worse[2]) == 1
+    slower = judge(rows(1000, 20, 100), rows(1000, 20, 130), 0.05, 5000, 0.1)
+    assert slower[1].ci[0] > 0.1 and "latency up" in slower[2][0]
+    within = judge(rows(1000, 20, 100), rows(1000, 20, 105), 0.05, 5000, 0.1)
+    assert 0 < within[1].ci[0] < 0.1 and within[2] == []  # above 0, below the margin
+    assert judge([], rows(10, 10, 100), 0.05, 5000, 0.1)[2] == []  # nothing to compare
