@@ -650,6 +650,37 @@ def test_each_request_gets_its_own_model_version(tmp_path: Path) -> None:
     assert project.registry.get_version("gnn", "v1.0.0").config == {}
 
 
+def _open_under(top: Path) -> list[str]:
+    """The files under `top` this process holds open."""
+    found = []
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue  # the listing's own descriptor, gone
+        if target.startswith(str(top)):
+            found.append(target)
+    return found
+
+
+def test_a_closed_project_holds_no_log_open(tmp_path: Path) -> None:
+    """The per-request appends keep their logs open; closing the project lets them go (a
+    process that opens many projects one after another does not pile up descriptors)."""
+    root = tmp_path / "p"
+    project = Project.init(root)
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="/m"))
+    for _ in range(3):
+        project.registry.update_metrics("gnn", "1.0.0", 12.0, 0.8)
+        project.drift_detector("gnn", "1.0.0").add_production_sample(0.5, 0.9)
+    assert any(p.endswith(".jsonl") for p in _open_under(root))
+    project.close()
+    assert _open_under(root) == []
+    again = Project.open(root)  # appends again after another store's close
+    again.registry.update_metrics("gnn", "1.0.0", 12.0, 0.8)
+    assert again.registry.get_version("gnn", "1.0.0").requests == 4
+    again.close()
+
+
 def test_a_log_dropped_without_close_lets_its_descriptor_go(tmp_path: Path) -> None:
     """A store never closed (a Project not used as a context manager) must not keep its open
     logs' descriptors for the life of the process."""

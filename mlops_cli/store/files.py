@@ -1135,9 +1135,14 @@ class FileStore:
         """Nothing waits: every append is written before it returns."""
 
     def close(self) -> None:
-        """Let go of the registry.yaml the project's snapshot holds open (log descriptors are
-        shared by the process: jsonl.WRITER)."""
+        """Let go of the registry.yaml the project's snapshot holds open, and of the logs this
+        store appended to (another store of the project in this process opens them again on
+        its next append)."""
         snapshots.forget(self._snapshot_key)
+        for log in self._logs.values():
+            jsonl.WRITER.forget(log.path)
+            log.close()
+        self._logs.clear()
 
 
 _ENDS = 4096  # bytes of each end of a log that its position covers
