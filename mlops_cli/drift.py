@@ -446,12 +446,13 @@ class DriftDetector:
         from .feature_drift import profile_chunks
 
         position = self.store.position(self.reference)
-        kept = self.store.load_profile(self.reference)
-        if kept is not None and kept.get("position") == position:
-            return kept
         first = int(self._drift["reference_size"])
+        kept = self.store.load_profile(self.reference)
+        if kept is not None and (kept.get("position"), kept.get("first")) == (position, first):
+            return kept
         doc = {
             "position": position,
+            "first": first,  # drift.reference_size when it was made: a change profiles again
             **profile_chunks(
                 self.store.feature_chunks(self.reference, first=first, skip_invalid=skip_invalid)
             ),

@@ -107,6 +107,9 @@ def test_the_reference_is_profiled_once_when_set(
     monkeypatch.undo()
     detector.add_reference_sample(0.1, 0.8, features={"age": 30.0})  # the reference changed
     assert detector.feature_profile()["rows"] == 301
+    # a smaller drift.reference_size (the first N are the reference) profiles again
+    project.set_setting("drift.reference_size", "100")
+    assert project.drift_detector("gnn", detector.model_version).feature_profile()["rows"] == 100
 
 
 def test_feature_alarms_raise_the_level_and_name_the_features(
