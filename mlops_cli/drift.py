@@ -9,6 +9,7 @@ score = w_S * S + w_P * P + w_Q * Q, each component in [0, 1]:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -26,6 +27,7 @@ from .errors import (
     ConflictError,
     GateError,
     HookError,
+    MlopsError,
     StateError,
     ValidationError,
 )
@@ -436,7 +438,10 @@ class DriftDetector:
                 self._cap_message(exc.held, exc.adding, cap, replace=replace),
                 cli={"replace=True": "--replace"},
             ) from None
-        self.feature_profile()  # profiled once, when the reference is set
+        # Profiled once, when the reference is set. The batch is committed: a profile that
+        # fails is made again by the next read, which says what failed.
+        with contextlib.suppress(MlopsError, ValueError, TypeError):
+            self.feature_profile()
         return result
 
     def feature_profile(self, skip_invalid: bool = False) -> dict[str, Any]:

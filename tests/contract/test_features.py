@@ -112,6 +112,25 @@ def test_the_reference_is_profiled_once_when_set(
     assert project.drift_detector("gnn", detector.model_version).feature_profile()["rows"] == 100
 
 
+def test_a_reference_set_is_not_reported_failed_when_only_its_profile_fails(
+    project: Project, detector: DriftDetector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is committed before the profile is made: a profile that fails leaves the
+    result as it is (a retry would find the batch already recorded), and the next read says."""
+    from mlops_cli import feature_drift
+
+    def broken(*_: Any) -> Any:
+        raise ValueError("profile failed")
+
+    monkeypatch.setattr(feature_drift, "profile_chunks", broken)
+    assert detector.set_reference(jsonl(rows(300, seed=1))) == 300
+    assert project.store.load_profile(REF) is None
+    with pytest.raises(ValueError, match="profile failed"):
+        detector.feature_profile()
+    monkeypatch.undo()
+    assert detector.feature_profile()["rows"] == 300
+
+
 def test_feature_alarms_raise_the_level_and_name_the_features(
     project: Project, detector: DriftDetector, tmp_path: Path
 ) -> None:
