@@ -289,8 +289,9 @@ class ModelRegistry:
         """Every version (of one model type, or of all: by type name, then SemVer), or a page
         of them: `limit` versions after the first `offset`. A page reads only the model types
         it covers (the store knows each type's number of versions)."""
-        if (limit is not None and limit < 0) or offset < 0:
-            raise ValidationError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        for name, value in (("limit", limit), ("offset", offset)):
+            if value is not None and value < 0:
+                raise ValidationError(f"{name} must be >= 0, not {value}", field=name)
         state = self.store.read()
         if model_type is not None:
             state.model(model_type)  # an unknown one: NotFoundError

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from mlops_cli import ABTestConfig, ModelVersion, Project, StateError
 from mlops_cli.cli import app
+from mlops_cli.errors import ValidationError
 from mlops_cli.state import Models, ModelType, VersionRecord
 
 from . import pg_server as fixtures
@@ -200,6 +201,11 @@ def test_listing_pages_over_types_in_name_then_semver_order(two_types: Project) 
     ]
     assert pages == [every[:4], every[4:], []]
     assert [v.version for v in registry.list_versions("b", limit=1, offset=1)] == ["1.1.0"]
+    assert registry.list_versions(limit=0) == []  # 0 is a page, the bound is below it
+    for bad, said in (({"offset": -1}, "offset must be >= 0, not -1"),
+                      ({"limit": -2}, "limit must be >= 0, not -2")):
+        with pytest.raises(ValidationError, match=f"^{said}$"):
+            registry.list_versions(**bad)  # type: ignore[arg-type]
     code, out, _ = cli(two_types.root, "list", "--limit", "2", "--offset", "2", "--json")
     assert code == 0
     assert [(r["model_type"], r["version"]) for r in json.loads(out)] == every[2:4]

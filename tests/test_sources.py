@@ -142,7 +142,7 @@ def test_invalid_rows_are_an_error_with_their_count(tmp_path: Path) -> None:
     write_parquet(cols, tmp_path / "r.parquet")
     with pytest.raises(ValidationError, match="not valid requests") as caught:
         ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
-    assert "1 rows of variant 'other'" in str(caught.value)
+    assert "1 row of variant 'other'" in str(caught.value)
     assert "a control confidence outside [0, 1]" in str(caught.value) or (
         "a treatment confidence outside [0, 1]" in str(caught.value)
     )
@@ -388,7 +388,7 @@ def test_drift_source_refuses_production_samples_and_off_restores(cli: Cli, proj
     assert snapshot(project.root) == before
     assert cli("drift", "source", "gnn", "1.0.0", "--off").exit_code == 0
     assert cli("drift", "record", "gnn", "1.0.0", "--prediction", "1", "--confidence", "0.5").exit_code == 0
-    assert_one_error_line(cli("drift", "source", "gnn", "1.0.0"), "give a source FILE, or --off")
+    assert_one_error_line(cli("drift", "source", "gnn", "1.0.0"), "give either a source FILE or --off")
 
 
 # -- export ------------------------------------------------------------------------------------

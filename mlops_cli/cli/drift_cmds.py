@@ -361,7 +361,7 @@ def source(
         from ..sources import load
 
         if (file is None) == (not off):
-            raise ValidationError("give a source FILE, or --off (not both)")
+            raise ValidationError("give either a source FILE or --off")
         declared = load(file) if file is not None else None
         detector = open_project(ctx).drift_detector(model_type, version)
         detector.set_source(declared)

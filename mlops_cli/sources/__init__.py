@@ -172,7 +172,9 @@ def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> S
     for row in rows:
         doc = dict(zip(AB_FIELDS, row, strict=True))
         if doc["variant"] not in VARIANTS:
-            wrong.append(f"{int(doc['n']):,} rows of variant {doc['variant']!r}")
+            count = int(doc["n"])
+            rows_text = f"{count:,} {'row' if count == 1 else 'rows'}"
+            wrong.append(f"{rows_text} of variant {doc['variant']!r}")
             continue
         wrong += _out_of_range(doc)
         arms[doc["variant"]] = _arm(doc)
