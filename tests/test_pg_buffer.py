@@ -119,8 +119,8 @@ def test_handlers_are_installed_only_from_the_main_thread(
 def _rows() -> list[tuple[Any, ...]]:
     ts = datetime(2026, 12, 1, 12, 30, 5, 250000, tzinfo=timezone.utc)
     return [
-        ("t", "control", "u\tser", False, 1.5, 0.25, True, ts),
-        ("t", "x", None, False, 2.0, 1.0, False, ts),
+        ("t", "control", "u\tser", False, 1.5, 0.25, True, ts, 2),  # ts, then the ramp step
+        ("t", "x", None, False, 2.0, 1.0, False, ts, None),
     ]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .connection import redact
+from .rows import route
 
 SPOOL_ENV = "MLOPS_SPOOL_DIR"
 FLUSH_PREFIX = "flush:"  # the batch ids of the buffer's chunks (a record written once each)
@@ -63,9 +64,11 @@ def _row_json(row: tuple[Any, ...]) -> list[Any]:
     return [v.isoformat() if isinstance(v, datetime) else v for v in row]
 
 
-def _row_from_json(values: list[Any]) -> tuple[Any, ...]:
-    # Every buffered table's last column is its ts.
-    return (*values[:-1], datetime.fromisoformat(values[-1]))
+def _row_from_json(values: list[Any], ts_at: int) -> tuple[Any, ...]:
+    """A row as it was buffered: its ts (at `ts_at`, by its table's columns) a datetime again."""
+    row = list(values)
+    row[ts_at] = datetime.fromisoformat(row[ts_at])
+    return tuple(row)
 
 
 def write_spool(folder: Path, url: str, chunks: list[Chunk]) -> Path:
@@ -136,7 +139,8 @@ def claim_spooled(folder: Path, url: str) -> Iterator[tuple[Path, list[Chunk]]]:
         with open(claimed, "rb") as f:
             for line in f:
                 doc = orjson.loads(line)
-                rows = [_row_from_json(values) for values in doc["rows"]]
+                ts_at = route(doc["stream"])[0].columns.index("ts")
+                rows = [_row_from_json(values, ts_at) for values in doc["rows"]]
                 chunks.append(Chunk(doc["stream"], rows, doc["batch_id"]))
         yield claimed, chunks
 
