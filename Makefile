@@ -34,7 +34,7 @@ stress: $(TEST_STAMP)
 	MLOPS_STRESS=1 $(BIN)/python -m pytest -q tests/faults
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check mlops_cli tests benchmarks
+	$(BIN)/ruff check mlops_cli tests benchmarks examples
 	$(BIN)/mypy
 
 bench: $(TEST_STAMP)

@@ -21,8 +21,13 @@ from typing import Any
 from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
-from mlops_cli import ab_test_manager, default_project, drift_detectors, get_drift_detector
-from mlops_cli import model_registry
+from mlops_cli import (
+    ab_test_manager,
+    default_project,
+    drift_detectors,
+    get_drift_detector,
+    model_registry,
+)
 
 
 @asynccontextmanager

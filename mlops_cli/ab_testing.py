@@ -636,13 +636,10 @@ class ABTestManager:
         }
         if user_id is not None:
             doc["user_id"] = user_id
+        if step is not None:
+            check_step_reached(test_name, step, current)
         if current is not None:
             doc["step"] = current if step is None else step
-        elif step is not None:
-            raise ValidationError(
-                f"A/B test {test_name} has no ramp: a request's step belongs to a ramp test",
-                field="step",
-            )
         if ts is not None or step is not None or not plain_request(
             variant, inference_time_ms, confidence, error, "" if user_id is None else user_id
         ):
@@ -670,10 +667,16 @@ class ABTestManager:
     ) -> BatchResult:
         """Record a JSONL batch (bytes, or a binary stream read a chunk at a time) all or
         nothing, exactly once per batch id (bytes default to their hash, a stream to none)."""
-        self._recordable(test_name)
-        return self.store.append_batch(
-            ab_stream(test_name), data, validate_request, batch_id, progress
-        )
+        test = self._recordable(test_name)
+        reached = test.ramp_step
+
+        def validate(doc: Any, where: str) -> dict[str, Any]:
+            checked = validate_request(doc, where)
+            if "step" in checked:
+                check_step_reached(test_name, checked["step"], reached, where)
+            return checked
+
+        return self.store.append_batch(ab_stream(test_name), data, validate, batch_id, progress)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -1157,3 +1160,19 @@ def _before(ts: Any, limit: datetime) -> bool:
     except (ValueError, TypeError):
         return False
     return moment < limit
+
+
+def check_step_reached(name: str, step: Any, reached: int | None, where: str = "") -> None:
+    """A request's step must be one its test's ramp has reached (a later one, or any on a test
+    without a ramp, would be read as a stratum that does not exist)."""
+    if reached is None:
+        raise ValidationError(
+            f"{where}step: A/B test {name} has no ramp, so its requests carry no step",
+            field=f"{where}step",
+        )
+    if type(step) is int and step > reached:
+        raise ValidationError(
+            f"{where}step must be a step A/B test {name} has reached (1 to {reached}), "
+            f"not {step}",
+            field=f"{where}step",
+        )

@@ -409,6 +409,25 @@ def test_a_ramp_refuses_a_traffic_share_and_a_test_without_one_its_minimums(gnn:
     assert "ramp" not in e and "ramp" not in gnn.ab.status("ramped").test.to_dict()
 
 
+def test_a_request_can_carry_only_a_step_its_ramp_has_reached(gnn: Project) -> None:
+    """A step beyond the current one (or beyond the ramp) would be read as a stratum that
+    does not exist: refused on the way in, so the test stays readable."""
+    gnn.ab.start_test(ramp_config())  # at step 1 of its ramp
+    line = (b'{"variant": "control", "inference_time_ms": 1, "confidence": 0.5, "user_id": "u", '
+            b'"step": %d}\n')
+    before = snapshot(gnn.root)
+    for step in (2, 5):
+        with pytest.raises(ValidationError, match=rf"reached \(1 to 1\), not {step}"):
+            gnn.ab.record_batch("ramped", b"%s%s" % (line % 1, line % step))
+        with pytest.raises(ValidationError, match="has reached"):
+            gnn.ab.record_result("ramped", "control", 1.0, 0.5, user_id="u", step=step)
+    assert snapshot(gnn.root) == before
+    assert gnn.ab.record_batch("ramped", line % 1).recorded == 1  # the step it is at
+    gnn.ab.record_result("ramped", "control", 1.0, 0.5, user_id="u", step=1)
+    assert gnn.ab.status("ramped").test.to_dict()["ramp"]["step"] == 1
+    gnn.ab.evaluate_test("ramped")  # still readable
+
+
 def test_cli_start_with_a_ramp_and_a_bad_one(gnn: Project) -> None:
     from typer.testing import CliRunner
 
