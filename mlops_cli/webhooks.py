@@ -256,7 +256,7 @@ class WebhookManager:
             drain_s = float(settings.get("drain_s", 2.0))
             if drain_s <= 0:
                 return
-            report = self._rounds(drain_s)
+            report = self._rounds(drain_s, try_each=False)
         except (MlopsError, OSError) as exc:
             sys.stderr.write(
                 f"warning: events not delivered now ({printable(str(exc))}); "
@@ -269,15 +269,16 @@ class WebhookManager:
                 "`mlops webhook deliveries` shows them)\n"
             )
 
-    def _rounds(self, for_s: float) -> DeliveryReport:
+    def _rounds(self, for_s: float, try_each: bool = True) -> DeliveryReport:
         """Claim, post, settle until nothing is due or the time is up. Each request's
-        timeout is cut to the time left, but in the first round (so every call tries each
-        lane that was due)."""
+        timeout is cut to the time left, but in the first round when `try_each` (so every
+        call tries each lane that was due). A post cut short by the time left is not a
+        failed attempt: its lane stays due for the next deliverer."""
         deadline = time.monotonic() + max(for_s, 0.0)
         settings = self.store.read().settings.data.get("webhooks") or {}
         timeout_s = float(settings.get("timeout_s", 5.0))
         report = DeliveryReport()
-        first = True
+        first = try_each
         while True:
             claims = self._claim(timeout_s)
             if not claims:
@@ -287,9 +288,11 @@ class WebhookManager:
                 if not first and left <= 0:
                     self._release(claim)
                     continue
-                cut = None if first else deadline
                 budget = timeout_s if first else min(timeout_s, max(left, 0.05))
-                self._settle(claim, self._post_run(claim, budget, cut), report)
+                outcomes = self._post_run(
+                    claim, budget, None if first else deadline, budget < timeout_s
+                )
+                self._settle(claim, outcomes, report)
             first = False
             if time.monotonic() >= deadline:
                 break
@@ -381,10 +384,12 @@ class WebhookManager:
         return found
 
     def _post_run(
-        self, claim: _Claim, timeout_s: float, deadline: float | None
+        self, claim: _Claim, timeout_s: float, deadline: float | None, cut: bool = False
     ) -> list[tuple[dict[str, Any], str, int | None, str | None]]:
         """Post the run's events in order, stopping at the first failure (or when the
-        deadline passes): (entry, delivered|skipped|failed, status code, error) each."""
+        deadline passes): (entry, delivered|skipped|failed, status code, error) each. With
+        `cut` (a timeout shorter than the endpoint's), a post that times out stops the run
+        with no outcome for it."""
         import orjson
 
         secret = self.store.secret(claim.hook.id)
@@ -414,6 +419,8 @@ class WebhookManager:
             try:
                 code = self.post(claim.hook.url, body, headers, timeout_s)
             except OSError as exc:
+                if cut and _timed_out(exc):
+                    break
                 failed = getattr(exc, "code", None)
                 outcomes.append((entry, "failed", failed, _reason(exc)))
                 break
@@ -543,6 +550,11 @@ def _delivery(record: dict[str, Any]) -> Delivery:
         http_status=record.get("http_status"),
         error=record.get("error"),
     )
+
+
+def _timed_out(exc: OSError) -> bool:
+    """A post that ran out of time (urllib wraps one in connecting in a URLError)."""
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
 
 
 def _reason(exc: OSError) -> str:

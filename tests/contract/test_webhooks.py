@@ -130,6 +130,36 @@ def test_after_max_attempts_an_event_is_dead_lettered_and_the_next_one_goes(
     ]
 
 
+def test_a_change_waits_at_most_drain_s_and_a_post_it_cuts_short_is_not_a_failure(
+    project: Project, clock: Clock
+) -> None:
+    """webhooks.timeout_s (5) is longer than drain_s (2): the change's posts get at most the
+    drain's time, and one that runs out of it is left for the next deliverer, no attempt
+    counted. `deliver` gives the endpoint its whole timeout, and a timeout there is one."""
+    project.set_setting("webhooks.timeout_s", "5")
+    given: list[float] = []
+
+    def slow(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        given.append(timeout)
+        raise TimeoutError("timed out")
+
+    project.webhooks.post = slow
+    project.webhooks.add("http://127.0.0.1:9/hook", "alias_set")
+    project.registry.set_alias("gnn", "shadow", "1.1.0")  # drains for drain_s (2)
+    assert given and max(given) <= 2.0
+    assert project.webhooks.deliveries() == []  # no failed attempt: still due
+    given.clear()
+    assert project.webhooks.deliver(for_s=0).failed == 1  # the whole timeout: a failure
+    assert given == [5.0]
+    project.set_setting("webhooks.drain_s", "10")  # longer than the timeout: nothing is cut
+    project.webhooks.post = lambda url, body, headers, timeout: 200
+    clock.now += timedelta(seconds=10)  # the retry is due
+    toggle(project, 1)
+    assert [(d.seq, d.status, d.attempt) for d in project.webhooks.deliveries()] == [
+        (1, "delivered", 2), (2, "delivered", 1)
+    ]
+
+
 def test_a_change_succeeds_with_the_receiver_down(project: Project) -> None:
     project.webhooks.add(closed_port_url(), "*")
     moved = project.registry.set_alias("gnn", "shadow", "1.1.0")  # delivery fails: no raise
