@@ -205,6 +205,43 @@ def test_fail_on_continue(started: Cli) -> None:
     assert run.stderr.startswith("error: decision continue")
 
 
+def into_a_closed_pipe(*args: str) -> tuple[int, str]:
+    """Run `mlops ARGS | true` where `true` left before a byte was written (every write
+    fails with EPIPE): the exit code and stderr."""
+    import os
+    import subprocess
+
+    from .conftest import MLOPS_BIN
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [str(MLOPS_BIN), *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_gate_sets_the_exit_code_when_the_reader_of_stdout_is_gone(
+    started: Cli, project: Project, json_flag: list[str]
+) -> None:
+    """`mlops ab evaluate --fail-on continue | true`: the output goes nowhere, but the
+    decision still trips the gate (exit 3, its error line), not 0 or 1 with nothing said;
+    with no gate, a reader leaving is not an error."""
+    root = str(project.root)
+    assert into_a_closed_pipe(
+        "-C", root, "ab", "evaluate", "t1", "--fail-on", "continue", *json_flag
+    ) == (3, "error: decision continue of t1 (--fail-on continue)\n")
+    assert into_a_closed_pipe("-C", root, "ab", "status", "t1", *json_flag) == (0, "")
+
+
 def test_step_summary_is_written(
     started: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -456,15 +493,21 @@ def test_a_latency_flag_replaces_the_config_files_other_latency_margin(
     assert (doc["max_latency_increase"], doc["max_latency_increase_ms"]) == (None, 5.0)
 
 
-def test_a_tail_margin_with_the_tail_guardrail_off_is_refused(
-    cli: Cli, project: Project
-) -> None:
+def test_a_tail_margin_with_the_tail_guardrail_off_is_refused(cli: Cli, project: Project) -> None:
     cli("register", "gnn", "v2.1.0", "--path", "/m")
     cli("register", "gnn", "v2.2.0", "--path", "/m")
     before = (project.root / "registry.yaml").read_bytes()
     found = cli(
-        "ab", "start", "t", "--model-type", "gnn", "--treatment", "v2.2.0",
-        "--no-tail-latency", "--max-tail-latency-increase", "0.02",
+        "ab",
+        "start",
+        "t",
+        "--model-type",
+        "gnn",
+        "--treatment",
+        "v2.2.0",
+        "--no-tail-latency",
+        "--max-tail-latency-increase",
+        "0.02",
     )
     assert found.exit_code == 1
     assert found.stderr.startswith("error: --max-tail-latency-increase is a margin of the tail")

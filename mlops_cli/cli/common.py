@@ -71,7 +71,7 @@ def funnel(ctx: typer.Context, json_output: bool = False) -> Iterator[None]:
         fail("Terminated", "terminated", 143, json_output)
     except BrokenPipeError:
         # The reader went away (`mlops metrics export | head`): nothing more to say to it.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit
+        reader_left()
         raise typer.Exit(0) from None
     except typer.Exit:
         raise
@@ -116,14 +116,33 @@ def run(
     render: Callable[[T], None],
     to_json: Callable[[T], Any] | None = None,
 ) -> T:
-    """Call the library, then print its result as JSON or through `render`."""
+    """Call the library, then print its result as JSON or through `render`. A reader that
+    goes away (`| head`) misses the rest of the output, but the result stands: the exit
+    code a gate derives from it is still the command's."""
     with funnel(ctx, json_output):
         result = action()
-        if json_output:
-            print_json(to_json(result) if to_json else result)
-        else:
-            render(result)
+        try:
+            if json_output:
+                print_json(to_json(result) if to_json else result)
+            else:
+                render(result)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            reader_left()
     return result
+
+
+def reader_left() -> None:
+    """Send what is still to be written to stdout nowhere (its reader went away), so that
+    neither a later line nor the flush at exit fails."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a file (a test's capture)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 Styled = tuple[str, str]
@@ -169,7 +188,11 @@ def console(stderr: bool = False) -> Any:
         terminal = stream.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         terminal = False
-    return Console(stderr=stderr, highlight=False, soft_wrap=not terminal)
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:  # not SystemExit(1): the caller decides (`run`)
+            raise BrokenPipeError
+
+    return Quiet(stderr=stderr, highlight=False, soft_wrap=not terminal)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
