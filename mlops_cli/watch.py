@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .errors import GateError
 from .registry import ModelRegistry
 from .results import MappingResult
 from .stats import ArmStats, Difference, compare_rates, compare_relative
@@ -42,6 +43,7 @@ CAVEAT = (
     "time moves it too"
 )
 CHANGES = ("promoted", "ab_finalized", "rolled_back")
+MIN_REQUESTS = 2  # per side, before a variance (and so an interval) exists
 
 
 @dataclass
@@ -62,8 +64,14 @@ class WatchResult(MappingResult):
     rolled_back: bool = False
     caveat: str = CAVEAT
 
+    @property
+    def waiting(self) -> bool:
+        """A window with too few requests on a side to compare yet."""
+        return self.status != "none" and self.error_rate is None
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__},
+                "waiting": self.waiting}
 
 
 def _moments(records: list[dict[str, Any]]) -> tuple[int, int, ArmStats]:
@@ -88,12 +96,13 @@ def judge(
     errors = compare_rates(n_b, e_b, n_a, e_a, level, "sequential", tuning)
     latency = compare_relative(t_b, t_a, level, "sequential", tuning)
     reasons = []
-    if n_b >= 2 and n_a >= 2 and errors.ci[0] > 0:
+    enough = min(n_b, n_a) >= MIN_REQUESTS
+    if enough and errors.ci[0] > 0:
         reasons.append(
             f"error rate up {errors.estimate:+.4f} on the previous champion's, interval "
             f"[{errors.ci[0]:+.4f}, {errors.ci[1]:+.4f}] at alpha {level:g} wholly above 0"
         )
-    if n_b >= 2 and n_a >= 2 and math.isfinite(latency.ci[0]) and latency.ci[0] > margin:
+    if enough and math.isfinite(latency.ci[0]) and latency.ci[0] > margin:
         reasons.append(
             f"latency up {latency.estimate:+.1%} on the previous champion's, interval "
             f"[{latency.ci[0]:+.1%}, {latency.ci[1]:+.1%}] at alpha {level:g} wholly above "
@@ -110,7 +119,8 @@ class WatchMonitor:
         self.registry = registry
 
     def check(self, model_type: str | None = None) -> list[WatchResult]:
-        """Every model type's watch (or one's); a breach rolls back with `watch.rollback`."""
+        """Every model type's watch (or one's); a breach rolls back with `watch.rollback`.
+        `gate` turns a breach into an exit code."""
         state = self.store.read()
         types = [model_type] if model_type is not None else sorted(state.models)
         if model_type is not None:
@@ -150,12 +160,14 @@ class WatchMonitor:
             )
             if _at(r) <= start  # served by it up to the promotion's instant
         ]
+        result.requests = {"previous": len(before), "champion": len(after)}
+        if min(len(before), len(after)) < MIN_REQUESTS:
+            return result
         ab = settings["ab"]["defaults"]
         margin = ab.get("max_latency_increase") or 0.10
         errors, latency, reasons = judge(
             before, after, float(ab["alpha"]), float(ab["sequential_tuning"]), float(margin)
         )
-        result.requests = {"previous": len(before), "champion": len(after)}
         result.error_rate = errors.to_dict()
         result.latency = {**latency.to_dict(), "margin": margin, "scale": "relative"}
         result.reasons = reasons
@@ -177,6 +189,17 @@ class WatchMonitor:
                           restored=previous)
             result.rolled_back = True
         return result
+
+
+def gate(results: list[WatchResult]) -> None:
+    """GateError (exit 3) when a watch breached (rolled back or not)."""
+    breached = [r for r in results if r.breach]
+    if breached:
+        names = ", ".join(
+            f"{r.model_type} {r.version}" + (" (rolled back)" if r.rolled_back else "")
+            for r in breached
+        )
+        raise GateError(f"watch breached: {names} (--fail-on breach)")
 
 
 def _at(record: dict[str, Any]) -> datetime:

@@ -114,3 +114,55 @@ def test_judge_boundaries() -> None:
     within = judge(rows(1000, 20, 100), rows(1000, 20, 105), 0.05, 5000, 0.1)
     assert 0 < within[1].ci[0] < 0.1 and within[2] == []  # above 0, below the margin
     assert judge([], rows(10, 10, 100), 0.05, 5000, 0.1)[2] == []  # nothing to compare
+
+
+def test_a_window_without_requests_to_compare_is_waiting_not_ok(
+    gnn: Project, clock: Clock
+) -> None:
+    """Each side needs 2 requests before an interval exists: with fewer, nothing is compared
+    (no interval of [-15, 15] reported beside an "ok")."""
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    (nothing,) = gnn.watch.check()
+    assert nothing.waiting and nothing.error_rate is None and nothing.latency is None
+    assert nothing.requests == {"previous": 0, "champion": 0} and not nothing.breach
+    shown = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check"])
+    assert shown.exit_code == 0
+    assert "not compared yet, 0 requests of v1.0.0 before the promotion and 0 of v2.0.0" in (
+        shown.stdout
+    )
+    assert "ok" not in shown.stdout.split(":")[-1]
+
+
+@pytest.mark.parametrize("previous, champion, waiting", [(2, 1, True), (1, 2, True), (2, 2, False)])
+def test_two_requests_a_side_are_enough_to_compare(
+    gnn: Project, clock: Clock, previous: int, champion: int, waiting: bool
+) -> None:
+    serve(gnn, clock, "v1.0.0", previous, 0.0, seed=1)
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    serve(gnn, clock, "v2.0.0", champion, 0.0, seed=2)
+    (result,) = gnn.watch.check()
+    assert result.requests == {"previous": previous, "champion": champion}
+    assert result.waiting is waiting and (result.error_rate is None) is waiting
+    assert result.to_dict()["waiting"] is waiting
+
+
+def test_watch_check_fail_on_breach_exits_3(gnn: Project, clock: Clock) -> None:
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    def check(*args: str) -> tuple[int, str]:
+        run = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check", *args])
+        return run.exit_code, run.stderr
+
+    assert check("--fail-on", "breach") == (0, "")  # no promotion: nothing breached
+    assert check("--fail-on", "breaches")[0] == 2  # not a gate
+    clock.now = datetime.now(timezone.utc) - timedelta(hours=3)  # the CLI's clock is the wall's
+    promoted_with(gnn, clock, error=0.10, rollback=False)  # two hours: the window is open
+    assert check() == (0, "")  # the breach is reported, the exit code is the gate's
+    code, err = check("--fail-on", "breach")
+    assert (code, err) == (3, "error: watch breached: gnn v2.0.0 (--fail-on breach)\n")

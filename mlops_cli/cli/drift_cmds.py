@@ -390,6 +390,15 @@ def watch_line(w: Any) -> str:
     """One model type's watch, one line."""
     if w.status == "none":
         return f"{w.model_type}: no promotion to watch"
+    if w.waiting:
+        from ..watch import MIN_REQUESTS
+
+        return (
+            f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): "
+            f"not compared yet, {w.requests['previous']} requests of {w.previous} before the "
+            f"promotion and {w.requests['champion']} of {w.version} after it (each needs "
+            f"{MIN_REQUESTS})"
+        )
     what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
     head = (
         f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
@@ -406,14 +415,23 @@ def render_watches(ws: list[Any]) -> None:
 def watch_check(
     ctx: typer.Context,
     model_type: str | None = typer.Argument(None, help="One model type (default: all)."),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="Exit 3 on a breach (rolled back or not).",
+        callback=one_of("breach"),
+    ),
     json_output: bool = JsonOpt,
 ) -> None:
     """Compare each new champion with the previous one for watch.hours after its promotion;
     a breach rolls back when watch.rollback is on (a cron step; drift check --all runs it)."""
-    run(
+    from ..watch import gate
+
+    results = run(
         ctx,
         json_output,
         lambda: open_project(ctx).watch.check(model_type),
         render_watches,
         lambda ws: [w.to_dict() for w in ws],
     )
+    if fail_on is not None:
+        with funnel(ctx, json_output=False):
+            gate(results)
