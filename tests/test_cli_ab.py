@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -257,6 +258,10 @@ def test_assign_list_status(started: Cli) -> None:
     assert [t["name"] for t in started("ab", "list", "--json").json()] == ["t1"]
     status = started("ab", "status", "t1", "--json").json()
     assert status["status"] == "running" and status["requests"] == {"control": 0, "treatment": 0}
+    text = started("ab", "status", "t1").stdout  # mappings as on the command line, no reprs
+    assert re.search(r"│ requests +│ control=0, treatment=0 +│", text)
+    assert re.search(r"│ harm_tolerance +│ error_rate=0\.0, confidence=0\.0, ", text)
+    assert "{" not in text and "'" not in text
 
 
 RAG_START = ["ab", "start", "t2", "--model-type", "rag", "--treatment", "1.2.0"]

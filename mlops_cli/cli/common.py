@@ -219,7 +219,20 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def key_values(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
-    table(title, ["", ""], [[key, value] for key, value in pairs])
+    table(title, ["", ""], [[key, key_value_text(value)] for key, value in pairs])
+
+
+def key_value_text(value: Any) -> Any:
+    """A mapping (tags, config, counts) as it is given on the command line: `k=v, k2=v2`; a
+    list as `a,b` (`--ramp 5,10`); a mapping inside one in parentheses."""
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k}=({key_value_text(v)})" if isinstance(v, dict) else f"{k}={key_value_text(v)}"
+            for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return ",".join(str(key_value_text(v)) for v in value)
+    return value
 
 
 def parse_pairs(items: Sequence[str] | None, option: str, typed: bool) -> dict[str, Any]:

@@ -67,18 +67,11 @@ def version_card(v: ModelVersion) -> None:
     key_values(
         f"{v.model_type} {v.version}",
         [
-            (k, "-" if val is None and k in no_mean else key_value_text(val))
+            (k, "-" if val is None and k in no_mean else val)
             for k, val in v.to_dict().items()
             if k not in ("model_type", "version")
         ],
     )
-
-
-def key_value_text(value: Any) -> Any:
-    """A mapping (tags, config) as it is given on the command line: `k=v, k2=v2`."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return value
 
 
 def short_time(ts: Any) -> str:
