@@ -408,9 +408,11 @@ def judge_step(
     if srm.get("mismatch"):
         waiting.append(f"sample ratio mismatch at a step p={srm['p_value']:.2g}")
     upper = metrics["error_rate_diff"]["ci"][1]
-    if upper is None or not upper <= max_error_rate_increase:
+    if upper is None:
+        waiting.append("error rate not compared yet: an arm has no requests")
+    elif not upper <= max_error_rate_increase:
         waiting.append(
-            f"error rate may rise by up to {_shown(upper)}, allowed +{max_error_rate_increase:g}"
+            f"error rate may rise by up to {upper:+.3f}, allowed +{max_error_rate_increase:g}"
         )
     for name, g in metrics["guardrails"].items():
         if g.get("non_inferior") is False:
@@ -424,5 +426,3 @@ def judge_step(
     return "continue"
 
 
-def _shown(x: float | None) -> str:
-    return "unknown" if x is None else f"{x:+.3f}"

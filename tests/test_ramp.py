@@ -221,7 +221,7 @@ def test_the_split_is_checked_per_step_at_0_001_over_the_steps() -> None:
 # -- the rule that advances a step -------------------------------------------------------------
 
 
-def _metrics(error_upper: float = 0.01, **guards: Any) -> dict[str, Any]:
+def _metrics(error_upper: float | None = 0.01, **guards: Any) -> dict[str, Any]:
     return {
         "srm": {"mismatch": False, "p_value": 0.5},
         "error_rate_diff": {"ci": [-0.01, error_upper]},
@@ -253,7 +253,11 @@ def test_a_step_waits_for_every_guardrail_and_the_error_margin() -> None:
     above = step_status(RAMP, 100, 24.0)
     reasons: list[str] = []
     judge_step(above, "continue", reasons, _metrics(error_upper=0.0501), 0.05)
-    assert not above.advance and "error rate may rise" in reasons[0]
+    assert reasons == ["error rate may rise by up to +0.050, allowed +0.05"]
+    assert not above.advance
+    empty = step_status(RAMP, 100, 24.0)
+    judge_step(empty, "continue", reasons, _metrics(error_upper=None), 0.05)
+    assert not empty.advance and reasons == ["error rate not compared yet: an arm has no requests"]
     latency = step_status(RAMP, 100, 24.0)
     judge_step(latency, "promote", [], _metrics(inference_time_ms=False), 0.05)
     assert not latency.advance and "inference_time_ms" in latency.waiting[0]  # type: ignore[index]
