@@ -111,11 +111,17 @@ def test_promote_rollback_history(two_versions: Cli) -> None:
     assert [e["event"] for e in events][-2:] == ["promoted", "rolled_back"]
     assert events[-1]["reason"] == "latency" and events[-1]["previous"] == "v2.2.0"
     assert len(cli("history", "--limit", "2", "--json").json()) == 2
+    assert cli("alias", "set", "gnn", "shadow", "v2.2.0").exit_code == 0
+    assert cli("alias", "set", "gnn", "Shadow", "v2.2.0").exit_code == 0
+    rows = [r for r in cli("history", "gnn").stdout.splitlines() if "│" in r]
+    details = [r.split("│")[-2].strip() for r in rows]  # the last column of each row
+    assert details[-3:] == ["latency; previous=v2.2.0", "alias=shadow", "alias=Shadow"]
 
 
 def test_deprecate_and_verify(two_versions: Cli, tmp_path: Path) -> None:
     cli = two_versions
-    assert cli("deprecate", "gnn", "v2.2.0", "--json").json()["deprecated"] is True
+    done = cli("deprecate", "gnn", "v2.2.0", "--json").json()
+    assert done["deprecated"] is True and done["aliases_removed"] == []
     ok = cli("verify", "gnn", "v2.1.0", "--json")
     assert ok.exit_code == 0 and ok.json()["status"] == "ok"
     (tmp_path / "gnn.pt").write_bytes(b"tampered")
@@ -418,6 +424,8 @@ def test_alias_commands(cli: Cli, project: Project) -> None:
     ]
     assert "aliases: shadow" in cli("show", "gnn", "v2.2.0").stdout
     assert "aliases:" not in cli("show", "gnn").stdout  # the champion has none
+    assert cli("show", "gnn", "v2.2.0", "--json").json()["aliases"] == ["shadow"]
+    assert cli("show", "gnn", "--json").json()["aliases"] == []
     assert project.registry.get_version_by_alias("gnn", "shadow").version == "v2.2.0"
     before = snapshot(project.root)
     for args, words in (
@@ -430,4 +438,9 @@ def test_alias_commands(cli: Cli, project: Project) -> None:
         assert snapshot(project.root) == before
     run = cli("alias", "delete", "gnn", "shadow", "--json")
     assert run.json() == {"model_type": "gnn", "alias": "shadow", "version": "v2.2.0"}
+    assert cli("alias", "list", "gnn", "--json").json() == []
+    for alias in ("canary", "Canary"):  # names are case-sensitive, as versions are
+        assert cli("alias", "set", "gnn", alias, "v2.2.0").exit_code == 0
+    gone = cli("deprecate", "gnn", "v2.2.0")
+    assert gone.stdout == "gnn v2.2.0 is deprecated; aliases removed: Canary, canary\n"
     assert cli("alias", "list", "gnn", "--json").json() == []

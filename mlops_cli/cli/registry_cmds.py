@@ -17,6 +17,7 @@ from .common import (
     figure,
     funnel,
     globals_of,
+    key_value_text,
     key_values,
     named_as_flags,
     open_project,
@@ -194,7 +195,8 @@ def show(
         if shown[1]:
             say(f"aliases: {', '.join(shown[1])}")
 
-    run(ctx, json_output, action, render, lambda shown: shown[0].to_dict())
+    run(ctx, json_output, action, render,
+        lambda shown: {**shown[0].to_dict(), "aliases": shown[1]})
 
 
 def champion(
@@ -253,14 +255,21 @@ def deprecate(
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the history)."),
     json_output: bool = JsonOpt,
 ) -> None:
-    """Deprecate a version: it can no longer be promoted or A/B tested."""
-    run(
-        ctx,
-        json_output,
-        lambda: open_project(ctx).registry.deprecate(model_type, version, reason),
-        lambda v: say(f"{v.model_type} {v.version} is deprecated"),
-        lambda v: v.to_dict(),
-    )
+    """Deprecate a version: it can no longer be promoted or A/B tested, and the aliases
+    naming it are removed."""
+
+    def action() -> tuple[ModelVersion, list[str]]:
+        registry = open_project(ctx).registry
+        named = [a.alias for a in registry.aliases(model_type) if a.version == version]
+        return registry.deprecate(model_type, version, reason), named
+
+    def render(done: tuple[ModelVersion, list[str]]) -> None:
+        v, removed = done
+        say(f"{v.model_type} {v.version} is deprecated"
+            + (f"; aliases removed: {', '.join(removed)}" if removed else ""))
+
+    run(ctx, json_output, action, render,
+        lambda done: {**done[0].to_dict(), "aliases_removed": done[1]})
 
 
 def verify(
@@ -295,7 +304,7 @@ def history(
         lambda: open_project(ctx).registry.history(model_type, limit),
         lambda events: table(
             None,
-            ["time", "event", "model type", "version", "actor", "reason"],
+            ["time", "event", "model type", "version", "actor", "details"],
             [
                 [
                     short_time(e.get("ts")),
@@ -303,12 +312,28 @@ def history(
                     e.get("model_type") or e.get("test"),
                     e.get("version") or e.get("decision"),
                     e.get("actor"),
-                    e.get("reason"),
+                    event_details(e.to_dict()),
                 ]
                 for e in events
             ],
         ),
     )
+
+
+def event_details(event: dict[str, Any]) -> str:
+    """An audit event's reason, then what else it carries (`alias=shadow`), as k=v: the
+    columns before it show its time, kind, model type, version and actor."""
+    shown = {"ts", "event", "model_type", "version", "actor", "reason", "model_path"}
+    if not event.get("model_type"):
+        shown.add("test")
+    if not event.get("version"):
+        shown.add("decision")
+    rest = {
+        k: format(v, ".6g") if isinstance(v, float) else v
+        for k, v in event.items()
+        if k not in shown and v is not None
+    }
+    return "; ".join(str(part) for part in (event.get("reason"), key_value_text(rest)) if part)
 
 
 config_app = typer.Typer(help="Read and change settings (dotted keys).", no_args_is_help=True)
