@@ -228,12 +228,12 @@ def record(fields: dict[str, Check], required: bool = True) -> Check:
         mapping(value, key)
         unknown = sorted(set(value) - set(fields))
         if unknown:
-            raise ValueError(f"{key}: unknown key {key_join(key, unknown[0])!r}")
+            raise ValueError(f"{key or 'settings'}: unknown key {key_join(key, unknown[0])!r}")
         out: dict[str, Any] = {}
         for name, inner in fields.items():
             if name not in value:
                 if required:
-                    raise ValueError(f"{key}: missing key {key_join(key, name)!r}")
+                    raise ValueError(f"{key or 'settings'}: missing key {key_join(key, name)!r}")
                 continue
             out[name] = inner(value[name], key_join(key, name))
         return out
@@ -463,7 +463,7 @@ def merged(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 def check_thresholds(settings: dict[str, Any]) -> None:
     t = settings["drift"]["thresholds"]
     if not t["monitor"] <= t["retrain"] <= t["critical"]:
-        raise ValueError("settings.drift.thresholds must satisfy monitor <= retrain <= critical")
+        raise ValueError("drift.thresholds must satisfy monitor <= retrain <= critical")
 
 
 def check_weights(settings: dict[str, Any]) -> None:
@@ -473,7 +473,7 @@ def check_weights(settings: dict[str, Any]) -> None:
     if abs(total - 1.0) > 1e-9:
         shown = ", ".join(f"{k} {w[k]:g}" for k in WEIGHTS)
         raise ValueError(
-            f"settings.drift.weights must sum to 1, not {total:g} ({shown}); {WEIGHTS_HINT}"
+            f"drift.weights must sum to 1, not {total:g} ({shown}); {WEIGHTS_HINT}"
         )
 
 
@@ -861,7 +861,7 @@ def parse_weights(text: str) -> dict[str, float]:
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     limits.check_depth("settings", settings)  # limits.SETTINGS_DEPTH_MAX
     try:
-        checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, "settings"))
+        checked = merged(DEFAULT_SETTINGS, SETTINGS(settings, ""))  # keys as `config set` takes
         check_thresholds(checked)
         check_weights(checked)
     except ValueError as exc:

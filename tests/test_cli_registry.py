@@ -387,7 +387,14 @@ def test_a_negative_setting_value_is_passed_as_is_or_after_a_double_dash(
     before = snapshot(project.root)
     for args in (["-5"], ["--", "-5"]):
         run = cli("config", "set", "drift.window_size", *args)
-        assert_one_error_line(run, "drift.window_size must be >= 1, not -5")
+        assert run.stderr == "error: drift.window_size must be >= 1, not -5\n"  # the key given
+        assert snapshot(project.root) == before
+    for key, value, said in (
+        ("watch.hours", "-1", "watch.hours must be > 0, not -1"),
+        ("drift.thresholds.monitor", "0.9", "drift.thresholds must satisfy monitor <= retrain"),
+    ):
+        run = cli("config", "set", key, value)
+        assert (run.exit_code, run.stderr.startswith(f"error: {said}")) == (1, True), run.stderr
         assert snapshot(project.root) == before
     key = "ab.defaults.min_confidence_improvement"
     for value, args in ((-0.01, ["-0.01"]), (-0.03, ["--", "-0.03"])):
