@@ -263,11 +263,14 @@ class WebhookManager:
                 "`mlops webhook deliver` continues\n"
             )
             return
-        if report.failed or report.dead:
-            sys.stderr.write(
-                f"note: {report.failed + report.dead} event deliveries failed (retried later; "
-                "`mlops webhook deliveries` shows them)\n"
-            )
+        said = [
+            f"{n} event {'delivery' if n == 1 else 'deliveries'} {what}"
+            for n, what in ((report.failed, "failed (retried later)"),
+                            (report.dead, "dead-lettered (not retried)"))
+            if n
+        ]
+        if said:
+            sys.stderr.write(f"note: {'; '.join(said)}: `mlops webhook deliveries` shows them\n")
 
     def _rounds(self, for_s: float, try_each: bool = True) -> DeliveryReport:
         """Claim, post, settle until nothing is due or the time is up. Each request's

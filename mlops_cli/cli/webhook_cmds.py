@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..webhooks import Delivery, DeliveryReport, Webhook
-from .common import JSON_HELP, open_project, run, say, table
+from .common import JSON_HELP, one_of, open_project, run, say, table
 from .registry_cmds import short_time
 
 webhook_app = typer.Typer(
@@ -106,7 +106,10 @@ def deliveries(
     ctx: typer.Context,
     limit: int = typer.Option(100, "--limit", min=1, max=100000, help="Attempts to read."),
     status: str | None = typer.Option(
-        None, "--status", help="Only delivered, failed or dead (dead letters)."
+        None,
+        "--status",
+        help="Only delivered, failed or dead (dead letters).",
+        callback=one_of("delivered", "failed", "dead"),
     ),
     json_output: bool = JsonOpt,
 ) -> None:
