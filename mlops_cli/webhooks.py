@@ -304,7 +304,8 @@ class WebhookManager:
     def deliveries(self, limit: int = 100, status: str | None = None) -> list[Delivery]:
         """The newest outcome per event and endpoint among the last `limit` attempts (dead
         letters included), oldest first; with `status`, only those (delivered, failed,
-        dead)."""
+        dead). Only endpoints there are now: a removed one's events are no longer retried,
+        and its removal is in the audit log (`webhook_removed`)."""
         if limit < 1:
             raise ValidationError(f"limit must be at least 1, not {limit}", field="limit")
         if status is not None and status not in ("delivered", "failed", "dead"):
@@ -312,7 +313,10 @@ class WebhookManager:
                 f"unknown status {printable(status)!r} (delivered, failed, dead)", field="status"
             )
         latest: dict[tuple[str, str], dict[str, Any]] = {}
+        present = self.store.read().webhooks
         for record in self.store.delivery_log(limit):
+            if record.get("webhook") not in present:
+                continue
             key = (str(record.get("webhook")), str(record.get("id")))
             latest.pop(key, None)
             latest[key] = record

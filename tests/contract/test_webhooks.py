@@ -208,16 +208,24 @@ def test_events_before_an_endpoint_was_added_are_not_sent_to_it(project: Project
 
 
 def test_a_removed_endpoint_gets_nothing_more(project: Project) -> None:
+    """Nor is it listed by `deliveries`: its failures would never be retried."""
     quiet(project)
-    with receiver() as got:
+    other = project.webhooks.add(closed_port_url(), "*")  # stays, and its failure stays listed
+    with receiver(always_fail=True) as got:
         hook = project.webhooks.add(got.url, "*")
         toggle(project, 1)
+        project.webhooks.deliver(for_s=0)
+        failed = {d.webhook for d in project.webhooks.deliveries(status="failed")}
+        assert failed == {hook.id, other.id}
         project.webhooks.remove(hook.id)
+        got.always_fail = False
+        got.requests.clear()
         toggle(project, 1)
         project.webhooks.deliver(for_s=0)
         assert got.requests == []
         assert project.store.secret(hook.id) is None
-    assert project.webhooks.endpoints() == []
+    assert [d.webhook for d in project.webhooks.deliveries()] == [other.id]
+    assert [w.id for w in project.webhooks.endpoints()] == [other.id]
 
 
 @pytest.mark.parametrize(
