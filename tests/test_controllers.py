@@ -140,7 +140,17 @@ def test_flagger_webhook_gets_200_to_continue_and_non_2xx_to_halt(
     assert project.ab.get_test("t").running  # read only: nothing was applied
     assert call(f"{base}/api/controller/t/gate", "POST", payload)[0] == 401
     assert call(f"{base}/api/controller/nope/gate?token={TOKEN}", "POST", payload)[0] == 404
-    assert call(url, "POST", [1, 2])[0] == 400
+    assert call(url, "POST", [1, 2]) == (400, {"error": {
+        "type": "ValidationError", "message": "a webhook's body must be a JSON object"}})
+    bad = urllib.request.Request(url, data=b"canary=x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad, timeout=60)
+    assert refused.value.code == 400
+    said = json.loads(refused.value.read())["error"]["message"]
+    assert said.startswith("a webhook's body must be a JSON object, not: ")
+    status, doc = call(f"{base}/api/controller/t?token={TOKEN}", "POST", payload)
+    assert status == 405 and "only at /api/controller/<test>/gate" in doc["error"]["message"]
+    assert "--allow-actions" not in doc["error"]["message"]  # no flag would make it answer
 
 
 def test_a_ramp_shows_its_step_to_the_controller(tmp_path: Path) -> None:

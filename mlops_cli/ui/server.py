@@ -347,6 +347,13 @@ class Request:
         if len(parts) == 4 and parts[:2] == ["api", "controller"] and parts[3] == "gate":
             self.controller_post(parts[2])  # read only: no session token, no --allow-actions
             return
+        if parts[:2] == ["api", "controller"]:  # not an action: no --allow-actions helps
+            self.send_error_doc(
+                405, "MethodNotAllowed",
+                "a POST is answered only at /api/controller/<test>/gate (a Flagger webhook); "
+                "GET /api/controller/<test> reads the verdict",
+            )
+            return
         if not self.settings.allow_actions:
             self.send_error_doc(
                 403, "Forbidden", "this dashboard is read-only; start it with --allow-actions"
@@ -396,7 +403,9 @@ class Request:
                     raise ValidationError("a webhook's body must be a JSON object")
             self.gate(name)
         except orjson.JSONDecodeError as exc:
-            self.send_error_doc(400, "ValidationError", str(exc))
+            self.send_error_doc(
+                400, "ValidationError", f"a webhook's body must be a JSON object, not: {exc}"
+            )
         except ValidationError as exc:
             self.send_error_doc(400, exc.type, str(exc))
         except NotFoundError as exc:
