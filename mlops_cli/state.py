@@ -579,6 +579,16 @@ class Level(str, Enum):
             return NotImplemented
         return self.rank < other.rank
 
+    def __gt__(self, other: object) -> bool:  # all four: str's own would compare the names
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank <= other.rank
+
     @classmethod
     def alerting(cls) -> tuple[Level, ...]:
         """The levels that have a threshold and may have a hook."""

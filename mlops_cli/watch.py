@@ -10,7 +10,11 @@ requests before it (at most `HISTORY_MAX_REQUESTS`):
 - error rate: the difference of proportions (Agresti-Caffo), breach when its interval at
   alpha / 2 lies wholly above 0;
 - mean latency, relative to the previous champion's: breach when its interval at alpha / 2
-  lies wholly above the latency margin (`ab.defaults.max_latency_increase`, 10%).
+  lies wholly above the latency margin (`ab.defaults.max_latency_increase`, 10%);
+- drift, where the new champion has a reference set: its current level (`drift report`,
+  read-only) against the previous champion's last recorded check before the promotion; a
+  breach when it is at `retrain` or above and higher than that level (no check recorded:
+  lower than any). A shift in the inputs that both versions saw leaves the two alike.
 
 Both intervals are the project's confidence sequences (stats.py), valid however often the
 watch is checked; the two tests share alpha (`ab.defaults.alpha`). **Caveat**: this is a
@@ -29,9 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .drift import DriftMonitor
 from .errors import GateError
 from .registry import ModelRegistry
 from .results import MappingResult
+from .state import Level
 from .stats import ArmStats, Difference, compare_rates, compare_relative
 from .store.base import EVENTS, Store, metrics_stream
 from .tail import HISTORY_MAX_REQUESTS
@@ -44,6 +50,7 @@ CAVEAT = (
 )
 CHANGES = ("promoted", "ab_finalized", "rolled_back")
 MIN_REQUESTS = 2  # per side, before a variance (and so an interval) exists
+LEVELS = {level.value for level in Level}
 
 
 @dataclass
@@ -59,6 +66,7 @@ class WatchResult(MappingResult):
     requests: dict[str, int] = field(default_factory=dict)
     error_rate: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None  # level, score, previous_level; None: no reference
     breach: bool = False
     reasons: list[str] = field(default_factory=list)
     rolled_back: bool = False
@@ -111,12 +119,21 @@ def judge(
     return errors, latency, reasons
 
 
+def drift_breach(level: str, previous_level: str | None) -> bool:
+    """Whether the new champion's drift level breaches: an active level at `retrain` or above
+    and above the previous champion's level before the promotion (pure)."""
+    if level not in LEVELS or Level(level) < Level.RETRAIN:
+        return False
+    return previous_level not in LEVELS or Level(level) > Level(previous_level)
+
+
 class WatchMonitor:
     """Checks the watch window that a promotion opens (see the module's docstring)."""
 
-    def __init__(self, store: Store, registry: ModelRegistry) -> None:
+    def __init__(self, store: Store, registry: ModelRegistry, drift: DriftMonitor) -> None:
         self.store = store
         self.registry = registry
+        self.drift = drift
 
     def check(self, model_type: str | None = None) -> list[WatchResult]:
         """Every model type's watch (or one's); a breach rolls back with `watch.rollback`.
@@ -161,16 +178,24 @@ class WatchMonitor:
             if _at(r) <= start  # served by it up to the promotion's instant
         ]
         result.requests = {"previous": len(before), "champion": len(after)}
-        if min(len(before), len(after)) < MIN_REQUESTS:
-            return result
-        ab = settings["ab"]["defaults"]
-        margin = ab.get("max_latency_increase") or 0.10
-        errors, latency, reasons = judge(
-            before, after, float(ab["alpha"]), float(ab["sequential_tuning"]), float(margin)
-        )
-        result.error_rate = errors.to_dict()
-        result.latency = {**latency.to_dict(), "margin": margin, "scale": "relative"}
-        result.reasons = reasons
+        if min(len(before), len(after)) >= MIN_REQUESTS:
+            ab = settings["ab"]["defaults"]
+            margin = ab.get("max_latency_increase") or 0.10
+            errors, latency, result.reasons = judge(
+                before, after, float(ab["alpha"]), float(ab["sequential_tuning"]), float(margin)
+            )
+            result.error_rate = errors.to_dict()
+            result.latency = {**latency.to_dict(), "margin": margin, "scale": "relative"}
+        result.drift = self._drift(model_type, version, previous, start)
+        if result.drift is not None and drift_breach(
+            result.drift["level"], result.drift["previous_level"]
+        ):
+            was = result.drift["previous_level"] or "no check recorded"
+            result.reasons.append(
+                f"drift at {result.drift['level']} (score {result.drift['score']:.3f}) against "
+                f"{version}'s reference; {previous} was at {was} before the promotion"
+            )
+        reasons = result.reasons
         breached_before = any(
             e.get("event") == "watch_breached" and parse_ts(e["ts"]) >= start for e in mine
         )
@@ -189,6 +214,26 @@ class WatchMonitor:
                           restored=previous)
             result.rolled_back = True
         return result
+
+
+    def _drift(
+        self, model_type: str, version: str, previous: str, start: datetime
+    ) -> dict[str, Any] | None:
+        """The new champion's drift now, beside the previous champion's last recorded level
+        before the promotion; None when the new champion has no reference set."""
+        detector = self.drift.detector(model_type, version)
+        if not detector.has_reference():
+            return None
+        report = detector.get_drift_report()
+        days = (self.store.clock() - start).total_seconds() / 86400 + 7
+        checks = [r for r in self.drift.detector(model_type, previous).history(days)
+                  if _at(r) <= start and r.get("status") == "active"]
+        return {
+            "level": report.level,
+            "score": report.current_drift_score if report.active else None,
+            "n_window": report.n_window,
+            "previous_level": checks[-1]["level"] if checks else None,
+        }
 
 
 def gate(results: list[WatchResult]) -> None:

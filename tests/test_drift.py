@@ -626,3 +626,14 @@ def test_python_callers_are_told_the_arguments_and_the_cli_its_flags(
     assert_one_error_line(run, "use --replace to start a new reference")
     run = two_models("drift", "check", "gnn", "v2.2.0", "--window", "0")
     assert_one_error_line(run, "--window must be between 1 and 10,000,000")
+
+
+def test_levels_order_by_severity_under_every_operator() -> None:
+    """Not by name: as strings, "critical" < "monitor" < "ok" < "retrain"."""
+    from mlops_cli.state import Level
+
+    assert Level.CRITICAL > Level.RETRAIN > Level.MONITOR > Level.OK
+    assert Level.OK < Level.MONITOR < Level.RETRAIN < Level.CRITICAL
+    assert Level.OK <= Level.OK <= Level.CRITICAL and not Level.CRITICAL <= Level.RETRAIN
+    assert Level.CRITICAL >= Level.CRITICAL >= Level.OK and not Level.OK >= Level.MONITOR
+    assert sorted(Level, reverse=True) == [Level.CRITICAL, Level.RETRAIN, Level.MONITOR, Level.OK]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlops_cli import ModelVersion, Project
-from mlops_cli.watch import judge
+from mlops_cli.watch import drift_breach, judge
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -131,10 +131,11 @@ def test_a_window_without_requests_to_compare_is_waiting_not_ok(
     assert nothing.requests == {"previous": 0, "champion": 0} and not nothing.breach
     shown = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check"])
     assert shown.exit_code == 0
-    assert "not compared yet, 0 requests of v1.0.0 before the promotion and 0 of v2.0.0" in (
-        shown.stdout
-    )
-    assert "ok" not in shown.stdout.split(":")[-1]
+    assert (
+        ": not compared yet; serving metrics not compared yet: 0 requests of v1.0.0 before "
+        "the promotion and 0 of v2.0.0 after it (each needs 2)"
+    ) in shown.stdout
+    assert ": ok" not in shown.stdout
 
 
 @pytest.mark.parametrize("previous, champion, waiting", [(2, 1, True), (1, 2, True), (2, 2, False)])
@@ -166,3 +167,64 @@ def test_watch_check_fail_on_breach_exits_3(gnn: Project, clock: Clock) -> None:
     assert check() == (0, "")  # the breach is reported, the exit code is the gate's
     code, err = check("--fail-on", "breach")
     assert (code, err) == (3, "error: watch breached: gnn v2.0.0 (--fail-on breach)\n")
+
+
+@pytest.mark.parametrize(
+    ("level", "previous_level", "breach"),
+    [
+        ("retrain", None, True),  # at retrain, no check of the previous champion: above it
+        ("monitor", None, False),  # below retrain
+        ("retrain", "retrain", False),  # not above the previous champion's level
+        ("retrain", "monitor", True),
+        ("critical", "retrain", True),
+        ("insufficient_data", None, False),  # no level to compare
+        ("retrain", "insufficient_data", True),
+    ],
+)
+def test_drift_breach_boundaries(level: str, previous_level: str | None, breach: bool) -> None:
+    assert drift_breach(level, previous_level) is breach
+
+
+def jsonl(rng: np.random.Generator, n: int, mean: float) -> bytes:
+    pred, conf = rng.normal(mean, 1.0, n), np.clip(rng.normal(0.8, 0.05, n), 0, 1)
+    return b"".join(
+        b'{"prediction": %r, "confidence": %r}\n' % (float(p), float(c))
+        for p, c in zip(pred, conf, strict=True)
+    )
+
+
+@pytest.mark.parametrize("previous_at", [None, "critical"])
+def test_drift_of_the_new_champion_breaches_unless_the_previous_one_was_as_high(
+    gnn: Project, clock: Clock, previous_at: str | None
+) -> None:
+    """The new champion's predictions two sd from its reference: critical. A breach (rolled
+    back) when the previous champion had no such level before the promotion; none when its
+    own last check before the promotion was critical too (the inputs moved for both)."""
+    gnn.set_setting("watch.rollback", "true")
+    gnn.set_setting("drift.window_size", "1000")
+    rng = np.random.default_rng(26)
+    if previous_at:
+        old = gnn.drift_detector("gnn", "v1.0.0")
+        old.set_reference(jsonl(rng, 1000, 0.0))
+        old.record_batch(jsonl(rng, 1000, 2.0))
+        assert old.check().level == previous_at  # recorded before the promotion
+    clock.now += timedelta(minutes=1)
+    new = gnn.drift_detector("gnn", "v2.0.0")
+    new.set_reference(jsonl(rng, 1000, 0.0))
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    clock.now += timedelta(minutes=1)
+    new.record_batch(jsonl(rng, 1000, 2.0))
+    (result,) = gnn.watch.check()
+    assert result.drift is not None and result.drift["level"] == "critical"
+    assert result.drift["previous_level"] == previous_at
+    assert result.breach is (previous_at is None) and result.rolled_back is (previous_at is None)
+    if previous_at is None:
+        (event,) = [e for e in gnn.registry.history("gnn") if e["event"] == "rolled_back"]
+        assert event["reason"].startswith("watch after promotion: drift at critical (score ")
+        assert "v1.0.0 was at no check recorded before the promotion" in event["reason"]
+
+
+def test_without_a_reference_the_watch_has_no_drift(gnn: Project, clock: Clock) -> None:
+    promoted_with(gnn, clock, error=0.02)
+    (result,) = gnn.watch.check()
+    assert result.drift is None and not result.breach

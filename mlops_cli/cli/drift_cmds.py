@@ -390,20 +390,22 @@ def watch_line(w: Any) -> str:
     """One model type's watch, one line."""
     if w.status == "none":
         return f"{w.model_type}: no promotion to watch"
+    what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
+    if w.waiting and not w.breach:
+        what = "not compared yet"
+    said = list(w.reasons)
     if w.waiting:
         from ..watch import MIN_REQUESTS
 
-        return (
-            f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): "
-            f"not compared yet, {w.requests['previous']} requests of {w.previous} before the "
-            f"promotion and {w.requests['champion']} of {w.version} after it (each needs "
-            f"{MIN_REQUESTS})"
+        said.append(
+            f"serving metrics not compared yet: {w.requests['previous']} requests of "
+            f"{w.previous} before the promotion and {w.requests['champion']} of {w.version} "
+            f"after it (each needs {MIN_REQUESTS})"
         )
-    what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
-    head = (
-        f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
-    )
-    return head + "".join(f"; {r}" for r in w.reasons)
+    if w.drift is not None and not any(r.startswith("drift at") for r in w.reasons):
+        said.append(f"drift {w.drift['level']}")
+    head = f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
+    return head + "".join(f"; {r}" for r in said)
 
 
 def render_watches(ws: list[Any]) -> None:
