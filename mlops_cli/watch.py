@@ -13,8 +13,9 @@ requests before it (at most `HISTORY_MAX_REQUESTS`):
   lies wholly above the latency margin (`ab.defaults.max_latency_increase`, 10%);
 - drift, where the new champion has a reference set: its current level (`drift report`,
   read-only) against the previous champion's last recorded check before the promotion; a
-  breach when it is at `retrain` or above and higher than that level (no check recorded:
-  lower than any). A shift in the inputs that both versions saw leaves the two alike.
+  breach when it is at `retrain` or above and higher than that level. With no such check
+  there is nothing to compare it with, and no breach (the level alone raises the drift
+  alarms and hooks as ever): a shift in the inputs would move both versions alike.
 
 Both intervals are the project's confidence sequences (stats.py), valid however often the
 watch is checked; the two tests share alpha (`ab.defaults.alpha`). **Caveat**: this is a
@@ -121,10 +122,10 @@ def judge(
 
 def drift_breach(level: str, previous_level: str | None) -> bool:
     """Whether the new champion's drift level breaches: an active level at `retrain` or above
-    and above the previous champion's level before the promotion (pure)."""
-    if level not in LEVELS or Level(level) < Level.RETRAIN:
+    and above the previous champion's level before the promotion (none: no comparison)."""
+    if level not in LEVELS or previous_level not in LEVELS:
         return False
-    return previous_level not in LEVELS or Level(level) > Level(previous_level)
+    return Level(level) >= Level.RETRAIN and Level(level) > Level(previous_level)
 
 
 class WatchMonitor:
@@ -190,10 +191,10 @@ class WatchMonitor:
         if result.drift is not None and drift_breach(
             result.drift["level"], result.drift["previous_level"]
         ):
-            was = result.drift["previous_level"] or "no check recorded"
             result.reasons.append(
                 f"drift at {result.drift['level']} (score {result.drift['score']:.3f}) against "
-                f"{version}'s reference; {previous} was at {was} before the promotion"
+                f"{version}'s reference; {previous} was at {result.drift['previous_level']} "
+                "before the promotion"
             )
         reasons = result.reasons
         breached_before = any(

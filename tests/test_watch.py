@@ -172,13 +172,14 @@ def test_watch_check_fail_on_breach_exits_3(gnn: Project, clock: Clock) -> None:
 @pytest.mark.parametrize(
     ("level", "previous_level", "breach"),
     [
-        ("retrain", None, True),  # at retrain, no check of the previous champion: above it
-        ("monitor", None, False),  # below retrain
+        ("critical", None, False),  # no check of the previous champion: nothing to compare
+        ("monitor", "ok", False),  # below retrain
+        ("retrain", "ok", True),
         ("retrain", "retrain", False),  # not above the previous champion's level
         ("retrain", "monitor", True),
         ("critical", "retrain", True),
-        ("insufficient_data", None, False),  # no level to compare
-        ("retrain", "insufficient_data", True),
+        ("insufficient_data", "ok", False),  # no level to compare
+        ("critical", "insufficient_data", False),
     ],
 )
 def test_drift_breach_boundaries(level: str, previous_level: str | None, breach: bool) -> None:
@@ -193,20 +194,21 @@ def jsonl(rng: np.random.Generator, n: int, mean: float) -> bytes:
     )
 
 
-@pytest.mark.parametrize("previous_at", [None, "critical"])
-def test_drift_of_the_new_champion_breaches_unless_the_previous_one_was_as_high(
-    gnn: Project, clock: Clock, previous_at: str | None
+@pytest.mark.parametrize(("previous_mean", "previous_at"), [(0.0, "ok"), (2.0, "critical"),
+                                                            (None, None)])
+def test_drift_of_the_new_champion_breaches_only_above_the_previous_ones_level(
+    gnn: Project, clock: Clock, previous_mean: float | None, previous_at: str | None
 ) -> None:
     """The new champion's predictions two sd from its reference: critical. A breach (rolled
-    back) when the previous champion had no such level before the promotion; none when its
-    own last check before the promotion was critical too (the inputs moved for both)."""
+    back) when the previous champion's last check before the promotion was ok; none when it
+    was critical too (the inputs moved for both), nor when it had no check to compare."""
     gnn.set_setting("watch.rollback", "true")
     gnn.set_setting("drift.window_size", "1000")
     rng = np.random.default_rng(26)
-    if previous_at:
+    if previous_mean is not None:
         old = gnn.drift_detector("gnn", "v1.0.0")
         old.set_reference(jsonl(rng, 1000, 0.0))
-        old.record_batch(jsonl(rng, 1000, 2.0))
+        old.record_batch(jsonl(rng, 1000, previous_mean))
         assert old.check().level == previous_at  # recorded before the promotion
     clock.now += timedelta(minutes=1)
     new = gnn.drift_detector("gnn", "v2.0.0")
@@ -217,11 +219,19 @@ def test_drift_of_the_new_champion_breaches_unless_the_previous_one_was_as_high(
     (result,) = gnn.watch.check()
     assert result.drift is not None and result.drift["level"] == "critical"
     assert result.drift["previous_level"] == previous_at
-    assert result.breach is (previous_at is None) and result.rolled_back is (previous_at is None)
-    if previous_at is None:
+    breach = previous_at == "ok"
+    assert result.breach is breach and result.rolled_back is breach
+    if breach:
         (event,) = [e for e in gnn.registry.history("gnn") if e["event"] == "rolled_back"]
         assert event["reason"].startswith("watch after promotion: drift at critical (score ")
-        assert "v1.0.0 was at no check recorded before the promotion" in event["reason"]
+        assert event["reason"].endswith("v1.0.0 was at ok before the promotion")
+    if previous_at is None:
+        from typer.testing import CliRunner
+
+        from mlops_cli.cli import app
+
+        shown = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check"]).stdout
+        assert "; drift critical, not compared: v1.0.0 has no drift check from before" in shown
 
 
 def test_without_a_reference_the_watch_has_no_drift(gnn: Project, clock: Clock) -> None:

@@ -403,7 +403,12 @@ def watch_line(w: Any) -> str:
             f"after it (each needs {MIN_REQUESTS})"
         )
     if w.drift is not None and not any(r.startswith("drift at") for r in w.reasons):
-        said.append(f"drift {w.drift['level']}")
+        was = w.drift["previous_level"]
+        said.append(
+            f"drift {w.drift['level']}, "
+            + (f"{w.previous} was at {was}" if was else
+               f"not compared: {w.previous} has no drift check from before the promotion")
+        )
     head = f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
     return head + "".join(f"; {r}" for r in said)
 
