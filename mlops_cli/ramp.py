@@ -424,5 +424,3 @@ def judge_step(
         f"advance to {status.next_share:g}%"
     ]
     return "continue"
-
-

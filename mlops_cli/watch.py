@@ -11,11 +11,12 @@ requests before it (at most `HISTORY_MAX_REQUESTS`):
   alpha / 2 lies wholly above 0;
 - mean latency, relative to the previous champion's: breach when its interval at alpha / 2
   lies wholly above the latency margin (`ab.defaults.max_latency_increase`, 10%);
-- drift, where the new champion has a reference set: its current level (`drift report`,
-  read-only) against the previous champion's last recorded check before the promotion; a
-  breach when it is at `retrain` or above and higher than that level. With no such check
-  there is nothing to compare it with, and no breach (the level alone raises the drift
-  alarms and hooks as ever): a shift in the inputs would move both versions alike.
+- drift, where the new champion has a recorded drift check since the promotion (`drift
+  check`, a cron step): its latest level against the previous champion's last recorded check
+  before the promotion; a breach when it is at `retrain` or above and higher than that level.
+  With no check of the previous champion there is nothing to compare with, and no breach
+  (the level alone raises the drift alarms and hooks as ever): a shift in the inputs would
+  move both versions alike.
 
 Both intervals are the project's confidence sequences (stats.py), valid however often the
 watch is checked; the two tests share alpha (`ab.defaults.alpha`). **Caveat**: this is a
@@ -67,7 +68,7 @@ class WatchResult(MappingResult):
     requests: dict[str, int] = field(default_factory=dict)
     error_rate: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None
-    drift: dict[str, Any] | None = None  # level, score, previous_level; None: no reference
+    drift: dict[str, Any] | None = None  # level, score, checked_at, previous_level; or None
     breach: bool = False
     reasons: list[str] = field(default_factory=list)
     rolled_back: bool = False
@@ -220,20 +221,20 @@ class WatchMonitor:
     def _drift(
         self, model_type: str, version: str, previous: str, start: datetime
     ) -> dict[str, Any] | None:
-        """The new champion's drift now, beside the previous champion's last recorded level
-        before the promotion; None when the new champion has no reference set."""
-        detector = self.drift.detector(model_type, version)
-        if not detector.has_reference():
+        """The new champion's latest recorded drift check since the promotion (`drift check`,
+        a cron step, records them) beside the previous champion's last one before it; None
+        when the new champion has no check since the promotion."""
+        latest = self.drift.detector(model_type, version).last_check()
+        if latest is None or _at(latest) < start or latest.get("status") != "active":
             return None
-        report = detector.get_drift_report()
         days = (self.store.clock() - start).total_seconds() / 86400 + 7
-        checks = [r for r in self.drift.detector(model_type, previous).history(days)
+        before = [r for r in self.drift.detector(model_type, previous).history(days)
                   if _at(r) <= start and r.get("status") == "active"]
         return {
-            "level": report.level,
-            "score": report.current_drift_score if report.active else None,
-            "n_window": report.n_window,
-            "previous_level": checks[-1]["level"] if checks else None,
+            "level": latest["level"],
+            "score": latest["score"],
+            "checked_at": latest["ts"],
+            "previous_level": before[-1]["level"] if before else None,
         }
 
 

@@ -216,6 +216,8 @@ def test_drift_of_the_new_champion_breaches_only_above_the_previous_ones_level(
     gnn.registry.promote_to_champion("gnn", "v2.0.0")
     clock.now += timedelta(minutes=1)
     new.record_batch(jsonl(rng, 1000, 2.0))
+    assert gnn.watch.check()[0].drift is None  # no drift check since the promotion yet
+    new.check()  # the cron step's check, recorded
     (result,) = gnn.watch.check()
     assert result.drift is not None and result.drift["level"] == "critical"
     assert result.drift["previous_level"] == previous_at
@@ -234,7 +236,15 @@ def test_drift_of_the_new_champion_breaches_only_above_the_previous_ones_level(
         assert "; drift critical, not compared: v1.0.0 has no drift check from before" in shown
 
 
-def test_without_a_reference_the_watch_has_no_drift(gnn: Project, clock: Clock) -> None:
+def test_only_a_drift_check_since_the_promotion_counts(gnn: Project, clock: Clock) -> None:
+    """The new champion checked at critical while it was tested, before its promotion: not
+    a figure of the watch window."""
+    rng = np.random.default_rng(27)
+    new = gnn.drift_detector("gnn", "v2.0.0")
+    new.set_reference(jsonl(rng, 1000, 0.0))
+    new.record_batch(jsonl(rng, 1000, 2.0))
+    assert new.check().level == "critical"
+    clock.now += timedelta(minutes=1)
     promoted_with(gnn, clock, error=0.02)
     (result,) = gnn.watch.check()
     assert result.drift is None and not result.breach

@@ -266,8 +266,9 @@ def check(
             if model_type or version:
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
             unchecked.extend(project.drift.without_reference())
-            watches.extend(w for w in project.watch.check() if w.status != "none")
-            return project.drift.check_all(window, skip_invalid), level
+            reports = project.drift.check_all(window, skip_invalid)
+            watches.extend(w for w in project.watch.check() if w.status != "none")  # sees them
+            return reports, level
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
         return [project.drift_detector(model_type, version).check(window, skip_invalid)], level
