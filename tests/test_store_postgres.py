@@ -953,3 +953,23 @@ def test_the_service_role_cannot_read_webhook_secrets(pg_server: Server, store: 
     finally:
         pipeline.store.close()
         service.store.close()
+
+
+def test_a_running_test_naming_a_version_the_store_lacks_is_a_state_error(pg_url: str) -> None:
+    """Read checks a running test's versions against its type's (a hand-edited database);
+    the error names the test, its role and the version."""
+    import psycopg
+
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.init(pg_url)
+    for v in ("1.0.0", "2.0.0"):
+        project.registry.register_version(ModelVersion("m", v, model_path="/m"))
+    project.ab.start_test(ABTestConfig("t", "m", treatment_version="2.0.0"))
+    project.close()
+    assert Project.open(pg_url).ab.get_test("t").treatment_version == "2.0.0"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE ab_tests SET treatment_version = '9.9.9' WHERE name = 't'")
+    with pytest.raises(StateError, match=r"ab_tests\.t\.treatment_version: '9\.9\.9' is not "
+                                         r"registered"):
+        Project.open(pg_url).registry.list_versions("m")

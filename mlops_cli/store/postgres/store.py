@@ -326,8 +326,8 @@ class PostgresStore:
                 for t in tests.values()
                 if t["model_type"] in names
             }
-            check_references(
-                {"models": {n: m.to_doc() for n, m in given.items()}, "ab_tests": tests}
+            check_references(  # (what it reads of each type: no version turned into a doc)
+                {"models": {n: references_of(m) for n, m in given.items()}, "ab_tests": tests}
             )
         except ValueError as exc:
             raise StateError(f"{self._shown}: {exc}") from None
@@ -1085,3 +1085,9 @@ def _write_outbox(cur: psycopg.Cursor[Any], events: list[dict[str, Any]]) -> int
             ],
         )
     return len(entries)
+
+
+def references_of(model: ModelType) -> dict[str, Any]:
+    """What `check_references` reads of a model type: its pointers and its version names."""
+    return {"champion": model.champion, "champion_history": model.champion_history,
+            "versions": model.versions, "aliases": model.aliases}
