@@ -189,6 +189,8 @@ def test_a_running_test_in_a_postgresql_store_keeps_its_rules_on_upgrade(pg_url:
         conn.execute("DROP TABLE feature_profiles")
         conn.execute("ALTER TABLE versions DROP COLUMN drift_source")
         conn.execute("DROP TABLE aliases")
+        for table in ("settings", "model_types", "versions"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN rev")
         conn.execute(
             "DROP TABLE webhooks, outbox, webhook_delivery, webhook_deliveries, "
             "mlops_private.webhook_secrets"

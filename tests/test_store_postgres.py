@@ -973,3 +973,93 @@ def test_a_running_test_naming_a_version_the_store_lacks_is_a_state_error(pg_url
     with pytest.raises(StateError, match=r"ab_tests\.t\.treatment_version: '9\.9\.9' is not "
                                          r"registered"):
         Project.open(pg_url).registry.list_versions("m")
+
+
+def test_a_type_read_again_after_changes_elsewhere_equals_a_fresh_read(pg_url: str) -> None:
+    """A store holding a type reads back only the versions changed since (their revision): after
+    each change made by another process, and after several between two reads, what it holds
+    is what a store reading everything finds, in the same order."""
+    from mlops_cli import ModelVersion, Project
+
+    holder = Project.init(pg_url)
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        holder.registry.register_version(ModelVersion("m", v, model_path=f"/{v}"))
+    other = Project.open(pg_url)
+
+    def same() -> None:
+        held = holder.store.read().model("m")
+        fresh = store_for(pg_url).read().model("m")
+        assert list(held.versions) == list(fresh.versions)
+        assert held.to_doc() == fresh.to_doc()
+
+    same()
+    other.registry.promote_to_champion("m", "1.1.0")
+    same()
+    other.registry.register_version(ModelVersion("m", "1.3.0", model_path="/new", tags={"a": "b"}))
+    other.registry.deprecate("m", "1.2.0")
+    other.registry.set_alias("m", "shadow", "1.3.0")
+    other.registry.promote_to_champion("m", "1.3.0")
+    same()
+    assert holder.store.read().model("m").champion == "1.3.0"
+
+
+def test_a_version_gone_from_a_held_type_is_seen(pg_url: str) -> None:
+    """A version removed (or removed and registered again) since a type was read: the changed
+    rows alone do not add up, so the type is read whole."""
+    import psycopg
+
+    from mlops_cli import ModelVersion, Project
+
+    holder = Project.init(pg_url)
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        holder.registry.register_version(ModelVersion("m", v, model_path="/m"))
+    assert list(holder.store.read().model("m").versions) == ["1.0.0", "1.1.0", "1.2.0"]
+    bump = "UPDATE model_types SET rev = (SELECT rev FROM settings) + 1 WHERE name = 'm'"
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a writer that removes would
+        conn.execute("DELETE FROM versions WHERE version = '1.1.0'")
+        conn.execute(bump)
+    assert list(holder.store.read().model("m").versions) == ["1.0.0", "1.2.0"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # 1.0.0 again, now last
+        row = conn.execute(
+            "SELECT model_path, config, traffic_percentage, registered_at, description, tags, "
+            "deprecated FROM versions WHERE version = '1.0.0'"
+        ).fetchone()
+        conn.execute("DELETE FROM versions WHERE version = '1.0.0'")
+        conn.execute(
+            "INSERT INTO versions (model_type, version, model_path, config, traffic_percentage, "
+            "registered_at, description, tags, deprecated, rev) "
+            "VALUES ('m', '1.0.0', %s, %s, %s, %s, %s, %s, %s, (SELECT rev FROM settings) + 2)",
+            [row[0], psycopg.types.json.Json(row[1]), row[2], row[3], row[4],
+             psycopg.types.json.Json(row[5]), row[6]],
+        )
+        conn.execute(bump.replace("+ 1", "+ 2"))
+    assert list(holder.store.read().model("m").versions) == ["1.2.0", "1.0.0"]
+
+
+def test_a_change_rewrites_only_the_rows_it_changed(pg_url: str) -> None:
+    """A promote writes the type row and the two versions whose traffic moved: the other
+    versions' rows, and the rows of a type a running test names, keep their xmin (a reader
+    holding them reads nothing again)."""
+    import psycopg
+
+    from mlops_cli import ABTestConfig, ModelVersion, Project
+
+    project = Project.init(pg_url)
+    for t in ("a", "b"):
+        for v in ("1.0.0", "1.1.0", "1.2.0"):
+            project.registry.register_version(ModelVersion(t, v, model_path="/m"))
+    project.ab.start_test(ABTestConfig("t", "b", treatment_version="1.1.0"))
+
+    def xmins() -> dict[str, str]:
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute(
+                "SELECT 'type ' || name, xmin::text FROM model_types UNION ALL "
+                "SELECT model_type || ' ' || version, xmin::text FROM versions"
+            ).fetchall()
+        return dict(rows)
+
+    before = xmins()
+    project.registry.promote_to_champion("a", "1.2.0")
+    after = xmins()
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == ["a 1.0.0", "a 1.2.0", "type a"]

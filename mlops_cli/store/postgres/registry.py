@@ -81,16 +81,27 @@ SELECT (SELECT doc FROM settings WHERE id = 1),
   (SELECT coalesce(max(n), 0) FROM outbox)
 """
 # One model type, in one statement (one snapshot): its row's version (xmin: every change of
-# the type updates its row, write_diff), its champion, its versions in insertion order (the
-# versions_type_ord index), its champion history.
-TYPE_SQL = f"""
-SELECT (SELECT json_build_array(xmin::text, champion) FROM model_types WHERE name = %(name)s),
-  (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)})
-     ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
-  (SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
+# the type updates its row, write_diff) and revision, its champion, its versions in insertion
+# order (the versions_type_ord index) each ending with its `ord`, its champion history, its
+# aliases. DELTA_SQL is the same with only the versions stamped after revision %(rev)s, and the
+# count of all (a version removed since is seen as a count that does not add up).
+_TYPE_HEAD = "SELECT json_build_array(xmin::text, champion, rev) FROM model_types"
+_TYPE_TAIL = """(SELECT coalesce(json_agg(version ORDER BY position), '[]') FROM champion_history
      WHERE model_type = %(name)s),
-  (SELECT coalesce(json_object_agg(alias, version), '{{}}') FROM aliases
-     WHERE model_type = %(name)s)
+  (SELECT coalesce(json_object_agg(alias, version), '{}') FROM aliases
+     WHERE model_type = %(name)s)"""
+TYPE_SQL = f"""
+SELECT ({_TYPE_HEAD} WHERE name = %(name)s),
+  (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)}, ord)
+     ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s),
+  {_TYPE_TAIL}
+"""
+DELTA_SQL = f"""
+SELECT ({_TYPE_HEAD} WHERE name = %(name)s),
+  (SELECT coalesce(json_agg(json_build_array(version, {", ".join(_VERSION_COLS)}, ord)
+     ORDER BY ord), '[]') FROM versions WHERE model_type = %(name)s AND rev > %(rev)s),
+  {_TYPE_TAIL},
+  (SELECT count(*) FROM versions WHERE model_type = %(name)s)
 """
 # The archive: finalized tests are the rows of ab_tests whose status is not running.
 ARCHIVED_SQL = f"SELECT name, {', '.join(TEST_COLS)} FROM ab_tests WHERE status <> 'running'"
@@ -168,6 +179,24 @@ def _version_params(model_type: str, version: str, rec: dict[str, Any]) -> list[
     return [model_type, version, *values]
 
 
+def _columns(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """A version's column values: a key a document leaves out (`drift_source` when unset) is
+    the column's NULL, as validation writes it."""
+    return tuple(rec.get(c) for c in _VERSION_COLS)
+
+
+def _same_type(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a model type's rows would be written unchanged (so its row keeps its xmin and
+    revision, and readers holding it read nothing again)."""
+    pointers = ("champion", "champion_history")
+    return (
+        all(old.get(k) == new.get(k) for k in pointers)
+        and (old.get("aliases") or {}) == (new.get("aliases") or {})
+        and old["versions"].keys() == new["versions"].keys()
+        and all(_columns(rec) == _columns(new["versions"][v]) for v, rec in old["versions"].items())
+    )
+
+
 def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str, Any]) -> None:
     """Write the rows of the registry that changed between two documents."""
     if before["settings"] != after["settings"]:
@@ -179,26 +208,31 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
     for name in old_models.keys() - new_models.keys():
         cur.execute("DELETE FROM model_types WHERE name = %s", [name])
     insert_version = (
-        f"INSERT INTO versions (model_type, version, {', '.join(_VERSION_COLS)}) "
-        f"VALUES ({', '.join(['%s'] * (2 + len(_VERSION_COLS)))})"
+        f"INSERT INTO versions (model_type, version, {', '.join(_VERSION_COLS)}, rev) "
+        f"VALUES ({', '.join(['%s'] * (3 + len(_VERSION_COLS)))})"
     )
     update_version = (
-        f"UPDATE versions SET {', '.join(f'{c} = %s' for c in _VERSION_COLS)} "
+        f"UPDATE versions SET {', '.join(f'{c} = %s' for c in _VERSION_COLS)}, rev = %s "
         "WHERE model_type = %s AND version = %s"
     )
+    rev: int | None = None
     for name, model in new_models.items():
         old = old_models.get(name)
-        if old == model:
+        if old is not None and _same_type(old, model):
             continue
+        if rev is None:  # the change's revision (settings is locked: numbers follow commits)
+            found = cur.execute("UPDATE settings SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+            rev = int(found.fetchone()[0])  # type: ignore[index]
         if old is None:
             cur.execute(
-                "INSERT INTO model_types (name, champion) VALUES (%s, %s)",
-                [name, model["champion"]],
+                "INSERT INTO model_types (name, champion, rev) VALUES (%s, %s, %s)",
+                [name, model["champion"], rev],
             )
             old = {"champion": model["champion"], "champion_history": [], "versions": {}}
         else:  # (also when only its versions changed: the row's xmin marks the type changed)
             cur.execute(
-                "UPDATE model_types SET champion = %s WHERE name = %s", [model["champion"], name]
+                "UPDATE model_types SET champion = %s, rev = %s WHERE name = %s",
+                [model["champion"], rev, name],
             )
         for version in old["versions"].keys() - model["versions"].keys():
             cur.execute(
@@ -206,10 +240,10 @@ def write_diff(cur: psycopg.Cursor[Any], before: dict[str, Any], after: dict[str
             )
         for version, rec in model["versions"].items():
             if version not in old["versions"]:
-                cur.execute(insert_version, _version_params(name, version, rec))
-            elif old["versions"][version] != rec:
+                cur.execute(insert_version, [*_version_params(name, version, rec), rev])
+            elif _columns(old["versions"][version]) != _columns(rec):
                 params = _version_params(name, version, rec)
-                cur.execute(update_version, [*params[2:], name, version])
+                cur.execute(update_version, [*params[2:], rev, name, version])
         old_aliases, aliases = old.get("aliases") or {}, model.get("aliases") or {}
         for alias in old_aliases.keys() - aliases.keys():
             cur.execute(

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ from .connection import LATEST, connect, redact, schema_version, translated, upg
 from .copy import COUNT_SQL, copy_rows, replace_rows, write_batch
 from .registry import (
     ARCHIVED_SQL,
+    DELTA_SQL,
     INDEX_SQL,
     TEST_COLS,
     TYPE_SQL,
@@ -114,7 +116,7 @@ class PostgresStore:
         self._lock = threading.RLock()  # the connection
         # name -> the version rows of the model type read last, with their checked records
         self._rows: dict[str, dict[bytes, tuple[str, dict[str, Any]]]] = {}
-        self._types: dict[str, tuple[str, ModelType]] = {}  # name -> (its row's xmin, type)
+        self._types: dict[str, HeldType] = {}  # each type as read last
         self._conn = connect(url)
         self._local = threading.local()
         self._buffer_options: dict[str, Any] = {
@@ -355,34 +357,64 @@ class PostgresStore:
 
     def _model(self, cur: psycopg.Cursor[Any], name: str, xmin: str) -> ModelType:
         """One model type's rows, validated; the one read last when its row's version is
-        still `xmin` (no query: a change of the type updates its row). A version row equal
-        to one read last time is taken as checked then (a promote changes two of thousands)."""
-        import orjson
-
+        still `xmin` (no query: a change of the type updates its row). Else, over the one read
+        last, only the versions changed since its revision (DELTA_SQL: a promote changes two
+        of thousands), or all of them when that cannot be told (a type read first, a version
+        removed or moved). A version row equal to one read before is taken as checked then."""
         held = self._types.get(name)
-        if held is not None and held[0] == xmin:
-            return held[1]
+        if held is not None and held.xmin == xmin:
+            return held.model
+        if held is not None:
+            row = cur.execute(DELTA_SQL, {"name": name, "rev": held.rev}).fetchone()
+            assert row is not None
+            merged = self._parse_type(name, row, held)
+            if merged is not None:
+                return merged
         row = cur.execute(TYPE_SQL, {"name": name}).fetchone()
         assert row is not None
-        (read_xmin, champion), entries, history = row[0] or (None, None), row[1], row[2]
+        model = self._parse_type(name, row, None)
+        assert model is not None
+        return model
+
+    def _parse_type(
+        self, name: str, row: Sequence[Any], over: HeldType | None
+    ) -> ModelType | None:
+        """A model type from TYPE_SQL's row, or from DELTA_SQL's over the type held (None
+        when the changed rows do not add up to the count of all: read them all)."""
+        import orjson
+
+        (read_xmin, champion, rev), entries, history = row[0] or (None, None, 0), row[1], row[2]
         aliases = row[3] or {}
+        base = over.model.versions if over is not None else {}
+        if over is not None and (rev <= over.rev or read_xmin is None):
+            return None  # changed without a revision: read it all
         known = self._rows.get(name, {})
-        seen: dict[bytes, tuple[str, dict[str, Any]]] = {}
-        versions: dict[str, VersionRecord] = {}
+        seen = dict(known) if over is not None else {}
+        versions: dict[str, VersionRecord] = dict(base)
+        places: dict[str, tuple[int, bytes]] = dict(over.places) if over is not None else {}
         try:
             head = MODEL_HEAD(
                 {"champion": champion, "champion_history": history, "aliases": aliases},
                 f"models.{name}",
             )
             for entry in entries:
-                key = orjson.dumps(entry)
+                key, ord_ = orjson.dumps(entry[:-1]), entry[-1]
                 found = known.get(key)
                 if found is None:
                     version = version_str(entry[0], f"models.{name}.versions")
-                    rec = VERSION(version_record(entry[1:]), f"models.{name}.versions.{version}")
+                    rec = VERSION(version_record(entry[1:-1]),
+                                  f"models.{name}.versions.{version}")
                     found = (version, rec)
+                before = places.get(found[0])
+                if before is not None:
+                    if before[0] != ord_:
+                        return None  # removed and registered again: its place moved
+                    seen.pop(before[1], None)  # the row it replaces
                 seen[key] = found
                 versions[found[0]] = VersionRecord(**found[1])
+                places[found[0]] = (ord_, key)
+            if over is not None and len(versions) != int(row[4]):
+                return None  # a version was removed
             for version in (head["champion"], *head["champion_history"]):
                 if version is not None and version not in versions:
                     raise ValueError(f"models.{name}: champion {version!r} is not a version")
@@ -392,8 +424,8 @@ class PostgresStore:
         model = ModelType(
             name, head["champion"], list(head["champion_history"]), versions, head["aliases"]
         )
-        if read_xmin is not None:
-            self._types[name] = (read_xmin, model)  # (treated as read-only: a change copies)
+        if read_xmin is not None:  # (treated as read-only: a change copies)
+            self._types[name] = HeldType(read_xmin, int(rev), model, places)
         return model
 
     def snapshot(self) -> RegistryState:
@@ -1091,3 +1123,14 @@ def references_of(model: ModelType) -> dict[str, Any]:
     """What `check_references` reads of a model type: its pointers and its version names."""
     return {"champion": model.champion, "champion_history": model.champion_history,
             "versions": model.versions, "aliases": model.aliases}
+
+
+@dataclass
+class HeldType:
+    """A model type as read last: its row's xmin and revision, the type, and each version's
+    place in the order of registration (`ord`) with the row it was read from."""
+
+    xmin: str
+    rev: int
+    model: ModelType
+    places: dict[str, tuple[int, bytes]]
