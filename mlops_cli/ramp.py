@@ -38,6 +38,7 @@ from .stats import (
     Difference,
     interval_of,
     sample_ratio_mismatch,
+    settled,
 )
 
 # Defaults of `ab start --ramp`: a step needs this many treated users and hours before the
@@ -243,9 +244,10 @@ class Strata:
         cells = self._cells(metric, agresti_caffo)
         if not cells:
             return Difference(0.0, (-math.inf, math.inf), 1.0)
-        raw = sum(c["weight"] * (c["arms"][True]["raw"] - c["arms"][False]["raw"]) for c in cells)
-        adjusted = sum(
-            c["weight"] * (c["arms"][True]["ratio"] - c["arms"][False]["ratio"]) for c in cells
+        raw, adjusted = (
+            settled(*(sum(c["weight"] * c["arms"][arm][key] for c in cells)
+                      for arm in (False, True)))
+            for key in ("raw", "ratio")
         )
         influence = self._influence(cells, {True: 1.0, False: -1.0})
         variance = float(influence @ influence)
@@ -286,7 +288,8 @@ class Strata:
         influence = self._influence(cells, {True: 1.0 / b, False: -a / (b * b)})
         variance = float(influence @ influence)
         return interval_of(
-            a / b - 1, variance, self.users(), alpha, method, tuning, 2 * len(cells)
+            a / b - 1 if settled(b, a) else 0.0, variance, self.users(), alpha, method, tuning,
+            2 * len(cells),
         )
 
     def srm(self) -> dict[str, Any]:

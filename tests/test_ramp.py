@@ -493,3 +493,22 @@ def test_a_ramp_on_postgresql_keeps_its_steps_and_each_request_step(
         assert reopened.ab.status("ramped").ramp_status["users"] == 1  # type: ignore[index]
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("ramp", [None, "5,10,25,50"])
+def test_arms_of_one_constant_confidence_are_not_harm(gnn: Project, ramp: str | None) -> None:
+    """Every request at confidence 0.9 in both arms (users as units): no difference, so no
+    harm rollback (it was "confidence down -0.000, interval [-0.000, -0.000]")."""
+    if ramp is None:
+        gnn.ab.start_test(ABTestConfig("ramped", "gnn", treatment_version="v2.0.0",
+                                       treatment_traffic_pct=50, tail_latency=False))
+    else:
+        gnn.ab.start_test(ramp_config())
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        user = f"u{i}"
+        arm = gnn.ab.assign_variant("gnn", user).name
+        gnn.ab.record_result("ramped", arm, float(rng.normal(50, 5)), 0.9, user_id=user)
+    found = gnn.ab.evaluate_test("ramped")
+    assert found.metrics["confidence_diff"]["estimate"] == 0.0
+    assert found.rollback_cause != "harm"

@@ -97,3 +97,33 @@ def test_srm_not_judged_below_eight_per_arm() -> None:
     assert sample_ratio_mismatch(100, 0, 0.5).mismatch is False
     assert sample_ratio_mismatch(100, 0, 0.5).judged is False
     assert sample_ratio_mismatch(100, 8, 0.5).mismatch is True
+
+
+def test_figures_closer_than_rounding_are_one_figure() -> None:
+    from mlops_cli.stats import ROUNDING, settled
+
+    assert settled(0.9, 0.9 * (1 + ROUNDING * 0.999)) == 0.0
+    assert settled(0.9, 0.9 * (1 + ROUNDING * 1.001)) == pytest.approx(0.9 * ROUNDING * 1.001)
+    assert settled(100.0, 99.0) == -1.0 and settled(0.0, 0.0) == 0.0
+    assert settled(-2.0, -2.0 * (1 - ROUNDING / 2)) == 0.0
+
+
+def test_one_constant_in_both_arms_is_no_difference_whatever_the_sums_rounding() -> None:
+    """Confidence 0.9 in every request, summed in two orders: the means differ in the last bit
+    and the variance left by cancellation is rounding; neither is a difference (it was a
+    "harm" interval of width 1e-17)."""
+    from mlops_cli.stats import RatioSums, compare, compare_ratio, compare_relative
+
+    values = np.full(97, 0.9)
+    ones = np.ones(97)
+    control = RatioSums.of(values, ones)
+    treatment = RatioSums(97, float(sum(values.tolist())), float(sum((values**2).tolist())),
+                          97.0, 97.0, float(sum(values.tolist())))
+    assert control.m_sum != treatment.m_sum  # the two orders round apart
+    for found in (
+        compare_ratio(control, treatment, 0.05, "sequential", 5000),
+        compare(control.arm_stats(), treatment.arm_stats(), 0.05, "fixed", 5000),
+        compare_relative(control.arm_stats(), treatment.arm_stats(), 0.05, "sequential", 5000),
+    ):
+        assert found.estimate == 0.0
+        assert found.ci[0] <= 0.0 <= found.ci[1]
