@@ -50,8 +50,10 @@ CAVEAT = (
     "promotion against the new champion's after it, so anything else that changed at that "
     "time moves it too"
 )
-CHANGES = ("promoted", "ab_finalized", "rolled_back")
-MIN_REQUESTS = 2  # per side, before a variance (and so an interval) exists
+# Per side before anything is compared: a variance from a handful of requests is too unsure
+# for the interval built on it (two latencies 13% apart "breached" a 10% margin).
+MIN_REQUESTS = 100
+PAGE = 10_000  # requests read at a time, from the end, for the previous champion's baseline
 LEVELS = {level.value for level in Level}
 
 
@@ -77,7 +79,7 @@ class WatchResult(MappingResult):
     @property
     def waiting(self) -> bool:
         """A window with too few requests on a side to compare yet."""
-        return self.status != "none" and self.error_rate is None
+        return self.status != "none" and self.error_rate is None and not self.rolled_back
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.__dataclass_fields__},
@@ -151,11 +153,12 @@ class WatchMonitor:
         self, model_type: str, events: list[dict[str, Any]], settings: dict[str, Any]
     ) -> WatchResult:
         mine = [e for e in events if e.get("model_type") == model_type]
-        change = next((e for e in reversed(mine) if e.get("event") in CHANGES
-                       and (e["event"] != "ab_finalized" or e.get("decision") == "promote")),
-                      None)
+        change = next((e for e in reversed(mine)
+                       if _promotes(e) or e.get("event") == "rolled_back"), None)
         model = self.store.read().model(model_type)
-        if change is None or change["event"] == "rolled_back" or not model.champion_history:
+        if change is not None and change["event"] == "rolled_back":
+            return self._undone(model_type, mine, change, settings)
+        if change is None or not model.champion_history:
             return WatchResult(model_type, "none")
         version, previous = model.champion, model.champion_history[-1]
         if change.get("version") != version:
@@ -173,12 +176,7 @@ class WatchMonitor:
             r for r in self.store.history(metrics_stream(model_type, version), since=start)
             if _at(r) >= start and _at(r) < end
         ]
-        before = [
-            r for r in self.store.history(
-                metrics_stream(model_type, previous), limit=HISTORY_MAX_REQUESTS
-            )
-            if _at(r) <= start  # served by it up to the promotion's instant
-        ]
+        before = self._served_until(metrics_stream(model_type, previous), start)
         result.requests = {"previous": len(before), "champion": len(after)}
         if min(len(before), len(after)) >= MIN_REQUESTS:
             ab = settings["ab"]["defaults"]
@@ -201,15 +199,15 @@ class WatchMonitor:
         breached_before = any(
             e.get("event") == "watch_breached" and parse_ts(e["ts"]) >= start for e in mine
         )
-        if not reasons or result.status != "open" or breached_before:
-            result.breach = bool(reasons) and result.status == "open"
+        if not reasons or result.status != "open":
             return result
         result.breach = True
         why = "; ".join(reasons)
-        with self.store.transaction() as txn:
-            txn.event("watch_breached", why, model_type=model_type, version=version,
-                      previous=previous)
-        if watch.get("rollback"):
+        if not breached_before:  # (each window's breach is audited once)
+            with self.store.transaction() as txn:
+                txn.event("watch_breached", why, model_type=model_type, version=version,
+                          previous=previous)
+        if watch.get("rollback"):  # (also when turned on after the breach was reported)
             self.registry.rollback(model_type, reason=f"watch after promotion: {why}")
             with self.store.transaction() as txn:
                 txn.event("watch_rolled_back", why, model_type=model_type, version=version,
@@ -217,6 +215,45 @@ class WatchMonitor:
             result.rolled_back = True
         return result
 
+
+    def _served_until(self, stream: str, start: datetime) -> list[dict[str, Any]]:
+        """The stream's latest requests up to `start` (at most HISTORY_MAX_REQUESTS), oldest
+        first: read from the end a page at a time, past those served after it (a previous
+        champion an alias still routes to keeps serving)."""
+        found: list[dict[str, Any]] = []
+        before = None
+        while len(found) < HISTORY_MAX_REQUESTS:
+            page = self.store.page(stream, PAGE, before)
+            found += [r for r in page.records if _at(r) <= start]
+            if page.next is None:
+                break
+            before = page.next
+        return found[:HISTORY_MAX_REQUESTS][::-1]
+
+    def _undone(
+        self,
+        model_type: str,
+        events: list[dict[str, Any]],
+        rollback: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> WatchResult:
+        """After a rollback: the window it ended, when the watch made it (a
+        `watch_rolled_back` event follows), as rolled back; else no promotion to watch."""
+        at = parse_ts(rollback["ts"])
+        undone = next((e for e in reversed(events) if e.get("event") == "watch_rolled_back"
+                       and parse_ts(e["ts"]) >= at), None)
+        promoted = next((e for e in reversed(events) if _promotes(e)
+                         and parse_ts(e["ts"]) <= at), None)
+        if undone is None or promoted is None:
+            return WatchResult(model_type, "none")
+        start = parse_ts(promoted["ts"])
+        end = start + timedelta(hours=float(settings.get("watch", {}).get("hours", 24.0)))
+        open_ = self.store.clock() < end
+        return WatchResult(
+            model_type, "open" if open_ else "closed", undone.get("version"),
+            undone.get("restored"), format_ts(start), format_ts(end), breach=open_,
+            reasons=[str(undone.get("reason"))], rolled_back=True,
+        )
 
     def _drift(
         self, model_type: str, version: str, previous: str, start: datetime
@@ -239,7 +276,7 @@ class WatchMonitor:
 
 
 def gate(results: list[WatchResult]) -> None:
-    """GateError (exit 3) when a watch breached (rolled back or not)."""
+    """GateError (exit 3) when an open watch window breached (rolled back or not)."""
     breached = [r for r in results if r.breach]
     if breached:
         names = ", ".join(
@@ -247,6 +284,12 @@ def gate(results: list[WatchResult]) -> None:
             for r in breached
         )
         raise GateError(f"watch breached: {names} (--fail-on breach)")
+
+
+def _promotes(event: dict[str, Any]) -> bool:
+    """A promotion's audit event: `promoted`, or `ab_finalized` with decision promote."""
+    kind = event.get("event")
+    return kind == "promoted" or (kind == "ab_finalized" and event.get("decision") == "promote")
 
 
 def _at(record: dict[str, Any]) -> datetime:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_cli import ModelVersion, Project
+from mlops_cli import ModelVersion, Project, watch
 from mlops_cli.watch import drift_breach, judge
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -69,7 +69,11 @@ def test_an_error_spike_after_a_promotion_is_rolled_back_within_the_window(
     assert events[1]["reason"].startswith("watch after promotion: error rate up +0.0")
     assert "wholly above 0" in events[1]["reason"]
     (again,) = gnn.watch.check()
-    assert again.status == "none"  # the rollback ended the watch
+    # the rollback ended the watch; the window still says so while it is open
+    assert (again.status, again.breach, again.rolled_back) == ("open", True, True)
+    assert (again.version, again.previous) == ("v2.0.0", "v1.0.0")
+    assert again.reasons[0].startswith("error rate up +0.0")
+    assert len([e for e in gnn.registry.history("gnn") if e["event"] == "rolled_back"]) == 1
 
 
 def test_no_spike_no_rollback(gnn: Project, clock: Clock) -> None:
@@ -132,14 +136,16 @@ def test_a_window_without_requests_to_compare_is_waiting_not_ok(
     shown = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check"])
     assert shown.exit_code == 0
     assert (
-        ": not compared yet; serving metrics not compared yet: 0 requests of v1.0.0 before "
-        "the promotion and 0 of v2.0.0 after it (each needs 2)"
+        ": waiting; serving metrics not compared yet: 0 requests of v1.0.0 before "
+        "the promotion and 0 of v2.0.0 after it (each needs 100)"
     ) in shown.stdout
     assert ": ok" not in shown.stdout
 
 
-@pytest.mark.parametrize("previous, champion, waiting", [(2, 1, True), (1, 2, True), (2, 2, False)])
-def test_two_requests_a_side_are_enough_to_compare(
+@pytest.mark.parametrize(
+    "previous, champion, waiting", [(100, 99, True), (99, 100, True), (100, 100, False)]
+)
+def test_a_hundred_requests_a_side_are_enough_to_compare(
     gnn: Project, clock: Clock, previous: int, champion: int, waiting: bool
 ) -> None:
     serve(gnn, clock, "v1.0.0", previous, 0.0, seed=1)
@@ -248,3 +254,66 @@ def test_only_a_drift_check_since_the_promotion_counts(gnn: Project, clock: Cloc
     promoted_with(gnn, clock, error=0.02)
     (result,) = gnn.watch.check()
     assert result.drift is None and not result.breach
+
+
+def test_the_baseline_is_the_previous_champions_requests_up_to_the_promotion(
+    gnn: Project, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous champion keeps serving after the promotion (an alias routes to it): its
+    latest requests before the promotion are still the baseline, however many came after
+    (at most HISTORY_MAX_REQUESTS, 150 here; read from the end 40 at a time)."""
+    monkeypatch.setattr(watch, "HISTORY_MAX_REQUESTS", 150)
+    monkeypatch.setattr(watch, "PAGE", 40)
+    serve(gnn, clock, "v1.0.0", 200, 0.02, seed=1)
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    serve(gnn, clock, "v2.0.0", 200, 0.02, seed=2)
+    serve(gnn, clock, "v1.0.0", 300, 0.02, seed=3)  # after the promotion: not the baseline
+    (result,) = gnn.watch.check()
+    assert result.requests == {"previous": 150, "champion": 200}
+    assert result.error_rate is not None
+
+
+def test_a_reported_breach_rolls_back_once_rollback_is_turned_on(
+    gnn: Project, clock: Clock
+) -> None:
+    promoted_with(gnn, clock, error=0.10, rollback=False)
+    assert gnn.watch.check()[0].breach
+    gnn.set_setting("watch.rollback", "true")
+    (result,) = gnn.watch.check()
+    assert result.rolled_back and gnn.registry.get_champion("gnn").version == "v1.0.0"
+    kinds = [e["event"] for e in gnn.registry.history("gnn")]
+    assert kinds.count("watch_breached") == 1 and kinds.count("watch_rolled_back") == 1
+
+
+def test_fail_on_breach_still_trips_after_another_check_rolled_back(
+    gnn: Project, clock: Clock
+) -> None:
+    """`drift check --all` (or any watch check) rolled the breach back: a later
+    `watch check --fail-on breach` still exits 3 while the window is open, and says so."""
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    clock.now = datetime.now(timezone.utc) - timedelta(hours=3)  # the CLI's clock is the wall's
+    promoted_with(gnn, clock, error=0.10)
+    assert gnn.watch.check()[0].rolled_back  # another process's check
+    run = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check", "--fail-on", "breach"])
+    assert run.exit_code == 3
+    assert run.stderr == "error: watch breached: gnn v2.0.0 (rolled back) (--fail-on breach)\n"
+    assert ": rolled back; error rate up +0.0" in run.stdout
+
+
+def test_a_rolled_back_window_that_has_ended_trips_no_gate(gnn: Project, clock: Clock) -> None:
+    gnn.set_setting("watch.hours", "3")
+    promoted_with(gnn, clock, error=0.10)
+    assert gnn.watch.check()[0].rolled_back
+    clock.now += timedelta(hours=2)
+    (result,) = gnn.watch.check()
+    assert (result.status, result.rolled_back, result.breach) == ("closed", True, False)
+    watch.gate([result])  # nothing raised
+
+
+def test_a_hand_rollback_ends_the_watch(gnn: Project, clock: Clock) -> None:
+    promoted_with(gnn, clock, error=0.02)
+    gnn.registry.rollback("gnn", reason="by hand")
+    assert gnn.watch.check()[0].status == "none"

@@ -393,7 +393,7 @@ def watch_line(w: Any) -> str:
         return f"{w.model_type}: no promotion to watch"
     what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
     if w.waiting and not w.breach:
-        what = "not compared yet"
+        what = "waiting"
     said = list(w.reasons)
     if w.waiting:
         from ..watch import MIN_REQUESTS
@@ -410,7 +410,8 @@ def watch_line(w: Any) -> str:
             + (f"{w.previous} was at {was}" if was else
                f"not compared: {w.previous} has no drift check from before the promotion")
         )
-    head = f"{w.model_type}: {w.version} after {w.previous} ({w.status} until {w.ends_at}): {what}"
+    window = f"open until {w.ends_at}" if w.status == "open" else f"ended {w.ends_at}"
+    head = f"{w.model_type}: {w.version} after {w.previous} ({window}): {what}"
     return head + "".join(f"; {r}" for r in said)
 
 
