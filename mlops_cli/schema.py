@@ -596,8 +596,9 @@ def load_document(data: bytes, source: str) -> tuple[dict[str, Any], bool]:
     return validate_state(doc, source), migrated
 
 
-def validate_state(data: Any, source: str) -> dict[str, Any]:
-    """Validate a registry document of this schema version; an error names the file and key."""
+def validate_state(data: Any, source: str, references: bool = True) -> dict[str, Any]:
+    """Validate a registry document of this schema version; an error names the file and key.
+    `references`: check that champions, aliases and tests name versions there are."""
     if not isinstance(data, dict):
         raise StateError(f"{source}: expected a mapping with schema_version, models, ab_tests")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -607,7 +608,35 @@ def validate_state(data: Any, source: str) -> dict[str, Any]:
         state["settings"] = merged(DEFAULT_SETTINGS, state["settings"])
         check_thresholds(state["settings"])
         check_weights(state["settings"])
-        check_references(state)
+        if references:
+            check_references(state)
+    except ValueError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    return state
+
+
+def validate_changes(after: dict[str, Any], before: dict[str, Any], source: str) -> dict[str, Any]:
+    """`validate_state` of a changed registry document holding only some model types (those a
+    change touched: `before` holds the same ones as read, already checked): each version equal
+    to its `before` is not checked again, and a test whose type is not held stands as read."""
+    held = before["models"]
+    changed = {
+        name: {**model, "versions": {
+            v: rec for v, rec in model["versions"].items()
+            if (held.get(name) or {}).get("versions", {}).get(v) != rec
+        }}
+        for name, model in after["models"].items()
+    }
+    state = validate_state({**after, "models": changed}, source, references=False)
+    for name, model in state["models"].items():
+        checked = model["versions"]
+        model["versions"] = {v: checked.get(v, rec)
+                             for v, rec in after["models"][name]["versions"].items()}
+    try:
+        check_references(
+            {**state, "ab_tests": {n: t for n, t in state["ab_tests"].items()
+                                   if t["model_type"] in state["models"]}}
+        )
     except ValueError as exc:
         raise StateError(f"{source}: {exc}") from None
     return state

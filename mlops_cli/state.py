@@ -253,6 +253,12 @@ class Models(MutableMapping[str, "ModelType"]):
     def __len__(self) -> int:
         return len(self._names)
 
+    def seed(self, name: str, model: ModelType) -> None:
+        """Hold a type as `load` would have read it (not given: a copy reads it again)."""
+        if name not in self._names or self._load is None:
+            raise KeyError(name)
+        self._loaded[name] = model
+
     def size(self, name: str) -> int:
         """How many versions a model type has (read only when the store does not say)."""
         if name in self._loaded or name not in self._sizes:

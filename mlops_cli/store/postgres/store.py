@@ -38,6 +38,7 @@ from ...schema import (
     VERSION,
     WEBHOOK,
     check_references,
+    validate_changes,
     validate_state,
     version_str,
 )
@@ -341,7 +342,7 @@ class PostgresStore:
 
         models = Models(names=names, load=load)
         for name, model in given.items():
-            models[name] = model
+            models.seed(name, model)  # read, as `load` reads: a transaction's copy reads again
         try:
             webhooks = {i: WEBHOOK(d, f"webhooks.{i}") for i, d in (row[3] or {}).items()}
         except ValueError as exc:
@@ -484,7 +485,7 @@ class PostgresStore:
                 finally:
                     self._local.now = None
                 before, after = _changed_docs(held, txn.state)
-                after = validate_state(after, self._shown)
+                after = validate_changes(after, before, self._shown)
                 archive_finished(cur, before, after)
                 write_diff(cur, before, after)
                 if txn.events:
@@ -1032,7 +1033,13 @@ def _changed_docs(
         state.models = Models(state.models)
     changed = state.models.changed(held.models)
     removed = [name for name in held.models if name not in state.models]
-    tested = {t.model_type for t in (*held.ab_tests.values(), *state.ab_tests.values())}
+    # The types of the tests this transaction started or changed: their references are
+    # checked against them (a type it changed is in `changed`; other tests stand as read).
+    tested = {
+        t.model_type
+        for name, t in state.ab_tests.items()
+        if name not in held.ab_tests or held.ab_tests[name] != t
+    }
     before_names = [n for n in held.models if n in changed or n in removed or n in tested]
     after_names = [n for n in state.models if n in changed or n in tested]
     return _doc(held, before_names), _doc(state, after_names)
