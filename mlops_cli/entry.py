@@ -8,6 +8,7 @@ from .errors import Terminated
 
 
 def main() -> None:
+    _closed_streams_to_devnull()
     if sys.argv[1:] == ["--version"]:
         from . import __version__
 
@@ -32,6 +33,16 @@ def main() -> None:
         raise SystemExit(143) from None
     finally:
         gc.freeze()
+
+
+def _closed_streams_to_devnull() -> None:
+    """Started with stdout or stderr closed (`mlops ab list >&-`), Python has None for it:
+    what would be written there goes nowhere, and the command still runs and exits as ever."""
+    import os
+
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - kept open until exit
 
 
 def _terminated(signum: int, _frame: object) -> None:

@@ -99,6 +99,10 @@ class ServiceError(MlopsError):
     """An outside service (a Pushgateway) could not be reached or refused the request."""
 
 
+class OutputError(MlopsError):
+    """The command's output could not be written (a full disk); what it did stands."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: the console script's handler raises it, so the command stops through
     every cleanup (a batch cut back, a transaction undone) as on Ctrl-C; exit status 143."""

@@ -243,6 +243,30 @@ def test_a_gate_sets_the_exit_code_when_the_reader_of_stdout_is_gone(
     assert into_a_closed_pipe("-C", root, "ab", "status", "t1", *json_flag) == (0, "")
 
 
+def test_output_that_cannot_be_written_is_one_error_line_and_a_closed_stdout_is_none(
+    started: Cli, project: Project
+) -> None:
+    """`> /dev/full`: the output is lost, said in one line, exit 1 (not "a bug in mlops");
+    stdout closed (`>&-`): the command runs and its gate decides the exit code."""
+    import os
+    import subprocess
+
+    from .conftest import MLOPS_BIN
+
+    root = str(project.root)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([str(MLOPS_BIN), "-C", root, "ab", "list"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        1, "error: cannot write the output: No space left on device\n")
+    closed = subprocess.run(
+        [str(MLOPS_BIN), "-C", root, "ab", "evaluate", "t1", "--fail-on", "continue"],
+        stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1),
+    )
+    assert closed.returncode == 3
+    assert closed.stderr == "error: decision continue of t1 (--fail-on continue)\n"
+
+
 def test_step_summary_is_written(
     started: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

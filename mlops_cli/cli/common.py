@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import typer
 
-from ..errors import MlopsError, Terminated, ValidationError
+from ..errors import MlopsError, OutputError, Terminated, ValidationError
 from ..project import Project
 from ..textsafe import printable
 
@@ -129,6 +129,9 @@ def run(
                 sys.stdout.flush()
         except BrokenPipeError:
             reader_left()
+        except OSError as exc:  # a full disk, a quota: the output is lost, and said so
+            reader_left()
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
     return result
 
 
