@@ -149,8 +149,9 @@ def validate_url(url: str) -> str:
     """An endpoint URL: http or https, a host, no credentials, no spaces, at most 2048
     characters (a secret in a URL would be printed by `webhook list`)."""
     if not isinstance(url, str) or len(url) > URL_MAX or _URL.fullmatch(url) is None:
+        shown = re.sub(r"(://)[^/?#@]*@", r"\1***@", printable(str(url)))  # never a password
         raise ValidationError(
-            f"invalid webhook URL {printable(str(url))[:200]!r}: give an http:// or https:// "
+            f"invalid webhook URL {shown[:200]!r}: give an http:// or https:// "
             "URL with a host, no user or password, no spaces",
             field="url",
         )

@@ -51,6 +51,8 @@ def test_bad_webhook_input_is_one_error_line_and_changes_no_byte(
     for args, words in (
         (["webhook", "add", "ftp://example.com/x", "--events", "*"], ["webhook URL"]),
         (["webhook", "add", "not a url", "--events", "*"], ["webhook URL"]),
+        (["webhook", "add", "https://user:s3cret@e.example.com/", "--events", "*"],
+         ["'https://***@e.example.com/'"]),
         (["webhook", "add", "https://e.example.com/", "--events", "promoted,nope"],
          ["unknown event kind", "nope"]),
         (["webhook", "add", "https://e.example.com/", "--events", "*", "--model-type", "x"],
@@ -60,6 +62,7 @@ def test_bad_webhook_input_is_one_error_line_and_changes_no_byte(
     ):
         run = cli(*args)
         assert_one_error_line(run, *words)
+        assert "s3cret" not in run.stderr
         assert snapshot(project.root) == before, args
 
 
