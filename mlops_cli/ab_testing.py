@@ -551,6 +551,7 @@ class ABTestManager:
             txn.event(
                 "ab_tail_threshold",
                 test=name,
+                model_type=test.model_type,
                 threshold_ms=threshold.ms,
                 source=threshold.source,
                 requests=threshold.requests,

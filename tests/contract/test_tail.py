@@ -67,6 +67,8 @@ def test_the_first_days_control_requests_set_tau_once(project: Project, clock: C
     # slow (> 19.05): control 20 ms and the late 900 ms, of 21; treatment 1 of 1
     assert entry["slow"] == {"control": 2, "treatment": 1}
     assert reopen(project).ab.get_test("t").tail_latency_ms == entry["threshold_ms"]
+    (event,) = [e for e in project.registry.history("gnn") if e["event"] == "ab_tail_threshold"]
+    assert (event["test"], event["threshold_ms"]) == ("t", entry["threshold_ms"])  # its type's
     for i in range(30):  # a late batch stamped on day one no longer moves it
         record(project, "control", f"b{i}", 5000.0, 0.9)
     again = project.ab.evaluate_test("t").metrics["guardrails"]["tail_latency"]
