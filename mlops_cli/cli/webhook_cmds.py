@@ -86,7 +86,8 @@ def deliver(
     ctx: typer.Context,
     for_s: float = typer.Option(
         60.0, "--for", min=0.0, max=86400.0,
-        help="Deliver for at most this many seconds (a cron step).",
+        help="Start no delivery after this many seconds; one under way waits at most "
+        "webhooks.timeout_s (a cron step).",
     ),
     json_output: bool = JsonOpt,
 ) -> None:

@@ -160,6 +160,28 @@ def test_a_change_waits_at_most_drain_s_and_a_post_it_cuts_short_is_not_a_failur
     ]
 
 
+def test_a_slow_endpoint_holds_up_only_its_own_lane(project: Project) -> None:
+    """Two endpoints that each answer only once the other has its request too: lanes posting
+    one after another would time the first out (10 s) before the second was asked."""
+    import threading
+
+    quiet(project)
+    project.set_setting("webhooks.timeout_s", "10")
+    both = threading.Barrier(2, timeout=60)  # (only a hang takes this long)
+    with receiver() as one, receiver() as two:
+        for got in (one, two):
+            def meet(headers: dict[str, str], body: bytes, answer: Any = got.handle) -> int:
+                both.wait()
+                return int(answer(headers, body))
+
+            got.handle = meet  # type: ignore[method-assign]
+            project.webhooks.add(got.url, "alias_set")
+        toggle(project, 1)
+        report = project.webhooks.deliver(for_s=0)
+    assert (report.delivered, report.failed) == (2, 0)
+    assert len(one.accepted) == len(two.accepted) == 1
+
+
 def test_a_change_succeeds_with_the_receiver_down(project: Project) -> None:
     project.webhooks.add(closed_port_url(), "*")
     moved = project.registry.set_alias("gnn", "shadow", "1.1.0")  # delivery fails: no raise
