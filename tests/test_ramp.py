@@ -450,7 +450,7 @@ def test_cli_start_with_a_ramp_and_a_bad_one(gnn: Project) -> None:
     assert ok.exit_code == 0, ok.stderr
     assert "ramp: 5%, 50%; a step needs 3 treated users and 2 hours" in ok.stdout
     status = mlops("ab", "status", "r")
-    assert "ramp: step 1 of 2 at 5%, next 50%; minimums not met (0 of 3" in status.stdout
+    assert "ramp: step 1 of 2 at 5%, next 50%; minimums not met (0 treated users, 3 needed; " in status.stdout
     doc = mlops("ab", "evaluate", "r", "--json").json()
     assert doc["ramp"]["share"] == 5.0 and doc["ramp"]["minimums_met"] is False
 

@@ -350,8 +350,8 @@ def ramp_line(r: dict[str, Any]) -> str:
     nxt = f", next {r['next_share']:g}%" if r["next_share"] is not None else " (last step)"
     return (
         f"ramp: step {r['step']} of {r['steps']} at {r['share']:g}%{nxt}; minimums {met} "
-        f"({r['users']} of {r['min_users']} treated users, {r['hours']:.1f} of "
-        f"{r['min_hours']:g} hours)" + ("; advanced" if r.get("advanced") else "")
+        f"({r['users']} treated users, {r['min_users']} needed; {r['hours']:.1f} hours, "
+        f"{r['min_hours']:g} needed)" + ("; advanced" if r.get("advanced") else "")
     )
 
 
