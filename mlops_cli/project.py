@@ -182,7 +182,7 @@ class Project:
         """The watch after a promotion (watch.py)."""
         from .watch import WatchMonitor
 
-        return WatchMonitor(self.store, self.registry, self.drift)
+        return WatchMonitor(self.store, self.drift)
 
     @cached_property
     def drift(self) -> DriftMonitor:

@@ -37,10 +37,9 @@ from typing import Any
 
 from .drift import DriftMonitor
 from .errors import GateError
-from .registry import ModelRegistry
 from .results import MappingResult
 from .state import Level
-from .stats import ArmStats, Difference, compare_rates, compare_relative
+from .stats import ArmStats, Difference, compare_rates, compare_relative, settled
 from .store.base import EVENTS, Store, metrics_stream
 from .tail import HISTORY_MAX_REQUESTS
 from .timeutil import format_ts, parse_ts
@@ -114,7 +113,8 @@ def judge(
             f"error rate up {errors.estimate:+.4f} on the previous champion's, interval "
             f"[{errors.ci[0]:+.4f}, {errors.ci[1]:+.4f}] at alpha {level:g} wholly above 0"
         )
-    if enough and math.isfinite(latency.ci[0]) and latency.ci[0] > margin:
+    # (above the margin by more than rounding: 110 ms over 100 ms is +10%, not +10.00...09%)
+    if enough and math.isfinite(latency.ci[0]) and settled(margin, latency.ci[0]) > 0:
         reasons.append(
             f"latency up {latency.estimate:+.1%} on the previous champion's, interval "
             f"[{latency.ci[0]:+.1%}, {latency.ci[1]:+.1%}] at alpha {level:g} wholly above "
@@ -134,9 +134,8 @@ def drift_breach(level: str, previous_level: str | None) -> bool:
 class WatchMonitor:
     """Checks the watch window that a promotion opens (see the module's docstring)."""
 
-    def __init__(self, store: Store, registry: ModelRegistry, drift: DriftMonitor) -> None:
+    def __init__(self, store: Store, drift: DriftMonitor) -> None:
         self.store = store
-        self.registry = registry
         self.drift = drift
 
     def check(self, model_type: str | None = None) -> list[WatchResult]:
@@ -202,18 +201,46 @@ class WatchMonitor:
         if not reasons or result.status != "open":
             return result
         result.breach = True
-        why = "; ".join(reasons)
-        if not breached_before:  # (each window's breach is audited once)
-            with self.store.transaction() as txn:
-                txn.event("watch_breached", why, model_type=model_type, version=version,
-                          previous=previous)
-        if watch.get("rollback"):  # (also when turned on after the breach was reported)
-            self.registry.rollback(model_type, reason=f"watch after promotion: {why}")
-            with self.store.transaction() as txn:
-                txn.event("watch_rolled_back", why, model_type=model_type, version=version,
-                          restored=previous)
-            result.rolled_back = True
+        self._act(result, "; ".join(reasons), breached_before, bool(watch.get("rollback")))
         return result
+
+    def _act(self, result: WatchResult, why: str, reported: bool, rollback: bool) -> None:
+        """Audit the breach (once) and, with `rollback`, roll back: in one change that first
+        checks the new champion still serves, so concurrent checks roll back once (another
+        check's rollback is reported as done). A rollback that cannot be made (a test runs, no
+        earlier champion that is not deprecated) is reported with the breach, not raised."""
+        name, version = result.model_type, str(result.version)
+        with self.store.transaction() as txn:
+            model = txn.state.model(name)
+            if model.champion != version:  # moved meanwhile: by another check, or by hand
+                result.rolled_back = model.champion == result.previous
+                result.reasons.append(
+                    f"{name} was rolled back to {model.champion} by another check"
+                    if result.rolled_back else
+                    f"not rolled back: {name}'s champion is {model.champion} now"
+                )
+                return
+            if not reported:  # (each window's breach is audited once)
+                txn.event("watch_breached", why, model_type=name, version=version,
+                          previous=result.previous)
+            if not rollback:  # (also when turned on after the breach was reported)
+                return
+            test = txn.state.running_test(name)
+            earlier = [v for v in model.champion_history if not model.versions[v].deprecated]
+            if test is not None or not earlier:
+                result.reasons.append(
+                    "not rolled back: " + (f"A/B test {test.name} is running on {name}"
+                                           if test is not None else
+                                           f"{name} has no earlier champion that is not "
+                                           "deprecated")
+                )
+                return
+            restored, _ = model.restore_previous_champion()
+            txn.event("rolled_back", f"watch after promotion: {why}", model_type=name,
+                      version=restored, previous=version)
+            txn.event("watch_rolled_back", why, model_type=name, version=version,
+                      restored=restored)
+        result.rolled_back = True
 
 
     def _served_until(self, stream: str, start: datetime) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mlops_cli import ModelVersion, Project, watch
+from mlops_cli.errors import GateError
 from mlops_cli.watch import drift_breach, judge
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -102,6 +103,12 @@ def test_the_window_closes_after_watch_hours(gnn: Project, clock: Clock) -> None
     (result,) = gnn.watch.check()
     assert result.status == "closed" and not result.rolled_back
     assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    shown = CliRunner().invoke(app, ["-C", str(gnn.root), "watch", "check"]).stdout
+    assert "(ended 2026-11-01T02:00:00Z): ended, nothing done; error rate up" in shown
 
 
 def test_judge_boundaries() -> None:
@@ -317,3 +324,66 @@ def test_a_hand_rollback_ends_the_watch(gnn: Project, clock: Clock) -> None:
     promoted_with(gnn, clock, error=0.02)
     gnn.registry.rollback("gnn", reason="by hand")
     assert gnn.watch.check()[0].status == "none"
+
+
+def test_checks_at_once_roll_back_once(gnn: Project, clock: Clock) -> None:
+    """Another check rolls back between this one's judging and its change: this one sees the
+    champion moved and rolls back no further (it went to v1.0.0, two promotions back)."""
+    gnn.registry.register_version(ModelVersion("gnn", "v3.0.0", model_path="/m"))
+    gnn.set_setting("watch.rollback", "true")
+    serve(gnn, clock, "v1.0.0", 200, 0.02, seed=1)
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    serve(gnn, clock, "v2.0.0", 2000, 0.02, seed=2)
+    gnn.registry.promote_to_champion("gnn", "v3.0.0")
+    serve(gnn, clock, "v3.0.0", 2000, 0.10, seed=3)
+    other = Project.open(gnn.root, clock=clock)
+    act = watch.WatchMonitor._act
+
+    def late(self: watch.WatchMonitor, *args: object) -> None:
+        watch.WatchMonitor._act = act  # type: ignore[method-assign]
+        assert other.watch.check()[0].rolled_back  # the other check, first
+        act(self, *args)  # type: ignore[arg-type]
+
+    watch.WatchMonitor._act = late  # type: ignore[method-assign]
+    try:
+        (result,) = gnn.watch.check()
+    finally:
+        watch.WatchMonitor._act = act  # type: ignore[method-assign]
+    assert result.breach and result.rolled_back
+    assert result.reasons[-1] == "gnn was rolled back to v2.0.0 by another check"
+    assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+    kinds = [e["event"] for e in gnn.registry.history("gnn")]
+    assert kinds.count("rolled_back") == 1 and kinds.count("watch_breached") == 1
+
+
+def test_a_rollback_that_cannot_be_made_is_reported_with_the_breach(
+    gnn: Project, clock: Clock
+) -> None:
+    """The previous champion was deprecated: the breach is reported (and trips the gate), the
+    rollback said impossible; nothing raises, so `drift check --all` still reports the rest."""
+    gnn.set_setting("watch.rollback", "true")
+    serve(gnn, clock, "v1.0.0", 200, 0.02, seed=1)
+    gnn.registry.promote_to_champion("gnn", "v2.0.0")
+    gnn.registry.deprecate("gnn", "v1.0.0")
+    serve(gnn, clock, "v2.0.0", 2000, 0.10, seed=2)
+    (result,) = gnn.watch.check()
+    assert result.breach and not result.rolled_back
+    assert result.reasons[-1] == (
+        "not rolled back: gnn has no earlier champion that is not deprecated")
+    assert gnn.registry.get_champion("gnn").version == "v2.0.0"
+    with pytest.raises(GateError):
+        watch.gate([result])
+
+
+def test_a_latency_exactly_at_the_margin_is_within_it(gnn: Project, clock: Clock) -> None:
+    """100 ms before, 110 ms after, every request: +10% exactly (0.10000000000000009 in
+    floating point), within the 10% margin."""
+    for version, ms in (("v1.0.0", 100.0), ("v2.0.0", 110.0)):
+        if version == "v2.0.0":
+            gnn.registry.promote_to_champion("gnn", version)
+        for _ in range(150):
+            clock.now += timedelta(seconds=10)
+            gnn.registry.update_metrics("gnn", version, ms, 0.8, False)
+    (result,) = gnn.watch.check()
+    assert result.latency is not None and result.latency["ci"][0] == pytest.approx(0.1)
+    assert not result.breach and result.reasons == []

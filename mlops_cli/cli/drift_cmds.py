@@ -394,6 +394,8 @@ def watch_line(w: Any) -> str:
     what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
     if w.waiting and not w.breach:
         what = "waiting"
+    elif w.status == "closed" and w.reasons and not w.rolled_back:
+        what = "ended, nothing done"  # (a window acts only while open)
     said = list(w.reasons)
     if w.waiting:
         from ..watch import MIN_REQUESTS
