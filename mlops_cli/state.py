@@ -113,6 +113,9 @@ class VersionRecord:
         )
 
 
+SHOWN_VERSIONS = 10  # the registered versions an unknown-version error names
+
+
 @dataclass
 class ModelType:
     """The versions of one model type, its champion and the champions before it."""
@@ -137,7 +140,10 @@ class ModelType:
         same = self.same_as(version)
         if same is not None:
             return same
-        known = ", ".join(self.sorted_versions())
+        names = self.sorted_versions()
+        known = ", ".join(names[-SHOWN_VERSIONS:])  # the newest: one line, however many
+        if len(names) > SHOWN_VERSIONS:
+            known = f"{len(names)} versions, the newest {known}; `mlops list {self.name}`"
         raise NotFoundError(f"unknown version {version!r} of {self.name} (registered: {known})")
 
     def same_as(self, version: str) -> str | None:

@@ -200,3 +200,17 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path: Path) -> None
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.parametrize("count", [10, 11])
+def test_an_unknown_version_names_at_most_the_ten_newest(count: int) -> None:
+    from mlops_cli.errors import NotFoundError
+    from mlops_cli.state import ModelType, VersionRecord
+
+    record = VersionRecord("/m", {}, 0.0, "2026-01-01T00:00:00Z", "", {}, None, None, False)
+    model = ModelType("m", versions={f"1.{i}.0": record for i in range(count)})
+    with pytest.raises(NotFoundError) as found:
+        model.canonical("9.9.9")
+    newest = ", ".join(f"1.{i}.0" for i in range(count - 10, count))
+    said = newest if count == 10 else f"11 versions, the newest {newest}; `mlops list m`"
+    assert str(found.value) == f"unknown version '9.9.9' of m (registered: {said})"
