@@ -77,8 +77,8 @@ class WatchResult(MappingResult):
 
     @property
     def waiting(self) -> bool:
-        """A window with too few requests on a side to compare yet."""
-        return self.status != "none" and self.error_rate is None and not self.rolled_back
+        """An open window with too few requests on a side to compare yet."""
+        return self.status == "open" and self.error_rate is None and not self.rolled_back
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.__dataclass_fields__},
@@ -138,18 +138,20 @@ class WatchMonitor:
         self.store = store
         self.drift = drift
 
-    def check(self, model_type: str | None = None) -> list[WatchResult]:
+    def check(self, model_type: str | None = None, ended: bool = True) -> list[WatchResult]:
         """Every model type's watch (or one's); a breach rolls back with `watch.rollback`.
-        `gate` turns a breach into an exit code."""
+        `gate` turns a breach into an exit code. With `ended` False a window that has ended
+        is given without its figures (a cron step need not read its requests again)."""
         state = self.store.read()
         types = [model_type] if model_type is not None else sorted(state.models)
         if model_type is not None:
             state.model(model_type)  # NotFoundError for an unknown type
         events = self.store.history(EVENTS)
-        return [self._check(t, events, state.settings.data) for t in types]
+        return [self._check(t, events, state.settings.data, ended) for t in types]
 
     def _check(
-        self, model_type: str, events: list[dict[str, Any]], settings: dict[str, Any]
+        self, model_type: str, events: list[dict[str, Any]], settings: dict[str, Any],
+        ended: bool = True,
     ) -> WatchResult:
         mine = [e for e in events if e.get("model_type") == model_type]
         change = next((e for e in reversed(mine)
@@ -171,6 +173,8 @@ class WatchMonitor:
             format_ts(start), format_ts(end),
         )
         assert version is not None
+        if result.status == "closed" and not ended:
+            return result
         after = [
             r for r in self.store.history(metrics_stream(model_type, version), since=start)
             if _at(r) >= start and _at(r) < end

@@ -3,6 +3,7 @@ before the promotion, rolled back on a breach when watch.rollback is on."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -130,12 +131,13 @@ def test_judge_boundaries() -> None:
 def test_a_window_without_requests_to_compare_is_waiting_not_ok(
     gnn: Project, clock: Clock
 ) -> None:
-    """Each side needs 2 requests before an interval exists: with fewer, nothing is compared
-    (no interval of [-15, 15] reported beside an "ok")."""
+    """Each side needs 100 requests: with fewer, nothing is compared (no interval of
+    [-15, 15] reported beside an "ok"), while the window is open and after it ended."""
     from typer.testing import CliRunner
 
     from mlops_cli.cli import app
 
+    clock.now = datetime.now(timezone.utc) - timedelta(hours=1)  # the CLI's clock is the wall's
     gnn.registry.promote_to_champion("gnn", "v2.0.0")
     (nothing,) = gnn.watch.check()
     assert nothing.waiting and nothing.error_rate is None and nothing.latency is None
@@ -147,6 +149,10 @@ def test_a_window_without_requests_to_compare_is_waiting_not_ok(
         "the promotion and 0 of v2.0.0 after it (each needs 100)"
     ) in shown.stdout
     assert ": ok" not in shown.stdout
+    clock.now += timedelta(days=2)
+    (ended,) = gnn.watch.check()
+    assert ended.status == "closed" and not ended.waiting and ended.error_rate is None
+    assert ended.to_dict()["waiting"] is False
 
 
 @pytest.mark.parametrize(
@@ -387,3 +393,24 @@ def test_a_latency_exactly_at_the_margin_is_within_it(gnn: Project, clock: Clock
     (result,) = gnn.watch.check()
     assert result.latency is not None and result.latency["ci"][0] == pytest.approx(0.1)
     assert not result.breach and result.reasons == []
+
+
+def test_drift_check_all_shows_open_windows_and_reads_no_ended_one(
+    gnn: Project, clock: Clock
+) -> None:
+    """A cron step's `drift check --all` lists open windows only; with `ended=False` an ended
+    window comes back without its figures (its requests are not read again every run)."""
+    gnn.set_setting("watch.hours", "1")
+    promoted_with(gnn, clock, error=0.02)
+    clock.now += timedelta(hours=1)
+    (figured,) = gnn.watch.check()
+    (bare,) = gnn.watch.check(ended=False)
+    assert figured.status == bare.status == "closed"
+    assert figured.error_rate is not None and figured.requests["previous"] == 2000
+    assert bare.requests == {} and bare.error_rate is None
+    from typer.testing import CliRunner
+
+    from mlops_cli.cli import app
+
+    run = CliRunner().invoke(app, ["-C", str(gnn.root), "drift", "check", "--all", "--json"])
+    assert run.exit_code == 0 and json.loads(run.stdout)["watch"] == []  # ended: not listed

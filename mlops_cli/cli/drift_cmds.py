@@ -267,7 +267,8 @@ def check(
                 raise ValidationError("give MODEL_TYPE VERSION or --all, not both")
             unchecked.extend(project.drift.without_reference())
             reports = project.drift.check_all(window, skip_invalid)
-            watches.extend(w for w in project.watch.check() if w.status != "none")  # sees them
+            # (it sees the checks just made; an ended window is not read again every run)
+            watches.extend(w for w in project.watch.check(ended=False) if w.status == "open")
             return reports, level
         if not (model_type and version):
             raise ValidationError("give MODEL_TYPE VERSION, or --all")
@@ -394,8 +395,9 @@ def watch_line(w: Any) -> str:
     what = "rolled back" if w.rolled_back else ("BREACH" if w.breach else "ok")
     if w.waiting and not w.breach:
         what = "waiting"
-    elif w.status == "closed" and w.reasons and not w.rolled_back:
-        what = "ended, nothing done"  # (a window acts only while open)
+    elif w.status == "closed" and not w.rolled_back:  # (a window acts only while open)
+        what = "ended, nothing done" if w.reasons else (
+            "ended, not compared" if w.error_rate is None else "ended, ok")
     said = list(w.reasons)
     if w.waiting:
         from ..watch import MIN_REQUESTS
