@@ -47,6 +47,7 @@ from .stats import (
     compare_ratio,
     compare_relative,
     sample_ratio_mismatch,
+    settled,
 )
 from .tail import TailInput  # tail-latency guardrail
 from .tail import difference as tail_difference  # tail-latency guardrail
@@ -556,7 +557,7 @@ def guardrails(
                 drop,
                 harm_alpha,
                 at_harm.confidence.ci[1] < -tolerance,
-                main.confidence.ci[0] >= -drop,
+                at_least(main.confidence.ci[0], -drop),
                 rule=(
                     "harm when the interval lies below -margin"
                     if legacy
@@ -582,7 +583,7 @@ def guardrails(
                 rise,
                 harm_alpha,
                 at_harm.inference_time_ms.ci[0] > bound,
-                main.inference_time_ms.ci[1] <= rise,
+                at_most(main.inference_time_ms.ci[1], rise),
                 rule=(
                     "harm when the interval lies above +margin"
                     if legacy
@@ -607,7 +608,7 @@ def guardrails(
                 share,
                 harm_alpha,
                 relative_harm.ci[0] > tolerance,
-                relative_main.ci[1] <= share,
+                at_most(relative_main.ci[1], share),
                 rule="relative to the control's mean (delta method): harm when the interval at "
                 "alpha/k lies wholly above 0 (plus the tolerance); non-inferior at alpha when "
                 "the interval at alpha lies below +margin",
@@ -673,7 +674,7 @@ def decide(
             )
             t_main = tail_difference(tail.control, tail.treatment, per_user, alpha, method, tuning)
         if tail.threshold is not None:
-            t_ok = None if margin is None else t_main.ci[1] <= margin
+            t_ok = None if margin is None else at_most(t_main.ci[1], margin)
             t_tolerance = rules.tolerance("tail_latency")
             t_harmed = t_harm.ci[0] > t_tolerance
             guards.append(
@@ -949,3 +950,15 @@ def _tail_pending(verdict: Verdict, doc: dict[str, Any]) -> None:
     verdict.decision = "continue"
     verdict.reasons = [f"tail-latency threshold not known yet: {doc['note']}"]
     verdict.recommendation = f"Keep the test running: {verdict.reasons[0]}."
+
+
+def at_most(end: float, margin: float) -> bool:
+    """A non-inferiority check of an interval's upper end against +margin, a value at the
+    margin included also when floating point puts it a rounding beyond (110 ms over 100 ms is
+    +10%, not +10.000000000000009%)."""
+    return settled(margin, end) <= 0
+
+
+def at_least(end: float, margin: float) -> bool:
+    """An interval's lower end against -margin, the same way (`at_most`'s mirror)."""
+    return settled(margin, end) >= 0

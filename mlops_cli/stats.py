@@ -68,6 +68,8 @@ def settled(before: float, after: float) -> float:
     one constant (confidence 0.9 in every request) must not differ by 1e-16, which an interval
     as narrow as their variance (itself rounding) would call harm."""
     difference = after - before
+    if not math.isfinite(difference):  # an unbounded end stays unbounded
+        return difference
     return 0.0 if abs(difference) <= ROUNDING * max(abs(before), abs(after)) else difference
 
 

@@ -210,6 +210,27 @@ def test_confidence_non_inferiority_at_its_margin() -> None:
         assert confidence.non_inferior is expected
 
 
+def test_a_margin_met_exactly_in_floating_point_is_met() -> None:
+    """Constant arms make exact intervals: 110 ms over 100 ms is +10% (0.10000000000000009 as
+    computed), 0.88 against 0.9 is -0.02 (-0.020000000000000018), a mean 20 ms above another
+    is +20 ms (20.000000000000004);
+    each exactly at its margin, so within it. A true excess (1e-6) still is not."""
+    rules = Rules.from_config(BASE)
+    for (lo, hi), expected in (((0.88 - 0.9, 0.1), True), ((-0.0200001, 0.1), False)):
+        main = diffs(confidence=iv(lo, hi))
+        (confidence,) = [g for g in guardrails(rules, main, main, 100.0) if g.name == "confidence"]
+        assert confidence.non_inferior is expected
+    assert 110 / 100 - 1 > 0.1 and 0.88 - 0.9 < -0.02  # what floating point makes of them
+    harmless = diffs()  # the harm test's intervals (at alpha/k) hold 0
+    rise = 110 / 100 - 1
+    assert verdict(diffs(relative=iv(-0.1, rise)), harmless).decision == "promote"
+    assert verdict(diffs(relative=iv(-0.1, 0.100001)), harmless).decision == "continue"
+    absolute = {"max_latency_increase_ms": 20.0}
+    exact = (90 / 7 + 20) - 90 / 7  # 20.000000000000004
+    assert exact > 20
+    assert verdict(diffs(latency=iv(-20.0, exact)), harmless, **absolute).decision == "promote"
+
+
 # -- futility ----------------------------------------------------------------------------------
 
 

@@ -106,6 +106,7 @@ def test_figures_closer_than_rounding_are_one_figure() -> None:
     assert settled(0.9, 0.9 * (1 + ROUNDING * 1.001)) == pytest.approx(0.9 * ROUNDING * 1.001)
     assert settled(100.0, 99.0) == -1.0 and settled(0.0, 0.0) == 0.0
     assert settled(-2.0, -2.0 * (1 - ROUNDING / 2)) == 0.0
+    assert settled(0.1, math.inf) == math.inf and settled(-0.02, -math.inf) == -math.inf
 
 
 def test_one_constant_in_both_arms_is_no_difference_whatever_the_sums_rounding() -> None:
