@@ -307,3 +307,37 @@ def test_redacted_hides_every_spelling_of_the_token_parameter() -> None:
     assert redacted("/api/x?kind=a&%74oken=abc") == "/api/x?kind=a&%74oken=[redacted]"
     assert redacted("/api/x?kind=a") == "/api/x?kind=a"
     assert redacted("/api/x") == "/api/x"
+
+
+def test_sigterm_stops_the_server_even_when_it_lands_in_waitress_dispatch(project: Path) -> None:
+    """SIGTERM raised while the loop is inside a connection's I/O callback (where waitress
+    catches every exception but three, so a raising handler was swallowed and the dashboard
+    served on): the loop still ends, and says it was SIGTERM. Deterministic: the signal is
+    raised from within the dispatch itself."""
+    import signal
+
+    from waitress import wasyncore
+
+    served = make_server(str(project), "127.0.0.1", 0)
+    before = signal.getsignal(signal.SIGTERM)
+
+    class Ringing(wasyncore.dispatcher):
+        def readable(self) -> bool:
+            return True
+
+        def handle_read(self) -> None:
+            self.recv(1)
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, mid-dispatch
+
+    left, right = socket.socketpair()
+    Ringing(left, map=served._map)
+    right.send(b"x")
+    watchdog = threading.Timer(60, served.stop)  # (only a regression waits this long)
+    watchdog.start()
+    try:
+        assert served.serve_until_terminated() is True
+    finally:
+        watchdog.cancel()
+        served.server_close()
+        right.close()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler before it is back

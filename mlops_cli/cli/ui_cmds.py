@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import Terminated
 from .common import funnel, globals_of, say
 
 
@@ -42,7 +43,8 @@ def ui(
 
             webbrowser.open(url)
         try:
-            server.serve_forever()
+            if server.serve_until_terminated():
+                raise Terminated
         except KeyboardInterrupt:
             pass
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import signal
 import socket
 import threading
 import time
@@ -219,6 +220,28 @@ class Served:
                 )
         finally:
             self._stopped.set()
+
+    def serve_until_terminated(self) -> bool:
+        """`serve_forever` until SIGTERM (True) or `stop`/`shutdown` (False). SIGTERM only
+        sets the stop flag: an exception raised from a signal handler while waitress
+        dispatches a connection's I/O is caught there (a bare except), and serving went on."""
+        terminated: list[int] = []
+
+        def on_term(signum: int, _frame: object) -> None:
+            terminated.append(signum)
+            self.stop()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            self.serve_forever()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return bool(terminated)
+
+    def stop(self) -> None:
+        """Ask `serve_forever` to return within `check_every_s` (safe in a signal handler:
+        it only sets a flag)."""
+        self._stop.set()
 
     def shutdown(self) -> None:
         """Stop `serve_forever` (running in another thread) and wait for it."""
