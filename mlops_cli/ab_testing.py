@@ -696,14 +696,7 @@ class ABTestManager:
         elif test.ramp is not None:
             result = self._evaluate_ramp(test, end, days, skip_invalid)
         else:
-            summary = self.requests(test_name, skip_invalid, test)
-            for arm in VARIANTS:  # never decide on sums that overflowed
-                for key, value in asdict(summary.arm(arm)).items():
-                    require_finite(key, value, f"the {arm} requests of A/B test {test_name}")
-            control, treatment = analysis_arms(
-                summary.arm("control"), summary.arm("treatment"), summary.users
-            )
-            tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+            summary, control, treatment, tail = self._decision_inputs(test, end, skip_invalid)
             result = decide(test_name, test.config(), control, treatment, days, tail)
             result.skipped_lines = len(summary.skipped)
             result.torn_bytes = summary.torn_bytes
@@ -734,6 +727,21 @@ class ABTestManager:
             )
         return result
 
+    def _decision_inputs(
+        self, test: ABTest, end: datetime, skip_invalid: bool
+    ) -> tuple[Any, Any, Any, TailInput | None]:
+        """A test's request sums (checked finite: never decide on sums that overflowed), its
+        arms as the analysis takes them, and the tail-latency input when the guardrail is on."""
+        summary = self.requests(test.name, skip_invalid, test)
+        for arm in VARIANTS:
+            for key, value in asdict(summary.arm(arm)).items():
+                require_finite(key, value, f"the {arm} requests of A/B test {test.name}")
+        control, treatment = analysis_arms(
+            summary.arm("control"), summary.arm("treatment"), summary.users
+        )
+        tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+        return summary, control, treatment, tail
+
     def _evaluate_ramp(
         self, test: ABTest, end: datetime, days: float, skip_invalid: bool
     ) -> Evaluation:
@@ -741,14 +749,7 @@ class ABTestManager:
         the split stratified by step (ramp.py), and the ramp's own verdict before its last
         step (advance, or wait)."""
         assert test.ramp is not None
-        summary = self.requests(test.name, skip_invalid, test)
-        for arm in VARIANTS:  # never decide on sums that overflowed
-            for key, value in asdict(summary.arm(arm)).items():
-                require_finite(key, value, f"the {arm} requests of A/B test {test.name}")
-        control, treatment = analysis_arms(
-            summary.arm("control"), summary.arm("treatment"), summary.users
-        )
-        tail = self.tail_input(test, end, until=_until(test)) if test.tail_latency else None
+        summary, control, treatment, tail = self._decision_inputs(test, end, skip_invalid)
         tau = tail.threshold.ms if tail is not None and tail.threshold is not None else None
         strata = self.strata(test, tau, skip_invalid)
         result = decide(test.name, test.config(), control, treatment, days, tail, strata)

@@ -38,7 +38,7 @@ from typing import Any
 from .drift import DriftMonitor
 from .errors import GateError
 from .results import MappingResult
-from .state import Level
+from .state import Level, ModelType
 from .stats import ArmStats, Difference, compare_rates, compare_relative, settled
 from .store.base import EVENTS, Store, metrics_stream
 from .tail import HISTORY_MAX_REQUESTS
@@ -147,16 +147,16 @@ class WatchMonitor:
         if model_type is not None:
             state.model(model_type)  # NotFoundError for an unknown type
         events = self.store.history(EVENTS)
-        return [self._check(t, events, state.settings.data, ended) for t in types]
+        return [self._check(state.model(t), events, state.settings.data, ended) for t in types]
 
     def _check(
-        self, model_type: str, events: list[dict[str, Any]], settings: dict[str, Any],
+        self, model: ModelType, events: list[dict[str, Any]], settings: dict[str, Any],
         ended: bool = True,
     ) -> WatchResult:
+        model_type = model.name
         mine = [e for e in events if e.get("model_type") == model_type]
         change = next((e for e in reversed(mine)
                        if _promotes(e) or e.get("event") == "rolled_back"), None)
-        model = self.store.read().model(model_type)
         if change is not None and change["event"] == "rolled_back":
             return self._undone(model_type, mine, change, settings)
         if change is None or not model.champion_history:

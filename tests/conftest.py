@@ -6,6 +6,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,22 @@ from mlops_cli.cli import app
 
 DATA = Path(__file__).parent / "data"
 MLOPS_BIN = Path(sys.executable).with_name("mlops")
+START = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    """A settable clock to inject into a project (no test waits on wall-clock time)."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +21,7 @@ from mlops_cli import (
 )
 from mlops_cli.ab_testing import decide
 from mlops_cli.summary import Moments, summarize
-
-START = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.conftest import START, Clock
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ that advances a step, and the flow through the API and the CLI."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,11 @@ from mlops_cli import ABTestConfig, ConflictError, ModelVersion, Project, Valida
 from mlops_cli.ramp import Strata, judge_step, parse_steps, srm_threshold, step_status
 from mlops_cli.stats import RatioSums, compare_ratio, compare_relative, sequential_critical_value
 from tests import pg_server as fixtures
-from tests.conftest import Run, assert_one_error_line, snapshot
+from tests.conftest import Clock, Run, assert_one_error_line, snapshot
 
 pg_server = fixtures.pg_server  # the session's server
 pg_url = fixtures.pg_url  # a new database on it
 
-START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 SEQ = ("sequential", 5000)
 
 
@@ -282,19 +281,6 @@ def test_harm_rolls_back_at_any_step_and_the_last_step_promotes_after_its_minimu
 
 
 # -- through the API ---------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -13,21 +13,7 @@ import pytest
 from mlops_cli import ModelVersion, Project, watch
 from mlops_cli.errors import GateError
 from mlops_cli.watch import drift_breach, judge
-
-START = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.conftest import Clock
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
 import typer
@@ -184,18 +185,25 @@ def say(*parts: str | Styled, err: bool = False, to: Any = None) -> None:
 def console(stderr: bool = False) -> Any:
     """A rich console on stdout (or stderr). Writing to a terminal it wraps text at the
     terminal's width; to a pipe or a file (a CI log) it never breaks a message mid-sentence."""
-    from rich.console import Console
-
     stream = sys.stderr if stderr else sys.stdout
     try:
         terminal = stream.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         terminal = False
+    return _quiet_console()(stderr=stderr, highlight=False, soft_wrap=not terminal)
+
+
+@cache
+def _quiet_console() -> Any:
+    """rich's Console, but a broken pipe raises BrokenPipeError for the caller (`run`) to
+    decide on, instead of rich's SystemExit(1). Made once, when rich is first needed."""
+    from rich.console import Console
+
     class Quiet(Console):
-        def on_broken_pipe(self) -> None:  # not SystemExit(1): the caller decides (`run`)
+        def on_broken_pipe(self) -> None:
             raise BrokenPipeError
 
-    return Quiet(stderr=stderr, highlight=False, soft_wrap=not terminal)
+    return Quiet
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
