@@ -884,7 +884,10 @@ class ABTestManager:
             tail = self._source_threshold(test, source, end)
             tau = tail.threshold.ms if tail.threshold else None
         until = _until(test)
-        sums = sources.ab_sums_of(source, tau, format_ts(parse_ts(until)) if until else None)
+        sums = sources.ab_sums_of(
+            source, tau, format_ts(parse_ts(until)) if until else None,
+            since=format_ts(parse_ts(test.started_at)),
+        )
         for arm in VARIANTS:  # never decide on sums that overflowed
             for key, value in asdict(sums.arms[arm].moments).items():
                 require_finite(key, value, f"the {arm} requests of A/B test {test.name}")
@@ -911,8 +914,9 @@ class ABTestManager:
             return TailInput(
                 None, pending=f"set from the first day's control requests, {left:.1f} days left"
             )
-        limit = parse_ts(test.started_at) + timedelta(days=FIRST_DAY)
-        count, p95 = sources.first_day_p95(source, format_ts(limit))
+        started = parse_ts(test.started_at)
+        limit = started + timedelta(days=FIRST_DAY)
+        count, p95 = sources.first_day_p95(source, format_ts(limit), format_ts(started))
         if count < MIN_FIRST_DAY_REQUESTS or p95 is None:
             return TailInput(
                 None,

@@ -158,3 +158,23 @@ def drift_project(root: Path, cols: dict[str, Any]) -> Project:
     own.add_reference(sample_lines(cols, "reference"))
     own.record_batch(sample_lines(cols, "production"))
     return project
+
+
+def with_history(cols: dict[str, Any], n: int = 600, seed: int = 11) -> dict[str, Any]:
+    """`cols` after `n` requests stamped in the day before T0 (a lake's history from before
+    a test that starts at T0): slow, unconfident and failing, so counting them moves every
+    sum, the first-day threshold and the decision."""
+    rng = np.random.default_rng(seed)
+    before = {
+        "variant": np.where(np.arange(n) % 2 == 1, "treatment", "control"),
+        "user_id": [f"u{u}" for u in rng.integers(0, 50, n)],
+        "confidence": rng.uniform(0.0, 0.2, n),
+        "inference_time_ms": rng.uniform(5000.0, 9000.0, n),
+        "error": rng.random(n) < 0.5,
+        "ts": [T0 - timedelta(seconds=float(s)) for s in np.sort(rng.uniform(1, 86400, n))[::-1]],
+        "seq": -np.arange(n, 0, -1),
+    }
+    return {
+        k: list(before[k]) + list(v) if k in ("user_id", "ts") else np.concatenate([before[k], v])
+        for k, v in cols.items()
+    }

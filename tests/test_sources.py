@@ -4,7 +4,7 @@ project's own log (1e-9), and clean errors."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from .sources_data import (
     requests,
     same_numbers,
     sample_lines,
+    with_history,
     write_parquet,
 )
 
@@ -278,6 +279,27 @@ def test_parquet_source_gives_the_same_decision_as_the_project_log(
     assert reopened.source == lake.source  # kept in registry.yaml
 
 
+def test_rows_stamped_before_the_test_started_are_not_its_requests(tmp_path: Path) -> None:
+    # The lake holds a day of history before the test starts at T0: it must move neither the
+    # sums, nor the first-day threshold, nor the decision (the log holds only the test's).
+    cols = requests()
+    path = write_parquet(with_history(cols), tmp_path / "lake" / "r.parquet")
+    every = ab_sums_of(Source("duckdb", path=str(path)), None)
+    assert sum(a.moments.n for a in every.arms.values()) == 6600  # the history is there
+    now = [T0]
+    project = _project(tmp_path, now)
+    project.ab.start_test(_config("logged"))
+    project.ab.record_batch("logged", jsonl(cols))
+    project.ab.start_test(_config("from_lake", "lake"), Source("duckdb", path=str(path)))
+    now[0] = T0 + timedelta(days=3)
+    doc = same_decision(project, "logged", "from_lake")
+    assert doc["requests"] == 6000
+    assert doc["metrics"]["guardrails"]["tail_latency"]["source"] == "first_day"
+    logged, lake = project.ab.get_test("logged"), project.ab.get_test("from_lake")
+    assert lake.tail_latency_ms == logged.tail_latency_ms
+    assert lake.tail_latency_requests == logged.tail_latency_requests
+
+
 def test_record_result_into_a_source_test_is_refused(tmp_path: Path) -> None:
     path = write_parquet(requests(n=100), tmp_path / "r.parquet")
     now = [T0]
@@ -294,6 +316,8 @@ def test_cli_ab_start_with_source_then_evaluate_and_record_refused(
     cli: Cli, project: Project, tmp_path: Path
 ) -> None:
     cols = requests(n=2000, users=200)
+    later = datetime.now(timezone.utc) + timedelta(hours=1) - T0  # after the test's start
+    cols["ts"] = [t + later for t in cols["ts"]]
     write_parquet(cols, tmp_path / "lake" / "r.parquet", rename={"user_id": "uid"})
     file = _yaml(tmp_path, "engine: duckdb\npath: lake/r.parquet\ncolumns: {user_id: uid}\n")
     for v in ("1.0.0", "1.1.0"):

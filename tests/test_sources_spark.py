@@ -21,6 +21,7 @@ from .sources_data import (
     jsonl,
     requests,
     same_numbers,
+    with_history,
     write_parquet,
 )
 
@@ -59,6 +60,31 @@ def test_spark_duckdb_and_the_project_log_give_the_same_decision(
     assert same_numbers(own, spark) == [] and same_numbers(duck, spark) == []
     tau = project.ab.get_test("own").tail_latency_ms
     assert project.ab.get_test("spark").tail_latency_ms == pytest.approx(tau, rel=1e-12)
+
+
+def test_spark_leaves_out_rows_stamped_before_the_test_started(
+    spark_session: Any, tmp_path: Path
+) -> None:
+    cols = requests(n=3000, users=300)
+    path = write_parquet(with_history(cols), tmp_path / "lake" / "r.parquet")
+    now = [T0]
+    Project.init(tmp_path / "proj")
+    project = Project.open(tmp_path / "proj", clock=lambda: now[0])
+    for model_type in ("own", "spark"):
+        for v in ("1.0.0", "1.1.0"):
+            project.registry.register_version(ModelVersion(model_type, v, model_path="m"))
+    for name in ("own", "spark"):
+        config = ABTestConfig(
+            name=name, model_type=name, treatment_version="1.1.0", treatment_traffic_pct=50.0,
+            duration_days=2.0,
+        )
+        project.ab.start_test(config, Source("spark", path=str(path)) if name == "spark" else None)
+    project.ab.record_batch("own", jsonl(cols))
+    now[0] = T0 + timedelta(days=3)
+    own, spark = (_evaluation(project, n) for n in ("own", "spark"))
+    assert spark["requests"] == 3000
+    assert spark["metrics"]["guardrails"]["tail_latency"]["source"] == "first_day"
+    assert same_numbers(own, spark) == []
 
 
 def test_spark_table_drift_window_matches_the_project_log(

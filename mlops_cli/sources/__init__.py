@@ -150,9 +150,13 @@ def _empty_arm() -> ArmSums:
     return ArmSums(Moments(), zero, zero, zero, TailSums(0, 0, 0, zero), 0)
 
 
-def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> SourceSums:
+def ab_sums_of(
+    source: Source, tau: float | None, until: str | None = None, since: str | None = None
+) -> SourceSums:
     """Per arm, the sums an A/B decision needs, in one query (`tau`: the tail threshold, or
-    None while it is not known; `until`: an ISO time, later requests left out). A row that
+    None while it is not known; `since` and `until`: ISO times, the test's start and end,
+    requests stamped before or after them left out: a lake holds history from before the
+    test). A row that
     is not a valid request (a variant other than control/treatment, a value out of range or
     missing) is an error with the count, never skipped."""
     engine = open_engine(source)
@@ -162,7 +166,8 @@ def ab_sums_of(source: Source, tau: float | None, until: str | None = None) -> S
         integer_error = "error" in cols and kind(schema[cols["error"]]) == "integer"
         rows = engine.rows(
             ab_sums(
-                cols, source.filter, engine.dialect, engine.relation, tau, until, integer_error
+                cols, source.filter, engine.dialect, engine.relation, tau, until,
+                integer_error, since,
             )
         )
     finally:
@@ -250,14 +255,17 @@ def check_drift(source: Source) -> dict[str, str]:
         engine.close()
 
 
-def first_day_p95(source: Source, limit: str) -> tuple[int, float | None]:
-    """How many control requests a source holds before `limit` (ISO) and their 95th
-    percentile (type 7, as `tail.p95`): where a test's tail threshold comes from."""
+def first_day_p95(
+    source: Source, limit: str, since: str | None = None
+) -> tuple[int, float | None]:
+    """How many control requests a source holds from `since` (ISO: the test's start) to
+    before `limit` (ISO) and their 95th percentile (type 7, as `tail.p95`): where a test's
+    tail threshold comes from."""
     engine = open_engine(source)
     try:
         cols = resolve(source, engine.schema(), AB_REQUIRED, (), source.filter)
         ((count, p95),) = engine.rows(
-            first_day(cols, source.filter, engine.dialect, engine.relation, limit)
+            first_day(cols, source.filter, engine.dialect, engine.relation, limit, since)
         )
     finally:
         engine.close()

@@ -73,20 +73,34 @@ AB_FIELDS = (
 )
 
 
+def _span(
+    dialect: Dialect, ts: str, since: str | None, until: str | None, before: str | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The time conditions of a test's requests: `ts >= since` (its start: a lake holds
+    history from before the test), `ts <= until` (its end), `ts < before`; each a parameter."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    bounds = (("since", ">=", since), ("until", "<=", until), ("before", "<", before))
+    for name, op, value in bounds:
+        if value is not None:
+            parts.append(
+                f"{dialect.quote(ts)} {op} {dialect.timestamp.format(p=dialect.param(name))}"
+            )
+            params[name] = value
+    return parts, params
+
+
 def ab_sums(
     cols: dict[str, str], filters: dict[str, Any], dialect: Dialect, relation: str,
-    tau: float | None, until: str | None, integer_error: bool = False,
+    tau: float | None, until: str | None, integer_error: bool = False, since: str | None = None,
 ) -> Query:
-    """One row per arm (AB_FIELDS): the sums every A/B decision needs. `cols` maps our names
-    to the source's columns (resolved against its schema: optional ones only when present)."""
+    """One row per arm (AB_FIELDS): the sums every A/B decision needs, over the requests
+    stamped from `since` to `until` (ISO; None: unbounded). `cols` maps our names to the
+    source's columns (resolved against its schema: optional ones only when present)."""
     q = dialect.quote
     err = f"CAST({q(cols['error'])} AS INT)" if "error" in cols else "0"
     user = f"CAST({q(cols['user_id'])} AS STRING)" if "user_id" in cols else "CAST(NULL AS STRING)"
-    extra = []
-    params: dict[str, Any] = {}
-    if until is not None:
-        extra.append(f"{q(cols['ts'])} <= {dialect.timestamp.format(p=dialect.param('until'))}")
-        params["until"] = until
+    extra, params = _span(dialect, cols["ts"], since, until)
     clause, fparams = where(dialect, filters, extra)
     params.update(fparams)
     params["tau"] = float(tau) if tau is not None else 0.0
@@ -116,16 +130,16 @@ FROM per_user GROUP BY variant ORDER BY variant"""
 
 
 def first_day(
-    cols: dict[str, str], filters: dict[str, Any], dialect: Dialect, relation: str, limit: str
+    cols: dict[str, str], filters: dict[str, Any], dialect: Dialect, relation: str, limit: str,
+    since: str | None = None,
 ) -> Query:
-    """The count and the 95th percentile (type 7) of the control requests before `limit`."""
+    """The count and the 95th percentile (type 7) of the control requests from `since` (the
+    test's start; None: unbounded) to before `limit`."""
     q = dialect.quote
-    extra = [
-        f"CAST({q(cols['variant'])} AS STRING) = 'control'",
-        f"{q(cols['ts'])} < {dialect.timestamp.format(p=dialect.param('limit'))}",
-    ]
-    clause, params = where(dialect, filters, extra)
-    params["limit"] = limit
+    span, params = _span(dialect, cols["ts"], since, None, limit)
+    extra = [f"CAST({q(cols['variant'])} AS STRING) = 'control'", *span]
+    clause, fparams = where(dialect, filters, extra)
+    params.update(fparams)
     t = f"CAST({q(cols['inference_time_ms'])} AS DOUBLE)"
     sql = f"SELECT count(*), {dialect.percentile.format(x=t)} FROM {relation} {clause}"
     return Query(sql, params)
