@@ -192,6 +192,76 @@ def test_a_missing_value_is_not_a_valid_request(tmp_path: Path) -> None:
         ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
 
 
+def _ab_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every A/B sums query DuckDB runs from now on."""
+    from mlops_cli.sources.engines.duckdb import DuckDBEngine
+
+    seen: list[str] = []
+    rows = DuckDBEngine.rows
+
+    def spy(self: DuckDBEngine, query: Any) -> list[tuple[Any, ...]]:
+        if "per_user" in query.sql:
+            seen.append(query.sql)
+        return rows(self, query)
+
+    monkeypatch.setattr(DuckDBEngine, "rows", spy)
+    return seen
+
+
+def test_footers_that_prove_every_value_in_range_leave_the_check_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _ab_queries(monkeypatch)
+    cols = requests(n=3000)
+    cols["error"] = cols["error"].astype(int)
+    cols["confidence"][:2] = (0.0, 1.0)  # the bounds themselves are in range
+    cols["inference_time_ms"][:2] = (0.0, 1e7)
+    write_parquet(cols, tmp_path / "r.parquet")
+    sums = ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), 120.0)
+    assert "max(abs(" not in seen[-1]  # no per-row range check in the query
+    want = expected_sums(cols, 120.0)
+    assert all(close(sums.arms[a].moments.confidence_sum, want[a]["confidence_sum"]) for a in want)
+    # NaN is left out of Parquet statistics: the footers show [0, 1], the sum shows the NaN
+    cols["confidence"][7] = float("nan")
+    write_parquet(cols, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match=r"confidence outside \[0, 1\] or missing"):
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), 120.0)
+    assert "max(abs(" not in seen[-1]
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_footers_out_of_range_or_without_statistics_keep_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statistics: bool
+) -> None:
+    import pyarrow.parquet as pq
+
+    seen = _ab_queries(monkeypatch)
+    good = requests(n=500, seed=1)
+    bad = requests(n=500, seed=2)
+    bad["confidence"][3] = 1.5
+    write_parquet(good, tmp_path / "lake" / "a.parquet")
+    path = write_parquet(bad, tmp_path / "lake" / "b.parquet")
+    if not statistics:  # the bad file's footer says nothing: the good one's cannot vouch for it
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    assert pq.ParquetFile(path).metadata.row_group(0).column(2).is_stats_set is statistics
+    with pytest.raises(ValidationError, match=r"confidence outside \[0, 1\] or missing"):
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "lake")), None)
+    assert "max(abs(" in seen[-1]
+
+
+def test_an_integer_error_column_is_proven_by_its_footer_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _ab_queries(monkeypatch)
+    cols = requests(n=300)
+    cols["error"] = cols["error"].astype(int)
+    cols["error"][5] = 2
+    write_parquet(cols, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match="error outside"):
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None)
+    assert "max(abs(coalesce(err" in seen[-1]
+
+
 # -- the sums, against numpy -------------------------------------------------------------------
 
 

@@ -10,11 +10,13 @@ function is the one every origin of the numbers feeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
+from ..limits import CONFIDENCE, INFERENCE_TIME_MS
 from ..moments import Moments
 from ..stats import RatioSums
 from ..tail import TailSums
@@ -164,10 +166,12 @@ def ab_sums_of(
         schema = engine.schema()
         cols = resolve(source, schema, AB_REQUIRED, AB_OPTIONAL, source.filter)
         integer_error = "error" in cols and kind(schema[cols["error"]]) == "integer"
+        checked = ["confidence", "inference_time_ms"] + (["error"] if integer_error else [])
+        proven = engine.footer_proves({cols[c]: _BOUNDS[c] for c in checked})
         rows = engine.rows(
             ab_sums(
                 cols, source.filter, engine.dialect, engine.relation, tau, until,
-                integer_error, since,
+                integer_error, since, check=not proven,
             )
         )
     finally:
@@ -181,6 +185,11 @@ def ab_sums_of(
             rows_text = f"{count:,} {'row' if count == 1 else 'rows'}"
             wrong.append(f"{rows_text} of variant {doc['variant']!r}")
             continue
+        if proven:  # in range and present by the footers: only a NaN is left, and sums it
+            nan = float("nan")
+            doc["c_dev"] = nan if math.isnan(float(doc["confidence_sum"])) else 0.0
+            doc["t_dev"] = nan if math.isnan(float(doc["time_sum"])) else 0.0
+            doc["e_dev"] = 0.0
         wrong += _out_of_range(doc)
         arms[doc["variant"]] = _arm(doc)
     if wrong:
@@ -193,17 +202,19 @@ def ab_sums_of(
     return SourceSums(arms)
 
 
+_BOUNDS = {
+    "confidence": (CONFIDENCE.low, CONFIDENCE.high),
+    "inference_time_ms": (INFERENCE_TIME_MS.low, INFERENCE_TIME_MS.high),
+    "error": (0.0, 1.0),
+}
+
+
 def _out_of_range(doc: dict[str, Any]) -> list[str]:
     """An arm's columns with a value outside their bounds, missing, or NaN: the greatest
     |value - middle| of each must be at most half the range (NaN compares false)."""
-    from ..limits import CONFIDENCE, INFERENCE_TIME_MS
-
     out = []
-    for name, key, bound in (
-        ("confidence", "c_dev", (CONFIDENCE.low, CONFIDENCE.high)),
-        ("inference_time_ms", "t_dev", (INFERENCE_TIME_MS.low, INFERENCE_TIME_MS.high)),
-        ("error", "e_dev", (0, 1)),
-    ):
+    for name, key in (("confidence", "c_dev"), ("inference_time_ms", "t_dev"), ("error", "e_dev")):
+        bound = _BOUNDS[name]
         half = (bound[1] - bound[0]) / 2
         if not float(doc[key]) <= half:
             out.append(f"a {doc['variant']} {name} outside [{bound[0]:g}, {bound[1]:g}] or missing")

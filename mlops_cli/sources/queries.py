@@ -60,10 +60,12 @@ def where(
 _PER_USER = """
   SELECT variant, user_id, count(*) AS d, sum(err) AS e, sum(conf) AS c,
     sum(conf * conf) AS cc, sum(t) AS t, sum(t * t) AS tt,
-    count(*) FILTER (WHERE t > {tau}) AS s,
-    max(abs(coalesce(conf, -1.0) - 0.5)) AS c_dev,
-    max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev{err_dev}
+    count(*) FILTER (WHERE t > {tau}) AS s{devs}
   FROM base GROUP BY variant, user_id"""
+# The range check: each column's greatest distance from the middle of its range.
+_DEVS = """,
+    max(abs(coalesce(conf, -1.0) - 0.5)) AS c_dev,
+    max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev"""
 
 AB_FIELDS = (
     "variant", "n", "errors", "confidence_sum", "confidence_sum_squares", "time_sum",
@@ -93,10 +95,13 @@ def _span(
 def ab_sums(
     cols: dict[str, str], filters: dict[str, Any], dialect: Dialect, relation: str,
     tau: float | None, until: str | None, integer_error: bool = False, since: str | None = None,
+    check: bool = True,
 ) -> Query:
     """One row per arm (AB_FIELDS): the sums every A/B decision needs, over the requests
     stamped from `since` to `until` (ISO; None: unbounded). `cols` maps our names to the
-    source's columns (resolved against its schema: optional ones only when present)."""
+    source's columns (resolved against its schema: optional ones only when present).
+    `check=False` leaves the range check out (the devs come back NULL): for files whose
+    footers prove every value in range and present."""
     q = dialect.quote
     err = f"CAST({q(cols['error'])} AS INT)" if "error" in cols else "0"
     user = f"CAST({q(cols['user_id'])} AS STRING)" if "user_id" in cols else "CAST(NULL AS STRING)"
@@ -106,15 +111,19 @@ def ab_sums(
     params["tau"] = float(tau) if tau is not None else 0.0
     # A boolean error column cannot leave {0, 1}; an integer one is checked like the values.
     err_dev = ",\n    max(abs(coalesce(err, 0) - 0.5)) AS e_dev" if integer_error else ""
+    devs = _DEVS + err_dev if check else ""
     named = "FILTER (WHERE user_id IS NOT NULL)"
     anonymous = "FILTER (WHERE user_id IS NULL)"
+    arm_devs = "max(c_dev), max(t_dev), " + ("max(e_dev)" if integer_error else "0.5")
+    if not check:
+        arm_devs = "CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE)"
     sql = f"""
 WITH base AS (
   SELECT CAST({q(cols['variant'])} AS STRING) AS variant, {user} AS user_id,
     CAST({q(cols['confidence'])} AS DOUBLE) AS conf,
     CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err
   FROM {relation} {clause}
-), per_user AS ({_PER_USER.format(tau=dialect.param('tau'), err_dev=err_dev)}
+), per_user AS ({_PER_USER.format(tau=dialect.param('tau'), devs=devs)}
 )
 SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s),
   coalesce(sum(d) {anonymous}, 0), coalesce(sum(s) {anonymous}, 0),
@@ -124,8 +133,27 @@ SELECT variant, sum(d), sum(e), sum(c), sum(cc), sum(t), sum(tt), sum(s),
   coalesce(sum(t * t) {named}, 0), coalesce(sum(t * d) {named}, 0),
   coalesce(sum(s * s) {named}, 0), coalesce(sum(s * d) {named}, 0),
   coalesce(sum(e) {named}, 0), coalesce(sum(c) {named}, 0), coalesce(sum(t) {named}, 0),
-  max(c_dev), max(t_dev), {"max(e_dev)" if integer_error else "0.5"}
+  {arm_devs}
 FROM per_user GROUP BY variant ORDER BY variant"""
+    return Query(sql, params)
+
+
+def footer_check(dialect: Dialect, bounds: dict[str, tuple[float, float]]) -> Query:
+    """DuckDB, from the Parquet footers alone: the row groups of all files, and per column
+    of `bounds` (name: low, high) the row groups whose statistics show no NULL and a min and
+    max within the bounds (a footer without statistics, or with a NaN bound, shows none)."""
+    p = dialect.param
+    params: dict[str, Any] = {}
+    parts = []
+    for i, (column, (low, high)) in enumerate(bounds.items()):
+        params.update({f"c{i}": column, f"lo{i}": float(low), f"hi{i}": float(high)})
+        parts.append(
+            f"count(*) FILTER (WHERE path_in_schema = {p(f'c{i}')} AND stats_null_count = 0 "
+            f"AND TRY_CAST(coalesce(stats_min_value, stats_min) AS DOUBLE) >= {p(f'lo{i}')} "
+            f"AND TRY_CAST(coalesce(stats_max_value, stats_max) AS DOUBLE) <= {p(f'hi{i}')})"
+        )
+    groups = f"(SELECT coalesce(sum(num_row_groups), 0) FROM parquet_file_metadata({p('files')}))"
+    sql = f"SELECT {groups}, {', '.join(parts)} FROM parquet_metadata({p('files')})"
     return Query(sql, params)
 
 

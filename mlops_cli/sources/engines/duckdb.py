@@ -8,7 +8,7 @@ import tempfile
 from typing import Any
 
 from ...errors import MissingExtraError, ServiceError, ValidationError
-from ..queries import DUCKDB, Query
+from ..queries import DUCKDB, Query, footer_check
 from ..spec import Source
 
 EXTRA = "pip install '.[duckdb]' in a checkout of mlops (see docs/engines.md)"
@@ -60,6 +60,15 @@ class DuckDBEngine:
     def schema(self) -> dict[str, str]:
         rows = self._run(Query(f"DESCRIBE SELECT * FROM {self.relation}", {})).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+    def footer_proves(self, bounds: dict[str, tuple[float, float]]) -> bool:
+        """Whether the files' footers show every value of these columns present and within
+        its bounds (name: low, high) in every row group. NaN is left out of Parquet
+        statistics, so it is not ruled out here (a sum over it is NaN)."""
+        if not bounds:
+            return True
+        ((groups, *proven),) = self.rows(footer_check(self.dialect, bounds))
+        return all(count == groups for count in proven)
 
     def rows(self, query: Query) -> list[tuple[Any, ...]]:
         return list(self._run(query).fetchall())

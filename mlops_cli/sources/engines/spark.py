@@ -88,6 +88,10 @@ class SparkEngine:
         frame = self._frame(Query(f"SELECT * FROM {self.relation}", {}))
         return {f.name: f.dataType.simpleString() for f in frame.schema.fields}
 
+    def footer_proves(self, bounds: dict[str, tuple[float, float]]) -> bool:
+        """Spark: never from the footers (the query checks every value)."""
+        return False
+
     def rows(self, query: Query) -> list[tuple[Any, ...]]:
         frame = self._frame(query)
         try:
