@@ -262,6 +262,17 @@ def test_an_integer_error_column_is_proven_by_its_footer_too(
     assert "max(abs(coalesce(err" in seen[-1]
 
 
+@pytest.mark.parametrize("since", [None, "2026-03-02T09:00:00Z"])
+def test_a_row_without_a_ts_is_not_a_valid_request(tmp_path: Path, since: str | None) -> None:
+    # never counted silently (no time bound) nor left out silently (by `ts >= since`)
+    cols = requests(n=300)
+    cols["ts"][4] = None
+    cols["variant"][4] = "control"
+    write_parquet(cols, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match="1 row of control without a ts"):
+        ab_sums_of(Source("duckdb", path=str(tmp_path / "r.parquet")), None, since=since)
+
+
 # -- the sums, against numpy -------------------------------------------------------------------
 
 

@@ -167,7 +167,8 @@ def ab_sums_of(
         cols = resolve(source, schema, AB_REQUIRED, AB_OPTIONAL, source.filter)
         integer_error = "error" in cols and kind(schema[cols["error"]]) == "integer"
         checked = ["confidence", "inference_time_ms"] + (["error"] if integer_error else [])
-        proven = engine.footer_proves({cols[c]: _BOUNDS[c] for c in checked})
+        bounds: dict[str, tuple[float, float] | None] = {cols[c]: _BOUNDS[c] for c in checked}
+        proven = engine.footer_proves({**bounds, cols["ts"]: None})
         rows = engine.rows(
             ab_sums(
                 cols, source.filter, engine.dialect, engine.relation, tau, until,
@@ -181,25 +182,30 @@ def ab_sums_of(
     for row in rows:
         doc = dict(zip(AB_FIELDS, row, strict=True))
         if doc["variant"] not in VARIANTS:
-            count = int(doc["n"])
-            rows_text = f"{count:,} {'row' if count == 1 else 'rows'}"
-            wrong.append(f"{rows_text} of variant {doc['variant']!r}")
+            wrong.append(f"{_rows(doc['n'])} of variant {doc['variant']!r}")
             continue
         if proven:  # in range and present by the footers: only a NaN is left, and sums it
             nan = float("nan")
             doc["c_dev"] = nan if math.isnan(float(doc["confidence_sum"])) else 0.0
             doc["t_dev"] = nan if math.isnan(float(doc["time_sum"])) else 0.0
             doc["e_dev"] = 0.0
+            doc["no_ts"] = 0
         wrong += _out_of_range(doc)
+        if doc["no_ts"]:
+            wrong.append(f"{_rows(doc['no_ts'])} of {doc['variant']} without a ts")
         arms[doc["variant"]] = _arm(doc)
     if wrong:
         raise ValidationError(
             f"source {source.describe()}: rows that are not valid requests: "
             f"{'; '.join(wrong[:4])} (variant control or treatment, confidence in [0, 1], "
-            "inference_time_ms in [0, 1e7], error 0 or 1, none missing); fix them or narrow "
-            "the filter"
+            "inference_time_ms in [0, 1e7], error 0 or 1, a ts, none missing); fix them or "
+            "narrow the filter"
         )
     return SourceSums(arms)
+
+
+def _rows(count: Any) -> str:
+    return f"{int(count):,} {'row' if int(count) == 1 else 'rows'}"
 
 
 _BOUNDS = {

@@ -7,7 +7,9 @@ errors, confidence, inference time and slow requests (time above the tail thresh
 engine groups per user and then per arm and only a few numbers come back; with each arm's
 greatest distance of a value from the middle of its range (a missing value as -1, NaN the
 greatest), so a row out of range is found by one aggregate per column rather than a per-row
-test (which cost DuckDB half again the query's time).
+test (which cost DuckDB half again the query's time). Those aggregates are left out when
+DuckDB's Parquet footers prove every value present and in range (`footer_check`): at
+100,000,000 requests they were a sixth of the query.
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ _PER_USER = """
 # The range check: each column's greatest distance from the middle of its range.
 _DEVS = """,
     max(abs(coalesce(conf, -1.0) - 0.5)) AS c_dev,
-    max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev"""
+    max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev,
+    count(*) FILTER (WHERE no_ts) AS z"""
 
 AB_FIELDS = (
     "variant", "n", "errors", "confidence_sum", "confidence_sum_squares", "time_sum",
     "time_sum_squares", "slow", "anonymous", "anonymous_slow", "users", "d_sum",
     "d_sum_squares", "e_sq", "e_d", "c_sq", "c_d", "t_sq", "t_d", "s_sq", "s_d", "e_sum",
-    "c_sum", "t_sum", "c_dev", "t_dev", "e_dev",
+    "c_sum", "t_sum", "c_dev", "t_dev", "e_dev", "no_ts",
 )
 
 
@@ -100,12 +103,18 @@ def ab_sums(
     """One row per arm (AB_FIELDS): the sums every A/B decision needs, over the requests
     stamped from `since` to `until` (ISO; None: unbounded). `cols` maps our names to the
     source's columns (resolved against its schema: optional ones only when present).
-    `check=False` leaves the range check out (the devs come back NULL): for files whose
-    footers prove every value in range and present."""
+    With `check`, the rows without a `ts` are kept and counted (`no_ts`: never left out
+    silently by the time bounds); `check=False` leaves the range check and that count out
+    (they come back NULL): for files whose footers prove every value in range and present."""
     q = dialect.quote
     err = f"CAST({q(cols['error'])} AS INT)" if "error" in cols else "0"
     user = f"CAST({q(cols['user_id'])} AS STRING)" if "user_id" in cols else "CAST(NULL AS STRING)"
     extra, params = _span(dialect, cols["ts"], since, until)
+    no_ts = ""
+    if check:
+        no_ts = f", {q(cols['ts'])} IS NULL AS no_ts"
+        if extra:
+            extra = [f"({' AND '.join(extra)} OR {q(cols['ts'])} IS NULL)"]
     clause, fparams = where(dialect, filters, extra)
     params.update(fparams)
     params["tau"] = float(tau) if tau is not None else 0.0
@@ -115,13 +124,14 @@ def ab_sums(
     named = "FILTER (WHERE user_id IS NOT NULL)"
     anonymous = "FILTER (WHERE user_id IS NULL)"
     arm_devs = "max(c_dev), max(t_dev), " + ("max(e_dev)" if integer_error else "0.5")
+    arm_devs += ", sum(z)"
     if not check:
-        arm_devs = "CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE)"
+        arm_devs = ", ".join(["CAST(NULL AS DOUBLE)"] * 4)
     sql = f"""
 WITH base AS (
   SELECT CAST({q(cols['variant'])} AS STRING) AS variant, {user} AS user_id,
     CAST({q(cols['confidence'])} AS DOUBLE) AS conf,
-    CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err
+    CAST({q(cols['inference_time_ms'])} AS DOUBLE) AS t, {err} AS err{no_ts}
   FROM {relation} {clause}
 ), per_user AS ({_PER_USER.format(tau=dialect.param('tau'), devs=devs)}
 )
@@ -138,19 +148,28 @@ FROM per_user GROUP BY variant ORDER BY variant"""
     return Query(sql, params)
 
 
-def footer_check(dialect: Dialect, bounds: dict[str, tuple[float, float]]) -> Query:
+def footer_check(
+    dialect: Dialect, bounds: dict[str, tuple[float, float] | None]
+) -> Query:
     """DuckDB, from the Parquet footers alone: the row groups of all files, and per column
-    of `bounds` (name: low, high) the row groups whose statistics show no NULL and a min and
-    max within the bounds (a footer without statistics, or with a NaN bound, shows none)."""
+    of `bounds` (name: low, high; or None: any value) the row groups whose statistics show
+    no NULL and a min and max within the bounds (a footer without statistics, or with a NaN
+    bound, shows none)."""
     p = dialect.param
     params: dict[str, Any] = {}
     parts = []
-    for i, (column, (low, high)) in enumerate(bounds.items()):
-        params.update({f"c{i}": column, f"lo{i}": float(low), f"hi{i}": float(high)})
+    for i, (column, bound) in enumerate(bounds.items()):
+        params[f"c{i}"] = column
+        within = ""
+        if bound is not None:
+            params.update({f"lo{i}": float(bound[0]), f"hi{i}": float(bound[1])})
+            within = (
+                f" AND TRY_CAST(coalesce(stats_min_value, stats_min) AS DOUBLE) >= {p(f'lo{i}')}"
+                f" AND TRY_CAST(coalesce(stats_max_value, stats_max) AS DOUBLE) <= {p(f'hi{i}')}"
+            )
         parts.append(
-            f"count(*) FILTER (WHERE path_in_schema = {p(f'c{i}')} AND stats_null_count = 0 "
-            f"AND TRY_CAST(coalesce(stats_min_value, stats_min) AS DOUBLE) >= {p(f'lo{i}')} "
-            f"AND TRY_CAST(coalesce(stats_max_value, stats_max) AS DOUBLE) <= {p(f'hi{i}')})"
+            f"count(*) FILTER (WHERE path_in_schema = {p(f'c{i}')} AND stats_null_count = 0"
+            f"{within})"
         )
     groups = f"(SELECT coalesce(sum(num_row_groups), 0) FROM parquet_file_metadata({p('files')}))"
     sql = f"SELECT {groups}, {', '.join(parts)} FROM parquet_metadata({p('files')})"

@@ -20,9 +20,10 @@ class Engine(Protocol):
     def schema(self) -> dict[str, str]:
         """Column name -> the engine's type name, in the source's order."""
 
-    def footer_proves(self, bounds: dict[str, tuple[float, float]]) -> bool:
+    def footer_proves(self, bounds: dict[str, tuple[float, float] | None]) -> bool:
         """True only when the source's file footers show every value of these columns
-        (name: low, high) present and in range, NaN aside; False when they cannot tell."""
+        (name: low, high; None: any value) present and in range, NaN aside; False when they
+        cannot tell."""
 
     def rows(self, query: Query) -> list[tuple[Any, ...]]:
         """The rows of a query (a few: sums, counts)."""

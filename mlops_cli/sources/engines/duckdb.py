@@ -61,9 +61,9 @@ class DuckDBEngine:
         rows = self._run(Query(f"DESCRIBE SELECT * FROM {self.relation}", {})).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
-    def footer_proves(self, bounds: dict[str, tuple[float, float]]) -> bool:
+    def footer_proves(self, bounds: dict[str, tuple[float, float] | None]) -> bool:
         """Whether the files' footers show every value of these columns present and within
-        its bounds (name: low, high) in every row group. NaN is left out of Parquet
+        its bounds (name: low, high; None: any value) in every row group. NaN is left out of Parquet
         statistics, so it is not ruled out here (a sum over it is NaN)."""
         if not bounds:
             return True

@@ -88,7 +88,7 @@ class SparkEngine:
         frame = self._frame(Query(f"SELECT * FROM {self.relation}", {}))
         return {f.name: f.dataType.simpleString() for f in frame.schema.fields}
 
-    def footer_proves(self, bounds: dict[str, tuple[float, float]]) -> bool:
+    def footer_proves(self, bounds: dict[str, tuple[float, float] | None]) -> bool:
         """Spark: never from the footers (the query checks every value)."""
         return False
 
