@@ -110,6 +110,17 @@ def test_spark_table_drift_window_matches_the_project_log(
     assert same_numbers(docs[0], docs[1]) == []
 
 
+def test_spark_counts_rows_without_a_ts_and_out_of_range(spark_session: Any, tmp_path: Path) -> None:
+    cols = requests(n=200)
+    cols["ts"][4] = None
+    cols["variant"][4] = "control"
+    cols["confidence"][9] = 1.5
+    path = write_parquet(cols, tmp_path / "r.parquet")
+    with pytest.raises(ValidationError, match="1 row of control without a ts") as caught:
+        ab_sums_of(Source("spark", path=str(path)), None, since="2026-03-02T09:00:00Z")
+    assert "confidence outside [0, 1]" in str(caught.value)
+
+
 def test_spark_missing_table_or_column_is_a_clean_error(spark_session: Any, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="no_such_table"):
         ab_sums_of(Source("spark", table="no_such_table"), None)
