@@ -158,9 +158,8 @@ def ab_sums_of(
     """Per arm, the sums an A/B decision needs, in one query (`tau`: the tail threshold, or
     None while it is not known; `since` and `until`: ISO times, the test's start and end,
     requests stamped before or after them left out: a lake holds history from before the
-    test). A row that
-    is not a valid request (a variant other than control/treatment, a value out of range or
-    missing) is an error with the count, never skipped."""
+    test). A row that is not a valid request (a variant other than control/treatment, a
+    value out of range or missing, no ts) is an error with the count, never skipped."""
     engine = open_engine(source)
     try:
         schema = engine.schema()

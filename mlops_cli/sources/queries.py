@@ -64,7 +64,8 @@ _PER_USER = """
     sum(conf * conf) AS cc, sum(t) AS t, sum(t * t) AS tt,
     count(*) FILTER (WHERE t > {tau}) AS s{devs}
   FROM base GROUP BY variant, user_id"""
-# The range check: each column's greatest distance from the middle of its range.
+# The check of every row: each column's greatest distance from the middle of its range, and
+# the rows without a ts (`no_ts`, kept by the time bounds when checking).
 _DEVS = """,
     max(abs(coalesce(conf, -1.0) - 0.5)) AS c_dev,
     max(abs(coalesce(t, -1.0) - 5000000.0)) AS t_dev,

@@ -63,8 +63,8 @@ class DuckDBEngine:
 
     def footer_proves(self, bounds: dict[str, tuple[float, float] | None]) -> bool:
         """Whether the files' footers show every value of these columns present and within
-        its bounds (name: low, high; None: any value) in every row group. NaN is left out of Parquet
-        statistics, so it is not ruled out here (a sum over it is NaN)."""
+        its bounds (name: low, high; None: any value) in every row group. NaN is left out
+        of Parquet statistics, so it is not ruled out here (a sum over it is NaN)."""
         if not bounds:
             return True
         ((groups, *proven),) = self.rows(footer_check(self.dialect, bounds))
