@@ -868,14 +868,15 @@ def _newlines(block: bytes) -> int:
 
 
 def read_span(
-    path: Path, start: int, stop: int | None, skip_invalid: bool = False
+    path: Path, start: int, stop: int | None, skip_invalid: bool = False, block: int = 8 << 20
 ) -> Iterator[Chunk]:
-    """Chunks of the lines between two offsets; a bad line's number is counted from the top."""
+    """Chunks of the lines between two offsets, read `block` bytes at a time; a bad line's
+    number is counted from the top."""
     try:
-        yield from read_chunks(path, start, 1, skip_invalid, stop=stop)
+        yield from read_chunks(path, start, 1, skip_invalid, block, stop)
     except StateError:
         first = lines_before(path, start) + 1  # only on the error path: this reads the head
-        yield from read_chunks(path, start, first, skip_invalid, stop=stop)
+        yield from read_chunks(path, start, first, skip_invalid, block, stop)
         raise
 
 

@@ -82,6 +82,36 @@ def test_bad_features_in_a_batch_are_one_error_and_change_nothing(
     assert snapshot(project.root) == before
 
 
+def test_a_hand_edited_features_object_far_into_the_window_is_named_by_its_line(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    # A window of several read blocks (FEATURE_BLOCK): the bad line lies past the first, and
+    # only its features object is broken, so the outputs' reader passes it and the features'
+    # reader must name it, counted from the top of the log.
+    from mlops_cli.store.files import FEATURE_BLOCK
+
+    cli("register", "gnn", "v1.0.0", "--path", "/m")
+    assert cli("drift", "reference", "gnn", "v1.0.0", "--file",
+               batch(tmp_path / "r.jsonl", 1000, 1)).exit_code == 0
+    n = 3 * FEATURE_BLOCK // 100  # lines of about 100 bytes
+    assert cli("drift", "record", "gnn", "v1.0.0", "--file",
+               batch(tmp_path / "w.jsonl", n, 2)).exit_code == 0
+    # the window starts at line 51: the bad line's number is counted from the log's top
+    assert cli("config", "set", "drift.window_size", str(n - 50)).exit_code == 0
+    log = project.root / "logs" / "drift" / "gnn" / "v1.0.0" / "production.jsonl"
+    lines = log.read_bytes().split(b"\n")
+    bad = 2 * n // 3
+    assert b'"features":{"amount":' in lines[bad - 1] and sum(map(len, lines[:bad])) > FEATURE_BLOCK
+    lines[bad - 1] = lines[bad - 1].replace(b'{"amount":', b'{"amount":,')
+    log.write_bytes(b"\n".join(lines))
+    before = snapshot(project.root)
+    run = cli("drift", "check", "gnn", "v1.0.0")
+    assert_one_error_line(run, f"production.jsonl: line {bad} is not a JSON object")
+    assert snapshot(project.root) == before
+    doc: dict[str, Any] = cli("drift", "check", "gnn", "v1.0.0", "--skip-invalid", "--json").json()
+    assert doc["features"]["amount"]["n_window"] == n - 51
+
+
 def test_export_has_capped_feature_series_and_the_drifted_share(
     cli: Cli, project: Project, tmp_path: Path
 ) -> None:

@@ -368,3 +368,109 @@ def test_chi2_sf_matches_scipy(dof: int, quantile: float) -> None:
 def test_chi2_sf_far_tail_and_zero() -> None:
     assert fd.chi2_sf(0.0, 3) == 1.0
     assert fd.chi2_sf(2000.0, 5) == pytest.approx(scipy.stats.chi2.sf(2000.0, 5), rel=1e-9)
+
+
+# -- reading a window's features: pieces, distances by definition -------------------------------
+
+
+def test_pieces_of_a_large_chunk_give_the_counts_by_hand() -> None:
+    # 3 pieces of GATHER_ROWS: `b` starts in the second, `c` stops after the first, `d`
+    # changes kind between pieces; the missing counts are counted here by hand.
+    n = 3 * fd.GATHER_ROWS
+    rows: list[dict[str, Any] | None] = []
+    for i in range(n):
+        row: dict[str, Any] = {"a": i * 0.5}
+        if i >= fd.GATHER_ROWS + 7:
+            row["b"] = "x" if i % 2 else "y"
+        if i < 10:
+            row["c"] = 1
+        row["d"] = True if i < fd.GATHER_ROWS else (None if i % 3 == 0 else 2.5)
+        rows.append(None if i % 5 == 0 else row)
+    splits, got_n = fd.gather([rows])
+    assert got_n == n
+    absent = {i for i in range(n) if i % 5 == 0}
+    assert splits["a"].numbers.tolist() == [i * 0.5 for i in range(n) if i not in absent]
+    assert splits["a"].missing == len(absent)
+    b_rows = [i for i in range(fd.GATHER_ROWS + 7, n) if i not in absent]
+    assert splits["b"].missing == n - len(b_rows)
+    assert splits["b"].others == {
+        ("string", "x"): sum(i % 2 for i in b_rows),
+        ("string", "y"): sum(1 - i % 2 for i in b_rows),
+    }
+    assert splits["c"].missing == n - len([i for i in range(10) if i not in absent])
+    d_rows = [i for i in range(n) if i not in absent]
+    assert splits["d"].others == {("bool", "true"): len([i for i in d_rows if i < fd.GATHER_ROWS])}
+    later = [i for i in d_rows if i >= fd.GATHER_ROWS]
+    assert splits["d"].numbers.tolist() == [2.5] * len([i for i in later if i % 3])
+    assert splits["d"].missing == len(absent) + len([i for i in later if i % 3 == 0])
+
+
+def test_the_garbage_collector_is_running_again_after_a_gather_even_a_failed_one() -> None:
+    import gc
+
+    def broken() -> Any:
+        yield [{"a": 1.0}]
+        raise RuntimeError("read failed")
+
+    assert gc.isenabled()
+    fd.gather([[{"a": 1.0}]])
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        fd.gather(broken())
+    assert gc.isenabled()
+    gc.disable()
+    try:  # paused by the caller: left paused
+        fd.gather([[{"a": 1.0}]])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def _distances_by_definition(sketch: dict[str, Any], window: np.ndarray) -> tuple[float, float]:
+    """D and W1 from the definitions, each point searched on its own: the window's ECDF from
+    both sides at every distinct value of the window and the sketch, against the sketch's CDF
+    (sketch_cdf, tested above), with the area piece by piece as numeric_distances states it."""
+    points = sketch["values"] if sketch["exact"] else sketch["quantiles"]
+    xs = sorted(set(points) | set(window.tolist()))
+    w = np.sort(window)
+    n = len(w)
+    fw = [np.searchsorted(w, x, "right") / n for x in xs]
+    fwl = [np.searchsorted(w, x, "left") / n for x in xs]
+    fr = fd.sketch_cdf(sketch, np.array(xs)).tolist()
+    frl = fd.sketch_cdf(sketch, np.array(xs), left=True).tolist()
+    d = max(
+        max(abs(a - b) for a, b in zip(fw, fr, strict=True)),
+        max(abs(a - b) for a, b in zip(fwl, frl, strict=True)),
+    )
+    area = 0.0
+    for i in range(len(xs) - 1):
+        width, c = xs[i + 1] - xs[i], fw[i]
+        if sketch["exact"]:
+            area += abs(c - fr[i]) * width
+            continue
+        lo, hi = min(fr[i], frl[i + 1]), max(fr[i], frl[i + 1])
+        if c <= lo or c >= hi or hi == lo:
+            area += abs(c - (fr[i] + frl[i + 1]) / 2) * width
+        else:
+            area += ((c - lo) ** 2 + (hi - c) ** 2) / (2 * (hi - lo)) * width
+    return d, area
+
+
+@pytest.mark.parametrize("case", ["exact", "quantiles", "tied quantiles", "outside"])
+def test_distances_match_the_definition_point_by_point(case: str) -> None:
+    rng = np.random.default_rng(17)
+    if case == "exact":  # sketch values the window lacks, window values the sketch lacks
+        ref, win = rng.integers(0, 30, 5_000) * 1.0, rng.integers(5, 40, 700) * 1.0
+    elif case == "quantiles":
+        ref, win = rng.normal(size=20_000), np.round(rng.normal(0.3, 1.2, 900), 2)
+    elif case == "tied quantiles":  # a value a fifth of the reference holds, and ties
+        ref = np.concatenate((np.zeros(4_000), rng.exponential(3.0, 16_000)))
+        win = np.concatenate((np.zeros(100), np.round(rng.exponential(3.0, 800), 1)))
+    else:  # the window partly below and above the whole reference
+        ref, win = rng.uniform(0, 1, 20_000), rng.uniform(-0.5, 1.5, 600)
+    sketch = fd.profile([{"x": float(v)} for v in ref])["features"]["x"]["sketch"]
+    assert sketch["exact"] is (case == "exact")
+    d, area = fd.numeric_distances(sketch, np.sort(win))
+    want_d, want_area = _distances_by_definition(sketch, win)
+    assert d == pytest.approx(want_d, abs=1e-15)
+    assert area == pytest.approx(want_area, rel=1e-12)

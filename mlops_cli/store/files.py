@@ -958,7 +958,7 @@ class FileStore:
     ) -> Iterator[list[dict[str, Any] | None]]:
         path = self.path(stream)
         start, end, _, todo = _window(path, last, first)
-        for chunk in jsonl.read_span(path, start, end, skip_invalid):
+        for chunk in jsonl.read_span(path, start, end, skip_invalid, FEATURE_BLOCK):
             if todo <= 0:
                 break
             rows = [_features_of(r) for r in chunk.records[:todo]]
@@ -1230,6 +1230,12 @@ def _window(path: Path, last: int | None, first: int | None) -> tuple[int, int |
         start, end, torn = jsonl.tail_span(path, last)
         return start, end, torn, last
     return 0, None, 0, first if first is not None else 1 << 62
+
+
+FEATURE_BLOCK = 512 << 10
+"""Bytes of sample lines read and parsed at a time for their features: the objects of a few
+hundred samples stay in the CPU's caches while they are taken apart feature by feature (with
+8 MiB blocks a window's features took twice as long)."""
 
 
 def _features_of(record: dict[str, Any]) -> dict[str, Any] | None:
