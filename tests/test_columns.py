@@ -314,32 +314,3 @@ def test_tail_span_counts_lines_back_through_large_blocks(tmp_path: Path) -> Non
     for count in (1, 1000, 45_000, 59_999, 60_000, 70_000):
         start, end, torn = tail_span(log, count)
         assert (start, end, torn) == (len(b"".join(rows[:-count])), len(b"".join(rows)), 5)
-
-
-def test_blocks_parsed_ahead_in_a_second_thread_come_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Over a span of more than 4 MB the blocks are parsed a few ahead by two threads: the
-    arrays are the serial ones, also when reading stops early with parses still pending."""
-    import threading
-
-    from mlops_cli import columns
-
-    seen: set[int] = set()
-    parse = columns.sample_columns
-
-    def watched(data: bytes) -> Any:
-        seen.add(threading.get_ident())
-        return parse(data)
-
-    monkeypatch.setattr(columns, "sample_columns", watched)
-    rng = np.random.default_rng(11)
-    pred, conf = rng.normal(0, 1, 90_000), rng.random(90_000)
-    log = tmp_path / "production.jsonl"
-    log.write_bytes(b"".join(line(float(p), float(c), 0) for p, c in zip(pred, conf, strict=True)))
-    assert log.stat().st_size > 6 << 20
-    got_pred, got_conf, _ = read_columns(log, 0, None, 1 << 40)
-    assert same_bits(got_pred, pred) and same_bits(got_conf, conf)
-    assert threading.get_ident() not in seen  # parsed in the pool's threads
-    got_pred, _, _ = read_columns(log, 0, None, 15_000)  # stops after the first blocks
-    assert same_bits(got_pred, pred[:15_000])

@@ -1,0 +1,120 @@
+"""A window read in two processes (mlops_cli/forked.py, store/files.read_columns): the same
+arrays, errors and skipped lines as one process reading it all, whatever the child does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from mlops_cli import forked
+from mlops_cli.errors import StateError
+from mlops_cli.store import files
+
+pytestmark = pytest.mark.skipif(not forked.may_fork(), reason="needs fork and two CPUs")
+
+TS = "2026-12-06T06:00:00.000000Z"
+
+
+def line(prediction: float, confidence: float) -> bytes:
+    return orjson.dumps({"ts": TS, "prediction": prediction, "confidence": confidence}) + b"\n"
+
+
+@pytest.fixture
+def children(monkeypatch: pytest.MonkeyPatch) -> list[forked.Child]:
+    """Every child read_columns makes, with the split lowered to 64 KiB."""
+    made: list[forked.Child] = []
+
+    class Counted(forked.Child):
+        def __init__(self, work: Any) -> None:
+            super().__init__(work)
+            made.append(self)
+
+    monkeypatch.setattr(files, "SPLIT_BYTES", 64 << 10)
+    monkeypatch.setattr(forked, "Child", Counted)
+    return made
+
+
+def write(tmp_path: Path, rows: list[bytes]) -> tuple[Path, int]:
+    log = tmp_path / "production.jsonl"
+    log.write_bytes(b"".join(rows))
+    return log, log.stat().st_size
+
+
+def test_a_window_read_in_two_processes_gives_the_values_written(
+    tmp_path: Path, children: list[forked.Child]
+) -> None:
+    rng = np.random.default_rng(3)
+    pred, conf = rng.normal(0, 2, 30_000), rng.random(30_000)
+    rows = [line(float(p), float(c)) for p, c in zip(pred, conf, strict=True)]
+    log, size = write(tmp_path, rows)
+    start = sum(len(r) for r in rows[:1234])  # the window: from line 1,235 to the end
+    got_pred, got_conf, skipped = files.read_columns(log, start, size, 1 << 40)
+    assert len(children) == 1 and children[0].pid == 0  # made, and reaped
+    assert skipped == 0
+    assert got_pred.tobytes() == pred[1234:].tobytes()
+    assert got_conf.tobytes() == conf[1234:].tobytes()
+    # a limit inside the second half, and one the first half reaches (the child is stopped)
+    assert files.read_columns(log, start, size, 20_000)[0].tobytes() == pred[1234:21_234].tobytes()
+    assert files.read_columns(log, start, size, 10)[0].tobytes() == pred[1234:1244].tobytes()
+    assert len(children) == 3 and all(c.pid == 0 for c in children)
+
+
+def test_a_bad_line_in_the_childs_half_is_named_as_one_process_names_it(
+    tmp_path: Path, children: list[forked.Child]
+) -> None:
+    rows = [line(0.001 * i, 0.5) for i in range(20_000)]
+    rows[18_000] = b'{"ts":"x","prediction":"high","confidence":0.5}\n'
+    log, size = write(tmp_path, rows)
+    with pytest.raises(StateError, match="line 18001 is not a valid sample"):
+        files.read_columns(log, 0, size, 1 << 40)
+    assert len(children) == 1
+    pred, _, skipped = files.read_columns(log, 0, size, 1 << 40, skip_invalid=True)
+    assert skipped == 1 and len(pred) == 19_999
+    assert pred[17_999] == 0.001 * 17_999 and pred[18_000] == 0.001 * 18_001
+
+
+def test_a_child_that_fails_or_dies_leaves_the_work_to_the_parent() -> None:
+    big = bytes(range(256)) * 4096  # more than a pipe holds: the parent reads as it comes
+    assert forked.Child(lambda: big).result() == big
+    assert forked.Child(lambda: b"").result() == b""
+
+    def fails() -> bytes:
+        raise ValueError("no")
+
+    def dies() -> bytes:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return b"never"
+
+    assert forked.Child(fails).result() is None
+    assert forked.Child(dies).result() is None
+
+
+def test_no_fork_while_another_thread_runs() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not forked.may_fork()
+    finally:
+        stop.set()
+        other.join()
+    assert forked.may_fork()
+
+
+def test_the_split_falls_at_the_start_of_a_line(tmp_path: Path) -> None:
+    log = tmp_path / "lines"
+    log.write_bytes(b"ab\ncd\n\nef")
+    assert files._line_start(log, 3, 10) == 3  # a newline just before: a line starts here
+    assert files._line_start(log, 1, 10) == 3
+    assert files._line_start(log, 4, 10) == 6
+    assert files._line_start(log, 6, 10) == 6
+    assert files._line_start(log, 7, 10) == 7  # an empty line
+    assert files._line_start(log, 8, 10) == 10  # no newline after: none before stop
+    assert files._line_start(log, 4, 5) == 5
