@@ -79,16 +79,19 @@ def components(
     win_conf: np.ndarray,
     performance_scale: float = 0.2,
     distribution_scale: float = 1.0,
+    win_sorted: np.ndarray | None = None,
 ) -> Components:
     """The three score components and the alarms' effects and p-values (pure: arrays in,
-    numbers out)."""
+    numbers out). `win_sorted`: the window's predictions sorted, when the caller has them."""
     import numpy as np
 
     from .ks import ks_two_sample_pvalue, merge_sorted, merged_ecdf_distances
 
     # One sort of each sample and one merge serve the KS statistic, Wasserstein-1 and the
     # spread test.
-    ref_sorted, win_sorted = np.sort(ref_pred), np.sort(win_pred)
+    ref_sorted = np.sort(ref_pred)
+    if win_sorted is None:
+        win_sorted = np.sort(win_pred)
     merged, from_ref = merge_sorted(ref_sorted, win_sorted)
     statistic, distance = merged_ecdf_distances(merged, from_ref)
     statistic, pvalue = ks_two_sample_pvalue(len(ref_sorted), len(win_sorted), statistic)
@@ -581,6 +584,7 @@ class DriftDetector:
                 win.confidence,
                 drift["performance_scale"],
                 drift["distribution_scale"],
+                win.sorted_prediction,
             )
             score = combine(parts, drift["weights"])
             # Never recorded, exported or hooked on: a statistic that is not finite.

@@ -55,11 +55,12 @@ def test_a_window_read_in_two_processes_gives_the_values_written(
     rows = [line(float(p), float(c)) for p, c in zip(pred, conf, strict=True)]
     log, size = write(tmp_path, rows)
     start = sum(len(r) for r in rows[:1234])  # the window: from line 1,235 to the end
-    got_pred, got_conf, skipped = files.read_columns(log, start, size, 1 << 40)
+    got_pred, got_conf, skipped, ordered = files.read_window(log, start, size, 1 << 40)
     assert len(children) == 1 and children[0].pid == 0  # made, and reaped
     assert skipped == 0
     assert got_pred.tobytes() == pred[1234:].tobytes()
     assert got_conf.tobytes() == conf[1234:].tobytes()
+    assert ordered.tobytes() == np.sort(pred[1234:]).tobytes()  # each part's sort, merged
     # a limit inside the second half, and one the first half reaches (the child is stopped)
     assert files.read_columns(log, start, size, 20_000)[0].tobytes() == pred[1234:21_234].tobytes()
     assert files.read_columns(log, start, size, 10)[0].tobytes() == pred[1234:1244].tobytes()
@@ -75,9 +76,41 @@ def test_a_bad_line_in_the_childs_half_is_named_as_one_process_names_it(
     with pytest.raises(StateError, match="line 18001 is not a valid sample"):
         files.read_columns(log, 0, size, 1 << 40)
     assert len(children) == 1
-    pred, _, skipped = files.read_columns(log, 0, size, 1 << 40, skip_invalid=True)
-    assert skipped == 1 and len(pred) == 19_999
+    pred, _, skipped, ordered = files.read_window(log, 0, size, 1 << 40, skip_invalid=True)
+    assert skipped == 1 and len(pred) == 19_999 and ordered is None  # read here: not sorted
     assert pred[17_999] == 0.001 * 17_999 and pred[18_000] == 0.001 * 18_001
+
+
+def test_a_check_from_a_window_read_in_two_processes_gives_the_same_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, children: list[forked.Child]
+) -> None:
+    from mlops_cli import ModelVersion, Project
+
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="/m"))
+    detector = project.drift_detector("gnn", "1.0.0")
+    rng = np.random.default_rng(5)
+    detector.add_reference(
+        b"".join(orjson.dumps({"prediction": float(p), "confidence": float(c)}) + b"\n"
+                 for p, c in zip(rng.normal(0, 1, 2000), rng.beta(8, 2, 2000), strict=True))
+    )
+    values = np.round(rng.normal(0.2, 1.3, 20_000), 2)  # ties, and a zero of either sign
+    values[:50], values[50:100] = 0.0, -0.0
+    for p, c in zip(values, rng.beta(8, 2, 20_000), strict=True):
+        detector.add_production_sample(float(p), float(c))
+    project.set_setting("drift.window_size", "20000")
+    project.set_setting("drift.reference_size", "2000")
+    allowed = [False]
+    real = forked.may_fork
+    monkeypatch.setattr(forked, "may_fork", lambda: allowed[0] and real())
+    alone = dict(project.drift_detector("gnn", "1.0.0").check())
+    assert not children
+    allowed[0] = True
+    split = dict(project.drift_detector("gnn", "1.0.0").check())
+    for figures in (alone, split):
+        figures.pop("checked_at")
+    assert len(children) == 1
+    assert split == alone and alone["n_window"] == 20_000
 
 
 def test_a_child_that_fails_or_dies_leaves_the_work_to_the_parent() -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ValidationError
-from ..yamlsafe import load_yaml
 
 ENGINES = ("duckdb", "spark")
 # Our names, and what each must be in the source.
@@ -153,6 +152,8 @@ def load(path: str | Path) -> Source:
         data = file.read_bytes()
     except OSError as exc:
         raise ValidationError(f"cannot read source file {file}: {exc.strerror or exc}") from None
+    from ..yamlsafe import load_yaml  # (not at start-up: only a source file is YAML)
+
     doc = load_yaml(data, str(file))
     return Source.from_doc(doc, str(file), file.resolve().parent)
 

@@ -205,6 +205,7 @@ class Samples:
     confidence: np.ndarray
     skipped: int = 0
     torn_bytes: int = 0
+    sorted_prediction: np.ndarray | None = None  # the predictions in order, when read so
 
     def __len__(self) -> int:
         return len(self.prediction)

@@ -946,8 +946,8 @@ class FileStore:
     ) -> Samples:
         path = self.path(stream)
         start, end, torn, limit = _window(path, last, first)
-        pred, conf, skipped = read_columns(path, start, end, limit, skip_invalid)
-        return Samples(pred, conf, skipped, torn)
+        pred, conf, skipped, ordered = read_window(path, start, end, limit, skip_invalid)
+        return Samples(pred, conf, skipped, torn, ordered)
 
     def feature_chunks(
         self,
@@ -1291,39 +1291,61 @@ def read_columns(
     """Predictions and confidences of at most `limit` lines from `start`, a block at a time.
 
     Returns the arrays and the number of malformed lines skipped (only with `skip_invalid`;
-    otherwise a malformed line is an error naming its line). A span of SPLIT_BYTES or more
-    is read in two halves, the second by a forked child where one may be made (forked.py):
-    the arrays, and any error, are the same as when this process reads it all.
-    """
+    otherwise a malformed line is an error naming its line)."""
+    pred, conf, skipped, _ = read_window(path, start, stop, limit, skip_invalid)
+    return pred, conf, skipped
+
+
+def read_window(
+    path: Path, start: int, stop: int | None, limit: int, skip_invalid: bool = False
+) -> tuple[Any, Any, int, Any]:
+    """read_columns, and the predictions sorted when they were sorted on the way (else None).
+
+    A span of SPLIT_BYTES or more is read in two parts, the later one by a forked child where
+    one may be made (forked.py), each part's predictions sorted where it was read and the two
+    merged here: the arrays, and any error, are the same as when this process reads it all."""
     import numpy as np
 
     child, mid = None, stop
     if stop is not None and stop - start >= SPLIT_BYTES and forked.may_fork():
-        second = _line_start(path, (start + stop) // 2, stop)
+        second = _line_start(path, start + int((stop - start) * PARENT_SHARE), stop)
         if second < stop:
             child, mid = forked.Child(lambda: _packed_columns(path, second, stop)), second
     try:
         pred, conf, skipped = _read_span(path, start, mid, limit, skip_invalid)
         if child is None or len(pred) >= limit:
-            return pred, conf, skipped
+            return pred, conf, skipped, None
+        mine = np.sort(pred)  # while the child finishes
         packed = child.result()
         if packed is None:  # a block the child left to the line-by-line parse: read here
             more_pred, more_conf, more_skipped = _read_span(
                 path, second, stop, limit - len(pred), skip_invalid
             )
+            theirs = None
         else:
             values = np.frombuffer(packed, np.float64)
-            half = len(values) // 2
-            more_pred, more_conf, more_skipped = values[:half], values[half:], 0
+            third = len(values) // 3
+            more_pred, more_conf = values[:third], values[third : 2 * third]
+            theirs, more_skipped = values[2 * third :], 0
         take = limit - len(pred)
+        whole = None
+        if theirs is not None and take >= len(more_pred):
+            # two sorted runs: the stable sort finds and merges them in one pass
+            whole = np.sort(np.concatenate((mine, theirs)), kind="stable")
         return (
             np.concatenate((pred, more_pred[:take])),
             np.concatenate((conf, more_conf[:take])),
             skipped + more_skipped,
+            whole,
         )
     finally:
         if child is not None:
             child.cancel()
+
+
+PARENT_SHARE = 0.56
+"""The part of a split span this process reads: the child's part costs it more (the fork's
+copied pages, the pipe back), so both end about together."""
 
 
 SPLIT_BYTES = 16 << 20
@@ -1364,8 +1386,9 @@ def _read_span(
 
 
 def _packed_columns(path: Path, start: int, stop: int) -> bytes:
-    """The span's predictions then confidences as float64 bytes (a forked child's work);
-    raises at a block that only the line-by-line parse takes (the parent then reads it)."""
+    """The span's predictions, confidences and sorted predictions as float64 bytes (a forked
+    child's work); raises at a block that only the line-by-line parse takes (the parent then
+    reads it)."""
     import numpy as np
 
     preds, confs = [], []
@@ -1379,7 +1402,8 @@ def _packed_columns(path: Path, start: int, stop: int) -> bytes:
         confs.append(found[1])
     pred = np.concatenate(preds) if preds else np.empty(0)
     conf = np.concatenate(confs) if confs else np.empty(0)
-    return pred.astype(np.float64).tobytes() + conf.astype(np.float64).tobytes()
+    pred, conf = pred.astype(np.float64), conf.astype(np.float64)
+    return pred.tobytes() + conf.tobytes() + np.sort(pred).tobytes()
 
 
 def _line_start(path: Path, pos: int, stop: int) -> int:
