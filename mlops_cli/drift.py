@@ -471,13 +471,13 @@ class DriftDetector:
     def feature_histograms(self, window: int | None = None) -> dict[str, dict[str, Any]]:
         """Each input feature's reference (from its profile) and window distributions
         (feature_drift.histogram), for the dashboard; empty without features."""
-        from .feature_drift import Split, gather, histogram
+        from .feature_drift import Split, gather, histogram, join_gathered
 
         prof = self.feature_profile(skip_invalid=True)  # a view: bad lines left out
         if not prof["features"]:
             return {}
         size = int(self._drift["window_size"]) if window is None else window
-        splits, n = gather(self.store.feature_chunks(self.production, last=size, skip_invalid=True))
+        splits, n = self.store.fold_features(self.production, size, True, gather, join_gathered)
         return {
             name: histogram(ref, splits.get(name) or Split([None] * n))
             for name, ref in prof["features"].items()
@@ -626,14 +626,14 @@ class DriftDetector:
         prof = self.feature_profile(skip_invalid)
         if not prof["features"]:
             return
-        from .feature_drift import check_chunks
+        from .feature_drift import check_gathered, gather, join_gathered
 
         drift = self._drift
-        found = check_chunks(
-            prof,
-            self.store.feature_chunks(self.production, last=size, skip_invalid=skip_invalid),
-            float(drift["alarm_alpha"]),
-            int(drift["min_samples"]),
+        splits, n = self.store.fold_features(
+            self.production, size, skip_invalid, gather, join_gathered
+        )
+        found = check_gathered(
+            prof, splits, n, float(drift["alarm_alpha"]), int(drift["min_samples"])
         )
         row["features"] = {
             "drifted": found["drifted"],

@@ -154,6 +154,27 @@ def _gather(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> tuple[dict[
     return {name: Split.joined(have) for name, have in parts.items()}, n
 
 
+def join_gathered(
+    first: tuple[dict[str, Split], int], later: tuple[dict[str, Split], int]
+) -> tuple[dict[str, Split], int]:
+    """Two consecutive parts of a window `gather`ed apart, as one `gather` of both gives them:
+    a feature one part lacks is missing in each of that part's samples."""
+    (a, n_a), (b, n_b) = first, later
+    out: dict[str, Split] = {}
+    for name, split in a.items():
+        other = b.get(name)
+        if other is None:
+            split.missing += n_b
+            out[name] = split
+        else:
+            out[name] = Split.joined([split, other])
+    for name, split in b.items():
+        if name not in a:
+            split.missing += n_a
+            out[name] = split
+    return out, n_a + n_b
+
+
 GATHER_ROWS = 512
 """Samples taken apart at a time: their objects stay in the CPU's caches while each feature's
 values are picked from them (a store's larger chunks are cut to this)."""

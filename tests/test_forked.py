@@ -151,3 +151,63 @@ def test_the_split_falls_at_the_start_of_a_line(tmp_path: Path) -> None:
     assert files._line_start(log, 7, 10) == 7  # an empty line
     assert files._line_start(log, 8, 10) == 10  # no newline after: none before stop
     assert files._line_start(log, 4, 5) == 5
+
+
+def test_a_feature_check_from_a_window_folded_in_two_processes_gives_the_same_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, children: list[forked.Child]
+) -> None:
+    """Features only in the earlier part, only in the later, missing values, categories and
+    numbers mixed: the same figures as one fold in this process."""
+    from mlops_cli import ModelVersion, Project
+
+    project = Project.init(tmp_path / "p")
+    project.registry.register_version(ModelVersion("gnn", "1.0.0", model_path="/m"))
+    detector = project.drift_detector("gnn", "1.0.0")
+    rng = np.random.default_rng(9)
+
+    def features(i: int, shift: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "age": round(float(rng.normal(40 + shift, 9)), 1),
+            "city": ["a", "b", "c", "new" if shift and i % 10 == 0 else "a"][i % 4],
+            "flag": bool(i % 3),
+            "mixed": i % 5 if i % 7 else "x",
+        }
+        if i % 11 == 0:
+            out["age"] = None
+        return out
+
+    reference = b"".join(
+        orjson.dumps(
+            {"prediction": 0.5, "confidence": 0.9,
+             "features": {**features(i, 0.0), "gone_late": 1.5, "back_late": "on"}}
+        )
+        + b"\n"
+        for i in range(3000)
+    )
+    detector.add_reference(reference)
+    for i in range(6000):
+        f = features(i, 2.0)
+        if i < 1000:
+            f["early_only"] = i
+            f["gone_late"] = 1.5  # in the reference too: missing in the later part
+        if i >= 5000:
+            f["late_only"] = "z"
+            f["back_late"] = "on"  # missing in the earlier part
+        detector.add_production_sample(float(rng.normal()), 0.9, features=f)
+    project.set_setting("drift.window_size", "6000")
+    project.set_setting("drift.reference_size", "3000")
+    allowed = [False]
+    real = forked.may_fork
+    monkeypatch.setattr(forked, "may_fork", lambda: allowed[0] and real())
+    alone = dict(project.drift_detector("gnn", "1.0.0").check())
+    histograms = project.drift_detector("gnn", "1.0.0").feature_histograms()
+    assert not children
+    allowed[0] = True
+    split = dict(project.drift_detector("gnn", "1.0.0").check())
+    assert project.drift_detector("gnn", "1.0.0").feature_histograms() == histograms
+    for figures in (alone, split):
+        figures.pop("checked_at")
+    assert len(children) == 3  # the output window, its features, the histograms' features
+    assert split == alone
+    assert alone["new_features"] == ["early_only", "late_only"]
+    assert {"gone_late", "back_late"} <= set(alone["drifted_features"])  # gone missing

@@ -38,7 +38,7 @@ A record's `ts` is the one its caller gave; the managers stamp records with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +63,7 @@ Progress = Callable[[int], None]
 
 
 F = TypeVar("F", bound=Callable[..., str])
+T = TypeVar("T")
 
 
 def _remembered(name: F) -> F:
@@ -404,6 +405,18 @@ class Store(Protocol):
         stream, in order, in chunks of bounded size: one per sample (None for a sample
         without), of the samples `samples` reads (with `skip_invalid`, a line that is no JSON
         object is skipped here too). Raises as `samples`."""
+
+    def fold_features(
+        self,
+        stream: str,
+        last: int,
+        skip_invalid: bool,
+        fold: Callable[[Iterable[list[dict[str, Any] | None]]], T],
+        join: Callable[[T, T], T],
+    ) -> T:
+        """`fold(feature_chunks(stream, last=last))`: a store may fold two parts of the window
+        apart (the later one in a forked child) and `join` the results in order, which must
+        give what one fold of the whole gives. Raises as `feature_chunks`."""
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         """The feature profile last saved for a sample stream (`save_profile`), or None. A

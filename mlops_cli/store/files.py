@@ -35,11 +35,11 @@ import contextlib
 import copy
 import os
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import forked, jsonl, safefs
 from ..errors import (
@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from ..batch import Source
     from ..tail import TailSums
 
+T = TypeVar("T")
 REGISTRY_FILE = "registry.yaml"
 MODELS_DIR = "models"
 LOCK_FILE = ".mlops.lock"
@@ -965,6 +966,38 @@ class FileStore:
             todo -= len(rows)
             if rows:
                 yield rows
+
+    def fold_features(
+        self,
+        stream: str,
+        last: int,
+        skip_invalid: bool,
+        fold: Callable[[Iterable[list[dict[str, Any] | None]]], T],
+        join: Callable[[T, T], T],
+    ) -> T:
+        """A window of SPLIT_BYTES or more is folded in two parts, the later one by a forked
+        child (its result pickled back) where one may be made; a child that fails leaves its
+        part to this process, so the result and any error are those of one fold."""
+        path = self.path(stream)
+        start, end, _, _ = _window(path, last, None)
+        if end is None or end - start < SPLIT_BYTES or not forked.may_fork():
+            return fold(self.feature_chunks(stream, last=last, skip_invalid=skip_invalid))
+        second = _line_start(path, start + int((end - start) * PARENT_SHARE), end)
+
+        def part(low: int, high: int) -> Iterator[list[dict[str, Any] | None]]:
+            for chunk in jsonl.read_span(path, low, high, skip_invalid, FEATURE_BLOCK):
+                yield [_features_of(r) for r in chunk.records]
+
+        import pickle
+
+        child = forked.Child(lambda: pickle.dumps(fold(part(second, end)), protocol=5))
+        try:
+            mine = fold(part(start, second))
+            found = child.result()
+        finally:
+            child.cancel()
+        theirs = pickle.loads(found) if found is not None else fold(part(second, end))
+        return join(mine, theirs)
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         try:

@@ -7,12 +7,12 @@ import copy
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Json
@@ -92,6 +92,7 @@ from .rows import (
 )
 from .spool import FLUSH_PREFIX
 
+T = TypeVar("T")
 CLOCK_REFRESH_S = 60.0
 
 
@@ -839,6 +840,17 @@ class PostgresStore:
                 while page := cur.fetchmany(SCAN_PAGE):
                     pages.append([r[0] for r in page])
         yield from pages
+
+    def fold_features(
+        self,
+        stream: str,
+        last: int,
+        skip_invalid: bool,
+        fold: Callable[[Iterable[list[dict[str, Any] | None]]], T],
+        join: Callable[[T, T], T],
+    ) -> T:
+        """One fold in this process (a child could not share the connection)."""
+        return fold(self.feature_chunks(stream, last=last, skip_invalid=skip_invalid))
 
     def load_profile(self, stream: str) -> dict[str, Any] | None:
         table, keys = route(stream)
