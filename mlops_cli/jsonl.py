@@ -857,6 +857,34 @@ def tail_span(path: Path, count: int) -> tuple[int, int, int]:
         os.close(fd)
 
 
+def head_span(path: Path, count: int) -> int:
+    """Where the first `count` whole lines end (all the whole lines, if fewer), found reading
+    forwards only."""
+    import numpy as np
+
+    try:
+        fd = safefs.open_file_for_read(path)
+    except FileNotFoundError:
+        return 0
+    try:
+        pos = end = 0
+        need = count
+        while need > 0:
+            block = os.pread(fd, 4 << 20, pos)
+            if not block:
+                break
+            newlines = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            if len(newlines) >= need:
+                return pos + int(newlines[need - 1]) + 1
+            if len(newlines):
+                end = pos + int(newlines[-1]) + 1
+            need -= len(newlines)
+            pos += len(block)
+        return end
+    finally:
+        os.close(fd)
+
+
 def _newlines(block: bytes) -> int:
     """The newlines in a block: numpy's compare and count for a large one (several times
     bytes.count's speed), bytes.count for a small one (no numpy for light commands)."""

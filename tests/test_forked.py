@@ -15,6 +15,7 @@ import pytest
 
 from mlops_cli import forked
 from mlops_cli.errors import StateError
+from mlops_cli.jsonl import head_span
 from mlops_cli.store import files
 
 pytestmark = pytest.mark.skipif(not forked.may_fork(), reason="needs fork and two CPUs")
@@ -109,7 +110,7 @@ def test_a_check_from_a_window_read_in_two_processes_gives_the_same_figures(
     split = dict(project.drift_detector("gnn", "1.0.0").check())
     for figures in (alone, split):
         figures.pop("checked_at")
-    assert len(children) == 1
+    assert len(children) == 2  # the reference's first 2,000 lines and the window
     assert split == alone and alone["n_window"] == 20_000
 
 
@@ -139,6 +140,19 @@ def test_no_fork_while_another_thread_runs() -> None:
         stop.set()
         other.join()
     assert forked.may_fork()
+
+
+def test_the_first_lines_end_where_their_count_says(tmp_path: Path) -> None:
+    log = tmp_path / "lines"
+    log.write_bytes(b"ab\ncd\n\nef")  # three whole lines, then a torn one
+    assert [head_span(log, n) for n in (0, 1, 2, 3, 4, 99)] == [0, 3, 6, 7, 7, 7]
+    log.write_bytes(b"")
+    assert head_span(log, 5) == 0
+    assert head_span(tmp_path / "none", 5) == 0
+    big = b"".join(b"%d\n" % i for i in range(2_000_000))  # over one 4 MB read
+    log.write_bytes(big)
+    want = len(b"".join(b"%d\n" % i for i in range(1_500_000)))
+    assert head_span(log, 1_500_000) == want and head_span(log, 3_000_000) == len(big)
 
 
 def test_the_split_falls_at_the_start_of_a_line(tmp_path: Path) -> None:
@@ -207,7 +221,8 @@ def test_a_feature_check_from_a_window_folded_in_two_processes_gives_the_same_fi
     assert project.drift_detector("gnn", "1.0.0").feature_histograms() == histograms
     for figures in (alone, split):
         figures.pop("checked_at")
-    assert len(children) == 3  # the output window, its features, the histograms' features
+    # the reference's outputs, the window's, its features, the histograms' features
+    assert len(children) == 4
     assert split == alone
     assert alone["new_features"] == ["early_only", "late_only"]
     assert {"gone_late", "back_late"} <= set(alone["drifted_features"])  # gone missing

@@ -1256,12 +1256,19 @@ def _valid_stream(parts: tuple[str, ...]) -> bool:
 
 
 def _window(path: Path, last: int | None, first: int | None) -> tuple[int, int | None, int, int]:
-    """Where a sample window lies in its log: the byte span to read (start, end), the torn
-    bytes at the end left out, and how many lines to take: the last `last`, the first
-    `first`, or all."""
+    """Where a sample window lies in its log: the byte span to read (start, end; end None:
+    to the end of the log), the torn bytes at the end left out, and how many lines to take:
+    the last `last`, the first `first`, or all."""
     if last is not None:
         start, end, torn = jsonl.tail_span(path, last)
         return start, end, torn, last
+    if first is not None:
+        try:
+            large = os.stat(path).st_size >= SPLIT_BYTES
+        except FileNotFoundError:
+            large = False
+        if large:  # its end found, so that it may be read in two parts
+            return 0, jsonl.head_span(path, first), 0, first
     return 0, None, 0, first if first is not None else 1 << 62
 
 
