@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlops_cli"
 # Lowest first. A module may use its own layer and those below it.
 LAYERS: list[set[str]] = [
     {"errors", "naming", "timeutil", "results", "limits", "safefs", "yamlsafe", "hooks", "pushgw",
-     "textsafe", "moments"},
+     "textsafe", "moments", "forked"},
     {"state", "schema", "stats", "records", "ks", "decision", "columns", "plan", "tail", "ramp",
      "features", "feature_drift"},
     {"store", "jsonl", "summary", "batch", "sources"},
