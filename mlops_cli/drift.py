@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,7 +463,8 @@ class DriftDetector:
             "position": position,
             "first": first,  # drift.reference_size when it was made: a change profiles again
             **profile_chunks(
-                self.store.feature_chunks(self.reference, first=first, skip_invalid=skip_invalid)
+                self.store.feature_chunks(self.reference, first=first, skip_invalid=skip_invalid),
+                lenient=skip_invalid,
             ),
         }
         self.store.save_profile(self.reference, doc)
@@ -477,7 +479,9 @@ class DriftDetector:
         if not prof["features"]:
             return {}
         size = int(self._drift["window_size"]) if window is None else window
-        splits, n = self.store.fold_features(self.production, size, True, gather, join_gathered)
+        splits, n = self.store.fold_features(
+            self.production, size, True, partial(gather, lenient=True), join_gathered
+        )
         return {
             name: histogram(ref, splits.get(name) or Split([None] * n))
             for name, ref in prof["features"].items()
@@ -630,7 +634,8 @@ class DriftDetector:
 
         drift = self._drift
         splits, n = self.store.fold_features(
-            self.production, size, skip_invalid, gather, join_gathered
+            self.production, size, skip_invalid, partial(gather, lenient=skip_invalid),
+            join_gathered,
         )
         found = check_gathered(
             prof, splits, n, float(drift["alarm_alpha"]), int(drift["min_samples"])

@@ -42,6 +42,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from .errors import SKIP_INVALID, StateError
+
 SKETCH_K = 2048
 EXACT_MAX = 1000  # distinct values a numeric feature keeps exactly
 CATEGORIES_MAX = 1000  # categories a profile keeps; the rarer are counted as `other`
@@ -105,9 +107,12 @@ def profile(rows: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     return profile_chunks([rows])
 
 
-def profile_chunks(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> dict[str, Any]:
-    """`profile` of the rows of every chunk (each chunk's objects dropped once taken apart)."""
-    return profile_splits(*gather(chunks))
+def profile_chunks(
+    chunks: Iterable[Sequence[Mapping[str, Any] | None]], lenient: bool = False
+) -> dict[str, Any]:
+    """`profile` of the rows of every chunk (each chunk's objects dropped once taken apart;
+    `lenient`: as `gather`)."""
+    return profile_splits(*gather(chunks, lenient))
 
 
 def profile_splits(splits: Mapping[str, Split], n: int) -> dict[str, Any]:
@@ -116,9 +121,13 @@ def profile_splits(splits: Mapping[str, Split], n: int) -> dict[str, Any]:
     return {"version": PROFILE_VERSION, "rows": n, "features": features}
 
 
-def gather(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> tuple[dict[str, Split], int]:
+def gather(
+    chunks: Iterable[Sequence[Mapping[str, Any] | None]], lenient: bool = False
+) -> tuple[dict[str, Split], int]:
     """Per feature its values taken apart (`Split`), over chunks of samples' features, and the
-    number of samples; a feature a sample lacks is missing in it.
+    number of samples; a feature a sample lacks is missing in it. A value that no sample may
+    hold (a list or an object: a log edited by hand) is an error naming the feature, or, when
+    `lenient` (--skip-invalid), missing.
 
     The cyclic garbage collector is paused meanwhile: the samples' objects hold no cycles,
     and a window's hundreds of thousands of them would have it walk every live object again
@@ -128,19 +137,29 @@ def gather(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> tuple[dict[s
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _gather(chunks)
+        return _gather(chunks, lenient)
     finally:
         if paused:
             gc.enable()
 
 
-def _gather(chunks: Iterable[Sequence[Mapping[str, Any] | None]]) -> tuple[dict[str, Split], int]:
+def _gather(
+    chunks: Iterable[Sequence[Mapping[str, Any] | None]], lenient: bool
+) -> tuple[dict[str, Split], int]:
     parts: dict[str, list[Split]] = {}
     n = 0
     for rows in _pieces(chunks):
         cols = columns(rows)
         for name, values in cols.items():
-            part = Split(values)
+            try:
+                part = Split(values)
+            except _NotAFeatureValue as exc:
+                if not lenient:
+                    raise StateError(
+                        f"a stored sample's input feature {name!r} holds {exc}, which no "
+                        f"feature may hold (a number, a string, a boolean or null); {SKIP_INVALID}"
+                    ) from None
+                part = Split([v if type(v) in _FEATURE_TYPES else None for v in values])
             have = parts.get(name)
             if have is None:
                 part.missing += n  # the samples before lacked it
@@ -199,6 +218,9 @@ class Split:
         import numpy as np
 
         types = set(map(type, values))
+        if not types <= _FEATURE_TYPES:
+            odd = sorted(t.__name__ for t in types - _FEATURE_TYPES)
+            raise _NotAFeatureValue("a " + " and a ".join(odd))
         self.others: Counter[tuple[str, str]] = Counter()
         if types <= _NUMERIC_OR_NONE:  # the common case, converted in C (None is NaN)
             x = np.array(values, dtype=np.float64)
@@ -258,6 +280,11 @@ class Split:
 
 
 _NUMERIC_OR_NONE = {int, float, type(None)}
+_FEATURE_TYPES = _NUMERIC_OR_NONE | {str, bool}
+
+
+class _NotAFeatureValue(TypeError):
+    """A value of a type no validated sample holds (its types named)."""
 
 
 def _profile_feature(split: Split, n: int) -> dict[str, Any]:

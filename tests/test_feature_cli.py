@@ -112,6 +112,33 @@ def test_a_hand_edited_features_object_far_into_the_window_is_named_by_its_line(
     assert doc["features"]["amount"]["n_window"] == n - 51
 
 
+@pytest.mark.parametrize("kind", ["production", "reference"])
+def test_a_hand_edited_feature_value_no_sample_holds_is_one_error_or_missing(
+    cli: Cli, project: Project, tmp_path: Path, kind: str
+) -> None:
+    """A list or an object as a feature's value in a stored log (batches refuse them): one
+    error naming the feature and changing nothing, or with --skip-invalid a missing value."""
+    drifted(cli, tmp_path)
+    log = project.root / "logs" / "drift" / "gnn" / "v1.0.0" / f"{kind}.jsonl"
+    lines = log.read_bytes().split(b"\n")
+    lines[10] = lines[10].replace(b'"channel":"app"', b'"channel":["app"]').replace(
+        b'"channel":"web"', b'"channel":{"web":1}'
+    )
+    assert b'"channel":[' in lines[10] or b'"channel":{' in lines[10]
+    log.write_bytes(b"\n".join(lines))
+    (log.parent / f"{log.stem}.profile.json").unlink(missing_ok=True)  # profiled again
+    for command in ("check", "report"):
+        before = snapshot(project.root)
+        run = cli("drift", command, "gnn", "v1.0.0")
+        assert_one_error_line(run, "input feature 'channel' holds a", "--skip-invalid")
+        assert snapshot(project.root) == before
+    doc: dict[str, Any] = cli("drift", "check", "gnn", "v1.0.0", "--skip-invalid", "--json").json()
+    quality = doc["features"]["channel"]["quality"]
+    key = "missing_share" if kind == "production" else "missing_share_reference"
+    assert quality[key] == 1 / 1000  # the one edited value, counted missing
+    assert doc["n_window"] == 1000
+
+
 def test_export_has_capped_feature_series_and_the_drifted_share(
     cli: Cli, project: Project, tmp_path: Path
 ) -> None:
