@@ -119,7 +119,7 @@ def test_a_reference_set_is_not_reported_failed_when_only_its_profile_fails(
     result as it is (a retry would find the batch already recorded), and the next read says."""
     from mlops_cli import feature_drift
 
-    def broken(*_: Any) -> Any:
+    def broken(*_: Any, **__: Any) -> Any:
         raise ValueError("profile failed")
 
     monkeypatch.setattr(feature_drift, "profile_chunks", broken)
