@@ -51,6 +51,14 @@ def children(monkeypatch: pytest.MonkeyPatch) -> list[forked.Child]:
     return made
 
 
+def forbid_forks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """may_fork answers False until the returned flag is set to True."""
+    allowed = [False]
+    real = forked.may_fork
+    monkeypatch.setattr(forked, "may_fork", lambda: allowed[0] and real())
+    return allowed
+
+
 def write(tmp_path: Path, rows: list[bytes]) -> tuple[Path, int]:
     log = tmp_path / "production.jsonl"
     log.write_bytes(b"".join(rows))
@@ -110,9 +118,7 @@ def test_a_check_from_a_window_read_in_two_processes_gives_the_same_figures(
         detector.add_production_sample(float(p), float(c))
     project.set_setting("drift.window_size", "20000")
     project.set_setting("drift.reference_size", "2000")
-    allowed = [False]
-    real = forked.may_fork
-    monkeypatch.setattr(forked, "may_fork", lambda: allowed[0] and real())
+    allowed = forbid_forks(monkeypatch)
     alone = dict(project.drift_detector("gnn", "1.0.0").check())
     assert not children
     allowed[0] = True
@@ -213,9 +219,7 @@ def test_a_feature_check_from_a_window_folded_in_two_processes_gives_the_same_fi
         detector.add_production_sample(float(rng.normal()), 0.9, features=f)
     project.set_setting("drift.window_size", "6000")
     project.set_setting("drift.reference_size", "3000")
-    allowed = [False]
-    real = forked.may_fork
-    monkeypatch.setattr(forked, "may_fork", lambda: allowed[0] and real())
+    allowed = forbid_forks(monkeypatch)
     alone = dict(project.drift_detector("gnn", "1.0.0").check())
     histograms = project.drift_detector("gnn", "1.0.0").feature_histograms()
     assert not children
