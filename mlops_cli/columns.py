@@ -5,7 +5,7 @@ A block of whole lines in the shape the writers produce, `{"ts":"...","predictio
 have that shape with a few passes of numpy and bytes methods, and its numbers are parsed by
 orjson as one array. Two tiers: `writer_columns` takes lines exactly as the writers space them
 (compact, or json.dumps' spacing) from the positions of newlines and commas alone;
-`_general_columns` any spacing, from a running parity of quotes (slower: a pass that does not
+`general_columns` any spacing, from a running parity of quotes (slower: a pass that does not
 vectorise). Any other block (escapes, other keys, control characters, non-ASCII bytes, values
 that are not numbers) returns None, and the caller parses it line by line, which names the bad
 line. All ways give the same numbers: a block is taken here only if each of its lines is JSON
@@ -31,10 +31,10 @@ def sample_columns(data: bytes) -> tuple[Any, Any] | None:
     """(predictions, confidences) of a block of whole sample lines, or None when the block is
     not all in the writers' shape."""
     found = writer_columns(data)
-    return found if found is not None else _general_columns(data)
+    return found if found is not None else general_columns(data)
 
 
-def _general_columns(data: bytes) -> tuple[Any, Any] | None:
+def general_columns(data: bytes) -> tuple[Any, Any] | None:
     """sample_columns for any spacing: every string found by a running parity of quotes."""
     import numpy as np
 

@@ -154,14 +154,20 @@ def _spread_pvalue(ref_sorted: Any, win_sorted: Any, merged: Any = None) -> floa
     centre = _median(merged)
     dev_r, dev_p = _sorted_deviations(ref_sorted, centre), _sorted_deviations(win_sorted, centre)
     n1, n2 = len(dev_r), len(dev_p)
-    below = np.searchsorted(dev_p, dev_r, side="left").sum()
-    not_above = np.searchsorted(dev_p, dev_r, side="right").sum()
-    u = (float(below) + float(not_above)) / 2  # pairs where the reference's is larger
     total = n1 + n2
-    pooled = np.sort(np.concatenate((dev_r, dev_p)), kind="stable")  # two runs
-    starts = np.flatnonzero(np.concatenate(([True], pooled[1:] != pooled[:-1], [True])))
-    runs = np.diff(starts).astype(np.float64)
-    ties = float(np.sum(runs**3 - runs))
+    pooled = np.concatenate((dev_r, dev_p))
+    pooled.sort(kind="stable")  # two sorted runs: merged in one pass
+    distinct = pooled[1:] != pooled[:-1]
+    # U counts the pairs where the reference's deviation is the larger, a tie as half
+    below = float(np.searchsorted(dev_p, dev_r, side="left").sum())
+    if distinct.all():  # no tie anywhere
+        u, ties = below, 0.0
+    else:
+        not_above = float(np.searchsorted(dev_p, dev_r, side="right").sum())
+        u = (below + not_above) / 2
+        starts = np.flatnonzero(np.concatenate(([True], distinct, [True])))
+        runs = np.diff(starts).astype(np.float64)
+        ties = float(np.sum(runs**3 - runs))
     variance = n1 * n2 / 12.0 * ((total + 1) - ties / (total * (total - 1)))
     if variance <= 0:
         return 1.0
@@ -174,9 +180,11 @@ def _sorted_deviations(sorted_values: Any, centre: float) -> Any:
     import numpy as np
 
     cut = int(np.searchsorted(sorted_values, centre, side="left"))
-    below = centre - sorted_values[:cut][::-1]
-    above = sorted_values[cut:] - centre
-    return np.sort(np.concatenate((below, above)), kind="stable")
+    out = np.empty(len(sorted_values))
+    np.subtract(centre, sorted_values[:cut][::-1], out=out[:cut])
+    np.subtract(sorted_values[cut:], centre, out=out[cut:])
+    out.sort(kind="stable")
+    return out
 
 
 def _median(sorted_values: Any) -> float:
@@ -659,9 +667,8 @@ class DriftDetector:
         the version's source as Arrow columns, the last by `ts` with ties by `seq`."""
         found = self.source()
         if found is None:
-            return (
-                self.store.samples(self.reference, first=first, skip_invalid=skip_invalid),
-                self.store.samples(self.production, last=last, skip_invalid=skip_invalid),
+            return self.store.reference_and_window(
+                self.reference, first, self.production, last, skip_invalid
             )
         ref_cols, win_cols = sources.drift_samples(
             found, first if found.reference is not None else None, last

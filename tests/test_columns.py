@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlops_cli import ModelVersion, Project
-from mlops_cli.columns import _general_columns, sample_columns, writer_columns
+from mlops_cli.columns import general_columns, sample_columns, writer_columns
 from mlops_cli.errors import StateError
 from mlops_cli.store.files import read_columns
 
@@ -28,7 +28,7 @@ numbers = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.sampled_from([0.0, -0.0, 1e-7, 2**63 - 1, -(2**63), 1.5e300, 5e-324]),
 )
-TIERS = [sample_columns, writer_columns, _general_columns]
+TIERS = [sample_columns, writer_columns, general_columns]
 
 
 def line(prediction: Any, confidence: Any, style: int, ts: str = TS) -> bytes:

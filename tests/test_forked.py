@@ -129,6 +129,78 @@ def test_a_check_from_a_window_read_in_two_processes_gives_the_same_figures(
     assert split == alone and alone["n_window"] == 20_000
 
 
+def test_a_small_reference_is_read_while_the_windows_child_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, children: list[forked.Child]
+) -> None:
+    from mlops_cli import Project
+
+    store = Project.init(tmp_path / "p").store
+    reference, production = "drift/gnn/1.0.0/reference", "drift/gnn/1.0.0/production"
+    rng = np.random.default_rng(8)
+    ref_rows = [line(float(p), 0.5) for p in rng.normal(0, 1, 500)]  # 35 KB: read whole
+    win_rows = [line(float(p), 0.7) for p in rng.normal(0.3, 1, 20_000)]
+    for stream, rows in ((reference, ref_rows), (production, win_rows)):
+        store.path(stream).parent.mkdir(parents=True, exist_ok=True)
+        store.path(stream).write_bytes(b"".join(rows))
+    allowed = forbid_forks(monkeypatch)
+    alone = (store.samples(reference, first=400), store.samples(production, last=15_000))
+    allowed[0] = True
+    order: list[str] = []
+    real_span = files._read_span
+    monkeypatch.setattr(
+        files, "_read_span", lambda path, *a: order.append(path.stem) or real_span(path, *a)
+    )
+    real_child = forked.Child
+
+    def noted(work: Any) -> forked.Child:
+        order.append("child")
+        return real_child(work)
+
+    monkeypatch.setattr(forked, "Child", noted)
+    ref, win = store.reference_and_window(reference, 400, production, 15_000)
+    assert order == ["child", "reference", "production"]
+    for got, want in ((ref, alone[0]), (win, alone[1])):
+        assert got.prediction.tobytes() == want.prediction.tobytes()
+        assert got.confidence.tobytes() == want.confidence.tobytes()
+    assert win.sorted_prediction is not None
+    assert win.sorted_prediction.tobytes() == np.sort(alone[1].prediction).tobytes()
+
+
+def test_a_bad_reference_line_is_named_and_the_windows_child_stopped(
+    tmp_path: Path, children: list[forked.Child]
+) -> None:
+    from mlops_cli import Project
+
+    store = Project.init(tmp_path / "p").store
+    reference, production = "drift/gnn/1.0.0/reference", "drift/gnn/1.0.0/production"
+    ref_rows = [line(0.1, 0.5)] * 300
+    ref_rows[7] = b'{"ts":"x","prediction":"high","confidence":0.5}\n'
+    for stream, rows in ((reference, ref_rows), (production, [line(0.2, 0.5)] * 20_000)):
+        store.path(stream).parent.mkdir(parents=True, exist_ok=True)
+        store.path(stream).write_bytes(b"".join(rows))
+    with pytest.raises(StateError, match="line 8 is not a valid sample"):
+        store.reference_and_window(reference, 300, production, 20_000)
+    assert len(children) == 1 and children[0].pid == 0  # made for the window, and reaped
+
+
+def test_the_child_takes_more_of_the_window_by_what_is_read_beside_it(
+    tmp_path: Path, children: list[forked.Child]
+) -> None:
+    """This process's share, PARENT_SHARE of the span, falls by the bytes it reads beside
+    the child times the child's share, down to the child's own share at the least."""
+    log, size = write(tmp_path, [b"%099d\n" % i for i in range(1000)])  # 100-byte lines
+    assert files.PARENT_SHARE == 0.56
+
+    def mid(before: int) -> int | None:
+        reading = files._WindowRead(log, 0, size, 1 << 40, False, before)
+        reading.cancel()
+        return reading.mid
+
+    # 0.56 of 100,000; 0.56 - 10,000 * 0.44 / 100,000 = 0.516; at least 0.44
+    assert [mid(0), mid(10_000), mid(30_000), mid(10**6)] == [56_000, 51_600, 44_000, 44_000]
+    assert [mid(27_000), mid(28_000)] == [44_200, 44_000]  # 0.4412 -> line 443; 0.4368 < 0.44
+
+
 def test_a_child_that_fails_or_dies_leaves_the_work_to_the_parent() -> None:
     big = bytes(range(256)) * 4096  # more than a pipe holds: the parent reads as it comes
     assert forked.Child(lambda: big).result() == big

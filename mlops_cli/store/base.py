@@ -394,6 +394,13 @@ class Store(Protocol):
         that does not grow with the stream's history; empty arrays for a stream never
         written. Raises and skips as `summary`."""
 
+    def reference_and_window(
+        self, reference: str, first: int, production: str, last: int, skip_invalid: bool = False
+    ) -> tuple[Samples, Samples]:
+        """`samples` of both: the first `first` of `reference` and the last `last` of
+        `production`, raising as those calls would in that order (a store may read the two
+        at once)."""
+
     def feature_chunks(
         self,
         stream: str,

@@ -950,6 +950,37 @@ class FileStore:
         pred, conf, skipped, ordered = read_window(path, start, end, limit, skip_invalid)
         return Samples(pred, conf, skipped, torn, ordered)
 
+    def reference_and_window(
+        self, reference: str, first: int, production: str, last: int, skip_invalid: bool = False
+    ) -> tuple[Samples, Samples]:
+        # The window's child starts first and the reference is read beside it, when the
+        # reference is read whole here (a large one is split itself).
+        ref_path, win_path = self.path(reference), self.path(production)
+        ref_start, ref_end, _torn, ref_limit = _window(ref_path, None, first)
+        if ref_end is not None:
+            return (
+                self.samples(reference, first=first, skip_invalid=skip_invalid),
+                self.samples(production, last=last, skip_invalid=skip_invalid),
+            )
+        start, end, torn, limit = _window(win_path, last, None)
+        try:
+            before = os.stat(ref_path).st_size  # under SPLIT_BYTES, or it would be split
+        except FileNotFoundError:
+            before = 0
+        window = _WindowRead(win_path, start, end, limit, skip_invalid, before)
+        try:
+            ref_pred, ref_conf, ref_skipped, ref_sorted = read_window(
+                ref_path, ref_start, ref_end, ref_limit, skip_invalid
+            )
+        except BaseException:
+            window.cancel()
+            raise
+        pred, conf, skipped, ordered = window.finish()
+        return (
+            Samples(ref_pred, ref_conf, ref_skipped, 0, ref_sorted),
+            Samples(pred, conf, skipped, torn, ordered),
+        )
+
     def feature_chunks(
         self,
         stream: str,
@@ -1344,43 +1375,73 @@ def read_window(
     A span of SPLIT_BYTES or more is read in two parts, the later one by a forked child where
     one may be made (forked.py), each part's predictions sorted where it was read and the two
     merged here: the arrays, and any error, are the same as when this process reads it all."""
-    import numpy as np
+    return _WindowRead(path, start, stop, limit, skip_invalid).finish()
 
-    child, mid = None, stop
-    if stop is not None and stop - start >= SPLIT_BYTES and forked.may_fork():
-        second = _line_start(path, start + int((stop - start) * PARENT_SHARE), stop)
-        if second < stop:
-            child, mid = forked.Child(lambda: _packed_columns(path, second, stop)), second
-    try:
-        pred, conf, skipped = _read_span(path, start, mid, limit, skip_invalid)
-        if child is None or len(pred) >= limit:
-            return pred, conf, skipped, None
-        mine = np.sort(pred)  # while the child finishes
-        packed = child.result()
-        if packed is None:  # a block the child left to the line-by-line parse: read here
-            more_pred, more_conf, more_skipped = _read_span(
-                path, second, stop, limit - len(pred), skip_invalid
+
+class _WindowRead:
+    """read_window begun: the child for the span's later part (if any) starts at once, so
+    that this process may read something else (`before` bytes of it) until `finish`; its own
+    part is then the smaller, to end about when the child does."""
+
+    def __init__(
+        self,
+        path: Path,
+        start: int,
+        stop: int | None,
+        limit: int,
+        skip_invalid: bool,
+        before: int = 0,
+    ) -> None:
+        self.path, self.start, self.limit, self.skip_invalid = path, start, limit, skip_invalid
+        self.stop = self.mid = stop
+        self.child: forked.Child | None = None
+        if stop is not None and stop - start >= SPLIT_BYTES and forked.may_fork():
+            span = stop - start
+            share = max(PARENT_SHARE - before * (1 - PARENT_SHARE) / span, 1 - PARENT_SHARE)
+            mid = _line_start(path, start + int(span * share), stop)
+            if mid < stop:
+                self.child = forked.Child(lambda: _packed_columns(path, mid, stop))
+                self.mid = mid
+
+    def finish(self) -> tuple[Any, Any, int, Any]:
+        """The arrays of read_window (the child stopped whatever happens)."""
+        import numpy as np
+
+        child, limit, skip_invalid = self.child, self.limit, self.skip_invalid
+        try:
+            pred, conf, skipped = _read_span(self.path, self.start, self.mid, limit, skip_invalid)
+            if child is None or len(pred) >= limit:
+                return pred, conf, skipped, None
+            mine = np.sort(pred)  # while the child finishes
+            packed = child.result()
+            if packed is None:  # a block the child left to the line-by-line parse: read here
+                assert self.mid is not None
+                more_pred, more_conf, more_skipped = _read_span(
+                    self.path, self.mid, self.stop, limit - len(pred), skip_invalid
+                )
+                theirs = None
+            else:
+                values = np.frombuffer(packed, np.float64)
+                third = len(values) // 3
+                more_pred, more_conf = values[:third], values[third : 2 * third]
+                theirs, more_skipped = values[2 * third :], 0
+            take = limit - len(pred)
+            whole = None
+            if theirs is not None and take >= len(more_pred):
+                # two sorted runs: the stable sort finds and merges them in one pass
+                whole = np.sort(np.concatenate((mine, theirs)), kind="stable")
+            return (
+                np.concatenate((pred, more_pred[:take])),
+                np.concatenate((conf, more_conf[:take])),
+                skipped + more_skipped,
+                whole,
             )
-            theirs = None
-        else:
-            values = np.frombuffer(packed, np.float64)
-            third = len(values) // 3
-            more_pred, more_conf = values[:third], values[third : 2 * third]
-            theirs, more_skipped = values[2 * third :], 0
-        take = limit - len(pred)
-        whole = None
-        if theirs is not None and take >= len(more_pred):
-            # two sorted runs: the stable sort finds and merges them in one pass
-            whole = np.sort(np.concatenate((mine, theirs)), kind="stable")
-        return (
-            np.concatenate((pred, more_pred[:take])),
-            np.concatenate((conf, more_conf[:take])),
-            skipped + more_skipped,
-            whole,
-        )
-    finally:
-        if child is not None:
-            child.cancel()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.child is not None:
+            self.child.cancel()
 
 
 PARENT_SHARE = 0.56
@@ -1467,11 +1528,13 @@ def _line_start(path: Path, pos: int, stop: int) -> int:
 def _block_columns(data: bytes) -> tuple[Any, Any] | None:
     """A block's arrays by sample_columns, or None when it leaves the block to the line-by-line
     parse or a value lies out of bounds (which that parse names)."""
-    from ..columns import sample_columns
+    from ..columns import general_columns, sample_columns, writer_columns
     from ..features import without_features
 
-    stripped = without_features(data)  # samples with input features: outputs read without them
-    found = sample_columns(data if stripped is None else stripped)
+    found = writer_columns(data)  # the writers' lines: first, as most blocks are theirs
+    if found is None:
+        stripped = without_features(data)  # samples with input features: outputs without them
+        found = general_columns(data) if stripped is None else sample_columns(stripped)
     return found if found is not None and _in_bounds(*found) else None
 
 

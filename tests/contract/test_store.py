@@ -198,6 +198,13 @@ def test_windows_are_the_last_and_first_samples(store: Store) -> None:
     first = store.samples(stream, first=10)
     assert np.array_equal(first.prediction, values[:10, 0])
     assert len(store.samples(stream, last=10**6)) == 3000
+    reference = drift_stream("gnn", "1.0.0", "reference")
+    ref_data, ref_values = samples_jsonl(50, seed=16)
+    store.append_batch(reference, ref_data, validate_sample, None)
+    ref, win = store.reference_and_window(reference, 20, stream, 1000)
+    assert np.array_equal(ref.prediction, ref_values[:20, 0])
+    assert np.array_equal(win.prediction, values[-1000:, 0])
+    assert np.array_equal(win.confidence, values[-1000:, 1])
 
 
 def test_a_capped_batch_is_refused_whole(store: Store) -> None:

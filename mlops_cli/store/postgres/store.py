@@ -798,6 +798,11 @@ class PostgresStore:
             with self.conn.transaction():
                 yield
 
+    def reference_and_window(
+        self, reference: str, first: int, production: str, last: int, skip_invalid: bool = False
+    ) -> tuple[Samples, Samples]:
+        return self.samples(reference, first=first), self.samples(production, last=last)
+
     def samples(
         self,
         stream: str,
