@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import sources
 from .batch import CapError, Source
 from .errors import (
     SKIP_INVALID,
@@ -32,7 +31,6 @@ from .errors import (
     StateError,
     ValidationError,
 )
-from .hooks import run_hook as run_bounded_hook
 from .limits import SIZE_MAX, require_all_finite
 from .records import plain_number, plain_sample, validate_sample
 from .results import MappingResult
@@ -42,6 +40,8 @@ from .timeutil import format_ts, stamp_now
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from . import sources
 
 LEVELS = tuple(level.value for level in Level)
 INSUFFICIENT = "insufficient_data"
@@ -514,8 +514,10 @@ class DriftDetector:
             rec = self.store.read().version(self.model_type, self.model_version)
         if rec.drift_source is None:
             return None
+        from .sources.spec import Source as SourceSpec
+
         where = f"the drift source of {self.model_type} {self.model_version}"
-        return sources.Source.from_doc(rec.drift_source, where)
+        return SourceSpec.from_doc(rec.drift_source, where)
 
     def _refuse_if_sourced(self) -> None:
         found = self.source()
@@ -531,7 +533,9 @@ class DriftDetector:
         declares a `reference` filter) from a source; None reads the project's samples
         again. The source is checked first (columns and types); audited as `drift_source`."""
         if source is not None:
-            sources.check_drift(source)
+            from .sources import check_drift
+
+            check_drift(source)
         with self.store.transaction() as txn:
             rec = txn.state.version(self.model_type, self.model_version)
             doc = source.to_doc() if source is not None else None
@@ -670,7 +674,9 @@ class DriftDetector:
             return self.store.reference_and_window(
                 self.reference, first, self.production, last, skip_invalid
             )
-        ref_cols, win_cols = sources.drift_samples(
+        from .sources import drift_samples
+
+        ref_cols, win_cols = drift_samples(
             found, first if found.reference is not None else None, last
         )
         win = Samples(win_cols["prediction"], win_cols["confidence"])
@@ -1042,6 +1048,8 @@ def gate(reports: Iterable[DriftReport], fail_on: Level | None) -> None:
 def call_hook(command: str, env: dict[str, str], timeout_s: float, location: str) -> HookOutcome:
     """Run one hook and say what it did (the one place that calls the hook runner: one overall
     deadline whatever its children do, the output's tail decoded with replacement)."""
+    from .hooks import run_hook as run_bounded_hook
+
     cwd = Path(location) if os.path.isdir(location) else None
     ran = run_bounded_hook(command, env, timeout_s, cwd=cwd)
     return HookOutcome(

@@ -110,3 +110,5 @@ def test_drift_commands_do_not_load_the_ab_tests(project: Path) -> None:
     assert "mlops_cli.cli.drift_cmds" in done.stderr  # the log is read right
     loaded = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert {"mlops_cli.cli.ab_cmds", "mlops_cli.ab_testing"} & loaded == set()
+    # nor, for a version whose samples are in the project, the sources or the hook runner
+    assert {"mlops_cli.sources", "mlops_cli.hooks"} & loaded == set()
