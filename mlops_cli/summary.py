@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import jsonl, safefs
 from .errors import SKIP_INVALID, MlopsError, StateError
+from .limits import CONFIDENCE, INFERENCE_TIME_MS
 from .moments import Moments
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def summarize(
                     else:
                         raise StateError(
                             f"{log}: line {chunk.line_of(i)} is not a valid record (a field is "
-                            f"missing or of the wrong type); {SKIP_INVALID}"
+                            f"missing, of the wrong type or out of bounds); {SKIP_INVALID}"
                         ) from None
                 counts = fold(summary.arms, good, key_field, keys)
             if summary.users is not None and key_field is not None:
@@ -173,14 +174,26 @@ def _later(record: dict[str, Any], until: str) -> bool:
         return False
 
 
+_CONF_LOW, _CONF_HIGH = CONFIDENCE.low, CONFIDENCE.high
+_MS_LOW, _MS_HIGH = INFERENCE_TIME_MS.low, INFERENCE_TIME_MS.high
+_USER_ID_TYPES = {str, int, type(None)}  # None: anonymous (as no user_id at all)
+
+
 def _is_request(
     record: dict[str, Any], key_field: str | None, keys: tuple[str, ...] | None
 ) -> bool:
+    """Whether a stored record is a request as the writers validate one: its numbers within
+    their bounds (limits.py), its error a boolean, its user_id (if any) a string or a whole
+    number, and its key one of `keys`."""
     number = (int, float)
+    conf, ms = record.get("confidence"), record.get("inference_time_ms")
     return (
-        type(record.get("confidence")) in number
-        and type(record.get("inference_time_ms")) in number
+        type(conf) in number
+        and _CONF_LOW <= conf <= _CONF_HIGH
+        and type(ms) in number
+        and _MS_LOW <= ms <= _MS_HIGH
         and type(record.get("error", False)) is bool
+        and type(record.get("user_id")) in _USER_ID_TYPES
         and (
             key_field is None
             or (keys is None and key_field in record)
@@ -212,6 +225,8 @@ def fold(
                 group.append(r)
         if keys is not None and not groups.keys() <= set(keys):
             raise ValueError(f"{key_field} outside {keys}")
+    if not {type(r.get("user_id")) for r in records} <= _USER_ID_TYPES:
+        raise TypeError("user_id must be a string or a whole number")
     sums = []
     for key, rows in groups.items():
         conf = [r["confidence"] for r in rows]
@@ -219,6 +234,11 @@ def fold(
         errors = [r.get("error", False) for r in rows]
         if not all(type(e) is bool for e in errors):
             raise TypeError("error must be true or false")
+        if not (
+            min(conf) >= _CONF_LOW and max(conf) <= _CONF_HIGH
+            and min(ms) >= _MS_LOW and max(ms) <= _MS_HIGH
+        ):
+            raise ValueError("a value out of its bounds")
         sums.append(
             (
                 key,

@@ -20,6 +20,7 @@ from mlops_cli import (
     ValidationError,
 )
 from mlops_cli.ab_testing import decide
+from mlops_cli.errors import StateError
 from mlops_cli.summary import Moments, summarize
 from tests.conftest import START, Clock
 
@@ -240,6 +241,47 @@ def test_evaluation_reads_only_new_lines(
 
 def test_summary_of_an_empty_or_missing_log_is_zero(tmp_path: Path) -> None:
     assert summarize(tmp_path / "none.jsonl", "variant").arm("control").n == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kept"),
+    [
+        ("confidence", 0.0, True),
+        ("confidence", 1.0, True),
+        ("confidence", -1e-12, False),
+        ("confidence", 1.0 + 2**-52, False),
+        ("inference_time_ms", 0, True),
+        ("inference_time_ms", 1e7, True),
+        ("inference_time_ms", -1e-9, False),
+        ("inference_time_ms", 1e7 * (1 + 2**-52), False),
+        ("user_id", "u1", True),
+        ("user_id", 7, True),
+        ("user_id", None, True),
+        ("user_id", True, False),
+        ("user_id", [1], False),
+        ("user_id", {"id": 1}, False),
+    ],
+)
+def test_a_stored_request_is_read_within_the_writers_bounds(
+    tmp_path: Path, field: str, value: object, kept: bool
+) -> None:
+    """The limits the writers check (confidence [0, 1], latency [0, 1e7] ms, user_id a string
+    or a whole number), at their edges: a hand-edited line beyond them is named, never
+    counted (both the per-block sums and the line-by-line reading)."""
+    good = {"ts": "2026-12-06T00:00:00.000000Z", "variant": "control",
+            "inference_time_ms": 5.0, "confidence": 0.5, "error": False, "user_id": "u0"}
+    odd = {**good, field: value}
+    log = tmp_path / "t.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (good, odd, good)))
+    keys = ("control", "treatment")
+    if kept:
+        found = summarize(log, "variant", keys=keys, per_user=True)
+        assert found.arm("control").n == 3
+    else:
+        with pytest.raises(StateError, match="line 2 is not a valid record"):
+            summarize(log, "variant", keys=keys, per_user=True)
+        found = summarize(log, "variant", skip_invalid=True, keys=keys, per_user=True)
+        assert found.arm("control").n == 2 and found.skipped == [2]
 
 
 def test_assignment_share_is_within_one_point(gnn: Project) -> None:

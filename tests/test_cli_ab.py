@@ -476,6 +476,13 @@ def test_bad_batch_line_records_nothing(
         (b"not json", ["line 6", "not a JSON object"]),
         (b'{"variant": "control", "inference_time_ms": 5}', ["line 6", "not a valid record"]),
         (b'{"variant": "b", "inference_time_ms": 5, "confidence": 0.5}', ["line 6", "not a valid"]),
+        # hand edits the writers refuse: a user id that is a list, values out of bounds
+        (
+            b'{"variant": "control", "inference_time_ms": 5, "confidence": 0.5, "user_id": [1]}',
+            ["line 6", "not a valid record"],
+        ),
+        (b'{"variant": "control", "inference_time_ms": 5, "confidence": 1.5}', ["line 6", "bounds"]),
+        (b'{"variant": "control", "inference_time_ms": -1, "confidence": 0.5}', ["line 6", "bounds"]),
     ],
 )
 def test_malformed_log_line_is_named_or_skipped_and_counted(
