@@ -1005,7 +1005,7 @@ class ABTestManager:
         totals = summary.users
         if totals is None or totals.unit != "user":
             raise ValidationError(
-                f"the records of A/B test {test_name} carry no user_id (or not all of them): "
+                f"not every record of A/B test {test_name} carries a user_id: "
                 f"a plan needs per-user variance; {GIVE_NUMBERS} instead",
                 cli=PLAN_FLAGS,
             )

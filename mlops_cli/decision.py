@@ -67,9 +67,9 @@ MIN_USERS_PER_ARM = 8
 MIN_REQUESTS_PER_ARM = 2
 METRICS = ("errors", "confidence", "inference_time_ms")
 SRM_UNTESTABLE = (
-    "split not tested: the records carry no user_id, and requests are not the unit of "
+    "split not tested: not every record carries a user_id, and requests are not the unit of "
     "assignment (one user's requests all go to one arm), so a request-count test would raise "
-    "false alarms; record user_id to test it"
+    "false alarms; record user_id with every request to test it"
 )
 
 

@@ -313,7 +313,7 @@ class Strata:
             "judged": testable and bool(judged),
             "unit": self.unit,
             "testable": testable,
-            "note": None if testable else "split not tested: the records carry no user_id",
+            "note": None if testable else "split not tested: not every record carries a user_id",
             "threshold": threshold,
             "min_per_arm": SRM_MIN_PER_ARM,
             "steps": per_step,

@@ -269,7 +269,7 @@ def test_cli_plan_without_user_ids_says_why(cli: Cli, project: Project) -> None:
 def test_cli_plan_from_a_test_without_user_ids(cli: Cli, tmp_path: Path) -> None:
     past_test(tmp_path / "p", user_ids=False)
     run = cli("ab", "plan", "--effect", "0.05", "--from-test", "old", root=tmp_path / "p")
-    assert_one_error_line(run, "carry no user_id")
+    assert_one_error_line(run, "carries a user_id")
 
 
 @pytest.mark.parametrize(
