@@ -465,7 +465,7 @@ def test_bad_batch_line_records_nothing(
     f.write_text("\n".join(lines) + "\n")
     before = snapshot(project.root)
     assert_one_error_line(
-        started("ab", "record", "t1", "--file", str(f)), "nothing recorded", *words
+        started("ab", "record", "t1", "--file", str(f)), f"{f}: ", "nothing recorded", *words
     )
     assert snapshot(project.root) == before
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-from ..batch import file_id
+from ..batch import BatchError, file_id
 from ..errors import ValidationError
 from ..store.base import BatchResult
 from .common import console, progress_wanted, say
@@ -51,7 +51,10 @@ def read_input(
                 batch_id = file_id(file)
         except OSError as exc:
             raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
-        yield stream, batch_id, size
+        try:
+            yield stream, batch_id, size
+        except BatchError as exc:  # its lines are numbered: say in which file
+            raise BatchError(f"{file}: {exc}", cli=exc.cli, field=exc.field) from None
 
 
 def say_skipped(result: BatchResult) -> None:

@@ -65,14 +65,15 @@ def test_a_batch_with_a_huge_line_is_refused_in_bounded_memory(tmp_path: Path) -
         f.write(long_request(LINE_MB))
         f.write(requests_jsonl(3, seed=3))
     before = snapshot(project.root)
-    for args, stdin in (
-        (["ab", "record", "t", "--file", str(source)], None),
-        (["ab", "record", "t", "--file", "-", "--batch-id", "b1"], source),
+    for args, stdin, named in (
+        (["ab", "record", "t", "--file", str(source)], None, f"{source}: "),  # the file named
+        (["ab", "record", "t", "--file", "-", "--batch-id", "b1"], source, ""),
     ):
         run = measured(project.root, *args, stdin=stdin)
         assert run["code"] == 1, run
         assert str(run["err"]).splitlines() == [
-            "error: 1 bad line(s), nothing recorded: line 4: longer than 1 MiB (1,048,576 bytes)"
+            f"error: {named}1 bad line(s), nothing recorded: line 4: longer than 1 MiB "
+            "(1,048,576 bytes)"
         ]
         assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
         assert snapshot(project.root) == before
@@ -92,14 +93,15 @@ def test_a_batch_with_a_huge_line_is_refused_in_bounded_memory_on_postgresql(
         f.write(requests_jsonl(3, seed=2))
         f.write(long_request(LINE_MB))
         f.write(requests_jsonl(3, seed=3))
-    for args, stdin in (
-        (["ab", "record", "t", "--file", str(source)], None),
-        (["ab", "record", "t", "--file", "-", "--batch-id", "b1"], source),
+    for args, stdin, named in (
+        (["ab", "record", "t", "--file", str(source)], None, f"{source}: "),  # the file named
+        (["ab", "record", "t", "--file", "-", "--batch-id", "b1"], source, ""),
     ):
         run = measured(pg_url, *args, stdin=stdin)
         assert run["code"] == 1, run
         assert str(run["err"]).splitlines() == [
-            "error: 1 bad line(s), nothing recorded: line 4: longer than 1 MiB (1,048,576 bytes)"
+            f"error: {named}1 bad line(s), nothing recorded: line 4: longer than 1 MiB "
+            "(1,048,576 bytes)"
         ]
         assert float(run["rss_mb"]) < RSS_MAX_MB, run["rss_mb"]  # type: ignore[arg-type]
     assert project.store.count("ab/t") == 50
