@@ -186,7 +186,8 @@ def _is_request(
     their bounds (limits.py), its error a boolean, its user_id (if any) a string or a whole
     number, and its key one of `keys`."""
     number = (int, float)
-    conf, ms = record.get("confidence"), record.get("inference_time_ms")
+    conf: Any = record.get("confidence")
+    ms: Any = record.get("inference_time_ms")
     return (
         type(conf) in number
         and _CONF_LOW <= conf <= _CONF_HIGH
