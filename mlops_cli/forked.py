@@ -33,7 +33,7 @@ def may_fork() -> bool:
 class Child:
     """A forked child running one function; `result()` is its bytes, or None."""
 
-    def __init__(self, work: Callable[[], bytes]) -> None:
+    def __init__(self, work: Callable[[], bytes | memoryview]) -> None:
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code

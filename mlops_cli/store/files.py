@@ -1486,7 +1486,7 @@ def _read_span(
     return pred[:n], conf[:n], skipped
 
 
-def _packed_columns(path: Path, start: int, stop: int) -> bytes:
+def _packed_columns(path: Path, start: int, stop: int) -> memoryview:
     """The span's predictions, confidences and sorted predictions as float64 bytes (a forked
     child's work); raises at a block that only the line-by-line parse takes (the parent then
     reads it)."""
@@ -1501,10 +1501,14 @@ def _packed_columns(path: Path, start: int, stop: int) -> bytes:
             raise ValueError("a block for the line-by-line parse")
         preds.append(found[0])
         confs.append(found[1])
-    pred = np.concatenate(preds) if preds else np.empty(0)
-    conf = np.concatenate(confs) if confs else np.empty(0)
-    pred, conf = pred.astype(np.float64), conf.astype(np.float64)
-    return pred.tobytes() + conf.tobytes() + np.sort(pred).tobytes()
+    n = sum(len(p) for p in preds)
+    out = np.empty(3 * n, np.float64)  # filled in place: no copy of the whole made twice
+    if n:
+        np.concatenate(preds, out=out[:n])
+        np.concatenate(confs, out=out[n : 2 * n])
+        out[2 * n :] = out[:n]
+        out[2 * n :].sort()
+    return out.data.cast("B")
 
 
 def _line_start(path: Path, pos: int, stop: int) -> int:
