@@ -642,15 +642,15 @@ class DriftDetector:
         prof = self.feature_profile(skip_invalid)
         if not prof["features"]:
             return
-        from .feature_drift import check_gathered, gather, join_gathered
+        from .feature_drift import check_gathered, gather_ordered, join_gathered
 
         drift = self._drift
         splits, n = self.store.fold_features(
-            self.production, size, skip_invalid, partial(gather, lenient=skip_invalid),
+            self.production, size, skip_invalid, partial(gather_ordered, lenient=skip_invalid),
             join_gathered,
         )
         found = check_gathered(
-            prof, splits, n, float(drift["alarm_alpha"]), int(drift["min_samples"])
+            prof, splits, n, float(drift["alarm_alpha"]), int(drift["min_samples"]), beside=True
         )
         row["features"] = {
             "drifted": found["drifted"],

@@ -1,5 +1,6 @@
-"""Work done beside this process in a forked child, for a CPU-bound parse that holds the GIL
-(orjson does), so threads cannot share it out.
+"""Work done beside this process in a forked child, for CPU-bound work that holds the GIL
+(orjson's parse; a feature check's tests, numpy calls on arrays too small to release it for
+long), so threads cannot share it out.
 
 Only where a fork is safe and pays: a POSIX fork, at least two CPUs this process may run on,
 and no other thread in this process (a fork copies only the calling thread, so a lock another

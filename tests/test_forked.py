@@ -305,3 +305,79 @@ def test_a_feature_check_from_a_window_folded_in_two_processes_gives_the_same_fi
     assert split == alone
     assert alone["new_features"] == ["early_only", "late_only"]
     assert {"gone_late", "back_late"} <= set(alone["drifted_features"])  # gone missing
+
+
+def _window_splits(seed: int) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A reference profile and a window's features of 4,000 rows: numbers with ties and zeros
+    of either sign, a shifted one, categories with a new one, and missing values."""
+    from mlops_cli import feature_drift as fd
+
+    rng = np.random.default_rng(seed)
+
+    def rows(n: int, shift: float) -> list[dict[str, Any]]:
+        out = []
+        for i in range(n):
+            x = round(float(rng.normal(shift, 1)), 1)
+            out.append({
+                "a": -0.0 if x == 0 else x,
+                "b": float(rng.lognormal()) + shift,
+                "c": ["x", "y", "z", "new" if shift and i % 9 == 0 else "x"][i % 4],
+                "d": None if shift and i % 4 == 0 else float(rng.normal()),
+            })
+        return out
+
+    prof = fd.profile(rows(3000, 0.0))
+    window = rows(4000, 0.3)
+    return prof, {"rows": window}, len(window)
+
+
+def test_feature_tests_split_across_two_processes_give_the_same_figures(
+    monkeypatch: pytest.MonkeyPatch, children: list[forked.Child]
+) -> None:
+    from mlops_cli import feature_drift as fd
+
+    prof, window, n = _window_splits(11)
+    splits, _ = fd.gather([window["rows"]])
+    alone = fd.check_gathered(prof, splits, n, 0.001, 100)
+    assert not children  # below TESTS_BESIDE_VALUES: one process
+    assert fd.check_gathered(prof, splits, n, 0.001, 100, beside=True) == alone
+    assert not children
+    monkeypatch.setattr(fd, "TESTS_BESIDE_VALUES", 1)
+    split = fd.check_gathered(prof, splits, n, 0.001, 100, beside=True)
+    assert len(children) == 1 and children[0].pid == 0  # made, and reaped
+    assert split == alone and list(split["features"]) == list(alone["features"])
+    assert alone["drifted"]  # figures worth comparing: some features drifted
+
+    class Fails(forked.Child):  # a child whose result never arrives
+        def result(self) -> bytes | None:
+            super().result()
+            return None
+
+    monkeypatch.setattr(forked, "Child", Fails)
+    assert fd.check_gathered(prof, splits, n, 0.001, 100, beside=True) == alone
+
+
+def test_parts_sorted_where_read_and_merged_give_the_figures_of_one_unsorted_read() -> None:
+    from mlops_cli import feature_drift as fd
+
+    prof, window, n = _window_splits(12)
+    rows = window["rows"]
+    plain, _ = fd.gather([rows])
+    first, later = fd.gather_ordered([rows[:1700]]), fd.gather_ordered([rows[1700:]])
+    merged, got_n = fd.join_gathered(first, later)
+    assert got_n == n
+    for name, split in merged.items():
+        assert split.ordered
+        assert split.numbers.tolist() == sorted(plain[name].numbers.tolist())
+        assert split.missing == plain[name].missing and split.others == plain[name].others
+    one, _ = fd.gather([rows])
+    assert not one["a"].ordered
+    assert fd.check_gathered(prof, merged, n, 0.001, 100) == fd.check_gathered(
+        prof, one, n, 0.001, 100
+    )
+    # one part sorted and one not: joined, then sorted by the check
+    mixed, _ = fd.join_gathered(fd.gather_ordered([rows[:1700]]), fd.gather([rows[1700:]]))
+    assert not mixed["b"].ordered
+    assert fd.check_gathered(prof, mixed, n, 0.001, 100) == fd.check_gathered(
+        prof, one, n, 0.001, 100
+    )
