@@ -58,9 +58,11 @@ def where(
     return ("WHERE " + " AND ".join(parts) if parts else ""), params
 
 
-# Per user (and arm): D = requests; the metrics summed; the request-level squares.
+# Per user (and arm): D = requests; the metrics summed; the request-level squares. Errors
+# are counted (0 or 1, checked by the footers or `e_dev`): a count keeps 8 bytes per user
+# where DuckDB's integer sum keeps a 128-bit state (16 MB less at 1,000,000 users).
 _PER_USER = """
-  SELECT variant, user_id, count(*) AS d, sum(err) AS e, sum(conf) AS c,
+  SELECT variant, user_id, count(*) AS d, count(*) FILTER (WHERE err = 1) AS e, sum(conf) AS c,
     sum(conf * conf) AS cc, sum(t) AS t, sum(t * t) AS tt,
     count(*) FILTER (WHERE t > {tau}) AS s{devs}
   FROM base GROUP BY variant, user_id"""
