@@ -348,7 +348,7 @@ class ABTestManager:
         out = []
         for name, test in sorted(tests.items()):
             summary = self.requests(name, skip_invalid=True, test=test)
-            requests = {v: summary.arm(v).n for v in VARIANTS}
+            requests = self._counts(test, summary)
             out.append(TestStatus(test, requests, skipped_lines=len(summary.skipped)))
         return out
 
@@ -358,7 +358,7 @@ class ABTestManager:
         summary = self.requests(name, skip_invalid=True, test=test)
         return TestStatus(
             test,
-            {v: summary.arm(v).n for v in VARIANTS},
+            self._counts(test, summary),
             days_between(test.started_at, self.store.clock()),
             summary.torn_bytes,
             len(summary.skipped),
@@ -873,6 +873,24 @@ class ABTestManager:
             )
         return test
 
+    def _counts(self, test: ABTest, summary: Summary) -> dict[str, int]:
+        """A test's requests per arm: from its log, or for a test whose requests live in a
+        source, from the source (one query, the evaluation's sums)."""
+        if test.source is None:
+            return {v: summary.arm(v).n for v in VARIANTS}
+        sums = self._source_sums(test, None)
+        return {v: sums.arms[v].moments.n for v in VARIANTS}
+
+    def _source_sums(self, test: ABTest, tau: float | None) -> sources.SourceSums:
+        """The per-arm sums of a source's test: its requests from its start to its
+        finalize (if any)."""
+        source = sources.Source.from_doc(test.source, f"the source of A/B test {test.name}")
+        until = _until(test)
+        return sources.ab_sums_of(
+            source, tau, format_ts(parse_ts(until)) if until else None,
+            since=format_ts(parse_ts(test.started_at)),
+        )
+
     def _evaluate_source(self, test: ABTest, end: datetime, days: float) -> Evaluation:
         """The decision on a test whose requests live in a source: the engine returns each
         arm's sums in one query (after a first-day threshold query, once, when tau is not
@@ -883,11 +901,7 @@ class ABTestManager:
         if test.tail_latency:
             tail = self._source_threshold(test, source, end)
             tau = tail.threshold.ms if tail.threshold else None
-        until = _until(test)
-        sums = sources.ab_sums_of(
-            source, tau, format_ts(parse_ts(until)) if until else None,
-            since=format_ts(parse_ts(test.started_at)),
-        )
+        sums = self._source_sums(test, tau)
         for arm in VARIANTS:  # never decide on sums that overflowed
             for key, value in asdict(sums.arms[arm].moments).items():
                 require_finite(key, value, f"the {arm} requests of A/B test {test.name}")

@@ -379,6 +379,12 @@ def test_rows_stamped_before_the_test_started_are_not_its_requests(tmp_path: Pat
     logged, lake = project.ab.get_test("logged"), project.ab.get_test("from_lake")
     assert lake.tail_latency_ms == logged.tail_latency_ms
     assert lake.tail_latency_requests == logged.tail_latency_requests
+    # the status and the list count the source's requests of the test, as the log's
+    counted = project.ab.status("logged").requests
+    assert sum(counted.values()) == 6000
+    assert project.ab.status("from_lake").requests == counted
+    listed = {t.test.name: t.requests for t in project.ab.list_tests()}
+    assert listed == {"logged": counted, "from_lake": counted}
 
 
 def test_record_result_into_a_source_test_is_refused(tmp_path: Path) -> None:
