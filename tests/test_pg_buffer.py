@@ -63,6 +63,45 @@ def test_a_signal_during_a_drain_waits_for_its_end(
     assert buffer._signalled is None
 
 
+_DRAIN_IN_A_THREAD = """
+import os, signal, sys, threading, time
+from mlops_cli.store.postgres import buffer
+
+signal.signal(signal.SIGTERM, buffer._on_signal)
+buffer._hooked = os.getpid()  # this process buffered records
+main = threading.main_thread().ident
+
+
+def closing() -> None:  # a store closed in another thread: its drain holds SIGTERM back
+    with buffer.draining():
+        signal.pthread_kill(main, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while buffer._signalled is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+worker = threading.Thread(target=closing)
+worker.start()
+while worker.is_alive():
+    time.sleep(0.01)
+time.sleep(0.5)  # a signal sent to this thread at the drain's end is handled here
+print("survived")
+"""
+
+
+def test_a_sigterm_held_back_by_a_drain_in_another_thread_still_ends_the_process() -> None:
+    """The drain's end acts on the signal; from a thread that is not the main one (which may
+    not change a handler) it is sent on to the main thread, whose handler ends the process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DRAIN_IN_A_THREAD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGTERM, (done.returncode, done.stdout, done.stderr)
+    assert "survived" not in done.stdout
+
+
 class _StuckOwner:
     """An inherited store whose drain would never end (its lock held by a parent's thread)."""
 

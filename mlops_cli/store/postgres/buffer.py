@@ -495,9 +495,14 @@ def _wake_all() -> None:
 
 
 def _die_of(signum: int) -> None:
-    """What the default handler does: raise KeyboardInterrupt, or end by the signal."""
+    """What the default handler does: raise KeyboardInterrupt, or end by the signal. From
+    another thread (a drain it ran held the signal back): the signal goes to the main thread,
+    whose handler then acts on it (only the main thread may change a handler)."""
     global _signalled
     _signalled = None
+    if threading.current_thread() is not threading.main_thread():
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+        return
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)
