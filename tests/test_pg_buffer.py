@@ -102,6 +102,18 @@ def test_a_sigterm_held_back_by_a_drain_in_another_thread_still_ends_the_process
     assert "survived" not in done.stdout
 
 
+def test_a_helper_thread_starts_deaf_to_sigterm_and_sigint() -> None:
+    """The flusher's and the registry listener's threads: the kernel hands SIGTERM and SIGINT
+    to the main thread, whose waits they must interrupt; the starter's mask is as it was."""
+    seen: list[set[int]] = []
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    thread = threading.Thread(target=lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    buffer.start_deaf(thread)
+    thread.join(60)
+    assert {signal.SIGTERM, signal.SIGINT} <= seen[0]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
 class _StuckOwner:
     """An inherited store whose drain would never end (its lock held by a parent's thread)."""
 

@@ -215,7 +215,7 @@ class Buffer:
     def _start(self) -> None:
         hook_process()
         self._thread = threading.Thread(target=self._run, name="mlops-pg-flush", daemon=True)
-        self._thread.start()
+        start_deaf(self._thread)
 
     def _due_in(self) -> float | None:
         """Seconds until the next round (0: now; None: nothing to do)."""
@@ -386,6 +386,23 @@ def warn(message: str) -> None:
 
 
 # -- the process: fork, exit, multiprocessing workers, signals --------------------------------
+
+
+def start_deaf(thread: threading.Thread) -> None:
+    """Start a helper thread with SIGTERM and SIGINT blocked in it, so the kernel hands them to
+    another thread, the main one where nothing else blocks them. Python runs its handlers in
+    the main thread only, and only a signal delivered to that thread interrupts a wait there:
+    one taken by a helper thread leaves a main thread blocked on a lock or a queue where it
+    was (a pool worker idle on its queue would outlive Pool.terminate)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        thread.start()  # the new thread starts with this thread's mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
 
 
 class Owner(Protocol):

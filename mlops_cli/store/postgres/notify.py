@@ -22,6 +22,7 @@ import psycopg
 
 from ...errors import ServiceError
 from ..snapshot import Loader, Snapshot
+from .buffer import start_deaf
 
 CHANNEL = "mlops_registry"
 POLL_S = 1.0
@@ -92,7 +93,7 @@ class Listener:
             oldest = _running.pop(0) if len(_running) > LISTENERS else None
         if oldest is not None:
             oldest.stop()  # its snapshot keeps its poll
-        self._thread.start()
+        start_deaf(self._thread)
 
     def stop(self) -> None:
         self._stop.set()
