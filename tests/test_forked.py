@@ -357,6 +357,22 @@ def test_feature_tests_split_across_two_processes_give_the_same_figures(
     assert fd.check_gathered(prof, splits, n, 0.001, 100, beside=True) == alone
 
 
+def test_feature_tests_go_beside_from_exactly_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, children: list[forked.Child]
+) -> None:
+    from mlops_cli import feature_drift as fd
+
+    prof, window, n = _window_splits(12)
+    splits, _ = fd.gather([window["rows"]])
+    work = sum(fd._work(splits.get(name)) for name in prof["features"])
+    monkeypatch.setattr(fd, "TESTS_BESIDE_VALUES", work + 1)
+    fd.check_gathered(prof, splits, n, 0.001, 100, beside=True)
+    assert not children  # one value short of it: one process
+    monkeypatch.setattr(fd, "TESTS_BESIDE_VALUES", work)
+    fd.check_gathered(prof, splits, n, 0.001, 100, beside=True)
+    assert len(children) == 1
+
+
 def test_parts_sorted_where_read_and_merged_give_the_figures_of_one_unsorted_read() -> None:
     from mlops_cli import feature_drift as fd
 

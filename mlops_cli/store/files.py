@@ -953,28 +953,30 @@ class FileStore:
     def reference_and_window(
         self, reference: str, first: int, production: str, last: int, skip_invalid: bool = False
     ) -> tuple[Samples, Samples]:
-        # The window's child starts first and the reference is read beside it, when the
-        # reference is read whole here (a large one is split itself).
+        # The window's child starts first and a reference read whole is read beside it; a
+        # large one is read in two parts itself, before the window.
         ref_path, win_path = self.path(reference), self.path(production)
         ref_start, ref_end, _torn, ref_limit = _window(ref_path, None, first)
-        if ref_end is not None:
-            return (
-                self.samples(reference, first=first, skip_invalid=skip_invalid),
-                self.samples(production, last=last, skip_invalid=skip_invalid),
-            )
         start, end, torn, limit = _window(win_path, last, None)
-        try:
-            before = os.stat(ref_path).st_size  # under SPLIT_BYTES, or it would be split
-        except FileNotFoundError:
-            before = 0
-        window = _WindowRead(win_path, start, end, limit, skip_invalid, before)
-        try:
-            ref_pred, ref_conf, ref_skipped, ref_sorted = read_window(
-                ref_path, ref_start, ref_end, ref_limit, skip_invalid
-            )
-        except BaseException:
-            window.cancel()
-            raise
+
+        def read_reference() -> tuple[Any, Any, int, Any]:
+            return read_window(ref_path, ref_start, ref_end, ref_limit, skip_invalid)
+
+        if ref_end is not None:
+            ref = read_reference()
+            window = _WindowRead(win_path, start, end, limit, skip_invalid)
+        else:
+            try:
+                before = os.stat(ref_path).st_size  # under SPLIT_BYTES, or it would be split
+            except FileNotFoundError:
+                before = 0
+            window = _WindowRead(win_path, start, end, limit, skip_invalid, before)
+            try:
+                ref = read_reference()
+            except BaseException:
+                window.cancel()
+                raise
+        ref_pred, ref_conf, ref_skipped, ref_sorted = ref
         pred, conf, skipped, ordered = window.finish()
         return (
             Samples(ref_pred, ref_conf, ref_skipped, 0, ref_sorted),
